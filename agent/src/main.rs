@@ -1,0 +1,2 @@
+//! `hostctl-agent`: the per-host daemon.
+fn main() {}

@@ -1,0 +1,2 @@
+//! `hostctl`: the fleet controller CLI.
+fn main() {}

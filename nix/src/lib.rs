@@ -1,0 +1,1 @@
+//! The typed Nix layer: the one place that runs `nix`.

@@ -1,0 +1,1 @@
+//! Shared vocabulary of hostctl: identities, the fleet inventory, the agent config.
