@@ -1,2 +1,89 @@
-//! `hostctl`: the fleet controller CLI.
-fn main() {}
+//! `hostctl`: the fleet controller CLI. Glue only: parse, run, print, exit.
+
+mod build;
+mod check;
+mod cli;
+mod commands;
+mod context;
+mod error;
+mod flake_nix;
+mod pool;
+mod report;
+mod select;
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use hostctl_nix::Nix;
+
+use crate::cli::{Cli, Command};
+use crate::error::{EXIT_BAD_INPUT, EXIT_FAILED};
+
+/// Where human-facing text goes; stdout stays machine-readable with `--json`.
+#[derive(Debug)]
+pub struct Output {
+    stderr: std::io::Stderr,
+}
+
+impl Output {
+    pub fn warn(&mut self, message: &str) {
+        let _ = writeln!(self.stderr, "warning: {message}");
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_BAD_INPUT } else { 0 });
+        }
+    };
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let mut output = Output { stderr: std::io::stderr() };
+    let nix = Arc::new(Nix::new());
+    match runtime.block_on(commands::run(&cli, nix, &mut output)) {
+        Ok(report) => {
+            let mut stdout = std::io::stdout().lock();
+            if let Err(e) = report.print(cli.json, &mut stdout) {
+                eprintln!("error: cannot write output: {e}");
+                return ExitCode::from(EXIT_FAILED);
+            }
+            if let (Command::Check, false) = (&cli.command, cli.json) {
+                if let Some(findings) = report.extra.get("findings") {
+                    eprint!("{}", check::render(findings));
+                }
+            }
+            ExitCode::from(report.exit_code())
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}

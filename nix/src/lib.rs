@@ -1,1 +1,18 @@
-//! The typed Nix layer: the one place that runs `nix`.
+//! The typed Nix layer: the one place that runs `nix`, and that knows how Nix sees a flake.
+//!
+//! - [`command`]: invocations as values (argv inspectable without running Nix);
+//! - [`runner`]: the [`Nix`] handle that runs them and the [`NixError`] they fail with;
+//! - [`version`]: what differs between Nix releases;
+//! - [`output`]: Nix's JSON parsed into types, and typed operations;
+//! - [`flake`]: the flake's git state (what Nix will and won't see) and its `flake.lock`.
+
+pub mod command;
+pub mod flake;
+pub mod output;
+pub mod runner;
+pub mod version;
+
+pub use command::{FlakeRef, NixCommand, Program};
+pub use output::{BuildResult, PathInfo, Toplevel};
+pub use runner::{Nix, NixError};
+pub use version::NixVersion;

@@ -1,0 +1,146 @@
+//! `hostctl check`: lints the fleet without building or changing anything — inventory vs
+//! `nixosConfigurations`, git state Nix would trip over, and `flake.lock` hygiene.
+
+use std::collections::BTreeSet;
+
+use hostctl_nix::Nix;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::context::FleetContext;
+use crate::error::Error;
+use crate::flake_nix;
+use crate::report::{HostReport, HostResult, Report};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One thing `check` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub severity: Severity,
+    pub kind: &'static str,
+    /// `file:line:column` or `file` when known.
+    pub location: Option<String>,
+    pub message: String,
+}
+
+/// Runs every check; error-severity findings make the command exit 1.
+pub async fn check(ctx: &FleetContext, nix: &Nix) -> Result<Report, Error> {
+    let mut findings = git_findings(ctx);
+    findings.extend(lock_findings(ctx));
+    let mut report = Report::default();
+    let configurations: BTreeSet<String> = nix.list_configurations(&ctx.flake).await?.into_iter().collect();
+    let fleet_file = ctx.fleet_file.display().to_string();
+    let mut used = BTreeSet::new();
+    for (name, host) in &ctx.fleet.hosts {
+        let attr = host.configuration_attr(name);
+        let mut entry = HostReport::new(HostResult::Ok, ctx.rev(), ctx.lock_id().map(ToString::to_string));
+        if !configurations.contains(attr.as_str()) {
+            entry.result = HostResult::Failed;
+            let message = format!("host {name}: nixosConfigurations.{attr} does not exist in {}", ctx.flake);
+            entry.error = Some(message.clone());
+            findings.push(Finding {
+                severity: Severity::Error,
+                kind: "missing-configuration",
+                location: Some(fleet_file.clone()),
+                message,
+            });
+        }
+        used.insert(attr.as_str().to_owned());
+        report.hosts.insert(name.to_string(), entry);
+    }
+    for extra in configurations.difference(&used) {
+        findings.push(Finding {
+            severity: Severity::Warning,
+            kind: "unlisted-configuration",
+            location: Some(fleet_file.clone()),
+            message: format!("nixosConfigurations.{extra} is not deployed by any host in the inventory"),
+        });
+    }
+    report.failed = findings.iter().any(|f| f.severity == Severity::Error);
+    report.extra.insert("findings".into(), serde_json::to_value(&findings).unwrap_or(Value::Null));
+    Ok(report)
+}
+
+fn git_findings(ctx: &FleetContext) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let Some(source) = &ctx.source else { return findings };
+    let dir = source.dir.display().to_string();
+    let Some(git) = &source.git else {
+        findings.push(Finding {
+            severity: Severity::Warning,
+            kind: "not-a-git-repository",
+            location: Some(dir),
+            message: "the flake is not in a git repository: deployments cannot be tied to a revision".into(),
+        });
+        return findings;
+    };
+    if let Some(message) = ctx.untracked_warning() {
+        findings.push(Finding { severity: Severity::Warning, kind: "untracked-files", location: Some(dir.clone()), message });
+    }
+    if git.rev.is_none() {
+        findings.push(Finding {
+            severity: Severity::Warning,
+            kind: "no-commit",
+            location: Some(dir.clone()),
+            message: "the repository has no commit yet".into(),
+        });
+    }
+    if !git.dirty.is_empty() {
+        let files: Vec<String> = git.dirty.iter().map(|p| p.display().to_string()).collect();
+        findings.push(Finding {
+            severity: Severity::Warning,
+            kind: "dirty-tree",
+            location: Some(dir),
+            message: format!("uncommitted changes in {}: a deployment from here has no exact revision", files.join(", ")),
+        });
+    }
+    findings
+}
+
+/// More than one nixpkgs in `flake.lock` means an input lacks `inputs.nixpkgs.follows`:
+/// each host then evaluates two nixpkgs (slower, more memory, mismatched packages).
+fn lock_findings(ctx: &FleetContext) -> Vec<Finding> {
+    let (Some(lock), Some(source)) = (&ctx.lock, &ctx.source) else { return Vec::new() };
+    let flake_nix_path = source.dir.join("flake.nix");
+    let flake_nix = std::fs::read_to_string(&flake_nix_path).unwrap_or_default();
+    let root_nixpkgs = if lock.root_inputs().contains_key("nixpkgs") { "nixpkgs" } else { "<your nixpkgs input>" };
+    lock.nixpkgs_duplicates()
+        .into_iter()
+        .map(|dup| {
+            let declared = dup.via.first().and_then(|input| flake_nix::find_input(&flake_nix, input));
+            let location = match declared {
+                Some(p) => format!("{}:{}:{}", flake_nix_path.display(), p.line, p.column),
+                None => flake_nix_path.display().to_string(),
+            };
+            let chain = dup.via.join(" -> ");
+            Finding {
+                severity: Severity::Error,
+                kind: "duplicate-nixpkgs",
+                location: Some(location),
+                message: format!(
+                    "input `{chain}` brings its own nixpkgs (flake.lock node `{}`) instead of following the fleet's; add to flake.nix:\n  {}",
+                    dup.node,
+                    dup.follows_line(root_nixpkgs)
+                ),
+            }
+        })
+        .collect()
+}
+
+/// Renders findings for humans, one per paragraph: `location: severity: message`.
+pub fn render(findings: &Value) -> String {
+    let mut out = String::new();
+    for f in findings.as_array().into_iter().flatten() {
+        let field = |k: &str| f.get(k).and_then(Value::as_str).unwrap_or("");
+        let location = field("location");
+        let prefix = if location.is_empty() { String::new() } else { format!("{location}: ") };
+        out.push_str(&format!("{prefix}{}: {}\n", field("severity"), field("message")));
+    }
+    out
+}

@@ -1,0 +1,133 @@
+//! The command handlers: glue between the fleet context, the Nix layer and the report.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use hostctl_nix::{Nix, Toplevel};
+use hostctl_schemas::ids::HostName;
+
+use crate::build::build_all;
+use crate::cli::{Cli, Command, Select};
+use crate::context::FleetContext;
+use crate::error::Error;
+use crate::pool::{evaluate, pool_size, EvalJob};
+use crate::report::{HostReport, HostResult, Report};
+use crate::select::select;
+use crate::{check, Output};
+
+/// Runs the parsed command; returns the report to print.
+pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Report, Error> {
+    let ctx = FleetContext::load(&cli.fleet)?;
+    if let Some(warning) = ctx.untracked_warning() {
+        out.warn(&warning);
+    }
+    match &cli.command {
+        Command::Eval(sel) => {
+            let evaluated = eval_selected(cli, &ctx, nix, sel).await?;
+            Ok(eval_report(&ctx, evaluated))
+        }
+        Command::Build(sel) => build(cli, &ctx, nix, sel).await,
+        Command::Check => check::check(&ctx, &nix).await,
+    }
+}
+
+type Evaluated = BTreeMap<HostName, Result<Toplevel, String>>;
+
+/// Evaluates the selected hosts and checks each result against the inventory.
+async fn eval_selected(cli: &Cli, ctx: &FleetContext, nix: Arc<Nix>, sel: &Select) -> Result<Evaluated, Error> {
+    let hosts = select(&ctx.fleet.hosts, &sel.on, &ctx.fleet_file.display().to_string())?;
+    let jobs: Vec<EvalJob> = hosts
+        .iter()
+        .filter_map(|&name| {
+            let host = ctx.fleet.hosts.get(name)?;
+            Some(EvalJob { host: name.clone(), attr: host.configuration_attr(name) })
+        })
+        .collect();
+    let size = pool_size(cli.eval_jobs, jobs.len());
+    tracing::info!(hosts = jobs.len(), workers = size, "evaluating");
+    let mut raw = evaluate(nix, &ctx.flake, jobs, size).await;
+    let mut evaluated = BTreeMap::new();
+    for &name in &hosts {
+        let result = match raw.remove(name) {
+            Some(Ok(toplevel)) => check_system(ctx, name, toplevel),
+            Some(Err(e)) => Err(eval_error(ctx, name, &e)),
+            None => Err(format!("host {name}: evaluation did not finish")),
+        };
+        evaluated.insert(name.clone(), result);
+    }
+    Ok(evaluated)
+}
+
+/// Nix's own message, prefixed with the host, plus a hint when the cause is an untracked file.
+fn eval_error(ctx: &FleetContext, name: &HostName, error: &hostctl_nix::NixError) -> String {
+    let message = error.nix_message().map_or_else(|| error.to_string(), str::to_owned);
+    let mut text = format!("host {name}: evaluation failed:\n{message}");
+    if let Some(hint) = ctx.explain_nix_error(&message) {
+        text.push('\n');
+        text.push_str(&hint);
+    }
+    text
+}
+
+/// An inventory `system` must match what the configuration evaluates to.
+fn check_system(ctx: &FleetContext, name: &HostName, toplevel: Toplevel) -> Result<Toplevel, String> {
+    let expected = ctx.fleet.hosts.get(name).and_then(|h| h.system.as_ref());
+    match (expected, toplevel.system.as_deref()) {
+        (Some(want), Some(got)) if want.as_str() != got => Err(format!(
+            "host {name}: {} says system {want}, but the configuration evaluates to {got}",
+            ctx.fleet_file.display()
+        )),
+        _ => Ok(toplevel),
+    }
+}
+
+fn base_entry(ctx: &FleetContext, result: HostResult) -> HostReport {
+    HostReport::new(result, ctx.rev(), ctx.lock_id().map(ToString::to_string))
+}
+
+fn eval_report(ctx: &FleetContext, evaluated: Evaluated) -> Report {
+    let mut report = Report::default();
+    for (name, result) in evaluated {
+        let entry = match result {
+            Ok(t) => {
+                let mut e = base_entry(ctx, HostResult::Evaluated)
+                    .field("drv_path", t.drv_path.as_str())
+                    .field("system", t.system.clone());
+                e.toplevel = Some(t.out_path.to_string());
+                e
+            }
+            Err(message) => failed(ctx, message),
+        };
+        report.hosts.insert(name.to_string(), entry);
+    }
+    report
+}
+
+fn failed(ctx: &FleetContext, message: String) -> HostReport {
+    let mut e = base_entry(ctx, HostResult::Failed);
+    e.error = Some(message);
+    e
+}
+
+async fn build(cli: &Cli, ctx: &FleetContext, nix: Arc<Nix>, sel: &Select) -> Result<Report, Error> {
+    let evaluated = eval_selected(cli, ctx, nix.clone(), sel).await?;
+    let targets: BTreeMap<HostName, Toplevel> =
+        evaluated.iter().filter_map(|(h, r)| Some((h.clone(), r.as_ref().ok()?.clone()))).collect();
+    tracing::info!(hosts = targets.len(), "building");
+    let mut built = build_all(&nix, &targets).await?;
+    let mut report = Report::default();
+    for (name, result) in evaluated {
+        let entry = match (result, built.remove(&name)) {
+            (Ok(t), Some(Ok(()))) => {
+                let mut e = base_entry(ctx, HostResult::Built).field("drv_path", t.drv_path.as_str());
+                e.toplevel = Some(t.out_path.to_string());
+                e
+            }
+            (Ok(_), Some(Err(log))) => failed(ctx, format!("host {name}: build failed:\n{log}")),
+            (Ok(_), None) => failed(ctx, format!("host {name}: build did not run")),
+            (Err(message), _) => failed(ctx, message),
+        };
+        report.hosts.insert(name.to_string(), entry);
+    }
+    Ok(report)
+}

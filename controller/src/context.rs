@@ -1,0 +1,116 @@
+//! A loaded fleet: the inventory, the flake it points at, that flake's git state and lock.
+//!
+//! Everything here is read-only; loading a fleet never changes a file.
+
+use std::path::{Path, PathBuf};
+
+use hostctl_nix::flake::{FlakeLock, FlakeSource};
+use hostctl_nix::FlakeRef;
+use hostctl_schemas::ids::LockId;
+use hostctl_schemas::inventory::{load_fleet, Fleet};
+
+use crate::error::Error;
+
+/// The inventory plus what the controller knows about its flake before running Nix.
+#[derive(Debug)]
+pub struct FleetContext {
+    pub fleet_file: PathBuf,
+    pub fleet: Fleet,
+    pub flake: FlakeRef,
+    /// The local flake directory's state; `None` for remote flake references.
+    pub source: Option<FlakeSource>,
+    /// The parsed `flake.lock`; `None` when the flake has no lock (no inputs) or is remote.
+    pub lock: Option<FlakeLock>,
+}
+
+impl FleetContext {
+    pub fn load(fleet_file: &Path) -> Result<Self, Error> {
+        let fleet = load_fleet(fleet_file)?;
+        let base = fleet_file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let spec = fleet.flake.clone().unwrap_or_else(|| ".".to_owned());
+        let fleet_name = fleet_file.display().to_string();
+        let (flake, source) = if is_remote_ref(&spec) {
+            let flake = FlakeRef::new(spec).map_err(|source| Error::FlakeRef { fleet: fleet_name, source })?;
+            (flake, None)
+        } else {
+            let dir = base.join(spec.strip_prefix("path:").unwrap_or(&spec));
+            let source = FlakeSource::inspect(&dir)?;
+            let path = source.dir.to_string_lossy().into_owned();
+            let flake = FlakeRef::new(path).map_err(|source| Error::FlakeRef { fleet: fleet_name, source })?;
+            (flake, Some(source))
+        };
+        let lock = match &source {
+            Some(src) if src.lock_path().exists() => Some(FlakeLock::read(&src.lock_path())?),
+            _ => None,
+        };
+        Ok(Self { fleet_file: fleet_file.to_path_buf(), fleet, flake, source, lock })
+    }
+
+    /// The revision being deployed: HEAD's commit, with `-dirty` when the tree has
+    /// uncommitted changes (what Nix evaluates then is not that commit).
+    pub fn rev(&self) -> Option<String> {
+        let git = self.source.as_ref()?.git.as_ref()?;
+        let rev = git.rev.as_deref()?;
+        Some(if git.is_clean() { rev.to_owned() } else { format!("{rev}-dirty") })
+    }
+
+    pub fn lock_id(&self) -> Option<&LockId> {
+        self.lock.as_ref().map(|l| &l.id)
+    }
+
+    /// Files in the flake directory that Nix will not see because git does not track them.
+    pub fn untracked(&self) -> &[PathBuf] {
+        self.source.as_ref().and_then(|s| s.git.as_ref()).map_or(&[], |g| g.untracked.as_slice())
+    }
+
+    /// The warning hostctl prints about untracked files, if any.
+    pub fn untracked_warning(&self) -> Option<String> {
+        let files = self.untracked();
+        if files.is_empty() {
+            return None;
+        }
+        let dir = self.source.as_ref().map(|s| s.dir.display().to_string()).unwrap_or_default();
+        let list: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        Some(format!(
+            "{} file(s) in {dir} are not tracked by git, so Nix does not see them: {}\n  \
+             (a flake only contains git-tracked files; run `git add` on them if the configuration needs them)",
+            files.len(),
+            list.join(", ")
+        ))
+    }
+
+    /// Adds a hint to Nix's message when it names a path that is merely untracked:
+    /// Nix reports those as "path ... does not exist", which hides the real cause.
+    pub fn explain_nix_error(&self, message: &str) -> Option<String> {
+        let hits: Vec<String> = self
+            .untracked()
+            .iter()
+            .map(|f| f.display().to_string())
+            .filter(|f| message.contains(f.as_str()))
+            .collect();
+        (!hits.is_empty()).then(|| {
+            format!("hint: {} exist(s) on disk but is not tracked by git; flakes only see tracked files (`git add` it)", hits.join(", "))
+        })
+    }
+}
+
+/// A flake reference that is not a local path (`github:o/r`, `git+https://...`).
+fn is_remote_ref(spec: &str) -> bool {
+    !spec.starts_with("path:") && spec.contains(':') && !spec.starts_with('/') && !spec.starts_with('.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_remote_ref;
+
+    #[test]
+    fn remote_vs_local() {
+        assert!(is_remote_ref("github:org/infra"));
+        assert!(is_remote_ref("git+https://git.example.com/infra.git"));
+        assert!(!is_remote_ref("."));
+        assert!(!is_remote_ref("./infra"));
+        assert!(!is_remote_ref("/srv/infra"));
+        assert!(!is_remote_ref("path:./infra"));
+        assert!(!is_remote_ref("infra"));
+    }
+}

@@ -1,0 +1,47 @@
+//! The controller's error type, and the one place errors become exit codes.
+
+use hostctl_nix::command::FlakeRefError;
+use hostctl_nix::flake::{FlakeError, LockError};
+use hostctl_nix::NixError;
+use hostctl_schemas::inventory::InventoryError;
+
+use crate::select::SelectError;
+
+/// `2`: bad invocation or bad input; nothing was changed.
+pub const EXIT_BAD_INPUT: u8 = 2;
+/// `1`: at least one host failed (or hostctl itself could not do its work).
+pub const EXIT_FAILED: u8 = 1;
+
+/// Everything that stops a command before per-host results exist.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    #[error(transparent)]
+    Select(#[from] SelectError),
+    #[error(transparent)]
+    Flake(#[from] FlakeError),
+    #[error("{fleet}: flake: {source}")]
+    FlakeRef {
+        fleet: String,
+        #[source]
+        source: FlakeRefError,
+    },
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Nix(#[from] NixError),
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Inventory(_) | Error::Select(_) | Error::Flake(_) | Error::FlakeRef { .. } | Error::Lock(_) => {
+                EXIT_BAD_INPUT
+            }
+            Error::Nix(_) | Error::Output(_) => EXIT_FAILED,
+        }
+    }
+}

@@ -1,0 +1,5 @@
+{
+  system = "x86_64-linux";
+  roles = [ "nginx" ];
+  motd = "web2: web frontend, us";
+}

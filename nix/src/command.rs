@@ -1,0 +1,295 @@
+//! Nix invocations as values: every `nix`, `nix-store` and `nix-env` argv hostctl uses is
+//! built here, so tests can inspect it without running Nix.
+//!
+//! Invariant: values reach Nix only as separate argv elements (store paths, attribute
+//! names validated by `hostctl-schemas`); no Nix code or shell text is ever assembled
+//! from input. The only Nix code passed is the constant `--apply` functions below.
+
+use std::fmt;
+
+use hostctl_schemas::ids::{AttrName, StorePath};
+
+use crate::version::NixVersion;
+
+/// The Nix executables hostctl runs. `nix-env` is used for profile generations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Program {
+    Nix,
+    NixStore,
+    NixEnv,
+}
+
+impl Program {
+    pub fn name(self) -> &'static str {
+        match self {
+            Program::Nix => "nix",
+            Program::NixStore => "nix-store",
+            Program::NixEnv => "nix-env",
+        }
+    }
+}
+
+/// Selects what we need from a NixOS toplevel in one evaluation. `system` is the
+/// derivation's own attribute; `or null` keeps hand-made toplevels without it working.
+/// The key must not be `outPath`: `toJSON` turns any attrset with one into that string.
+const TOPLEVEL_FN: &str = "t: { drv = t.drvPath; out = t.outPath; system = t.system or null; }";
+
+/// One Nix invocation: the program and its arguments, without the global options
+/// (`--store`, `--option`) that the [`crate::Nix`] handle adds when it runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NixCommand {
+    program: Program,
+    args: Vec<String>,
+}
+
+impl NixCommand {
+    fn nix<I, S>(args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self { program: Program::Nix, args: args.into_iter().map(Into::into).collect() }
+    }
+
+    pub fn program(&self) -> Program {
+        self.program
+    }
+
+    pub fn args(&self) -> &[String] {
+        &self.args
+    }
+
+    /// The full argv as it would be run without global options: program name first.
+    pub fn argv(&self) -> Vec<String> {
+        std::iter::once(self.program.name().to_owned()).chain(self.args.iter().cloned()).collect()
+    }
+
+    /// `nix --version`.
+    pub fn version() -> Self {
+        Self::nix(["--version"])
+    }
+
+    /// Evaluates `nixosConfigurations.<attr>.config.system.build.toplevel` to its
+    /// `drvPath`, `outPath` and `system` (JSON). Never writes `flake.lock`: a lock that
+    /// needs updating is an error, because the lock id names what gets deployed.
+    pub fn eval_toplevel(flake: &FlakeRef, attr: &AttrName) -> Self {
+        let installable =
+            format!("{}#nixosConfigurations.{}.config.system.build.toplevel", flake.as_str(), attr.as_str());
+        Self::nix(["eval", "--json", "--no-update-lock-file", &installable, "--apply", TOPLEVEL_FN])
+    }
+
+    /// Lists the attribute names of `nixosConfigurations` (JSON array of strings).
+    pub fn list_configurations(flake: &FlakeRef) -> Self {
+        let installable = format!("{}#nixosConfigurations", flake.as_str());
+        Self::nix(["eval", "--json", "--no-update-lock-file", &installable, "--apply", "builtins.attrNames"])
+    }
+
+    /// Builds every output of the given derivations in one `nix build`, carrying on past
+    /// failures so one broken host does not hide the others' results.
+    pub fn build_outputs(version: NixVersion, drvs: &[StorePath]) -> Self {
+        let mut cmd = Self::nix(["build", "--json", "--no-link", "--keep-going"]);
+        for drv in drvs {
+            cmd.args.push(derivation_outputs_installable(version, drv));
+        }
+        cmd
+    }
+
+    /// `nix path-info --json` for the given paths, with their closure if `recursive`.
+    pub fn path_info(paths: &[StorePath], recursive: bool) -> Self {
+        let mut cmd = Self::nix(["path-info", "--json"]);
+        if recursive {
+            cmd.args.push("--recursive".to_owned());
+        }
+        cmd.args.extend(paths.iter().map(|p| p.as_str().to_owned()));
+        cmd
+    }
+
+    /// `nix-store --check-validity --print-invalid`: prints the paths that are not valid
+    /// in the store, one per line, and succeeds either way (same in every Nix version).
+    pub fn check_validity(paths: &[StorePath]) -> Self {
+        let mut args = vec!["--check-validity".to_owned(), "--print-invalid".to_owned()];
+        args.extend(paths.iter().map(|p| p.as_str().to_owned()));
+        Self { program: Program::NixStore, args }
+    }
+
+    /// `nix-store --query --requisites`: the closure of `paths`, one path per line. For a
+    /// `.drv` this is every derivation and source it needs (same in every Nix version).
+    pub fn query_requisites(paths: &[StorePath]) -> Self {
+        let mut args = vec!["--query".to_owned(), "--requisites".to_owned()];
+        args.extend(paths.iter().map(|p| p.as_str().to_owned()));
+        Self { program: Program::NixStore, args }
+    }
+
+    /// Shows a store derivation as JSON (`show-derivation` or `derivation show`).
+    pub fn show_derivation(version: NixVersion, drv: &StorePath) -> Self {
+        let mut cmd = Self::nix(version.derivation_show_argv().iter().copied());
+        cmd.args.push(derivation_self_installable(version, drv));
+        cmd
+    }
+}
+
+/// The installable meaning "all outputs of this derivation" for the given Nix.
+fn derivation_outputs_installable(version: NixVersion, drv: &StorePath) -> String {
+    if version.has_caret_outputs() {
+        format!("{}^*", drv.as_str())
+    } else {
+        drv.as_str().to_owned()
+    }
+}
+
+/// The installable meaning "this .drv file itself". Before 2.15 a bare `.drv` path meant
+/// its outputs for most commands, but `show-derivation` always took the file itself.
+fn derivation_self_installable(_version: NixVersion, drv: &StorePath) -> String {
+    drv.as_str().to_owned()
+}
+
+impl fmt::Display for NixCommand {
+    /// Shell-like rendering for error messages; quoting is only for humans to read.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&render_argv(&self.argv()))
+    }
+}
+
+/// Renders an argv for humans: arguments with spaces or quotes are single-quoted.
+pub fn render_argv(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@%^*+,#".contains(c)) {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A flake reference as Nix's CLI accepts it (an absolute path or a URL-like reference),
+/// checked so that appending `#attrpath` cannot change its meaning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlakeRef(String);
+
+/// Why a string is not usable as a flake reference.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{reference}` is not a usable flake reference: {reason}")]
+pub struct FlakeRefError {
+    pub reference: String,
+    pub reason: &'static str,
+}
+
+impl FlakeRef {
+    /// Accepts an absolute path or a reference like `git+file:///srv/infra?ref=main`.
+    pub fn new(reference: impl Into<String>) -> Result<Self, FlakeRefError> {
+        let reference = reference.into();
+        let reason = if reference.is_empty() {
+            Some("it is empty")
+        } else if reference.contains('#') {
+            Some("it must not contain `#` (hostctl appends the attribute path itself)")
+        } else if reference.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            Some("it must not contain whitespace or control characters")
+        } else if reference.starts_with('-') {
+            Some("it must not start with `-`")
+        } else if !reference.starts_with('/') && !reference.contains(':') {
+            Some("a path must be absolute here (relative paths are resolved before this point)")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(FlakeRefError { reference, reason }),
+            None => Ok(Self(reference)),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for FlakeRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attr(s: &str) -> AttrName {
+        s.parse().unwrap()
+    }
+
+    fn sp(s: &str) -> StorePath {
+        s.parse().unwrap()
+    }
+
+    const DRV: &str = "/nix/store/mh3rz2qzm0lrcxk22g2b1kifak7q2nj9-x.drv";
+
+    #[test]
+    fn eval_toplevel_argv() {
+        let flake = FlakeRef::new("/srv/fleet").unwrap();
+        let cmd = NixCommand::eval_toplevel(&flake, &attr("web1"));
+        assert_eq!(
+            cmd.argv(),
+            [
+                "nix",
+                "eval",
+                "--json",
+                "--no-update-lock-file",
+                "/srv/fleet#nixosConfigurations.web1.config.system.build.toplevel",
+                "--apply",
+                TOPLEVEL_FN,
+            ]
+        );
+    }
+
+    #[test]
+    fn build_argv_depends_on_version() {
+        let drvs = [sp(DRV)];
+        let old = NixCommand::build_outputs(NixVersion::new(2, 8, 0), &drvs);
+        assert_eq!(old.argv(), ["nix", "build", "--json", "--no-link", "--keep-going", DRV]);
+        let new = NixCommand::build_outputs(NixVersion::new(2, 26, 3), &drvs);
+        assert_eq!(new.args().last().map(String::as_str), Some(format!("{DRV}^*").as_str()));
+    }
+
+    #[test]
+    fn show_derivation_argv_depends_on_version() {
+        let drv = sp(DRV);
+        assert_eq!(
+            NixCommand::show_derivation(NixVersion::new(2, 8, 0), &drv).argv(),
+            ["nix", "show-derivation", DRV]
+        );
+        assert_eq!(
+            NixCommand::show_derivation(NixVersion::new(2, 26, 0), &drv).argv(),
+            ["nix", "derivation", "show", DRV]
+        );
+    }
+
+    #[test]
+    fn path_info_argv() {
+        let cmd = NixCommand::path_info(&[sp(DRV)], true);
+        assert_eq!(cmd.argv(), ["nix", "path-info", "--json", "--recursive", DRV]);
+    }
+
+    #[test]
+    fn check_validity_uses_nix_store() {
+        let cmd = NixCommand::check_validity(&[sp(DRV)]);
+        assert_eq!(cmd.argv(), ["nix-store", "--check-validity", "--print-invalid", DRV]);
+    }
+
+    #[test]
+    fn flake_refs_are_checked() {
+        assert!(FlakeRef::new("/srv/fleet").is_ok());
+        assert!(FlakeRef::new("git+file:///srv/fleet?ref=main").is_ok());
+        assert!(FlakeRef::new("github:org/infra").is_ok());
+        for bad in ["", "relative/dir", "/srv/fleet#x", "/srv/my fleet", "--impure"] {
+            assert!(FlakeRef::new(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn render_quotes_only_what_needs_it() {
+        let argv = vec!["nix".to_owned(), "eval".to_owned(), "t: t".to_owned(), "it's".to_owned()];
+        assert_eq!(render_argv(&argv), r"nix eval 't: t' 'it'\''s'");
+    }
+}

@@ -1,0 +1,252 @@
+//! The [`Nix`] handle: runs [`NixCommand`]s and turns failures into [`NixError`]s that keep
+//! the argv, the exit status and the tail of stderr.
+//!
+//! Invariant: this is the only place in hostctl that spawns a Nix process.
+
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+
+use serde::de::DeserializeOwned;
+use tokio::process::Command;
+use tokio::sync::OnceCell;
+
+use crate::command::{render_argv, NixCommand, Program};
+use crate::version::NixVersion;
+
+/// How much of a failing command's stderr an error keeps.
+const STDERR_TAIL_LINES: usize = 40;
+const STDERR_TAIL_BYTES: usize = 8 * 1024;
+
+/// A failed Nix invocation.
+#[derive(Debug, thiserror::Error)]
+pub enum NixError {
+    #[error("cannot run `{argv}`: {source}")]
+    Spawn {
+        argv: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{argv}` failed ({status}):\n{stderr_tail}")]
+    Failed { argv: String, status: ExitStatus, stderr_tail: String },
+    #[error("`{argv}` printed output hostctl cannot read ({problem}); output starts with: {stdout_head}")]
+    BadOutput { argv: String, problem: String, stdout_head: String },
+    #[error("cannot tell the Nix version from `nix --version` output {output:?}")]
+    UnknownVersion { output: String },
+}
+
+impl NixError {
+    /// Nix's own message for a failed command: the tail of its stderr.
+    pub fn nix_message(&self) -> Option<&str> {
+        match self {
+            NixError::Failed { stderr_tail, .. } => Some(stderr_tail),
+            _ => None,
+        }
+    }
+}
+
+/// What a successful command printed.
+#[derive(Debug, Clone)]
+pub struct NixOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// A handle on one Nix installation and store. Cheap to share behind an `Arc`; the
+/// version is detected on first use and then remembered.
+#[derive(Debug, Default)]
+pub struct Nix {
+    bin_dir: Option<PathBuf>,
+    store: Option<String>,
+    options: Vec<(String, String)>,
+    version: OnceCell<NixVersion>,
+}
+
+impl Nix {
+    /// Uses `nix`, `nix-store`, `nix-env` from `PATH` and the default store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs the executables from this directory instead of `PATH`.
+    pub fn with_bin_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.bin_dir = Some(dir.into());
+        self
+    }
+
+    /// Talks to this store (`--store URL`), e.g. `local?root=/tmp/x` in tests.
+    pub fn with_store(mut self, store: impl Into<String>) -> Self {
+        self.store = Some(store.into());
+        self
+    }
+
+    /// Adds `--option NAME VALUE` to every invocation.
+    pub fn with_option(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.options.push((name.into(), value.into()));
+        self
+    }
+
+    /// The full argv this handle runs for `cmd`: program, global options, then its args.
+    pub fn argv(&self, cmd: &NixCommand) -> Vec<String> {
+        let program = match &self.bin_dir {
+            Some(dir) => dir.join(cmd.program().name()).to_string_lossy().into_owned(),
+            None => cmd.program().name().to_owned(),
+        };
+        let mut argv = vec![program];
+        // `nix --version` must stay bare: old Nix rejects options before it.
+        let is_version = cmd.args() == ["--version"];
+        if !is_version {
+            if cmd.program() == Program::Nix {
+                // hostctl needs these whatever the user's nix.conf says; `extra-` adds to it.
+                argv.extend(["--extra-experimental-features".to_owned(), "nix-command flakes".to_owned()]);
+            }
+            if let Some(store) = &self.store {
+                argv.extend(["--store".to_owned(), store.clone()]);
+            }
+            for (name, value) in &self.options {
+                argv.extend(["--option".to_owned(), name.clone(), value.clone()]);
+            }
+        }
+        argv.extend(cmd.args().iter().cloned());
+        argv
+    }
+
+    /// The Nix version, asked once per handle.
+    pub async fn version(&self) -> Result<NixVersion, NixError> {
+        self.version
+            .get_or_try_init(|| async {
+                let out = self.run(&NixCommand::version()).await?;
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                NixVersion::parse(&text).ok_or(NixError::UnknownVersion { output: text })
+            })
+            .await
+            .copied()
+    }
+
+    /// Runs `cmd` to completion. Killed if the future is dropped (cancelled evaluations
+    /// must not keep burning a core).
+    pub async fn run(&self, cmd: &NixCommand) -> Result<NixOutput, NixError> {
+        self.run_with_stdin(cmd, None).await
+    }
+
+    /// Runs `cmd` feeding `stdin` to it.
+    pub async fn run_with_stdin(&self, cmd: &NixCommand, stdin: Option<&[u8]>) -> Result<NixOutput, NixError> {
+        let argv = self.argv(cmd);
+        let rendered = render_argv(&argv);
+        tracing::debug!(argv = %rendered, "running nix");
+        let mut command = Command::new(&argv[0]);
+        command
+            .args(&argv[1..])
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().map_err(|source| NixError::Spawn { argv: rendered.clone(), source })?;
+        if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            use tokio::io::AsyncWriteExt;
+            // A write error means Nix exited early; its status and stderr say why.
+            let _ = pipe.write_all(data).await;
+            drop(pipe);
+        }
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|source| NixError::Spawn { argv: rendered.clone(), source })?;
+        if !out.status.success() {
+            return Err(NixError::Failed {
+                argv: rendered,
+                status: out.status,
+                stderr_tail: stderr_tail(&out.stderr),
+            });
+        }
+        Ok(NixOutput { stdout: out.stdout, stderr: out.stderr })
+    }
+
+    /// Runs `cmd` and parses its stdout as JSON.
+    pub async fn run_json<T: DeserializeOwned>(&self, cmd: &NixCommand) -> Result<T, NixError> {
+        let out = self.run(cmd).await?;
+        serde_json::from_slice(&out.stdout).map_err(|e| self.bad_output(cmd, e.to_string(), &out.stdout))
+    }
+
+    pub(crate) fn bad_output(&self, cmd: &NixCommand, problem: String, stdout: &[u8]) -> NixError {
+        let head: String = String::from_utf8_lossy(stdout).chars().take(300).collect();
+        NixError::BadOutput { argv: render_argv(&self.argv(cmd)), problem, stdout_head: head }
+    }
+
+    /// The executable this handle runs for `program` (all share one bin dir).
+    pub fn program_path(&self, program: Program) -> PathBuf {
+        match &self.bin_dir {
+            Some(dir) => dir.join(program.name()),
+            None => PathBuf::from(program.name()),
+        }
+    }
+}
+
+/// The last lines of a command's stderr, bounded in bytes, without Nix's progress noise.
+pub fn stderr_tail(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let start = lines.len().saturating_sub(STDERR_TAIL_LINES);
+    let mut tail = lines[start..].join("\n");
+    if tail.len() > STDERR_TAIL_BYTES {
+        let mut cut = tail.len() - STDERR_TAIL_BYTES;
+        while !tail.is_char_boundary(cut) {
+            cut += 1;
+        }
+        tail = format!("…{}", &tail[cut..]);
+    }
+    tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argv_adds_global_options_but_not_to_version() {
+        let nix = Nix::new().with_bin_dir("/opt/nix/bin").with_store("local?root=/tmp/s").with_option("substituters", "");
+        assert_eq!(nix.argv(&NixCommand::version()), ["/opt/nix/bin/nix", "--version"]);
+        let flake = crate::command::FlakeRef::new("/f").unwrap();
+        let argv = nix.argv(&NixCommand::list_configurations(&flake));
+        assert_eq!(
+            &argv[..8],
+            [
+                "/opt/nix/bin/nix",
+                "--extra-experimental-features",
+                "nix-command flakes",
+                "--store",
+                "local?root=/tmp/s",
+                "--option",
+                "substituters",
+                ""
+            ]
+        );
+        assert_eq!(argv[8], "eval");
+    }
+
+    #[test]
+    fn stderr_tail_keeps_the_end() {
+        let long: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        let tail = stderr_tail(long.as_bytes());
+        assert!(tail.starts_with("line 60"));
+        assert!(tail.ends_with("line 99"));
+    }
+
+    #[tokio::test]
+    async fn failure_keeps_argv_status_and_stderr() {
+        let nix = Nix::new();
+        let cmd = NixCommand::path_info(&["/nix/store/00000000000000000000000000000000-nope".parse().unwrap()], false);
+        let err = nix.run(&cmd).await.unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("nix path-info --json /nix/store/00000000000000000000000000000000-nope"), "{text}");
+        assert!(text.contains("exit status"), "{text}");
+        assert!(err.nix_message().is_some_and(|m| m.contains("is not valid")), "{text}");
+    }
+
+    #[tokio::test]
+    async fn spawn_failure_names_the_program() {
+        let nix = Nix::new().with_bin_dir("/nonexistent-hostctl-bin");
+        let err = nix.version().await.unwrap_err();
+        assert!(matches!(err, NixError::Spawn { .. }));
+        assert!(err.to_string().contains("/nonexistent-hostctl-bin/nix --version"), "{err}");
+    }
+}

@@ -1,0 +1,429 @@
+//! The agent's configuration, `agent.yaml`. Every path the agent touches is here, so
+//! tests can run an agent against a private root.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use schemars::JsonSchema;
+use serde::de::value::SeqAccessDeserializer;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::duration::Duration;
+use crate::ids::{FromStrVisitor, HostName, System};
+use crate::inventory::{HealthCheck, DEFAULT_PORT};
+use crate::yaml::{load_yaml, parse_yaml, YamlError};
+
+pub use crate::key::{PublicKey, PublicKeyError, PUBLIC_KEY_LEN};
+
+/// Errors loading `agent.yaml`; they read `file:line:column: key.path: message`.
+pub type AgentConfigError = YamlError;
+
+/// The whole agent configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an agent configuration mapping with `hostname` and `trusted_keys`"
+)]
+#[schemars(title = "hostctl agent configuration (agent.yaml)")]
+pub struct AgentConfig {
+    /// This host's name in the fleet; also the `nixosConfigurations` attribute in pull mode.
+    pub hostname: HostName,
+    /// Address and port of the HTTP API.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Controller keys whose signed requests are accepted; at least one is required.
+    #[serde(deserialize_with = "deserialize_trusted_keys")]
+    #[schemars(extend("minItems" = 1))]
+    pub trusted_keys: Vec<PublicKey>,
+    /// Where the agent keeps its journal and deployment records.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// The system profile whose generations the agent manages.
+    #[serde(default = "default_profile")]
+    pub profile: PathBuf,
+    /// Nix store URL (e.g. `local?root=/tmp/root`); default: the system store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    /// How long to wait for confirmation before rolling back.
+    #[serde(default = "default_confirm_timeout")]
+    pub confirm_timeout: Duration,
+    /// D-Bus bus to publish state on.
+    #[serde(default)]
+    pub bus: Bus,
+    /// Checks that must pass after activation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health: Vec<HealthCheck>,
+    /// GitOps mode: pull the flake repository and apply its commits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<PullConfig>,
+    /// binfmt_misc emulation of other systems.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binfmt: Option<BinfmtConfig>,
+}
+
+/// Default agent state directory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/hostctl-agent";
+/// Default system profile.
+pub const DEFAULT_PROFILE: &str = "/nix/var/nix/profiles/system";
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT))
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_STATE_DIR)
+}
+fn default_profile() -> PathBuf {
+    PathBuf::from(DEFAULT_PROFILE)
+}
+fn default_confirm_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Checks inside `visit_seq` so an empty list is reported at its own location.
+fn deserialize_trusted_keys<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PublicKey>, D::Error> {
+    struct KeysVisitor;
+
+    impl<'de> serde::de::Visitor<'de> for KeysVisitor {
+        type Value = Vec<PublicKey>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of `name:base64` public keys")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            let keys = Vec::<PublicKey>::deserialize(SeqAccessDeserializer::new(seq))?;
+            if keys.is_empty() {
+                return Err(serde::de::Error::custom(
+                    "at least one trusted key is required: the agent refuses to start without a trusted key",
+                ));
+            }
+            Ok(keys)
+        }
+    }
+
+    d.deserialize_seq(KeysVisitor)
+}
+
+/// Which D-Bus bus the agent connects to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub enum Bus {
+    /// The system bus (production).
+    #[default]
+    System,
+    /// The session bus of the user running the agent.
+    Session,
+    /// An explicit bus address such as `unix:path=/tmp/bus` (tests).
+    Address(String),
+}
+
+/// Text that is not a bus.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid bus `{input}`: {problem}; expected `system`, `session` or a D-Bus address like `unix:path=/run/dbus/system_bus_socket`")]
+pub struct BusError {
+    /// The rejected text.
+    pub input: String,
+    /// What was wrong.
+    pub problem: String,
+}
+
+/// Checks the D-Bus address grammar: `transport:key=value,...` entries joined by ';'.
+fn check_dbus_address(s: &str) -> Result<(), String> {
+    let is_value_char = |c: char| c.is_ascii_alphanumeric() || "-_/.\\*%".contains(c);
+    let entries: Vec<&str> = s.split(';').filter(|e| !e.is_empty()).collect();
+    if entries.is_empty() {
+        return Err("it is empty".into());
+    }
+    for entry in entries {
+        let Some((transport, params)) = entry.split_once(':') else {
+            return Err(format!("`{entry}` has no `transport:` prefix"));
+        };
+        if transport.is_empty()
+            || !transport
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(format!("`{transport}` is not a transport name"));
+        }
+        if params.is_empty() {
+            continue;
+        }
+        for pair in params.split(',') {
+            let Some((key, value)) = pair.split_once('=') else {
+                return Err(format!("`{pair}` is not `key=value`"));
+            };
+            if key.is_empty()
+                || !key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(format!("`{key}` is not a key name"));
+            }
+            if !value.chars().all(is_value_char) {
+                return Err(format!(
+                    "the value of `{key}` has characters that must be %-escaped"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Bus {
+    /// `system`, `session`, or the address.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::System => "system",
+            Self::Session => "session",
+            Self::Address(address) => address,
+        }
+    }
+}
+
+impl FromStr for Bus {
+    type Err = BusError;
+    fn from_str(s: &str) -> Result<Self, BusError> {
+        match s {
+            "system" => Ok(Self::System),
+            "session" => Ok(Self::Session),
+            _ => match check_dbus_address(s) {
+                Ok(()) => Ok(Self::Address(s.to_owned())),
+                Err(problem) => Err(BusError {
+                    input: s.to_owned(),
+                    problem,
+                }),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Bus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Bus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Bus {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(FromStrVisitor::<Self>::new("bus"))
+    }
+}
+
+impl JsonSchema for Bus {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Bus".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "`system`, `session`, or a D-Bus address such as `unix:path=/tmp/bus`.",
+            "type": "string",
+            "anyOf": [
+                {"enum": ["system", "session"]},
+                {"pattern": "^[a-z0-9-]+:"}
+            ]
+        })
+    }
+}
+
+/// GitOps mode settings (`pull:`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, expecting = "a pull mapping with `url`")]
+pub struct PullConfig {
+    /// Git URL of the fleet repository.
+    #[serde(deserialize_with = "deserialize_git_url")]
+    #[schemars(length(min = 1))]
+    pub url: String,
+    /// Branch to follow.
+    #[serde(default = "default_branch", deserialize_with = "deserialize_branch")]
+    pub branch: String,
+    /// Poll interval; a verified webhook triggers a fetch at once.
+    #[serde(default = "default_pull_interval")]
+    pub interval: Duration,
+    /// File holding the webhook HMAC secret; no webhook without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Whether commits that change flake.lock are applied or held as pending.
+    #[serde(default)]
+    pub lock: LockPolicy,
+    /// Extra binary caches to build with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub substituters: Vec<String>,
+    /// Keys those caches sign with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_public_keys: Vec<PublicKey>,
+}
+
+fn default_branch() -> String {
+    "main".to_owned()
+}
+fn default_pull_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// A string checked by a plain function, inside the visitor so errors are located.
+struct CheckedString(&'static str, fn(&str) -> Result<(), &'static str>);
+
+impl serde::de::Visitor<'_> for CheckedString {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a {}", self.0)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+        (self.1)(v).map_err(|why| E::custom(format!("invalid {} `{v}`: {why}", self.0)))?;
+        Ok(v.to_owned())
+    }
+}
+
+/// URLs and branches reach `git` as arguments: a leading '-' would be an option.
+fn check_git_url(s: &str) -> Result<(), &'static str> {
+    if s.is_empty() || s.starts_with('-') || s.chars().any(char::is_whitespace) {
+        Err("expected a git URL (no spaces, not starting with '-')")
+    } else {
+        Ok(())
+    }
+}
+
+fn check_branch(s: &str) -> Result<(), &'static str> {
+    let bad = s.is_empty()
+        || s.starts_with(['-', '/', '.'])
+        || s.ends_with(['/', '.'])
+        || s.ends_with(".lock")
+        || s.contains("..")
+        || s.contains("//")
+        || s.contains("@{")
+        || s.chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c));
+    if bad {
+        Err("expected a git branch name (see git check-ref-format)")
+    } else {
+        Ok(())
+    }
+}
+
+fn deserialize_git_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    d.deserialize_str(CheckedString("git URL", check_git_url))
+}
+
+fn deserialize_branch<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    d.deserialize_str(CheckedString("branch", check_branch))
+}
+
+/// What pull mode does with commits that change `flake.lock`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LockPolicy {
+    /// Apply only commits whose lock equals the pinned lock; hold others as pending.
+    #[default]
+    Pinned,
+    /// Apply lock changes too.
+    Follow,
+}
+
+impl LockPolicy {
+    /// The name used in YAML.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Pinned => "pinned",
+            Self::Follow => "follow",
+        }
+    }
+}
+
+/// binfmt_misc emulation settings (`binfmt:`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, expecting = "a mapping with `emulated_systems`")]
+pub struct BinfmtConfig {
+    /// Systems to run through qemu user-mode emulation, e.g. aarch64-linux.
+    #[serde(default)]
+    pub emulated_systems: Vec<System>,
+}
+
+/// Reads and validates the agent configuration at `path`.
+pub fn load_agent_config(path: &Path) -> Result<AgentConfig, AgentConfigError> {
+    load_yaml(path)
+}
+
+/// Parses agent configuration `text`; `origin` names the file in error messages.
+pub fn parse_agent_config(text: &str, origin: &Path) -> Result<AgentConfig, AgentConfigError> {
+    parse_yaml(text, origin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buses() {
+        assert_eq!("system".parse::<Bus>().unwrap(), Bus::System);
+        assert_eq!("session".parse::<Bus>().unwrap(), Bus::Session);
+        for ok in [
+            "unix:path=/run/dbus/system_bus_socket",
+            "unix:abstract=/tmp/dbus-x,guid=0123abcd",
+            "tcp:host=localhost,port=1234",
+            "unix:path=/tmp/a%20b;tcp:host=127.0.0.1,port=1",
+            "autolaunch:",
+        ] {
+            let bus: Bus = ok.parse().unwrap();
+            assert_eq!(bus, Bus::Address(ok.into()));
+            assert_eq!(bus.to_string(), ok);
+        }
+        for (bad, want) in [
+            ("", "it is empty"),
+            ("System", "has no `transport:` prefix"),
+            ("/run/dbus/socket", "has no `transport:` prefix"),
+            ("Unix:path=/x", "is not a transport name"),
+            ("unix:path", "is not `key=value`"),
+            ("unix:=x", "is not a key name"),
+            ("unix:path=/a b", "must be %-escaped"),
+        ] {
+            let err = bad.parse::<Bus>().unwrap_err();
+            assert!(err.to_string().contains(want), "{bad}: {err}");
+            assert!(
+                err.to_string().contains("expected `system`, `session`"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn branches_and_urls() {
+        for ok in ["main", "release/24.11", "feature-x"] {
+            assert!(check_branch(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-main",
+            "a..b",
+            "a b",
+            "main.lock",
+            "/main",
+            "main/",
+            "a:b",
+            "a~1",
+        ] {
+            assert!(check_branch(bad).is_err(), "{bad}");
+        }
+        assert!(check_git_url("https://git.example.com/infra.git").is_ok());
+        assert!(check_git_url("--upload-pack=x").is_err());
+        assert!(check_git_url("").is_err());
+    }
+
+    #[test]
+    fn lock_policy_names() {
+        for p in [LockPolicy::Pinned, LockPolicy::Follow] {
+            assert_eq!(
+                serde_json::to_string(&p).unwrap(),
+                format!("\"{}\"", p.as_str())
+            );
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Ed25519 public keys in Nix's `name:base64` format, as used for trusted controller
+//! keys and binary cache keys.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+
+use crate::ids::FromStrVisitor;
+
+/// Length of an ed25519 public key in bytes.
+pub const PUBLIC_KEY_LEN: usize = 32;
+
+/// A named ed25519 public key, written `name:base64` (Nix's key format).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PublicKey {
+    /// The key's name, e.g. `fleet-1` or `cache.example.com-1`; non-empty, no ':'.
+    pub name: String,
+    /// The raw ed25519 public key.
+    pub key: [u8; PUBLIC_KEY_LEN],
+}
+
+/// Text that is not a `name:base64` ed25519 public key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid public key `{input}`: {problem}")]
+pub struct PublicKeyError {
+    /// The rejected text.
+    pub input: String,
+    /// What was wrong, phrased with what was expected.
+    pub problem: String,
+}
+
+impl FromStr for PublicKey {
+    type Err = PublicKeyError;
+
+    fn from_str(s: &str) -> Result<Self, PublicKeyError> {
+        let fail = |problem: String| PublicKeyError {
+            input: s.to_owned(),
+            problem,
+        };
+        let Some((name, encoded)) = s.split_once(':') else {
+            return Err(fail(
+                "expected `name:base64`, like `fleet-1:<44 base64 characters>`".into(),
+            ));
+        };
+        if name.is_empty() || name.chars().any(char::is_whitespace) {
+            return Err(fail(
+                "expected `name:base64`; the name before ':' must be non-empty, without spaces"
+                    .into(),
+            ));
+        }
+        let bytes = STANDARD
+            .decode(encoded)
+            .map_err(|e| fail(format!("the part after ':' is not valid base64 ({e})")))?;
+        let key = <[u8; PUBLIC_KEY_LEN]>::try_from(bytes.as_slice()).map_err(|_| {
+            fail(format!(
+                "an ed25519 public key is {PUBLIC_KEY_LEN} bytes, this decodes to {}",
+                bytes.len()
+            ))
+        })?;
+        Ok(Self {
+            name: name.to_owned(),
+            key,
+        })
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.name, STANDARD.encode(self.key))
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({self})")
+    }
+}
+
+impl TryFrom<String> for PublicKey {
+    type Error = PublicKeyError;
+    fn try_from(s: String) -> Result<Self, PublicKeyError> {
+        s.parse()
+    }
+}
+
+impl From<PublicKey> for String {
+    fn from(k: PublicKey) -> String {
+        k.to_string()
+    }
+}
+
+impl serde::Serialize for PublicKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PublicKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(FromStrVisitor::<Self>::new("public key"))
+    }
+}
+
+impl schemars::JsonSchema for PublicKey {
+    fn schema_name() -> Cow<'static, str> {
+        "PublicKey".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[^:\\s]+:[A-Za-z0-9+/]{43}=$",
+            "description": "An ed25519 public key in Nix's `name:base64` format."
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "fleet-1:11qvTRDWRE4FY+wSqfVv05ieSwHGyyqjtCVE4B8/YKg=";
+
+    #[test]
+    fn parses_and_displays() {
+        let key: PublicKey = KEY.parse().unwrap();
+        assert_eq!(key.name, "fleet-1");
+        assert_eq!(key.to_string(), KEY);
+        let cache: PublicKey = "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY="
+            .parse()
+            .unwrap();
+        assert_eq!(cache.name, "cache.nixos.org-1");
+        let json = serde_json::to_string(&key).unwrap();
+        assert_eq!(serde_json::from_str::<PublicKey>(&json).unwrap(), key);
+    }
+
+    #[test]
+    fn rejects_bad_keys() {
+        for (input, want) in [
+            (
+                "11qvTRDWRE4FY+wSqfVv05ieSwHGyyqjtCVE4B8/YKg=",
+                "expected `name:base64`",
+            ),
+            (
+                ":11qvTRDWRE4FY+wSqfVv05ieSwHGyyqjtCVE4B8/YKg=",
+                "name before ':' must be non-empty",
+            ),
+            (
+                "fleet 1:11qvTRDWRE4FY+wSqfVv05ieSwHGyyqjtCVE4B8/YKg=",
+                "without spaces",
+            ),
+            ("fleet-1:not base64!", "not valid base64"),
+            ("fleet-1:<base64 ed25519 public key>", "not valid base64"),
+            ("fleet-1:AAAA", "is 32 bytes, this decodes to 3"),
+            ("fleet-1:", "is 32 bytes, this decodes to 0"),
+        ] {
+            let err = input.parse::<PublicKey>().unwrap_err();
+            assert!(err.to_string().contains(want), "{input}: {err}");
+        }
+        let secret_sized = format!("fleet-1:{}", STANDARD.encode([7u8; 64]));
+        let err = secret_sized.parse::<PublicKey>().unwrap_err();
+        assert!(err.to_string().contains("this decodes to 64"), "{err}");
+    }
+}
