@@ -79,8 +79,9 @@ impl FleetContext {
         ))
     }
 
-    /// Adds a hint to Nix's message when it names a path that is merely untracked:
-    /// Nix reports those as "path ... does not exist", which hides the real cause.
+    /// A hint for Nix's message when it names a path that is merely untracked: Nix
+    /// reports those as "path ... does not exist" (2.8: "getting status of ..."), which
+    /// hides the real cause.
     pub fn explain_nix_error(&self, message: &str) -> Option<String> {
         let hits: Vec<String> = self
             .untracked()
@@ -88,8 +89,12 @@ impl FleetContext {
             .map(|f| f.display().to_string())
             .filter(|f| message.contains(f.as_str()))
             .collect();
+        let (verb, it) = if hits.len() == 1 { ("is", "it") } else { ("are", "them") };
         (!hits.is_empty()).then(|| {
-            format!("hint: {} exist(s) on disk but is not tracked by git; flakes only see tracked files (`git add` it)", hits.join(", "))
+            format!(
+                "hint: {} {verb} on disk but not tracked by git, and flakes only see tracked files (`git add` {it})",
+                hits.join(", ")
+            )
         })
     }
 }

@@ -62,8 +62,8 @@ struct RawPathInfo {
 }
 
 /// Parses `nix path-info --json` from any supported Nix: before 2.19 an array of objects
-/// with a `path` key; from 2.19 an object keyed by path, with `null` for invalid paths
-/// (which are left out here, as older Nix fails on them instead). References and the
+/// with a `path` key (`"valid": false` for invalid paths); from 2.19 an object keyed by
+/// path, with `null` for invalid paths. Invalid paths are left out in both cases. References and the
 /// deriver are full store paths in both, but later Nix may print base names: both are
 /// normalised to full paths under `store_dir`.
 pub fn parse_path_info(json: &[u8], store_dir: &str) -> Result<Vec<PathInfo>, String> {
@@ -73,10 +73,10 @@ pub fn parse_path_info(json: &[u8], store_dir: &str) -> Result<Vec<PathInfo>, St
         Value::Object(map) => map.into_iter().map(|(k, v)| (Some(k), v)).collect(),
         other => return Err(format!("expected a JSON array or object, found {}", kind(&other))),
     };
-    let full = |p: String| if p.starts_with('/') { p } else { format!("{store_dir}/{p}") };
+    let full = |p: String| full_path(store_dir, p);
     let mut infos = Vec::with_capacity(entries.len());
     for (key, v) in entries {
-        if v.is_null() {
+        if v.is_null() || v.get("valid") == Some(&Value::Bool(false)) {
             continue;
         }
         let raw: RawPathInfo = serde_json::from_value(v).map_err(|e| e.to_string())?;
@@ -91,6 +91,67 @@ pub fn parse_path_info(json: &[u8], store_dir: &str) -> Result<Vec<PathInfo>, St
         });
     }
     Ok(infos)
+}
+
+/// A store path as printed by Nix, made absolute: newer Nix may print base names.
+fn full_path(store_dir: &str, p: String) -> String {
+    if p.starts_with('/') {
+        p
+    } else {
+        format!("{store_dir}/{p}")
+    }
+}
+
+/// One store derivation as `nix show-derivation` (Nix < 2.15) or `nix derivation show`
+/// prints it: the parts hostctl reads. Paths are full store paths whatever Nix printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Derivation {
+    /// The `.drv` file.
+    pub path: String,
+    pub system: String,
+    pub builder: String,
+    /// Output name -> output path; `None` where the path is only known after the build
+    /// (content-addressed derivations).
+    pub outputs: BTreeMap<String, Option<String>>,
+    /// The `.drv` files this one needs. Which of their outputs it needs is left out: that
+    /// part changed shape (2.8: a list; 2.26: `{"outputs": [...], "dynamicOutputs": {}}`).
+    pub input_drvs: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct RawDerivation {
+    system: String,
+    builder: String,
+    #[serde(default)]
+    outputs: BTreeMap<String, RawDerivationOutput>,
+    #[serde(default, rename = "inputDrvs")]
+    input_drvs: BTreeMap<String, serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct RawDerivationOutput {
+    path: Option<String>,
+}
+
+/// Parses `nix show-derivation` / `nix derivation show` output: an object keyed by `.drv`
+/// path (full paths in 2.8 and 2.26; base names are accepted too, as for path-info).
+pub fn parse_derivations(json: &[u8], store_dir: &str) -> Result<Vec<Derivation>, String> {
+    let value: Value = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+    let Value::Object(map) = value else {
+        return Err(format!("expected a JSON object keyed by .drv path, found {}", kind(&value)));
+    };
+    let mut drvs = Vec::with_capacity(map.len());
+    for (key, v) in map {
+        let raw: RawDerivation = serde_json::from_value(v).map_err(|e| format!("{key}: {e}"))?;
+        drvs.push(Derivation {
+            path: full_path(store_dir, key),
+            system: raw.system,
+            builder: raw.builder,
+            outputs: raw.outputs.into_iter().map(|(name, o)| (name, o.path.map(|p| full_path(store_dir, p)))).collect(),
+            input_drvs: raw.input_drvs.into_keys().map(|p| full_path(store_dir, p)).collect(),
+        });
+    }
+    Ok(drvs)
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -148,6 +209,18 @@ impl Nix {
         let out = self.run(&cmd).await?;
         parse_path_info(&out.stdout, "/nix/store").map_err(|problem| self.bad_output(&cmd, problem, &out.stdout))
     }
+
+    /// The store derivation `drv` (which must be valid in the store).
+    pub async fn show_derivation(&self, drv: &StorePath) -> Result<Derivation, NixError> {
+        let version = self.version().await?;
+        let cmd = NixCommand::show_derivation(version, drv);
+        let out = self.run(&cmd).await?;
+        let drvs = parse_derivations(&out.stdout, "/nix/store")
+            .map_err(|problem| self.bad_output(&cmd, problem, &out.stdout))?;
+        drvs.into_iter()
+            .find(|d| d.path == drv.as_str())
+            .ok_or_else(|| self.bad_output(&cmd, format!("it does not show {drv}"), &out.stdout))
+    }
 }
 
 #[cfg(test)]
@@ -169,6 +242,12 @@ mod tests {
     }
 
     #[test]
+    fn path_info_invalid_paths_from_nix_2_8_are_skipped() {
+        let json = r#"[{"path":"/nix/store/00000000000000000000000000000000-nope","valid":false}]"#;
+        assert!(parse_path_info(json.as_bytes(), "/nix/store").unwrap().is_empty());
+    }
+
+    #[test]
     fn path_info_object_form_from_current_nix() {
         let json = format!(
             r#"{{"{P}":{{"narHash":"sha256-EFUd","narSize":120,"references":["zr2knphxg8yyy2mkq8akf2hfknjvdiz7-x"],"deriver":null,"signatures":["c:abc"]}},"/nix/store/00000000000000000000000000000000-gone":null}}"#
@@ -178,6 +257,40 @@ mod tests {
         assert_eq!(infos[0].references, [P]);
         assert_eq!(infos[0].signatures, ["c:abc"]);
         assert_eq!(infos[0].deriver, None);
+    }
+
+    const DRV: &str = "/nix/store/5ccspxd2jmnywax2qs3rwhiig18kcx2y-nixos-system-web1-24.05-example.drv";
+    const ETC_DRV: &str = "/nix/store/qsjpp0icnyia039z4zdyc7qf525av4hh-etc.drv";
+
+    #[test]
+    fn show_derivation_from_nix_2_8() {
+        // Trimmed `nix show-derivation` output of Nix 2.8.0 (env left out).
+        let json = format!(
+            r#"{{"{DRV}":{{"outputs":{{"out":{{"path":"{P}"}}}},"inputSrcs":["/nix/store/a11dp0c4bhx13mdd36z2g7dan64wvkq6-toplevel.sh"],"inputDrvs":{{"{ETC_DRV}":["out"]}},"system":"x86_64-linux","builder":"/bin/sh","args":["-eu"],"env":{{}}}}}}"#
+        );
+        let drvs = parse_derivations(json.as_bytes(), "/nix/store").unwrap();
+        assert_eq!(drvs.len(), 1);
+        assert_eq!(drvs[0].path, DRV);
+        assert_eq!(drvs[0].system, "x86_64-linux");
+        assert_eq!(drvs[0].builder, "/bin/sh");
+        assert_eq!(drvs[0].outputs["out"].as_deref(), Some(P));
+        assert_eq!(drvs[0].input_drvs, [ETC_DRV]);
+    }
+
+    #[test]
+    fn show_derivation_from_nix_2_26() {
+        // Trimmed `nix derivation show` output of Nix 2.26.3: adds `name`, and inputDrvs
+        // values are objects; a content-addressed output has no path (base names accepted).
+        let json = format!(
+            r#"{{"{DRV}":{{"args":["-eu"],"builder":"/bin/sh","env":{{}},"inputDrvs":{{"qsjpp0icnyia039z4zdyc7qf525av4hh-etc.drv":{{"dynamicOutputs":{{}},"outputs":["out"]}}}},"inputSrcs":[],"name":"x","outputs":{{"out":{{"path":"{P}"}},"dev":{{"hashAlgo":"sha256","method":"nar"}}}},"system":"aarch64-linux"}}}}"#
+        );
+        let drvs = parse_derivations(json.as_bytes(), "/nix/store").unwrap();
+        assert_eq!(drvs[0].path, DRV);
+        assert_eq!(drvs[0].system, "aarch64-linux");
+        assert_eq!(drvs[0].outputs["out"].as_deref(), Some(P));
+        assert_eq!(drvs[0].outputs["dev"], None);
+        assert_eq!(drvs[0].input_drvs, [ETC_DRV]);
+        assert!(parse_derivations(b"[]", "/nix/store").unwrap_err().contains("an array"));
     }
 
     #[test]

@@ -233,13 +233,14 @@ mod tests {
 
     #[tokio::test]
     async fn failure_keeps_argv_status_and_stderr() {
-        let nix = Nix::new();
-        let cmd = NixCommand::path_info(&["/nix/store/00000000000000000000000000000000-nope".parse().unwrap()], false);
-        let err = nix.run(&cmd).await.unwrap_err();
+        let nix = Nix::new().with_option("substituters", "");
+        let flake = crate::command::FlakeRef::new("/nonexistent-hostctl-flake").unwrap();
+        let err = nix.run(&NixCommand::list_configurations(&flake)).await.unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("nix path-info --json /nix/store/00000000000000000000000000000000-nope"), "{text}");
-        assert!(text.contains("exit status"), "{text}");
-        assert!(err.nix_message().is_some_and(|m| m.contains("is not valid")), "{text}");
+        assert!(text.contains("nix --extra-experimental-features 'nix-command flakes' --option substituters '' eval --json"), "{text}");
+        assert!(text.contains("/nonexistent-hostctl-flake#nixosConfigurations"), "{text}");
+        assert!(text.contains("exit status: 1"), "{text}");
+        assert!(err.nix_message().is_some_and(|m| m.contains("/nonexistent-hostctl-flake")), "{text}");
     }
 
     #[tokio::test]

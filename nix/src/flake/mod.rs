@@ -42,9 +42,12 @@ pub struct GitState {
     pub workdir: PathBuf,
     /// HEAD's commit id (40 hex); `None` before the first commit.
     pub rev: Option<String>,
-    /// Tracked files that differ from HEAD (Nix sees their working-tree content).
+    /// Tracked files anywhere in the repository that differ from HEAD, relative to
+    /// `workdir`. Repository-wide because Nix copies the whole repository for a flake in
+    /// a subdirectory, and treats it as dirty (no `self.rev`) if anything changed.
     pub dirty: Vec<PathBuf>,
-    /// Files Nix will not see because they are not in the git index.
+    /// Files in the flake directory Nix will not see because git does not track them,
+    /// relative to the flake directory.
     pub untracked: Vec<PathBuf>,
 }
 
@@ -100,12 +103,13 @@ fn git_state(repo: &Repository, dir: &Path) -> Result<Option<GitState>, git2::Er
     let (mut dirty, mut untracked) = (Vec::new(), Vec::new());
     for entry in statuses.iter() {
         let Ok(path) = entry.path() else { continue };
-        let Ok(rel) = Path::new(path).strip_prefix(&prefix) else { continue };
         let status = entry.status();
         if status.contains(Status::WT_NEW) && !status.intersects(Status::INDEX_NEW) {
-            untracked.push(rel.to_path_buf());
+            if let Ok(rel) = Path::new(path).strip_prefix(&prefix) {
+                untracked.push(rel.to_path_buf());
+            }
         } else if !status.is_empty() && !status.contains(Status::IGNORED) {
-            dirty.push(rel.to_path_buf());
+            dirty.push(PathBuf::from(path));
         }
     }
     dirty.sort();
@@ -149,11 +153,12 @@ mod tests {
         fs::write(flake.join("hosts/web1.nix"), "{ changed = true; }").unwrap();
         fs::write(flake.join("hosts/web2.nix"), "{}").unwrap();
         fs::write(tmp.path().join("outside-new.txt"), "x").unwrap();
+        fs::write(tmp.path().join("outside.txt"), "changed").unwrap();
         let src = FlakeSource::inspect(&flake).unwrap();
         let git = src.git.clone().unwrap();
         assert!(!git.is_clean());
-        assert_eq!(git.dirty, [PathBuf::from("hosts/web1.nix")]);
-        assert_eq!(git.untracked, [PathBuf::from("hosts/web2.nix")], "files outside the flake dir are not reported");
+        assert_eq!(git.dirty, [PathBuf::from("infra/hosts/web1.nix"), PathBuf::from("outside.txt")]);
+        assert_eq!(git.untracked, [PathBuf::from("hosts/web2.nix")], "untracked files outside the flake dir don't matter");
         assert_eq!(src.clean_rev(), None);
     }
 

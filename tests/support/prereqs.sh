@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what hostctl's example and tests need on a fresh Debian machine, if missing:
+# git and Nix (Debian's nix-bin). With --test, also the private Nix 2.26 the Nix-layer
+# tests run against. Installs only as root; otherwise says what is missing.
+set -euo pipefail
+
+need=()
+command -v git >/dev/null 2>&1 || need+=(git)
+command -v nix >/dev/null 2>&1 || need+=(nix-bin)
+command -v cc >/dev/null 2>&1 || need+=(gcc)
+if [ "${#need[@]}" -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "missing: ${need[*]} (install them, e.g. sudo apt-get install -y ${need[*]})" >&2
+    exit 1
+  fi
+  echo "installing ${need[*]} with apt-get" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if [ "${1:-}" = --test ]; then
+  here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  bash "$here/install-nix-trixie.sh" "${HOSTCTL_NIX_TRIXIE:-/opt/hostctl-nix-trixie}" >&2
+fi

@@ -1,0 +1,169 @@
+//! `hostctl eval` and `hostctl build` on a copy of the example fleet: real Nix, real git.
+
+use hostctl_tests::{git, TestFleet};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+fn hosts(v: &Value) -> Vec<String> {
+    v["hosts"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+}
+
+#[test]
+fn eval_reports_every_host_with_rev_lock_and_drv() {
+    let fleet = TestFleet::new();
+    let run = fleet.hostctl(&["--json", "eval"]);
+    run.expect_code(0);
+    let v = run.json();
+    assert_eq!(hosts(&v), ["arm1", "db1", "web1", "web2"]);
+    let head = git(&fleet.dir, &["rev-parse", "HEAD"]).trim().to_owned();
+    let lock = hex::encode(Sha256::digest(fleet.read("flake.lock").as_bytes()));
+    for (name, host) in v["hosts"].as_object().unwrap() {
+        assert_eq!(host["result"], "evaluated", "{name}: {host}");
+        assert_eq!(host["rev"], head.as_str(), "{name}");
+        assert_eq!(host["lock"], lock.as_str(), "{name}");
+        let drv = host["drv_path"].as_str().unwrap();
+        assert!(drv.starts_with("/nix/store/") && drv.ends_with(&format!("nixos-system-{name}-24.05-example.drv")), "{drv}");
+        assert!(std::path::Path::new(drv).exists(), "{drv} was written by the evaluation");
+        assert!(host["error"].is_null());
+    }
+    assert_eq!(v["hosts"]["arm1"]["system"], "aarch64-linux");
+    assert_eq!(v["hosts"]["web1"]["system"], "x86_64-linux");
+}
+
+#[test]
+fn human_output_is_a_line_per_host() {
+    let fleet = TestFleet::new();
+    let run = fleet.hostctl(&["eval", "--on", "web1"]);
+    run.expect_code(0);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", run.stdout);
+    assert!(lines[0].starts_with("web1  evaluated  /nix/store/"), "{}", lines[0]);
+}
+
+#[test]
+fn selectors_pick_names_globs_and_tags() {
+    let fleet = TestFleet::new();
+    let pick = |args: &[&str]| {
+        let mut all = vec!["--json", "eval"];
+        all.extend_from_slice(args);
+        let run = fleet.hostctl(&all);
+        run.expect_code(0);
+        hosts(&run.json())
+    };
+    assert_eq!(pick(&["--on", "web*"]), ["web1", "web2"]);
+    assert_eq!(pick(&["--on", "@eu"]), ["db1", "web1"]);
+    assert_eq!(pick(&["--on", "@arm", "--on", "db1"]), ["arm1", "db1"]);
+    assert_eq!(pick(&["--on", "web?"]), ["web1", "web2"]);
+}
+
+#[test]
+fn a_selector_that_matches_nothing_is_bad_input() {
+    let fleet = TestFleet::new();
+    for (sel, msg) in [("wbe*", "matches no host"), ("@asia", "no host has this tag")] {
+        let run = fleet.hostctl(&["eval", "--on", "web1", "--on", sel]);
+        run.expect_code(2);
+        assert!(run.stderr.contains(&format!("--on {sel}: {msg}")), "{}", run.stderr);
+        assert!(run.stderr.contains("arm1, db1, web1, web2"), "{}", run.stderr);
+        assert!(run.stdout.is_empty(), "nothing was evaluated: {}", run.stdout);
+    }
+}
+
+#[test]
+fn one_hosts_evaluation_error_does_not_stop_the_others() {
+    let fleet = TestFleet::new();
+    let web2 = fleet.read("hosts/web2.nix").replace("\"nginx\"", "\"nginx\" \"nope\"");
+    fleet.write("hosts/web2.nix", &web2);
+    fleet.write("hosts/db1.nix", "{ system = \"x86_64-linux\"; roles = [ ; }\n");
+    fleet.commit("break web2 and db1");
+    let run = fleet.hostctl(&["--json", "eval"]);
+    run.expect_code(1);
+    let v = run.json();
+    assert_eq!(v["hosts"]["web1"]["result"], "evaluated");
+    assert_eq!(v["hosts"]["arm1"]["result"], "evaluated");
+    let web2 = &v["hosts"]["web2"];
+    assert_eq!(web2["result"], "failed");
+    let err = web2["error"].as_str().unwrap();
+    assert!(err.starts_with("host web2: evaluation failed"), "{err}");
+    assert!(err.contains("unknown role(s) nope"), "Nix's own message is kept: {err}");
+    let err = v["hosts"]["db1"]["error"].as_str().unwrap();
+    assert!(err.contains("syntax error"), "{err}");
+    assert!(err.contains("hosts/db1.nix:1:"), "Nix's position is kept: {err}");
+}
+
+#[test]
+fn inventory_system_must_match_the_configuration() {
+    let fleet = TestFleet::new();
+    let yaml = fleet.read("fleet.yaml").replacen("system: x86_64-linux", "system: aarch64-linux", 1);
+    fleet.write("fleet.yaml", &yaml);
+    fleet.commit("wrong system for web1");
+    let run = fleet.hostctl(&["--json", "eval", "--on", "web1"]);
+    run.expect_code(1);
+    let err = run.json()["hosts"]["web1"]["error"].as_str().unwrap().to_owned();
+    assert!(err.contains("says system aarch64-linux, but the configuration evaluates to x86_64-linux"), "{err}");
+}
+
+#[test]
+fn untracked_files_are_named_in_a_warning_and_a_hint() {
+    let fleet = TestFleet::new();
+    fleet.write("hosts/web3.nix", "{ system = \"x86_64-linux\"; roles = [ ]; motd = \"new\"; }\n");
+    let run = fleet.hostctl(&["--json", "eval"]);
+    run.expect_code(0);
+    assert!(run.stderr.contains("not tracked by git, so Nix does not see them: hosts/web3.nix"), "{}", run.stderr);
+    assert_eq!(hosts(&run.json()).len(), 4, "web3 is invisible to Nix until added");
+
+    // A tracked file that reads an untracked one: Nix says "does not exist".
+    let web1 = fleet.read("hosts/web1.nix");
+    fleet.write("hosts/web1.nix", &web1.replacen('{', "import ./web1-extra.nix // {", 1));
+    fleet.commit("web1 imports web1-extra.nix");
+    fleet.write("hosts/web1-extra.nix", "{ }\n");
+    let run = fleet.hostctl(&["--json", "eval", "--on", "web1"]);
+    run.expect_code(1);
+    let err = run.json()["hosts"]["web1"]["error"].as_str().unwrap().to_owned();
+    // Nix 2.8 says "getting status of '...': No such file", later Nix "path '...' does not exist".
+    assert!(err.contains("-source/hosts/web1-extra.nix"), "Nix's message is kept: {err}");
+    assert!(err.contains("hint: hosts/web1-extra.nix is on disk but not tracked by git"), "{err}");
+}
+
+#[test]
+fn dirty_tree_rev_is_marked() {
+    let fleet = TestFleet::new();
+    let head = git(&fleet.dir, &["rev-parse", "HEAD"]).trim().to_owned();
+    let web1 = fleet.read("hosts/web1.nix").replace("web frontend", "changed frontend");
+    fleet.write("hosts/web1.nix", &web1);
+    let run = fleet.hostctl(&["--json", "eval", "--on", "web1"]);
+    run.expect_code(0);
+    assert_eq!(run.json()["hosts"]["web1"]["rev"], format!("{head}-dirty"));
+}
+
+#[test]
+fn build_reports_store_paths_and_attributes_failures() {
+    let fleet = TestFleet::new();
+    let run = fleet.hostctl(&["--json", "build"]);
+    run.expect_code(1);
+    let v = run.json();
+    for name in ["web1", "web2", "db1"] {
+        let host = &v["hosts"][name];
+        assert_eq!(host["result"], "built", "{name}: {host}");
+        let out = host["toplevel"].as_str().unwrap();
+        let stc = std::path::Path::new(out).join("bin/switch-to-configuration");
+        assert!(stc.exists(), "{} exists", stc.display());
+    }
+    let arm1 = &v["hosts"]["arm1"];
+    assert_eq!(arm1["result"], "failed");
+    let err = arm1["error"].as_str().unwrap();
+    assert!(err.contains("a 'aarch64-linux'") && err.contains("is required to build"), "{err}");
+    assert!(!err.contains("nixos-system-web1"), "only arm1's part of Nix's output: {err}");
+}
+
+#[test]
+fn build_of_buildable_hosts_succeeds() {
+    let fleet = TestFleet::new();
+    let run = fleet.hostctl(&["--json", "build", "--on", "@web"]);
+    run.expect_code(0);
+    let v = run.json();
+    assert_eq!(hosts(&v), ["web1", "web2"]);
+    let eval = fleet.hostctl(&["--json", "eval", "--on", "@web"]).json();
+    for name in ["web1", "web2"] {
+        assert_eq!(v["hosts"][name]["toplevel"], eval["hosts"][name]["toplevel"], "build and eval agree");
+    }
+}
