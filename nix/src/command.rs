@@ -85,7 +85,10 @@ impl NixCommand {
     }
 
     /// Builds every output of the given derivations in one `nix build`, carrying on past
-    /// failures so one broken host does not hide the others' results.
+    /// failed builds so one broken host does not hide the others' results. Exception
+    /// (Nix 2.8 and 2.26 alike): a derivation for a system this machine cannot build
+    /// ("a 'aarch64-linux' ... is required") aborts the whole invocation, so callers
+    /// must leave such hosts out or build them separately.
     pub fn build_outputs(version: NixVersion, drvs: &[StorePath]) -> Self {
         let mut cmd = Self::nix(["build", "--json", "--no-link", "--keep-going"]);
         for drv in drvs {

@@ -13,6 +13,6 @@ pub mod runner;
 pub mod version;
 
 pub use command::{FlakeRef, NixCommand, Program};
-pub use output::{BuildResult, PathInfo, Toplevel};
+pub use output::{BuildResult, Derivation, PathInfo, Toplevel};
 pub use runner::{Nix, NixError};
 pub use version::NixVersion;

@@ -11,7 +11,7 @@ use serde::de::value::SeqAccessDeserializer;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::duration::Duration;
-use crate::ids::{FromStrVisitor, HostName, System};
+use crate::ids::{HostName, System};
 use crate::inventory::{HealthCheck, DEFAULT_PORT};
 use crate::yaml::{load_yaml, parse_yaml, YamlError};
 
@@ -204,17 +204,7 @@ impl fmt::Display for Bus {
     }
 }
 
-impl Serialize for Bus {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for Bus {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(FromStrVisitor::<Self>::new("bus"))
-    }
-}
+crate::ids::serde_via_str!(Bus, "bus");
 
 impl JsonSchema for Bus {
     fn schema_name() -> std::borrow::Cow<'static, str> {

@@ -5,7 +5,6 @@ use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
-use crate::ids::FromStrVisitor;
 
 /// A duration with millisecond precision, written as integer amounts of `d`, `h`,
 /// `m`, `s` and `ms` in that order (`1h30m`, `90s`, `500ms`).
@@ -141,17 +140,7 @@ impl fmt::Debug for Duration {
     }
 }
 
-impl serde::Serialize for Duration {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Duration {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(FromStrVisitor::<Self>::new("duration"))
-    }
-}
+crate::ids::serde_via_str!(Duration, "duration");
 
 impl schemars::JsonSchema for Duration {
     fn schema_name() -> Cow<'static, str> {

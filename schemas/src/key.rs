@@ -8,7 +8,6 @@ use std::str::FromStr;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
-use crate::ids::FromStrVisitor;
 
 /// Length of an ed25519 public key in bytes.
 pub const PUBLIC_KEY_LEN: usize = 32;
@@ -92,17 +91,7 @@ impl From<PublicKey> for String {
     }
 }
 
-impl serde::Serialize for PublicKey {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for PublicKey {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(FromStrVisitor::<Self>::new("public key"))
-    }
-}
+crate::ids::serde_via_str!(PublicKey, "public key");
 
 impl schemars::JsonSchema for PublicKey {
     fn schema_name() -> Cow<'static, str> {

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 /// Nix settings for tests: flakes on, no binary caches (no network here).
 pub const NIX_CONFIG: &str = "experimental-features = nix-command flakes\nsubstituters =\n";
@@ -15,8 +16,9 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
-/// A binary of the workspace, built by the same `cargo test` run (`target/<profile>/NAME`).
-/// `HOSTCTL_BIN_DIR` overrides the directory.
+/// A binary of the workspace (`target/<profile>/NAME`), rebuilt first if stale:
+/// `cargo test -p hostctl-tests` alone would not rebuild other packages' binaries, and a
+/// test against an old binary proves nothing. `HOSTCTL_BIN_DIR` points elsewhere instead.
 pub fn binary(name: &str) -> PathBuf {
     if let Some(dir) = std::env::var_os("HOSTCTL_BIN_DIR") {
         return PathBuf::from(dir).join(name);
@@ -24,7 +26,22 @@ pub fn binary(name: &str) -> PathBuf {
     // The test executable is target/<profile>/deps/<test>-<hash>.
     let exe = std::env::current_exe().unwrap_or_default();
     let profile_dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| build_binaries(&profile_dir));
     profile_dir.join(name)
+}
+
+fn build_binaries(profile_dir: &Path) {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root()).args(["build", "--quiet", "-p", "hostctl", "-p", "hostctl-agent"]);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let out = run(&mut cmd);
+    if !out.status.success() {
+        fail(&format!("building the binaries failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
 }
 
 /// Runs a command and returns its output, with a readable dump on spawn failure.
@@ -87,7 +104,23 @@ impl TestFleet {
         git(&dir, &["init", "-q", "-b", "main"]);
         git(&dir, &["add", "-A"]);
         git(&dir, &["commit", "-q", "-m", "example fleet"]);
-        Self { tmp, dir }
+        let fleet = Self { tmp, dir };
+        fleet.fetch_relative_inputs();
+        fleet
+    }
+
+    /// Nix 2.8 reads a locked relative `path:` input only from the store, so on a store
+    /// that has never seen it evaluation fails; `nix flake update` puts it there and
+    /// leaves `flake.lock` byte-identical (checked here, as the tests rely on it).
+    fn fetch_relative_inputs(&self) {
+        let before = self.read("flake.lock");
+        let out = self.nix(&["flake", "update"]);
+        if !out.status.success() {
+            fail(&format!("nix flake update: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        if self.read("flake.lock") != before {
+            fail("nix flake update changed the example's flake.lock");
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -178,5 +211,101 @@ impl HostctlRun {
             fail(&format!("expected exit code {code}, got {:?}\nstdout:\n{}\nstderr:\n{}", self.code, self.stdout, self.stderr));
         }
         self
+    }
+}
+
+/// A private Nix store for one test (`--store 'local?root=DIR'`), removed on drop, also
+/// when the test fails.
+///
+/// Nix makes store paths read-only (directories 0555), so a plain [`tempfile::TempDir`]
+/// drop would fail for a non-root user (and silently: `TempDir` ignores errors on drop);
+/// this guard gives every directory `u+rwx` back first.
+#[derive(Debug)]
+pub struct StoreRoot {
+    tmp: Option<tempfile::TempDir>,
+    dir: PathBuf,
+}
+
+impl StoreRoot {
+    pub fn new() -> Self {
+        let tmp = match tempfile::Builder::new().prefix("hostctl-store-").tempdir() {
+            Ok(t) => t,
+            Err(e) => fail(&format!("cannot create a temp dir for a Nix store: {e}")),
+        };
+        let dir = tmp.path().to_path_buf();
+        Self { tmp: Some(tmp), dir }
+    }
+
+    /// The root directory: the store itself is `<root>/nix/store`.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The store URL for `--store`: `local?root=<root>`.
+    pub fn url(&self) -> String {
+        format!("local?root={}", self.dir.display())
+    }
+
+    /// Where the store object `/nix/store/<base>` really lives on disk.
+    pub fn physical(&self, store_path: &str) -> PathBuf {
+        self.dir.join(store_path.trim_start_matches('/'))
+    }
+}
+
+impl Default for StoreRoot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for StoreRoot {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.tmp.take() {
+            make_dirs_writable(tmp.path());
+            if let Err(e) = tmp.close() {
+                // Not a test failure: the test's verdict is already decided; say so loudly.
+                eprintln!("warning: cannot remove the test store {}: {e}", self.dir.display());
+            }
+        }
+    }
+}
+
+/// `chmod -R u+rwx` on directories (files need no permission to be unlinked). Never
+/// follows symlinks, so nothing outside `dir` is touched.
+fn make_dirs_writable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::symlink_metadata(dir) else { return };
+    if !meta.is_dir() {
+        return;
+    }
+    let mut perms = meta.permissions();
+    perms.set_mode(perms.mode() | 0o700);
+    let _ = std::fs::set_permissions(dir, perms);
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            make_dirs_writable(&entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Meaningful when not run as root (root may delete read-only directories anyway).
+    #[test]
+    fn store_root_removes_read_only_store_paths() {
+        let store = StoreRoot::new();
+        let root = store.path().to_path_buf();
+        assert_eq!(store.url(), format!("local?root={}", root.display()));
+        let object = store.physical("/nix/store/00000000000000000000000000000000-x");
+        std::fs::create_dir_all(object.join("sub")).unwrap();
+        std::fs::write(object.join("sub/file"), "x").unwrap();
+        for dir in [object.join("sub"), object.clone(), root.join("nix/store")] {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+        }
+        drop(store);
+        assert!(!root.exists(), "{} was left behind", root.display());
     }
 }

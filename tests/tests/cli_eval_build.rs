@@ -138,6 +138,15 @@ fn dirty_tree_rev_is_marked() {
 #[test]
 fn build_reports_store_paths_and_attributes_failures() {
     let fleet = TestFleet::new();
+    // Changes only this run makes, so both toplevels are new to the store: arm1's
+    // platform error aborts a shared `nix build`, and web1 must still get built.
+    let nonce = format!("{}-{:?}", std::process::id(), std::time::SystemTime::now());
+    for host in ["web1", "arm1"] {
+        let file = format!("hosts/{host}.nix");
+        let text = fleet.read(&file).replacen("motd = \"", &format!("motd = \"{nonce} "), 1);
+        fleet.write(&file, &text);
+    }
+    fleet.commit("a web1 and an arm1 nobody has built");
     let run = fleet.hostctl(&["--json", "build"]);
     run.expect_code(1);
     let v = run.json();

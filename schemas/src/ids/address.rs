@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use super::{FromStrVisitor, InvalidId};
+use super::InvalidId;
 
 /// An IPv4/IPv6 address or an RFC 1123 DNS name (labels of letters, digits and '-',
 /// at most 63 chars each, 253 in total).
@@ -104,17 +104,7 @@ impl fmt::Display for Address {
     }
 }
 
-impl serde::Serialize for Address {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Address {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(FromStrVisitor::<Self>::new("address"))
-    }
-}
+crate::ids::serde_via_str!(Address, "address");
 
 impl schemars::JsonSchema for Address {
     fn schema_name() -> Cow<'static, str> {

@@ -105,17 +105,7 @@ macro_rules! string_id {
             }
         }
 
-        impl ::serde::Serialize for $name {
-            fn serialize<S: ::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(&self.0)
-            }
-        }
-
-        impl<'de> ::serde::Deserialize<'de> for $name {
-            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                d.deserialize_str($crate::ids::FromStrVisitor::<Self>::new($what))
-            }
-        }
+        $crate::ids::serde_via_str!($name, $what);
 
         impl ::schemars::JsonSchema for $name {
             fn schema_name() -> ::std::borrow::Cow<'static, str> {
@@ -131,6 +121,26 @@ macro_rules! string_id {
         }
     };
 }
+
+/// Serde for a type whose string form is its `Display` and which parses with `FromStr`:
+/// serialize as that string, deserialize through [`FromStrVisitor`] so a parse error is
+/// reported at the value's own YAML position. `$what` names the value in messages.
+macro_rules! serde_via_str {
+    ($name:ty, $what:literal) => {
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_str($crate::ids::FromStrVisitor::<Self>::new($what))
+            }
+        }
+    };
+}
+pub(crate) use serde_via_str;
 
 /// Deserializes any `FromStr` type from a string scalar, turning its parse error into
 /// a serde error raised inside the visitor (so the format can locate it).

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-use super::{FromStrVisitor, InvalidId};
+use super::InvalidId;
 
 /// The store directory used when none is given.
 pub const DEFAULT_STORE_DIR: &str = "/nix/store";
@@ -263,17 +263,7 @@ impl fmt::Display for LockId {
 /// Serde and JSON Schema for the two types above, which share the same shape.
 macro_rules! serde_as_str {
     ($name:ident, $what:literal, $pattern:expr, $description:literal) => {
-        impl serde::Serialize for $name {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(self.as_str())
-            }
-        }
-
-        impl<'de> serde::Deserialize<'de> for $name {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                d.deserialize_str(FromStrVisitor::<Self>::new($what))
-            }
-        }
+        super::serde_via_str!($name, $what);
 
         impl schemars::JsonSchema for $name {
             fn schema_name() -> Cow<'static, str> {
