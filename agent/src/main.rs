@@ -49,7 +49,12 @@ fn main() -> ExitCode {
                         }
                     }
                 } else {
-                    println!("{}: ok (hostname {}, {} trusted key(s))", config.display(), cfg.hostname, cfg.trusted_keys.len());
+                    println!(
+                        "{}: ok (hostname {}, {} trusted key(s))",
+                        config.display(),
+                        cfg.hostname,
+                        cfg.trusted_keys.len()
+                    );
                 }
                 ExitCode::SUCCESS
             }

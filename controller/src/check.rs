@@ -81,7 +81,12 @@ fn git_findings(ctx: &FleetContext) -> Vec<Finding> {
         return findings;
     };
     if let Some(message) = ctx.untracked_warning() {
-        findings.push(Finding { severity: Severity::Warning, kind: "untracked-files", location: Some(dir.clone()), message });
+        findings.push(Finding {
+            severity: Severity::Warning,
+            kind: "untracked-files",
+            location: Some(dir.clone()),
+            message,
+        });
     }
     if git.rev.is_none() {
         findings.push(Finding {
@@ -97,7 +102,10 @@ fn git_findings(ctx: &FleetContext) -> Vec<Finding> {
             severity: Severity::Warning,
             kind: "dirty-tree",
             location: Some(dir),
-            message: format!("uncommitted changes in {}: a deployment from here has no exact revision", files.join(", ")),
+            message: format!(
+                "uncommitted changes in {}: a deployment from here has no exact revision",
+                files.join(", ")
+            ),
         });
     }
     findings

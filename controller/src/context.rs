@@ -83,12 +83,8 @@ impl FleetContext {
     /// reports those as "path ... does not exist" (2.8: "getting status of ..."), which
     /// hides the real cause.
     pub fn explain_nix_error(&self, message: &str) -> Option<String> {
-        let hits: Vec<String> = self
-            .untracked()
-            .iter()
-            .map(|f| f.display().to_string())
-            .filter(|f| message.contains(f.as_str()))
-            .collect();
+        let hits: Vec<String> =
+            self.untracked().iter().map(|f| f.display().to_string()).filter(|f| message.contains(f.as_str())).collect();
         let (verb, it) = if hits.len() == 1 { ("is", "it") } else { ("are", "them") };
         (!hits.is_empty()).then(|| {
             format!(

@@ -258,10 +258,7 @@ mod tests {
     #[test]
     fn show_derivation_argv_depends_on_version() {
         let drv = sp(DRV);
-        assert_eq!(
-            NixCommand::show_derivation(NixVersion::new(2, 8, 0), &drv).argv(),
-            ["nix", "show-derivation", DRV]
-        );
+        assert_eq!(NixCommand::show_derivation(NixVersion::new(2, 8, 0), &drv).argv(), ["nix", "show-derivation", DRV]);
         assert_eq!(
             NixCommand::show_derivation(NixVersion::new(2, 26, 0), &drv).argv(),
             ["nix", "derivation", "show", DRV]

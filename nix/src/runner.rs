@@ -147,16 +147,10 @@ impl Nix {
             let _ = pipe.write_all(data).await;
             drop(pipe);
         }
-        let out = child
-            .wait_with_output()
-            .await
-            .map_err(|source| NixError::Spawn { argv: rendered.clone(), source })?;
+        let out =
+            child.wait_with_output().await.map_err(|source| NixError::Spawn { argv: rendered.clone(), source })?;
         if !out.status.success() {
-            return Err(NixError::Failed {
-                argv: rendered,
-                status: out.status,
-                stderr_tail: stderr_tail(&out.stderr),
-            });
+            return Err(NixError::Failed { argv: rendered, status: out.status, stderr_tail: stderr_tail(&out.stderr) });
         }
         Ok(NixOutput { stdout: out.stdout, stderr: out.stderr })
     }
@@ -203,7 +197,8 @@ mod tests {
 
     #[test]
     fn argv_adds_global_options_but_not_to_version() {
-        let nix = Nix::new().with_bin_dir("/opt/nix/bin").with_store("local?root=/tmp/s").with_option("substituters", "");
+        let nix =
+            Nix::new().with_bin_dir("/opt/nix/bin").with_store("local?root=/tmp/s").with_option("substituters", "");
         assert_eq!(nix.argv(&NixCommand::version()), ["/opt/nix/bin/nix", "--version"]);
         let flake = crate::command::FlakeRef::new("/f").unwrap();
         let argv = nix.argv(&NixCommand::list_configurations(&flake));
@@ -237,7 +232,12 @@ mod tests {
         let flake = crate::command::FlakeRef::new("/nonexistent-hostctl-flake").unwrap();
         let err = nix.run(&NixCommand::list_configurations(&flake)).await.unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("nix --extra-experimental-features 'nix-command flakes' --option substituters '' eval --json"), "{text}");
+        assert!(
+            text.contains(
+                "nix --extra-experimental-features 'nix-command flakes' --option substituters '' eval --json"
+            ),
+            "{text}"
+        );
         assert!(text.contains("/nonexistent-hostctl-flake#nixosConfigurations"), "{text}");
         assert!(text.contains("exit status: 1"), "{text}");
         assert!(err.nix_message().is_some_and(|m| m.contains("/nonexistent-hostctl-flake")), "{text}");

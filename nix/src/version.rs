@@ -22,10 +22,7 @@ impl NixVersion {
     /// `nix (Nix) 2.26.3`, `nix (Lix, like Nix) 2.91.1`, `nix (Nix) 2.19.0pre20231003_dirty`.
     pub fn parse(output: &str) -> Option<Self> {
         let line = output.lines().next()?;
-        let token = line
-            .split_whitespace()
-            .rev()
-            .find(|t| t.starts_with(|c: char| c.is_ascii_digit()))?;
+        let token = line.split_whitespace().rev().find(|t| t.starts_with(|c: char| c.is_ascii_digit()))?;
         let mut parts = token.split('.').map(|p| {
             let digits: String = p.chars().take_while(char::is_ascii_digit).collect();
             digits.parse::<u32>().ok()

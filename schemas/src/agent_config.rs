@@ -22,10 +22,7 @@ pub type AgentConfigError = YamlError;
 
 /// The whole agent configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "an agent configuration mapping with `hostname` and `trusted_keys`"
-)]
+#[serde(deny_unknown_fields, expecting = "an agent configuration mapping with `hostname` and `trusted_keys`")]
 #[schemars(title = "hostctl agent configuration (agent.yaml)")]
 pub struct AgentConfig {
     /// This host's name in the fleet; also the `nixosConfigurations` attribute in pull mode.
@@ -139,10 +136,7 @@ fn check_dbus_address(s: &str) -> Result<(), String> {
         let Some((transport, params)) = entry.split_once(':') else {
             return Err(format!("`{entry}` has no `transport:` prefix"));
         };
-        if transport.is_empty()
-            || !transport
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        if transport.is_empty() || !transport.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         {
             return Err(format!("`{transport}` is not a transport name"));
         }
@@ -153,17 +147,11 @@ fn check_dbus_address(s: &str) -> Result<(), String> {
             let Some((key, value)) = pair.split_once('=') else {
                 return Err(format!("`{pair}` is not `key=value`"));
             };
-            if key.is_empty()
-                || !key
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            {
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
                 return Err(format!("`{key}` is not a key name"));
             }
             if !value.chars().all(is_value_char) {
-                return Err(format!(
-                    "the value of `{key}` has characters that must be %-escaped"
-                ));
+                return Err(format!("the value of `{key}` has characters that must be %-escaped"));
             }
         }
     }
@@ -189,10 +177,7 @@ impl FromStr for Bus {
             "session" => Ok(Self::Session),
             _ => match check_dbus_address(s) {
                 Ok(()) => Ok(Self::Address(s.to_owned())),
-                Err(problem) => Err(BusError {
-                    input: s.to_owned(),
-                    problem,
-                }),
+                Err(problem) => Err(BusError { input: s.to_owned(), problem }),
             },
         }
     }
@@ -290,8 +275,7 @@ fn check_branch(s: &str) -> Result<(), &'static str> {
         || s.contains("..")
         || s.contains("//")
         || s.contains("@{")
-        || s.chars()
-            .any(|c| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c));
+        || s.chars().any(|c| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c));
     if bad {
         Err("expected a git branch name (see git check-ref-format)")
     } else {
@@ -377,10 +361,7 @@ mod tests {
         ] {
             let err = bad.parse::<Bus>().unwrap_err();
             assert!(err.to_string().contains(want), "{bad}: {err}");
-            assert!(
-                err.to_string().contains("expected `system`, `session`"),
-                "{err}"
-            );
+            assert!(err.to_string().contains("expected `system`, `session`"), "{err}");
         }
     }
 
@@ -389,17 +370,7 @@ mod tests {
         for ok in ["main", "release/24.11", "feature-x"] {
             assert!(check_branch(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            "-main",
-            "a..b",
-            "a b",
-            "main.lock",
-            "/main",
-            "main/",
-            "a:b",
-            "a~1",
-        ] {
+        for bad in ["", "-main", "a..b", "a b", "main.lock", "/main", "main/", "a:b", "a~1"] {
             assert!(check_branch(bad).is_err(), "{bad}");
         }
         assert!(check_git_url("https://git.example.com/infra.git").is_ok());
@@ -410,10 +381,7 @@ mod tests {
     #[test]
     fn lock_policy_names() {
         for p in [LockPolicy::Pinned, LockPolicy::Follow] {
-            assert_eq!(
-                serde_json::to_string(&p).unwrap(),
-                format!("\"{}\"", p.as_str())
-            );
+            assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{}\"", p.as_str()));
         }
     }
 }

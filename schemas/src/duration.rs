@@ -5,7 +5,6 @@ use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
-
 /// A duration with millisecond precision, written as integer amounts of `d`, `h`,
 /// `m`, `s` and `ms` in that order (`1h30m`, `90s`, `500ms`).
 ///
@@ -24,13 +23,7 @@ pub struct DurationError {
 }
 
 /// Units from largest to smallest, in milliseconds.
-const UNITS: [(&str, u64); 5] = [
-    ("d", 86_400_000),
-    ("h", 3_600_000),
-    ("m", 60_000),
-    ("s", 1_000),
-    ("ms", 1),
-];
+const UNITS: [(&str, u64); 5] = [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)];
 
 impl Duration {
     /// `n` milliseconds.
@@ -72,10 +65,7 @@ impl FromStr for Duration {
     type Err = DurationError;
 
     fn from_str(s: &str) -> Result<Self, DurationError> {
-        let fail = |problem| DurationError {
-            input: s.to_owned(),
-            problem,
-        };
+        let fail = |problem| DurationError { input: s.to_owned(), problem };
         if s.is_empty() {
             return Err(fail("it is empty"));
         }
@@ -88,9 +78,7 @@ impl FromStr for Duration {
             if digits == 0 {
                 return Err(fail("each unit needs an integer amount before it"));
             }
-            let amount: u64 = rest[..digits]
-                .parse()
-                .map_err(|_| fail("the number is too large"))?;
+            let amount: u64 = rest[..digits].parse().map_err(|_| fail("the number is too large"))?;
             rest = &rest[digits..];
             let letters = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
             if letters == 0 {
@@ -98,14 +86,9 @@ impl FromStr for Duration {
             }
             let unit = &rest[..letters];
             rest = &rest[letters..];
-            let index = UNITS
-                .iter()
-                .position(|(name, _)| *name == unit)
-                .ok_or_else(|| fail("unknown unit"))?;
+            let index = UNITS.iter().position(|(name, _)| *name == unit).ok_or_else(|| fail("unknown unit"))?;
             if index < next_unit {
-                return Err(fail(
-                    "units must go from largest to smallest, each at most once",
-                ));
+                return Err(fail("units must go from largest to smallest, each at most once"));
             }
             next_unit = index + 1;
             total = amount
@@ -214,10 +197,7 @@ mod tests {
             let err = input.parse::<Duration>().unwrap_err();
             assert!(err.problem.contains(problem), "{input}: {err}");
             let text = err.to_string();
-            assert!(
-                text.contains("expected a duration like 30s, 5m or 1h30m"),
-                "{text}"
-            );
+            assert!(text.contains("expected a duration like 30s, 5m or 1h30m"), "{text}");
             assert!(text.contains(&format!("`{input}`")), "{text}");
         }
     }
@@ -227,13 +207,7 @@ mod tests {
         let d: Duration = serde_json::from_str("\"90s\"").unwrap();
         assert_eq!(d, Duration::from_secs(90));
         assert_eq!(serde_json::to_string(&d).unwrap(), "\"1m30s\"");
-        assert_eq!(
-            std::time::Duration::from(d),
-            std::time::Duration::from_secs(90)
-        );
-        assert_eq!(
-            Duration::from(std::time::Duration::from_micros(1500)).as_millis(),
-            1
-        );
+        assert_eq!(std::time::Duration::from(d), std::time::Duration::from_secs(90));
+        assert_eq!(Duration::from(std::time::Duration::from_micros(1500)).as_millis(), 1);
     }
 }

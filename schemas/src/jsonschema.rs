@@ -26,14 +26,8 @@ mod tests {
         assert_eq!(fleet["additionalProperties"], false);
         assert_eq!(fleet["required"], serde_json::json!(["hosts"]));
         assert_eq!(fleet["$defs"]["Host"]["additionalProperties"], false);
-        assert_eq!(
-            fleet["$defs"]["Defaults"]["properties"]["port"]["default"],
-            7420
-        );
-        assert_eq!(
-            fleet["$defs"]["Rollout"]["properties"]["batch"]["default"],
-            "100%"
-        );
+        assert_eq!(fleet["$defs"]["Defaults"]["properties"]["port"]["default"], 7420);
+        assert_eq!(fleet["$defs"]["Rollout"]["properties"]["batch"]["default"], "100%");
         let agent = agent_config_schema();
         assert_eq!(agent["additionalProperties"], false);
         assert_eq!(agent["properties"]["listen"]["default"], "0.0.0.0:7420");

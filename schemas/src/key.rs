@@ -8,7 +8,6 @@ use std::str::FromStr;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
-
 /// Length of an ed25519 public key in bytes.
 pub const PUBLIC_KEY_LEN: usize = 32;
 
@@ -35,34 +34,19 @@ impl FromStr for PublicKey {
     type Err = PublicKeyError;
 
     fn from_str(s: &str) -> Result<Self, PublicKeyError> {
-        let fail = |problem: String| PublicKeyError {
-            input: s.to_owned(),
-            problem,
-        };
+        let fail = |problem: String| PublicKeyError { input: s.to_owned(), problem };
         let Some((name, encoded)) = s.split_once(':') else {
-            return Err(fail(
-                "expected `name:base64`, like `fleet-1:<44 base64 characters>`".into(),
-            ));
+            return Err(fail("expected `name:base64`, like `fleet-1:<44 base64 characters>`".into()));
         };
         if name.is_empty() || name.chars().any(char::is_whitespace) {
-            return Err(fail(
-                "expected `name:base64`; the name before ':' must be non-empty, without spaces"
-                    .into(),
-            ));
+            return Err(fail("expected `name:base64`; the name before ':' must be non-empty, without spaces".into()));
         }
-        let bytes = STANDARD
-            .decode(encoded)
-            .map_err(|e| fail(format!("the part after ':' is not valid base64 ({e})")))?;
+        let bytes =
+            STANDARD.decode(encoded).map_err(|e| fail(format!("the part after ':' is not valid base64 ({e})")))?;
         let key = <[u8; PUBLIC_KEY_LEN]>::try_from(bytes.as_slice()).map_err(|_| {
-            fail(format!(
-                "an ed25519 public key is {PUBLIC_KEY_LEN} bytes, this decodes to {}",
-                bytes.len()
-            ))
+            fail(format!("an ed25519 public key is {PUBLIC_KEY_LEN} bytes, this decodes to {}", bytes.len()))
         })?;
-        Ok(Self {
-            name: name.to_owned(),
-            key,
-        })
+        Ok(Self { name: name.to_owned(), key })
     }
 }
 
@@ -117,9 +101,7 @@ mod tests {
         let key: PublicKey = KEY.parse().unwrap();
         assert_eq!(key.name, "fleet-1");
         assert_eq!(key.to_string(), KEY);
-        let cache: PublicKey = "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY="
-            .parse()
-            .unwrap();
+        let cache: PublicKey = "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=".parse().unwrap();
         assert_eq!(cache.name, "cache.nixos.org-1");
         let json = serde_json::to_string(&key).unwrap();
         assert_eq!(serde_json::from_str::<PublicKey>(&json).unwrap(), key);
@@ -128,18 +110,9 @@ mod tests {
     #[test]
     fn rejects_bad_keys() {
         for (input, want) in [
-            (
-                "11qvTRDWRE4FY+wSqfVv05ieSwHGyyqjtCVE4B8/YKg=",
-                "expected `name:base64`",
-            ),
-            (
-                ":11qvTRDWRE4FY+wSqfVv05ieSwHGyyqjtCVE4B8/YKg=",
-                "name before ':' must be non-empty",
-            ),
-            (
-                "fleet 1:11qvTRDWRE4FY+wSqfVv05ieSwHGyyqjtCVE4B8/YKg=",
-                "without spaces",
-            ),
+            ("11qvTRDWRE4FY+wSqfVv05ieSwHGyyqjtCVE4B8/YKg=", "expected `name:base64`"),
+            (":11qvTRDWRE4FY+wSqfVv05ieSwHGyyqjtCVE4B8/YKg=", "name before ':' must be non-empty"),
+            ("fleet 1:11qvTRDWRE4FY+wSqfVv05ieSwHGyyqjtCVE4B8/YKg=", "without spaces"),
             ("fleet-1:not base64!", "not valid base64"),
             ("fleet-1:<base64 ed25519 public key>", "not valid base64"),
             ("fleet-1:AAAA", "is 32 bytes, this decodes to 3"),

@@ -7,22 +7,22 @@
 //! `fleet.yaml:7:5: hosts.web1.adress: unknown field `adress`, expected one of ...`.
 
 pub mod agent_config;
+pub mod api;
 pub mod duration;
 pub mod ids;
 pub mod inventory;
 pub mod jsonschema;
 pub mod key;
+pub mod signing;
 pub mod yaml;
 
 pub use agent_config::{
-    load_agent_config, parse_agent_config, AgentConfig, AgentConfigError, BinfmtConfig, Bus,
-    LockPolicy, PullConfig,
+    load_agent_config, parse_agent_config, AgentConfig, AgentConfigError, BinfmtConfig, Bus, LockPolicy, PullConfig,
 };
 pub use duration::{Duration, DurationError};
 pub use ids::{Address, AttrName, HostName, InvalidId, LockId, StorePath, System, Tag};
 pub use inventory::{
-    load_fleet, parse_fleet, Batch, Defaults, Fleet, HealthCheck, HealthKind, Host, InventoryError,
-    Mode, Rollout,
+    load_fleet, parse_fleet, Batch, Defaults, Fleet, HealthCheck, HealthKind, Host, InventoryError, Mode, Rollout,
 };
 pub use jsonschema::{agent_config_schema, fleet_schema};
 pub use key::{PublicKey, PublicKeyError};

@@ -45,12 +45,7 @@ pub enum YamlError {
 impl YamlError {
     /// An error found by a check that runs after parsing, so has no location.
     pub fn invalid(file: &Path, path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Invalid {
-            file: file.to_owned(),
-            location: None,
-            path: path.into(),
-            message: message.into(),
-        }
+        Self::Invalid { file: file.to_owned(), location: None, path: path.into(), message: message.into() }
     }
 
     /// 1-based (line, column) of the error, when known.
@@ -64,9 +59,7 @@ impl YamlError {
     /// The file the error is about.
     pub fn file(&self) -> &Path {
         match self {
-            Self::Read { file, .. } | Self::Syntax { file, .. } | Self::Invalid { file, .. } => {
-                file
-            }
+            Self::Read { file, .. } | Self::Syntax { file, .. } | Self::Invalid { file, .. } => file,
         }
     }
 
@@ -106,10 +99,7 @@ impl fmt::Display for KeyPrefix<'_> {
 
 /// Reads and parses the YAML file at `path`.
 pub fn load_yaml<T: DeserializeOwned>(path: &Path) -> Result<T, YamlError> {
-    let text = std::fs::read_to_string(path).map_err(|source| YamlError::Read {
-        file: path.to_owned(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| YamlError::Read { file: path.to_owned(), source })?;
     parse_yaml(&text, path)
 }
 
@@ -147,9 +137,7 @@ fn line_column(err: &serde_yaml::Error) -> Option<(usize, usize)> {
 /// Drops serde_yaml's own " at line L column C", which we print as `file:L:C:` instead.
 fn strip_location(message: &str, location: Option<(usize, usize)>) -> String {
     match location {
-        Some((line, column)) => {
-            message.replacen(&format!(" at line {line} column {column}"), "", 1)
-        }
+        Some((line, column)) => message.replacen(&format!(" at line {line} column {column}"), "", 1),
         None => message.to_owned(),
     }
 }
@@ -183,10 +171,7 @@ fn strip_yaml_path<'a>(message: &'a str, path: &serde_path_to_error::Path) -> &'
                 prefix.push('?');
             }
         }
-        if let Some(rest) = message
-            .strip_prefix(&prefix)
-            .and_then(|r| r.strip_prefix(": "))
-        {
+        if let Some(rest) = message.strip_prefix(&prefix).and_then(|r| r.strip_prefix(": ")) {
             stripped = rest;
         }
     }
@@ -221,10 +206,7 @@ mod tests {
     fn syntax_error_has_line_and_label() {
         let err = parse("items:\n  a:\n    size: [1, 2\n");
         let text = err.to_string();
-        assert!(
-            text.starts_with("doc.yaml:4:1: YAML syntax error: "),
-            "{text}"
-        );
+        assert!(text.starts_with("doc.yaml:4:1: YAML syntax error: "), "{text}");
         assert!(!text.contains("at line 4 column 1"), "{text}");
         assert!(matches!(err, YamlError::Syntax { .. }));
     }
@@ -232,10 +214,7 @@ mod tests {
     #[test]
     fn unknown_nested_key_has_path_and_location() {
         let err = parse("items:\n  a:\n    size: 1\n    sise: 2\n");
-        assert_eq!(
-            err.to_string(),
-            "doc.yaml:4:5: items.a.sise: unknown field `sise`, expected `size` or `list`"
-        );
+        assert_eq!(err.to_string(), "doc.yaml:4:5: items.a.sise: unknown field `sise`, expected `size` or `list`");
         assert_eq!(err.location(), Some((4, 5)));
         assert_eq!(err.key_path(), Some("items.a.sise"));
     }
@@ -246,21 +225,14 @@ mod tests {
         assert_eq!(err.key_path(), Some("items.a.list[1]"));
         assert_eq!(err.location(), Some((4, 15)));
         let text = err.to_string();
-        assert!(
-            text.starts_with("doc.yaml:4:15: items.a.list[1]: invalid type"),
-            "{text}"
-        );
+        assert!(text.starts_with("doc.yaml:4:15: items.a.list[1]: invalid type"), "{text}");
         assert!(!text.contains("items.a.list[1]: items"), "{text}");
     }
 
     #[test]
     fn read_error_names_file() {
         let err = load_yaml::<Doc>(Path::new("/nonexistent/doc.yaml")).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("/nonexistent/doc.yaml: cannot read: "),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("/nonexistent/doc.yaml: cannot read: "), "{err}");
         assert_eq!(err.location(), None);
     }
 

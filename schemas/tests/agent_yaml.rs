@@ -51,8 +51,7 @@ fn fails_with(text: &str, expected: &str) -> AgentConfigError {
     err
 }
 
-const MINIMAL: &str =
-    "hostname: web1\ntrusted_keys: [\"fleet-1:11qvTRDWRE4FY+wSqfVv05ieSwHGyyqjtCVE4B8/YKg=\"]\n";
+const MINIMAL: &str = "hostname: web1\ntrusted_keys: [\"fleet-1:11qvTRDWRE4FY+wSqfVv05ieSwHGyyqjtCVE4B8/YKg=\"]\n";
 
 #[test]
 fn design_example_parses() {
@@ -70,32 +69,18 @@ fn design_example_parses() {
     assert_eq!(config.health.len(), 1);
     assert_eq!(
         config.health[0].kind,
-        HealthKind::Command(vec![
-            "systemctl".into(),
-            "is-system-running".into(),
-            "--wait".into()
-        ])
+        HealthKind::Command(vec!["systemctl".into(), "is-system-running".into(), "--wait".into()])
     );
     assert_eq!(config.health[0].timeout, Duration::from_secs(60));
     let pull = config.pull.as_ref().unwrap();
     assert_eq!(pull.url, "https://git.example.com/infra.git");
     assert_eq!(pull.branch, "main");
     assert_eq!(pull.interval, Duration::from_secs(60));
-    assert_eq!(
-        pull.webhook_secret_file.as_deref(),
-        Some(Path::new("/run/keys/hostctl-webhook"))
-    );
+    assert_eq!(pull.webhook_secret_file.as_deref(), Some(Path::new("/run/keys/hostctl-webhook")));
     assert_eq!(pull.lock, LockPolicy::Pinned);
     assert_eq!(pull.substituters, ["https://cache.example.com"]);
     assert_eq!(pull.trusted_public_keys[0].to_string(), CACHE_KEY);
-    let systems: Vec<&str> = config
-        .binfmt
-        .as_ref()
-        .unwrap()
-        .emulated_systems
-        .iter()
-        .map(|s| s.as_str())
-        .collect();
+    let systems: Vec<&str> = config.binfmt.as_ref().unwrap().emulated_systems.iter().map(|s| s.as_str()).collect();
     assert_eq!(systems, ["aarch64-linux", "riscv64-linux"]);
 }
 
@@ -129,10 +114,7 @@ fn defaults_are_filled_in() {
     ))
     .unwrap();
     let pull = config.pull.unwrap();
-    assert_eq!(
-        (pull.branch.as_str(), pull.interval, pull.lock),
-        ("main", Duration::from_secs(60), LockPolicy::Pinned)
-    );
+    assert_eq!((pull.branch.as_str(), pull.interval, pull.lock), ("main", Duration::from_secs(60), LockPolicy::Pinned));
     assert!(pull.substituters.is_empty() && pull.trusted_public_keys.is_empty());
     assert_eq!(pull.webhook_secret_file, None);
     assert!(config.binfmt.unwrap().emulated_systems.is_empty());
@@ -158,49 +140,28 @@ fn no_trusted_keys() {
         "hostname: web1\ntrusted_keys:\n",
         "/etc/hostctl/agent.yaml:2:14: trusted_keys: at least one trusted key is required: the agent refuses to start without a trusted key",
     );
-    fails_with(
-        "hostname: web1\n",
-        "/etc/hostctl/agent.yaml:1:1: missing field `trusted_keys`",
-    );
+    fails_with("hostname: web1\n", "/etc/hostctl/agent.yaml:1:1: missing field `trusted_keys`");
 }
 
 #[test]
 fn bad_trusted_keys() {
     for (key, problem) in [
-        (
-            "fleet-1:not*base64",
-            "the part after ':' is not valid base64",
-        ),
-        (
-            "fleet-1:AAAA",
-            "an ed25519 public key is 32 bytes, this decodes to 3",
-        ),
-        (
-            "11qvTRDWRE4FY+wSqfVv05ieSwHGyyqjtCVE4B8/YKg=",
-            "expected `name:base64`",
-        ),
+        ("fleet-1:not*base64", "the part after ':' is not valid base64"),
+        ("fleet-1:AAAA", "an ed25519 public key is 32 bytes, this decodes to 3"),
+        ("11qvTRDWRE4FY+wSqfVv05ieSwHGyyqjtCVE4B8/YKg=", "expected `name:base64`"),
         (
             ":11qvTRDWRE4FY+wSqfVv05ieSwHGyyqjtCVE4B8/YKg=",
             "expected `name:base64`; the name before ':' must be non-empty",
         ),
     ] {
         let err = parse(&format!("hostname: web1\ntrusted_keys:\n  - \"{key}\"\n")).unwrap_err();
-        let prefix = format!(
-            "/etc/hostctl/agent.yaml:3:5: trusted_keys[0]: invalid public key `{key}`: {problem}"
-        );
-        assert!(
-            err.to_string().starts_with(&prefix),
-            "{err}\nwanted: {prefix}"
-        );
+        let prefix = format!("/etc/hostctl/agent.yaml:3:5: trusted_keys[0]: invalid public key `{key}`: {problem}");
+        assert!(err.to_string().starts_with(&prefix), "{err}\nwanted: {prefix}");
     }
-    let err = parse(&format!(
-        "{MINIMAL}pull:\n  url: x\n  trusted_public_keys: [nope]\n"
-    ))
-    .unwrap_err();
+    let err = parse(&format!("{MINIMAL}pull:\n  url: x\n  trusted_public_keys: [nope]\n")).unwrap_err();
     assert!(
-        err.to_string().starts_with(
-            "/etc/hostctl/agent.yaml:5:25: pull.trusted_public_keys[0]: invalid public key `nope`"
-        ),
+        err.to_string()
+            .starts_with("/etc/hostctl/agent.yaml:5:25: pull.trusted_public_keys[0]: invalid public key `nope`"),
         "{err}"
     );
 }
@@ -224,39 +185,18 @@ fn unknown_keys() {
 #[test]
 fn bad_values() {
     let cases = [
-        (
-            "hostname: Web1\n",
-            "1:11: hostname: invalid host name `Web1`",
-        ),
-        (
-            "listen: 7420\n",
-            "3:9: listen: invalid socket address syntax",
-        ),
-        (
-            "bus: /run/bus\n",
-            "3:6: bus: invalid bus `/run/bus`: `/run/bus` has no `transport:` prefix",
-        ),
-        (
-            "confirm_timeout: 1m30\n",
-            "3:18: confirm_timeout: invalid duration `1m30`",
-        ),
+        ("hostname: Web1\n", "1:11: hostname: invalid host name `Web1`"),
+        ("listen: 7420\n", "3:9: listen: invalid socket address syntax"),
+        ("bus: /run/bus\n", "3:6: bus: invalid bus `/run/bus`: `/run/bus` has no `transport:` prefix"),
+        ("confirm_timeout: 1m30\n", "3:18: confirm_timeout: invalid duration `1m30`"),
         (
             "pull:\n  url: x\n  lock: strict\n",
             "5:9: pull.lock: unknown variant `strict`, expected `pinned` or `follow`",
         ),
-        (
-            "pull:\n  url: x\n  branch: -main\n",
-            "5:11: pull.branch: invalid branch `-main`",
-        ),
-        (
-            "pull:\n  url: --upload-pack=x\n",
-            "4:8: pull.url: invalid git URL `--upload-pack=x`",
-        ),
+        ("pull:\n  url: x\n  branch: -main\n", "5:11: pull.branch: invalid branch `-main`"),
+        ("pull:\n  url: --upload-pack=x\n", "4:8: pull.url: invalid git URL `--upload-pack=x`"),
         ("pull:\n  branch: main\n", "4:3: pull: missing field `url`"),
-        (
-            "binfmt:\n  emulated_systems: [aarch64]\n",
-            "4:22: binfmt.emulated_systems[0]: invalid system `aarch64`",
-        ),
+        ("binfmt:\n  emulated_systems: [aarch64]\n", "4:22: binfmt.emulated_systems[0]: invalid system `aarch64`"),
         (
             "health:\n  - command: [true]\n    http: http://x\n",
             "4:5: health[0]: a health check has either `http` or `command`, not both",
@@ -280,15 +220,8 @@ fn load_from_file() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("agent.yaml");
     std::fs::write(&file, design_example()).unwrap();
-    assert_eq!(
-        load_agent_config(&file).unwrap(),
-        parse(&design_example()).unwrap()
-    );
+    assert_eq!(load_agent_config(&file).unwrap(), parse(&design_example()).unwrap());
     std::fs::remove_dir_all(&dir).unwrap();
     let err = load_agent_config(Path::new("/nonexistent/agent.yaml")).unwrap_err();
-    assert!(
-        err.to_string()
-            .starts_with("/nonexistent/agent.yaml: cannot read: "),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("/nonexistent/agent.yaml: cannot read: "), "{err}");
 }

@@ -3,9 +3,7 @@
 
 use std::path::Path;
 
-use hostctl_schemas::inventory::{
-    load_fleet, parse_fleet, Batch, Fleet, HealthKind, InventoryError, Mode,
-};
+use hostctl_schemas::inventory::{load_fleet, parse_fleet, Batch, Fleet, HealthKind, InventoryError, Mode};
 use hostctl_schemas::{Duration, HostName};
 
 /// The fleet.yaml example from DESIGN.md, verbatim.
@@ -51,10 +49,7 @@ fn host(name: &str) -> HostName {
 fn design_example_parses() {
     let fleet = parse(DESIGN_EXAMPLE).unwrap();
     assert_eq!(fleet.flake.as_deref(), Some("."));
-    assert_eq!(
-        fleet.signing_key.as_deref(),
-        Some(Path::new("keys/fleet.sec"))
-    );
+    assert_eq!(fleet.signing_key.as_deref(), Some(Path::new("keys/fleet.sec")));
     assert_eq!(fleet.defaults.port, 7420);
     assert_eq!(fleet.defaults.mode, Mode::Switch);
     assert_eq!(fleet.defaults.confirm_timeout, Duration::from_secs(30));
@@ -63,16 +58,10 @@ fn design_example_parses() {
     let tags: Vec<&str> = web1.tags.iter().map(|t| t.as_str()).collect();
     assert_eq!(tags, ["web", "eu"]);
     assert_eq!(web1.configuration_attr(&host("web1")).as_str(), "web1");
-    assert_eq!(
-        web1.system.as_ref().map(|s| s.as_str()),
-        Some("x86_64-linux")
-    );
+    assert_eq!(web1.system.as_ref().map(|s| s.as_str()), Some("x86_64-linux"));
     assert_eq!(web1.health.len(), 1);
     let check = &web1.health[0];
-    assert_eq!(
-        check.kind,
-        HealthKind::Http("http://192.0.2.10/healthz".into())
-    );
+    assert_eq!(check.kind, HealthKind::Http("http://192.0.2.10/healthz".into()));
     assert_eq!(check.timeout, Duration::from_secs(5));
     assert_eq!(check.retries, 3);
     assert_eq!(check.interval, Duration::from_secs(2));
@@ -109,23 +98,10 @@ fn other_values_parse() {
     let web2 = &fleet.hosts[&host("web-2")];
     assert_eq!(web2.configuration_attr(&host("web-2")).as_str(), "web'2");
     let check = &web2.health[0];
+    assert_eq!(check.kind, HealthKind::Command(vec!["systemctl".into(), "is-system-running".into(), "--wait".into()]));
+    assert_eq!((check.retries, check.interval), (0, Duration::from_millis(500)));
     assert_eq!(
-        check.kind,
-        HealthKind::Command(vec![
-            "systemctl".into(),
-            "is-system-running".into(),
-            "--wait".into()
-        ])
-    );
-    assert_eq!(
-        (check.retries, check.interval),
-        (0, Duration::from_millis(500))
-    );
-    assert_eq!(
-        parse("rollout:\n  batch: \"25%\"\nhosts:\n  a:\n    address: a\n")
-            .unwrap()
-            .rollout
-            .batch,
+        parse("rollout:\n  batch: \"25%\"\nhosts:\n  a:\n    address: a\n").unwrap().rollout.batch,
         Batch::Percent(25)
     );
 }
@@ -191,11 +167,7 @@ fn bad_host_name() {
     assert_eq!(err.key_path(), Some("hosts.Web_1"));
     let long = "a".repeat(64);
     let err = parse(&format!("hosts:\n  {long}:\n    address: a\n")).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains(&format!("invalid host name `{long}`")),
-        "{err}"
-    );
+    assert!(err.to_string().contains(&format!("invalid host name `{long}`")), "{err}");
 }
 
 #[test]
@@ -232,10 +204,7 @@ fn bad_batches() {
     let expected = "expected a host count of at least 1 (like 3) or a percentage (like 25%)";
     for (value, message) in [
         ("0", format!("invalid batch `0`: {expected}")),
-        (
-            "150%",
-            "invalid batch `150%`: a percentage must be between 1% and 100%".to_owned(),
-        ),
+        ("150%", "invalid batch `150%`: a percentage must be between 1% and 100%".to_owned()),
         ("abc", format!("invalid batch `abc`: {expected}")),
         ("-3", format!("invalid batch `-3`: {expected}")),
     ] {
@@ -248,23 +217,15 @@ fn bad_batches() {
 
 #[test]
 fn empty_hosts() {
-    let err = fails_with(
-        "flake: .\nhosts: {}\n",
-        "examples/fleet/fleet.yaml:2:8: hosts: a fleet needs at least one host",
-    );
+    let err =
+        fails_with("flake: .\nhosts: {}\n", "examples/fleet/fleet.yaml:2:8: hosts: a fleet needs at least one host");
     assert_eq!(err.key_path(), Some("hosts"));
-    fails_with(
-        "hosts:\n",
-        "examples/fleet/fleet.yaml:1:7: hosts: a fleet needs at least one host",
-    );
+    fails_with("hosts:\n", "examples/fleet/fleet.yaml:1:7: hosts: a fleet needs at least one host");
 }
 
 #[test]
 fn missing_hosts() {
-    let err = fails_with(
-        "flake: .\n",
-        "examples/fleet/fleet.yaml:1:1: missing field `hosts`",
-    );
+    let err = fails_with("flake: .\n", "examples/fleet/fleet.yaml:1:1: missing field `hosts`");
     assert_eq!(err.location(), Some((1, 1)));
     fails_with("", "examples/fleet/fleet.yaml:1:1: missing field `hosts`");
     fails_with(
@@ -310,9 +271,18 @@ fn bad_tag_configuration_and_system() {
         "examples/fleet/fleet.yaml:4:17: hosts.web1.tags[1]: invalid tag `Bad`: expected 1 to 63 lowercase letters, digits, '_' or '-', starting with a letter or digit",
     );
     let err = parse("hosts:\n  web1:\n    address: a\n    configuration: web.one\n").unwrap_err();
-    assert!(err.to_string().starts_with("examples/fleet/fleet.yaml:4:20: hosts.web1.configuration: invalid attribute name `web.one`"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("examples/fleet/fleet.yaml:4:20: hosts.web1.configuration: invalid attribute name `web.one`"),
+        "{err}"
+    );
     let err = parse("hosts:\n  web1:\n    address: a\n    system: x86_64\n").unwrap_err();
-    assert!(err.to_string().starts_with("examples/fleet/fleet.yaml:4:13: hosts.web1.system: invalid system `x86_64`: expected `<arch>-<os>`"), "{err}");
+    assert!(
+        err.to_string().starts_with(
+            "examples/fleet/fleet.yaml:4:13: hosts.web1.system: invalid system `x86_64`: expected `<arch>-<os>`"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -344,21 +314,11 @@ fn load_from_file_and_missing_file() {
     assert_eq!(load_fleet(&file).unwrap(), parse(DESIGN_EXAMPLE).unwrap());
     std::fs::write(&file, "hosts: {}\n").unwrap();
     let err = load_fleet(&file).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        format!(
-            "{}:1:8: hosts: a fleet needs at least one host",
-            file.display()
-        )
-    );
+    assert_eq!(err.to_string(), format!("{}:1:8: hosts: a fleet needs at least one host", file.display()));
     std::fs::remove_dir_all(&dir).unwrap();
 
     let missing = Path::new("/nonexistent/fleet.yaml");
     let err = load_fleet(missing).unwrap_err();
-    assert!(
-        err.to_string()
-            .starts_with("/nonexistent/fleet.yaml: cannot read: "),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("/nonexistent/fleet.yaml: cannot read: "), "{err}");
     assert_eq!(err.location(), None);
 }

@@ -7,9 +7,7 @@ use hostctl_schemas::jsonschema::{agent_config_schema, fleet_schema};
 
 #[expect(clippy::unwrap_used, reason = "test helper: a panic is a test failure")]
 fn check_or_update(file_name: &str, schema: &serde_json::Value) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("json")
-        .join(file_name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("json").join(file_name);
     let generated = serde_json::to_string_pretty(schema).unwrap() + "\n";
     if std::env::var_os("HOSTCTL_UPDATE_SCHEMAS").is_some_and(|v| v == "1") {
         std::fs::write(&path, &generated).unwrap();
@@ -39,12 +37,7 @@ fn agent_schema_is_up_to_date() {
 fn schemas_reject_unknown_fields_everywhere() {
     for schema in [fleet_schema(), agent_config_schema()] {
         let mut objects = vec![&schema];
-        objects.extend(
-            schema["$defs"]
-                .as_object()
-                .into_iter()
-                .flat_map(|d| d.values()),
-        );
+        objects.extend(schema["$defs"].as_object().into_iter().flat_map(|d| d.values()));
         for object in objects {
             if object.get("properties").is_some() {
                 assert_eq!(object["additionalProperties"], false, "{object:#}");
@@ -60,10 +53,7 @@ fn schemas_carry_defaults() {
     assert_eq!(defaults["port"]["default"], 7420);
     assert_eq!(defaults["mode"]["default"], "switch");
     assert_eq!(defaults["confirm_timeout"]["default"], "30s");
-    assert_eq!(
-        fleet["$defs"]["Rollout"]["properties"]["batch"]["default"],
-        "100%"
-    );
+    assert_eq!(fleet["$defs"]["Rollout"]["properties"]["batch"]["default"], "100%");
     let health = &fleet["$defs"]["HealthCheck"]["properties"];
     assert_eq!(health["timeout"]["default"], "5s");
     assert_eq!(health["retries"]["default"], 3);
@@ -82,11 +72,6 @@ fn schemas_carry_defaults() {
     assert_eq!(pull["branch"]["default"], "main");
     assert_eq!(pull["interval"]["default"], "1m");
     assert_eq!(pull["lock"]["default"], "pinned");
-    let required: Vec<&str> = agent["required"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
+    let required: Vec<&str> = agent["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert_eq!(required, ["hostname", "trusted_keys"]);
 }

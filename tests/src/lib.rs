@@ -208,7 +208,10 @@ impl HostctlRun {
     /// Fails with the whole output unless the exit code is `code`.
     pub fn expect_code(&self, code: i32) -> &Self {
         if self.code != Some(code) {
-            fail(&format!("expected exit code {code}, got {:?}\nstdout:\n{}\nstderr:\n{}", self.code, self.stdout, self.stderr));
+            fail(&format!(
+                "expected exit code {code}, got {:?}\nstdout:\n{}\nstderr:\n{}",
+                self.code, self.stdout, self.stderr
+            ));
         }
         self
     }

@@ -22,7 +22,10 @@ fn eval_reports_every_host_with_rev_lock_and_drv() {
         assert_eq!(host["rev"], head.as_str(), "{name}");
         assert_eq!(host["lock"], lock.as_str(), "{name}");
         let drv = host["drv_path"].as_str().unwrap();
-        assert!(drv.starts_with("/nix/store/") && drv.ends_with(&format!("nixos-system-{name}-24.05-example.drv")), "{drv}");
+        assert!(
+            drv.starts_with("/nix/store/") && drv.ends_with(&format!("nixos-system-{name}-24.05-example.drv")),
+            "{drv}"
+        );
         assert!(std::path::Path::new(drv).exists(), "{drv} was written by the evaluation");
         assert!(host["error"].is_null());
     }

@@ -28,7 +28,11 @@ fn bad_fleet_yaml_cases_name_file_line_and_key() {
         &[&format!("{file}:3:5: hosts.web1.adress: unknown field `adress`"), "expected one of `address`"],
     );
     bad_fleet(&fleet, &format!("{GOOD_HOST}colour: blue\n"), &[&format!("{file}:4:1: colour: unknown field `colour`")]);
-    bad_fleet(&fleet, "hosts:\n  Web_1:\n    address: 192.0.2.11\n", &[&format!("{file}:2:3"), "invalid host name `Web_1`"]);
+    bad_fleet(
+        &fleet,
+        "hosts:\n  Web_1:\n    address: 192.0.2.11\n",
+        &[&format!("{file}:2:3"), "invalid host name `Web_1`"],
+    );
     bad_fleet(
         &fleet,
         "defaults:\n  confirm_timeout: 30x\nhosts:\n  web1:\n    address: 192.0.2.11\n",
@@ -39,7 +43,11 @@ fn bad_fleet_yaml_cases_name_file_line_and_key() {
     bad_fleet(&fleet, &format!("{GOOD_HOST}rollout:\n  batch: 150%\n"), &[&format!("{file}:5:"), "rollout.batch"]);
     bad_fleet(&fleet, &format!("{GOOD_HOST}defaults:\n  mode: reboot\n"), &[&format!("{file}:5:"), "defaults.mode"]);
     bad_fleet(&fleet, "hosts:\n  web1:\n    address: 192.0.2.11\n    tags: [Web!]\n", &[&format!("{file}:4:"), "Web!"]);
-    bad_fleet(&fleet, "hosts:\n  web1:\n    address: 'not an address'\n", &[&format!("{file}:3:"), "hosts.web1.address"]);
+    bad_fleet(
+        &fleet,
+        "hosts:\n  web1:\n    address: 'not an address'\n",
+        &[&format!("{file}:3:"), "hosts.web1.address"],
+    );
     bad_fleet(
         &fleet,
         "hosts:\n  web1:\n    address: 192.0.2.11\n    configuration: 'a.b'\n",
@@ -62,7 +70,11 @@ fn missing_or_broken_files_are_bad_input() {
     fleet.write("fleet.yaml", &yaml);
     let run = fleet.hostctl(&["eval"]);
     run.expect_code(2);
-    assert!(run.stderr.contains("elsewhere") && run.stderr.contains("cannot open the flake directory"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("elsewhere") && run.stderr.contains("cannot open the flake directory"),
+        "{}",
+        run.stderr
+    );
 
     let yaml = fleet.read("fleet.yaml").replace("flake: ./elsewhere", "flake: .");
     fleet.write("fleet.yaml", &yaml);

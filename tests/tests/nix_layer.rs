@@ -104,10 +104,7 @@ fn setup(flavor: Flavor) -> Option<Setup> {
     if let Some(dir) = flavor.bin_dir() {
         nix = nix.with_bin_dir(dir);
     }
-    let nix = nix
-        .with_store(store.url())
-        .with_option("sandbox-paths", SANDBOX_PATHS)
-        .with_option("substituters", "");
+    let nix = nix.with_store(store.url()).with_option("sandbox-paths", SANDBOX_PATHS).with_option("substituters", "");
     Some(Setup { flavor, store, nix })
 }
 

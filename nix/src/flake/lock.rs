@@ -300,10 +300,16 @@ mod tests {
         let lock = parse(DUPLICATE).unwrap();
         let dups = lock.nixpkgs_duplicates();
         assert_eq!(dups.len(), 2, "{dups:?}");
-        assert_eq!(dups[0], NixpkgsDuplicate { node: "nixpkgs_2".into(), via: vec!["fleetlib".into()], input: "nixpkgs".into() });
+        assert_eq!(
+            dups[0],
+            NixpkgsDuplicate { node: "nixpkgs_2".into(), via: vec!["fleetlib".into()], input: "nixpkgs".into() }
+        );
         assert_eq!(dups[0].follows_line("nixpkgs"), r#"inputs.fleetlib.inputs.nixpkgs.follows = "nixpkgs";"#);
         assert_eq!(dups[1].via, ["fleetlib", "utils"]);
-        assert_eq!(dups[1].follows_line("nixpkgs"), r#"inputs.fleetlib.inputs.utils.inputs.nixpkgs.follows = "nixpkgs";"#);
+        assert_eq!(
+            dups[1].follows_line("nixpkgs"),
+            r#"inputs.fleetlib.inputs.utils.inputs.nixpkgs.follows = "nixpkgs";"#
+        );
     }
 
     #[test]

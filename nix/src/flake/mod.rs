@@ -158,7 +158,11 @@ mod tests {
         let git = src.git.clone().unwrap();
         assert!(!git.is_clean());
         assert_eq!(git.dirty, [PathBuf::from("infra/hosts/web1.nix"), PathBuf::from("outside.txt")]);
-        assert_eq!(git.untracked, [PathBuf::from("hosts/web2.nix")], "untracked files outside the flake dir don't matter");
+        assert_eq!(
+            git.untracked,
+            [PathBuf::from("hosts/web2.nix")],
+            "untracked files outside the flake dir don't matter"
+        );
         assert_eq!(src.clean_rev(), None);
     }
 

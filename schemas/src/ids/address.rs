@@ -37,16 +37,11 @@ fn check_dns_name(s: &str) -> Result<(), String> {
         return Err("expected an IP address or a DNS name, got an empty string".into());
     }
     if s.len() > 253 {
-        return Err(format!(
-            "a DNS name is at most 253 characters, this has {}",
-            s.len()
-        ));
+        return Err(format!("a DNS name is at most 253 characters, this has {}", s.len()));
     }
     for label in s.split('.') {
         let valid = (1..=63).contains(&label.len())
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             && !label.starts_with('-')
             && !label.ends_with('-');
         if !valid {
@@ -58,13 +53,8 @@ fn check_dns_name(s: &str) -> Result<(), String> {
     }
     // A name ending in an all-digit label is almost always a mistyped IPv4 address,
     // and no top-level domain is numeric.
-    if s.rsplit('.')
-        .next()
-        .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return Err(
-            "expected an IP address or a DNS name; this is not a valid IPv4 address".into(),
-        );
+    if s.rsplit('.').next().is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit())) {
+        return Err("expected an IP address or a DNS name; this is not a valid IPv4 address".into());
     }
     Ok(())
 }
@@ -125,20 +115,11 @@ mod tests {
 
     #[test]
     fn accepts_ips_and_names() {
-        for ok in [
-            "192.0.2.10",
-            "::1",
-            "2001:db8::1",
-            "web1",
-            "web1.example.com",
-            "a-b.c",
-        ] {
+        for ok in ["192.0.2.10", "::1", "2001:db8::1", "web1", "web1.example.com", "a-b.c"] {
             assert_eq!(ok.parse::<Address>().unwrap().as_str(), ok);
         }
         let name = "a".repeat(63);
-        assert!(format!("{name}.{name}.{name}.{}", "a".repeat(61))
-            .parse::<Address>()
-            .is_ok());
+        assert!(format!("{name}.{name}.{name}.{}", "a".repeat(61)).parse::<Address>().is_ok());
     }
 
     #[test]
@@ -160,13 +141,7 @@ mod tests {
             let err = bad.parse::<Address>().unwrap_err();
             assert_eq!(err.what, "address", "{bad}");
         }
-        let long = format!(
-            "{}.{}.{}.{}",
-            "a".repeat(63),
-            "a".repeat(63),
-            "a".repeat(63),
-            "a".repeat(63)
-        );
+        let long = format!("{}.{}.{}.{}", "a".repeat(63), "a".repeat(63), "a".repeat(63), "a".repeat(63));
         let err = long.parse::<Address>().unwrap_err();
         assert!(err.reason.contains("253"), "{err}");
     }

@@ -28,11 +28,7 @@ pub struct InvalidId {
 
 impl InvalidId {
     pub(crate) fn new(what: &'static str, value: &str, reason: impl Into<String>) -> Self {
-        Self {
-            what,
-            value: value.to_owned(),
-            reason: reason.into(),
-        }
+        Self { what, value: value.to_owned(), reason: reason.into() }
     }
 }
 
@@ -151,10 +147,7 @@ pub(crate) struct FromStrVisitor<T> {
 
 impl<T> FromStrVisitor<T> {
     pub(crate) fn new(what: &'static str) -> Self {
-        Self {
-            what,
-            marker: std::marker::PhantomData,
-        }
+        Self { what, marker: std::marker::PhantomData }
     }
 }
 
@@ -174,13 +167,11 @@ where
     }
 }
 
-const HOST_NAME_RULE: &str =
-    "expected 1 to 63 lowercase letters, digits or '-', not starting or ending with '-'";
+const HOST_NAME_RULE: &str = "expected 1 to 63 lowercase letters, digits or '-', not starting or ending with '-'";
 
 fn check_host_name(s: &str) -> Result<(), &'static str> {
     let valid = (1..=63).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-');
     if valid {
@@ -191,9 +182,7 @@ fn check_host_name(s: &str) -> Result<(), &'static str> {
 }
 
 fn check_attr_name(s: &str) -> Result<(), &'static str> {
-    let valid = !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'\'' | b'-'));
+    let valid = !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'\'' | b'-'));
     if valid {
         Ok(())
     } else {
@@ -203,8 +192,7 @@ fn check_attr_name(s: &str) -> Result<(), &'static str> {
 
 fn check_tag(s: &str) -> Result<(), &'static str> {
     let valid = (1..=63).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
         && !s.starts_with(['-', '_']);
     if valid {
         Ok(())
@@ -214,11 +202,8 @@ fn check_tag(s: &str) -> Result<(), &'static str> {
 }
 
 fn check_system(s: &str) -> Result<(), &'static str> {
-    let part_ok = |p: &str| {
-        !p.is_empty()
-            && p.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-    };
+    let part_ok =
+        |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
     match s.split_once('-') {
         Some((arch, os)) if part_ok(arch) && part_ok(os) => Ok(()),
         _ => Err("expected `<arch>-<os>` in lowercase, like x86_64-linux or aarch64-darwin"),
@@ -275,15 +260,7 @@ mod tests {
         for ok in ["web1", "a", "0", "web-1", &"a".repeat(63)] {
             assert_eq!(ok.parse::<HostName>().unwrap().as_str(), ok);
         }
-        for bad in [
-            "",
-            "-web",
-            "web-",
-            "Web1",
-            "web_1",
-            "web.1",
-            &"a".repeat(64),
-        ] {
+        for bad in ["", "-web", "web-", "Web1", "web_1", "web.1", &"a".repeat(64)] {
             let err = bad.parse::<HostName>().unwrap_err();
             assert_eq!(err.what, "host name");
             assert!(err.to_string().contains("1 to 63 lowercase"), "{err}");
@@ -314,22 +291,10 @@ mod tests {
 
     #[test]
     fn systems() {
-        for ok in [
-            "x86_64-linux",
-            "aarch64-darwin",
-            "riscv64-linux",
-            "armv7l-linux",
-        ] {
+        for ok in ["x86_64-linux", "aarch64-darwin", "riscv64-linux", "armv7l-linux"] {
             assert!(ok.parse::<System>().is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            "linux",
-            "x86_64-",
-            "-linux",
-            "X86_64-linux",
-            "x86_64-unknown-linux",
-        ] {
+        for bad in ["", "linux", "x86_64-", "-linux", "X86_64-linux", "x86_64-unknown-linux"] {
             assert!(bad.parse::<System>().is_err(), "{bad}");
         }
     }
@@ -339,9 +304,6 @@ mod tests {
         let name: HostName = serde_json::from_str("\"web1\"").unwrap();
         assert_eq!(serde_json::to_string(&name).unwrap(), "\"web1\"");
         let err = serde_json::from_str::<HostName>("\"Web1\"").unwrap_err();
-        assert!(
-            err.to_string().contains("invalid host name `Web1`"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("invalid host name `Web1`"), "{err}");
     }
 }

@@ -33,15 +33,11 @@ fn check_store_dir(dir: &str) -> Result<(), String> {
     let valid = dir.starts_with('/')
         && dir.len() > 1
         && !dir.ends_with('/')
-        && dir[1..]
-            .split('/')
-            .all(|c| !c.is_empty() && c != "." && c != "..");
+        && dir[1..].split('/').all(|c| !c.is_empty() && c != "." && c != "..");
     if valid {
         Ok(())
     } else {
-        Err(format!(
-            "store dir `{dir}` must be an absolute, normalised path"
-        ))
+        Err(format!("store dir `{dir}` must be an absolute, normalised path"))
     }
 }
 
@@ -51,15 +47,10 @@ fn check_base_name(base: &str) -> Result<(), String> {
     };
     let hash = &base[..dash];
     if let Some(c) = hash.chars().find(|c| !NIX_BASE32.contains(*c)) {
-        return Err(format!(
-            "`{c}` is not in Nix's base32 alphabet ({NIX_BASE32}) in the hash part"
-        ));
+        return Err(format!("`{c}` is not in Nix's base32 alphabet ({NIX_BASE32}) in the hash part"));
     }
     if hash.len() != HASH_LEN {
-        return Err(format!(
-            "the hash part must be {HASH_LEN} characters, got {}",
-            hash.len()
-        ));
+        return Err(format!("the hash part must be {HASH_LEN} characters, got {}", hash.len()));
     }
     let name = &base[dash + 1..];
     if name.is_empty() {
@@ -72,9 +63,7 @@ fn check_base_name(base: &str) -> Result<(), String> {
         return Err("the name must not start with '.'".into());
     }
     if let Some(c) = name.chars().find(|c| !is_name_char(*c)) {
-        return Err(format!(
-            "`{c}` is not allowed in a store path name (letters, digits and +-._?=)"
-        ));
+        return Err(format!("`{c}` is not allowed in a store path name (letters, digits and +-._?=)"));
     }
     Ok(())
 }
@@ -90,11 +79,7 @@ impl StorePath {
         let base = s
             .strip_prefix(store_dir)
             .and_then(|rest| rest.strip_prefix('/'))
-            .ok_or_else(|| {
-                err(format!(
-                    "expected an absolute path directly under {store_dir}"
-                ))
-            })?;
+            .ok_or_else(|| err(format!("expected an absolute path directly under {store_dir}")))?;
         if let Some((_, below)) = base.split_once('/') {
             return Err(err(if below.is_empty() {
                 "expected no trailing slash".into()
@@ -103,10 +88,7 @@ impl StorePath {
             }));
         }
         check_base_name(base).map_err(err)?;
-        Ok(Self {
-            path: s.to_owned(),
-            store_dir_len: store_dir.len(),
-        })
+        Ok(Self { path: s.to_owned(), store_dir_len: store_dir.len() })
     }
 
     /// The full path as text.
@@ -221,15 +203,10 @@ impl FromStr for LockId {
     fn from_str(s: &str) -> Result<Self, InvalidId> {
         let err = |reason: String| InvalidId::new("lock id", s, reason);
         if let Some(c) = s.chars().find(|c| !c.is_ascii_hexdigit()) {
-            return Err(err(format!(
-                "`{c}` is not a hex digit; expected the 64-character SHA-256 of flake.lock"
-            )));
+            return Err(err(format!("`{c}` is not a hex digit; expected the 64-character SHA-256 of flake.lock")));
         }
         if s.len() != LOCK_HEX_LEN {
-            return Err(err(format!(
-                "expected the 64-character SHA-256 of flake.lock, got {} characters",
-                s.len()
-            )));
+            return Err(err(format!("expected the 64-character SHA-256 of flake.lock, got {} characters", s.len())));
         }
         Ok(Self(s.to_ascii_lowercase()))
     }
@@ -286,12 +263,7 @@ serde_as_str!(
     "^/nix/store/[0123456789abcdfghijklmnpqrsvwxyz]{32}-[A-Za-z0-9+_?=-][A-Za-z0-9+._?=-]{0,210}$",
     "A path directly under /nix/store."
 );
-serde_as_str!(
-    LockId,
-    "lock id",
-    "^[0-9a-fA-F]{64}$",
-    "SHA-256 of flake.lock as 64 hex characters."
-);
+serde_as_str!(LockId, "lock id", "^[0-9a-fA-F]{64}$", "SHA-256 of flake.lock as 64 hex characters.");
 
 #[cfg(test)]
 mod tests {
@@ -323,39 +295,21 @@ mod tests {
             (format!("nix/store/{HASH}-foo"), "directly under /nix/store"),
             (format!("/nix/store/../{HASH}-foo"), "`..` is not allowed"),
             (format!("/nix/store/{HASH}-foo/.."), "`..` is not allowed"),
-            (
-                format!("/nix/store/{HASH}-foo/../../etc"),
-                "`..` is not allowed",
-            ),
+            (format!("/nix/store/{HASH}-foo/../../etc"), "`..` is not allowed"),
             (format!("/nix/store/{HASH}-foo/bin"), "not `/bin` inside"),
             (format!("/nix/store/{HASH}-foo/"), "trailing slash"),
             ("/nix/store/abc-foo".into(), "must be 32 characters, got 3"),
-            (
-                format!("/nix/store/{HASH}a-foo"),
-                "must be 32 characters, got 33",
-            ),
-            (
-                format!("/nix/store/{}e-foo", &HASH[..31]),
-                "`e` is not in Nix's base32",
-            ),
+            (format!("/nix/store/{HASH}a-foo"), "must be 32 characters, got 33"),
+            (format!("/nix/store/{}e-foo", &HASH[..31]), "`e` is not in Nix's base32"),
             (format!("/nix/store/{}o-foo", &HASH[..31]), "`o` is not in"),
             (format!("/nix/store/{}u-foo", &HASH[..31]), "`u` is not in"),
             (format!("/nix/store/{}t-foo", &HASH[..31]), "`t` is not in"),
             (format!("/nix/store/{}A-foo", &HASH[..31]), "`A` is not in"),
-            (
-                format!("/nix/store/{HASH}-"),
-                "name after the hash is empty",
-            ),
-            (
-                format!("/nix/store/{HASH}"),
-                "expected `<32-character hash>-<name>`",
-            ),
+            (format!("/nix/store/{HASH}-"), "name after the hash is empty"),
+            (format!("/nix/store/{HASH}"), "expected `<32-character hash>-<name>`"),
             (format!("/nix/store/{HASH}-.foo"), "must not start with '.'"),
             (format!("/nix/store/{HASH}-a b"), "` ` is not allowed"),
-            (
-                format!("/nix/store/{HASH}-{}", "a".repeat(212)),
-                "longer than 211",
-            ),
+            (format!("/nix/store/{HASH}-{}", "a".repeat(212)), "longer than 211"),
             ("/nix/store".into(), "directly under"),
             ("/nix/store/".into(), "expected `<32"),
             (format!("/nix/storex/{HASH}-foo"), "directly under"),
@@ -394,13 +348,9 @@ mod tests {
 
         let err = "ab".repeat(31).parse::<LockId>().unwrap_err();
         assert!(err.to_string().contains("got 62 characters"), "{err}");
-        let err = format!("{}g", "a".repeat(63))
-            .parse::<LockId>()
-            .unwrap_err();
+        let err = format!("{}g", "a".repeat(63)).parse::<LockId>().unwrap_err();
         assert!(err.to_string().contains("`g` is not a hex digit"), "{err}");
         assert!("".parse::<LockId>().is_err());
-        assert!(format!("sha256-{}", "a".repeat(58))
-            .parse::<LockId>()
-            .is_err());
+        assert!(format!("sha256-{}", "a".repeat(58)).parse::<LockId>().is_err());
     }
 }

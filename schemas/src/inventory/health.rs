@@ -47,12 +47,7 @@ fn default_interval() -> Duration {
 impl HealthCheck {
     /// A check with the default timeout (5s), retries (3) and interval (2s).
     pub fn new(kind: HealthKind) -> Self {
-        Self {
-            kind,
-            timeout: DEFAULT_TIMEOUT,
-            retries: DEFAULT_RETRIES,
-            interval: DEFAULT_INTERVAL,
-        }
+        Self { kind, timeout: DEFAULT_TIMEOUT, retries: DEFAULT_RETRIES, interval: DEFAULT_INTERVAL }
     }
 }
 
@@ -88,14 +83,10 @@ impl TryFrom<HealthCheckDoc> for HealthCheck {
 
     fn try_from(doc: HealthCheckDoc) -> Result<Self, Self::Error> {
         let kind = match (doc.http, doc.command) {
-            (Some(_), Some(_)) => {
-                return Err("a health check has either `http` or `command`, not both")
-            }
+            (Some(_), Some(_)) => return Err("a health check has either `http` or `command`, not both"),
             (None, None) => return Err("a health check needs `http: URL` or `command: [argv...]`"),
             (Some(url), None) => {
-                let rest = url
-                    .strip_prefix("http://")
-                    .or_else(|| url.strip_prefix("https://"));
+                let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
                 if rest.is_none_or(str::is_empty) {
                     return Err("`http` must be a URL starting with http:// or https://");
                 }
@@ -103,19 +94,12 @@ impl TryFrom<HealthCheckDoc> for HealthCheck {
             }
             (None, Some(argv)) => {
                 if argv.first().is_none_or(String::is_empty) {
-                    return Err(
-                        "`command` must be a non-empty list: the program, then its arguments",
-                    );
+                    return Err("`command` must be a non-empty list: the program, then its arguments");
                 }
                 HealthKind::Command(argv)
             }
         };
-        Ok(Self {
-            kind,
-            timeout: doc.timeout,
-            retries: doc.retries,
-            interval: doc.interval,
-        })
+        Ok(Self { kind, timeout: doc.timeout, retries: doc.retries, interval: doc.interval })
     }
 }
 
@@ -125,13 +109,7 @@ impl From<&HealthCheck> for HealthCheckDoc {
             HealthKind::Http(url) => (Some(url.clone()), None),
             HealthKind::Command(argv) => (None, Some(argv.clone())),
         };
-        Self {
-            http,
-            command,
-            timeout: check.timeout,
-            retries: check.retries,
-            interval: check.interval,
-        }
+        Self { http, command, timeout: check.timeout, retries: check.retries, interval: check.interval }
     }
 }
 
@@ -184,10 +162,7 @@ mod tests {
     #[test]
     fn defaults_are_filled_in() {
         let check = parse(r#"{"http": "http://x/healthz"}"#).unwrap();
-        assert_eq!(
-            check,
-            HealthCheck::new(HealthKind::Http("http://x/healthz".into()))
-        );
+        assert_eq!(check, HealthCheck::new(HealthKind::Http("http://x/healthz".into())));
         assert_eq!(check.timeout, Duration::from_secs(5));
         assert_eq!(check.retries, 3);
         assert_eq!(check.interval, Duration::from_secs(2));
@@ -198,10 +173,7 @@ mod tests {
         let check = parse(r#"{"command": ["true"], "timeout": "1m", "retries": 0}"#).unwrap();
         assert_eq!(check.kind, HealthKind::Command(vec!["true".into()]));
         let json = serde_json::to_string(&check).unwrap();
-        assert_eq!(
-            json,
-            r#"{"command":["true"],"timeout":"1m","retries":0,"interval":"2s"}"#
-        );
+        assert_eq!(json, r#"{"command":["true"],"timeout":"1m","retries":0,"interval":"2s"}"#);
         assert_eq!(parse(&json).unwrap(), check);
     }
 
@@ -214,10 +186,7 @@ mod tests {
             (r#"{"http": "https://"}"#, "starting with http://"),
             (r#"{"command": []}"#, "non-empty list"),
             (r#"{"command": [""]}"#, "non-empty list"),
-            (
-                r#"{"http": "http://x", "tiemout": "5s"}"#,
-                "unknown field `tiemout`",
-            ),
+            (r#"{"http": "http://x", "tiemout": "5s"}"#, "unknown field `tiemout`"),
         ] {
             let err = parse(json).unwrap_err();
             assert!(err.contains(want), "{json}: {err}");

@@ -24,10 +24,7 @@ pub type InventoryError = YamlError;
 
 /// The whole inventory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a fleet inventory mapping with `hosts`"
-)]
+#[serde(deny_unknown_fields, expecting = "a fleet inventory mapping with `hosts`")]
 #[schemars(title = "hostctl fleet inventory (fleet.yaml)")]
 pub struct Fleet {
     /// Path or flake reference of the fleet's flake; default: the directory of this file.
@@ -50,11 +47,7 @@ pub struct Fleet {
 
 /// Settings that apply to every host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(
-    deny_unknown_fields,
-    default,
-    expecting = "a mapping of `port`, `mode` and `confirm_timeout`"
-)]
+#[serde(deny_unknown_fields, default, expecting = "a mapping of `port`, `mode` and `confirm_timeout`")]
 pub struct Defaults {
     /// Port the agents listen on.
     pub port: u16,
@@ -69,11 +62,7 @@ pub const DEFAULT_PORT: u16 = 7420;
 
 impl Default for Defaults {
     fn default() -> Self {
-        Self {
-            port: DEFAULT_PORT,
-            mode: Mode::Switch,
-            confirm_timeout: Duration::from_secs(30),
-        }
+        Self { port: DEFAULT_PORT, mode: Mode::Switch, confirm_timeout: Duration::from_secs(30) }
     }
 }
 
@@ -121,10 +110,7 @@ pub struct ModeError(pub String);
 impl FromStr for Mode {
     type Err = ModeError;
     fn from_str(s: &str) -> Result<Self, ModeError> {
-        Self::ALL
-            .into_iter()
-            .find(|m| m.as_str() == s)
-            .ok_or_else(|| ModeError(s.to_owned()))
+        Self::ALL.into_iter().find(|m| m.as_str() == s).ok_or_else(|| ModeError(s.to_owned()))
     }
 }
 
@@ -151,17 +137,13 @@ pub struct Host {
 impl Host {
     /// The `nixosConfigurations` attribute to build: `configuration`, or the host name.
     pub fn configuration_attr(&self, name: &HostName) -> AttrName {
-        self.configuration
-            .clone()
-            .unwrap_or_else(|| AttrName::from(name))
+        self.configuration.clone().unwrap_or_else(|| AttrName::from(name))
     }
 }
 
 /// Reads the hosts mapping, rejecting an empty one and duplicate names. Checks run
 /// inside `visit_map` so errors carry the location of the `hosts` mapping.
-fn deserialize_hosts<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<BTreeMap<HostName, Host>, D::Error> {
+fn deserialize_hosts<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<HostName, Host>, D::Error> {
     struct HostsVisitor;
 
     impl<'de> serde::de::Visitor<'de> for HostsVisitor {
@@ -171,16 +153,11 @@ fn deserialize_hosts<'de, D: Deserializer<'de>>(
             f.write_str("a mapping from host names to hosts")
         }
 
-        fn visit_map<A: serde::de::MapAccess<'de>>(
-            self,
-            mut map: A,
-        ) -> Result<Self::Value, A::Error> {
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut hosts = BTreeMap::new();
             while let Some(name) = map.next_key::<HostName>()? {
                 if hosts.contains_key(&name) {
-                    return Err(serde::de::Error::custom(format!(
-                        "host `{name}` is listed twice"
-                    )));
+                    return Err(serde::de::Error::custom(format!("host `{name}` is listed twice")));
                 }
                 let host = map.next_value()?;
                 hosts.insert(name, host);
@@ -211,11 +188,7 @@ mod tests {
 
     #[test]
     fn minimal_fleet_gets_defaults() {
-        let fleet = parse_fleet(
-            "hosts:\n  web1:\n    address: web1.example.com\n",
-            Path::new("f.yaml"),
-        )
-        .unwrap();
+        let fleet = parse_fleet("hosts:\n  web1:\n    address: web1.example.com\n", Path::new("f.yaml")).unwrap();
         assert_eq!(fleet.flake, None);
         assert_eq!(fleet.signing_key, None);
         assert_eq!(fleet.defaults, Defaults::default());
@@ -231,16 +204,11 @@ mod tests {
 
     #[test]
     fn configuration_attr_prefers_explicit() {
-        let fleet = parse_fleet(
-            "hosts:\n  web1:\n    address: ::1\n    configuration: webServer\n",
-            Path::new("f.yaml"),
-        )
-        .unwrap();
+        let fleet =
+            parse_fleet("hosts:\n  web1:\n    address: ::1\n    configuration: webServer\n", Path::new("f.yaml"))
+                .unwrap();
         let name: HostName = "web1".parse().unwrap();
-        assert_eq!(
-            fleet.hosts[&name].configuration_attr(&name).as_str(),
-            "webServer"
-        );
+        assert_eq!(fleet.hosts[&name].configuration_attr(&name).as_str(), "webServer");
     }
 
     #[test]
@@ -251,10 +219,7 @@ mod tests {
             assert_eq!(json, format!("\"{mode}\""));
         }
         let err = "dry_activate".parse::<Mode>().unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "invalid mode `dry_activate`: expected switch, boot, test or dry-activate"
-        );
+        assert_eq!(err.to_string(), "invalid mode `dry_activate`: expected switch, boot, test or dry-activate");
     }
 
     #[test]

@@ -8,11 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Rollout policy (`rollout:` in fleet.yaml).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(
-    deny_unknown_fields,
-    default,
-    expecting = "a mapping of `batch` and `max_failures`"
-)]
+#[serde(deny_unknown_fields, default, expecting = "a mapping of `batch` and `max_failures`")]
 pub struct Rollout {
     /// Hosts per batch: a count (`3`) or a percentage of the selected hosts (`25%`).
     pub batch: Batch,
@@ -22,10 +18,7 @@ pub struct Rollout {
 
 impl Default for Rollout {
     fn default() -> Self {
-        Self {
-            batch: Batch::Percent(100),
-            max_failures: 0,
-        }
+        Self { batch: Batch::Percent(100), max_failures: 0 }
     }
 }
 
@@ -66,17 +59,13 @@ pub struct BatchError {
     pub problem: &'static str,
 }
 
-const BATCH_EXPECTED: &str =
-    "expected a host count of at least 1 (like 3) or a percentage (like 25%)";
+const BATCH_EXPECTED: &str = "expected a host count of at least 1 (like 3) or a percentage (like 25%)";
 
 impl FromStr for Batch {
     type Err = BatchError;
 
     fn from_str(s: &str) -> Result<Self, BatchError> {
-        let fail = |problem| BatchError {
-            input: s.to_owned(),
-            problem,
-        };
+        let fail = |problem| BatchError { input: s.to_owned(), problem };
         let (digits, percent) = match s.strip_suffix('%') {
             Some(digits) => (digits, true),
             None => (s, false),
@@ -84,9 +73,7 @@ impl FromStr for Batch {
         if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err(fail(BATCH_EXPECTED));
         }
-        let value: u32 = digits
-            .parse()
-            .map_err(|_| fail("the number is too large"))?;
+        let value: u32 = digits.parse().map_err(|_| fail("the number is too large"))?;
         if percent {
             match u8::try_from(value) {
                 Ok(p) if (1..=100).contains(&p) => Ok(Self::Percent(p)),
@@ -224,12 +211,6 @@ mod tests {
     #[test]
     fn rollout_defaults() {
         let r: Rollout = serde_json::from_str("{}").unwrap();
-        assert_eq!(
-            r,
-            Rollout {
-                batch: Batch::Percent(100),
-                max_failures: 0
-            }
-        );
+        assert_eq!(r, Rollout { batch: Batch::Percent(100), max_failures: 0 });
     }
 }

@@ -1,0 +1,116 @@
+//! `POST /v1/deployments` and `GET /v1/deployments/{id}` — signed. Activation.
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration::Duration;
+use crate::ids::{LockId, StorePath};
+use crate::inventory::Mode;
+
+/// `POST /v1/deployments` starts a deployment (202 Accepted with a [`Deployment`]).
+pub const PATH: &str = "/v1/deployments";
+
+/// `GET /v1/deployments/{id}`: the deployment's state and log tail.
+pub fn path_of(id: &str) -> String {
+    format!("{PATH}/{id}")
+}
+
+/// The largest request body `POST /v1/deployments` accepts.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// A deployment id: `[A-Za-z0-9._-]{1,128}` (the controller uses host + time + random).
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// Request body of `POST /v1/deployments`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentRequest {
+    pub id: String,
+    /// The system to activate; must already be in the host's store.
+    pub toplevel: StorePath,
+    pub rev: Option<String>,
+    pub lock: Option<LockId>,
+    pub mode: Mode,
+    /// How long the agent waits for confirmation (0s: no confirmation needed).
+    pub confirm_timeout: Duration,
+}
+
+/// A deployment's state (DESIGN.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeploymentState {
+    Queued,
+    Activating,
+    AwaitingConfirmation,
+    Confirmed,
+    Failed,
+    RolledBack,
+}
+
+impl DeploymentState {
+    /// A state that will not change any more.
+    pub fn is_final(self) -> bool {
+        matches!(self, DeploymentState::Confirmed | DeploymentState::Failed | DeploymentState::RolledBack)
+    }
+}
+
+/// What `switch-to-configuration` reported, from its exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActivationOutcome {
+    /// 0.
+    Ok,
+    /// 1: checks or bootloader installation failed.
+    CheckFailed,
+    /// 2: the activation script failed.
+    ActivationFailed,
+    /// 4: some units failed to start.
+    UnitsFailed,
+    /// 100: the switch worked but a reboot is required.
+    RebootRequired,
+    /// Any other exit code, or killed by a signal.
+    Other,
+}
+
+impl ActivationOutcome {
+    pub fn from_exit_code(code: Option<i32>) -> Self {
+        match code {
+            Some(0) => Self::Ok,
+            Some(1) => Self::CheckFailed,
+            Some(2) => Self::ActivationFailed,
+            Some(4) => Self::UnitsFailed,
+            Some(100) => Self::RebootRequired,
+            _ => Self::Other,
+        }
+    }
+
+    /// The deployment counts as successful (a reboot being needed is not a failure).
+    pub fn succeeded(self) -> bool {
+        matches!(self, Self::Ok | Self::RebootRequired)
+    }
+}
+
+/// Response body of both endpoints: a deployment as the agent's journal records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: String,
+    pub state: DeploymentState,
+    pub toplevel: StorePath,
+    /// The toplevel that was active before; what a rollback returns to.
+    pub previous_toplevel: Option<StorePath>,
+    pub rev: Option<String>,
+    pub lock: Option<LockId>,
+    pub mode: Mode,
+    /// The profile generation this deployment created (none for `test`/`dry-activate`).
+    pub generation: Option<u64>,
+    pub exit_code: Option<i32>,
+    pub outcome: Option<ActivationOutcome>,
+    /// Unix times in seconds.
+    pub created: u64,
+    pub finished: Option<u64>,
+    /// The last lines of the activation's output.
+    pub log_tail: String,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+}

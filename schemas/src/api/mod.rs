@@ -1,0 +1,65 @@
+//! Agent HTTP API v1: one module per endpoint, each documenting its method, path and
+//! permission. Agent (server) and controller (client) both use these types, so they
+//! cannot disagree about a field.
+//!
+//! Every endpoint except the git webhook and `/metrics` requires a request signed by a
+//! trusted controller key ([`crate::signing`]).
+
+pub mod deployments;
+pub mod generations;
+pub mod paths;
+pub mod status;
+
+use serde::{Deserialize, Serialize};
+
+/// The body of every error response: `{"error": "<code>", "message": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: ErrorCode,
+    pub message: String,
+}
+
+/// Machine-readable error codes; each maps to one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCode {
+    /// 400: the request is malformed or names an invalid value (e.g. a bad store path).
+    BadRequest,
+    /// 401: missing, invalid, stale or replayed signature.
+    Unauthorized,
+    /// 404: no such route or object.
+    NotFound,
+    /// 409: conflicts with the agent's state (e.g. a deployment is already running).
+    Conflict,
+    /// 413: the body is larger than the endpoint allows.
+    PayloadTooLarge,
+    /// 500: the agent failed (e.g. a Nix command failed).
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::NotFound => 404,
+            ErrorCode::Conflict => 409,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::Internal => 500,
+        }
+    }
+}
+
+/// Headers carrying a request's signature ([`crate::signing`]).
+pub mod headers {
+    /// Name of the controller key that signed (the `name` of `name:base64`).
+    pub const KEY: &str = "x-hostctl-key";
+    /// Unix time in seconds when the request was signed.
+    pub const TIMESTAMP: &str = "x-hostctl-timestamp";
+    /// A random value used once (hex, 32 characters), against replay.
+    pub const NONCE: &str = "x-hostctl-nonce";
+    /// SHA-256 of the exact request body in hex (of the empty string for no body).
+    pub const CONTENT_SHA256: &str = "x-hostctl-content-sha256";
+    /// Base64 ed25519 signature over [`crate::signing::canonical_request`].
+    pub const SIGNATURE: &str = "x-hostctl-signature";
+}

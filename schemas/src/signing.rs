@@ -1,0 +1,254 @@
+//! Request signing for agent API v1: ed25519 keys in Nix's `name:base64` format (so
+//! `nix key generate-secret` keys work), over the method, path, timestamp, nonce and body
+//! hash. Pure computation: the agent adds the replay check (nonces seen), the controller
+//! adds the clock and the randomness.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use sha2::{Digest, Sha256};
+
+use crate::key::PublicKey;
+
+/// How far a request's timestamp may be from the agent's clock, in seconds.
+pub const TIMESTAMP_WINDOW_SECS: u64 = 120;
+
+/// A Nix-format ed25519 secret key: `name:base64(seed ‖ public key)` (64 bytes).
+pub struct SecretKey {
+    pub name: String,
+    key: SigningKey,
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the secret.
+        write!(f, "SecretKey({})", self.name)
+    }
+}
+
+/// Why a secret key could not be read. Never contains key material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretKeyError {
+    #[error("{file}: cannot read the signing key: {problem}")]
+    Read { file: String, problem: String },
+    #[error("{file}: not a Nix ed25519 secret key (`name:base64` of 64 bytes, as `nix key generate-secret` writes): {problem}")]
+    Format { file: String, problem: &'static str },
+}
+
+impl SecretKey {
+    /// Reads a key file as written by `nix key generate-secret`.
+    pub fn load(path: &Path) -> Result<Self, SecretKeyError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SecretKeyError::Read { file: file.clone(), problem: e.to_string() })?;
+        Self::parse(text.trim()).map_err(|problem| SecretKeyError::Format { file, problem })
+    }
+
+    fn parse(text: &str) -> Result<Self, &'static str> {
+        let (name, encoded) = text.split_once(':').ok_or("no ':' between name and key")?;
+        if name.is_empty() || name.chars().any(char::is_whitespace) {
+            return Err("the name before ':' must be non-empty, without spaces");
+        }
+        let bytes = STANDARD.decode(encoded).map_err(|_| "the part after ':' is not base64")?;
+        let pair = <[u8; 64]>::try_from(bytes.as_slice()).map_err(|_| "the key is not 64 bytes")?;
+        let key = SigningKey::from_keypair_bytes(&pair).map_err(|_| "the public half does not match the secret")?;
+        Ok(Self { name: name.to_owned(), key })
+    }
+
+    /// The matching public key, as agents list it in `trusted_keys`.
+    pub fn public(&self) -> PublicKey {
+        PublicKey { name: self.name.clone(), key: self.key.verifying_key().to_bytes() }
+    }
+
+    /// Signs the headers of one request.
+    pub fn sign_request(&self, request: &RequestToSign<'_>) -> SignatureHeaders {
+        let signature = self.key.sign(canonical_request(request).as_bytes());
+        SignatureHeaders {
+            key: self.name.clone(),
+            timestamp: request.timestamp.to_string(),
+            nonce: request.nonce.to_owned(),
+            content_sha256: request.content_sha256.to_owned(),
+            signature: STANDARD.encode(signature.to_bytes()),
+        }
+    }
+}
+
+impl FromStr for SecretKey {
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+/// What a signature covers.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestToSign<'a> {
+    pub method: &'a str,
+    /// Path and query as sent, e.g. `/v1/deployments/abc`.
+    pub path: &'a str,
+    pub timestamp: u64,
+    pub nonce: &'a str,
+    /// [`body_sha256`] of the body.
+    pub content_sha256: &'a str,
+}
+
+/// The signature headers of a request (names in [`crate::api::headers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureHeaders {
+    pub key: String,
+    pub timestamp: String,
+    pub nonce: String,
+    pub content_sha256: String,
+    pub signature: String,
+}
+
+/// SHA-256 of a body, lowercase hex.
+pub fn body_sha256(body: &[u8]) -> String {
+    hex::encode(Sha256::digest(body))
+}
+
+/// The exact bytes that are signed. A version prefix keeps signatures from ever being
+/// valid under a later scheme.
+pub fn canonical_request(r: &RequestToSign<'_>) -> String {
+    format!("hostctl-request-v1\n{}\n{}\n{}\n{}\n{}", r.method, r.path, r.timestamp, r.nonce, r.content_sha256)
+}
+
+/// Why a request's signature was refused (all answered with 401).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing header {0}")]
+    MissingHeader(&'static str),
+    #[error("header {0} is malformed")]
+    Malformed(&'static str),
+    #[error("request timestamp is {skew}s away from the agent's clock (allowed: {TIMESTAMP_WINDOW_SECS}s)")]
+    Stale { skew: u64 },
+    #[error("key `{0}` is not among the agent's trusted keys")]
+    UnknownKey(String),
+    #[error("signature does not verify")]
+    BadSignature,
+    #[error("nonce was already used (replayed request)")]
+    Replayed,
+    #[error("body does not match its x-hostctl-content-sha256")]
+    BodyMismatch,
+}
+
+/// Checks a request's signature headers against the trusted keys and the clock. The
+/// caller then checks the nonce against the ones seen and the body against the hash.
+pub fn verify_request(
+    trusted: &[PublicKey],
+    headers: &SignatureHeaders,
+    method: &str,
+    path: &str,
+    now: u64,
+) -> Result<(), AuthError> {
+    let timestamp: u64 = headers.timestamp.parse().map_err(|_| AuthError::Malformed("x-hostctl-timestamp"))?;
+    let skew = now.abs_diff(timestamp);
+    if skew > TIMESTAMP_WINDOW_SECS {
+        return Err(AuthError::Stale { skew });
+    }
+    let nonce_ok = (16..=64).contains(&headers.nonce.len()) && headers.nonce.bytes().all(|b| b.is_ascii_hexdigit());
+    if !nonce_ok {
+        return Err(AuthError::Malformed("x-hostctl-nonce"));
+    }
+    let hash_ok = headers.content_sha256.len() == 64 && headers.content_sha256.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hash_ok {
+        return Err(AuthError::Malformed("x-hostctl-content-sha256"));
+    }
+    let key =
+        trusted.iter().find(|k| k.name == headers.key).ok_or_else(|| AuthError::UnknownKey(headers.key.clone()))?;
+    let sig_bytes = STANDARD.decode(&headers.signature).map_err(|_| AuthError::Malformed("x-hostctl-signature"))?;
+    let signature = Signature::from_slice(&sig_bytes).map_err(|_| AuthError::Malformed("x-hostctl-signature"))?;
+    let verifying = VerifyingKey::from_bytes(&key.key).map_err(|_| AuthError::BadSignature)?;
+    let request =
+        RequestToSign { method, path, timestamp, nonce: &headers.nonce, content_sha256: &headers.content_sha256 };
+    verifying.verify_strict(canonical_request(&request).as_bytes(), &signature).map_err(|_| AuthError::BadSignature)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key in the layout `nix key generate-secret` writes, from a fixed seed.
+    fn key() -> SecretKey {
+        let seed = [7u8; 32];
+        let signing = SigningKey::from_bytes(&seed);
+        let mut pair = [0u8; 64];
+        pair[..32].copy_from_slice(&seed);
+        pair[32..].copy_from_slice(&signing.verifying_key().to_bytes());
+        format!("fleet-test:{}", STANDARD.encode(pair)).parse().unwrap()
+    }
+
+    const NIX_SECRET: &str = "KDMBMKAqiUJFbD3/iS4MPEYdsma2JqZ8GxXKR5OO2YCcbR9nUt4JMzyUabxepT0hySZ+UlrnUSHuxqIq00nETw==";
+    const NIX_PUBLIC: &str = "fleet-1:nG0fZ1LeCTM8lGm8XqU9IckmflJa51Eh7saiKtNJxE8=";
+
+    fn request<'a>(method: &'a str, path: &'a str, timestamp: u64, body: &'a str) -> RequestToSign<'a> {
+        RequestToSign { method, path, timestamp, nonce: "00112233445566778899aabbccddeeff", content_sha256: body }
+    }
+
+    #[test]
+    fn sign_then_verify_and_every_tampering_fails() {
+        let k = key();
+        let trusted = [k.public()];
+        let body = body_sha256(b"{}");
+        let h = k.sign_request(&request("POST", "/v1/deployments", 1000, &body));
+        assert_eq!(verify_request(&trusted, &h, "POST", "/v1/deployments", 1000), Ok(()));
+        assert_eq!(verify_request(&trusted, &h, "POST", "/v1/deployments", 1000 + TIMESTAMP_WINDOW_SECS), Ok(()));
+        assert_eq!(verify_request(&trusted, &h, "GET", "/v1/deployments", 1000), Err(AuthError::BadSignature));
+        assert_eq!(verify_request(&trusted, &h, "POST", "/v1/status", 1000), Err(AuthError::BadSignature));
+        assert_eq!(verify_request(&trusted, &h, "POST", "/v1/deployments", 1200), Err(AuthError::Stale { skew: 200 }));
+        let mut other = h.clone();
+        other.content_sha256 = body_sha256(b"{ }");
+        assert_eq!(verify_request(&trusted, &other, "POST", "/v1/deployments", 1000), Err(AuthError::BadSignature));
+        let mut other = h.clone();
+        other.nonce = "ffffffffffffffffffffffffffffffff".into();
+        assert_eq!(verify_request(&trusted, &other, "POST", "/v1/deployments", 1000), Err(AuthError::BadSignature));
+        let mut other = h.clone();
+        other.key = "someone".into();
+        assert_eq!(
+            verify_request(&trusted, &other, "POST", "/v1/deployments", 1000),
+            Err(AuthError::UnknownKey("someone".into()))
+        );
+        let mut other = h;
+        other.signature = "bm90IGEgc2lnbmF0dXJl".into();
+        assert_eq!(
+            verify_request(&trusted, &other, "POST", "/v1/deployments", 1000),
+            Err(AuthError::Malformed("x-hostctl-signature"))
+        );
+    }
+
+    #[test]
+    fn a_key_from_another_name_is_refused() {
+        let k = key();
+        let mut public = k.public();
+        public.key[0] ^= 1;
+        let h = k.sign_request(&request("GET", "/v1/status", 5, &body_sha256(b"")));
+        assert_eq!(verify_request(&[public], &h, "GET", "/v1/status", 5), Err(AuthError::BadSignature));
+    }
+
+    #[test]
+    fn reads_a_key_file_from_nix_key_generate_secret() {
+        // Written by Nix 2.8's `nix key generate-secret --key-name fleet-1`; public half
+        // from `nix key convert-secret-to-public`.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fleet.sec");
+        std::fs::write(&path, "fleet-1:SECRET\n".replace("SECRET", NIX_SECRET)).unwrap();
+        let k = SecretKey::load(&path).unwrap();
+        assert_eq!(k.public().to_string(), NIX_PUBLIC);
+        let err = SecretKey::load(&dir.path().join("missing.sec")).unwrap_err();
+        assert!(err.to_string().contains("missing.sec: cannot read the signing key"), "{err}");
+    }
+
+    #[test]
+    fn secret_key_format_errors() {
+        assert!("nocolon".parse::<SecretKey>().is_err());
+        assert!(":AAAA".parse::<SecretKey>().is_err());
+        assert!("k:not base64!".parse::<SecretKey>().is_err());
+        assert!(format!("k:{}", STANDARD.encode([1u8; 32])).parse::<SecretKey>().is_err(), "32 bytes is a public key");
+        assert!(format!("k:{}", STANDARD.encode([1u8; 64])).parse::<SecretKey>().is_err(), "halves must match");
+        assert_eq!(format!("{:?}", key()), "SecretKey(fleet-test)");
+    }
+}
