@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+pub mod simhost;
+
 /// Nix settings for tests: flakes on, no binary caches (no network here).
 pub const NIX_CONFIG: &str = "experimental-features = nix-command flakes\nsubstituters =\n";
 

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Installs what hostctl's example and tests need on a fresh Debian machine, if missing:
-# git and Nix (Debian's nix-bin). With --test, also the private Nix 2.26 the Nix-layer
-# tests run against. Installs only as root; otherwise says what is missing.
+# git, Nix (Debian's nix-bin), a C compiler, iproute2 and python3 (simulated hosts).
+# With --test, also the private Nix 2.26 the Nix-layer tests run against. Installs
+# only as root; otherwise says what is missing.
 set -euo pipefail
 
 need=()
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v nix >/dev/null 2>&1 || need+=(nix-bin)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)          # simulated hosts (network namespaces)
+command -v python3 >/dev/null 2>&1 || need+=(python3)      # a stand-in server in the harness tests
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing: ${need[*]} (install them, e.g. sudo apt-get install -y ${need[*]})" >&2
