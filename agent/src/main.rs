@@ -1,13 +1,13 @@
-//! `hostctl-agent`: the per-host daemon. This first version validates its configuration;
-//! the HTTP API, activation and D-Bus service build on it (see the README's code map).
+//! `hostctl-agent`: the per-host daemon (`serve`) and its configuration check
+//! (`check-config`). Glue only: the daemon lives in the library (see `lib.rs`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use hostctl_schemas::agent_config::load_agent_config;
+use hostctl_schemas::agent_config::{load_agent_config, AgentConfig};
 
-/// Exit code for bad input, as for `hostctl`.
+/// Exit code for bad input (here: a bad configuration), as for `hostctl`.
 const EXIT_BAD_INPUT: u8 = 2;
 
 #[derive(Debug, Parser)]
@@ -19,6 +19,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the agent daemon: the signed HTTP API v1, activations, the deployment journal.
+    Serve {
+        #[arg(long, default_value = "/etc/hostctl/agent.yaml", value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Validate an agent configuration and print it with defaults filled in.
     CheckConfig {
         #[arg(long, default_value = "/etc/hostctl/agent.yaml", value_name = "FILE")]
@@ -38,30 +43,56 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::CheckConfig { config, json } => match load_agent_config(&config) {
-            Ok(cfg) => {
-                if json {
-                    match serde_json::to_string_pretty(&cfg) {
-                        Ok(text) => println!("{text}"),
-                        Err(e) => {
-                            eprintln!("error: cannot print the configuration: {e}");
-                            return ExitCode::FAILURE;
-                        }
-                    }
-                } else {
-                    println!(
-                        "{}: ok (hostname {}, {} trusted key(s))",
-                        config.display(),
-                        cfg.hostname,
-                        cfg.trusted_keys.len()
-                    );
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(EXIT_BAD_INPUT)
-            }
+        Command::Serve { config } => match load(&config) {
+            Ok(cfg) => serve(cfg),
+            Err(code) => code,
+        },
+        Command::CheckConfig { config, json } => match load(&config) {
+            Ok(cfg) => check_config(&config, &cfg, json),
+            Err(code) => code,
         },
     }
+}
+
+/// Loads the configuration; a bad one is reported (file:line:column) as bad input.
+fn load(path: &std::path::Path) -> Result<AgentConfig, ExitCode> {
+    load_agent_config(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(EXIT_BAD_INPUT)
+    })
+}
+
+fn serve(config: AgentConfig) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(hostctl_agent::serve::serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(path: &std::path::Path, cfg: &AgentConfig, json: bool) -> ExitCode {
+    if json {
+        match serde_json::to_string_pretty(cfg) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("error: cannot print the configuration: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        println!("{}: ok (hostname {}, {} trusted key(s))", path.display(), cfg.hostname, cfg.trusted_keys.len());
+    }
+    ExitCode::SUCCESS
 }

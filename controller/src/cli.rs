@@ -4,6 +4,7 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use hostctl_schemas::inventory::{Batch, Mode};
 
 #[derive(Debug, Parser)]
 #[command(name = "hostctl", version, about = "Declarative NixOS fleet manager")]
@@ -17,6 +18,9 @@ pub struct Cli {
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// The key that signs requests to agents (default: `signing_key` in the fleet file).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub key: Option<PathBuf>,
     /// Evaluations to run at once (default: from cores and free memory).
     #[arg(long, global = true, value_name = "N")]
     pub eval_jobs: Option<NonZeroUsize>,
@@ -32,6 +36,28 @@ pub enum Command {
     Build(Select),
     /// Lint the fleet: inventory vs flake, lock hygiene, git state.
     Check,
+    /// Evaluate, build, push and activate, batch by batch.
+    Apply(ApplyArgs),
+    /// What each agent reports, and drift from the flake.
+    Status(Select),
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub select: Select,
+    /// switch, boot, test or dry-activate (default: `defaults.mode` of the fleet).
+    #[arg(long, value_name = "M")]
+    pub mode: Option<Mode>,
+    /// Hosts per batch: a count or a percentage (default: `rollout.batch`).
+    #[arg(long, value_name = "N|P%")]
+    pub batch: Option<Batch>,
+    /// Failed hosts tolerated before the rollout stops (default: `rollout.max_failures`).
+    #[arg(long, value_name = "N")]
+    pub max_failures: Option<u32>,
+    /// Evaluate and build, then show what each host would get; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -9,11 +9,12 @@ use hostctl_schemas::ids::HostName;
 use crate::build::build_all;
 use crate::cli::{Cli, Command, Select};
 use crate::context::FleetContext;
+use crate::deploy::Step;
 use crate::error::Error;
 use crate::pool::{evaluate, pool_size, EvalJob};
 use crate::report::{HostReport, HostResult, Report};
 use crate::select::select;
-use crate::{check, Output};
+use crate::{apply, check, status, Output};
 
 /// Runs the parsed command; returns the report to print.
 pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Report, Error> {
@@ -28,13 +29,15 @@ pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Report, E
         }
         Command::Build(sel) => build(cli, &ctx, nix, sel).await,
         Command::Check => check::check(&ctx, &nix).await,
+        Command::Apply(args) => apply::apply(cli, args, &ctx, nix).await,
+        Command::Status(sel) => status::status(cli, sel, &ctx, nix).await,
     }
 }
 
-type Evaluated = BTreeMap<HostName, Result<Toplevel, String>>;
+pub type Evaluated = BTreeMap<HostName, Result<Toplevel, String>>;
 
 /// Evaluates the selected hosts and checks each result against the inventory.
-async fn eval_selected(cli: &Cli, ctx: &FleetContext, nix: Arc<Nix>, sel: &Select) -> Result<Evaluated, Error> {
+pub async fn eval_selected(cli: &Cli, ctx: &FleetContext, nix: Arc<Nix>, sel: &Select) -> Result<Evaluated, Error> {
     let hosts = select(&ctx.fleet.hosts, &sel.on, &ctx.fleet_file.display().to_string())?;
     let jobs: Vec<EvalJob> = hosts
         .iter()
@@ -81,7 +84,7 @@ fn check_system(ctx: &FleetContext, name: &HostName, toplevel: Toplevel) -> Resu
     }
 }
 
-fn base_entry(ctx: &FleetContext, result: HostResult) -> HostReport {
+pub fn base_entry(ctx: &FleetContext, result: HostResult) -> HostReport {
     HostReport::new(result, ctx.rev(), ctx.lock_id().map(ToString::to_string))
 }
 
@@ -103,29 +106,54 @@ fn eval_report(ctx: &FleetContext, evaluated: Evaluated) -> Report {
     report
 }
 
-fn failed(ctx: &FleetContext, message: String) -> HostReport {
+pub fn failed(ctx: &FleetContext, message: String) -> HostReport {
     let mut e = base_entry(ctx, HostResult::Failed);
     e.error = Some(message);
     e
 }
 
-async fn build(cli: &Cli, ctx: &FleetContext, nix: Arc<Nix>, sel: &Select) -> Result<Report, Error> {
+/// A host that failed before anything was deployed: the step and the message.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub step: Step,
+    pub message: String,
+}
+
+pub type Built = BTreeMap<HostName, Result<Toplevel, Failure>>;
+
+/// Evaluates and builds the selected hosts; each host gets its own result.
+pub async fn eval_and_build(cli: &Cli, ctx: &FleetContext, nix: Arc<Nix>, sel: &Select) -> Result<Built, Error> {
     let evaluated = eval_selected(cli, ctx, nix.clone(), sel).await?;
     let targets: BTreeMap<HostName, Toplevel> =
         evaluated.iter().filter_map(|(h, r)| Some((h.clone(), r.as_ref().ok()?.clone()))).collect();
     tracing::info!(hosts = targets.len(), "building");
     let mut built = build_all(&nix, &targets).await?;
+    let fail = |step, message| Err(Failure { step, message });
+    Ok(evaluated
+        .into_iter()
+        .map(|(name, result)| {
+            let result = match (result, built.remove(&name)) {
+                (Ok(t), Some(Ok(()))) => Ok(t),
+                (Ok(_), Some(Err(log))) => fail(Step::Build, format!("host {name}: build failed:\n{log}")),
+                (Ok(_), None) => fail(Step::Build, format!("host {name}: build did not run")),
+                (Err(message), _) => fail(Step::Eval, message),
+            };
+            (name, result)
+        })
+        .collect())
+}
+
+async fn build(cli: &Cli, ctx: &FleetContext, nix: Arc<Nix>, sel: &Select) -> Result<Report, Error> {
+    let built = eval_and_build(cli, ctx, nix, sel).await?;
     let mut report = Report::default();
-    for (name, result) in evaluated {
-        let entry = match (result, built.remove(&name)) {
-            (Ok(t), Some(Ok(()))) => {
+    for (name, result) in built {
+        let entry = match result {
+            Ok(t) => {
                 let mut e = base_entry(ctx, HostResult::Built).field("drv_path", t.drv_path.as_str());
                 e.toplevel = Some(t.out_path.to_string());
                 e
             }
-            (Ok(_), Some(Err(log))) => failed(ctx, format!("host {name}: build failed:\n{log}")),
-            (Ok(_), None) => failed(ctx, format!("host {name}: build did not run")),
-            (Err(message), _) => failed(ctx, message),
+            Err(failure) => failed(ctx, failure.message),
         };
         report.hosts.insert(name.to_string(), entry);
     }

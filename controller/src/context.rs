@@ -54,6 +54,11 @@ impl FleetContext {
         Some(if git.is_clean() { rev.to_owned() } else { format!("{rev}-dirty") })
     }
 
+    /// The directory of the fleet file: relative paths in it are relative to this.
+    pub fn fleet_dir(&self) -> &Path {
+        self.fleet_file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+    }
+
     pub fn lock_id(&self) -> Option<&LockId> {
         self.lock.as_ref().map(|l| &l.id)
     }

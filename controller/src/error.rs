@@ -4,6 +4,7 @@ use hostctl_nix::command::FlakeRefError;
 use hostctl_nix::flake::{FlakeError, LockError};
 use hostctl_nix::NixError;
 use hostctl_schemas::inventory::InventoryError;
+use hostctl_schemas::signing::SecretKeyError;
 
 use crate::select::SelectError;
 
@@ -31,6 +32,14 @@ pub enum Error {
     Lock(#[from] LockError),
     #[error(transparent)]
     Nix(#[from] NixError),
+    /// The signing key file is missing or not a Nix ed25519 secret key.
+    #[error(transparent)]
+    Key(#[from] SecretKeyError),
+    #[error(
+        "{fleet}: no signing key to authenticate to the agents: set `signing_key` (a file written by \
+         `nix key generate-secret`, relative to this file) or pass --key FILE"
+    )]
+    NoSigningKey { fleet: String },
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -38,9 +47,13 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Inventory(_) | Error::Select(_) | Error::Flake(_) | Error::FlakeRef { .. } | Error::Lock(_) => {
-                EXIT_BAD_INPUT
-            }
+            Error::Inventory(_)
+            | Error::Select(_)
+            | Error::Flake(_)
+            | Error::FlakeRef { .. }
+            | Error::Lock(_)
+            | Error::Key(_)
+            | Error::NoSigningKey { .. } => EXIT_BAD_INPUT,
             Error::Nix(_) | Error::Output(_) => EXIT_FAILED,
         }
     }

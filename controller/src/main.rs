@@ -1,15 +1,23 @@
 //! `hostctl`: the fleet controller CLI. Glue only: parse, run, print, exit.
 
+mod apply;
 mod build;
 mod check;
 mod cli;
+mod client;
 mod commands;
 mod context;
+mod deploy;
 mod error;
 mod flake_nix;
+mod host;
 mod pool;
+mod progress;
+mod push;
 mod report;
+mod rollout;
 mod select;
+mod status;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;

@@ -9,13 +9,17 @@ use serde_json::{Map, Value};
 
 use crate::error::EXIT_FAILED;
 
-/// The `result` of one host. DESIGN.md's deployment values (`activated`, `unchanged`,
-/// `rolled-back`, `skipped`) join `failed` here when `apply` does; the read-only
-/// commands extend the set with `evaluated`, `built` and `ok`.
+/// The `result` of one host: DESIGN.md's deployment values (`activated`, `unchanged`,
+/// `failed`, `rolled-back`, `skipped`); the read-only commands extend the set with
+/// `evaluated`, `built` and `ok`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HostResult {
+    Activated,
+    Unchanged,
     Failed,
+    RolledBack,
+    Skipped,
     Evaluated,
     Built,
     Ok,
@@ -24,15 +28,21 @@ pub enum HostResult {
 impl HostResult {
     fn as_str(self) -> &'static str {
         match self {
+            HostResult::Activated => "activated",
+            HostResult::Unchanged => "unchanged",
             HostResult::Failed => "failed",
+            HostResult::RolledBack => "rolled-back",
+            HostResult::Skipped => "skipped",
             HostResult::Evaluated => "evaluated",
             HostResult::Built => "built",
             HostResult::Ok => "ok",
         }
     }
 
+    /// Exit code 1: the host failed, or its deployment was rolled back. A `skipped` host
+    /// is not a failure of its own (the failure that stopped the rollout is reported).
     fn is_failure(self) -> bool {
-        matches!(self, HostResult::Failed)
+        matches!(self, HostResult::Failed | HostResult::RolledBack)
     }
 }
 
@@ -47,11 +57,15 @@ pub struct HostReport {
     /// Command-specific fields (e.g. `drv_path`, `system`).
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+    /// The human line's text after the result, when the command has more to say than
+    /// the toplevel (e.g. `status`, `apply`); not part of the JSON.
+    #[serde(skip)]
+    pub summary: Option<String>,
 }
 
 impl HostReport {
     pub fn new(result: HostResult, rev: Option<String>, lock: Option<String>) -> Self {
-        Self { result, rev, lock, toplevel: None, error: None, extra: Map::new() }
+        Self { result, rev, lock, toplevel: None, error: None, extra: Map::new(), summary: None }
     }
 
     pub fn field(mut self, key: &str, value: impl Into<Value>) -> Self {
@@ -90,10 +104,11 @@ impl Report {
         let width = self.hosts.keys().map(String::len).max().unwrap_or(0);
         for (name, host) in &self.hosts {
             let detail = host
-                .extra
-                .get("drv_path")
-                .and_then(Value::as_str)
-                .filter(|_| host.result == HostResult::Evaluated)
+                .summary
+                .as_deref()
+                .or_else(|| {
+                    host.extra.get("drv_path").and_then(Value::as_str).filter(|_| host.result == HostResult::Evaluated)
+                })
                 .or(host.toplevel.as_deref())
                 .unwrap_or("");
             let line = format!("{name:width$}  {:<9}  {detail}", host.result.as_str());
@@ -101,6 +116,13 @@ impl Report {
             if let Some(error) = &host.error {
                 for line in error.lines() {
                     writeln!(out, "{:width$}    {line}", "")?;
+                }
+            }
+            // An activation's output explains its failure; `apply` puts it here.
+            if let Some(log) = host.extra.get("log_tail").and_then(Value::as_str).filter(|l| !l.trim().is_empty()) {
+                writeln!(out, "{:width$}    activation log (tail):", "")?;
+                for line in log.lines() {
+                    writeln!(out, "{:width$}      {line}", "")?;
                 }
             }
         }

@@ -9,6 +9,7 @@ use std::fmt;
 
 use hostctl_schemas::ids::{AttrName, StorePath};
 
+use crate::profile::Profile;
 use crate::version::NixVersion;
 
 /// The Nix executables hostctl runs. `nix-env` is used for profile generations.
@@ -119,6 +120,54 @@ impl NixCommand {
     /// `.drv` this is every derivation and source it needs (same in every Nix version).
     pub fn query_requisites(paths: &[StorePath]) -> Self {
         let mut args = vec!["--query".to_owned(), "--requisites".to_owned()];
+        args.extend(paths.iter().map(|p| p.as_str().to_owned()));
+        Self { program: Program::NixStore, args }
+    }
+
+    /// `nix-store --export`: writes a serialisation of `paths` (not their closure) to
+    /// stdout, references before referrers, for `nix-store --import` on another store.
+    /// The format is the same in every Nix version hostctl supports.
+    pub fn export(paths: &[StorePath]) -> Self {
+        let mut args = vec!["--export".to_owned()];
+        args.extend(paths.iter().map(|p| p.as_str().to_owned()));
+        Self { program: Program::NixStore, args }
+    }
+
+    /// `nix-store --add PATH`: copies a file or directory into the store as a
+    /// content-addressed path and prints it (tests make small real store paths with it).
+    pub fn add_to_store(path: &std::path::Path) -> Self {
+        let args = vec!["--add".to_owned(), path.to_string_lossy().into_owned()];
+        Self { program: Program::NixStore, args }
+    }
+
+    /// `nix-store --import`: reads an export stream on stdin, adds each path in turn and
+    /// prints it. Not atomic: paths before a broken part of the stream stay registered, so
+    /// callers validate the whole stream first.
+    pub fn import() -> Self {
+        Self::nix_store(["--import"], &[])
+    }
+
+    /// `nix-store --delete`: removes the paths unless something (a GC root, a path outside
+    /// the set) still refers to them; referrers inside the set are fine.
+    pub fn delete(paths: &[StorePath]) -> Self {
+        Self::nix_store(["--delete"], paths)
+    }
+
+    /// `nix-env --profile PROFILE --set PATH`: a new generation of the profile pointing at
+    /// `path`, made current.
+    pub fn set_profile(profile: &Profile, path: &StorePath) -> Self {
+        let args = ["--profile", profile.as_str(), "--set", path.as_str()];
+        Self { program: Program::NixEnv, args: args.map(str::to_owned).to_vec() }
+    }
+
+    /// `nix-env --profile PROFILE --list-generations`.
+    pub fn list_generations(profile: &Profile) -> Self {
+        let args = ["--profile", profile.as_str(), "--list-generations"];
+        Self { program: Program::NixEnv, args: args.map(str::to_owned).to_vec() }
+    }
+
+    fn nix_store<const N: usize>(flags: [&str; N], paths: &[StorePath]) -> Self {
+        let mut args: Vec<String> = flags.map(str::to_owned).to_vec();
         args.extend(paths.iter().map(|p| p.as_str().to_owned()));
         Self { program: Program::NixStore, args }
     }
@@ -275,6 +324,29 @@ mod tests {
     fn check_validity_uses_nix_store() {
         let cmd = NixCommand::check_validity(&[sp(DRV)]);
         assert_eq!(cmd.argv(), ["nix-store", "--check-validity", "--print-invalid", DRV]);
+    }
+
+    #[test]
+    fn export_argv() {
+        let cmd = NixCommand::export(&[sp(DRV)]);
+        assert_eq!(cmd.argv(), ["nix-store", "--export", DRV]);
+    }
+
+    #[test]
+    fn transfer_and_profile_argv() {
+        let p = sp(DRV);
+        assert_eq!(NixCommand::import().argv(), ["nix-store", "--import"]);
+        assert_eq!(NixCommand::delete(std::slice::from_ref(&p)).argv(), ["nix-store", "--delete", DRV]);
+        assert_eq!(NixCommand::add_to_store(std::path::Path::new("/tmp/x")).argv(), ["nix-store", "--add", "/tmp/x"]);
+        let profile = Profile::new(std::path::Path::new("/nix/var/nix/profiles/system")).unwrap();
+        assert_eq!(
+            NixCommand::set_profile(&profile, &p).argv(),
+            ["nix-env", "--profile", "/nix/var/nix/profiles/system", "--set", DRV]
+        );
+        assert_eq!(
+            NixCommand::list_generations(&profile).argv(),
+            ["nix-env", "--profile", "/nix/var/nix/profiles/system", "--list-generations"]
+        );
     }
 
     #[test]

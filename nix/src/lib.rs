@@ -4,15 +4,19 @@
 //! - [`runner`]: the [`Nix`] handle that runs them and the [`NixError`] they fail with;
 //! - [`version`]: what differs between Nix releases;
 //! - [`output`]: Nix's JSON parsed into types, and typed operations;
+//! - [`import`]: adding `nix-store --export` streams to the store (and undoing that);
+//! - [`profile`]: profiles and their generations (`nix-env`);
 //! - [`flake`]: the flake's git state (what Nix will and won't see) and its `flake.lock`.
 
 pub mod command;
 pub mod flake;
+pub mod import;
 pub mod output;
+pub mod profile;
 pub mod runner;
 pub mod version;
 
 pub use command::{FlakeRef, NixCommand, Program};
 pub use output::{BuildResult, Derivation, PathInfo, Toplevel};
-pub use runner::{Nix, NixError};
+pub use runner::{Nix, NixError, NixStdout};
 pub use version::NixVersion;

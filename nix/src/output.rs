@@ -203,6 +203,12 @@ impl Nix {
         Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).filter(|l| !l.is_empty()).collect())
     }
 
+    /// Starts `nix-store --export` of `paths`; read the stream from
+    /// [`NixStdout::stdout`](crate::runner::NixStdout::stdout), then `finish()` it.
+    pub fn export(&self, paths: &[StorePath]) -> Result<crate::runner::NixStdout, NixError> {
+        self.spawn_stdout(&NixCommand::export(paths))
+    }
+
     /// Metadata of the given valid paths (and their closure if `recursive`).
     pub async fn path_info(&self, paths: &[StorePath], recursive: bool) -> Result<Vec<PathInfo>, NixError> {
         let cmd = NixCommand::path_info(paths, recursive);

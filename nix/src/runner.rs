@@ -155,6 +155,58 @@ impl Nix {
         Ok(NixOutput { stdout: out.stdout, stderr: out.stderr })
     }
 
+    /// Starts `cmd` and hands its stdout over as a stream, for output too large to hold
+    /// in memory (`nix-store --export` of a closure). stderr is collected on the side so
+    /// a chatty Nix cannot block on a full pipe. Call [`NixStdout::finish`] after reading
+    /// to learn whether it succeeded; dropping the handle kills the process.
+    pub fn spawn_stdout(&self, cmd: &NixCommand) -> Result<NixStdout, NixError> {
+        let argv = self.argv(cmd);
+        let rendered = render_argv(&argv);
+        tracing::debug!(argv = %rendered, "running nix (streaming stdout)");
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| NixError::Spawn { argv: rendered.clone(), source })?;
+        let missing_pipe = || NixError::Spawn { argv: rendered.clone(), source: std::io::Error::other("no pipe") };
+        let stdout = child.stdout.take().ok_or_else(missing_pipe)?;
+        let mut stderr = child.stderr.take().ok_or_else(missing_pipe)?;
+        let stderr_task = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = Vec::new();
+            // A read error only shortens the message; the exit status still tells.
+            let _ = stderr.read_to_end(&mut buf).await;
+            buf
+        });
+        Ok(NixStdout { argv: rendered, child, stdout, stderr_task })
+    }
+
+    /// Runs `cmd` with `stdin` read from a file (an import stream too large for memory).
+    /// Not cancelled with the future: the process is killed if the future is dropped, so
+    /// callers that must not stop half-way (`nix-store --import`) run it in a spawned task.
+    pub async fn run_with_stdin_file(&self, cmd: &NixCommand, stdin: std::fs::File) -> Result<NixOutput, NixError> {
+        let argv = self.argv(cmd);
+        let rendered = render_argv(&argv);
+        tracing::debug!(argv = %rendered, "running nix (stdin from a file)");
+        let child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::from(stdin))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| NixError::Spawn { argv: rendered.clone(), source })?;
+        let out =
+            child.wait_with_output().await.map_err(|source| NixError::Spawn { argv: rendered.clone(), source })?;
+        if !out.status.success() {
+            return Err(NixError::Failed { argv: rendered, status: out.status, stderr_tail: stderr_tail(&out.stderr) });
+        }
+        Ok(NixOutput { stdout: out.stdout, stderr: out.stderr })
+    }
+
     /// Runs `cmd` and parses its stdout as JSON.
     pub async fn run_json<T: DeserializeOwned>(&self, cmd: &NixCommand) -> Result<T, NixError> {
         let out = self.run(cmd).await?;
@@ -171,6 +223,34 @@ impl Nix {
         match &self.bin_dir {
             Some(dir) => dir.join(program.name()),
             None => PathBuf::from(program.name()),
+        }
+    }
+}
+
+/// A running Nix command whose stdout is read as a stream ([`Nix::spawn_stdout`]).
+#[derive(Debug)]
+pub struct NixStdout {
+    argv: String,
+    child: tokio::process::Child,
+    stdout: tokio::process::ChildStdout,
+    stderr_task: tokio::task::JoinHandle<Vec<u8>>,
+}
+
+impl NixStdout {
+    /// The command's stdout.
+    pub fn stdout(&mut self) -> &mut tokio::process::ChildStdout {
+        &mut self.stdout
+    }
+
+    /// Waits for the command to exit; a non-zero exit is [`NixError::Failed`] with the
+    /// tail of its stderr. Call it after reading stdout to its end.
+    pub async fn finish(mut self) -> Result<(), NixError> {
+        let status = self.child.wait().await.map_err(|source| NixError::Spawn { argv: self.argv.clone(), source })?;
+        let stderr = self.stderr_task.await.unwrap_or_default();
+        if status.success() {
+            Ok(())
+        } else {
+            Err(NixError::Failed { argv: self.argv, status, stderr_tail: stderr_tail(&stderr) })
         }
     }
 }

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+pub mod http;
+pub mod livefleet;
 pub mod simhost;
 
 /// Nix settings for tests: flakes on, no binary caches (no network here).

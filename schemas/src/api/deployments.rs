@@ -14,6 +14,14 @@ pub fn path_of(id: &str) -> String {
     format!("{PATH}/{id}")
 }
 
+/// `POST /v1/deployments/{id}/confirm`: confirms a deployment in `awaiting-confirmation`
+/// (200 with the [`Deployment`], now `confirmed`; confirming a confirmed one is a no-op;
+/// any other state is a 409). The body is empty. Without it the agent rolls back after
+/// `confirm_timeout`.
+pub fn confirm_path_of(id: &str) -> String {
+    format!("{PATH}/{id}/confirm")
+}
+
 /// The largest request body `POST /v1/deployments` accepts.
 pub const BODY_LIMIT: usize = 64 * 1024;
 

@@ -1,0 +1,290 @@
+//! Running `switch-to-configuration` detached from the agent, behind the
+//! [`ServiceManager`] trait, and reading back its output and exit status.
+//!
+//! Invariant: this is the only module that runs `switch-to-configuration`. The activation
+//! outlives the agent: an agent restarted by the switch itself (or by anything else) finds
+//! the activation through its [`ActivationHandle`] in the journal and reads the exit
+//! status from the exit file, which the wrapper writes with write-then-rename.
+//!
+//! [`DetachedChild`] is the implementation used everywhere today (and by the tests): a
+//! child in its own process group that the agent does not wait on for the result. On a
+//! systemd host, stopping the agent's unit kills its whole cgroup including such a
+//! child; the systemd transient-unit implementation (over D-Bus) comes with the D-Bus
+//! work (issue 6) and will be another `ServiceManager`.
+
+use std::fs::File;
+use std::io::{Read as _, Seek as _, SeekFrom};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use hostctl_schemas::inventory::Mode;
+use serde::{Deserialize, Serialize};
+
+/// What to activate, and where its output and exit status go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivationSpec {
+    /// `<toplevel>/bin/switch-to-configuration` as a file (below a test store's root).
+    pub program: PathBuf,
+    pub mode: Mode,
+    pub log: PathBuf,
+    pub exit_file: PathBuf,
+}
+
+/// How to find a started activation again, also after an agent restart (journaled).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivationHandle {
+    /// Which [`ServiceManager`] started it (`detached-child`).
+    pub manager: String,
+    /// The wrapper's process id, and its start time in clock ticks since boot (from
+    /// `/proc/<pid>/stat`), so a recycled pid is not mistaken for it.
+    pub pid: u32,
+    pub start_time: Option<u64>,
+    pub log: PathBuf,
+    pub exit_file: PathBuf,
+}
+
+/// Where an activation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActivationStatus {
+    Running,
+    /// Finished with this exit code (128 + n when killed by signal n).
+    Finished(i32),
+    /// The process is gone and left no exit status (killed along with its wrapper, or
+    /// the machine rebooted).
+    Vanished,
+}
+
+/// Why an activation could not be started or queried.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivationError {
+    #[error("cannot start `{program} {mode}`: {source}")]
+    Spawn {
+        program: String,
+        mode: Mode,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the activation's exit status {file}: {problem}")]
+    ExitFile { file: String, problem: String },
+}
+
+/// Starts activations so they survive the agent, and reports on them.
+pub trait ServiceManager: Send + Sync + std::fmt::Debug {
+    fn start(&self, spec: &ActivationSpec) -> Result<ActivationHandle, ActivationError>;
+    fn status(&self, handle: &ActivationHandle) -> Result<ActivationStatus, ActivationError>;
+}
+
+/// The wrapper around `switch-to-configuration`: output to the log, then the exit status
+/// to `EXIT.tmp`, renamed to `EXIT` so a reader never sees half of it. Arguments are
+/// positional (`$1`..`$4`), never spliced into the script.
+const WRAPPER: &str = r#""$1" "$2" </dev/null >"$3" 2>&1
+code=$?
+printf '%s\n' "$code" >"$4.tmp" && mv -f "$4.tmp" "$4""#;
+
+/// Runs the wrapper as a child in its own process group: a signal to the agent's group
+/// (Ctrl-C, `kill -- -PGID`) and the agent's exit leave it running.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DetachedChild;
+
+impl ServiceManager for DetachedChild {
+    fn start(&self, spec: &ActivationSpec) -> Result<ActivationHandle, ActivationError> {
+        let spawn_err =
+            |source| ActivationError::Spawn { program: spec.program.display().to_string(), mode: spec.mode, source };
+        let _ = std::fs::remove_file(&spec.exit_file);
+        let mut child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(WRAPPER)
+            .arg("hostctl-activation")
+            .arg(&spec.program)
+            .arg(spec.mode.as_str())
+            .arg(&spec.log)
+            .arg(&spec.exit_file)
+            // As nixos-rebuild: "1" only for --install-bootloader, which hostctl never asks.
+            .env("NIXOS_INSTALL_BOOTLOADER", "")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(spawn_err)?;
+        let pid = child.id();
+        // Reap the wrapper when it exits so it does not linger as a zombie; the result
+        // itself is read from the exit file, which also works after a restart.
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        Ok(ActivationHandle {
+            manager: "detached-child".to_owned(),
+            pid,
+            start_time: process_start_time(pid),
+            log: spec.log.clone(),
+            exit_file: spec.exit_file.clone(),
+        })
+    }
+
+    fn status(&self, handle: &ActivationHandle) -> Result<ActivationStatus, ActivationError> {
+        if let Some(code) = read_exit_file(&handle.exit_file)? {
+            return Ok(ActivationStatus::Finished(code));
+        }
+        let alive = match (process_start_time(handle.pid), handle.start_time) {
+            (Some(now), Some(then)) => now == then,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if alive {
+            return Ok(ActivationStatus::Running);
+        }
+        // It may have renamed the exit file between the two checks.
+        match read_exit_file(&handle.exit_file)? {
+            Some(code) => Ok(ActivationStatus::Finished(code)),
+            None => Ok(ActivationStatus::Vanished),
+        }
+    }
+}
+
+/// The start time (field 22 of `/proc/<pid>/stat`) of a live, non-zombie process.
+fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state); field 22 is index 19.
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// The exit status in `file`, `None` if it does not exist yet.
+pub fn read_exit_file(file: &Path) -> Result<Option<i32>, ActivationError> {
+    let problem = |problem: String| ActivationError::ExitFile { file: file.display().to_string(), problem };
+    match std::fs::read_to_string(file) {
+        Ok(text) => text.trim().parse::<i32>().map(Some).map_err(|_| problem(format!("{:?} is not a number", text))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(problem(e.to_string())),
+    }
+}
+
+/// How many lines of activation output a deployment reports.
+pub const LOG_TAIL_LINES: usize = 50;
+/// At most this much of the log's end is read for the tail.
+const LOG_TAIL_BYTES: u64 = 16 * 1024;
+
+/// The last [`LOG_TAIL_LINES`] lines of the log (empty if there is none yet).
+pub fn log_tail(log: &Path) -> String {
+    let Ok(mut file) = File::open(log) else { return String::new() };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(LOG_TAIL_BYTES);
+    let mut buf = Vec::new();
+    if file.seek(SeekFrom::Start(start)).is_err() || file.read_to_end(&mut buf).is_err() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let mut lines: Vec<&str> = text.lines().collect();
+    if start > 0 && !lines.is_empty() {
+        // The first line was cut by the byte limit.
+        lines.remove(0);
+    }
+    let from = lines.len().saturating_sub(LOG_TAIL_LINES);
+    lines[from..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hostctl_schemas::api::deployments::ActivationOutcome;
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::time::Duration;
+
+    fn script(dir: &Path, body: &str) -> PathBuf {
+        let path = dir.join("switch-to-configuration");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn wait(handle: &ActivationHandle) -> ActivationStatus {
+        for _ in 0..200 {
+            match DetachedChild.status(handle).unwrap() {
+                ActivationStatus::Running => std::thread::sleep(Duration::from_millis(25)),
+                done => return done,
+            }
+        }
+        panic!("activation did not finish");
+    }
+
+    fn spec(dir: &Path, program: PathBuf, mode: Mode) -> ActivationSpec {
+        ActivationSpec { program, mode, log: dir.join("x.log"), exit_file: dir.join("x.exit") }
+    }
+
+    #[test]
+    fn runs_detached_and_reports_exit_code_and_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let program =
+            script(dir.path(), r#"echo "mode $1 bootloader=[$NIXOS_INSTALL_BOOTLOADER]"; echo oops >&2; exit 4"#);
+        let handle = DetachedChild.start(&spec(dir.path(), program, Mode::Test)).unwrap();
+        assert_eq!(wait(&handle), ActivationStatus::Finished(4));
+        assert_eq!(log_tail(&handle.log), "mode test bootloader=[]\noops");
+        assert!(!dir.path().join("x.exit.tmp").exists());
+    }
+
+    #[test]
+    fn the_activation_has_its_own_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let program = script(dir.path(), "sleep 1");
+        let handle = DetachedChild.start(&spec(dir.path(), program, Mode::Switch)).unwrap();
+        assert_eq!(DetachedChild.status(&handle).unwrap(), ActivationStatus::Running);
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(handle.pid).unwrap());
+        // A group of its own: signals to the agent's group (Ctrl-C, `kill -- -PGID`) miss it.
+        assert_eq!(nix::unistd::getpgid(Some(pid)).unwrap(), pid);
+        assert_ne!(nix::unistd::getpgid(None).unwrap(), pid);
+        assert_eq!(wait(&handle), ActivationStatus::Finished(0));
+    }
+
+    #[test]
+    fn a_killed_activation_without_exit_file_vanishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let handle = ActivationHandle {
+            manager: "detached-child".into(),
+            pid: u32::MAX - 1,
+            start_time: Some(1),
+            log: dir.path().join("none.log"),
+            exit_file: dir.path().join("none.exit"),
+        };
+        assert_eq!(DetachedChild.status(&handle).unwrap(), ActivationStatus::Vanished);
+        std::fs::write(&handle.exit_file, "100\n").unwrap();
+        assert_eq!(DetachedChild.status(&handle).unwrap(), ActivationStatus::Finished(100));
+        std::fs::write(&handle.exit_file, "x").unwrap();
+        assert!(DetachedChild.status(&handle).is_err());
+    }
+
+    #[test]
+    fn exit_codes_map_to_outcomes() {
+        let cases = [
+            (0, ActivationOutcome::Ok),
+            (1, ActivationOutcome::CheckFailed),
+            (2, ActivationOutcome::ActivationFailed),
+            (4, ActivationOutcome::UnitsFailed),
+            (100, ActivationOutcome::RebootRequired),
+            (3, ActivationOutcome::Other),
+            (137, ActivationOutcome::Other),
+        ];
+        for (code, outcome) in cases {
+            assert_eq!(ActivationOutcome::from_exit_code(Some(code)), outcome, "{code}");
+        }
+        assert!(ActivationOutcome::RebootRequired.succeeded());
+        assert!(!ActivationOutcome::UnitsFailed.succeeded());
+    }
+
+    #[test]
+    fn log_tail_keeps_the_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("l");
+        assert_eq!(log_tail(&log), "");
+        let text: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&log, text).unwrap();
+        let tail = log_tail(&log);
+        assert!(tail.starts_with("line 950\n") && tail.ends_with("line 999"), "{tail}");
+    }
+}

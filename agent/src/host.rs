@@ -1,0 +1,92 @@
+//! What the host is and runs, read without spawning anything: its Nix system, the store
+//! as files (a `local?root=` store lives under its root), `/run/current-system` and
+//! `/run/booted-system`; and which store paths it has.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use hostctl_nix::{Nix, NixError};
+use hostctl_schemas::ids::StorePath;
+
+/// The Nix system this agent was built for, e.g. `x86_64-linux` (the agent runs natively,
+/// so it is the host's).
+pub fn nix_system() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86" => "i686",
+        "arm" => "armv7l",
+        other => other,
+    };
+    format!("{arch}-{}", std::env::consts::OS)
+}
+
+/// Where store paths are on the file system: `/nix/store/...` itself, or below the root of
+/// a `local?root=DIR` store (used by tests that run an agent against a private store).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoreFs {
+    root: Option<PathBuf>,
+}
+
+impl StoreFs {
+    /// From the agent's `store` setting: only a local store's `root=` moves files.
+    pub fn from_store_url(store: Option<&str>) -> Self {
+        let root = store
+            .and_then(|url| url.strip_prefix("local?"))
+            .and_then(|query| query.split('&').find_map(|kv| kv.strip_prefix("root=")))
+            .filter(|root| !root.is_empty())
+            .map(PathBuf::from);
+        Self { root }
+    }
+
+    /// The file system path of `path`.
+    pub fn real_path(&self, path: &StorePath) -> PathBuf {
+        match &self.root {
+            Some(root) => root.join(path.as_str().trim_start_matches('/')),
+            None => path.as_path().to_path_buf(),
+        }
+    }
+}
+
+/// `/run/current-system`: the system running now.
+pub const CURRENT_SYSTEM: &str = "/run/current-system";
+/// `/run/booted-system`: the system the host booted.
+pub const BOOTED_SYSTEM: &str = "/run/booted-system";
+
+/// Where a symlink points, if it exists and is readable.
+pub fn read_link_text(path: &Path) -> Option<String> {
+    std::fs::read_link(path).ok().map(|target| target.to_string_lossy().into_owned())
+}
+
+/// How many paths one `nix-store --check-validity` gets: a 4 MiB request of paths would
+/// exceed the kernel's argv limit in one command.
+const VALIDITY_CHUNK: usize = 1000;
+
+/// Which of `paths` are not valid in the store, asked in chunks.
+pub async fn invalid_paths(nix: &Nix, paths: &[StorePath]) -> Result<HashSet<StorePath>, NixError> {
+    let mut invalid = HashSet::new();
+    for chunk in paths.chunks(VALIDITY_CHUNK) {
+        let printed = nix.invalid_paths(chunk).await?;
+        invalid.extend(chunk.iter().filter(|p| printed.iter().any(|i| i == p.as_str())).cloned());
+    }
+    Ok(invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_files_follow_the_store_root() {
+        let p: StorePath = "/nix/store/zr2knphxg8yyy2mkq8akf2hfknjvdiz7-x".parse().unwrap();
+        assert_eq!(StoreFs::from_store_url(None).real_path(&p), Path::new(p.as_str()));
+        assert_eq!(StoreFs::from_store_url(Some("daemon")).real_path(&p), Path::new(p.as_str()));
+        assert_eq!(
+            StoreFs::from_store_url(Some("local?root=/tmp/r")).real_path(&p),
+            Path::new("/tmp/r/nix/store/zr2knphxg8yyy2mkq8akf2hfknjvdiz7-x")
+        );
+        assert_eq!(
+            StoreFs::from_store_url(Some("local?state=/s&root=/tmp/r")).real_path(&p),
+            Path::new("/tmp/r/nix/store/zr2knphxg8yyy2mkq8akf2hfknjvdiz7-x")
+        );
+        assert!(nix_system().ends_with("-linux"));
+    }
+}

@@ -1,0 +1,239 @@
+//! The deployment journal: one JSON file per deployment in `<state_dir>/deployments/`,
+//! next to its activation log (`<id>.log`) and exit status (`<id>.exit`).
+//!
+//! Invariant: a record on disk is always complete: it is written to `<id>.json.tmp`,
+//! fsynced, renamed over `<id>.json`, and the directory fsynced, so a crash leaves the
+//! old or the new version, never half of one. A leftover `.tmp` is such an interrupted
+//! write and is discarded on load. The in-memory copy changes only after the disk write
+//! succeeded, so what the API reports is always what a restarted agent will load.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use hostctl_schemas::api::deployments::Deployment;
+use hostctl_schemas::duration::Duration;
+use serde::{Deserialize, Serialize};
+
+use crate::activation::ActivationHandle;
+
+/// One deployment as the journal keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Creation order (several deployments can share a `created` second).
+    pub seq: u64,
+    /// What the API reports.
+    pub deployment: Deployment,
+    /// The confirmation window the deployment was requested with.
+    pub confirm_timeout: Duration,
+    /// The running or finished activation, once started.
+    pub activation: Option<ActivationHandle>,
+}
+
+/// Journal failures; each names the file or directory.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot create the directory {dir}: {source}")]
+    CreateDir {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the journal {file}: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("journal file {file} is corrupt ({problem}); move it out of the way to start the agent")]
+    Corrupt { file: String, problem: String },
+    #[error("cannot write journal file {file}: {source}")]
+    Write {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no deployment `{0}` in the journal")]
+    Unknown(String),
+}
+
+/// Creates `dir` (and parents) and makes it private to the agent (0700): it holds
+/// activation logs and import streams.
+pub fn create_private_dir(dir: &Path) -> Result<(), JournalError> {
+    let err = |source| JournalError::CreateDir { dir: dir.display().to_string(), source };
+    fs::create_dir_all(dir).map_err(err)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(err)
+}
+
+/// All deployments, loaded at start and kept in memory.
+#[derive(Debug)]
+pub struct Journal {
+    dir: PathBuf,
+    records: BTreeMap<String, Record>,
+    next_seq: u64,
+}
+
+impl Journal {
+    /// Opens (creating it if needed) the journal in `dir` and loads every record.
+    pub fn open(dir: &Path) -> Result<Self, JournalError> {
+        create_private_dir(dir)?;
+        let read_err = |source| JournalError::Read { file: dir.display().to_string(), source };
+        let mut records = BTreeMap::new();
+        for entry in fs::read_dir(dir).map_err(read_err)? {
+            let path = entry.map_err(read_err)?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+            if name.ends_with(".json.tmp") {
+                // An interrupted write: the `.json` beside it (if any) is the last good one.
+                let _ = fs::remove_file(&path);
+            } else if let Some(id) = name.strip_suffix(".json") {
+                let record = load_record(&path)?;
+                if record.deployment.id != id {
+                    let problem = format!("it holds deployment `{}`", record.deployment.id);
+                    return Err(JournalError::Corrupt { file: path.display().to_string(), problem });
+                }
+                records.insert(id.to_owned(), record);
+            }
+        }
+        let next_seq = records.values().map(|r| r.seq + 1).max().unwrap_or(0);
+        Ok(Self { dir: dir.to_path_buf(), records, next_seq })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where deployment `id`'s activation output goes.
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.log"))
+    }
+
+    /// Where deployment `id`'s activation exit status goes.
+    pub fn exit_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.exit"))
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Record> {
+        self.records.get(id)
+    }
+
+    /// Every record, oldest first.
+    pub fn records(&self) -> Vec<&Record> {
+        let mut all: Vec<&Record> = self.records.values().collect();
+        all.sort_by_key(|r| r.seq);
+        all
+    }
+
+    /// Records a new deployment (the caller checked its id is unused).
+    pub fn insert(&mut self, deployment: Deployment, confirm_timeout: Duration) -> Result<Record, JournalError> {
+        let record = Record { seq: self.next_seq, deployment, confirm_timeout, activation: None };
+        self.write(&record)?;
+        self.next_seq += 1;
+        self.records.insert(record.deployment.id.clone(), record.clone());
+        Ok(record)
+    }
+
+    /// Changes a record with `change`, on disk first, and returns the new version.
+    pub fn update(&mut self, id: &str, change: impl FnOnce(&mut Record)) -> Result<Record, JournalError> {
+        let mut record = self.records.get(id).cloned().ok_or_else(|| JournalError::Unknown(id.to_owned()))?;
+        change(&mut record);
+        self.write(&record)?;
+        self.records.insert(id.to_owned(), record.clone());
+        Ok(record)
+    }
+
+    fn write(&self, record: &Record) -> Result<(), JournalError> {
+        let file = self.dir.join(format!("{}.json", record.deployment.id));
+        let err = |source| JournalError::Write { file: file.display().to_string(), source };
+        let json = serde_json::to_vec_pretty(record).map_err(|e| err(std::io::Error::other(e)))?;
+        write_atomically(&file, &json).map_err(err)
+    }
+}
+
+fn load_record(path: &Path) -> Result<Record, JournalError> {
+    let text = fs::read(path).map_err(|source| JournalError::Read { file: path.display().to_string(), source })?;
+    serde_json::from_slice(&text)
+        .map_err(|e| JournalError::Corrupt { file: path.display().to_string(), problem: e.to_string() })
+}
+
+/// Writes `bytes` to `file` so that a crash leaves either the old or the new content.
+pub fn write_atomically(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp_name = file.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, file)?;
+    // The rename itself lives in the directory: sync it so it survives a power cut.
+    let dir = file.parent().unwrap_or_else(|| Path::new("."));
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use hostctl_schemas::api::deployments::DeploymentState;
+    use hostctl_schemas::inventory::Mode;
+
+    pub(crate) fn deployment(id: &str) -> Deployment {
+        Deployment {
+            id: id.to_owned(),
+            state: DeploymentState::Queued,
+            toplevel: "/nix/store/zr2knphxg8yyy2mkq8akf2hfknjvdiz7-nixos-system-web1".parse().unwrap(),
+            previous_toplevel: None,
+            rev: Some("abc".into()),
+            lock: None,
+            mode: Mode::Switch,
+            generation: None,
+            exit_code: None,
+            outcome: None,
+            created: 1_800_000_000,
+            finished: None,
+            log_tail: String::new(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn records_survive_a_reload_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let jdir = dir.path().join("state/deployments");
+        let mut journal = Journal::open(&jdir).unwrap();
+        let mode = fs::metadata(&jdir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        journal.insert(deployment("b"), Duration::from_secs(0)).unwrap();
+        journal.insert(deployment("a"), Duration::from_secs(30)).unwrap();
+        journal.update("b", |r| r.deployment.state = DeploymentState::Confirmed).unwrap();
+        assert!(matches!(journal.update("zz", |_| {}), Err(JournalError::Unknown(_))));
+
+        let loaded = Journal::open(&jdir).unwrap();
+        let ids: Vec<_> = loaded.records().iter().map(|r| r.deployment.id.clone()).collect();
+        assert_eq!(ids, ["b", "a"]);
+        assert_eq!(loaded.get("b").unwrap().deployment.state, DeploymentState::Confirmed);
+        assert_eq!(loaded.get("a").unwrap().confirm_timeout, Duration::from_secs(30));
+        assert_eq!(loaded.next_seq, 2);
+    }
+
+    #[test]
+    fn a_leftover_tmp_is_ignored_and_a_corrupt_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::open(dir.path()).unwrap();
+        journal.insert(deployment("a"), Duration::from_secs(0)).unwrap();
+        fs::write(dir.path().join("a.json.tmp"), "{ half a reco").unwrap();
+        fs::write(dir.path().join("a.log"), "log").unwrap();
+        let loaded = Journal::open(dir.path()).unwrap();
+        assert_eq!(loaded.records().len(), 1);
+        assert!(!dir.path().join("a.json.tmp").exists());
+
+        fs::write(dir.path().join("b.json"), "{ half a reco").unwrap();
+        let err = Journal::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("b.json is corrupt"), "{err}");
+
+        fs::write(dir.path().join("b.json"), fs::read(dir.path().join("a.json")).unwrap()).unwrap();
+        let err = Journal::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("b.json is corrupt (it holds deployment `a`)"), "{err}");
+    }
+}

@@ -1,0 +1,187 @@
+//! The JSON endpoints of API v1 (all behind [`crate::auth::signed`]): status, missing
+//! paths, deployments and generations. Handlers parse and answer; the work is in
+//! [`crate::deploy`] and `hostctl-nix`.
+
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use hostctl_nix::profile::GenerationLine;
+use hostctl_schemas::api::deployments::{valid_id, Deployment, DeploymentRequest, DeploymentState};
+use hostctl_schemas::api::generations::{Generation, GenerationsResponse};
+use hostctl_schemas::api::paths::{MissingRequest, MissingResponse};
+use hostctl_schemas::api::status::{AgentState, StatusResponse};
+use hostctl_schemas::inventory::Mode;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiFailure;
+use crate::host::{invalid_paths, nix_system, read_link_text, BOOTED_SYSTEM, CURRENT_SYSTEM};
+use crate::journal::Record;
+use crate::server::AppState;
+
+/// Parses a JSON body; errors name the field (`paths[2]: invalid store path ...`).
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiFailure> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path.is_empty() || path == "." {
+            ApiFailure::bad_request(format!("invalid request body: {inner}"))
+        } else {
+            ApiFailure::bad_request(format!("{path}: {inner}"))
+        }
+    })
+}
+
+/// A deployment id from the URL, checked like the one in a request body.
+fn deployment_id(id: Result<Path<String>, PathRejection>) -> Result<String, ApiFailure> {
+    let Path(id) = id.map_err(|e| ApiFailure::bad_request(e.body_text()))?;
+    if valid_id(&id) {
+        Ok(id)
+    } else {
+        Err(ApiFailure::bad_request(format!("`{id}` is not a deployment id ([A-Za-z0-9._-], 1 to 128 characters)")))
+    }
+}
+
+/// `GET /v1/status`.
+pub async fn status(State(app): State<AppState>) -> Result<Json<StatusResponse>, ApiFailure> {
+    let profile = app.deployer.profile();
+    let current =
+        profile.current().map_err(|e| ApiFailure::internal(format!("cannot read the profile {profile}: {e}")))?;
+    let (generation, toplevel) = match current {
+        Some((n, toplevel)) => (Some(n), toplevel),
+        None => (None, None),
+    };
+    let records = app.deployer.records();
+    let made_current = generation.and_then(|n| {
+        records
+            .iter()
+            .rev()
+            .find(|r| r.deployment.generation == Some(n) && Some(&r.deployment.toplevel) == toplevel.as_ref())
+    });
+    Ok(Json(StatusResponse {
+        hostname: app.config.hostname.to_string(),
+        system: nix_system(),
+        state: agent_state(&records),
+        generation,
+        toplevel: toplevel.map(String::from),
+        rev: made_current.and_then(|r| r.deployment.rev.clone()),
+        lock: made_current.and_then(|r| r.deployment.lock.as_ref().map(ToString::to_string)),
+        deployment: made_current.map(|r| r.deployment.id.clone()),
+        pinned_lock: pinned_lock(&records),
+        booted_system: read_link_text(std::path::Path::new(BOOTED_SYSTEM)),
+        current_system: read_link_text(std::path::Path::new(CURRENT_SYSTEM)),
+        emulated_systems: Vec::new(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    }))
+}
+
+/// What the agent is doing, from the deployments not yet final.
+fn agent_state(records: &[Record]) -> AgentState {
+    let states = || records.iter().map(|r| r.deployment.state);
+    if states().any(|s| matches!(s, DeploymentState::Queued | DeploymentState::Activating)) {
+        AgentState::Activating
+    } else if states().any(|s| s == DeploymentState::AwaitingConfirmation) {
+        AgentState::AwaitingConfirmation
+    } else {
+        AgentState::Idle
+    }
+}
+
+/// The lock of the latest confirmed deployment that changed the system (DESIGN.md: a host
+/// is pinned to the lock of its current deployment); `dry-activate` changes nothing.
+fn pinned_lock(records: &[Record]) -> Option<String> {
+    records
+        .iter()
+        .rev()
+        .find(|r| r.deployment.state == DeploymentState::Confirmed && r.deployment.mode != Mode::DryActivate)
+        .and_then(|r| r.deployment.lock.as_ref().map(ToString::to_string))
+}
+
+/// `POST /v1/paths/missing`.
+pub async fn missing(State(app): State<AppState>, body: Bytes) -> Result<Json<MissingResponse>, ApiFailure> {
+    let request: MissingRequest = parse_json(&body)?;
+    let invalid = invalid_paths(&app.nix, &request.paths).await?;
+    let missing = request.paths.into_iter().filter(|p| invalid.contains(p)).collect();
+    Ok(Json(MissingResponse { missing }))
+}
+
+/// `POST /v1/deployments`: 202 with the deployment as accepted.
+pub async fn create_deployment(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Deployment>), ApiFailure> {
+    let request: DeploymentRequest = parse_json(&body)?;
+    let deployment = app.deployer.create(request).await?;
+    Ok((StatusCode::ACCEPTED, Json(deployment)))
+}
+
+/// `GET /v1/deployments/{id}`.
+pub async fn get_deployment(
+    State(app): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Deployment>, ApiFailure> {
+    let id = deployment_id(id)?;
+    app.deployer.get(&id).map(Json).ok_or_else(|| ApiFailure::not_found(format!("no deployment `{id}`")))
+}
+
+/// `POST /v1/deployments/{id}/confirm`: the body, if any, is ignored.
+pub async fn confirm(
+    State(app): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Deployment>, ApiFailure> {
+    let id = deployment_id(id)?;
+    app.deployer.confirm(&id).map(Json)
+}
+
+/// `GET /v1/generations`: newest first, joined with the journal.
+pub async fn generations(State(app): State<AppState>) -> Result<Json<GenerationsResponse>, ApiFailure> {
+    let profile = app.deployer.profile();
+    let lines = app.nix.list_generations(profile).await?;
+    let records = app.deployer.records();
+    let mut generations = Vec::with_capacity(lines.len());
+    for line in lines.iter().rev() {
+        let read_err = |e: std::io::Error| ApiFailure::internal(format!("cannot read generation {}: {e}", line.number));
+        let Some(toplevel) = profile.generation_target(line.number).map_err(read_err)? else {
+            // Gone since `nix-env` listed it, or not pointing into the store.
+            continue;
+        };
+        let time = generation_time(profile.generation_link(line.number).as_path());
+        generations.push(join_generation(line, toplevel, time, &records));
+    }
+    Ok(Json(GenerationsResponse { generations }))
+}
+
+/// Nix dates a generation by its link's mtime (and prints it in local time, which the
+/// agent cannot convert reliably), so read the mtime itself.
+fn generation_time(link: &std::path::Path) -> u64 {
+    std::fs::symlink_metadata(link)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A generation with the deployment that created it, if the journal has one.
+pub fn join_generation(
+    line: &GenerationLine,
+    toplevel: hostctl_schemas::ids::StorePath,
+    time: u64,
+    records: &[Record],
+) -> Generation {
+    let made_by = records
+        .iter()
+        .rev()
+        .find(|r| r.deployment.generation == Some(line.number) && r.deployment.toplevel == toplevel);
+    Generation {
+        number: line.number,
+        toplevel,
+        time,
+        current: line.current,
+        deployment: made_by.map(|r| r.deployment.id.clone()),
+        rev: made_by.and_then(|r| r.deployment.rev.clone()),
+        lock: made_by.and_then(|r| r.deployment.lock.clone()),
+        result: made_by.map(|r| r.deployment.state),
+    }
+}

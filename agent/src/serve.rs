@@ -1,0 +1,115 @@
+//! `hostctl-agent serve`: builds the agent from its configuration, finishes what the
+//! journal left open, listens, and shuts down gracefully on SIGTERM or SIGINT (in-flight
+//! requests, imports included, complete; detached activations keep running).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use hostctl_nix::profile::{Profile, ProfileError};
+use hostctl_nix::Nix;
+use hostctl_schemas::agent_config::AgentConfig;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::activation::{DetachedChild, ServiceManager};
+use crate::auth::Authenticator;
+use crate::deploy::Deployer;
+use crate::host::StoreFs;
+use crate::import::Importer;
+use crate::journal::{create_private_dir, Journal, JournalError};
+use crate::server::{router, AppState};
+
+/// Why the agent could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("profile: {0}")]
+    Profile(#[from] ProfileError),
+    #[error("cannot prepare {dir}: {source}")]
+    Dir {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot install the SIGTERM/SIGINT handlers: {0}")]
+    Signal(#[source] std::io::Error),
+    #[error("the HTTP server failed: {0}")]
+    Server(#[source] std::io::Error),
+}
+
+/// A configured agent, ready to serve.
+#[derive(Debug)]
+pub struct Agent {
+    state: AppState,
+    auth: Arc<Authenticator>,
+}
+
+impl Agent {
+    /// Prepares the state directory (0700), the profile's directory, the journal and the
+    /// Nix handle (`store` from the configuration, if any).
+    pub fn new(config: AgentConfig, services: Arc<dyn ServiceManager>) -> Result<Self, ServeError> {
+        create_private_dir(&config.state_dir)?;
+        let profile = Profile::new(&config.profile)?;
+        if let Some(parent) = profile.as_path().parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|source| ServeError::Dir { dir: parent.display().to_string(), source })?;
+        }
+        let mut nix = Nix::new();
+        if let Some(store) = &config.store {
+            nix = nix.with_store(store.clone());
+        }
+        let nix = Arc::new(nix);
+        let journal = Journal::open(&config.state_dir.join("deployments"))?;
+        let store_fs = StoreFs::from_store_url(config.store.as_deref());
+        let deployer = Arc::new(Deployer::new(journal, Arc::clone(&nix), profile, store_fs, services));
+        let tmp = config.state_dir.join("tmp");
+        let importer = Importer::new(Arc::clone(&nix), tmp.clone())
+            .map_err(|source| ServeError::Dir { dir: tmp.display().to_string(), source })?;
+        let auth = Arc::new(Authenticator::new(config.trusted_keys.clone()));
+        let state = AppState { config: Arc::new(config), nix, deployer, importer: Arc::new(importer) };
+        Ok(Self { state, auth })
+    }
+
+    pub fn router(&self) -> Router {
+        router(self.state.clone(), Arc::clone(&self.auth))
+    }
+
+    /// Recovers the journal, then serves on `listener` until `shutdown` completes.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        self.state.deployer.recover();
+        let app = self.router();
+        axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(ServeError::Server)
+    }
+}
+
+/// Runs the daemon for `config` until SIGTERM or SIGINT.
+pub async fn serve(config: AgentConfig) -> Result<(), ServeError> {
+    let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signal)?;
+    let addr = config.listen;
+    let agent = Agent::new(config, Arc::new(DetachedChild))?;
+    let listener =
+        TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr: addr.to_string(), source })?;
+    tracing::info!(%addr, state_dir = %agent.state.config.state_dir.display(), "hostctl-agent listening");
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    };
+    agent.run(listener, shutdown).await?;
+    tracing::info!("hostctl-agent stopped");
+    Ok(())
+}

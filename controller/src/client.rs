@@ -1,0 +1,438 @@
+//! The HTTP client for agent API v1: every request signed with the fleet key
+//! (`schemas::signing`), error bodies decoded into [`HostError`]s that name the host,
+//! the endpoint, the status and the agent's message.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hostctl_schemas::api::deployments::{self, Deployment, DeploymentRequest};
+use hostctl_schemas::api::paths::{self, ImportResponse, MissingRequest, MissingResponse};
+use hostctl_schemas::api::status::{self, StatusResponse};
+use hostctl_schemas::api::{headers, ApiError};
+use hostctl_schemas::ids::{Address, HostName, StorePath};
+use hostctl_schemas::signing::{body_sha256, RequestToSign, SecretKey, SignatureHeaders};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use reqwest::{Body, Client, Method};
+use serde::de::DeserializeOwned;
+
+use crate::context::FleetContext;
+use crate::error::Error;
+use crate::host::{ExportBody, Host, HostError};
+
+/// How long connecting to an agent may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Whole-request limit for the small JSON calls.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Whole-request limit for an import: a closure chunk over a slow link, plus the
+/// agent's `nix-store --import`, which may take minutes.
+pub const IMPORT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// The fleet's signing key: `--key FILE` (relative to the working directory) or
+/// `signing_key` in fleet.yaml (relative to the fleet file's directory). A missing or
+/// unreadable key is bad input, reported with the file's name.
+pub fn load_signing_key(ctx: &FleetContext, cli_key: Option<&Path>) -> Result<Arc<SecretKey>, Error> {
+    let path: PathBuf = match (cli_key, &ctx.fleet.signing_key) {
+        (Some(path), _) => path.to_path_buf(),
+        (None, Some(relative)) => ctx.fleet_dir().join(relative),
+        (None, None) => return Err(Error::NoSigningKey { fleet: ctx.fleet_file.display().to_string() }),
+    };
+    Ok(Arc::new(SecretKey::load(&path)?))
+}
+
+/// One agent over HTTP.
+#[derive(Debug)]
+pub struct HttpHost {
+    name: HostName,
+    /// `http://address:port`, no trailing slash.
+    base: String,
+    key: Arc<SecretKey>,
+    /// Pooled connections for every call but `confirm`.
+    client: Client,
+}
+
+fn new_client() -> Result<Client, reqwest::Error> {
+    Client::builder().connect_timeout(CONNECT_TIMEOUT).build()
+}
+
+impl HttpHost {
+    pub fn new(name: HostName, address: &Address, port: u16, key: Arc<SecretKey>) -> Result<Self, HostError> {
+        let base = format!("http://{}", address.authority(port));
+        let client = new_client().map_err(|e| HostError::Transport {
+            host: name.to_string(),
+            endpoint: base.clone(),
+            message: format!("cannot set up an HTTP client: {}", error_chain(&e)),
+        })?;
+        Ok(Self { name, base, key, client })
+    }
+
+    /// Sends one signed request and decodes a JSON answer (or the agent's error).
+    async fn call<T: DeserializeOwned>(
+        &self,
+        client: &Client,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, HostError> {
+        let endpoint = format!("{method} {path}");
+        let sha = body_sha256(body.as_deref().unwrap_or_default());
+        let mut request = client
+            .request(method.clone(), format!("{}{path}", self.base))
+            .headers(signed_headers(&self.key, method.as_str(), path, &sha))
+            .timeout(REQUEST_TIMEOUT);
+        if let Some(body) = body {
+            request = request.header(CONTENT_TYPE, "application/json").body(body);
+        }
+        let response = request.send().await.map_err(|e| self.transport(&endpoint, &e))?;
+        self.decode(&endpoint, response).await
+    }
+
+    async fn decode<T: DeserializeOwned>(&self, endpoint: &str, response: reqwest::Response) -> Result<T, HostError> {
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| self.transport(endpoint, &e))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| HostError::Protocol {
+                host: self.name.to_string(),
+                endpoint: endpoint.to_owned(),
+                status: status.as_u16(),
+                problem: format!("{e}; body starts with {:?}", head(&bytes)),
+            });
+        }
+        let (code, message) = match serde_json::from_slice::<ApiError>(&bytes) {
+            Ok(api) => (Some(api.error), api.message),
+            Err(_) => (None, head(&bytes)),
+        };
+        Err(HostError::Api {
+            host: self.name.to_string(),
+            endpoint: endpoint.to_owned(),
+            status: status.as_u16(),
+            code,
+            message,
+        })
+    }
+
+    fn transport(&self, endpoint: &str, e: &reqwest::Error) -> HostError {
+        // reqwest's own text repeats the URL and wraps hyper's; the root cause
+        // ("Connection refused (os error 111)") is what a reader needs.
+        let message = if e.is_connect() {
+            format!("cannot connect to {}: {}", self.base, root_cause(e))
+        } else if e.is_timeout() {
+            format!("no answer from {} in time ({})", self.base, root_cause(e))
+        } else {
+            error_chain(e)
+        };
+        HostError::Transport { host: self.name.to_string(), endpoint: endpoint.to_owned(), message }
+    }
+
+    fn json<T: serde::Serialize>(&self, endpoint: &str, value: &T) -> Result<Vec<u8>, HostError> {
+        serde_json::to_vec(value).map_err(|e| HostError::Protocol {
+            host: self.name.to_string(),
+            endpoint: endpoint.to_owned(),
+            status: 0,
+            problem: format!("cannot encode the request: {e}"),
+        })
+    }
+}
+
+impl Host for HttpHost {
+    fn name(&self) -> &HostName {
+        &self.name
+    }
+
+    async fn status(&self) -> Result<StatusResponse, HostError> {
+        self.call(&self.client, Method::GET, status::PATH, None).await
+    }
+
+    async fn missing(&self, paths: &[StorePath]) -> Result<Vec<StorePath>, HostError> {
+        let body = self.json(paths::MISSING_PATH, &MissingRequest { paths: paths.to_vec() })?;
+        let response: MissingResponse = self.call(&self.client, Method::POST, paths::MISSING_PATH, Some(body)).await?;
+        Ok(response.missing)
+    }
+
+    async fn import(&self, store_paths: &[StorePath], body: ExportBody) -> Result<ImportResponse, HostError> {
+        let path = paths::IMPORT_PATH;
+        let endpoint = format!("POST {path}");
+        let listed: Vec<&str> = store_paths.iter().map(StorePath::as_str).collect();
+        let listed = HeaderValue::from_str(&listed.join(" ")).map_err(|e| HostError::Protocol {
+            host: self.name.to_string(),
+            endpoint: endpoint.clone(),
+            status: 0,
+            problem: format!("store paths do not fit in a header: {e}"),
+        })?;
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .headers(signed_headers(&self.key, "POST", path, &body.sha256))
+            .header(CONTENT_TYPE, "application/zstd")
+            .header(paths::IMPORT_PATHS_HEADER, listed)
+            .timeout(IMPORT_TIMEOUT)
+            .body(Body::from(body.file))
+            .send()
+            .await
+            .map_err(|e| self.transport(&endpoint, &e))?;
+        self.decode(&endpoint, response).await
+    }
+
+    async fn deploy(&self, request: &DeploymentRequest) -> Result<Deployment, HostError> {
+        let body = self.json(deployments::PATH, request)?;
+        self.call(&self.client, Method::POST, deployments::PATH, Some(body)).await
+    }
+
+    async fn deployment(&self, id: &str) -> Result<Deployment, HostError> {
+        self.call(&self.client, Method::GET, &deployments::path_of(id), None).await
+    }
+
+    async fn confirm(&self, id: &str) -> Result<(), HostError> {
+        let path = format!("{}/confirm", deployments::path_of(id));
+        // A client of its own: no pooled connection from before the switch can carry
+        // the confirmation, so it proves the new configuration accepts new connections.
+        let fresh = new_client().map_err(|e| self.transport(&format!("POST {path}"), &e))?;
+        let _: serde_json::Value = self.call(&fresh, Method::POST, &path, Some(b"{}".to_vec())).await?;
+        Ok(())
+    }
+}
+
+/// The signature headers for one request: now, a fresh 16-byte nonce, the body hash.
+pub fn signed_headers(key: &SecretKey, method: &str, path: &str, content_sha256: &str) -> HeaderMap {
+    let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let nonce = random_hex::<16>();
+    let signed = key.sign_request(&RequestToSign { method, path, timestamp, nonce: &nonce, content_sha256 });
+    to_header_map(&signed)
+}
+
+fn to_header_map(h: &SignatureHeaders) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in [
+        (headers::KEY, &h.key),
+        (headers::TIMESTAMP, &h.timestamp),
+        (headers::NONCE, &h.nonce),
+        (headers::CONTENT_SHA256, &h.content_sha256),
+        (headers::SIGNATURE, &h.signature),
+    ] {
+        // Every value is a key name, digits, hex or base64: always valid header text.
+        if let Ok(value) = HeaderValue::from_str(value) {
+            map.insert(HeaderName::from_static(name), value);
+        }
+    }
+    map
+}
+
+/// `N` random bytes from the OS, in hex. Without randomness there is no safe nonce;
+/// the fallback (time-based) still differs per call, and the agent refuses a repeat.
+pub fn random_hex<const N: usize>() -> String {
+    let mut bytes = [0u8; N];
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = (nanos >> ((i % 16) * 8)) as u8;
+        }
+    }
+    hex::encode(bytes)
+}
+
+/// A reqwest error with its causes ("error sending request: ... : connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// The innermost error of a chain.
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut current = e;
+    while let Some(source) = current.source() {
+        current = source;
+    }
+    current.to_string()
+}
+
+/// The start of a body, for messages about unexpected answers.
+fn head(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).chars().take(300).collect::<String>().trim().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hostctl_schemas::signing::verify_request;
+
+    fn key() -> SecretKey {
+        // `nix key generate-secret --key-name fleet-1` (Nix 2.8), as in schemas' tests.
+        "fleet-1:KDMBMKAqiUJFbD3/iS4MPEYdsma2JqZ8GxXKR5OO2YCcbR9nUt4JMzyUabxepT0hySZ+UlrnUSHuxqIq00nETw=="
+            .parse()
+            .unwrap()
+    }
+
+    fn header(map: &HeaderMap, name: &str) -> String {
+        map.get(name).unwrap_or_else(|| panic!("{name} missing")).to_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn signed_headers_verify_with_the_public_key() {
+        let k = key();
+        let body = br#"{"paths":[]}"#;
+        let map = signed_headers(&k, "POST", "/v1/paths/missing", &body_sha256(body));
+        let got = SignatureHeaders {
+            key: header(&map, headers::KEY),
+            timestamp: header(&map, headers::TIMESTAMP),
+            nonce: header(&map, headers::NONCE),
+            content_sha256: header(&map, headers::CONTENT_SHA256),
+            signature: header(&map, headers::SIGNATURE),
+        };
+        assert_eq!(got.key, "fleet-1");
+        assert_eq!(got.nonce.len(), 32);
+        assert_eq!(got.content_sha256, body_sha256(body));
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let trusted = [k.public()];
+        assert_eq!(verify_request(&trusted, &got, "POST", "/v1/paths/missing", now), Ok(()));
+        assert!(verify_request(&trusted, &got, "POST", "/v1/deployments", now).is_err());
+        assert!(verify_request(&trusted, &got, "GET", "/v1/paths/missing", now).is_err());
+
+        let again = signed_headers(&k, "POST", "/v1/paths/missing", &body_sha256(body));
+        assert_ne!(header(&again, headers::NONCE), got.nonce, "a fresh nonce per request");
+    }
+
+    #[tokio::test]
+    async fn unreachable_agent_is_a_transport_error_naming_host_and_endpoint() {
+        // Port 9 on localhost (discard) is closed on any test machine.
+        let host = HttpHost::new("web1".parse().unwrap(), &"127.0.0.1".parse().unwrap(), 9, Arc::new(key())).unwrap();
+        let err = host.status().await.unwrap_err();
+        assert!(err.is_transport(), "{err}");
+        let text = err.to_string();
+        assert!(text.starts_with("web1: GET /v1/status: cannot connect to http://127.0.0.1:9"), "{text}");
+    }
+
+    /// A one-request HTTP server on localhost: answers `response` and hands back the
+    /// request's headers (lowercased names) and body.
+    async fn serve_once(response: String) -> (u16, tokio::task::JoinHandle<(String, Vec<(String, String)>, Vec<u8>)>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let head_end = loop {
+                let mut chunk = [0u8; 4096];
+                let n = socket.read(&mut chunk).await.unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+            };
+            let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
+            let mut lines = head.lines();
+            let request_line = lines.next().unwrap().to_owned();
+            let headers: Vec<(String, String)> =
+                lines.filter_map(|l| l.split_once(": ")).map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned())).collect();
+            let len: usize = headers.iter().find(|(k, _)| k == "content-length").map_or(0, |(_, v)| v.parse().unwrap());
+            while buf.len() < head_end + len {
+                let mut chunk = [0u8; 4096];
+                let n = socket.read(&mut chunk).await.unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            socket.write_all(response.as_bytes()).await.unwrap();
+            (request_line, headers, buf[head_end..].to_vec())
+        });
+        (port, task)
+    }
+
+    fn http_response(status: &str, body: &str) -> String {
+        format!("HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len())
+    }
+
+    fn local_host(port: u16) -> HttpHost {
+        HttpHost::new("web1".parse().unwrap(), &"127.0.0.1".parse().unwrap(), port, Arc::new(key())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn requests_on_the_wire_are_signed_over_their_body() {
+        let (port, server) = serve_once(http_response("200 OK", r#"{"missing":[]}"#)).await;
+        let p: StorePath = "/nix/store/22222222222222222222222222222222-x".parse().unwrap();
+        assert_eq!(local_host(port).missing(&[p]).await.unwrap(), []);
+        let (request_line, headers, body) = server.await.unwrap();
+        assert_eq!(request_line, "POST /v1/paths/missing HTTP/1.1");
+        let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap();
+        let signed = SignatureHeaders {
+            key: get(headers::KEY),
+            timestamp: get(headers::TIMESTAMP),
+            nonce: get(headers::NONCE),
+            content_sha256: get(headers::CONTENT_SHA256),
+            signature: get(headers::SIGNATURE),
+        };
+        assert_eq!(signed.content_sha256, body_sha256(&body), "the hash covers the bytes sent");
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        assert_eq!(verify_request(&[key().public()], &signed, "POST", "/v1/paths/missing", now), Ok(()));
+        let sent: MissingRequest = serde_json::from_slice(&body).unwrap();
+        assert_eq!(sent.paths.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn agent_errors_are_decoded() {
+        let body = r#"{"error":"unauthorized","message":"nonce was already used (replayed request)"}"#;
+        let (port, _server) = serve_once(http_response("401 Unauthorized", body)).await;
+        let err = local_host(port).status().await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "web1: GET /v1/status: HTTP 401 (unauthorized): nonce was already used (replayed request)"
+        );
+        assert!(matches!(
+            err,
+            HostError::Api { status: 401, code: Some(hostctl_schemas::api::ErrorCode::Unauthorized), .. }
+        ));
+
+        let (port, _server) = serve_once(http_response("502 Bad Gateway", "upstream down")).await;
+        let err = local_host(port).deployment("web1-1-00000000").await.unwrap_err();
+        assert_eq!(err.to_string(), "web1: GET /v1/deployments/web1-1-00000000: HTTP 502: upstream down");
+
+        let (port, _server) = serve_once(http_response("200 OK", "{}")).await;
+        let err = local_host(port).status().await.unwrap_err();
+        assert!(matches!(err, HostError::Protocol { status: 200, .. }), "{err}");
+    }
+
+    #[test]
+    fn signing_key_comes_from_the_flag_or_the_fleet_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let fleet = dir.path().join("fleet.yaml");
+        std::fs::write(dir.path().join("flake.nix"), "{ outputs = _: {}; }\n").unwrap();
+        std::fs::write(&fleet, "hosts:\n  web1:\n    address: 192.0.2.1\n").unwrap();
+        let ctx = FleetContext::load(&fleet).unwrap();
+        let err = load_signing_key(&ctx, None).unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::EXIT_BAD_INPUT);
+        assert!(err.to_string().contains("no signing key"), "{err}");
+
+        std::fs::write(&fleet, "signing_key: keys/fleet.sec\nhosts:\n  web1:\n    address: 192.0.2.1\n").unwrap();
+        let ctx = FleetContext::load(&fleet).unwrap();
+        let err = load_signing_key(&ctx, None).unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::EXIT_BAD_INPUT);
+        assert!(err.to_string().contains("keys/fleet.sec: cannot read the signing key"), "{err}");
+        std::fs::create_dir(dir.path().join("keys")).unwrap();
+        let secret = "fleet-1:KDMBMKAqiUJFbD3/iS4MPEYdsma2JqZ8GxXKR5OO2YCcbR9nUt4JMzyUabxepT0hySZ+UlrnUSHuxqIq00nETw==";
+        std::fs::write(dir.path().join("keys/fleet.sec"), secret).unwrap();
+        assert_eq!(load_signing_key(&ctx, None).unwrap().name, "fleet-1");
+
+        let bad = dir.path().join("bad.sec");
+        std::fs::write(&bad, "not a key").unwrap();
+        let err = load_signing_key(&ctx, Some(&bad)).unwrap_err();
+        assert!(err.to_string().contains("bad.sec: not a Nix ed25519 secret key"), "{err}");
+    }
+
+    #[test]
+    fn api_errors_show_status_code_and_message() {
+        let err = HostError::Api {
+            host: "web1".into(),
+            endpoint: "POST /v1/deployments".into(),
+            status: 409,
+            code: Some(hostctl_schemas::api::ErrorCode::Conflict),
+            message: "a deployment is already running".into(),
+        };
+        assert_eq!(err.to_string(), "web1: POST /v1/deployments: HTTP 409 (conflict): a deployment is already running");
+    }
+}

@@ -1,0 +1,226 @@
+//! The [`Host`] trait: what the controller asks of one host's agent, with the transport
+//! hidden (colmena-style). [`crate::client::HttpHost`] implements it over agent API v1;
+//! the orchestration in `deploy`/`rollout` only sees this trait, so its unit tests can
+//! drive it with a fake transport while end-to-end tests use real agents.
+
+use std::future::Future;
+
+use hostctl_schemas::api::deployments::{Deployment, DeploymentRequest};
+use hostctl_schemas::api::paths::ImportResponse;
+use hostctl_schemas::api::status::StatusResponse;
+use hostctl_schemas::api::ErrorCode;
+use hostctl_schemas::ids::{HostName, StorePath};
+
+/// A prepared import body: a zstd-compressed `nix-store --export` stream in a temporary
+/// file (deleted when dropped), with its SHA-256, which the signature covers and so must
+/// be known before the first byte is sent.
+#[derive(Debug)]
+pub struct ExportBody {
+    pub file: tokio::fs::File,
+    /// Lowercase hex SHA-256 of the file's bytes.
+    pub sha256: String,
+    /// Compressed length: the bytes that go over the wire.
+    pub len: u64,
+}
+
+/// Why a call to an agent failed. Every variant names the host and the endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// No answer: cannot connect, connection broken, timed out. Retrying may help (an
+    /// agent restarted by its own switch answers again shortly).
+    #[error("{host}: {endpoint}: {message}")]
+    Transport { host: String, endpoint: String, message: String },
+    /// The agent answered with an error status; `message` is the agent's own.
+    #[error("{host}: {endpoint}: HTTP {status}{}: {message}", code.map(|c| format!(" ({})", code_name(c))).unwrap_or_default())]
+    Api { host: String, endpoint: String, status: u16, code: Option<ErrorCode>, message: String },
+    /// The agent answered, but not with what API v1 promises.
+    #[error("{host}: {endpoint}: HTTP {status}: unexpected response: {problem}")]
+    Protocol { host: String, endpoint: String, status: u16, problem: String },
+}
+
+impl HostError {
+    /// Whether the failure is about reaching the agent rather than what it answered.
+    pub fn is_transport(&self) -> bool {
+        matches!(self, HostError::Transport { .. })
+    }
+}
+
+/// The error code as the agent writes it (`bad-request`, ...).
+fn code_name(code: ErrorCode) -> String {
+    serde_json::to_value(code).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+/// One host's agent. Futures are `Send` so hosts can be driven from spawned tasks.
+pub trait Host: Send + Sync {
+    /// The host's name in the inventory.
+    fn name(&self) -> &HostName;
+
+    /// `GET /v1/status`.
+    fn status(&self) -> impl Future<Output = Result<StatusResponse, HostError>> + Send;
+
+    /// `POST /v1/paths/missing`: the subset of `paths` the host lacks, in the same order.
+    fn missing(&self, paths: &[StorePath]) -> impl Future<Output = Result<Vec<StorePath>, HostError>> + Send;
+
+    /// `POST /v1/paths/import` of `paths`, whose export `body` carries.
+    fn import(
+        &self,
+        paths: &[StorePath],
+        body: ExportBody,
+    ) -> impl Future<Output = Result<ImportResponse, HostError>> + Send;
+
+    /// `POST /v1/deployments`: starts a deployment.
+    fn deploy(&self, request: &DeploymentRequest) -> impl Future<Output = Result<Deployment, HostError>> + Send;
+
+    /// `GET /v1/deployments/{id}`.
+    fn deployment(&self, id: &str) -> impl Future<Output = Result<Deployment, HostError>> + Send;
+
+    /// `POST /v1/deployments/{id}/confirm`. Implementations must use a new connection:
+    /// a successful confirm is the proof that the new configuration still lets the
+    /// controller in, which a connection opened before the switch would not show.
+    fn confirm(&self, id: &str) -> impl Future<Output = Result<(), HostError>> + Send;
+}
+
+/// A fake transport for unit tests of the orchestration: it records every call and
+/// answers from a script. The real agent is covered by the end-to-end tests.
+#[cfg(test)]
+pub mod fake {
+    use std::sync::Mutex;
+
+    use hostctl_schemas::api::deployments::DeploymentState;
+    use hostctl_schemas::api::status::AgentState;
+
+    use super::*;
+
+    /// How a fake host behaves.
+    #[derive(Debug, Clone, Default)]
+    pub struct Script {
+        /// `status` fails as an unreachable host would.
+        pub unreachable: bool,
+        /// What `status` reports as running.
+        pub current: Option<StorePath>,
+        /// Paths `missing` reports (those of the request that are in this list).
+        pub lacks: Vec<StorePath>,
+        /// The deployment ends `failed` with this error and log.
+        pub activation_fails: Option<(String, String)>,
+        /// The deployment waits for confirmation before it is `confirmed`.
+        pub needs_confirmation: bool,
+    }
+
+    /// A fake host; `calls` lists `"status"`, `"missing"`, `"import"`, `"deploy"`, ...
+    #[derive(Debug)]
+    pub struct FakeHost {
+        pub name: HostName,
+        pub script: Script,
+        pub calls: Mutex<Vec<String>>,
+        deployment: Mutex<Option<Deployment>>,
+    }
+
+    impl FakeHost {
+        pub fn new(name: &str, script: Script) -> Self {
+            let name = name.parse().unwrap();
+            Self { name, script, calls: Mutex::new(Vec::new()), deployment: Mutex::new(None) }
+        }
+
+        pub fn calls(&self) -> Vec<String> {
+            self.calls.lock().unwrap().clone()
+        }
+
+        fn record(&self, call: &str) {
+            self.calls.lock().unwrap().push(call.to_owned());
+        }
+    }
+
+    impl Host for FakeHost {
+        fn name(&self) -> &HostName {
+            &self.name
+        }
+
+        async fn status(&self) -> Result<StatusResponse, HostError> {
+            self.record("status");
+            if self.script.unreachable {
+                return Err(HostError::Transport {
+                    host: self.name.to_string(),
+                    endpoint: "GET /v1/status".into(),
+                    message: "cannot connect: connection refused".into(),
+                });
+            }
+            Ok(StatusResponse {
+                hostname: self.name.to_string(),
+                system: "x86_64-linux".into(),
+                state: AgentState::Idle,
+                generation: self.script.current.as_ref().map(|_| 1),
+                toplevel: self.script.current.as_ref().map(ToString::to_string),
+                rev: None,
+                lock: None,
+                deployment: None,
+                pinned_lock: None,
+                booted_system: None,
+                current_system: None,
+                emulated_systems: Vec::new(),
+                version: "fake".into(),
+            })
+        }
+
+        async fn missing(&self, paths: &[StorePath]) -> Result<Vec<StorePath>, HostError> {
+            self.record("missing");
+            Ok(paths.iter().filter(|p| self.script.lacks.contains(p)).cloned().collect())
+        }
+
+        async fn import(&self, paths: &[StorePath], _body: ExportBody) -> Result<ImportResponse, HostError> {
+            self.record("import");
+            Ok(ImportResponse { imported: paths.to_vec() })
+        }
+
+        async fn deploy(&self, request: &DeploymentRequest) -> Result<Deployment, HostError> {
+            self.record("deploy");
+            let d = Deployment {
+                id: request.id.clone(),
+                state: DeploymentState::Queued,
+                toplevel: request.toplevel.clone(),
+                previous_toplevel: self.script.current.clone(),
+                rev: request.rev.clone(),
+                lock: request.lock.clone(),
+                mode: request.mode,
+                generation: None,
+                exit_code: None,
+                outcome: None,
+                created: 0,
+                finished: None,
+                log_tail: String::new(),
+                error: None,
+            };
+            *self.deployment.lock().unwrap() = Some(d.clone());
+            Ok(d)
+        }
+
+        async fn deployment(&self, id: &str) -> Result<Deployment, HostError> {
+            self.record("deployment");
+            let mut guard = self.deployment.lock().unwrap();
+            let d = guard.as_mut().filter(|d| d.id == id).unwrap();
+            d.state = match (d.state, &self.script.activation_fails) {
+                (DeploymentState::Queued, Some((error, log))) => {
+                    d.error = Some(error.clone());
+                    d.log_tail = log.clone();
+                    DeploymentState::Failed
+                }
+                (DeploymentState::Queued, None) if self.script.needs_confirmation => {
+                    DeploymentState::AwaitingConfirmation
+                }
+                (DeploymentState::Queued, None) => DeploymentState::Confirmed,
+                (state, _) => state,
+            };
+            if d.state == DeploymentState::Confirmed {
+                d.generation = Some(2);
+            }
+            Ok(d.clone())
+        }
+
+        async fn confirm(&self, id: &str) -> Result<(), HostError> {
+            self.record("confirm");
+            let mut guard = self.deployment.lock().unwrap();
+            let d = guard.as_mut().filter(|d| d.id == id).unwrap();
+            d.state = DeploymentState::Confirmed;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! `hostctl status`: what each agent reports (`GET /v1/status`), and drift: whether the
+//! toplevel it runs is what the flake evaluates to now (what `apply` would deploy).
+//! Read-only: evaluation only, no build, nothing sent that changes a host.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use hostctl_nix::Nix;
+use hostctl_schemas::api::status::{AgentState, StatusResponse};
+use hostctl_schemas::ids::HostName;
+use serde_json::Value;
+use tokio::task::JoinSet;
+
+use crate::cli::{Cli, Select};
+use crate::client::{load_signing_key, HttpHost};
+use crate::commands::{eval_selected, Evaluated};
+use crate::context::FleetContext;
+use crate::error::Error;
+use crate::host::{Host, HostError};
+use crate::report::{HostReport, HostResult, Report};
+use crate::select::select;
+
+/// Whether a host runs what the flake describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drift {
+    InSync,
+    Drifted,
+    /// The host is unreachable or its configuration did not evaluate.
+    Unknown,
+}
+
+impl Drift {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Drift::InSync => "in-sync",
+            Drift::Drifted => "drifted",
+            Drift::Unknown => "unknown",
+        }
+    }
+}
+
+/// Compares the running toplevel with the evaluated one. A host with no generation yet
+/// has drifted from any configuration that evaluates.
+pub fn drift(running: Option<&str>, expected: Option<&str>) -> Drift {
+    match (running, expected) {
+        (_, None) => Drift::Unknown,
+        (Some(r), Some(e)) if r == e => Drift::InSync,
+        (_, Some(_)) => Drift::Drifted,
+    }
+}
+
+/// Runs `status`: agents are asked while the flake evaluates.
+pub async fn status(cli: &Cli, sel: &Select, ctx: &FleetContext, nix: Arc<Nix>) -> Result<Report, Error> {
+    let key = load_signing_key(ctx, cli.key.as_deref())?;
+    let names: Vec<HostName> =
+        select(&ctx.fleet.hosts, &sel.on, &ctx.fleet_file.display().to_string())?.into_iter().cloned().collect();
+    let mut set = JoinSet::new();
+    for name in names {
+        let Some(host) = ctx.fleet.hosts.get(&name) else { continue };
+        let client = HttpHost::new(name.clone(), &host.address, ctx.fleet.defaults.port, key.clone());
+        set.spawn(async move {
+            let status = match client {
+                Ok(client) => client.status().await,
+                Err(e) => Err(e),
+            };
+            (name, status)
+        });
+    }
+    let (evaluated, statuses) = tokio::join!(eval_selected(cli, ctx, nix, sel), collect(set));
+    let evaluated = evaluated?;
+    let mut report = Report::default();
+    for (name, status) in statuses {
+        report.hosts.insert(name.to_string(), entry(&evaluated, &name, status));
+    }
+    Ok(report)
+}
+
+async fn collect(
+    mut set: JoinSet<(HostName, Result<StatusResponse, HostError>)>,
+) -> BTreeMap<HostName, Result<StatusResponse, HostError>> {
+    let mut statuses = BTreeMap::new();
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok((name, status)) => {
+                statuses.insert(name, status);
+            }
+            Err(e) => tracing::error!("status task failed: {e}"),
+        }
+    }
+    statuses
+}
+
+/// One host's entry. `rev`, `lock` and `toplevel` are what the host runs (from its
+/// agent), not what the flake holds; `expected_toplevel` is the flake's.
+fn entry(evaluated: &Evaluated, name: &HostName, status: Result<StatusResponse, HostError>) -> HostReport {
+    let (expected, eval_error) = match evaluated.get(name) {
+        Some(Ok(t)) => (Some(t.out_path.to_string()), None),
+        Some(Err(e)) => (None, Some(e.clone())),
+        None => (None, Some(format!("host {name}: not evaluated"))),
+    };
+    let s = match status {
+        Ok(s) => s,
+        Err(e) => {
+            let mut entry = HostReport::new(HostResult::Failed, None, None)
+                .field("reachable", false)
+                .field("expected_toplevel", expected)
+                .field("drift", Drift::Unknown.as_str());
+            entry.error = Some(e.to_string());
+            entry.summary = Some("unreachable".into());
+            return entry;
+        }
+    };
+    let d = if eval_error.is_some() { Drift::Unknown } else { drift(s.toplevel.as_deref(), expected.as_deref()) };
+    let state = serde_json::to_value(s.state).unwrap_or(Value::Null);
+    let summary = summary(&s, d);
+    let mut entry = HostReport::new(HostResult::Ok, s.rev, s.lock)
+        .field("reachable", true)
+        .field("state", state)
+        .field("generation", s.generation)
+        .field("deployment", s.deployment)
+        .field("system", s.system)
+        .field("pinned_lock", s.pinned_lock)
+        .field("current_system", s.current_system)
+        .field("booted_system", s.booted_system)
+        .field("agent_version", s.version)
+        .field("expected_toplevel", expected)
+        .field("drift", d.as_str())
+        .field("drift_error", eval_error);
+    entry.toplevel = s.toplevel;
+    entry.summary = Some(summary);
+    entry
+}
+
+/// `idle, generation 3, in-sync, rev 1a2b3c4d5e6f, lock 0123456789ab`.
+fn summary(s: &StatusResponse, d: Drift) -> String {
+    let state = match s.state {
+        AgentState::Idle => "idle",
+        AgentState::Activating => "activating",
+        AgentState::AwaitingConfirmation => "awaiting-confirmation",
+    };
+    let short = |v: &Option<String>| v.as_deref().map_or("-".to_owned(), |v| v.chars().take(12).collect());
+    let generation = s.generation.map_or_else(|| "-".to_owned(), |g| g.to_string());
+    format!("{state}, generation {generation}, {}, rev {}, lock {}", d.as_str(), short(&s.rev), short(&s.lock))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "/nix/store/22222222222222222222222222222222-nixos-system-web";
+    const B: &str = "/nix/store/33333333333333333333333333333333-nixos-system-web";
+
+    #[test]
+    fn drift_compares_running_with_evaluated() {
+        assert_eq!(drift(Some(A), Some(A)), Drift::InSync);
+        assert_eq!(drift(Some(A), Some(B)), Drift::Drifted);
+        assert_eq!(drift(None, Some(B)), Drift::Drifted);
+        assert_eq!(drift(Some(A), None), Drift::Unknown);
+    }
+
+    fn status_response() -> StatusResponse {
+        StatusResponse {
+            hostname: "web1".into(),
+            system: "x86_64-linux".into(),
+            state: AgentState::Idle,
+            generation: Some(3),
+            toplevel: Some(A.into()),
+            rev: Some("1a2b3c4d5e6f7a8b9c0d".into()),
+            lock: Some("0123456789abcdef".into()),
+            deployment: Some("web1-1-00000000".into()),
+            pinned_lock: None,
+            booted_system: None,
+            current_system: None,
+            emulated_systems: Vec::new(),
+            version: "0.1.0".into(),
+        }
+    }
+
+    #[test]
+    fn entries_for_reachable_and_unreachable_hosts() {
+        let name: HostName = "web1".parse().unwrap();
+        let toplevel = hostctl_nix::Toplevel {
+            drv_path: format!("{B}.drv").parse().unwrap(),
+            out_path: A.parse().unwrap(),
+            system: None,
+        };
+        let evaluated: Evaluated = [(name.clone(), Ok(toplevel))].into();
+        let entry = entry(&evaluated, &name, Ok(status_response()));
+        assert_eq!(entry.summary.as_deref(), Some("idle, generation 3, in-sync, rev 1a2b3c4d5e6f, lock 0123456789ab"));
+        let v = serde_json::to_value(&entry).unwrap();
+        assert_eq!(
+            (v["result"].as_str(), v["drift"].as_str(), v["state"].as_str()),
+            (Some("ok"), Some("in-sync"), Some("idle"))
+        );
+        assert_eq!((v["toplevel"].as_str(), v["generation"].as_u64()), (Some(A), Some(3)));
+        assert_eq!(v["rev"], "1a2b3c4d5e6f7a8b9c0d");
+
+        let down =
+            HostError::Transport { host: "web1".into(), endpoint: "GET /v1/status".into(), message: "refused".into() };
+        let v = serde_json::to_value(super::entry(&evaluated, &name, Err(down))).unwrap();
+        assert_eq!((v["result"].as_str(), v["drift"].as_str()), (Some("failed"), Some("unknown")));
+        assert_eq!(v["error"], "web1: GET /v1/status: refused");
+
+        let broken: Evaluated = [(name.clone(), Err("host web1: evaluation failed".into()))].into();
+        let v = serde_json::to_value(super::entry(&broken, &name, Ok(status_response()))).unwrap();
+        assert_eq!((v["result"].as_str(), v["drift"].as_str()), (Some("ok"), Some("unknown")));
+        assert_eq!(v["drift_error"], "host web1: evaluation failed");
+    }
+}

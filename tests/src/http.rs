@@ -1,0 +1,112 @@
+//! A minimal HTTP/1.1 client over `std::net::TcpStream` for tests that must send what a
+//! real client never would: unsigned, tampered, stale or replayed requests.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hostctl_schemas::signing::{body_sha256, RequestToSign, SecretKey, SignatureHeaders};
+
+/// A response: status code and body text.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub body: String,
+}
+
+/// A request before it is sent; `headers` may be edited to tamper with a signature.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn new(method: &str, path: &str, body: &[u8]) -> Self {
+        Self { method: method.to_owned(), path: path.to_owned(), headers: Vec::new(), body: body.to_vec() }
+    }
+
+    /// Adds signature headers made with `key`, as if sent at unix time `at`.
+    pub fn signed_at(mut self, key: &SecretKey, at: u64) -> Self {
+        let nonce = format!("{:032x}", nonce_seed());
+        let hash = body_sha256(&self.body);
+        let h: SignatureHeaders = key.sign_request(&RequestToSign {
+            method: &self.method,
+            path: &self.path,
+            timestamp: at,
+            nonce: &nonce,
+            content_sha256: &hash,
+        });
+        self.headers.extend([
+            ("x-hostctl-key".to_owned(), h.key),
+            ("x-hostctl-timestamp".to_owned(), h.timestamp),
+            ("x-hostctl-nonce".to_owned(), h.nonce),
+            ("x-hostctl-content-sha256".to_owned(), h.content_sha256),
+            ("x-hostctl-signature".to_owned(), h.signature),
+        ]);
+        self
+    }
+
+    /// Signed now.
+    pub fn signed(self, key: &SecretKey) -> Self {
+        self.signed_at(key, now())
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Sends the request to `addr` (`host:port`) on a new connection.
+    pub fn send(&self, addr: &str) -> std::io::Result<Response> {
+        let mut stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let mut head = format!("{} {} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n", self.method, self.path);
+        for (name, value) in &self.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str(&format!("content-length: {}\r\n\r\n", self.body.len()));
+        stream.write_all(head.as_bytes())?;
+        stream.write_all(&self.body)?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw)?;
+        parse_response(&raw)
+    }
+}
+
+fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
+    let text = String::from_utf8_lossy(raw);
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not an HTTP response: {text:.200}"));
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(bad)?;
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    let body = if chunked { dechunk(body) } else { body.to_owned() };
+    Ok(Response { status, body })
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Distinct nonces within one test process: time and a counter, not security-grade.
+fn nonce_seed() -> u128 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    nanos ^ (u128::from(COUNTER.fetch_add(1, Ordering::Relaxed)) << 64) ^ u128::from(std::process::id())
+}

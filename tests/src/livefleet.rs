@@ -1,0 +1,113 @@
+//! A fleet with real agents: a [`TestFleet`] copy of the example, a fresh Nix signing
+//! key, and one [`SimHost`] per host running `hostctl-agent serve` that trusts it.
+
+use std::path::PathBuf;
+
+use hostctl_schemas::signing::SecretKey;
+
+use crate::simhost::{agent_config, SimHost};
+use crate::{fail, HostctlRun, TestFleet};
+
+/// Hosts, key and fleet; everything is torn down on drop (hosts first).
+#[derive(Debug)]
+pub struct LiveFleet {
+    pub hosts: Vec<SimHost>,
+    pub fleet: TestFleet,
+    pub key_file: PathBuf,
+    pub public_key: String,
+}
+
+impl LiveFleet {
+    /// Starts an agent for each of `names` (hosts of the example fleet) and rewrites
+    /// `fleet.yaml` to list exactly those hosts at their simulated addresses.
+    pub fn start(names: &[&str]) -> Self {
+        let fleet = TestFleet::new();
+        let key_file = fleet.tmp.path().join("fleet.sec");
+        let secret = nix_stdout(&fleet, &["key", "generate-secret", "--key-name", "hostctl-test"], None);
+        std::fs::write(&key_file, &secret).unwrap_or_else(|e| fail(&format!("write key: {e}")));
+        let public_key = nix_stdout(&fleet, &["key", "convert-secret-to-public"], Some(&secret)).trim().to_owned();
+        let mut hosts = Vec::new();
+        for name in names {
+            let mut host = SimHost::create(name);
+            host.start_agent(&agent_config(&host, &public_key));
+            hosts.push(host);
+        }
+        let live = Self { hosts, fleet, key_file, public_key };
+        live.write_inventory("");
+        live.fleet.commit("inventory for the simulated hosts");
+        live
+    }
+
+    /// Writes `fleet.yaml` for the running hosts; `extra` is appended (e.g. a rollout).
+    pub fn write_inventory(&self, extra: &str) {
+        let mut yaml =
+            String::from("flake: .\ndefaults:\n  port: 7420\n  mode: switch\n  confirm_timeout: 30s\nhosts:\n");
+        for host in &self.hosts {
+            yaml.push_str(&format!("  {}:\n    address: {}\n    system: x86_64-linux\n", host.name, host.addr));
+        }
+        yaml.push_str(extra);
+        self.fleet.write("fleet.yaml", &yaml);
+    }
+
+    pub fn host(&self, name: &str) -> &SimHost {
+        self.hosts.iter().find(|h| h.name == name).unwrap_or_else(|| fail(&format!("no host {name}")))
+    }
+
+    pub fn host_mut(&mut self, name: &str) -> &mut SimHost {
+        match self.hosts.iter_mut().find(|h| h.name == name) {
+            Some(h) => h,
+            None => fail(&format!("no host {name}")),
+        }
+    }
+
+    /// The signing key, for tests that sign requests themselves.
+    pub fn secret_key(&self) -> SecretKey {
+        SecretKey::load(&self.key_file).unwrap_or_else(|e| fail(&e.to_string()))
+    }
+
+    /// `hostctl --key <key> ARGS...` against this fleet.
+    pub fn hostctl(&self, args: &[&str]) -> HostctlRun {
+        let key = self.key_file.display().to_string();
+        let mut all = vec!["--key", key.as_str()];
+        all.extend_from_slice(args);
+        self.fleet.hostctl(&all)
+    }
+
+    /// Changes a host's configuration (its motd) so it builds a new toplevel; commits.
+    pub fn change_host(&self, name: &str, motd: &str) {
+        let file = format!("hosts/{name}.nix");
+        let text = self.fleet.read(&file);
+        let start = text.find("motd = \"").map(|i| i + 8).unwrap_or_else(|| fail("no motd"));
+        let end = text[start..].find('"').map(|i| start + i).unwrap_or_else(|| fail("no motd end"));
+        self.fleet.write(&file, &format!("{}{motd}{}", &text[..start], &text[end..]));
+        self.fleet.commit(&format!("{name}: {motd}"));
+    }
+
+    /// What the example's `switch-to-configuration` recorded on a host.
+    pub fn switch_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.host(name).root.join("state/switch.log")).unwrap_or_default()
+    }
+}
+
+fn nix_stdout(fleet: &TestFleet, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("nix")
+        .args(["--extra-experimental-features", "nix-command"])
+        .args(args)
+        .current_dir(&fleet.dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| fail(&format!("nix {args:?}: {e}")));
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        let _ = pipe.write_all(text.as_bytes());
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap_or_else(|e| fail(&format!("nix {args:?}: {e}")));
+    if !out.status.success() {
+        fail(&format!("nix {args:?}: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

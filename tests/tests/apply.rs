@@ -1,0 +1,100 @@
+//! `hostctl apply` and `hostctl status` against real agents on simulated hosts: real
+//! Nix, real git, real HTTP, each host with its own store.
+
+use hostctl_tests::livefleet::LiveFleet;
+use serde_json::Value;
+
+fn result(v: &Value, host: &str) -> String {
+    v["hosts"][host]["result"].as_str().unwrap_or("").to_owned()
+}
+
+fn toplevel_valid_on(live: &LiveFleet, host: &str, path: &str) -> bool {
+    let out = live.host(host).run_in(&["nix-store", "--check-validity", path]);
+    out.status.success()
+}
+
+#[test]
+fn apply_activates_then_is_unchanged_then_changes_only_what_changed() {
+    let live = LiveFleet::start(&["web1", "web2", "db1"]);
+
+    let first = live.hostctl(&["--json", "apply"]);
+    first.expect_code(0);
+    let v = first.json();
+    for host in ["web1", "web2", "db1"] {
+        assert_eq!(result(&v, host), "activated", "{host}: {}", v["hosts"][host]);
+        let toplevel = v["hosts"][host]["toplevel"].as_str().unwrap();
+        assert!(toplevel_valid_on(&live, host, toplevel), "{host} has its closure");
+        assert!(live.switch_log(host).contains(&format!("switch {host} {toplevel}")), "{}", live.switch_log(host));
+        assert!(v["hosts"][host]["paths_copied"].as_u64().unwrap() >= 3, "toplevel, etc, role");
+    }
+
+    let second = live.hostctl(&["--json", "apply"]);
+    second.expect_code(0);
+    let v2 = second.json();
+    for host in ["web1", "web2", "db1"] {
+        assert_eq!(result(&v2, host), "unchanged", "{host}: {}", v2["hosts"][host]);
+        assert_eq!(v2["hosts"][host]["paths_copied"].as_u64().unwrap_or(0), 0);
+    }
+
+    live.change_host("web2", "web2 after a change");
+    let third = live.hostctl(&["--json", "apply"]);
+    third.expect_code(0);
+    let v3 = third.json();
+    assert_eq!(result(&v3, "web2"), "activated");
+    assert_eq!(result(&v3, "web1"), "unchanged");
+    assert_eq!(result(&v3, "db1"), "unchanged");
+    let copied = v3["hosts"]["web2"]["paths_copied"].as_u64().unwrap();
+    assert!(copied >= 1 && copied < v["hosts"]["web2"]["paths_copied"].as_u64().unwrap(), "only new paths: {copied}");
+
+    let status = live.hostctl(&["--json", "status"]);
+    status.expect_code(0);
+    let s = status.json();
+    for host in ["web1", "web2", "db1"] {
+        assert_eq!(s["hosts"][host]["toplevel"], v3["hosts"][host]["toplevel"], "{host}");
+        assert_eq!(s["hosts"][host]["drift"], "in-sync", "{host}: {}", s["hosts"][host]);
+    }
+}
+
+#[test]
+fn a_failing_activation_fails_that_host_only() {
+    let live = LiveFleet::start(&["web1", "web2", "db1"]);
+    std::fs::create_dir_all(live.host("db1").root.join("state")).unwrap();
+    std::fs::write(live.host("db1").root.join("state/fail-switch-db1"), "4").unwrap();
+    let run = live.hostctl(&["--json", "apply"]);
+    run.expect_code(1);
+    let v = run.json();
+    assert_eq!(result(&v, "web1"), "activated");
+    assert_eq!(result(&v, "web2"), "activated");
+    let db1 = &v["hosts"]["db1"];
+    assert_eq!(result(&v, "db1"), "failed", "{db1}");
+    let error = db1["error"].as_str().unwrap();
+    assert!(error.contains("activat"), "names the step: {error}");
+    assert!(error.contains('4') || db1["log_tail"].as_str().unwrap_or("").contains("exit=4"), "{db1}");
+}
+
+#[test]
+fn an_unreachable_agent_fails_only_its_host_and_dry_run_changes_nothing() {
+    let live = LiveFleet::start(&["web1", "web2", "db1"]);
+    live.host("web1").set_link(false);
+    let run = live.hostctl(&["--json", "apply"]);
+    run.expect_code(1);
+    let v = run.json();
+    assert_eq!(result(&v, "web1"), "failed", "{}", v["hosts"]["web1"]);
+    assert_eq!(result(&v, "web2"), "activated");
+    assert_eq!(result(&v, "db1"), "activated");
+    live.host("web1").set_link(true);
+
+    live.change_host("db1", "db1 in a dry run");
+    let before = live.switch_log("db1");
+    let dry = live.hostctl(&["--json", "apply", "--dry-run"]);
+    dry.expect_code(0);
+    let d = dry.json();
+    let new_toplevel = d["hosts"]["db1"]["toplevel"].as_str().unwrap().to_owned();
+    assert_eq!(live.switch_log("db1"), before, "nothing was activated");
+    assert!(!toplevel_valid_on(&live, "db1", &new_toplevel), "nothing was copied");
+    assert!(
+        d["hosts"]["db1"]["paths_to_copy"].as_u64().unwrap_or(0) >= 1
+            || d["hosts"]["db1"].to_string().contains("would"),
+        "{d}"
+    );
+}
