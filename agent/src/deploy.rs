@@ -135,22 +135,7 @@ impl Deployer {
             .current()
             .map_err(|e| ApiFailure::internal(format!("cannot read the profile {}: {e}", self.profile)))?
             .and_then(|(_, toplevel)| toplevel);
-        let deployment = Deployment {
-            id: request.id.clone(),
-            state: DeploymentState::Queued,
-            toplevel: request.toplevel.clone(),
-            previous_toplevel,
-            rev: request.rev.clone(),
-            lock: request.lock.clone(),
-            mode: request.mode,
-            generation: None,
-            exit_code: None,
-            outcome: None,
-            created: unix_now(),
-            finished: None,
-            log_tail: String::new(),
-            error: None,
-        };
+        let deployment = Deployment::queued(&request, previous_toplevel, unix_now());
         let record = {
             // Checked again under the same lock as the insert: requests race.
             let mut journal = self.journal();

@@ -173,22 +173,7 @@ pub mod fake {
 
         async fn deploy(&self, request: &DeploymentRequest) -> Result<Deployment, HostError> {
             self.record("deploy");
-            let d = Deployment {
-                id: request.id.clone(),
-                state: DeploymentState::Queued,
-                toplevel: request.toplevel.clone(),
-                previous_toplevel: self.script.current.clone(),
-                rev: request.rev.clone(),
-                lock: request.lock.clone(),
-                mode: request.mode,
-                generation: None,
-                exit_code: None,
-                outcome: None,
-                created: 0,
-                finished: None,
-                log_tail: String::new(),
-                error: None,
-            };
+            let d = Deployment::queued(request, self.script.current.clone(), 0);
             *self.deployment.lock().unwrap() = Some(d.clone());
             Ok(d)
         }

@@ -18,6 +18,7 @@ mod report;
 mod rollout;
 mod select;
 mod status;
+mod tasks;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;

@@ -66,18 +66,7 @@ pub async fn evaluate(
             (job.host, result)
         });
     }
-    let mut results = BTreeMap::new();
-    while let Some(joined) = set.join_next().await {
-        match joined {
-            Ok((host, result)) => {
-                results.insert(host, result);
-            }
-            // A panicking task is a bug; its host then shows up as missing, which the
-            // caller reports as a failure rather than hiding it.
-            Err(e) => tracing::error!("evaluation task failed: {e}"),
-        }
-    }
-    results
+    crate::tasks::collect_keyed(set, "evaluation").await
 }
 
 #[cfg(test)]

@@ -143,16 +143,7 @@ where
             (t.host.name().clone(), plan_host(t.host.as_ref(), store.as_ref(), &t.toplevel, mode).await)
         });
     }
-    let mut plans = BTreeMap::new();
-    while let Some(joined) = set.join_next().await {
-        match joined {
-            Ok((name, plan)) => {
-                plans.insert(name, plan);
-            }
-            Err(e) => tracing::error!("dry-run task failed: {e}"),
-        }
-    }
-    plans
+    crate::tasks::collect_keyed(set, "dry-run").await
 }
 
 async fn plan_host<H: Host, S: LocalStore>(host: &H, store: &S, toplevel: &StorePath, mode: Mode) -> Plan {

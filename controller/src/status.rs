@@ -2,7 +2,6 @@
 //! toplevel it runs is what the flake evaluates to now (what `apply` would deploy).
 //! Read-only: evaluation only, no build, nothing sent that changes a host.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use hostctl_nix::Nix;
@@ -66,28 +65,14 @@ pub async fn status(cli: &Cli, sel: &Select, ctx: &FleetContext, nix: Arc<Nix>) 
             (name, status)
         });
     }
-    let (evaluated, statuses) = tokio::join!(eval_selected(cli, ctx, nix, sel), collect(set));
+    let (evaluated, statuses) =
+        tokio::join!(eval_selected(cli, ctx, nix, sel), crate::tasks::collect_keyed(set, "status"));
     let evaluated = evaluated?;
     let mut report = Report::default();
     for (name, status) in statuses {
         report.hosts.insert(name.to_string(), entry(&evaluated, &name, status));
     }
     Ok(report)
-}
-
-async fn collect(
-    mut set: JoinSet<(HostName, Result<StatusResponse, HostError>)>,
-) -> BTreeMap<HostName, Result<StatusResponse, HostError>> {
-    let mut statuses = BTreeMap::new();
-    while let Some(joined) = set.join_next().await {
-        match joined {
-            Ok((name, status)) => {
-                statuses.insert(name, status);
-            }
-            Err(e) => tracing::error!("status task failed: {e}"),
-        }
-    }
-    statuses
 }
 
 /// One host's entry. `rev`, `lock` and `toplevel` are what the host runs (from its

@@ -122,3 +122,25 @@ pub struct Deployment {
     /// Why it failed, when it did.
     pub error: Option<String>,
 }
+
+impl Deployment {
+    /// The record of a request the agent has just accepted, before anything ran.
+    pub fn queued(request: &DeploymentRequest, previous_toplevel: Option<StorePath>, created: u64) -> Self {
+        Self {
+            id: request.id.clone(),
+            state: DeploymentState::Queued,
+            toplevel: request.toplevel.clone(),
+            previous_toplevel,
+            rev: request.rev.clone(),
+            lock: request.lock.clone(),
+            mode: request.mode,
+            generation: None,
+            exit_code: None,
+            outcome: None,
+            created,
+            finished: None,
+            log_tail: String::new(),
+            error: None,
+        }
+    }
+}
