@@ -115,7 +115,8 @@ pub fn outcome_entry(ctx: &FleetContext, toplevel: Option<String>, batch: Option
         .field("wire_bytes", o.pushed.wire_bytes)
         .field("deployment", o.deployment.clone())
         .field("generation", o.generation)
-        .field("log_tail", o.log_tail.clone());
+        .field("log_tail", o.log_tail.clone())
+        .field("seconds", (o.seconds * 1000.0).round() / 1000.0);
     e.toplevel = toplevel;
     e.error = o.error.clone();
     e.summary = Some(match (o.result, o.step) {
@@ -206,6 +207,7 @@ mod tests {
             "deployment",
             "generation",
             "log_tail",
+            "seconds",
         ];
         expected.sort_unstable();
         let mut keys = keys;

@@ -70,7 +70,7 @@ impl Step {
 }
 
 /// How one host's deployment ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub result: HostResult,
     pub step: Option<Step>,
@@ -81,6 +81,8 @@ pub struct Outcome {
     pub deployment: Option<String>,
     pub generation: Option<u64>,
     pub log_tail: Option<String>,
+    /// Wall time this host took in its batch (status to final state), in seconds.
+    pub seconds: f64,
 }
 
 impl Outcome {
@@ -98,6 +100,7 @@ impl Outcome {
             deployment: None,
             generation: None,
             log_tail: None,
+            seconds: 0.0,
         }
     }
 

@@ -87,7 +87,9 @@ where
         for t in batch {
             let (store, settings) = (store.clone(), settings.clone());
             set.spawn(async move {
-                let outcome = deploy_host(t.host.as_ref(), store.as_ref(), &t.toplevel, &settings).await;
+                let started = std::time::Instant::now();
+                let mut outcome = deploy_host(t.host.as_ref(), store.as_ref(), &t.toplevel, &settings).await;
+                outcome.seconds = started.elapsed().as_secs_f64();
                 (t.host.name().clone(), outcome)
             });
         }

@@ -27,9 +27,13 @@ pub fn binary(name: &str) -> PathBuf {
     if let Some(dir) = std::env::var_os("HOSTCTL_BIN_DIR") {
         return PathBuf::from(dir).join(name);
     }
-    // The test executable is target/<profile>/deps/<test>-<hash>.
+    // Test executables are target/<profile>/deps/<test>-<hash>; binaries of this crate
+    // (benchmarks) are target/<profile>/<bin>.
     let exe = std::env::current_exe().unwrap_or_default();
-    let profile_dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+    let mut profile_dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if profile_dir.file_name().is_some_and(|n| n == "deps") {
+        profile_dir.pop();
+    }
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| build_binaries(&profile_dir));
     profile_dir.join(name)

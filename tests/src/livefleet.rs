@@ -21,7 +21,14 @@ impl LiveFleet {
     /// Starts an agent for each of `names` (hosts of the example fleet) and rewrites
     /// `fleet.yaml` to list exactly those hosts at their simulated addresses.
     pub fn start(names: &[&str]) -> Self {
+        Self::start_with(names, |_| {})
+    }
+
+    /// Like [`LiveFleet::start`], letting `prepare` change the fleet first (e.g. add
+    /// `hosts/<name>.nix` files for hosts the example does not have).
+    pub fn start_with(names: &[&str], prepare: impl FnOnce(&TestFleet)) -> Self {
         let fleet = TestFleet::new();
+        prepare(&fleet);
         let key_file = fleet.tmp.path().join("fleet.sec");
         let secret = nix_stdout(&fleet, &["key", "generate-secret", "--key-name", "hostctl-test"], None);
         std::fs::write(&key_file, &secret).unwrap_or_else(|e| fail(&format!("write key: {e}")));
