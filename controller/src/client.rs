@@ -182,13 +182,12 @@ impl Host for HttpHost {
         self.call(&self.client, Method::GET, &deployments::path_of(id), None).await
     }
 
-    async fn confirm(&self, id: &str) -> Result<(), HostError> {
+    async fn confirm(&self, id: &str) -> Result<Deployment, HostError> {
         let path = format!("{}/confirm", deployments::path_of(id));
         // A client of its own: no pooled connection from before the switch can carry
         // the confirmation, so it proves the new configuration accepts new connections.
         let fresh = new_client().map_err(|e| self.transport(&format!("POST {path}"), &e))?;
-        let _: serde_json::Value = self.call(&fresh, Method::POST, &path, Some(b"{}".to_vec())).await?;
-        Ok(())
+        self.call(&fresh, Method::POST, &path, Some(b"{}".to_vec())).await
     }
 }
 

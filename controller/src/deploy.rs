@@ -230,6 +230,9 @@ async fn wait<H: Host>(host: &H, id: &str, settings: &DeploySettings) -> Result<
     let deadline = Instant::now() + settings.wait_limit;
     let mut confirmed = false;
     let mut last_error: Option<HostError> = None;
+    // Activations often finish within tens of milliseconds: poll soon, then back off to
+    // `poll_interval` so a long activation costs few requests.
+    let mut delay = FIRST_POLL.min(settings.poll_interval);
     loop {
         match host.deployment(id).await {
             Ok(d) if d.state.is_final() => {
@@ -241,7 +244,8 @@ async fn wait<H: Host>(host: &H, id: &str, settings: &DeploySettings) -> Result<
             Ok(d) if d.state == DeploymentState::AwaitingConfirmation && !confirmed => {
                 progress::step(host.name(), "confirming over a new connection");
                 match host.confirm(id).await {
-                    Ok(()) => confirmed = true,
+                    Ok(d) if d.state.is_final() => return Ok(d),
+                    Ok(_) => confirmed = true,
                     // Keep trying while the agent's window lasts; if it rolls back, the
                     // error says why the controller could not confirm.
                     Err(e) if e.is_transport() => last_error = Some(e),
@@ -257,9 +261,13 @@ async fn wait<H: Host>(host: &H, id: &str, settings: &DeploySettings) -> Result<
             let limit = settings.wait_limit.as_secs();
             return Err((Step::Wait, format!("{}: deployment {id} not finished after {limit}s{why}", host.name())));
         }
-        tokio::time::sleep(settings.poll_interval).await;
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(settings.poll_interval);
     }
 }
+
+/// The first wait between polls of a deployment.
+const FIRST_POLL: Duration = Duration::from_millis(20);
 
 fn with_confirm_error(mut d: Deployment, e: &HostError) -> Deployment {
     let agent = d.error.take().unwrap_or_else(|| "the agent rolled back".into());

@@ -77,7 +77,8 @@ pub trait Host: Send + Sync {
     /// `POST /v1/deployments/{id}/confirm`. Implementations must use a new connection:
     /// a successful confirm is the proof that the new configuration still lets the
     /// controller in, which a connection opened before the switch would not show.
-    fn confirm(&self, id: &str) -> impl Future<Output = Result<(), HostError>> + Send;
+    /// Returns the deployment as the agent recorded it after the confirmation.
+    fn confirm(&self, id: &str) -> impl Future<Output = Result<Deployment, HostError>> + Send;
 }
 
 /// A fake transport for unit tests of the orchestration: it records every call and
@@ -194,18 +195,19 @@ pub mod fake {
                 (DeploymentState::Queued, None) => DeploymentState::Confirmed,
                 (state, _) => state,
             };
-            if d.state == DeploymentState::Confirmed {
+            // As the agent does: the generation exists once activation ran.
+            if matches!(d.state, DeploymentState::AwaitingConfirmation | DeploymentState::Confirmed) {
                 d.generation = Some(2);
             }
             Ok(d.clone())
         }
 
-        async fn confirm(&self, id: &str) -> Result<(), HostError> {
+        async fn confirm(&self, id: &str) -> Result<Deployment, HostError> {
             self.record("confirm");
             let mut guard = self.deployment.lock().unwrap();
             let d = guard.as_mut().filter(|d| d.id == id).unwrap();
             d.state = DeploymentState::Confirmed;
-            Ok(())
+            Ok(d.clone())
         }
     }
 }

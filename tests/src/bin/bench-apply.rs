@@ -16,9 +16,9 @@ fn main() {
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
 
     // Parallel: every host in one batch, all stores empty.
-    let (parallel_s, parallel) = timed_apply(&names, &[]);
+    let (parallel_s, parallel, parallel_cpu) = timed_apply(&names, &[]);
     // One after another: a fresh fleet, batch size 1.
-    let (sequential_s, sequential) = timed_apply(&names, &["--batch", "1"]);
+    let (sequential_s, sequential, _) = timed_apply(&names, &["--batch", "1"]);
     let per_host = sequential_s / n as f64;
     let slowest = slowest_host(&sequential).unwrap_or(per_host);
     // In the parallel run every host starts together, so its slowest host is the wall
@@ -36,14 +36,42 @@ fn main() {
     println!("| deploy phase, all hosts in parallel (slowest host's status-to-confirmed) | {parallel_deploy:.2} s |");
     println!("| slowest single host deployed alone (from the `--batch 1` run) | {slowest:.2} s |");
     println!("| parallel deploy / slowest single host | {:.2}x |", parallel_deploy / slowest);
+    println!(
+        "| CPU during the parallel apply: controller (with its Nix) / agents (with theirs) | {:.2} s / {:.2} s |",
+        parallel_cpu.controller, parallel_cpu.agents
+    );
     println!("| paths copied to one empty host: hostctl / nix copy | {} / {copy_paths} |", first["paths_copied"]);
     println!("| NAR bytes copied to one empty host: hostctl / nix copy | {} / {copy_bytes} |", first["bytes_copied"]);
     println!("| bytes on the wire (zstd) for that host | {} |", first["wire_bytes"]);
 }
 
+/// CPU seconds used by `hostctl apply` (with its Nix children) and by all agents (with
+/// their waited-for children) during the apply.
+#[derive(Debug, Default, Clone, Copy)]
+struct Cpu {
+    controller: f64,
+    agents: f64,
+}
+
+/// utime+stime+cutime+cstime of a process, in seconds (clock ticks are 100/s on Linux).
+fn cpu_of(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime is field 14 of the whole line.
+    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
+    if f.len() < 15 {
+        return 0.0;
+    }
+    (f[11] + f[12] + f[13] + f[14]) / 100.0
+}
+
+fn agents_cpu(live: &LiveFleet) -> f64 {
+    live.hosts.iter().filter_map(|h| h.agent_pid()).map(|p| cpu_of(&p.to_string())).sum()
+}
+
 /// A fresh fleet of `names` (each a copy of the example's web1 with its own motd), then
 /// one `hostctl apply`; returns wall seconds and the JSON report.
-fn timed_apply(names: &[&str], extra: &[&str]) -> (f64, Value) {
+fn timed_apply(names: &[&str], extra: &[&str]) -> (f64, Value, Cpu) {
     let live = LiveFleet::start_with(names, |fleet| {
         for name in names {
             let text = format!("{{ system = \"x86_64-linux\"; roles = [ \"nginx\" ]; motd = \"{name}\"; }}\n");
@@ -54,11 +82,13 @@ fn timed_apply(names: &[&str], extra: &[&str]) -> (f64, Value) {
     live.hostctl(&["build"]).expect_code(0);
     let mut args = vec!["--json", "apply"];
     args.extend_from_slice(extra);
+    let (agents_before, self_before) = (agents_cpu(&live), cpu_of("self"));
     let start = Instant::now();
     let run = live.hostctl(&args);
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu = Cpu { controller: cpu_of("self") - self_before, agents: agents_cpu(&live) - agents_before };
     run.expect_code(0);
-    (elapsed, run.json())
+    (elapsed, run.json(), cpu)
 }
 
 /// The longest per-host time (`seconds`: status to final state) in a report.
