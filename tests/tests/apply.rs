@@ -98,3 +98,30 @@ fn an_unreachable_agent_fails_only_its_host_and_dry_run_changes_nothing() {
         "{d}"
     );
 }
+
+#[test]
+fn modes_test_and_boot_do_what_nixos_rebuild_does() {
+    let live = LiveFleet::start(&["web1"]);
+    let state = live.host("web1").root.join("state");
+    let read = |f: &str| std::fs::read_to_string(state.join(f)).unwrap_or_default().trim().to_owned();
+    let generations = || {
+        let out = live.host("web1").run_in(&["nix-env", "-p", "/nix/var/nix/profiles/system", "--list-generations"]);
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+
+    let run = live.hostctl(&["--json", "apply", "--mode", "test"]);
+    run.expect_code(0);
+    let tested = run.json()["hosts"]["web1"]["toplevel"].as_str().unwrap().to_owned();
+    assert_eq!(read("current-system"), tested, "test switches the running system");
+    assert_eq!(read("boot-system"), "", "test leaves the boot entry alone");
+    assert_eq!(generations(), 0, "test adds no generation");
+
+    live.change_host("web1", "web1 for the next boot");
+    let run = live.hostctl(&["--json", "apply", "--mode", "boot"]);
+    run.expect_code(0);
+    let booted = run.json()["hosts"]["web1"]["toplevel"].as_str().unwrap().to_owned();
+    assert_eq!(read("boot-system"), booted, "boot sets the boot entry");
+    assert_eq!(read("current-system"), tested, "boot does not switch the running system");
+    assert_eq!(generations(), 1, "boot adds a generation");
+    assert!(live.switch_log("web1").contains(&format!("boot web1 {booted}")), "{}", live.switch_log("web1"));
+}
