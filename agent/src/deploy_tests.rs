@@ -59,6 +59,7 @@ fn request(id: &str, toplevel: &StorePath, mode: Mode, confirm_secs: u64) -> Dep
         lock: None,
         mode,
         confirm_timeout: Duration::from_secs(confirm_secs),
+        health: Vec::new(),
     }
 }
 

@@ -175,26 +175,20 @@ pub fn write_atomically(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use hostctl_schemas::api::deployments::DeploymentState;
+    use hostctl_schemas::api::deployments::{DeploymentRequest, DeploymentState};
     use hostctl_schemas::inventory::Mode;
 
     pub(crate) fn deployment(id: &str) -> Deployment {
-        Deployment {
+        let request = DeploymentRequest {
             id: id.to_owned(),
-            state: DeploymentState::Queued,
             toplevel: "/nix/store/zr2knphxg8yyy2mkq8akf2hfknjvdiz7-nixos-system-web1".parse().unwrap(),
-            previous_toplevel: None,
             rev: Some("abc".into()),
             lock: None,
             mode: Mode::Switch,
-            generation: None,
-            exit_code: None,
-            outcome: None,
-            created: 1_800_000_000,
-            finished: None,
-            log_tail: String::new(),
-            error: None,
-        }
+            confirm_timeout: hostctl_schemas::duration::Duration::from_secs(0),
+            health: Vec::new(),
+        };
+        Deployment::queued(&request, None, 1_800_000_000)
     }
 
     #[test]

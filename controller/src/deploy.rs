@@ -161,6 +161,7 @@ pub async fn deploy_host<H: Host, S: crate::push::LocalStore>(
         lock: settings.lock.clone(),
         mode: settings.mode,
         confirm_timeout: settings.confirm_timeout,
+        health: Vec::new(),
     };
     outcome.deployment = Some(request.id.clone());
     progress::step(name, format!("activating ({}, deployment {})", settings.mode, request.id));
@@ -331,21 +332,22 @@ mod tests {
     }
 
     fn final_deployment(state: DeploymentState, outcome: Option<ActivationOutcome>) -> Deployment {
-        Deployment {
+        let request = DeploymentRequest {
             id: "web1-1-00000000".into(),
-            state,
             toplevel: FakeStore::toplevel(),
-            previous_toplevel: None,
             rev: None,
             lock: None,
             mode: Mode::Switch,
+            confirm_timeout: hostctl_schemas::duration::Duration::from_secs(0),
+            health: Vec::new(),
+        };
+        Deployment {
+            state,
             generation: Some(3),
-            exit_code: None,
             outcome,
-            created: 0,
             finished: Some(1),
             log_tail: "last line\n".into(),
-            error: None,
+            ..Deployment::queued(&request, None, 0)
         }
     }
 

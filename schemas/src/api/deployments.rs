@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::Duration;
 use crate::ids::{LockId, StorePath};
-use crate::inventory::Mode;
+use crate::inventory::{HealthCheck, Mode};
 
 /// `POST /v1/deployments` starts a deployment (202 Accepted with a [`Deployment`]).
 pub const PATH: &str = "/v1/deployments";
@@ -40,8 +40,15 @@ pub struct DeploymentRequest {
     pub rev: Option<String>,
     pub lock: Option<LockId>,
     pub mode: Mode,
-    /// How long the agent waits for confirmation (0s: no confirmation needed).
+    /// How long the agent waits for confirmation (0s: no confirmation needed). The
+    /// window is armed (journaled with its deadline) before activation starts, so an
+    /// agent that dies mid-switch still rolls back when it comes back.
     pub confirm_timeout: Duration,
+    /// `command` health checks from the inventory, run by the agent after activation in
+    /// addition to its own `health` checks; any failing means rollback. The agent refuses
+    /// `http` checks here: those run on the controller.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health: Vec<HealthCheck>,
 }
 
 /// A deployment's state (DESIGN.md).
@@ -121,6 +128,12 @@ pub struct Deployment {
     pub log_tail: String,
     /// Why it failed, when it did.
     pub error: Option<String>,
+    /// Unix time after which an unconfirmed deployment is rolled back (set once armed).
+    #[serde(default)]
+    pub confirm_deadline: Option<u64>,
+    /// For a rollback: the deployment or generation it returned from, in words.
+    #[serde(default)]
+    pub rollback_of: Option<String>,
 }
 
 impl Deployment {
@@ -141,6 +154,8 @@ impl Deployment {
             finished: None,
             log_tail: String::new(),
             error: None,
+            confirm_deadline: None,
+            rollback_of: None,
         }
     }
 }

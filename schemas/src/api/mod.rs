@@ -8,6 +8,7 @@
 pub mod deployments;
 pub mod generations;
 pub mod paths;
+pub mod rollback;
 pub mod status;
 
 use serde::{Deserialize, Serialize};
