@@ -150,7 +150,8 @@ pub async fn generations(State(app): State<AppState>) -> Result<Json<Generations
         let time = generation_time(profile.generation_link(line.number).as_path());
         generations.push(join_generation(line, toplevel, time, &records));
     }
-    Ok(Json(GenerationsResponse { generations }))
+    let deployments = records.into_iter().rev().map(|r| r.deployment).collect();
+    Ok(Json(GenerationsResponse { generations, deployments }))
 }
 
 /// Nix dates a generation by its link's mtime (and prints it in local time, which the
@@ -183,5 +184,6 @@ pub fn join_generation(
         rev: made_by.and_then(|r| r.deployment.rev.clone()),
         lock: made_by.and_then(|r| r.deployment.lock.clone()),
         result: made_by.map(|r| r.deployment.state),
+        mode: made_by.map(|r| r.deployment.mode),
     }
 }
