@@ -6,6 +6,11 @@
 //! the activation through its [`ActivationHandle`] in the journal and reads the exit
 //! status from the exit file, which the wrapper writes with write-then-rename.
 //!
+//! Starting is two-step ([`ServiceManager::prepare`], then [`Prepared::launch`]) so the
+//! agent can journal the handle *before* `switch-to-configuration` can run: an activation
+//! whose handle is not in the journal never runs, and a restarted agent never has to guess
+//! whether an unrecorded activation is still changing the system.
+//!
 //! [`DetachedChild`] is the implementation used everywhere today (and by the tests): a
 //! child in its own process group that the agent does not wait on for the result. On a
 //! systemd host, stopping the agent's unit kills its whole cgroup including such a
@@ -13,7 +18,7 @@
 //! work (issue 6) and will be another `ServiceManager`.
 
 use std::fs::File;
-use std::io::{Read as _, Seek as _, SeekFrom};
+use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -50,6 +55,9 @@ pub enum ActivationStatus {
     Running,
     /// Finished with this exit code (128 + n when killed by signal n).
     Finished(i32),
+    /// Never launched: the agent stopped (or gave up) between [`ServiceManager::prepare`]
+    /// and [`Prepared::launch`], so `switch-to-configuration` did not run.
+    Cancelled,
     /// The process is gone and left no exit status (killed along with its wrapper, or
     /// the machine rebooted).
     Vanished,
@@ -67,18 +75,58 @@ pub enum ActivationError {
     },
     #[error("cannot read the activation's exit status {file}: {problem}")]
     ExitFile { file: String, problem: String },
+    #[error("cannot launch the prepared activation (process {pid}): {source}")]
+    Launch {
+        pid: u32,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Starts activations so they survive the agent, and reports on them.
 pub trait ServiceManager: Send + Sync + std::fmt::Debug {
-    fn start(&self, spec: &ActivationSpec) -> Result<ActivationHandle, ActivationError>;
+    /// Creates the activation without running `switch-to-configuration` yet: that starts
+    /// only on [`Prepared::launch`], and never if the [`Prepared`] is dropped or the agent
+    /// dies first (the activation then reports [`ActivationStatus::Cancelled`]).
+    fn prepare(&self, spec: &ActivationSpec) -> Result<Prepared, ActivationError>;
     fn status(&self, handle: &ActivationHandle) -> Result<ActivationStatus, ActivationError>;
 }
 
-/// The wrapper around `switch-to-configuration`: output to the log, then the exit status
-/// to `EXIT.tmp`, renamed to `EXIT` so a reader never sees half of it. Arguments are
-/// positional (`$1`..`$4`), never spliced into the script.
-const WRAPPER: &str = r#""$1" "$2" </dev/null >"$3" 2>&1
+/// An activation that exists (its handle can be journaled) but has not started.
+pub struct Prepared {
+    pub handle: ActivationHandle,
+    go: Box<dyn FnOnce() -> std::io::Result<()> + Send>,
+}
+
+impl Prepared {
+    pub fn new(handle: ActivationHandle, go: Box<dyn FnOnce() -> std::io::Result<()> + Send>) -> Self {
+        Self { handle, go }
+    }
+
+    /// Lets `switch-to-configuration` run.
+    pub fn launch(self) -> Result<ActivationHandle, ActivationError> {
+        (self.go)().map_err(|source| ActivationError::Launch { pid: self.handle.pid, source })?;
+        Ok(self.handle)
+    }
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared").field("handle", &self.handle).finish_non_exhaustive()
+    }
+}
+
+/// What the wrapper writes to the exit file when it was never told to go.
+const CANCELLED: &str = "cancelled";
+
+/// The wrapper around `switch-to-configuration`. It first waits for `go` on its stdin (a
+/// pipe from the agent): end of file instead means the agent dropped it or died before
+/// journaling it, and it records `cancelled` without running anything. Then output goes to
+/// the log, and the exit status to `EXIT.tmp`, renamed to `EXIT` so a reader never sees
+/// half of it. Arguments are positional (`$1`..`$4`), never spliced into the script.
+const WRAPPER: &str = r#"IFS= read -r go || go=
+if [ "$go" != go ]; then printf 'cancelled\n' >"$4.tmp" && mv -f "$4.tmp" "$4"; exit 0; fi
+"$1" "$2" </dev/null >"$3" 2>&1
 code=$?
 printf '%s\n' "$code" >"$4.tmp" && mv -f "$4.tmp" "$4""#;
 
@@ -88,7 +136,7 @@ printf '%s\n' "$code" >"$4.tmp" && mv -f "$4.tmp" "$4""#;
 pub struct DetachedChild;
 
 impl ServiceManager for DetachedChild {
-    fn start(&self, spec: &ActivationSpec) -> Result<ActivationHandle, ActivationError> {
+    fn prepare(&self, spec: &ActivationSpec) -> Result<Prepared, ActivationError> {
         let spawn_err =
             |source| ActivationError::Spawn { program: spec.program.display().to_string(), mode: spec.mode, source };
         let _ = std::fs::remove_file(&spec.exit_file);
@@ -102,30 +150,38 @@ impl ServiceManager for DetachedChild {
             .arg(&spec.exit_file)
             // As nixos-rebuild: "1" only for --install-bootloader, which hostctl never asks.
             .env("NIXOS_INSTALL_BOOTLOADER", "")
-            .stdin(Stdio::null())
+            // The gate: std creates the pipe close-on-exec, so only the wrapper holds its
+            // read end and no other child of the agent keeps the write end open.
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0)
             .spawn()
             .map_err(spawn_err)?;
         let pid = child.id();
+        let gate = child.stdin.take();
         // Reap the wrapper when it exits so it does not linger as a zombie; the result
         // itself is read from the exit file, which also works after a restart.
         std::thread::spawn(move || {
             let _ = child.wait();
         });
-        Ok(ActivationHandle {
+        let handle = ActivationHandle {
             manager: "detached-child".to_owned(),
             pid,
             start_time: process_start_time(pid),
             log: spec.log.clone(),
             exit_file: spec.exit_file.clone(),
-        })
+        };
+        let go = move || {
+            let mut gate = gate.ok_or_else(|| std::io::Error::other("the wrapper has no stdin pipe"))?;
+            gate.write_all(b"go\n")
+        };
+        Ok(Prepared::new(handle, Box::new(go)))
     }
 
     fn status(&self, handle: &ActivationHandle) -> Result<ActivationStatus, ActivationError> {
-        if let Some(code) = read_exit_file(&handle.exit_file)? {
-            return Ok(ActivationStatus::Finished(code));
+        if let Some(done) = read_exit_file(&handle.exit_file)? {
+            return Ok(done);
         }
         let alive = match (process_start_time(handle.pid), handle.start_time) {
             (Some(now), Some(then)) => now == then,
@@ -136,10 +192,7 @@ impl ServiceManager for DetachedChild {
             return Ok(ActivationStatus::Running);
         }
         // It may have renamed the exit file between the two checks.
-        match read_exit_file(&handle.exit_file)? {
-            Some(code) => Ok(ActivationStatus::Finished(code)),
-            None => Ok(ActivationStatus::Vanished),
-        }
+        Ok(read_exit_file(&handle.exit_file)?.unwrap_or(ActivationStatus::Vanished))
     }
 }
 
@@ -156,11 +209,16 @@ fn process_start_time(pid: u32) -> Option<u64> {
     fields.get(19)?.parse().ok()
 }
 
-/// The exit status in `file`, `None` if it does not exist yet.
-pub fn read_exit_file(file: &Path) -> Result<Option<i32>, ActivationError> {
+/// What the exit file says (`Finished` or `Cancelled`), `None` if it does not exist yet.
+pub fn read_exit_file(file: &Path) -> Result<Option<ActivationStatus>, ActivationError> {
     let problem = |problem: String| ActivationError::ExitFile { file: file.display().to_string(), problem };
     match std::fs::read_to_string(file) {
-        Ok(text) => text.trim().parse::<i32>().map(Some).map_err(|_| problem(format!("{:?} is not a number", text))),
+        Ok(text) if text.trim() == CANCELLED => Ok(Some(ActivationStatus::Cancelled)),
+        Ok(text) => text
+            .trim()
+            .parse::<i32>()
+            .map(|code| Some(ActivationStatus::Finished(code)))
+            .map_err(|_| problem(format!("{:?} is not a number", text))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(problem(e.to_string())),
     }
@@ -223,7 +281,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let program =
             script(dir.path(), r#"echo "mode $1 bootloader=[$NIXOS_INSTALL_BOOTLOADER]"; echo oops >&2; exit 4"#);
-        let handle = DetachedChild.start(&spec(dir.path(), program, Mode::Test)).unwrap();
+        let handle = DetachedChild.prepare(&spec(dir.path(), program, Mode::Test)).unwrap().launch().unwrap();
         assert_eq!(wait(&handle), ActivationStatus::Finished(4));
         assert_eq!(log_tail(&handle.log), "mode test bootloader=[]\noops");
         assert!(!dir.path().join("x.exit.tmp").exists());
@@ -233,13 +291,30 @@ mod tests {
     fn the_activation_has_its_own_process_group() {
         let dir = tempfile::tempdir().unwrap();
         let program = script(dir.path(), "sleep 1");
-        let handle = DetachedChild.start(&spec(dir.path(), program, Mode::Switch)).unwrap();
+        let handle = DetachedChild.prepare(&spec(dir.path(), program, Mode::Switch)).unwrap().launch().unwrap();
         assert_eq!(DetachedChild.status(&handle).unwrap(), ActivationStatus::Running);
         let pid = nix::unistd::Pid::from_raw(i32::try_from(handle.pid).unwrap());
         // A group of its own: signals to the agent's group (Ctrl-C, `kill -- -PGID`) miss it.
         assert_eq!(nix::unistd::getpgid(Some(pid)).unwrap(), pid);
         assert_ne!(nix::unistd::getpgid(None).unwrap(), pid);
         assert_eq!(wait(&handle), ActivationStatus::Finished(0));
+    }
+
+    #[test]
+    fn a_prepared_activation_runs_nothing_until_launched() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let program = script(dir.path(), &format!("touch {}", marker.display()));
+        let prepared = DetachedChild.prepare(&spec(dir.path(), program, Mode::Switch)).unwrap();
+        let handle = prepared.handle.clone();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(DetachedChild.status(&handle).unwrap(), ActivationStatus::Running, "waiting at the gate");
+        assert!(!marker.exists());
+        // Dropping it is what the agent's death does to the gate: end of file.
+        drop(prepared);
+        assert_eq!(wait(&handle), ActivationStatus::Cancelled);
+        assert!(!marker.exists(), "switch-to-configuration never ran");
+        assert!(!dir.path().join("x.log").exists());
     }
 
     #[test]

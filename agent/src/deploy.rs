@@ -1,40 +1,81 @@
 //! Deployments: accepting a request, adding the profile generation, starting the
-//! activation, following it to its result, and picking up after an agent restart.
+//! activation, health checks, the confirmation window, and what happens when any of it
+//! fails (the rollback itself is in `rollback.rs`, restarts in `recovery.rs`,
+//! `POST /v1/rollback` in `rollback_target.rs`).
 //!
-//! States (this issue): `queued` → `activating` → `confirmed`, or `awaiting-confirmation`
-//! when the request asked for a confirmation window (`switch`/`test` with a non-zero
-//! `confirm_timeout`) until `POST /v1/deployments/{id}/confirm`, or `failed`. The rollback
-//! timer that turns an unconfirmed deployment into `rolled-back` is issue 4; until then an
-//! unconfirmed deployment simply stays `awaiting-confirmation`.
+//! States: `queued` → `activating` (profile, activation, health checks; also while a
+//! rollback re-activates the previous system) → `awaiting-confirmation` (switch/test with
+//! a non-zero `confirm_timeout`) → `confirmed`; or `failed` / `rolled-back`.
 //!
-//! Invariants: at most one deployment is not final-or-awaiting at a time (a second one is a
-//! 409); every state change is journaled before it is reported; a failed `switch` leaves
-//! its profile generation in place, with `previous_toplevel` recorded for the rollback.
+//! **Magic rollback, armed before the work.** Before `switch-to-configuration` can run,
+//! one journal write records the activation handle and `armed` (the deployment needs a
+//! confirmation), next to `previous_toplevel` (journaled when the request was accepted);
+//! only then is the activation let go (`activation::Prepared::launch`). So no agent,
+//! however it dies, can meet an activation it does not know it must watch. The confirmation deadline is
+//! `confirm_deadline = (time the activation and health checks finished) +
+//! confirm_timeout`, rounded up to the second and journaled in the same write that makes
+//! the deployment `awaiting-confirmation`. A restarted agent resumes the wait until that
+//! deadline (or rolls back at once if it passed); one that finds the activation finished
+//! continues with the health checks and the wait; one that finds it lost, or finds health
+//! checks that were cut short, rolls back. So an unconfirmed switch never stays in place
+//! past its window, restarts included.
+//!
+//! `previous_toplevel` is what the profile pointed at when the deployment was accepted
+//! (for `test` too: the system the host last switched to and boots); a rollback
+//! re-activates exactly that, never "generation - 1".
+//!
+//! **`failed` vs `rolled-back`** (either way the host ends on `previous_toplevel`, when
+//! there is one):
+//! - `failed`: the activation itself failed (exit status other than 0 and 100), or its
+//!   result was lost; also every failure before the activation ran (the profile is then
+//!   restored, the running system was never touched), and any deployment whose rollback
+//!   was needed but impossible (no previous system) or itself failed. `error` says which.
+//! - `rolled-back`: the activation succeeded but the deployment was not confirmed within
+//!   its window, a health check failed, the agent restarted during the health checks, or
+//!   `POST /v1/rollback` `"previous"` asked for it.
+//!
+//! Invariants: at most one deployment is not final at a time (another one is a 409);
+//! every state change is journaled before it is reported, and each step that changes the
+//! host is preceded by its journaled phase marker.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use hostctl_nix::profile::Profile;
 use hostctl_nix::Nix;
 use hostctl_schemas::api::deployments::{valid_id, ActivationOutcome, Deployment, DeploymentRequest, DeploymentState};
-use hostctl_schemas::inventory::Mode;
+use hostctl_schemas::duration::Duration;
+use hostctl_schemas::ids::StorePath;
+use hostctl_schemas::inventory::{HealthCheck, Mode};
 
-use crate::activation::{log_tail, read_exit_file, ActivationHandle, ActivationSpec, ActivationStatus, ServiceManager};
+use crate::activation::{log_tail, ActivationHandle, ActivationSpec, ActivationStatus, ServiceManager};
 use crate::error::ApiFailure;
 use crate::host::StoreFs;
-use crate::journal::{Journal, JournalError, Record};
-use crate::unix_now;
+use crate::journal::{Journal, JournalError, Phase, Record};
+use crate::{health, unix_now, unix_now_ms};
 
-/// How often a running activation is checked on.
+/// How often a running activation is checked on: soon after the start (most test and
+/// small switches are quick), then every [`POLL_INTERVAL`].
+const FIRST_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// What the agent's configuration adds to every deployment.
+#[derive(Debug, Clone, Default)]
+pub struct DeployerOptions {
+    /// The agent's own `health` checks (command checks only), run before the request's.
+    pub health: Vec<HealthCheck>,
+    /// The confirmation window of a `POST /v1/rollback` that does not name one.
+    pub confirm_timeout: Duration,
+}
 
 /// Owns the journal and runs deployments.
 #[derive(Debug)]
 pub struct Deployer {
     journal: Mutex<Journal>,
-    nix: Arc<Nix>,
-    profile: Profile,
+    pub(crate) nix: Arc<Nix>,
+    pub(crate) profile: Profile,
     store_fs: StoreFs,
-    services: Arc<dyn ServiceManager>,
+    pub(crate) services: Arc<dyn ServiceManager>,
+    pub(crate) options: DeployerOptions,
 }
 
 impl From<JournalError> for ApiFailure {
@@ -44,38 +85,38 @@ impl From<JournalError> for ApiFailure {
 }
 
 /// Whether a mode adds a profile generation (`test` and `dry-activate` do not).
-fn creates_generation(mode: Mode) -> bool {
+pub(crate) fn creates_generation(mode: Mode) -> bool {
     matches!(mode, Mode::Switch | Mode::Boot)
 }
 
-/// Whether a successful activation waits for confirmation: only modes that change the
-/// running system can cut the controller off, so only they need the dead man's switch.
-fn awaits_confirmation(mode: Mode, confirm_timeout: hostctl_schemas::duration::Duration) -> bool {
-    matches!(mode, Mode::Switch | Mode::Test) && confirm_timeout.as_millis() > 0
+/// Whether a mode changes the running system: only those can cut the controller off or
+/// break services, so only they get health checks and the confirmation window.
+fn changes_running_system(mode: Mode) -> bool {
+    matches!(mode, Mode::Switch | Mode::Test)
 }
 
-/// The state, finish time and error of a deployment whose activation exited with `code`.
-fn finished_state(
-    outcome: ActivationOutcome,
-    code: i32,
-    mode: Mode,
-    confirm_timeout: hostctl_schemas::duration::Duration,
-) -> (DeploymentState, Option<String>) {
-    if outcome.succeeded() {
-        let state = if awaits_confirmation(mode, confirm_timeout) {
-            DeploymentState::AwaitingConfirmation
-        } else {
-            DeploymentState::Confirmed
-        };
-        return (state, None);
-    }
-    let why = match outcome {
+/// Whether a successful activation waits for confirmation (the dead man's switch).
+fn awaits_confirmation(mode: Mode, confirm_timeout: Duration) -> bool {
+    changes_running_system(mode) && confirm_timeout.as_millis() > 0
+}
+
+/// Why an activation that exited with `code` failed, `None` if it succeeded.
+fn failure_reason(mode: Mode, code: i32) -> Option<String> {
+    let why = match ActivationOutcome::from_exit_code(Some(code)) {
+        ActivationOutcome::Ok | ActivationOutcome::RebootRequired => return None,
         ActivationOutcome::CheckFailed => "checks or the bootloader installation failed",
         ActivationOutcome::ActivationFailed => "the activation script failed",
         ActivationOutcome::UnitsFailed => "some units failed to start",
-        _ => "unexpected exit status",
+        ActivationOutcome::Other => "unexpected exit status",
     };
-    (DeploymentState::Failed, Some(format!("switch-to-configuration {mode} exited with {code}: {why}")))
+    Some(format!("switch-to-configuration {mode} exited with {code}: {why}"))
+}
+
+/// The Unix second by which a window of `timeout` opened now closes (rounded up, so the
+/// window is never shorter than asked).
+fn deadline_after(timeout: Duration) -> u64 {
+    let end_ms = u128::from(unix_now_ms()) + timeout.as_millis();
+    u64::try_from(end_ms.div_ceil(1000)).unwrap_or(u64::MAX)
 }
 
 impl Deployer {
@@ -85,15 +126,16 @@ impl Deployer {
         profile: Profile,
         store_fs: StoreFs,
         services: Arc<dyn ServiceManager>,
+        options: DeployerOptions,
     ) -> Self {
-        Self { journal: Mutex::new(journal), nix, profile, store_fs, services }
+        Self { journal: Mutex::new(journal), nix, profile, store_fs, services, options }
     }
 
     pub fn profile(&self) -> &Profile {
         &self.profile
     }
 
-    fn journal(&self) -> MutexGuard<'_, Journal> {
+    pub(crate) fn journal(&self) -> MutexGuard<'_, Journal> {
         // A poisoned lock means a panic elsewhere mid-update; the journal on disk and in
         // memory only change together, so the data is still consistent.
         self.journal.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -104,12 +146,22 @@ impl Deployer {
         self.journal().records().into_iter().cloned().collect()
     }
 
+    pub(crate) fn record(&self, id: &str) -> Result<Record, String> {
+        self.journal().get(id).cloned().ok_or_else(|| format!("deployment `{id}` vanished from the journal"))
+    }
+
+    /// Changes a record in the journal (the error as text, for the background tasks).
+    pub(crate) fn update(&self, id: &str, change: impl FnOnce(&mut Record)) -> Result<Record, String> {
+        self.journal().update(id, change).map_err(|e| e.to_string())
+    }
+
     /// A deployment as the API reports it; a running activation's log tail is read live.
     pub fn get(&self, id: &str) -> Option<Deployment> {
-        let record = self.journal().get(id).cloned()?;
-        let mut deployment = record.deployment;
-        if deployment.state == DeploymentState::Activating {
-            deployment.log_tail = log_tail(&self.journal().log_path(id));
+        let journal = self.journal();
+        let record = journal.get(id)?;
+        let mut deployment = record.deployment.clone();
+        if record.phase == Phase::Activating {
+            deployment.log_tail = log_tail(&journal.log_path(id));
         }
         Some(deployment)
     }
@@ -118,56 +170,62 @@ impl Deployer {
     /// the background. A repeated request with the same id and content returns the
     /// existing deployment (a controller retrying after a lost response).
     pub async fn create(self: &Arc<Self>, request: DeploymentRequest) -> Result<Deployment, ApiFailure> {
-        if !valid_id(&request.id) {
-            return Err(ApiFailure::bad_request(format!(
-                "id: `{}` is not a deployment id ([A-Za-z0-9._-], 1 to 128 characters)",
-                request.id
-            )));
-        }
+        check_id(&request.id)?;
+        health::refuse_http("health", &request.health).map_err(ApiFailure::bad_request)?;
         if let Some(existing) = self.journal().get(&request.id) {
             return same_request(existing, &request)
                 .then(|| existing.deployment.clone())
                 .ok_or_else(|| ApiFailure::conflict(format!("deployment `{}` exists with other content", request.id)));
         }
-        self.check_toplevel(&request).await?;
-        let previous_toplevel = self
+        self.check_toplevel(&request.toplevel).await?;
+        let deployment = Deployment::queued(&request, self.previous_toplevel()?, unix_now());
+        let mut record = Record::new(deployment, request.confirm_timeout);
+        record.health = request.health;
+        self.accept(record)
+    }
+
+    /// The system the profile points at now: what a new deployment would return to.
+    pub(crate) fn previous_toplevel(&self) -> Result<Option<StorePath>, ApiFailure> {
+        let current = self
             .profile
             .current()
-            .map_err(|e| ApiFailure::internal(format!("cannot read the profile {}: {e}", self.profile)))?
-            .and_then(|(_, toplevel)| toplevel);
-        let deployment = Deployment::queued(&request, previous_toplevel, unix_now());
+            .map_err(|e| ApiFailure::internal(format!("cannot read the profile {}: {e}", self.profile)))?;
+        Ok(current.and_then(|(_, toplevel)| toplevel))
+    }
+
+    /// Journals a new deployment unless another one is open, and starts it.
+    pub(crate) fn accept(self: &Arc<Self>, record: Record) -> Result<Deployment, ApiFailure> {
         let record = {
-            // Checked again under the same lock as the insert: requests race.
+            // Checked under the same lock as the insert: requests race.
             let mut journal = self.journal();
-            if let Some(busy) = journal.records().into_iter().find(|r| is_busy(r.deployment.state)) {
+            if let Some(busy) = journal.records().into_iter().find(|r| r.is_open()) {
                 return Err(ApiFailure::conflict(format!(
                     "deployment `{}` is {}; wait for it to finish",
                     busy.deployment.id,
                     state_name(busy.deployment.state)
                 )));
             }
-            if journal.get(&request.id).is_some() {
-                return Err(ApiFailure::conflict(format!("deployment `{}` was just created", request.id)));
+            if journal.get(&record.deployment.id).is_some() {
+                return Err(ApiFailure::conflict(format!("deployment `{}` was just created", record.deployment.id)));
             }
-            journal.insert(deployment, request.confirm_timeout)?
+            journal.insert_record(record)?
         };
-        tracing::info!(id = %record.deployment.id, toplevel = %record.deployment.toplevel, mode = %record.deployment.mode, "deployment accepted");
+        let d = &record.deployment;
+        tracing::info!(id = %d.id, toplevel = %d.toplevel, mode = %d.mode, rollback_of = ?d.rollback_of, "deployment accepted");
         let this = Arc::clone(self);
-        let id = record.deployment.id.clone();
+        let id = d.id.clone();
         tokio::spawn(async move { this.run(id).await });
         Ok(record.deployment)
     }
 
     /// 400 unless the toplevel is in the store and has `bin/switch-to-configuration`.
-    async fn check_toplevel(&self, request: &DeploymentRequest) -> Result<(), ApiFailure> {
-        let toplevel = &request.toplevel;
+    async fn check_toplevel(&self, toplevel: &StorePath) -> Result<(), ApiFailure> {
         if !self.nix.invalid_paths(std::slice::from_ref(toplevel)).await?.is_empty() {
             return Err(ApiFailure::bad_request(format!(
                 "toplevel: {toplevel} is not in this host's store; import its closure first"
             )));
         }
-        let program = self.switch_program(toplevel);
-        if !program.is_file() {
+        if !self.switch_program(toplevel).is_file() {
             return Err(ApiFailure::bad_request(format!(
                 "toplevel: {toplevel} has no bin/switch-to-configuration; is it a NixOS system?"
             )));
@@ -175,20 +233,28 @@ impl Deployer {
         Ok(())
     }
 
-    fn switch_program(&self, toplevel: &hostctl_schemas::ids::StorePath) -> std::path::PathBuf {
+    pub(crate) fn switch_program(&self, toplevel: &StorePath) -> std::path::PathBuf {
         self.store_fs.real_path(toplevel).join("bin/switch-to-configuration")
     }
 
-    /// Confirms a deployment awaiting confirmation (idempotent for a confirmed one).
+    /// Confirms a deployment awaiting confirmation (idempotent for a confirmed one). A
+    /// confirmation after the deadline is refused: the rollback timer owns it then.
     pub fn confirm(&self, id: &str) -> Result<Deployment, ApiFailure> {
         let mut journal = self.journal();
         let record = journal.get(id).ok_or_else(|| ApiFailure::not_found(format!("no deployment `{id}`")))?;
         match record.deployment.state {
             DeploymentState::Confirmed => Ok(record.deployment.clone()),
             DeploymentState::AwaitingConfirmation => {
+                let deadline = record.deployment.confirm_deadline.unwrap_or(0);
+                if u128::from(unix_now_ms()) >= u128::from(deadline) * 1000 {
+                    return Err(ApiFailure::conflict(format!(
+                        "the confirmation window of deployment `{id}` closed at {deadline} (Unix time); it is being rolled back"
+                    )));
+                }
                 let record = journal.update(id, |r| {
                     r.deployment.state = DeploymentState::Confirmed;
                     r.deployment.finished = Some(unix_now());
+                    r.phase = Phase::Done;
                 })?;
                 tracing::info!(id, "deployment confirmed");
                 Ok(record.deployment)
@@ -200,139 +266,220 @@ impl Deployer {
         }
     }
 
-    /// Runs a queued deployment to its result; any error fails it.
+    /// Runs a queued deployment to its result.
     async fn run(self: Arc<Self>, id: String) {
-        if let Err(message) = self.activate(&id).await {
-            self.fail(&id, message);
+        match self.activate(&id).await {
+            Ok(handle) => {
+                let status = self.watch(&handle).await;
+                self.after_activation(&id, status).await;
+            }
+            Err(message) => self.fail_before_activation(&id, message).await,
         }
     }
 
-    async fn activate(self: &Arc<Self>, id: &str) -> Result<(), String> {
-        let record = self.journal().get(id).cloned().ok_or_else(|| format!("deployment `{id}` vanished"))?;
+    /// Sets the profile (switch/boot) and starts the activation; `Err` means
+    /// `switch-to-configuration` did not run.
+    async fn activate(&self, id: &str) -> Result<ActivationHandle, String> {
+        let record = self.record(id)?;
         let d = &record.deployment;
         let mut generation = None;
         if creates_generation(d.mode) {
+            self.update(id, |r| {
+                r.deployment.state = DeploymentState::Activating;
+                r.phase = Phase::SettingProfile;
+            })?;
             self.nix
                 .set_profile(&self.profile, &d.toplevel)
                 .await
                 .map_err(|e| format!("cannot add a generation to the profile {}: {e}", self.profile))?;
             generation = self.profile.current_generation().map_err(|e| format!("cannot read {}: {e}", self.profile))?;
         }
+        self.update(id, |r| {
+            r.deployment.state = DeploymentState::Activating;
+            r.deployment.generation = generation;
+            r.phase = Phase::ProfileSet;
+        })?;
         let (log, exit_file) = {
             let journal = self.journal();
             (journal.log_path(id), journal.exit_path(id))
         };
         let spec = ActivationSpec { program: self.switch_program(&d.toplevel), mode: d.mode, log, exit_file };
-        // Journaled before the start: a crash right after the start still finds the exit
-        // file (its path follows from the id), so the result is not lost.
-        self.journal()
-            .update(id, |r| {
-                r.deployment.state = DeploymentState::Activating;
-                r.deployment.generation = generation;
-            })
-            .map_err(|e| e.to_string())?;
-        let handle = self.services.start(&spec).map_err(|e| e.to_string())?;
-        tracing::info!(id, pid = handle.pid, mode = %d.mode, "activation started");
-        self.journal().update(id, |r| r.activation = Some(handle.clone())).map_err(|e| e.to_string())?;
-        self.watch(id, &handle).await
+        let prepared = self.services.prepare(&spec).map_err(|e| e.to_string())?;
+        // Armed and journaled before the activation may run (dropping `prepared` on an
+        // error here cancels it): see the module documentation.
+        let armed = awaits_confirmation(d.mode, record.confirm_timeout);
+        self.update(id, |r| {
+            r.activation = Some(prepared.handle.clone());
+            r.armed = armed;
+            r.phase = Phase::Activating;
+        })?;
+        let handle = prepared.handle.clone();
+        if let Err(e) = prepared.launch() {
+            // The wrapper is gone; `watch` reports it as cancelled or vanished.
+            tracing::error!(id, error = %e, "cannot launch the activation");
+        }
+        tracing::info!(id, pid = handle.pid, mode = %d.mode, armed, "activation started");
+        Ok(handle)
     }
 
-    /// Polls the activation until it has a result, then records it.
-    async fn watch(&self, id: &str, handle: &ActivationHandle) -> Result<(), String> {
+    /// Polls the activation until it has a result.
+    pub(crate) async fn watch(&self, handle: &ActivationHandle) -> Result<ActivationStatus, String> {
+        let mut pause = FIRST_POLL;
         loop {
             match self.services.status(handle).map_err(|e| e.to_string())? {
-                ActivationStatus::Running => tokio::time::sleep(POLL_INTERVAL).await,
-                ActivationStatus::Finished(code) => return self.finish(id, code),
-                ActivationStatus::Vanished => {
-                    return Err("the activation process ended without an exit status".to_owned())
-                }
+                ActivationStatus::Running => tokio::time::sleep(pause).await,
+                done => return Ok(done),
             }
+            pause = (pause * 2).min(POLL_INTERVAL);
         }
     }
 
-    fn finish(&self, id: &str, code: i32) -> Result<(), String> {
-        let outcome = ActivationOutcome::from_exit_code(Some(code));
-        let mut journal = self.journal();
-        let tail = log_tail(&journal.log_path(id));
-        let record = journal
-            .update(id, |r| {
-                let (state, error) = finished_state(outcome, code, r.deployment.mode, r.confirm_timeout);
-                let d = &mut r.deployment;
-                d.state = state;
-                d.exit_code = Some(code);
-                d.outcome = Some(outcome);
-                d.error = error;
-                d.log_tail = tail;
-                d.finished = state.is_final().then(unix_now);
-            })
-            .map_err(|e| e.to_string())?;
-        tracing::info!(id, code, state = state_name(record.deployment.state), "activation finished");
-        Ok(())
+    /// Continues from the activation's result (also after a restart).
+    pub(crate) async fn after_activation(self: &Arc<Self>, id: &str, status: Result<ActivationStatus, String>) {
+        let mode = match self.record(id) {
+            Ok(r) => r.deployment.mode,
+            Err(e) => return tracing::error!(id, error = %e, "cannot continue the deployment"),
+        };
+        let reason = match status {
+            Ok(ActivationStatus::Finished(code)) => match self.record_exit(id, mode, code) {
+                Ok(None) => return self.activated(id).await,
+                Ok(Some(reason)) | Err(reason) => reason,
+            },
+            Ok(ActivationStatus::Cancelled) => {
+                return self.fail_before_activation(id, "the activation was cancelled before it started".into()).await
+            }
+            Ok(ActivationStatus::Vanished) => "the activation process ended without an exit status".to_owned(),
+            Ok(ActivationStatus::Running) => "the activation is still running".to_owned(),
+            Err(e) => format!("the activation's result is unknown: {e}"),
+        };
+        self.roll_back(id, reason, DeploymentState::Failed).await;
     }
 
-    fn fail(&self, id: &str, message: String) {
-        tracing::error!(id, %message, "deployment failed");
-        let mut journal = self.journal();
-        let tail = log_tail(&journal.log_path(id));
-        let result = journal.update(id, |r| {
-            r.deployment.state = DeploymentState::Failed;
-            r.deployment.error = Some(message);
+    /// Journals the exit status and output; returns why it failed, `None` for success.
+    fn record_exit(&self, id: &str, mode: Mode, code: i32) -> Result<Option<String>, String> {
+        let tail = log_tail(&self.journal().log_path(id));
+        self.update(id, |r| {
+            let d = &mut r.deployment;
+            d.exit_code = Some(code);
+            d.outcome = Some(ActivationOutcome::from_exit_code(Some(code)));
+            d.log_tail = tail;
+        })?;
+        tracing::info!(id, code, "activation finished");
+        Ok(failure_reason(mode, code))
+    }
+
+    /// After a successful activation: health checks, then the confirmation window.
+    async fn activated(self: &Arc<Self>, id: &str) {
+        let result = self.check_health(id).await;
+        let next = result.and_then(|()| self.open_window(id));
+        match next {
+            Ok(Some(deadline)) => self.arm_timer(id.to_owned(), deadline),
+            Ok(None) => {}
+            Err(reason) => self.roll_back(id, reason, DeploymentState::RolledBack).await,
+        }
+    }
+
+    /// Runs the agent's and the request's health checks (switch/test only).
+    async fn check_health(&self, id: &str) -> Result<(), String> {
+        let record = self.record(id)?;
+        if !changes_running_system(record.deployment.mode) {
+            return Ok(());
+        }
+        let checks: Vec<HealthCheck> = self.options.health.iter().chain(&record.health).cloned().collect();
+        if checks.is_empty() {
+            return Ok(());
+        }
+        self.update(id, |r| r.phase = Phase::Checking)?;
+        let output = self.journal().health_log_path(id);
+        health::run_checks(&checks, &output).await
+    }
+
+    /// Confirmed at once, or `awaiting-confirmation` until the returned deadline.
+    fn open_window(&self, id: &str) -> Result<Option<u64>, String> {
+        let record = self.update(id, |r| {
+            let d = &mut r.deployment;
+            if r.armed {
+                d.state = DeploymentState::AwaitingConfirmation;
+                d.confirm_deadline = Some(deadline_after(r.confirm_timeout));
+                r.phase = Phase::AwaitingConfirmation;
+            } else {
+                d.state = DeploymentState::Confirmed;
+                d.finished = Some(unix_now());
+                r.phase = Phase::Done;
+            }
+        })?;
+        let d = &record.deployment;
+        tracing::info!(id, state = state_name(d.state), deadline = ?d.confirm_deadline, "deployment activated");
+        Ok(d.confirm_deadline.filter(|_| record.armed))
+    }
+
+    /// Ends a deployment that never ran `switch-to-configuration`: the running system
+    /// is untouched, and the profile goes back to the previous system if it changed.
+    pub(crate) async fn fail_before_activation(&self, id: &str, message: String) {
+        let note = match self.restore_profile(id).await {
+            Ok(note) => note,
+            Err(e) => Some(e),
+        };
+        let message = match note {
+            Some(note) => format!("{message}; {note}"),
+            None => message,
+        };
+        self.finish(id, DeploymentState::Failed, message);
+    }
+
+    /// Points the profile at `previous_toplevel` again if it points elsewhere now;
+    /// returns what it did (or why it could not) for the deployment's error.
+    async fn restore_profile(&self, id: &str) -> Result<Option<String>, String> {
+        let record = self.record(id)?;
+        if !creates_generation(record.deployment.mode) {
+            return Ok(None);
+        }
+        let current = self.profile.current().map_err(|e| format!("cannot read the profile {}: {e}", self.profile))?;
+        if let Some((n, Some(t))) = &current {
+            if *t == record.deployment.toplevel && record.deployment.generation.is_none() {
+                // `nix-env --set` ran but the agent died before journaling the number:
+                // record it so the history joins that generation with this deployment.
+                self.update(id, |r| r.deployment.generation = Some(*n))?;
+            }
+        }
+        let now = current.and_then(|(_, toplevel)| toplevel);
+        let Some(previous) = record.deployment.previous_toplevel else {
+            return Ok(now.map(|t| {
+                format!("the profile still points at {t}: there was no previous system to restore (first deployment)")
+            }));
+        };
+        if now.as_ref() == Some(&previous) {
+            return Ok(None);
+        }
+        self.nix
+            .set_profile(&self.profile, &previous)
+            .await
+            .map(|()| Some(format!("the profile points at the previous system {previous} again")))
+            .map_err(|e| format!("restoring the profile to {previous} failed: {e}"))
+    }
+
+    /// Makes a deployment final with `state` and `error`.
+    pub(crate) fn finish(&self, id: &str, state: DeploymentState, error: String) {
+        tracing::warn!(id, state = state_name(state), %error, "deployment ended");
+        let result = self.update(id, |r| {
+            r.deployment.state = state;
+            r.deployment.error = Some(error);
             r.deployment.finished = Some(unix_now());
-            r.deployment.log_tail = tail;
+            r.phase = Phase::Done;
         });
         if let Err(e) = result {
-            tracing::error!(id, error = %e, "cannot journal the failure");
-        }
-    }
-
-    /// After a restart: finishes what the journal left open. An activation still running
-    /// is followed again; one that ended while the agent was away is finished from its
-    /// exit file; without one its result is unknown and the deployment failed (issue 4
-    /// adds the rollback). Deployments awaiting confirmation keep waiting.
-    pub fn recover(self: &Arc<Self>) {
-        for record in self.records() {
-            let id = record.deployment.id.clone();
-            match record.deployment.state {
-                DeploymentState::Queued => self.fail(&id, "the agent restarted before the activation started".into()),
-                DeploymentState::Activating => self.recover_activating(record),
-                _ => {}
-            }
-        }
-    }
-
-    fn recover_activating(self: &Arc<Self>, record: Record) {
-        let id = record.deployment.id.clone();
-        let exit_file = self.journal().exit_path(&id);
-        let status = match &record.activation {
-            Some(handle) => self.services.status(handle).map_err(|e| e.to_string()),
-            None => read_exit_file(&exit_file)
-                .map(|code| code.map_or(ActivationStatus::Vanished, ActivationStatus::Finished))
-                .map_err(|e| e.to_string()),
-        };
-        let result = match (status, record.activation) {
-            (Ok(ActivationStatus::Running), Some(handle)) => {
-                tracing::info!(id, pid = handle.pid, "following an activation started before the restart");
-                let this = Arc::clone(self);
-                tokio::spawn(async move {
-                    if let Err(message) = this.watch(&id, &handle).await {
-                        this.fail(&id, message);
-                    }
-                });
-                return;
-            }
-            (Ok(ActivationStatus::Finished(code)), _) => self.finish(&id, code),
-            (Ok(_), _) => Err("agent restarted; activation result unknown".to_owned()),
-            (Err(e), _) => Err(format!("agent restarted; activation result unknown: {e}")),
-        };
-        if let Err(message) = result {
-            self.fail(&id, message);
+            tracing::error!(id, error = %e, "cannot journal the end of the deployment");
         }
     }
 }
 
-/// A state in which the agent will not start another deployment.
-fn is_busy(state: DeploymentState) -> bool {
-    matches!(state, DeploymentState::Queued | DeploymentState::Activating | DeploymentState::AwaitingConfirmation)
+/// 400 unless `id` is a deployment id.
+pub(crate) fn check_id(id: &str) -> Result<(), ApiFailure> {
+    if valid_id(id) {
+        Ok(())
+    } else {
+        Err(ApiFailure::bad_request(format!("id: `{id}` is not a deployment id ([A-Za-z0-9._-], 1 to 128 characters)")))
+    }
 }
 
 fn same_request(record: &Record, request: &DeploymentRequest) -> bool {
@@ -342,6 +489,8 @@ fn same_request(record: &Record, request: &DeploymentRequest) -> bool {
         && d.lock == request.lock
         && d.mode == request.mode
         && record.confirm_timeout == request.confirm_timeout
+        && record.health == request.health
+        && record.rollback_target.is_none()
 }
 
 /// The API name of a state (`awaiting-confirmation`).
@@ -358,4 +507,4 @@ pub fn state_name(state: DeploymentState) -> &'static str {
 
 #[cfg(test)]
 #[path = "deploy_tests.rs"]
-mod tests;
+pub(crate) mod tests;

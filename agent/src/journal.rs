@@ -1,5 +1,11 @@
 //! The deployment journal: one JSON file per deployment in `<state_dir>/deployments/`,
-//! next to its activation log (`<id>.log`) and exit status (`<id>.exit`).
+//! next to its activation log (`<id>.log`) and exit status (`<id>.exit`), the rollback
+//! activation's (`<id>+rollback.log`, `<id>+rollback.exit`) and the last health check
+//! output (`<id>+health.log`; `+` is not allowed in ids, so these names cannot collide).
+//!
+//! Each record carries a [`Phase`]: a marker written *before* each step that changes the
+//! host, so a restarted agent knows exactly which step may have been cut short (see
+//! `recovery.rs` for what it does about each).
 //!
 //! Invariant: a record on disk is always complete: it is written to `<id>.json.tmp`,
 //! fsynced, renamed over `<id>.json`, and the directory fsynced, so a crash leaves the
@@ -13,8 +19,10 @@ use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
-use hostctl_schemas::api::deployments::Deployment;
+use hostctl_schemas::api::deployments::{Deployment, DeploymentState};
+use hostctl_schemas::api::rollback::RollbackTarget;
 use hostctl_schemas::duration::Duration;
+use hostctl_schemas::inventory::HealthCheck;
 use serde::{Deserialize, Serialize};
 
 use crate::activation::ActivationHandle;
@@ -30,6 +38,100 @@ pub struct Record {
     pub confirm_timeout: Duration,
     /// The running or finished activation, once started.
     pub activation: Option<ActivationHandle>,
+    /// Which step the deployment is at (written before the step starts).
+    #[serde(default)]
+    pub phase: Phase,
+    /// The dead man's switch: set in the same write that journals the activation handle,
+    /// before `switch-to-configuration` may run, for deployments that need confirmation.
+    /// An armed deployment ends confirmed or re-activates `previous_toplevel`, also across
+    /// agent restarts.
+    #[serde(default)]
+    pub armed: bool,
+    /// The request's `command` health checks (the agent's own come from its config).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health: Vec<HealthCheck>,
+    /// The rollback in progress or done (re-activating `previous_toplevel`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackRun>,
+    /// For deployments made by `POST /v1/rollback`: the target asked for (a retry with the
+    /// same id and target gets this deployment back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_target: Option<RollbackTarget>,
+}
+
+impl Record {
+    /// A fresh record (`seq` is assigned on insert).
+    pub fn new(deployment: Deployment, confirm_timeout: Duration) -> Self {
+        Self {
+            seq: 0,
+            deployment,
+            confirm_timeout,
+            activation: None,
+            phase: Phase::Accepted,
+            armed: false,
+            health: Vec::new(),
+            rollback: None,
+            rollback_target: None,
+        }
+    }
+
+    /// Not final yet: the agent still has work to do for it.
+    pub fn is_open(&self) -> bool {
+        !self.deployment.state.is_final()
+    }
+}
+
+/// Where a deployment is; each marker is journaled before the step it names begins.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Accepted (`queued`); nothing changed on the host.
+    #[default]
+    Accepted,
+    /// About to run `nix-env --set TOPLEVEL` (switch/boot): the profile may have changed.
+    SettingProfile,
+    /// The profile has the new generation; the activation was not started.
+    ProfileSet,
+    /// The activation handle is journaled; `switch-to-configuration` may be running.
+    Activating,
+    /// The activation succeeded; health checks are running.
+    Checking,
+    /// Waiting for confirmation until `confirm_deadline`.
+    AwaitingConfirmation,
+    /// Re-activating `previous_toplevel` (details in [`Record::rollback`]).
+    RollingBack,
+    /// Final: nothing left to do.
+    Done,
+}
+
+/// A rollback: why, how the deployment ends once it worked, and how far it got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackRun {
+    /// Why the deployment is rolled back (the start of its `error`).
+    pub reason: String,
+    /// `failed` (the activation failed) or `rolled-back` (unconfirmed, unhealthy, asked).
+    pub end_state: DeploymentState,
+    pub step: RollbackStep,
+    /// The generation `nix-env --set PREVIOUS` created (switch/boot).
+    #[serde(default)]
+    pub generation: Option<u64>,
+    /// The rollback's activation of `PREVIOUS/bin/switch-to-configuration`.
+    #[serde(default)]
+    pub activation: Option<ActivationHandle>,
+}
+
+/// How far a rollback got; journaled before each step as [`Phase`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RollbackStep {
+    /// Decided; nothing done yet.
+    Decided,
+    /// About to run `nix-env --set PREVIOUS`.
+    SettingProfile,
+    /// The profile points at the previous system again.
+    ProfileSet,
+    /// The handle of the previous system's activation is journaled.
+    Activating,
 }
 
 /// Journal failures; each names the file or directory.
@@ -104,6 +206,11 @@ impl Journal {
         &self.dir
     }
 
+    /// The `seq` the next inserted record gets (unique: ids made from it cannot repeat).
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
     /// Where deployment `id`'s activation output goes.
     pub fn log_path(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.log"))
@@ -112,6 +219,21 @@ impl Journal {
     /// Where deployment `id`'s activation exit status goes.
     pub fn exit_path(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.exit"))
+    }
+
+    /// The output of the activation that rolls deployment `id` back.
+    pub fn rollback_log_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}+rollback.log"))
+    }
+
+    /// The exit status of the activation that rolls deployment `id` back.
+    pub fn rollback_exit_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}+rollback.exit"))
+    }
+
+    /// The output of deployment `id`'s latest health check attempt.
+    pub fn health_log_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}+health.log"))
     }
 
     pub fn get(&self, id: &str) -> Option<&Record> {
@@ -127,7 +249,12 @@ impl Journal {
 
     /// Records a new deployment (the caller checked its id is unused).
     pub fn insert(&mut self, deployment: Deployment, confirm_timeout: Duration) -> Result<Record, JournalError> {
-        let record = Record { seq: self.next_seq, deployment, confirm_timeout, activation: None };
+        self.insert_record(Record::new(deployment, confirm_timeout))
+    }
+
+    /// Records a new deployment with its extra fields; `seq` is assigned here.
+    pub fn insert_record(&mut self, mut record: Record) -> Result<Record, JournalError> {
+        record.seq = self.next_seq;
         self.write(&record)?;
         self.next_seq += 1;
         self.records.insert(record.deployment.id.clone(), record.clone());

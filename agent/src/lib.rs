@@ -3,8 +3,10 @@
 //!
 //! Request path: [`server`] routes → [`auth`] (signature, nonce, body hash; [`body`] reads
 //! bodies within limits) → handlers in [`routes`] and [`import`] → [`deploy`] (deployments:
-//! [`journal`] + [`activation`]), [`host`] (what the host runs), [`export_stream`] (the
-//! import stream validator). [`serve`] wires it up and handles signals.
+//! [`journal`] + [`activation`] + [`health`]; [`rollback`] re-activates the previous
+//! system, [`recovery`] resumes after a restart, [`rollback_target`] serves
+//! `POST /v1/rollback`), [`host`] (what the host runs), [`export_stream`] (the import
+//! stream validator). [`serve`] wires it up and handles signals.
 
 pub mod activation;
 pub mod auth;
@@ -12,9 +14,13 @@ pub mod body;
 pub mod deploy;
 pub mod error;
 pub mod export_stream;
+pub mod health;
 pub mod host;
 pub mod import;
 pub mod journal;
+pub mod recovery;
+pub mod rollback;
+pub mod rollback_target;
 pub mod routes;
 pub mod serve;
 pub mod server;
@@ -23,4 +29,13 @@ pub mod server;
 /// check accepts anyway).
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The current Unix time in milliseconds (0 before 1970): confirmation deadlines are
+/// compared at this resolution.
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }

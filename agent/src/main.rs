@@ -54,12 +54,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// Loads the configuration; a bad one is reported (file:line:column) as bad input.
+/// Loads the configuration; a bad one is reported (file:line:column) as bad input, as
+/// is a health check the agent cannot run.
 fn load(path: &std::path::Path) -> Result<AgentConfig, ExitCode> {
-    load_agent_config(path).map_err(|e| {
+    let config = load_agent_config(path).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(EXIT_BAD_INPUT)
-    })
+    })?;
+    hostctl_agent::health::refuse_http("health", &config.health).map_err(|e| {
+        eprintln!("error: {}: {e}", path.display());
+        ExitCode::from(EXIT_BAD_INPUT)
+    })?;
+    Ok(config)
 }
 
 fn serve(config: AgentConfig) -> ExitCode {

@@ -1,6 +1,6 @@
 //! The JSON endpoints of API v1 (all behind [`crate::auth::signed`]): status, missing
-//! paths, deployments and generations. Handlers parse and answer; the work is in
-//! [`crate::deploy`] and `hostctl-nix`.
+//! paths, deployments, rollback and generations. Handlers parse and answer; the work is
+//! in [`crate::deploy`], [`crate::rollback_target`] and `hostctl-nix`.
 
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
@@ -11,13 +11,16 @@ use hostctl_nix::profile::GenerationLine;
 use hostctl_schemas::api::deployments::{valid_id, Deployment, DeploymentRequest, DeploymentState};
 use hostctl_schemas::api::generations::{Generation, GenerationsResponse};
 use hostctl_schemas::api::paths::{MissingRequest, MissingResponse};
+use hostctl_schemas::api::rollback::RollbackRequest;
 use hostctl_schemas::api::status::{AgentState, StatusResponse};
+use hostctl_schemas::ids::StorePath;
 use hostctl_schemas::inventory::Mode;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiFailure;
 use crate::host::{invalid_paths, nix_system, read_link_text, BOOTED_SYSTEM, CURRENT_SYSTEM};
 use crate::journal::Record;
+use crate::rollback_target::system_origin;
 use crate::server::AppState;
 
 /// Parses a JSON body; errors name the field (`paths[2]: invalid store path ...`).
@@ -54,12 +57,7 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<StatusResponse>,
         None => (None, None),
     };
     let records = app.deployer.records();
-    let made_current = generation.and_then(|n| {
-        records
-            .iter()
-            .rev()
-            .find(|r| r.deployment.generation == Some(n) && Some(&r.deployment.toplevel) == toplevel.as_ref())
-    });
+    let made_current = generation.zip(toplevel.as_ref()).and_then(|(n, t)| system_of_generation(&records, n, t));
     Ok(Json(StatusResponse {
         hostname: app.config.hostname.to_string(),
         system: nix_system(),
@@ -135,6 +133,13 @@ pub async fn confirm(
     app.deployer.confirm(&id).map(Json)
 }
 
+/// `POST /v1/rollback`: 202 with the rollback's deployment.
+pub async fn rollback(State(app): State<AppState>, body: Bytes) -> Result<(StatusCode, Json<Deployment>), ApiFailure> {
+    let request: RollbackRequest = parse_json(&body)?;
+    let deployment = app.deployer.rollback(request).await?;
+    Ok((StatusCode::ACCEPTED, Json(deployment)))
+}
+
 /// `GET /v1/generations`: newest first, joined with the journal.
 pub async fn generations(State(app): State<AppState>) -> Result<Json<GenerationsResponse>, ApiFailure> {
     let profile = app.deployer.profile();
@@ -164,26 +169,49 @@ fn generation_time(link: &std::path::Path) -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// A generation with the deployment that created it, if the journal has one.
+/// A generation with the deployment that created it, if the journal has one: the
+/// deployment that set the profile to it, or the one whose rollback did (then `rev` and
+/// `lock` are those of the system it returned to, from the deployment that made it).
 pub fn join_generation(
     line: &GenerationLine,
     toplevel: hostctl_schemas::ids::StorePath,
     time: u64,
     records: &[Record],
 ) -> Generation {
-    let made_by = records
-        .iter()
-        .rev()
-        .find(|r| r.deployment.generation == Some(line.number) && r.deployment.toplevel == toplevel);
+    let made_by = made_generation(records, line.number, &toplevel);
+    let rolled_back = made_by.is_none().then(|| rollback_generation(records, line.number, &toplevel)).flatten();
+    let identity = made_by.or_else(|| rolled_back.and_then(|_| system_origin(records, &toplevel)));
+    let creator = made_by.or(rolled_back);
     Generation {
         number: line.number,
+        current: line.current,
+        deployment: creator.map(|r| r.deployment.id.clone()),
+        rev: identity.and_then(|r| r.deployment.rev.clone()),
+        lock: identity.and_then(|r| r.deployment.lock.clone()),
+        result: creator.map(|r| r.deployment.state),
+        mode: creator.map(|r| r.deployment.mode),
         toplevel,
         time,
-        current: line.current,
-        deployment: made_by.map(|r| r.deployment.id.clone()),
-        rev: made_by.and_then(|r| r.deployment.rev.clone()),
-        lock: made_by.and_then(|r| r.deployment.lock.clone()),
-        result: made_by.map(|r| r.deployment.state),
-        mode: made_by.map(|r| r.deployment.mode),
     }
+}
+
+/// The deployment whose own `nix-env --set` made generation `n` (pointing at `toplevel`).
+fn made_generation<'a>(records: &'a [Record], n: u64, toplevel: &StorePath) -> Option<&'a Record> {
+    records.iter().rev().find(|r| r.deployment.generation == Some(n) && &r.deployment.toplevel == toplevel)
+}
+
+/// The deployment whose rollback made generation `n` (pointing at its previous system).
+fn rollback_generation<'a>(records: &'a [Record], n: u64, toplevel: &StorePath) -> Option<&'a Record> {
+    records.iter().rev().find(|r| {
+        r.rollback.as_ref().is_some_and(|run| run.generation == Some(n))
+            && r.deployment.previous_toplevel.as_ref() == Some(toplevel)
+    })
+}
+
+/// The deployment that the system of generation `n` (`toplevel`) comes from: the one that
+/// made the generation, or, for a generation a rollback made, the newest confirmed
+/// deployment of that system.
+fn system_of_generation<'a>(records: &'a [Record], n: u64, toplevel: &StorePath) -> Option<&'a Record> {
+    made_generation(records, n, toplevel)
+        .or_else(|| rollback_generation(records, n, toplevel).and_then(|_| system_origin(records, toplevel)))
 }

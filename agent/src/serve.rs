@@ -14,7 +14,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::activation::{DetachedChild, ServiceManager};
 use crate::auth::Authenticator;
-use crate::deploy::Deployer;
+use crate::deploy::{Deployer, DeployerOptions};
 use crate::host::StoreFs;
 use crate::import::Importer;
 use crate::journal::{create_private_dir, Journal, JournalError};
@@ -41,6 +41,8 @@ pub enum ServeError {
     },
     #[error("cannot install the SIGTERM/SIGINT handlers: {0}")]
     Signal(#[source] std::io::Error),
+    #[error("configuration: {0}")]
+    Config(String),
     #[error("the HTTP server failed: {0}")]
     Server(#[source] std::io::Error),
 }
@@ -69,7 +71,11 @@ impl Agent {
         let nix = Arc::new(nix);
         let journal = Journal::open(&config.state_dir.join("deployments"))?;
         let store_fs = StoreFs::from_store_url(config.store.as_deref());
-        let deployer = Arc::new(Deployer::new(journal, Arc::clone(&nix), profile, store_fs, services));
+        // Refused here as well as by `check-config`: an `http` check the agent cannot run
+        // must not silently pass.
+        crate::health::refuse_http("health", &config.health).map_err(ServeError::Config)?;
+        let options = DeployerOptions { health: config.health.clone(), confirm_timeout: config.confirm_timeout };
+        let deployer = Arc::new(Deployer::new(journal, Arc::clone(&nix), profile, store_fs, services, options));
         let tmp = config.state_dir.join("tmp");
         let importer = Importer::new(Arc::clone(&nix), tmp.clone())
             .map_err(|source| ServeError::Dir { dir: tmp.display().to_string(), source })?;
@@ -88,7 +94,7 @@ impl Agent {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        self.state.deployer.recover();
+        self.state.deployer.recover().await;
         let app = self.router();
         axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(ServeError::Server)
     }

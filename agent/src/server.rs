@@ -13,7 +13,7 @@ use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use hostctl_nix::Nix;
 use hostctl_schemas::agent_config::AgentConfig;
-use hostctl_schemas::api::{deployments, generations, paths, status};
+use hostctl_schemas::api::{deployments, generations, paths, rollback, status};
 
 use crate::auth::{signed, Authenticator, BodyPolicy, SignedRoute};
 use crate::deploy::Deployer;
@@ -52,6 +52,7 @@ pub fn router(state: AppState, auth: Arc<Authenticator>) -> Router {
             &deployments::confirm_path_of("{id}"),
             signed_route(post(routes::confirm), BodyPolicy::Buffered(SMALL_BODY_LIMIT)),
         )
+        .route(rollback::PATH, signed_route(post(routes::rollback), buffered(rollback::BODY_LIMIT)))
         .route(generations::PATH, signed_route(get(routes::generations), BodyPolicy::Buffered(SMALL_BODY_LIMIT)))
         .fallback(no_route)
         .method_not_allowed_fallback(no_route)

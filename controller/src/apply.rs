@@ -1,5 +1,6 @@
 //! `hostctl apply`: eval -> build -> per batch, per host in parallel: push the closure,
-//! activate, wait, confirm. `--dry-run` stops after asking each host what it lacks.
+//! activate, wait, health gate, confirm. `--dry-run` stops after asking each host what
+//! it lacks.
 
 use std::sync::Arc;
 
@@ -14,14 +15,21 @@ use crate::commands::{base_entry, eval_and_build, Built, Failure};
 use crate::context::FleetContext;
 use crate::deploy::{DeploySettings, Outcome};
 use crate::error::Error;
-use crate::progress;
+use crate::host::Host;
 use crate::push::NixStore;
 use crate::report::{HostReport, HostResult, Report};
 use crate::rollout::{dry_run, roll_out, Plan, Policy, Target};
+use crate::{health, progress, Output};
 
 /// Runs `apply` for the selected hosts. Bad input (key, selectors, inventory) is
 /// reported before anything is evaluated or contacted.
-pub async fn apply(cli: &Cli, args: &ApplyArgs, ctx: &FleetContext, nix: Arc<Nix>) -> Result<Report, Error> {
+pub async fn apply(
+    cli: &Cli,
+    args: &ApplyArgs,
+    ctx: &FleetContext,
+    nix: Arc<Nix>,
+    out: &mut Output,
+) -> Result<Report, Error> {
     let key = load_signing_key(ctx, cli.key.as_deref())?;
     let mut settings =
         DeploySettings::new(args.mode.unwrap_or(ctx.fleet.defaults.mode), ctx.fleet.defaults.confirm_timeout);
@@ -36,6 +44,12 @@ pub async fn apply(cli: &Cli, args: &ApplyArgs, ctx: &FleetContext, nix: Arc<Nix
     report.extra.insert("mode".into(), settings.mode.as_str().into());
     report.extra.insert("dry_run".into(), args.dry_run.into());
     let (targets, failed_before) = targets(ctx, &key, &built, &mut report);
+    if !args.dry_run {
+        let checks = targets.iter().map(|t| (t.host.name(), t.checks.as_slice()));
+        for warning in health::warnings(checks, settings.mode, settings.confirm_timeout) {
+            out.warn(&warning);
+        }
+    }
     let store = Arc::new(NixStore { nix });
     if args.dry_run {
         let batches = batch_numbers(&targets, policy.batch_size);
@@ -76,7 +90,8 @@ fn targets(
             (Ok(toplevel), Some(host)) => {
                 match HttpHost::new(name.clone(), &host.address, ctx.fleet.defaults.port, key.clone()) {
                     Ok(h) => {
-                        targets.push(Target { host: Arc::new(h), toplevel: toplevel.out_path.clone() });
+                        let (host, toplevel) = (Arc::new(h), toplevel.out_path.clone());
+                        targets.push(Target { host, toplevel, checks: host_checks(ctx, name) });
                         continue;
                     }
                     Err(e) => Outcome::failed(crate::deploy::Step::Connect, e.to_string()),
@@ -94,13 +109,17 @@ fn targets(
     (targets, failed)
 }
 
+/// The host's `health` checks from the inventory.
+pub fn host_checks(ctx: &FleetContext, name: &HostName) -> Vec<hostctl_schemas::inventory::HealthCheck> {
+    ctx.fleet.hosts.get(name).map(|h| h.health.clone()).unwrap_or_default()
+}
+
 fn toplevel_of(built: &Built, name: &HostName) -> Option<String> {
     built.get(name).and_then(|r| r.as_ref().ok()).map(|t| t.out_path.to_string())
 }
 
 /// Which batch (1-based) each target would be in.
 fn batch_numbers(targets: &[Target<HttpHost>], size: usize) -> std::collections::BTreeMap<HostName, usize> {
-    use crate::host::Host;
     targets.iter().enumerate().map(|(i, t)| (t.host.name().clone(), i / size.max(1) + 1)).collect()
 }
 
@@ -116,6 +135,7 @@ pub fn outcome_entry(ctx: &FleetContext, toplevel: Option<String>, batch: Option
         .field("deployment", o.deployment.clone())
         .field("generation", o.generation)
         .field("log_tail", o.log_tail.clone())
+        .field("health", serde_json::to_value(&o.health).unwrap_or(Value::Null))
         .field("seconds", (o.seconds * 1000.0).round() / 1000.0);
     e.toplevel = toplevel;
     e.error = o.error.clone();
@@ -207,6 +227,7 @@ mod tests {
             "deployment",
             "generation",
             "log_tail",
+            "health",
             "seconds",
         ];
         expected.sort_unstable();

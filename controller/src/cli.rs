@@ -4,6 +4,7 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use hostctl_schemas::ids::HostName;
 use hostctl_schemas::inventory::{Batch, Mode};
 
 #[derive(Debug, Parser)]
@@ -40,6 +41,32 @@ pub enum Command {
     Apply(ApplyArgs),
     /// What each agent reports, and drift from the flake.
     Status(Select),
+    /// Return hosts to an earlier system: the previous lock, a lock, a revision or a generation.
+    Rollback(RollbackArgs),
+    /// Deployments of a host, newest first: time, rev, lock, toplevel, mode, result.
+    History(HistoryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The hosts to roll back (names from the fleet file).
+    #[arg(required = true, value_name = "HOST")]
+    pub hosts: Vec<HostName>,
+    /// A lock id (64 hex, or a unique prefix of at least 12 of a lock in the host's
+    /// history) or a git revision of the flake (commit, tag, branch). Default: the
+    /// previous lock (the newest earlier deployment with a different lock).
+    #[arg(long, value_name = "LOCK|REV", conflicts_with = "generation")]
+    pub to_lock: Option<String>,
+    /// A generation of the host's system profile.
+    #[arg(long, value_name = "N")]
+    pub generation: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The host (a name from the fleet file).
+    #[arg(value_name = "HOST")]
+    pub host: HostName,
 }
 
 #[derive(Debug, Args)]

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hostctl_schemas::api::deployments::{self, Deployment, DeploymentRequest};
+use hostctl_schemas::api::generations::{self, GenerationsResponse};
 use hostctl_schemas::api::paths::{self, ImportResponse, MissingRequest, MissingResponse};
+use hostctl_schemas::api::rollback::{self, RollbackRequest};
 use hostctl_schemas::api::status::{self, StatusResponse};
 use hostctl_schemas::api::{headers, ApiError};
 use hostctl_schemas::ids::{Address, HostName, StorePath};
@@ -188,6 +190,37 @@ impl Host for HttpHost {
         // the confirmation, so it proves the new configuration accepts new connections.
         let fresh = new_client().map_err(|e| self.transport(&format!("POST {path}"), &e))?;
         self.call(&fresh, Method::POST, &path, Some(b"{}".to_vec())).await
+    }
+
+    async fn generations(&self) -> Result<GenerationsResponse, HostError> {
+        self.call(&self.client, Method::GET, generations::PATH, None).await
+    }
+
+    async fn rollback(&self, request: &RollbackRequest) -> Result<Deployment, HostError> {
+        let body = self.json(rollback::PATH, request)?;
+        self.call(&self.client, Method::POST, rollback::PATH, Some(body)).await
+    }
+
+    async fn probe(&self, url: &str, timeout: Duration) -> Result<u16, String> {
+        // This build of reqwest has no TLS (no TLS crates in the dependency tree).
+        if url.starts_with("https://") {
+            return Err("https health checks need TLS, which this build of hostctl does not include".into());
+        }
+        // A client of its own per attempt: like `confirm`, a check must show that the
+        // new configuration accepts new connections, not reuse one from before.
+        let client = Client::builder()
+            .connect_timeout(timeout.min(CONNECT_TIMEOUT))
+            .timeout(timeout)
+            .build()
+            .map_err(|e| format!("cannot set up an HTTP client: {}", error_chain(&e)))?;
+        match client.get(url).send().await {
+            Ok(response) => Ok(response.status().as_u16()),
+            Err(e) if e.is_timeout() => {
+                Err(format!("no answer within {}", hostctl_schemas::duration::Duration::from(timeout)))
+            }
+            Err(e) if e.is_connect() => Err(format!("cannot connect: {}", root_cause(&e))),
+            Err(e) => Err(error_chain(&e)),
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::pool::{evaluate, pool_size, EvalJob};
 use crate::report::{HostReport, HostResult, Report};
 use crate::select::select;
-use crate::{apply, check, status, Output};
+use crate::{apply, check, history, rollback, status, Output};
 
 /// Runs the parsed command; returns the report to print.
 pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Report, Error> {
@@ -29,8 +29,10 @@ pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Report, E
         }
         Command::Build(sel) => build(cli, &ctx, nix, sel).await,
         Command::Check => check::check(&ctx, &nix).await,
-        Command::Apply(args) => apply::apply(cli, args, &ctx, nix).await,
+        Command::Apply(args) => apply::apply(cli, args, &ctx, nix, out).await,
         Command::Status(sel) => status::status(cli, sel, &ctx, nix).await,
+        Command::History(args) => history::history(cli, args, &ctx).await,
+        Command::Rollback(args) => rollback::rollback(cli, args, &ctx, nix, out).await,
     }
 }
 

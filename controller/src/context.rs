@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use hostctl_nix::flake::{FlakeLock, FlakeSource};
 use hostctl_nix::FlakeRef;
-use hostctl_schemas::ids::LockId;
-use hostctl_schemas::inventory::{load_fleet, Fleet};
+use hostctl_schemas::ids::{HostName, LockId};
+use hostctl_schemas::inventory::{load_fleet, Fleet, Host};
 
 use crate::error::Error;
 
@@ -57,6 +57,15 @@ impl FleetContext {
     /// The directory of the fleet file: relative paths in it are relative to this.
     pub fn fleet_dir(&self) -> &Path {
         self.fleet_file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+    }
+
+    /// The inventory entry of a host named on the command line; an unknown name is bad input.
+    pub fn host(&self, name: &HostName) -> Result<&Host, Error> {
+        self.fleet.hosts.get(name).ok_or_else(|| Error::UnknownHost {
+            host: name.to_string(),
+            fleet: self.fleet_file.display().to_string(),
+            known: self.fleet.hosts.keys().map(HostName::as_str).collect::<Vec<_>>().join(", "),
+        })
     }
 
     pub fn lock_id(&self) -> Option<&LockId> {

@@ -1,14 +1,17 @@
 //! One host's deployment: status -> (unchanged?) -> push the closure -> start the
-//! deployment -> wait for it, confirming over a new connection when the agent asks.
+//! deployment -> wait for it; when the agent asks for confirmation, run the health gate
+//! ([`crate::health`]) and confirm over a new connection, or have it roll back.
 //! Generic over [`Host`] and [`LocalStore`]; the outcome names the step that failed.
+//! [`follow`] is the waiting part alone, which `rollback` shares.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hostctl_schemas::api::deployments::{Deployment, DeploymentRequest, DeploymentState};
 use hostctl_schemas::ids::{HostName, LockId, StorePath};
-use hostctl_schemas::inventory::Mode;
+use hostctl_schemas::inventory::{HealthCheck, Mode};
 
 use crate::client::random_hex;
+use crate::health::{self, CheckReport, Gate};
 use crate::host::{Host, HostError};
 use crate::progress;
 use crate::push::{push_closure, PushError, PushStats};
@@ -52,6 +55,10 @@ pub enum Step {
     Activate,
     Confirm,
     Wait,
+    /// A health check failed.
+    Health,
+    /// `POST /v1/rollback` (or reading the history it needs) failed.
+    Rollback,
 }
 
 impl Step {
@@ -65,6 +72,8 @@ impl Step {
             Step::Activate => "activate",
             Step::Confirm => "confirm",
             Step::Wait => "wait",
+            Step::Health => "health",
+            Step::Rollback => "rollback",
         }
     }
 }
@@ -81,6 +90,8 @@ pub struct Outcome {
     pub deployment: Option<String>,
     pub generation: Option<u64>,
     pub log_tail: Option<String>,
+    /// The http health checks run by the controller.
+    pub health: Vec<CheckReport>,
     /// Wall time this host took in its batch (status to final state), in seconds.
     pub seconds: f64,
 }
@@ -90,7 +101,7 @@ impl Outcome {
         Self::new(HostResult::Failed).with_error(step, error)
     }
 
-    fn new(result: HostResult) -> Self {
+    pub fn new(result: HostResult) -> Self {
         Self {
             result,
             step: None,
@@ -100,11 +111,12 @@ impl Outcome {
             deployment: None,
             generation: None,
             log_tail: None,
+            health: Vec::new(),
             seconds: 0.0,
         }
     }
 
-    fn with_error(mut self, step: Step, error: impl Into<String>) -> Self {
+    pub fn with_error(mut self, step: Step, error: impl Into<String>) -> Self {
         self.step = Some(step);
         self.error = Some(error.into());
         self
@@ -123,12 +135,14 @@ pub fn is_unchanged(mode: Mode, current: Option<&str>, toplevel: &StorePath) -> 
     matches!(mode, Mode::Switch | Mode::Boot) && current == Some(toplevel.as_str())
 }
 
-/// Deploys `toplevel` to `host`. Never returns early without an outcome: every failure
-/// becomes a `failed` (or `rolled-back`) outcome naming its step.
+/// Deploys `toplevel` to `host`, gated by its health `checks`. Never returns early
+/// without an outcome: every failure becomes a `failed` (or `rolled-back`) outcome
+/// naming its step.
 pub async fn deploy_host<H: Host, S: crate::push::LocalStore>(
     host: &H,
     store: &S,
     toplevel: &StorePath,
+    checks: &[HealthCheck],
     settings: &DeploySettings,
 ) -> Outcome {
     let name = host.name();
@@ -161,17 +175,36 @@ pub async fn deploy_host<H: Host, S: crate::push::LocalStore>(
         lock: settings.lock.clone(),
         mode: settings.mode,
         confirm_timeout: settings.confirm_timeout,
-        health: Vec::new(),
+        health: health::command_checks(checks),
     };
     outcome.deployment = Some(request.id.clone());
     progress::step(name, format!("activating ({}, deployment {})", settings.mode, request.id));
     if let Err(e) = host.deploy(&request).await {
         return outcome.with_error(Step::Deploy, e.to_string()).into_failed();
     }
-    match wait(host, &request.id, settings).await {
-        Ok(deployment) => finish(name, outcome, deployment),
-        Err((step, e)) => outcome.with_error(step, e).into_failed(),
+    follow(host, outcome, &request.id, checks, settings).await.0
+}
+
+/// Follows a started deployment `id` to its end (health gate, confirmation) and maps
+/// it onto `outcome`; also returns the deployment's final record when there is one.
+pub async fn follow<H: Host>(
+    host: &H,
+    mut outcome: Outcome,
+    id: &str,
+    checks: &[HealthCheck],
+    settings: &DeploySettings,
+) -> (Outcome, Option<Deployment>) {
+    outcome.deployment = Some(id.to_owned());
+    let (deployment, mut gate) = match wait(host, id, checks, settings).await {
+        Ok(waited) => waited,
+        Err((step, e)) => return (outcome.with_error(step, e).into_failed(), None),
+    };
+    // Without a confirmation window the agent confirms by itself: the checks can still
+    // fail the host (and stop the rollout), only not roll it back.
+    if deployment.state == DeploymentState::Confirmed && !gate.ran && health::probes_new_system(deployment.mode) {
+        gate = health::run(host, checks).await;
     }
+    (finish(host.name(), outcome, deployment.clone(), gate), Some(deployment))
 }
 
 impl Outcome {
@@ -181,11 +214,30 @@ impl Outcome {
     }
 }
 
-/// Maps the deployment's final state onto the host's result. Errors start with the
-/// host and say what failed, then the agent's own words.
-fn finish(host: &HostName, mut outcome: Outcome, d: Deployment) -> Outcome {
+/// Maps the deployment's final state and the health gate onto the host's result.
+/// Errors start with the host and say what failed, then the agent's own words.
+fn finish(host: &HostName, mut outcome: Outcome, d: Deployment, gate: Gate) -> Outcome {
     outcome.generation = d.generation;
+    outcome.health = gate.checks;
     let log_tail = (!d.log_tail.trim().is_empty()).then(|| d.log_tail.clone());
+    if let Some(failure) = gate.failure {
+        outcome.log_tail = log_tail;
+        return match d.state {
+            DeploymentState::RolledBack => {
+                let mut o = outcome.with_error(Step::Health, format!("{host}: {failure}; the agent rolled back"));
+                o.result = HostResult::RolledBack;
+                o
+            }
+            DeploymentState::Confirmed => {
+                let why = "not rolled back: there is no confirmation window (confirm_timeout 0s)";
+                outcome.with_error(Step::Health, format!("{host}: {failure}; {why}")).into_failed()
+            }
+            _ => {
+                let agent = d.error.map(|e| format!("; agent: {e}")).unwrap_or_default();
+                outcome.with_error(Step::Health, format!("{host}: {failure}{agent}")).into_failed()
+            }
+        };
+    }
     // The agent's own error when it gave one (it names the exit code itself), else
     // what its record says.
     let failed = d.error.as_deref().map_or_else(|| activation_failed(&d), |e| format!("activation failed: {e}"));
@@ -203,7 +255,10 @@ fn finish(host: &HostName, mut outcome: Outcome, d: Deployment) -> Outcome {
         // Activated, but not confirmed in time (or not healthy): magic rollback.
         DeploymentState::RolledBack => {
             let why = d.error.clone().unwrap_or_else(|| "the deployment was not confirmed in time".into());
-            outcome = outcome.with_error(Step::Confirm, format!("{host}: rolled back: {why}"));
+            // The agent's own (`command`) checks failing: its error says so, and the
+            // step should too. (The API has no structured reason for a rollback yet.)
+            let step = if why.starts_with("health check") { Step::Health } else { Step::Confirm };
+            outcome = outcome.with_error(step, format!("{host}: rolled back: {why}"));
             outcome.result = HostResult::RolledBack;
         }
         // `wait` only returns final states; anything else is reported as a failure.
@@ -224,46 +279,96 @@ fn activation_failed(d: &Deployment) -> String {
     format!("activation failed{code}{}", outcome.map(|o| format!(" ({o})")).unwrap_or_default())
 }
 
-/// Polls the deployment until it is final, confirming it when the agent waits for
-/// that. Unreachability while polling is expected (a switch may restart the agent or
-/// its network) and retried until the time limit.
-async fn wait<H: Host>(host: &H, id: &str, settings: &DeploySettings) -> Result<Deployment, (Step, String)> {
+/// Polls the deployment until it is final; when the agent waits for confirmation, runs
+/// the health gate once and confirms (or, if it failed, has the agent roll back).
+/// Unreachability while polling is expected (a switch may restart the agent or its
+/// network) and retried until the time limit.
+async fn wait<H: Host>(
+    host: &H,
+    id: &str,
+    checks: &[HealthCheck],
+    settings: &DeploySettings,
+) -> Result<(Deployment, Gate), (Step, String)> {
     let deadline = Instant::now() + settings.wait_limit;
-    let mut confirmed = false;
-    let mut last_error: Option<HostError> = None;
+    let mut w = Waiting { host, id, checks, gate: Gate::default(), confirmed: false, refused: false, last_error: None };
     // Activations often finish within tens of milliseconds: poll soon, then back off to
     // `poll_interval` so a long activation costs few requests.
     let mut delay = FIRST_POLL.min(settings.poll_interval);
     loop {
         match host.deployment(id).await {
-            Ok(d) if d.state.is_final() => {
-                return Ok(match (d.state, last_error) {
-                    (DeploymentState::RolledBack, Some(e)) if !confirmed => with_confirm_error(d, &e),
-                    (_, _) => d,
-                });
-            }
-            Ok(d) if d.state == DeploymentState::AwaitingConfirmation && !confirmed => {
-                progress::step(host.name(), "confirming over a new connection");
-                match host.confirm(id).await {
-                    Ok(d) if d.state.is_final() => return Ok(d),
-                    Ok(_) => confirmed = true,
-                    // Keep trying while the agent's window lasts; if it rolls back, the
-                    // error says why the controller could not confirm.
-                    Err(e) if e.is_transport() => last_error = Some(e),
-                    Err(e) => return Err((Step::Confirm, e.to_string())),
+            Ok(d) if d.state.is_final() => return Ok(w.end(d)),
+            Ok(d) if d.state == DeploymentState::AwaitingConfirmation && w.may_confirm() => {
+                if let Some(d) = w.gate_and_confirm().await? {
+                    return Ok(w.end(d));
                 }
             }
             Ok(_) => {}
-            Err(e) if e.is_transport() => last_error = Some(e),
+            Err(e) if e.is_transport() => w.last_error = Some(e),
             Err(e) => return Err((Step::Wait, e.to_string())),
         }
         if Instant::now() >= deadline {
-            let why = last_error.map(|e| format!("; last error: {e}")).unwrap_or_default();
+            let why = w.last_error.map(|e| format!("; last error: {e}")).unwrap_or_default();
             let limit = settings.wait_limit.as_secs();
             return Err((Step::Wait, format!("{}: deployment {id} not finished after {limit}s{why}", host.name())));
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(settings.poll_interval);
+    }
+}
+
+/// What [`wait`] knows about one deployment so far.
+struct Waiting<'a, H> {
+    host: &'a H,
+    id: &'a str,
+    checks: &'a [HealthCheck],
+    gate: Gate,
+    /// The agent accepted the confirmation.
+    confirmed: bool,
+    /// The agent refused it (409: the window is over); its final state tells the rest.
+    refused: bool,
+    last_error: Option<HostError>,
+}
+
+impl<H: Host> Waiting<'_, H> {
+    fn may_confirm(&self) -> bool {
+        !self.confirmed && !self.refused && self.gate.failure.is_none()
+    }
+
+    /// Runs the gate (once), then confirms if it passed; `Some` when the confirmation
+    /// answer is already final.
+    async fn gate_and_confirm(&mut self) -> Result<Option<Deployment>, (Step, String)> {
+        if !self.gate.ran {
+            self.gate = health::run(self.host, self.checks).await;
+            if self.gate.failure.is_some() {
+                health::reject(self.host).await;
+                return Ok(None);
+            }
+        }
+        progress::step(self.host.name(), "confirming over a new connection");
+        match self.host.confirm(self.id).await {
+            Ok(d) if d.state.is_final() => return Ok(Some(d)),
+            Ok(_) => self.confirmed = true,
+            // Keep trying while the agent's window lasts; if it rolls back, the error
+            // says why the controller could not confirm.
+            Err(e) if e.is_transport() => self.last_error = Some(e),
+            Err(e) if e.status() == Some(409) => {
+                self.refused = true;
+                self.last_error = Some(e);
+            }
+            Err(e) => return Err((Step::Confirm, e.to_string())),
+        }
+        Ok(None)
+    }
+
+    fn end(&mut self, d: Deployment) -> (Deployment, Gate) {
+        let gate = std::mem::take(&mut self.gate);
+        let d = match (d.state, self.last_error.take()) {
+            (DeploymentState::RolledBack, Some(e)) if !self.confirmed && gate.failure.is_none() => {
+                with_confirm_error(d, &e)
+            }
+            _ => d,
+        };
+        (d, gate)
     }
 }
 
@@ -321,7 +426,7 @@ mod tests {
         let store = FakeStore;
         let script = Script { lacks: store.closure_paths(), needs_confirmation: true, ..Script::default() };
         let host = FakeHost::new("web1", script);
-        let outcome = deploy_host(&host, &store, &FakeStore::toplevel(), &settings()).await;
+        let outcome = deploy_host(&host, &store, &FakeStore::toplevel(), &[], &settings()).await;
         assert_eq!(outcome.result, HostResult::Activated, "{outcome:?}");
         assert_eq!(outcome.pushed.paths, 2);
         assert_eq!(outcome.pushed.nar_bytes, 300);
@@ -354,12 +459,18 @@ mod tests {
     #[test]
     fn final_states_map_to_results() {
         let host: HostName = "web1".parse().unwrap();
-        let end = |state, outcome| finish(&host, Outcome::new(HostResult::Activated), final_deployment(state, outcome));
+        let end = |state, outcome| {
+            finish(&host, Outcome::new(HostResult::Activated), final_deployment(state, outcome), Gate::default())
+        };
         let o = end(DeploymentState::Confirmed, Some(ActivationOutcome::Ok));
         assert_eq!((o.result, o.step, o.generation), (HostResult::Activated, None, Some(3)));
         let o = end(DeploymentState::RolledBack, Some(ActivationOutcome::Ok));
         assert_eq!((o.result, o.step), (HostResult::RolledBack, Some(Step::Confirm)));
         assert_eq!(o.error.as_deref(), Some("web1: rolled back: the deployment was not confirmed in time"));
+        let mut d = final_deployment(DeploymentState::RolledBack, Some(ActivationOutcome::Ok));
+        d.error = Some("health check `false` failed: exit status 1 (1 attempt)".into());
+        let o = finish(&host, Outcome::new(HostResult::Activated), d, Gate::default());
+        assert_eq!((o.result, o.step), (HostResult::RolledBack, Some(Step::Health)), "the agent's command check");
         let o = end(DeploymentState::RolledBack, Some(ActivationOutcome::UnitsFailed));
         assert_eq!((o.result, o.step), (HostResult::Failed, Some(Step::Activate)));
         assert!(o.error.unwrap().ends_with("(the previous system was restored)"));
@@ -369,13 +480,13 @@ mod tests {
         assert_eq!(o.log_tail.as_deref(), Some("last line\n"));
         let mut d = final_deployment(DeploymentState::Failed, Some(ActivationOutcome::UnitsFailed));
         d.exit_code = Some(4);
-        let o = finish(&host, Outcome::new(HostResult::Activated), d.clone());
+        let o = finish(&host, Outcome::new(HostResult::Activated), d.clone(), Gate::default());
         assert_eq!(
             o.error.as_deref(),
             Some("web1: activation failed: switch-to-configuration exited with 4 (units-failed)")
         );
         d.error = Some("foo.service failed".into());
-        let o = finish(&host, Outcome::new(HostResult::Activated), d);
+        let o = finish(&host, Outcome::new(HostResult::Activated), d, Gate::default());
         assert_eq!(o.error.as_deref(), Some("web1: activation failed: foo.service failed"));
     }
 
@@ -383,21 +494,84 @@ mod tests {
     async fn unchanged_host_gets_no_transfer_and_no_deployment() {
         let script = Script { current: Some(FakeStore::toplevel()), ..Script::default() };
         let host = FakeHost::new("web1", script);
-        let outcome = deploy_host(&host, &FakeStore, &FakeStore::toplevel(), &settings()).await;
+        let outcome = deploy_host(&host, &FakeStore, &FakeStore::toplevel(), &[], &settings()).await;
         assert_eq!(outcome.result, HostResult::Unchanged);
         assert_eq!(host.calls(), ["status"]);
+    }
+
+    fn http_check(retries: u32) -> HealthCheck {
+        let mut check = HealthCheck::new(hostctl_schemas::inventory::HealthKind::Http("http://web1/healthz".into()));
+        (check.retries, check.interval) = (retries, hostctl_schemas::duration::Duration::from_millis(1));
+        check
+    }
+
+    #[tokio::test]
+    async fn failing_health_check_rolls_back_without_confirming() {
+        use hostctl_schemas::api::rollback::{Previous, RollbackTarget};
+        let probes = [Ok(503), Err("cannot connect: refused".to_owned())].into_iter().collect();
+        let script = Script { needs_confirmation: true, probes, ..Script::default() };
+        let host = FakeHost::new("web1", script);
+        let command = HealthCheck::new(hostctl_schemas::inventory::HealthKind::Command(vec!["true".into()]));
+        let checks = [http_check(1), command.clone()];
+        let outcome = deploy_host(&host, &FakeStore, &FakeStore::toplevel(), &checks, &settings()).await;
+        assert_eq!((outcome.result, outcome.step), (HostResult::RolledBack, Some(Step::Health)), "{outcome:?}");
+        assert_eq!(
+            outcome.error.as_deref(),
+            Some(
+                "web1: health check GET http://web1/healthz failed after 2 attempts: cannot connect: refused; \
+                 the agent rolled back"
+            )
+        );
+        assert_eq!(outcome.health.len(), 1);
+        assert_eq!((outcome.health[0].ok, outcome.health[0].attempts), (false, 2));
+        let calls = host.calls();
+        assert!(!calls.contains(&"confirm".to_owned()), "never confirmed: {calls:?}");
+        let probes_then_rollback: Vec<&str> =
+            calls.iter().map(String::as_str).filter(|c| ["probe", "rollback"].contains(c)).collect();
+        assert_eq!(probes_then_rollback, ["probe", "probe", "rollback"]);
+        let rollbacks = host.rollbacks.lock().unwrap().clone();
+        assert_eq!(rollbacks.len(), 1);
+        assert_eq!(rollbacks[0].to, RollbackTarget::Previous(Previous::Previous));
+        assert_eq!(host.deploys.lock().unwrap()[0].health, [command], "command checks go to the agent");
+    }
+
+    #[tokio::test]
+    async fn passing_health_checks_come_before_the_confirmation() {
+        let probes = [Ok(500), Ok(200)].into_iter().collect();
+        let host = FakeHost::new("web1", Script { needs_confirmation: true, probes, ..Script::default() });
+        let outcome = deploy_host(&host, &FakeStore, &FakeStore::toplevel(), &[http_check(3)], &settings()).await;
+        assert_eq!(outcome.result, HostResult::Activated, "{outcome:?}");
+        assert_eq!((outcome.health[0].ok, outcome.health[0].attempts), (true, 2));
+        let calls = host.calls();
+        let gate: Vec<&str> =
+            calls.iter().map(String::as_str).filter(|c| ["probe", "confirm", "rollback"].contains(c)).collect();
+        assert_eq!(gate, ["probe", "probe", "confirm"]);
+    }
+
+    #[tokio::test]
+    async fn without_a_window_a_failing_check_fails_the_host_but_cannot_roll_back() {
+        let host = FakeHost::new("web1", Script { probes: [Ok(500)].into_iter().collect(), ..Script::default() });
+        let mut s = settings();
+        s.confirm_timeout = hostctl_schemas::duration::Duration::from_secs(0);
+        let outcome = deploy_host(&host, &FakeStore, &FakeStore::toplevel(), &[http_check(0)], &s).await;
+        assert_eq!((outcome.result, outcome.step), (HostResult::Failed, Some(Step::Health)));
+        assert!(outcome
+            .error
+            .unwrap()
+            .ends_with("not rolled back: there is no confirmation window (confirm_timeout 0s)"));
+        assert!(!host.calls().contains(&"rollback".to_owned()));
     }
 
     #[tokio::test]
     async fn failures_name_their_step() {
         let host = FakeHost::new("web1", Script { unreachable: true, ..Script::default() });
-        let outcome = deploy_host(&host, &FakeStore, &FakeStore::toplevel(), &settings()).await;
+        let outcome = deploy_host(&host, &FakeStore, &FakeStore::toplevel(), &[], &settings()).await;
         assert_eq!((outcome.result, outcome.step), (HostResult::Failed, Some(Step::Connect)));
         assert!(outcome.error.unwrap().contains("connection refused"));
 
         let fails = Some(("switch-to-configuration exited with 4".to_owned(), "unit foo.service failed".to_owned()));
         let host = FakeHost::new("web2", Script { activation_fails: fails, ..Script::default() });
-        let outcome = deploy_host(&host, &FakeStore, &FakeStore::toplevel(), &settings()).await;
+        let outcome = deploy_host(&host, &FakeStore, &FakeStore::toplevel(), &[], &settings()).await;
         assert_eq!((outcome.result, outcome.step), (HostResult::Failed, Some(Step::Activate)));
         assert_eq!(outcome.error.as_deref(), Some("web2: activation failed: switch-to-configuration exited with 4"));
         assert_eq!(outcome.log_tail.as_deref(), Some("unit foo.service failed"));

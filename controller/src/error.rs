@@ -40,6 +40,14 @@ pub enum Error {
          `nix key generate-secret`, relative to this file) or pass --key FILE"
     )]
     NoSigningKey { fleet: String },
+    #[error("no host `{host}` in {fleet}; its hosts: {known}")]
+    UnknownHost { host: String, fleet: String, known: String },
+    /// A rollback target that names nothing (unknown lock or revision, bad syntax).
+    #[error("{0}")]
+    Target(String),
+    /// The flake repository's history could not be read.
+    #[error(transparent)]
+    GitHistory(#[from] hostctl_nix::flake::GitLockError),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -53,8 +61,10 @@ impl Error {
             | Error::FlakeRef { .. }
             | Error::Lock(_)
             | Error::Key(_)
-            | Error::NoSigningKey { .. } => EXIT_BAD_INPUT,
-            Error::Nix(_) | Error::Output(_) => EXIT_FAILED,
+            | Error::NoSigningKey { .. }
+            | Error::UnknownHost { .. }
+            | Error::Target(_) => EXIT_BAD_INPUT,
+            Error::Nix(_) | Error::Output(_) | Error::GitHistory(_) => EXIT_FAILED,
         }
     }
 }

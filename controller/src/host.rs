@@ -5,8 +5,12 @@
 
 use std::future::Future;
 
+use std::time::Duration;
+
 use hostctl_schemas::api::deployments::{Deployment, DeploymentRequest};
+use hostctl_schemas::api::generations::GenerationsResponse;
 use hostctl_schemas::api::paths::ImportResponse;
+use hostctl_schemas::api::rollback::RollbackRequest;
 use hostctl_schemas::api::status::StatusResponse;
 use hostctl_schemas::api::ErrorCode;
 use hostctl_schemas::ids::{HostName, StorePath};
@@ -42,6 +46,14 @@ impl HostError {
     /// Whether the failure is about reaching the agent rather than what it answered.
     pub fn is_transport(&self) -> bool {
         matches!(self, HostError::Transport { .. })
+    }
+
+    /// The HTTP status the agent answered with, if it answered with an error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            HostError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
     }
 }
 
@@ -79,15 +91,29 @@ pub trait Host: Send + Sync {
     /// controller in, which a connection opened before the switch would not show.
     /// Returns the deployment as the agent recorded it after the confirmation.
     fn confirm(&self, id: &str) -> impl Future<Output = Result<Deployment, HostError>> + Send;
+
+    /// `GET /v1/generations`: the profile's generations and the agent's deployments.
+    fn generations(&self) -> impl Future<Output = Result<GenerationsResponse, HostError>> + Send;
+
+    /// `POST /v1/rollback`: returns the rollback's deployment (202), to be followed and
+    /// confirmed like any other.
+    fn rollback(&self, request: &RollbackRequest) -> impl Future<Output = Result<Deployment, HostError>> + Send;
+
+    /// One attempt of an `http` health check of this host: `GET url` within `timeout`,
+    /// over a new connection; the HTTP status, or why there was none. Not an agent call:
+    /// it lives here so the health gate can be driven by the fake transport in tests.
+    fn probe(&self, url: &str, timeout: Duration) -> impl Future<Output = Result<u16, String>> + Send;
 }
 
 /// A fake transport for unit tests of the orchestration: it records every call and
 /// answers from a script. The real agent is covered by the end-to-end tests.
 #[cfg(test)]
 pub mod fake {
+    use std::collections::VecDeque;
     use std::sync::Mutex;
 
     use hostctl_schemas::api::deployments::DeploymentState;
+    use hostctl_schemas::api::rollback::RollbackTarget;
     use hostctl_schemas::api::status::AgentState;
 
     use super::*;
@@ -105,6 +131,14 @@ pub mod fake {
         pub activation_fails: Option<(String, String)>,
         /// The deployment waits for confirmation before it is `confirmed`.
         pub needs_confirmation: bool,
+        /// Answers of successive `probe` calls (then 200 for ever).
+        pub probes: VecDeque<Result<u16, String>>,
+        /// What `generations` answers.
+        pub history: Option<GenerationsResponse>,
+        /// `rollback` of anything but a pending deployment answers 404 (not in the store).
+        pub rollback_not_found: bool,
+        /// The toplevel a started rollback returns to.
+        pub rollback_to: Option<StorePath>,
     }
 
     /// A fake host; `calls` lists `"status"`, `"missing"`, `"import"`, `"deploy"`, ...
@@ -113,13 +147,26 @@ pub mod fake {
         pub name: HostName,
         pub script: Script,
         pub calls: Mutex<Vec<String>>,
+        /// Bodies of `deploy` and `rollback` requests, in order.
+        pub deploys: Mutex<Vec<DeploymentRequest>>,
+        pub rollbacks: Mutex<Vec<RollbackRequest>>,
+        probes: Mutex<VecDeque<Result<u16, String>>>,
         deployment: Mutex<Option<Deployment>>,
     }
 
     impl FakeHost {
         pub fn new(name: &str, script: Script) -> Self {
             let name = name.parse().unwrap();
-            Self { name, script, calls: Mutex::new(Vec::new()), deployment: Mutex::new(None) }
+            let probes = Mutex::new(script.probes.clone());
+            Self {
+                name,
+                script,
+                calls: Mutex::new(Vec::new()),
+                deploys: Mutex::new(Vec::new()),
+                rollbacks: Mutex::new(Vec::new()),
+                probes,
+                deployment: Mutex::new(None),
+            }
         }
 
         pub fn calls(&self) -> Vec<String> {
@@ -128,6 +175,16 @@ pub mod fake {
 
         fn record(&self, call: &str) {
             self.calls.lock().unwrap().push(call.to_owned());
+        }
+
+        fn not_found(&self, endpoint: &str, message: &str) -> HostError {
+            HostError::Api {
+                host: self.name.to_string(),
+                endpoint: endpoint.into(),
+                status: 404,
+                code: Some(ErrorCode::NotFound),
+                message: message.into(),
+            }
         }
     }
 
@@ -174,6 +231,7 @@ pub mod fake {
 
         async fn deploy(&self, request: &DeploymentRequest) -> Result<Deployment, HostError> {
             self.record("deploy");
+            self.deploys.lock().unwrap().push(request.clone());
             let d = Deployment::queued(request, self.script.current.clone(), 0);
             *self.deployment.lock().unwrap() = Some(d.clone());
             Ok(d)
@@ -208,6 +266,51 @@ pub mod fake {
             let d = guard.as_mut().filter(|d| d.id == id).unwrap();
             d.state = DeploymentState::Confirmed;
             Ok(d.clone())
+        }
+
+        async fn generations(&self) -> Result<GenerationsResponse, HostError> {
+            self.record("generations");
+            self.script.history.clone().ok_or_else(|| HostError::Transport {
+                host: self.name.to_string(),
+                endpoint: "GET /v1/generations".into(),
+                message: "cannot connect: connection refused".into(),
+            })
+        }
+
+        /// As the agent documents it: `"previous"` while a deployment awaits confirmation
+        /// rolls that one back at once; anything else starts a rollback deployment.
+        async fn rollback(&self, request: &RollbackRequest) -> Result<Deployment, HostError> {
+            self.record("rollback");
+            self.rollbacks.lock().unwrap().push(request.clone());
+            let mut guard = self.deployment.lock().unwrap();
+            if let Some(d) = guard.as_mut().filter(|d| d.state == DeploymentState::AwaitingConfirmation) {
+                if matches!(request.to, RollbackTarget::Previous(_)) {
+                    d.state = DeploymentState::RolledBack;
+                    d.error = Some("rolled back on request".into());
+                    return Ok(d.clone());
+                }
+            }
+            if self.script.rollback_not_found {
+                return Err(self.not_found("POST /v1/rollback", "no deployment with this lock in the store"));
+            }
+            let toplevel = self.script.rollback_to.clone().unwrap();
+            let start = DeploymentRequest {
+                id: request.id.clone().unwrap_or_else(|| "rollback-1".into()),
+                toplevel,
+                rev: Some("0123456789abcdef0123456789abcdef01234567".into()),
+                lock: Some("a".repeat(64).parse().unwrap()),
+                mode: hostctl_schemas::inventory::Mode::Switch,
+                confirm_timeout: request.confirm_timeout.unwrap_or_default(),
+                health: Vec::new(),
+            };
+            let d = Deployment::queued(&start, self.script.current.clone(), 0);
+            *guard = Some(d.clone());
+            Ok(d)
+        }
+
+        async fn probe(&self, _url: &str, _timeout: Duration) -> Result<u16, String> {
+            self.record("probe");
+            self.probes.lock().unwrap().pop_front().unwrap_or(Ok(200))
         }
     }
 }

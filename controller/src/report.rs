@@ -61,11 +61,14 @@ pub struct HostReport {
     /// the toplevel (e.g. `status`, `apply`); not part of the JSON.
     #[serde(skip)]
     pub summary: Option<String>,
+    /// Lines printed below the host's line, indented (e.g. `history`'s table); not JSON.
+    #[serde(skip)]
+    pub body: Option<String>,
 }
 
 impl HostReport {
     pub fn new(result: HostResult, rev: Option<String>, lock: Option<String>) -> Self {
-        Self { result, rev, lock, toplevel: None, error: None, extra: Map::new(), summary: None }
+        Self { result, rev, lock, toplevel: None, error: None, extra: Map::new(), summary: None, body: None }
     }
 
     pub fn field(mut self, key: &str, value: impl Into<Value>) -> Self {
@@ -117,6 +120,9 @@ impl Report {
                 for line in error.lines() {
                     writeln!(out, "{:width$}    {line}", "")?;
                 }
+            }
+            for line in host.body.iter().flat_map(|b| b.lines()) {
+                writeln!(out, "{}", format!("  {line}").trim_end())?;
             }
             // An activation's output explains its failure; `apply` puts it here.
             if let Some(log) = host.extra.get("log_tail").and_then(Value::as_str).filter(|l| !l.trim().is_empty()) {

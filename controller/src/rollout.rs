@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use hostctl_schemas::ids::{HostName, StorePath};
-use hostctl_schemas::inventory::Mode;
+use hostctl_schemas::inventory::{HealthCheck, Mode};
 use tokio::task::JoinSet;
 
 use crate::deploy::{deploy_host, is_unchanged, DeploySettings, Outcome, Step};
@@ -20,6 +20,8 @@ use crate::report::HostResult;
 pub struct Target<H> {
     pub host: Arc<H>,
     pub toplevel: StorePath,
+    /// The host's `health` checks from fleet.yaml.
+    pub checks: Vec<HealthCheck>,
 }
 
 /// Batch size and failure tolerance of one rollout.
@@ -88,7 +90,7 @@ where
             let (store, settings) = (store.clone(), settings.clone());
             set.spawn(async move {
                 let started = std::time::Instant::now();
-                let mut outcome = deploy_host(t.host.as_ref(), store.as_ref(), &t.toplevel, &settings).await;
+                let mut outcome = deploy_host(t.host.as_ref(), store.as_ref(), &t.toplevel, &t.checks, &settings).await;
                 outcome.seconds = started.elapsed().as_secs_f64();
                 (t.host.name().clone(), outcome)
             });
@@ -115,7 +117,7 @@ where
 }
 
 /// `activated (generation 4)`, `failed at activate`, ...
-fn finished_line(o: &Outcome) -> String {
+pub fn finished_line(o: &Outcome) -> String {
     let result = serde_json::to_value(o.result).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
     match (o.step, o.generation) {
         (Some(step), _) => format!("{result} at {}", step.as_str()),
@@ -190,7 +192,7 @@ mod tests {
     }
 
     fn targets(hosts: &[Arc<FakeHost>]) -> Vec<Target<FakeHost>> {
-        hosts.iter().map(|h| Target { host: h.clone(), toplevel: FakeStore::toplevel() }).collect()
+        hosts.iter().map(|h| Target { host: h.clone(), toplevel: FakeStore::toplevel(), checks: Vec::new() }).collect()
     }
 
     fn settings() -> Arc<DeploySettings> {
@@ -231,6 +233,28 @@ mod tests {
             assert_eq!(outcome.error.as_deref(), Some("not attempted: rollout stopped after 1 failures"));
         }
         assert!(hosts[2].calls().is_empty() && hosts[3].calls().is_empty(), "skipped hosts are not contacted");
+    }
+
+    #[tokio::test]
+    async fn unhealthy_host_is_rolled_back_and_stops_the_rollout() {
+        let unhealthy =
+            Script { needs_confirmation: true, probes: [Ok(503)].into_iter().collect(), ..Script::default() };
+        let healthy = Script { needs_confirmation: true, ..Script::default() };
+        let hosts = fleet(&[("a1", unhealthy), ("a2", healthy.clone()), ("b1", healthy)]);
+        let mut check = HealthCheck::new(hostctl_schemas::inventory::HealthKind::Http("http://x/healthz".into()));
+        check.retries = 0;
+        let mut targets = targets(&hosts);
+        for t in &mut targets {
+            t.checks = vec![check.clone()];
+        }
+        let policy = Policy { batch_size: 2, max_failures: 0 };
+        let results = roll_out(targets, Arc::new(FakeStore), settings(), policy, 0).await;
+        let result = |n: &str| results[&n.parse::<HostName>().unwrap()].1.clone();
+        assert_eq!((result("a1").result, result("a1").step), (HostResult::RolledBack, Some(Step::Health)));
+        assert_eq!(result("a2").result, HostResult::Activated, "its batch finishes");
+        assert_eq!(result("b1").result, HostResult::Skipped, "the next batch is not started");
+        assert!(hosts[0].calls().contains(&"rollback".to_owned()) && !hosts[0].calls().contains(&"confirm".to_owned()));
+        assert!(hosts[2].calls().is_empty(), "skipped hosts are not contacted");
     }
 
     #[tokio::test]

@@ -1,12 +1,14 @@
 //! `hostctl status`: what each agent reports (`GET /v1/status`), and drift: whether the
-//! toplevel it runs is what the flake evaluates to now (what `apply` would deploy).
+//! toplevel it runs is what the flake evaluates to now (what `apply` would deploy), and
+//! whether the lock it is pinned to is the flake's current lock (after a rollback to an
+//! older lock it is not, until the next `apply`).
 //! Read-only: evaluation only, no build, nothing sent that changes a host.
 
 use std::sync::Arc;
 
 use hostctl_nix::Nix;
 use hostctl_schemas::api::status::{AgentState, StatusResponse};
-use hostctl_schemas::ids::HostName;
+use hostctl_schemas::ids::{HostName, LockId};
 use serde_json::Value;
 use tokio::task::JoinSet;
 
@@ -70,14 +72,28 @@ pub async fn status(cli: &Cli, sel: &Select, ctx: &FleetContext, nix: Arc<Nix>) 
     let evaluated = evaluated?;
     let mut report = Report::default();
     for (name, status) in statuses {
-        report.hosts.insert(name.to_string(), entry(&evaluated, &name, status));
+        report.hosts.insert(name.to_string(), entry(&evaluated, ctx.lock_id(), &name, status));
     }
     Ok(report)
 }
 
+/// Whether the host is pinned to another lock than the flake's current one; `None` when
+/// either is unknown. The pin is the agent's `pinned_lock`, else its current `lock`.
+pub fn lock_drift(s: &StatusResponse, flake_lock: Option<&LockId>) -> Option<bool> {
+    let pinned = s.pinned_lock.as_deref().or(s.lock.as_deref())?;
+    Some(!pinned.eq_ignore_ascii_case(flake_lock?.as_str()))
+}
+
 /// One host's entry. `rev`, `lock` and `toplevel` are what the host runs (from its
-/// agent), not what the flake holds; `expected_toplevel` is the flake's.
-fn entry(evaluated: &Evaluated, name: &HostName, status: Result<StatusResponse, HostError>) -> HostReport {
+/// agent), not what the flake holds; `expected_toplevel` and `expected_lock` are the
+/// flake's.
+fn entry(
+    evaluated: &Evaluated,
+    flake_lock: Option<&LockId>,
+    name: &HostName,
+    status: Result<StatusResponse, HostError>,
+) -> HostReport {
+    let expected_lock = flake_lock.map(ToString::to_string);
     let (expected, eval_error) = match evaluated.get(name) {
         Some(Ok(t)) => (Some(t.out_path.to_string()), None),
         Some(Err(e)) => (None, Some(e.clone())),
@@ -89,7 +105,9 @@ fn entry(evaluated: &Evaluated, name: &HostName, status: Result<StatusResponse, 
             let mut entry = HostReport::new(HostResult::Failed, None, None)
                 .field("reachable", false)
                 .field("expected_toplevel", expected)
-                .field("drift", Drift::Unknown.as_str());
+                .field("drift", Drift::Unknown.as_str())
+                .field("expected_lock", expected_lock)
+                .field("lock_drift", Value::Null);
             entry.error = Some(e.to_string());
             entry.summary = Some("unreachable".into());
             return entry;
@@ -97,7 +115,17 @@ fn entry(evaluated: &Evaluated, name: &HostName, status: Result<StatusResponse, 
     };
     let d = if eval_error.is_some() { Drift::Unknown } else { drift(s.toplevel.as_deref(), expected.as_deref()) };
     let state = serde_json::to_value(s.state).unwrap_or(Value::Null);
-    let summary = summary(&s, d);
+    let lock_drift = lock_drift(&s, flake_lock);
+    let mut summary = summary(&s, d);
+    if lock_drift == Some(true) {
+        let pinned = s.pinned_lock.as_deref().or(s.lock.as_deref()).unwrap_or_default();
+        let short = |v: &str| v.chars().take(12).collect::<String>();
+        summary.push_str(&format!(
+            ", pinned to lock {} (flake: {})",
+            short(pinned),
+            short(expected_lock.as_deref().unwrap_or_default())
+        ));
+    }
     let mut entry = HostReport::new(HostResult::Ok, s.rev, s.lock)
         .field("reachable", true)
         .field("state", state)
@@ -110,7 +138,9 @@ fn entry(evaluated: &Evaluated, name: &HostName, status: Result<StatusResponse, 
         .field("agent_version", s.version)
         .field("expected_toplevel", expected)
         .field("drift", d.as_str())
-        .field("drift_error", eval_error);
+        .field("drift_error", eval_error)
+        .field("expected_lock", expected_lock)
+        .field("lock_drift", lock_drift);
     entry.toplevel = s.toplevel;
     entry.summary = Some(summary);
     entry
@@ -143,6 +173,30 @@ mod tests {
         assert_eq!(drift(Some(A), None), Drift::Unknown);
     }
 
+    #[test]
+    fn lock_drift_compares_the_pin_with_the_flake_lock() {
+        let a: LockId = "a".repeat(64).parse().unwrap();
+        let mut s = status_response();
+        (s.lock, s.pinned_lock) = (Some("b".repeat(64)), Some("a".repeat(64)));
+        assert_eq!(lock_drift(&s, Some(&a)), Some(false), "the pin counts, not the running lock");
+        s.pinned_lock = Some("c".repeat(64));
+        assert_eq!(lock_drift(&s, Some(&a)), Some(true));
+        s.pinned_lock = None;
+        assert_eq!(lock_drift(&s, Some(&a)), Some(true), "no pin reported: the running lock");
+        assert_eq!(lock_drift(&s, None), None);
+        s.lock = None;
+        assert_eq!(lock_drift(&s, Some(&a)), None);
+
+        let name: HostName = "web1".parse().unwrap();
+        let evaluated: Evaluated = [(name.clone(), Err("not evaluated".into()))].into();
+        let mut s = status_response();
+        s.pinned_lock = Some("c".repeat(64));
+        let e = entry(&evaluated, Some(&a), &name, Ok(s));
+        assert!(e.summary.as_deref().unwrap().ends_with(", pinned to lock cccccccccccc (flake: aaaaaaaaaaaa)"));
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!((v["lock_drift"].as_bool(), v["expected_lock"].as_str()), (Some(true), Some(a.as_str())));
+    }
+
     fn status_response() -> StatusResponse {
         StatusResponse {
             hostname: "web1".into(),
@@ -170,7 +224,7 @@ mod tests {
             system: None,
         };
         let evaluated: Evaluated = [(name.clone(), Ok(toplevel))].into();
-        let entry = entry(&evaluated, &name, Ok(status_response()));
+        let entry = entry(&evaluated, None, &name, Ok(status_response()));
         assert_eq!(entry.summary.as_deref(), Some("idle, generation 3, in-sync, rev 1a2b3c4d5e6f, lock 0123456789ab"));
         let v = serde_json::to_value(&entry).unwrap();
         assert_eq!(
@@ -182,12 +236,12 @@ mod tests {
 
         let down =
             HostError::Transport { host: "web1".into(), endpoint: "GET /v1/status".into(), message: "refused".into() };
-        let v = serde_json::to_value(super::entry(&evaluated, &name, Err(down))).unwrap();
+        let v = serde_json::to_value(super::entry(&evaluated, None, &name, Err(down))).unwrap();
         assert_eq!((v["result"].as_str(), v["drift"].as_str()), (Some("failed"), Some("unknown")));
         assert_eq!(v["error"], "web1: GET /v1/status: refused");
 
         let broken: Evaluated = [(name.clone(), Err("host web1: evaluation failed".into()))].into();
-        let v = serde_json::to_value(super::entry(&broken, &name, Ok(status_response()))).unwrap();
+        let v = serde_json::to_value(super::entry(&broken, None, &name, Ok(status_response()))).unwrap();
         assert_eq!((v["result"].as_str(), v["drift"].as_str()), (Some("ok"), Some("unknown")));
         assert_eq!(v["drift_error"], "host web1: evaluation failed");
     }

@@ -6,6 +6,7 @@
 //! from input. The only Nix code passed is the constant `--apply` functions below.
 
 use std::fmt;
+use std::path::{Component, Path};
 
 use hostctl_schemas::ids::{AttrName, StorePath};
 
@@ -255,6 +256,49 @@ impl FlakeRef {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// `git+file://<workdir>?rev=<rev>` plus `&dir=<subdir>` when the flake is not at the
+    /// repository's root: the flake exactly as committed at `rev`, whatever the work
+    /// tree holds now (a rollback rebuilds an old commit this way).
+    ///
+    /// Both paths end up inside a URL, so rather than escape them (Nix's URL decoding
+    /// differs between releases) only characters that mean the same in every position
+    /// are accepted; `rev` must be a full commit id (40 or 64 lowercase hex digits).
+    pub fn git_file_at(workdir: &Path, rev: &str, subdir: &Path) -> Result<Self, FlakeRefError> {
+        let fail = |reference: String, reason| Err(FlakeRefError { reference, reason });
+        let (Some(repo), Some(dir)) = (workdir.to_str(), subdir.to_str()) else {
+            return fail(format!("git+file://{}", workdir.display()), "the path is not valid UTF-8");
+        };
+        let repo = if repo.len() > 1 { repo.trim_end_matches('/') } else { repo };
+        let dir = dir.trim_matches('/');
+        let mut reference = format!("git+file://{repo}?rev={rev}");
+        if !dir.is_empty() {
+            reference.push_str("&dir=");
+            reference.push_str(dir);
+        }
+        if !workdir.is_absolute() {
+            return fail(reference, "the repository path must be absolute");
+        }
+        if !matches!(rev.len(), 40 | 64) || !rev.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return fail(reference, "`rev` must be a full commit id (40 or 64 lowercase hex digits)");
+        }
+        if !repo.bytes().chain(dir.bytes()).all(url_safe) {
+            return fail(
+                reference,
+                "the repository path and flake subdirectory may only contain A-Z a-z 0-9 . _ - ~ @ and / \
+                 in a git+file URL (move or rename the repository)",
+            );
+        }
+        if !dir.is_empty() && subdir.components().any(|c| !matches!(c, Component::Normal(_))) {
+            return fail(reference, "the flake subdirectory must be a relative path without `.` or `..`");
+        }
+        Ok(Self(reference))
+    }
+}
+
+/// Bytes that need no escaping in a URL path or query value, in every Nix release.
+fn url_safe(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"._-~@/".contains(&b)
 }
 
 impl fmt::Display for FlakeRef {
@@ -357,6 +401,41 @@ mod tests {
         for bad in ["", "relative/dir", "/srv/fleet#x", "/srv/my fleet", "--impure"] {
             assert!(FlakeRef::new(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn git_file_flake_ref_at_a_commit() {
+        let rev = "0123456789abcdef0123456789abcdef01234567";
+        let at_root = FlakeRef::git_file_at(Path::new("/srv/infra"), rev, Path::new("")).unwrap();
+        assert_eq!(at_root.as_str(), format!("git+file:///srv/infra?rev={rev}"));
+        let sub = FlakeRef::git_file_at(Path::new("/srv/infra/"), rev, Path::new("fleet/prod")).unwrap();
+        assert_eq!(sub.as_str(), format!("git+file:///srv/infra?rev={rev}&dir=fleet/prod"));
+        let cmd = NixCommand::eval_toplevel(&sub, &attr("web1"));
+        assert_eq!(
+            cmd.args()[3],
+            format!(
+                "git+file:///srv/infra?rev={rev}&dir=fleet/prod#nixosConfigurations.web1.config.system.build.toplevel"
+            ),
+            "the whole reference is one argv element"
+        );
+        assert_eq!(cmd.argv()[..4], ["nix", "eval", "--json", "--no-update-lock-file"]);
+
+        let bad = |workdir: &str, rev: &str, dir: &str| {
+            FlakeRef::git_file_at(Path::new(workdir), rev, Path::new(dir)).unwrap_err().reason
+        };
+        assert!(bad("/srv/infra", "HEAD", "").contains("full commit id"));
+        assert!(bad("/srv/infra", &rev.to_uppercase(), "").contains("full commit id"));
+        assert!(bad("/srv/infra", &rev[..12], "").contains("full commit id"));
+        assert!(bad("relative", rev, "").contains("absolute"));
+        for odd in ["/srv/my infra", "/srv/a?b", "/srv/a#b", "/srv/a&b", "/srv/100%", "/srv/a+b"] {
+            assert!(bad(odd, rev, "").contains("may only contain"), "{odd}");
+        }
+        for odd in ["a&rev=0", "a=b", "x#y", "sp ace"] {
+            assert!(bad("/srv/infra", rev, odd).contains("may only contain"), "{odd}");
+        }
+        assert!(bad("/srv/infra", rev, "../up").contains("without `.` or `..`"));
+        let err = FlakeRef::git_file_at(Path::new("/srv/a b"), rev, Path::new("")).unwrap_err();
+        assert!(err.to_string().starts_with("`git+file:///srv/a b?rev="), "{err}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Test support: an agent running in-process on 127.0.0.1 (a random port), and a client
 //! that signs requests as the controller does, or deliberately does not.
 
+#![allow(dead_code, reason = "each test file that includes `support` uses a different part of it")]
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -123,6 +125,22 @@ impl Client {
 
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> Answer {
         self.call(Method::POST, path, body.to_string().as_bytes()).await
+    }
+
+    /// The signature headers for a request (for tests that write raw HTTP).
+    pub fn signed_headers(&self, method: &str, path: &str, body: &[u8]) -> Vec<(&'static str, String)> {
+        let key: SecretKey = self.secret.parse().unwrap();
+        let sha = body_sha256(body);
+        let nonce = nonce();
+        let h =
+            key.sign_request(&RequestToSign { method, path, timestamp: now(), nonce: &nonce, content_sha256: &sha });
+        vec![
+            (headers::KEY, h.key),
+            (headers::TIMESTAMP, h.timestamp),
+            (headers::NONCE, h.nonce),
+            (headers::CONTENT_SHA256, h.content_sha256),
+            (headers::SIGNATURE, h.signature),
+        ]
     }
 
     /// A request signed as `signing` says (or not at all), with extra headers.

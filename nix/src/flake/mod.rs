@@ -1,13 +1,15 @@
 //! How Nix will see a flake directory: its git repository, HEAD revision, dirty and
 //! untracked files (flakes silently ignore files that are not `git add`ed), and its lock.
 
+pub mod gitlock;
 pub mod lock;
 
 use std::path::{Path, PathBuf};
 
 use git2::{Repository, Status, StatusOptions};
 
-pub use lock::{FlakeLock, InputTarget, LockError, LockNode, NixpkgsDuplicate};
+pub use gitlock::{FlakeRepo, GitLockError, LockSearch};
+pub use lock::{lock_id, FlakeLock, InputTarget, LockError, LockNode, NixpkgsDuplicate};
 
 /// Why a flake directory could not be inspected.
 #[derive(Debug, thiserror::Error)]

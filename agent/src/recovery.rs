@@ -1,0 +1,108 @@
+//! After a restart (a crash, `kill -9`, a reboot, or the switch restarting the agent):
+//! every deployment the journal left open is finished from the phase marker that was
+//! journaled before the step that may have been cut short.
+//!
+//! | phase | what the host may look like | what recovery does |
+//! | --- | --- | --- |
+//! | `accepted` | untouched | `failed` |
+//! | `setting-profile`, `profile-set` | profile maybe at the new system; running system untouched | profile back to `previous_toplevel` (`nix-env --set`), `failed` ("agent stopped before activation") |
+//! | `activating` | `switch-to-configuration` running or done | follow it / read its exit file, then as without a restart (health checks, window); lost (no exit status) → roll back, `failed`; cancelled (never let go) → as `profile-set` |
+//! | `checking` | new system active, checks cut short | roll back, `rolled-back` |
+//! | `awaiting-confirmation` | new system active | wait until the journaled `confirm_deadline`; passed → roll back at once |
+//! | `rolling-back` | part-way back | continue from the journaled rollback step |
+//!
+//! Leftover import streams in `state_dir/tmp` are removed by the importer at start; an
+//! import only registers paths after the whole stream was validated, so a killed import
+//! leaves none half-imported.
+
+use std::sync::Arc;
+
+use hostctl_schemas::api::deployments::DeploymentState;
+
+use crate::activation::ActivationStatus;
+use crate::deploy::Deployer;
+use crate::journal::{Phase, Record};
+use crate::unix_now_ms;
+
+impl Deployer {
+    /// Finishes or resumes every open deployment. Quick steps (restoring a profile) are
+    /// done before this returns; activations, rollbacks and windows continue in tasks.
+    pub async fn recover(self: &Arc<Self>) {
+        for record in self.records().into_iter().filter(Record::is_open) {
+            let id = record.deployment.id.clone();
+            tracing::info!(id, phase = ?record.phase, "recovering a deployment left open");
+            match record.phase {
+                Phase::Accepted => self.finish(
+                    &id,
+                    DeploymentState::Failed,
+                    "the agent restarted before the activation started".into(),
+                ),
+                Phase::SettingProfile | Phase::ProfileSet => {
+                    self.fail_before_activation(&id, "agent stopped before activation".into()).await
+                }
+                Phase::Activating => self.recover_activation(record).await,
+                Phase::Checking => {
+                    let this = Arc::clone(self);
+                    let reason = "the agent restarted during the health checks".to_owned();
+                    tokio::spawn(async move { this.roll_back(&id, reason, DeploymentState::RolledBack).await });
+                }
+                Phase::AwaitingConfirmation => self.recover_window(&record),
+                Phase::RollingBack => {
+                    let this = Arc::clone(self);
+                    tokio::spawn(async move { this.run_rollback(&id).await });
+                }
+                // A final phase with an open state cannot be written; close it as it says.
+                Phase::Done => self.finish(&id, DeploymentState::Failed, "left open by an earlier agent".into()),
+            }
+        }
+    }
+
+    async fn recover_activation(self: &Arc<Self>, record: Record) {
+        let id = record.deployment.id.clone();
+        let Some(handle) = record.activation else {
+            // The handle is journaled in the same write as the phase; without it nothing ran.
+            return self.fail_before_activation(&id, "agent stopped before activation".into()).await;
+        };
+        match self.services.status(&handle) {
+            Ok(ActivationStatus::Cancelled) => {
+                self.fail_before_activation(&id, "agent stopped before activation".into()).await
+            }
+            Ok(ActivationStatus::Running) => {
+                tracing::info!(id, pid = handle.pid, "following an activation started before the restart");
+                let this = Arc::clone(self);
+                tokio::spawn(async move {
+                    let status = this.watch(&handle).await;
+                    this.after_activation(&id, status).await;
+                });
+            }
+            Ok(ActivationStatus::Vanished) => {
+                let reason = "agent restarted; the activation ended without an exit status (result unknown)".to_owned();
+                let this = Arc::clone(self);
+                tokio::spawn(async move { this.roll_back(&id, reason, DeploymentState::Failed).await });
+            }
+            status => {
+                let status = status.map_err(|e| e.to_string());
+                let this = Arc::clone(self);
+                tokio::spawn(async move { this.after_activation(&id, status).await });
+            }
+        }
+    }
+
+    /// Resumes a confirmation window: the timer again, or the rollback at once.
+    fn recover_window(self: &Arc<Self>, record: &Record) {
+        let id = record.deployment.id.clone();
+        let deadline = record.deployment.confirm_deadline.unwrap_or(0);
+        if u128::from(deadline) * 1000 <= u128::from(unix_now_ms()) {
+            let reason =
+                format!("not confirmed within {} (the window closed while the agent was down)", record.confirm_timeout);
+            self.roll_back_pending(&id, reason);
+        } else {
+            tracing::info!(id, deadline, "resuming the confirmation window");
+            self.arm_timer(id, deadline);
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "recovery_tests.rs"]
+mod tests;

@@ -1,0 +1,226 @@
+//! Rolling a deployment back: re-activating the exact `previous_toplevel` its journal
+//! record holds (never "generation - 1", which may be a system nobody ran), and the
+//! confirmation timer that triggers it.
+//!
+//! Steps, each journaled before it starts ([`RollbackStep`]): for `switch`/`boot`,
+//! `nix-env -p PROFILE --set PREVIOUS` (a new generation, skipped when the profile
+//! already points there) then `PREVIOUS/bin/switch-to-configuration <mode>`; for `test`
+//! only `switch-to-configuration test`. The activation is the same detached
+//! [`crate::activation::ServiceManager`] one, so a restarted agent follows or repeats it
+//! (re-activating the previous system is idempotent).
+//!
+//! The deployment stays `activating` while it is rolled back and then ends in the
+//! [`RollbackRun::end_state`] decided when the rollback began (`failed` or `rolled-back`,
+//! see `deploy.rs`), with `error` = the reason + what was done. A deployment with no
+//! previous system (the host's first) cannot be rolled back: it ends `failed` and its
+//! profile and running system are left as they are, which the error says.
+
+use std::sync::Arc;
+
+use hostctl_schemas::api::deployments::{ActivationOutcome, DeploymentState};
+use hostctl_schemas::inventory::Mode;
+
+use crate::activation::{ActivationSpec, ActivationStatus};
+use crate::deploy::{creates_generation, state_name, Deployer};
+use crate::journal::{Phase, Record, RollbackRun, RollbackStep};
+use crate::unix_now_ms;
+
+/// How many times the previous system's activation is started before giving up (it is
+/// started again when it never ran, or vanished without an exit status).
+const ACTIVATION_ATTEMPTS: u32 = 3;
+
+impl Deployer {
+    /// Rolls deployment `id` back now and waits for the rollback to finish.
+    pub(crate) async fn roll_back(self: &Arc<Self>, id: &str, reason: String, end_state: DeploymentState) {
+        if self.begin_rollback(id, reason, end_state, None) {
+            self.run_rollback(id).await;
+        }
+    }
+
+    /// Rolls back a deployment that is awaiting confirmation, at once (its timer ran out
+    /// or `POST /v1/rollback` asked). `false` if it is no longer awaiting confirmation.
+    pub(crate) fn roll_back_pending(self: &Arc<Self>, id: &str, reason: String) -> bool {
+        let expect = Some(DeploymentState::AwaitingConfirmation);
+        if !self.begin_rollback(id, reason, DeploymentState::RolledBack, expect) {
+            return false;
+        }
+        let this = Arc::clone(self);
+        let id = id.to_owned();
+        tokio::spawn(async move { this.run_rollback(&id).await });
+        true
+    }
+
+    /// Journals the decision to roll back (phase `rolling-back`, state `activating`) and
+    /// returns `true`; or ends the deployment `failed` when there is nothing to return to.
+    /// With `expect`, only from that state: the check and the change happen under one
+    /// journal lock, so a confirmation and the timer cannot both win.
+    fn begin_rollback(
+        &self,
+        id: &str,
+        reason: String,
+        end_state: DeploymentState,
+        expect: Option<DeploymentState>,
+    ) -> bool {
+        let mut journal = self.journal();
+        let Some(record) = journal.get(id) else { return false };
+        if expect.is_some_and(|state| record.deployment.state != state) {
+            return false;
+        }
+        if let Err(why) = rollback_possible(record) {
+            drop(journal);
+            self.finish(id, DeploymentState::Failed, format!("{reason}; {why}"));
+            return false;
+        }
+        tracing::warn!(id, %reason, end = state_name(end_state), "rolling back");
+        let run = RollbackRun { reason, end_state, step: RollbackStep::Decided, generation: None, activation: None };
+        let result = journal.update(id, |r| {
+            r.deployment.state = DeploymentState::Activating;
+            r.phase = Phase::RollingBack;
+            r.rollback = Some(run);
+        });
+        if let Err(e) = &result {
+            tracing::error!(id, error = %e, "cannot journal the rollback");
+        }
+        result.is_ok()
+    }
+
+    /// Carries out (or, after a restart, continues) the journaled rollback of `id`.
+    pub(crate) async fn run_rollback(self: &Arc<Self>, id: &str) {
+        let (end_state, error) = match self.rollback_steps(id).await {
+            Ok((run, previous)) => {
+                (run.end_state, format!("{}; re-activated the previous system {previous}", run.reason))
+            }
+            Err((reason, problem)) => (DeploymentState::Failed, format!("{reason}; {problem}")),
+        };
+        self.finish(id, end_state, error);
+    }
+
+    /// `Ok` with the rollback and the system it returned to, or `Err((reason, problem))`.
+    async fn rollback_steps(&self, id: &str) -> Result<(RollbackRun, String), (String, String)> {
+        let record = self.record(id).map_err(|e| ("rollback interrupted".to_owned(), e))?;
+        let run = record.rollback.clone().ok_or(("rollback interrupted".to_owned(), "no rollback journaled".into()))?;
+        let fail = |problem: String| (run.reason.clone(), problem);
+        let previous = record.deployment.previous_toplevel.clone().ok_or_else(|| fail("no previous system".into()))?;
+        if matches!(run.step, RollbackStep::Decided | RollbackStep::SettingProfile) {
+            self.rollback_profile(&record).await.map_err(fail)?;
+        }
+        let mode = record.deployment.mode;
+        let mut handle = run.activation.clone().filter(|_| run.step == RollbackStep::Activating);
+        let mut started = 0;
+        loop {
+            let current = match handle.take() {
+                Some(h) => h,
+                None => {
+                    started += 1;
+                    self.start_rollback_activation(&record).map_err(fail)?
+                }
+            };
+            let again = match self.watch(&current).await.map_err(fail)? {
+                ActivationStatus::Finished(code) if ActivationOutcome::from_exit_code(Some(code)).succeeded() => break,
+                ActivationStatus::Finished(code) => {
+                    return Err(fail(format!(
+                        "rolling back to {previous} failed too: its switch-to-configuration {mode} exited with {code}"
+                    )))
+                }
+                // It never ran, or was killed mid-way: re-activating the previous system
+                // is idempotent, so start it again.
+                ActivationStatus::Cancelled | ActivationStatus::Vanished | ActivationStatus::Running => {
+                    "its activation ended without an exit status"
+                }
+            };
+            if started >= ACTIVATION_ATTEMPTS {
+                return Err(fail(format!("rolling back to {previous} failed too: {again}")));
+            }
+            tracing::warn!(id, %previous, "{again}; starting it again");
+        }
+        Ok((run, previous.to_string()))
+    }
+
+    /// `nix-env --set PREVIOUS` for switch/boot, unless the profile already points there.
+    async fn rollback_profile(&self, record: &Record) -> Result<(), String> {
+        let id = &record.deployment.id;
+        let Some(previous) = &record.deployment.previous_toplevel else { return Ok(()) };
+        let mut generation = None;
+        if creates_generation(record.deployment.mode) {
+            set_step(self, id, RollbackStep::SettingProfile, None)?;
+            let now = self.profile.current().map_err(|e| format!("cannot read the profile {}: {e}", self.profile))?;
+            if now.as_ref().and_then(|(_, t)| t.as_ref()) != Some(previous) {
+                self.nix
+                    .set_profile(&self.profile, previous)
+                    .await
+                    .map_err(|e| format!("rolling back the profile to {previous} failed: {e}"))?;
+            }
+            generation = self.profile.current_generation().map_err(|e| format!("cannot read {}: {e}", self.profile))?;
+        }
+        set_step(self, id, RollbackStep::ProfileSet, generation)
+    }
+
+    /// Prepares `PREVIOUS/bin/switch-to-configuration`, journals its handle, launches it.
+    fn start_rollback_activation(&self, record: &Record) -> Result<crate::activation::ActivationHandle, String> {
+        let id = &record.deployment.id;
+        let previous = record.deployment.previous_toplevel.as_ref().ok_or("no previous system")?;
+        let (log, exit_file) = {
+            let journal = self.journal();
+            (journal.rollback_log_path(id), journal.rollback_exit_path(id))
+        };
+        // The previous system is activated the way the deployment activated its own.
+        let mode = record.deployment.mode;
+        let spec = ActivationSpec { program: self.switch_program(previous), mode, log, exit_file };
+        let prepared = self.services.prepare(&spec).map_err(|e| format!("cannot re-activate {previous}: {e}"))?;
+        self.update(id, |r| {
+            if let Some(run) = r.rollback.as_mut() {
+                run.step = RollbackStep::Activating;
+                run.activation = Some(prepared.handle.clone());
+            }
+        })?;
+        let handle = prepared.handle.clone();
+        if let Err(e) = prepared.launch() {
+            tracing::error!(id, error = %e, "cannot launch the rollback activation");
+        }
+        tracing::info!(id, pid = handle.pid, %previous, %mode, "rollback activation started");
+        Ok(handle)
+    }
+
+    /// Rolls deployment `id` back when its window closes at `deadline` (Unix seconds)
+    /// unless it was confirmed (or rolled back on request) before.
+    pub(crate) fn arm_timer(self: &Arc<Self>, id: String, deadline: u64) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let wait_ms = (u128::from(deadline) * 1000).saturating_sub(u128::from(unix_now_ms()));
+            tokio::time::sleep(std::time::Duration::from_millis(u64::try_from(wait_ms).unwrap_or(u64::MAX))).await;
+            let reason = match this.record(&id) {
+                Ok(r) => format!("not confirmed within {}", r.confirm_timeout),
+                Err(_) => return,
+            };
+            if this.roll_back_pending(&id, reason) {
+                tracing::warn!(id, "confirmation window closed without a confirmation");
+            }
+        });
+    }
+}
+
+/// Whether `record` can be rolled back; `Err` says why not (for its error).
+fn rollback_possible(record: &Record) -> Result<(), String> {
+    if record.deployment.mode == Mode::DryActivate {
+        return Err("dry-activate changed nothing, so there is nothing to roll back".into());
+    }
+    if record.deployment.previous_toplevel.is_none() {
+        return Err("nothing to roll back to: no system was active before this deployment (the host's first), \
+                    so the profile and the running system were left as they are"
+            .into());
+    }
+    Ok(())
+}
+
+fn set_step(deployer: &Deployer, id: &str, step: RollbackStep, generation: Option<u64>) -> Result<(), String> {
+    deployer
+        .update(id, |r| {
+            if let Some(run) = r.rollback.as_mut() {
+                run.step = step;
+                if generation.is_some() {
+                    run.generation = generation;
+                }
+            }
+        })
+        .map(|_| ())
+}

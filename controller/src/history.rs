@@ -1,0 +1,190 @@
+//! `hostctl history HOST`: the host's deployments, newest first, as its agent's journal
+//! records them (`GET /v1/generations`): time, id, rev, lock, toplevel, mode, result,
+//! generation. Read-only.
+
+use hostctl_schemas::api::deployments::Deployment;
+use hostctl_schemas::api::generations::GenerationsResponse;
+use serde_json::Value;
+
+use crate::cli::{Cli, HistoryArgs};
+use crate::client::{load_signing_key, HttpHost};
+use crate::context::FleetContext;
+use crate::error::Error;
+use crate::host::{Host, HostError};
+use crate::report::{HostReport, HostResult, Report};
+
+/// Runs `history`: one host, one request.
+pub async fn history(cli: &Cli, args: &HistoryArgs, ctx: &FleetContext) -> Result<Report, Error> {
+    let host = ctx.host(&args.host)?;
+    let key = load_signing_key(ctx, cli.key.as_deref())?;
+    let generations = match HttpHost::new(args.host.clone(), &host.address, ctx.fleet.defaults.port, key) {
+        Ok(client) => client.generations().await,
+        Err(e) => Err(e),
+    };
+    let mut report = Report::default();
+    report.hosts.insert(args.host.to_string(), entry(generations));
+    Ok(report)
+}
+
+/// The host's entry: `rev`, `lock`, `toplevel` are those of its current generation;
+/// `deployments` and `generations` are the agent's records, unchanged.
+fn entry(answer: Result<GenerationsResponse, HostError>) -> HostReport {
+    let g = match answer {
+        Ok(g) => g,
+        Err(e) => {
+            let mut entry = HostReport::new(HostResult::Failed, None, None)
+                .field("deployments", Value::Null)
+                .field("generations", Value::Null);
+            entry.error = Some(e.to_string());
+            entry.summary = Some("unreachable".into());
+            return entry;
+        }
+    };
+    let current = g.generations.iter().find(|g| g.current);
+    let lock = current.and_then(|c| c.lock.as_ref()).map(ToString::to_string);
+    let mut entry = HostReport::new(HostResult::Ok, current.and_then(|c| c.rev.clone()), lock)
+        .field("deployments", serde_json::to_value(&g.deployments).unwrap_or(Value::Null))
+        .field("generations", serde_json::to_value(&g.generations).unwrap_or(Value::Null));
+    entry.toplevel = current.map(|c| c.toplevel.to_string());
+    let generation = current.map_or_else(|| "none".to_owned(), |c| c.number.to_string());
+    entry.summary = Some(format!("{} deployments, current generation {generation}", g.deployments.len()));
+    entry.body = Some(table(&g.deployments));
+    entry
+}
+
+/// The deployments as an aligned table, newest first (the agent's order).
+fn table(deployments: &[Deployment]) -> String {
+    const HEADER: [&str; 8] = ["TIME", "DEPLOYMENT", "REV", "LOCK", "MODE", "RESULT", "GEN", "TOPLEVEL"];
+    if deployments.is_empty() {
+        return "no deployments recorded\n".to_owned();
+    }
+    let rows: Vec<[String; 8]> = deployments.iter().map(row).collect();
+    let mut widths = HEADER.map(str::len);
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for cells in std::iter::once(HEADER.map(str::to_owned)).chain(rows) {
+        let line: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:w$}")).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn row(d: &Deployment) -> [String; 8] {
+    let dash = || "-".to_owned();
+    let rev = d.rev.as_deref().map_or_else(dash, short_rev);
+    let state = serde_json::to_value(d.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    [
+        utc_iso8601(d.created),
+        d.id.clone(),
+        rev,
+        d.lock.as_ref().map_or_else(dash, |l| l.short().to_owned()),
+        d.mode.to_string(),
+        state,
+        d.generation.map_or_else(dash, |g| g.to_string()),
+        d.toplevel.to_string(),
+    ]
+}
+
+/// The first 12 characters of a commit id, keeping a `-dirty` mark.
+fn short_rev(rev: &str) -> String {
+    let (sha, dirty) = rev.strip_suffix("-dirty").map_or((rev, ""), |s| (s, "-dirty"));
+    format!("{}{dirty}", sha.chars().take(12).collect::<String>())
+}
+
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (UTC), without a date library: the civil
+/// date from the day count (Howard Hinnant's algorithm, proleptic Gregorian).
+pub fn utc_iso8601(unix: u64) -> String {
+    let (days, secs) = (unix / 86_400, unix % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hostctl_schemas::api::deployments::{DeploymentRequest, DeploymentState};
+    use hostctl_schemas::api::generations::Generation;
+    use hostctl_schemas::inventory::Mode;
+
+    const A: &str = "/nix/store/22222222222222222222222222222222-nixos-system-web";
+
+    #[test]
+    fn utc_times() {
+        assert_eq!(utc_iso8601(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_iso8601(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_iso8601(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(utc_iso8601(4_102_444_799), "2099-12-31T23:59:59Z");
+    }
+
+    fn deployment(id: &str, created: u64, state: DeploymentState, rev: &str) -> Deployment {
+        let request = DeploymentRequest {
+            id: id.into(),
+            toplevel: A.parse().unwrap(),
+            rev: Some(rev.into()),
+            lock: Some("0123456789abcdef".repeat(4).parse().unwrap()),
+            mode: Mode::Switch,
+            confirm_timeout: hostctl_schemas::duration::Duration::from_secs(30),
+            health: Vec::new(),
+        };
+        Deployment { state, generation: Some(2), ..Deployment::queued(&request, None, created) }
+    }
+
+    #[test]
+    fn entries_list_deployments_newest_first() {
+        let rev = "1a2b3c4d5e6f7a8b9c0d1a2b3c4d5e6f7a8b9c0d";
+        let answer = GenerationsResponse {
+            generations: vec![Generation {
+                number: 2,
+                toplevel: A.parse().unwrap(),
+                time: 1_700_000_000,
+                current: true,
+                deployment: Some("web1-2".into()),
+                rev: Some(rev.into()),
+                lock: Some("0123456789abcdef".repeat(4).parse().unwrap()),
+                result: Some(DeploymentState::Confirmed),
+                mode: Some(Mode::Switch),
+            }],
+            deployments: vec![
+                deployment("web1-2", 1_700_000_000, DeploymentState::Confirmed, rev),
+                deployment("web1-1", 1_699_999_000, DeploymentState::RolledBack, &format!("{rev}-dirty")),
+            ],
+        };
+        let entry = entry(Ok(answer));
+        let body = entry.body.clone().unwrap();
+        let lines: Vec<&str> = body.lines().collect();
+        assert!(lines[0].starts_with("TIME                  DEPLOYMENT  REV"), "{body}");
+        assert!(lines[1]
+            .starts_with("2023-11-14T22:13:20Z  web1-2      1a2b3c4d5e6f        0123456789ab  switch  confirmed"));
+        assert!(lines[2].contains("1a2b3c4d5e6f-dirty  0123456789ab  switch  rolled-back  2    /nix/store/"), "{body}");
+        let v = serde_json::to_value(&entry).unwrap();
+        assert_eq!((v["result"].as_str(), v["rev"].as_str(), v["toplevel"].as_str()), (Some("ok"), Some(rev), Some(A)));
+        assert_eq!(v["deployments"][0]["id"], "web1-2");
+        assert_eq!(v["deployments"][1]["state"], "rolled-back");
+        assert_eq!(v["generations"][0]["number"], 2);
+        assert_eq!(entry.summary.as_deref(), Some("2 deployments, current generation 2"));
+
+        let down = HostError::Transport {
+            host: "web1".into(),
+            endpoint: "GET /v1/generations".into(),
+            message: "refused".into(),
+        };
+        let v = serde_json::to_value(super::entry(Err(down))).unwrap();
+        assert_eq!(
+            (v["result"].as_str(), v["error"].as_str()),
+            (Some("failed"), Some("web1: GET /v1/generations: refused"))
+        );
+    }
+}
