@@ -26,6 +26,8 @@ use std::process::{Command, Stdio};
 use hostctl_schemas::inventory::Mode;
 use serde::{Deserialize, Serialize};
 
+use crate::orphan::{process_start_time, ChildProcess};
+
 /// What to activate, and where its output and exit status go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActivationSpec {
@@ -75,6 +77,8 @@ pub enum ActivationError {
     },
     #[error("cannot read the activation's exit status {file}: {problem}")]
     ExitFile { file: String, problem: String },
+    #[error("cannot kill the activation (process group {pid}): {problem}")]
+    Kill { pid: u32, problem: String },
     #[error("cannot launch the prepared activation (process {pid}): {source}")]
     Launch {
         pid: u32,
@@ -90,6 +94,9 @@ pub trait ServiceManager: Send + Sync + std::fmt::Debug {
     /// dies first (the activation then reports [`ActivationStatus::Cancelled`]).
     fn prepare(&self, spec: &ActivationSpec) -> Result<Prepared, ActivationError>;
     fn status(&self, handle: &ActivationHandle) -> Result<ActivationStatus, ActivationError>;
+    /// Kills the activation with everything it started (a hung `switch-to-configuration`)
+    /// and returns once it is gone; it then reports [`ActivationStatus::Vanished`].
+    fn kill(&self, handle: &ActivationHandle) -> Result<(), ActivationError>;
 }
 
 /// An activation that exists (its handle can be journaled) but has not started.
@@ -194,20 +201,33 @@ impl ServiceManager for DetachedChild {
         // It may have renamed the exit file between the two checks.
         Ok(read_exit_file(&handle.exit_file)?.unwrap_or(ActivationStatus::Vanished))
     }
+
+    /// SIGKILL to the wrapper's process group (its id is the wrapper's pid), if the
+    /// wrapper is still the process the handle names; then waits until it is gone.
+    fn kill(&self, handle: &ActivationHandle) -> Result<(), ActivationError> {
+        let process = ChildProcess { pid: handle.pid, start_time: handle.start_time };
+        let pgid = i32::try_from(handle.pid).map(nix::unistd::Pid::from_raw);
+        let kill_err = |problem: String| ActivationError::Kill { pid: handle.pid, problem };
+        if process.is_alive() {
+            let pgid = pgid.map_err(|e| kill_err(e.to_string()))?;
+            match nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL) {
+                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+                Err(e) => return Err(kill_err(e.to_string())),
+            }
+        }
+        let start = std::time::Instant::now();
+        while process.is_alive() {
+            if start.elapsed() > KILL_WAIT {
+                return Err(kill_err(format!("still there {KILL_WAIT:?} after SIGKILL")));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Ok(())
+    }
 }
 
-/// The start time (field 22 of `/proc/<pid>/stat`) of a live, non-zombie process.
-fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3 (state); field 22 is index 19.
-    if fields.first() == Some(&"Z") {
-        return None;
-    }
-    fields.get(19)?.parse().ok()
-}
+/// How long a killed activation may take to disappear.
+const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the exit file says (`Finished` or `Cancelled`), `None` if it does not exist yet.
 pub fn read_exit_file(file: &Path) -> Result<Option<ActivationStatus>, ActivationError> {
@@ -298,6 +318,32 @@ mod tests {
         assert_eq!(nix::unistd::getpgid(Some(pid)).unwrap(), pid);
         assert_ne!(nix::unistd::getpgid(None).unwrap(), pid);
         assert_eq!(wait(&handle), ActivationStatus::Finished(0));
+    }
+
+    #[test]
+    fn kill_stops_the_whole_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let program = script(dir.path(), &format!("sleep 600 & echo $! > {}; wait", pid_file.display()));
+        let handle = DetachedChild.prepare(&spec(dir.path(), program, Mode::Switch)).unwrap().launch().unwrap();
+        for _ in 0..200 {
+            if std::fs::read_to_string(&pid_file).is_ok_and(|t| t.ends_with('\n')) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let sleep_pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+        assert!(process_start_time(sleep_pid).is_some(), "the activation's own child runs");
+        DetachedChild.kill(&handle).unwrap();
+        assert_eq!(DetachedChild.status(&handle).unwrap(), ActivationStatus::Vanished);
+        for _ in 0..200 {
+            if process_start_time(sleep_pid).is_none() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(process_start_time(sleep_pid).is_none(), "the activation's child was killed with it");
+        DetachedChild.kill(&handle).unwrap();
     }
 
     #[test]

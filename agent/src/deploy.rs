@@ -20,9 +20,16 @@
 //! checks that were cut short, rolls back. So an unconfirmed switch never stays in place
 //! past its window, restarts included.
 //!
-//! `previous_toplevel` is what the profile pointed at when the deployment was accepted
-//! (for `test` too: the system the host last switched to and boots); a rollback
-//! re-activates exactly that, never "generation - 1".
+//! `previous_toplevel` is the system that was *running* when the deployment was accepted
+//! (`running.rs` says how that is known); a rollback re-activates exactly that, never
+//! "generation - 1" and never a system that was only set for the next boot. Separately,
+//! the journal keeps what the profile pointed at then (`previous_profile`): a failed or
+//! rolled-back switch/boot deployment points the profile (and the boot entry) back there.
+//!
+//! **Activation time limit.** An activation (also a rollback's) that runs longer than the
+//! agent's `activation_timeout` has its process group killed; the deployment is then
+//! rolled back and ends `failed`, its error saying it timed out. A restarted agent that
+//! follows an activation gives it the full limit again from the restart.
 //!
 //! **`failed` vs `rolled-back`** (either way the host ends on `previous_toplevel`, when
 //! there is one):
@@ -65,6 +72,12 @@ pub struct DeployerOptions {
     pub health: Vec<HealthCheck>,
     /// The confirmation window of a `POST /v1/rollback` that does not name one.
     pub confirm_timeout: Duration,
+    /// How long one `switch-to-configuration` may run before it is killed; `None`: no
+    /// limit.
+    pub activation_timeout: Option<std::time::Duration>,
+    /// The link naming the running system (`/run/current-system`); `None`: not read
+    /// (tests), the journal and the profile tell.
+    pub current_system: Option<std::path::PathBuf>,
 }
 
 /// Owns the journal and runs deployments.
@@ -178,19 +191,19 @@ impl Deployer {
                 .ok_or_else(|| ApiFailure::conflict(format!("deployment `{}` exists with other content", request.id)));
         }
         self.check_toplevel(&request.toplevel).await?;
-        let deployment = Deployment::queued(&request, self.previous_toplevel()?, unix_now());
+        let (running, profile) = self.previous_systems()?;
+        let deployment = Deployment::queued(&request, running, unix_now());
         let mut record = Record::new(deployment, request.confirm_timeout);
         record.health = request.health;
+        record.previous_profile = profile;
         self.accept(record)
     }
 
-    /// The system the profile points at now: what a new deployment would return to.
-    pub(crate) fn previous_toplevel(&self) -> Result<Option<StorePath>, ApiFailure> {
-        let current = self
-            .profile
-            .current()
-            .map_err(|e| ApiFailure::internal(format!("cannot read the profile {}: {e}", self.profile)))?;
-        Ok(current.and_then(|(_, toplevel)| toplevel))
+    /// What a new deployment returns to: the system running now (its
+    /// `previous_toplevel`) and what the profile points at now (its `previous_profile`).
+    pub(crate) fn previous_systems(&self) -> Result<(Option<StorePath>, Option<StorePath>), ApiFailure> {
+        let running = self.running_toplevel(&self.records())?;
+        Ok((running, self.profile_toplevel()?))
     }
 
     /// Journals a new deployment unless another one is open, and starts it.
@@ -288,8 +301,7 @@ impl Deployer {
                 r.deployment.state = DeploymentState::Activating;
                 r.phase = Phase::SettingProfile;
             })?;
-            self.nix
-                .set_profile(&self.profile, &d.toplevel)
+            self.set_profile_journaled(id, &d.toplevel)
                 .await
                 .map_err(|e| format!("cannot add a generation to the profile {}: {e}", self.profile))?;
             generation = self.profile.current_generation().map_err(|e| format!("cannot read {}: {e}", self.profile))?;
@@ -322,15 +334,35 @@ impl Deployer {
         Ok(handle)
     }
 
-    /// Polls the activation until it has a result.
+    /// Polls the activation until it has a result; past the activation time limit, kills
+    /// its process group and returns why (the error says it timed out).
     pub(crate) async fn watch(&self, handle: &ActivationHandle) -> Result<ActivationStatus, String> {
+        let started = std::time::Instant::now();
         let mut pause = FIRST_POLL;
         loop {
-            match self.services.status(handle).map_err(|e| e.to_string())? {
+            let status = self.services.status(handle);
+            match status.map_err(|e| format!("the activation's result is unknown: {e}"))? {
                 ActivationStatus::Running => tokio::time::sleep(pause).await,
                 done => return Ok(done),
             }
+            if let Some(limit) = self.options.activation_timeout.filter(|limit| started.elapsed() >= *limit) {
+                return Err(self.kill_timed_out(handle, limit).await);
+            }
             pause = (pause * 2).min(POLL_INTERVAL);
+        }
+    }
+
+    /// Kills an activation that ran past `limit` (its whole process group) and waits until
+    /// it is gone; returns the deployment's error.
+    async fn kill_timed_out(&self, handle: &ActivationHandle, limit: std::time::Duration) -> String {
+        let why = format!("switch-to-configuration timed out: still running after {limit:?} (activation_timeout)");
+        tracing::error!(pid = handle.pid, "{why}; killing its process group");
+        let services = Arc::clone(&self.services);
+        let target = handle.clone();
+        let killed = tokio::task::spawn_blocking(move || services.kill(&target)).await;
+        match killed.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+            Ok(()) => format!("{why}; its process group was killed"),
+            Err(e) => format!("{why}; killing it failed: {e}"),
         }
     }
 
@@ -350,7 +382,7 @@ impl Deployer {
             }
             Ok(ActivationStatus::Vanished) => "the activation process ended without an exit status".to_owned(),
             Ok(ActivationStatus::Running) => "the activation is still running".to_owned(),
-            Err(e) => format!("the activation's result is unknown: {e}"),
+            Err(e) => e,
         };
         self.roll_back(id, reason, DeploymentState::Failed).await;
     }
@@ -427,7 +459,8 @@ impl Deployer {
         self.finish(id, DeploymentState::Failed, message);
     }
 
-    /// Points the profile at `previous_toplevel` again if it points elsewhere now;
+    /// Points the profile at what it pointed at before (`previous_profile`) again if it
+    /// points elsewhere now;
     /// returns what it did (or why it could not) for the deployment's error.
     async fn restore_profile(&self, id: &str) -> Result<Option<String>, String> {
         let record = self.record(id)?;
@@ -443,7 +476,7 @@ impl Deployer {
             }
         }
         let now = current.and_then(|(_, toplevel)| toplevel);
-        let Some(previous) = record.deployment.previous_toplevel else {
+        let Some(previous) = record.profile_before().cloned() else {
             return Ok(now.map(|t| {
                 format!("the profile still points at {t}: there was no previous system to restore (first deployment)")
             }));
@@ -451,8 +484,7 @@ impl Deployer {
         if now.as_ref() == Some(&previous) {
             return Ok(None);
         }
-        self.nix
-            .set_profile(&self.profile, &previous)
+        self.set_profile_journaled(id, &previous)
             .await
             .map(|()| Some(format!("the profile points at the previous system {previous} again")))
             .map_err(|e| format!("restoring the profile to {previous} failed: {e}"))
@@ -508,3 +540,7 @@ pub fn state_name(state: DeploymentState) -> &'static str {
 #[cfg(test)]
 #[path = "deploy_tests.rs"]
 pub(crate) mod tests;
+
+#[cfg(test)]
+#[path = "running_tests.rs"]
+mod running_tests;

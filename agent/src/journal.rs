@@ -22,10 +22,12 @@ use std::path::{Path, PathBuf};
 use hostctl_schemas::api::deployments::{Deployment, DeploymentState};
 use hostctl_schemas::api::rollback::RollbackTarget;
 use hostctl_schemas::duration::Duration;
+use hostctl_schemas::ids::StorePath;
 use hostctl_schemas::inventory::HealthCheck;
 use serde::{Deserialize, Serialize};
 
 use crate::activation::ActivationHandle;
+use crate::orphan::ChildProcess;
 
 /// One deployment as the journal keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +59,16 @@ pub struct Record {
     /// same id and target gets this deployment back).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_target: Option<RollbackTarget>,
+    /// What the profile pointed at when the deployment was accepted: what a failed or
+    /// rolled-back switch/boot deployment restores the profile (and boot entry) to. It
+    /// differs from `previous_toplevel` (the system that was *running*) after a `boot`
+    /// or `test` deployment. Records of older agents lack it: see [`Record::profile_before`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_profile: Option<StorePath>,
+    /// The latest profile-changing Nix process started for this deployment (journaled
+    /// before the agent waits on it; see `orphan.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nix_child: Option<ChildProcess>,
 }
 
 impl Record {
@@ -72,7 +84,15 @@ impl Record {
             health: Vec::new(),
             rollback: None,
             rollback_target: None,
+            previous_profile: None,
+            nix_child: None,
         }
+    }
+
+    /// What the profile pointed at before this deployment (`previous_profile`, or for a
+    /// record written before that field existed, `previous_toplevel`).
+    pub fn profile_before(&self) -> Option<&StorePath> {
+        self.previous_profile.as_ref().or(self.deployment.previous_toplevel.as_ref())
     }
 
     /// Not final yet: the agent still has work to do for it.
@@ -115,9 +135,16 @@ pub struct RollbackRun {
     /// The generation `nix-env --set PREVIOUS` created (switch/boot).
     #[serde(default)]
     pub generation: Option<u64>,
-    /// The rollback's activation of `PREVIOUS/bin/switch-to-configuration`.
+    /// The rollback's current activation (of the step `activation_index` of the plan,
+    /// see `rollback.rs`).
     #[serde(default)]
     pub activation: Option<ActivationHandle>,
+    /// Which activation of the rollback's plan `activation` is (0 for the first).
+    #[serde(default)]
+    pub activation_index: usize,
+    /// Every activation of the plan succeeded: the previous system runs again.
+    #[serde(default)]
+    pub done: bool,
 }
 
 /// How far a rollback got; journaled before each step as [`Phase`] is.

@@ -18,10 +18,12 @@ pub mod health;
 pub mod host;
 pub mod import;
 pub mod journal;
+pub mod orphan;
 pub mod recovery;
 pub mod rollback;
 pub mod rollback_target;
 pub mod routes;
+pub mod running;
 pub mod serve;
 pub mod server;
 

@@ -2,10 +2,14 @@
 //! every deployment the journal left open is finished from the phase marker that was
 //! journaled before the step that may have been cut short.
 //!
+//! Before anything else, a profile-changing `nix-env` the killed agent left running for
+//! an open deployment (journaled as `nix_child`, see `orphan.rs`) is killed and waited
+//! for, so the profile is read and restored only once nothing else can change it.
+//!
 //! | phase | what the host may look like | what recovery does |
 //! | --- | --- | --- |
 //! | `accepted` | untouched | `failed` |
-//! | `setting-profile`, `profile-set` | profile maybe at the new system; running system untouched | profile back to `previous_toplevel` (`nix-env --set`), `failed` ("agent stopped before activation") |
+//! | `setting-profile`, `profile-set` | profile maybe at the new system; running system untouched | profile back to what it pointed at before (`previous_profile`, `nix-env --set`), `failed` ("agent stopped before activation") |
 //! | `activating` | `switch-to-configuration` running or done | follow it / read its exit file, then as without a restart (health checks, window); lost (no exit status) → roll back, `failed`; cancelled (never let go) → as `profile-set` |
 //! | `checking` | new system active, checks cut short | roll back, `rolled-back` |
 //! | `awaiting-confirmation` | new system active | wait until the journaled `confirm_deadline`; passed → roll back at once |
@@ -31,6 +35,9 @@ impl Deployer {
         for record in self.records().into_iter().filter(Record::is_open) {
             let id = record.deployment.id.clone();
             tracing::info!(id, phase = ?record.phase, "recovering a deployment left open");
+            // A profile change the killed agent started may still be running: it must
+            // not move the profile after recovery decided where it points.
+            self.stop_leftover_nix(&id, record.nix_child).await;
             match record.phase {
                 Phase::Accepted => self.finish(
                     &id,

@@ -253,6 +253,8 @@ async fn a_rollback_cut_short_is_finished() {
                 step: RollbackStep::SettingProfile,
                 generation: None,
                 activation: None,
+                activation_index: 0,
+                done: false,
             });
         })
         .await;

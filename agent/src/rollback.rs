@@ -1,13 +1,17 @@
-//! Rolling a deployment back: re-activating the exact `previous_toplevel` its journal
-//! record holds (never "generation - 1", which may be a system nobody ran), and the
-//! confirmation timer that triggers it.
+//! Rolling a deployment back: re-activating the exact `previous_toplevel` (the system
+//! that was running when it was accepted) its journal record holds (never
+//! "generation - 1", which may be a system nobody ran), and the confirmation timer that
+//! triggers it.
 //!
 //! Steps, each journaled before it starts ([`RollbackStep`]): for `switch`/`boot`,
-//! `nix-env -p PROFILE --set PREVIOUS` (a new generation, skipped when the profile
-//! already points there) then `PREVIOUS/bin/switch-to-configuration <mode>`; for `test`
-//! only `switch-to-configuration test`. The activation is the same detached
-//! [`crate::activation::ServiceManager`] one, so a restarted agent follows or repeats it
-//! (re-activating the previous system is idempotent).
+//! `nix-env -p PROFILE --set PREVIOUS_PROFILE` (what the profile pointed at before; a new
+//! generation, skipped when the profile already points there), then the activations of
+//! [`rollback_plan`]: `PREVIOUS/bin/switch-to-configuration <mode>`, or after an earlier
+//! `boot` deployment (running system ≠ profile) `test` of the running system and `boot`
+//! of the profile's. The activations are the same detached
+//! [`crate::activation::ServiceManager`] ones, journaled with their index in the plan, so
+//! a restarted agent follows or repeats the one it was at (re-activating is idempotent).
+//! `RollbackRun::done` is journaled once all succeeded: the previous system runs again.
 //!
 //! The deployment stays `activating` while it is rolled back and then ends in the
 //! [`RollbackRun::end_state`] decided when the rollback began (`failed` or `rolled-back`,
@@ -18,6 +22,7 @@
 use std::sync::Arc;
 
 use hostctl_schemas::api::deployments::{ActivationOutcome, DeploymentState};
+use hostctl_schemas::ids::StorePath;
 use hostctl_schemas::inventory::Mode;
 
 use crate::activation::{ActivationSpec, ActivationStatus};
@@ -72,7 +77,15 @@ impl Deployer {
             return false;
         }
         tracing::warn!(id, %reason, end = state_name(end_state), "rolling back");
-        let run = RollbackRun { reason, end_state, step: RollbackStep::Decided, generation: None, activation: None };
+        let run = RollbackRun {
+            reason,
+            end_state,
+            step: RollbackStep::Decided,
+            generation: None,
+            activation: None,
+            activation_index: 0,
+            done: false,
+        };
         let result = journal.update(id, |r| {
             r.deployment.state = DeploymentState::Activating;
             r.phase = Phase::RollingBack;
@@ -87,66 +100,91 @@ impl Deployer {
     /// Carries out (or, after a restart, continues) the journaled rollback of `id`.
     pub(crate) async fn run_rollback(self: &Arc<Self>, id: &str) {
         let (end_state, error) = match self.rollback_steps(id).await {
-            Ok((run, previous)) => {
-                (run.end_state, format!("{}; re-activated the previous system {previous}", run.reason))
+            Ok((run, done)) => {
+                if let Err(e) = self.update(id, |r| r.rollback.iter_mut().for_each(|run| run.done = true)) {
+                    tracing::error!(id, error = %e, "cannot journal the end of the rollback");
+                }
+                (run.end_state, format!("{}; {done}", run.reason))
             }
             Err((reason, problem)) => (DeploymentState::Failed, format!("{reason}; {problem}")),
         };
         self.finish(id, end_state, error);
     }
 
-    /// `Ok` with the rollback and the system it returned to, or `Err((reason, problem))`.
+    /// `Ok` with the rollback and what it did, or `Err((reason, problem))`.
     async fn rollback_steps(&self, id: &str) -> Result<(RollbackRun, String), (String, String)> {
         let record = self.record(id).map_err(|e| ("rollback interrupted".to_owned(), e))?;
         let run = record.rollback.clone().ok_or(("rollback interrupted".to_owned(), "no rollback journaled".into()))?;
         let fail = |problem: String| (run.reason.clone(), problem);
-        let previous = record.deployment.previous_toplevel.clone().ok_or_else(|| fail("no previous system".into()))?;
+        let plan = rollback_plan(&record);
+        if plan.is_empty() {
+            return Err(fail("no previous system".into()));
+        }
         if matches!(run.step, RollbackStep::Decided | RollbackStep::SettingProfile) {
             self.rollback_profile(&record).await.map_err(fail)?;
         }
-        let mode = record.deployment.mode;
-        let mut handle = run.activation.clone().filter(|_| run.step == RollbackStep::Activating);
+        let resume = if run.step == RollbackStep::Activating { run.activation_index } else { 0 };
+        for (index, (toplevel, mode)) in plan.iter().enumerate().skip(resume) {
+            let handle = run.activation.clone().filter(|_| run.step == RollbackStep::Activating && index == resume);
+            self.rollback_activation(&record, index, handle).await.map_err(fail)?;
+            tracing::info!(id, %toplevel, %mode, "rollback activation done");
+        }
+        Ok((run, describe_plan(&plan)))
+    }
+
+    /// Runs step `index` of the rollback plan to success (following `handle` if it was
+    /// started before a restart), starting it again when it ended without an exit status.
+    async fn rollback_activation(
+        &self,
+        record: &Record,
+        index: usize,
+        mut handle: Option<crate::activation::ActivationHandle>,
+    ) -> Result<(), String> {
+        let plan = rollback_plan(record);
+        let (toplevel, mode) = plan.get(index).ok_or("the rollback plan changed")?;
+        let id = &record.deployment.id;
         let mut started = 0;
         loop {
             let current = match handle.take() {
                 Some(h) => h,
                 None => {
                     started += 1;
-                    self.start_rollback_activation(&record).map_err(fail)?
+                    self.start_rollback_activation(record, index)?
                 }
             };
-            let again = match self.watch(&current).await.map_err(fail)? {
-                ActivationStatus::Finished(code) if ActivationOutcome::from_exit_code(Some(code)).succeeded() => break,
-                ActivationStatus::Finished(code) => {
-                    return Err(fail(format!(
-                        "rolling back to {previous} failed too: its switch-to-configuration {mode} exited with {code}"
-                    )))
-                }
-                // It never ran, or was killed mid-way: re-activating the previous system
-                // is idempotent, so start it again.
-                ActivationStatus::Cancelled | ActivationStatus::Vanished | ActivationStatus::Running => {
-                    "its activation ended without an exit status"
-                }
-            };
+            let again =
+                match self.watch(&current).await.map_err(|e| format!("rolling back to {toplevel} failed too: {e}"))? {
+                    ActivationStatus::Finished(code) if ActivationOutcome::from_exit_code(Some(code)).succeeded() => {
+                        return Ok(())
+                    }
+                    ActivationStatus::Finished(code) => {
+                        return Err(format!(
+                        "rolling back to {toplevel} failed too: its switch-to-configuration {mode} exited with {code}"
+                    ))
+                    }
+                    // It never ran, or was killed mid-way: re-activating the previous system
+                    // is idempotent, so start it again.
+                    ActivationStatus::Cancelled | ActivationStatus::Vanished | ActivationStatus::Running => {
+                        "its activation ended without an exit status"
+                    }
+                };
             if started >= ACTIVATION_ATTEMPTS {
-                return Err(fail(format!("rolling back to {previous} failed too: {again}")));
+                return Err(format!("rolling back to {toplevel} failed too: {again}"));
             }
-            tracing::warn!(id, %previous, "{again}; starting it again");
+            tracing::warn!(id, %toplevel, "{again}; starting it again");
         }
-        Ok((run, previous.to_string()))
     }
 
-    /// `nix-env --set PREVIOUS` for switch/boot, unless the profile already points there.
+    /// `nix-env --set` back to what the profile pointed at before (switch/boot), unless
+    /// the profile already points there.
     async fn rollback_profile(&self, record: &Record) -> Result<(), String> {
         let id = &record.deployment.id;
-        let Some(previous) = &record.deployment.previous_toplevel else { return Ok(()) };
         let mut generation = None;
-        if creates_generation(record.deployment.mode) {
+        if let Some(previous) = record.profile_before().filter(|_| creates_generation(record.deployment.mode)) {
             set_step(self, id, RollbackStep::SettingProfile, None)?;
             let now = self.profile.current().map_err(|e| format!("cannot read the profile {}: {e}", self.profile))?;
             if now.as_ref().and_then(|(_, t)| t.as_ref()) != Some(previous) {
-                self.nix
-                    .set_profile(&self.profile, previous)
+                self.set_profile_journaled(id, previous)
                     .await
                     .map_err(|e| format!("rolling back the profile to {previous} failed: {e}"))?;
             }
@@ -155,29 +193,33 @@ impl Deployer {
         set_step(self, id, RollbackStep::ProfileSet, generation)
     }
 
-    /// Prepares `PREVIOUS/bin/switch-to-configuration`, journals its handle, launches it.
-    fn start_rollback_activation(&self, record: &Record) -> Result<crate::activation::ActivationHandle, String> {
+    /// Prepares step `index` of the plan, journals its handle, launches it.
+    fn start_rollback_activation(
+        &self,
+        record: &Record,
+        index: usize,
+    ) -> Result<crate::activation::ActivationHandle, String> {
         let id = &record.deployment.id;
-        let previous = record.deployment.previous_toplevel.as_ref().ok_or("no previous system")?;
+        let plan = rollback_plan(record);
+        let (toplevel, mode) = plan.get(index).ok_or("no previous system")?;
         let (log, exit_file) = {
             let journal = self.journal();
             (journal.rollback_log_path(id), journal.rollback_exit_path(id))
         };
-        // The previous system is activated the way the deployment activated its own.
-        let mode = record.deployment.mode;
-        let spec = ActivationSpec { program: self.switch_program(previous), mode, log, exit_file };
-        let prepared = self.services.prepare(&spec).map_err(|e| format!("cannot re-activate {previous}: {e}"))?;
+        let spec = ActivationSpec { program: self.switch_program(toplevel), mode: *mode, log, exit_file };
+        let prepared = self.services.prepare(&spec).map_err(|e| format!("cannot re-activate {toplevel}: {e}"))?;
         self.update(id, |r| {
             if let Some(run) = r.rollback.as_mut() {
                 run.step = RollbackStep::Activating;
                 run.activation = Some(prepared.handle.clone());
+                run.activation_index = index;
             }
         })?;
         let handle = prepared.handle.clone();
         if let Err(e) = prepared.launch() {
             tracing::error!(id, error = %e, "cannot launch the rollback activation");
         }
-        tracing::info!(id, pid = handle.pid, %previous, %mode, "rollback activation started");
+        tracing::info!(id, pid = handle.pid, %toplevel, %mode, "rollback activation started");
         Ok(handle)
     }
 
@@ -199,12 +241,43 @@ impl Deployer {
     }
 }
 
+/// The activations that bring back what ran (and what was set to boot) before the
+/// deployment, in order:
+/// - `test`: the running system, `test`;
+/// - `boot`: what the profile pointed at, `boot`;
+/// - `switch`: the running system, `switch`, if the profile pointed at it too (the
+///   usual case); after an earlier `boot` deployment it did not: then the running system
+///   with `test` (so the boot-only system is never switched to), and the profile's
+///   system with `boot` (so the boot entry is what it was).
+pub(crate) fn rollback_plan(record: &Record) -> Vec<(StorePath, Mode)> {
+    let running = record.deployment.previous_toplevel.clone();
+    let profile = record.profile_before().cloned();
+    match (record.deployment.mode, running, profile) {
+        (Mode::DryActivate, _, _) => Vec::new(),
+        (Mode::Test, running, _) => running.map(|r| (r, Mode::Test)).into_iter().collect(),
+        (Mode::Boot, _, profile) => profile.map(|p| (p, Mode::Boot)).into_iter().collect(),
+        (Mode::Switch, Some(r), Some(p)) if r != p => vec![(r, Mode::Test), (p, Mode::Boot)],
+        (Mode::Switch, running, _) => running.map(|r| (r, Mode::Switch)).into_iter().collect(),
+    }
+}
+
+/// What a rollback that ran `plan` did, for the deployment's error.
+fn describe_plan(plan: &[(StorePath, Mode)]) -> String {
+    match plan {
+        [(running, _), (boot, Mode::Boot)] => {
+            format!("re-activated the previous system {running} (test) and the boot entry of {boot}")
+        }
+        [(toplevel, _), ..] => format!("re-activated the previous system {toplevel}"),
+        [] => "nothing to re-activate".to_owned(),
+    }
+}
+
 /// Whether `record` can be rolled back; `Err` says why not (for its error).
 fn rollback_possible(record: &Record) -> Result<(), String> {
     if record.deployment.mode == Mode::DryActivate {
         return Err("dry-activate changed nothing, so there is nothing to roll back".into());
     }
-    if record.deployment.previous_toplevel.is_none() {
+    if rollback_plan(record).is_empty() {
         return Err("nothing to roll back to: no system was active before this deployment (the host's first), \
                     so the profile and the running system were left as they are"
             .into());

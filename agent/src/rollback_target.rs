@@ -146,9 +146,11 @@ impl Deployer {
             confirm_timeout,
             health: Vec::new(),
         };
-        let mut deployment = Deployment::queued(&deployment_request, self.previous_toplevel()?, unix_now());
+        let (running, profile) = self.previous_systems()?;
+        let mut deployment = Deployment::queued(&deployment_request, running, unix_now());
         deployment.rollback_of = Some(target.description);
         let mut record = Record::new(deployment, confirm_timeout);
+        record.previous_profile = profile;
         // The inventory's command checks for this host came with its latest deployment.
         record.health = records.last().map(|r| r.health.clone()).unwrap_or_default();
         record.rollback_target = Some(request.to.clone());

@@ -74,7 +74,12 @@ impl Agent {
         // Refused here as well as by `check-config`: an `http` check the agent cannot run
         // must not silently pass.
         crate::health::refuse_http("health", &config.health).map_err(ServeError::Config)?;
-        let options = DeployerOptions { health: config.health.clone(), confirm_timeout: config.confirm_timeout };
+        let options = DeployerOptions {
+            health: config.health.clone(),
+            confirm_timeout: config.confirm_timeout,
+            activation_timeout: Some(config.activation_timeout.into()),
+            current_system: Some(crate::host::CURRENT_SYSTEM.into()),
+        };
         let deployer = Arc::new(Deployer::new(journal, Arc::clone(&nix), profile, store_fs, services, options));
         let tmp = config.state_dir.join("tmp");
         let importer = Importer::new(Arc::clone(&nix), tmp.clone())

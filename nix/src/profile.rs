@@ -150,6 +150,17 @@ impl Nix {
         self.run(&NixCommand::set_profile(profile, path)).await.map(|_| ())
     }
 
+    /// [`Nix::set_profile`], handing the `nix-env` process id to `on_spawn` before
+    /// waiting on it (see [`Nix::run_observed`]).
+    pub async fn set_profile_observed(
+        &self,
+        profile: &Profile,
+        path: &StorePath,
+        on_spawn: &mut (dyn FnMut(u32) -> std::io::Result<()> + Send),
+    ) -> Result<(), NixError> {
+        self.run_observed(&NixCommand::set_profile(profile, path), on_spawn).await.map(|_| ())
+    }
+
     /// The profile's generations, oldest first, as `nix-env --list-generations` prints them.
     pub async fn list_generations(&self, profile: &Profile) -> Result<Vec<GenerationLine>, NixError> {
         let cmd = NixCommand::list_generations(profile);

@@ -130,6 +130,28 @@ impl Nix {
 
     /// Runs `cmd` feeding `stdin` to it.
     pub async fn run_with_stdin(&self, cmd: &NixCommand, stdin: Option<&[u8]>) -> Result<NixOutput, NixError> {
+        self.run_inner(cmd, stdin, None).await
+    }
+
+    /// Runs `cmd` like [`Nix::run`], but first hands the process id of the started child
+    /// to `on_spawn`, before anything waits on it: callers record it (the agent journals
+    /// the pid of every Nix process that changes a profile, so a restarted agent can stop
+    /// one its dead predecessor left running). If `on_spawn` fails the child is killed and
+    /// its error is returned as [`NixError::Spawn`].
+    pub async fn run_observed(
+        &self,
+        cmd: &NixCommand,
+        on_spawn: &mut (dyn FnMut(u32) -> std::io::Result<()> + Send),
+    ) -> Result<NixOutput, NixError> {
+        self.run_inner(cmd, None, Some(on_spawn)).await
+    }
+
+    async fn run_inner(
+        &self,
+        cmd: &NixCommand,
+        stdin: Option<&[u8]>,
+        on_spawn: Option<&mut (dyn FnMut(u32) -> std::io::Result<()> + Send)>,
+    ) -> Result<NixOutput, NixError> {
         let argv = self.argv(cmd);
         let rendered = render_argv(&argv);
         tracing::debug!(argv = %rendered, "running nix");
@@ -141,6 +163,14 @@ impl Nix {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let mut child = command.spawn().map_err(|source| NixError::Spawn { argv: rendered.clone(), source })?;
+        if let Some(observe) = on_spawn {
+            let pid = child.id().ok_or_else(|| std::io::Error::other("the child has no process id"));
+            if let Err(source) = pid.and_then(observe) {
+                // Dropping the child kills it (`kill_on_drop`); reap it so no zombie stays.
+                let _ = child.kill().await;
+                return Err(NixError::Spawn { argv: rendered, source });
+            }
+        }
         if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
             use tokio::io::AsyncWriteExt;
             // A write error means Nix exited early; its status and stderr say why.
@@ -321,6 +351,33 @@ mod tests {
         assert!(text.contains("/nonexistent-hostctl-flake#nixosConfigurations"), "{text}");
         assert!(text.contains("exit status: 1"), "{text}");
         assert!(err.nix_message().is_some_and(|m| m.contains("/nonexistent-hostctl-flake")), "{text}");
+    }
+
+    #[tokio::test]
+    async fn run_observed_reports_the_pid_before_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path();
+        let script = "#!/bin/sh\necho \"$$\"\n";
+        std::fs::write(bin.join("nix-env"), script).unwrap();
+        std::fs::set_permissions(bin.join("nix-env"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let nix = Nix::new().with_bin_dir(bin);
+        let cmd = NixCommand::list_generations(
+            &crate::profile::Profile::new(std::path::Path::new("/nix/var/nix/profiles/x")).unwrap(),
+        );
+        let mut seen = Vec::new();
+        let out = nix
+            .run_observed(&cmd, &mut |pid| {
+                seen.push(pid);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), seen[0].to_string(), "the pid of the child itself");
+
+        let err = nix.run_observed(&cmd, &mut |_| Err(std::io::Error::other("journal full"))).await.unwrap_err();
+        assert!(matches!(err, NixError::Spawn { .. }), "{err}");
+        assert!(err.to_string().contains("journal full"), "{err}");
     }
 
     #[tokio::test]

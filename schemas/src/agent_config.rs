@@ -46,6 +46,10 @@ pub struct AgentConfig {
     /// How long to wait for confirmation before rolling back.
     #[serde(default = "default_confirm_timeout")]
     pub confirm_timeout: Duration,
+    /// How long one activation (`switch-to-configuration`, also a rollback's) may run;
+    /// past it the agent kills the activation's process group and rolls back.
+    #[serde(default = "default_activation_timeout")]
+    pub activation_timeout: Duration,
     /// D-Bus bus to publish state on.
     #[serde(default)]
     pub bus: Bus,
@@ -76,6 +80,9 @@ fn default_profile() -> PathBuf {
 }
 fn default_confirm_timeout() -> Duration {
     Duration::from_secs(30)
+}
+fn default_activation_timeout() -> Duration {
+    Duration::from_secs(600)
 }
 
 /// Checks inside `visit_seq` so an empty list is reported at its own location.

@@ -76,6 +76,31 @@ impl Request {
     }
 }
 
+impl Request {
+    /// Like [`Request::send`], but gives up connecting after `timeout` and waiting for
+    /// the response after `timeout` of silence (e.g. while a host's link is down).
+    pub fn send_with_timeout(&self, addr: &str, timeout: Duration) -> std::io::Result<Response> {
+        use std::net::ToSocketAddrs as _;
+        let target = addr
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("no address: {addr}")))?;
+        let mut stream = TcpStream::connect_timeout(&target, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        let mut head = format!("{} {} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n", self.method, self.path);
+        for (name, value) in &self.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str(&format!("content-length: {}\r\n\r\n", self.body.len()));
+        stream.write_all(head.as_bytes())?;
+        stream.write_all(&self.body)?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw)?;
+        parse_response(&raw)
+    }
+}
+
 fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
     let text = String::from_utf8_lossy(raw);
     let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not an HTTP response: {text:.200}"));

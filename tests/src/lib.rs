@@ -153,6 +153,13 @@ impl TestFleet {
         git(&self.dir, &["commit", "-q", "-m", message]);
     }
 
+    /// `git add -A && git commit --allow-empty`: for steps that may or may not change a
+    /// file (e.g. rewriting `fleet.yaml` with the values it already has).
+    pub fn commit_allow_empty(&self, message: &str) {
+        git(&self.dir, &["add", "-A"]);
+        git(&self.dir, &["commit", "-q", "--allow-empty", "-m", message]);
+    }
+
     /// Runs `nix` with the test configuration in the fleet directory.
     pub fn nix(&self, args: &[&str]) -> Output {
         run(Command::new("nix").current_dir(&self.dir).env("NIX_CONFIG", NIX_CONFIG).args(args))
@@ -179,6 +186,121 @@ impl TestFleet {
             .arg(&fleet)
             .args(args));
         HostctlRun::from(out)
+    }
+}
+
+impl TestFleet {
+    /// Starts `hostctl --fleet <dir>/fleet.yaml ARGS...` in the background (stdout and
+    /// stderr go to files), for tests that stop or kill the controller mid-rollout.
+    pub fn spawn_hostctl(&self, args: &[&str]) -> HostctlChild {
+        let out_dir = tempfile::Builder::new()
+            .prefix("hostctl-child-")
+            .tempdir_in(self.tmp.path())
+            .unwrap_or_else(|e| fail(&format!("cannot create a temp dir: {e}")));
+        let stdout_path = out_dir.path().join("stdout");
+        let stderr_path = out_dir.path().join("stderr");
+        let open =
+            |p: &Path| std::fs::File::create(p).unwrap_or_else(|e| fail(&format!("create {}: {e}", p.display())));
+        let child = Command::new(binary("hostctl"))
+            .current_dir(&self.dir)
+            .env("NIX_CONFIG", NIX_CONFIG)
+            .env_remove("RUST_LOG")
+            .arg("--fleet")
+            .arg(self.path("fleet.yaml"))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(open(&stdout_path))
+            .stderr(open(&stderr_path))
+            .spawn()
+            .unwrap_or_else(|e| fail(&format!("cannot start hostctl {args:?}: {e}")));
+        HostctlChild { child: Some(child), stdout_path, stderr_path, _out_dir: out_dir }
+    }
+}
+
+/// A `hostctl` running in the background ([`TestFleet::spawn_hostctl`]). Killed (by
+/// pid) and reaped on drop if still running.
+#[derive(Debug)]
+pub struct HostctlChild {
+    child: Option<std::process::Child>,
+    stdout_path: PathBuf,
+    stderr_path: PathBuf,
+    _out_dir: tempfile::TempDir,
+}
+
+impl HostctlChild {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(pid) = self.pid() {
+            // Not reaped yet (we hold the Child), so the pid is still ours.
+            let _ = Command::new("kill").args(["-s", signal, &pid.to_string()]).output();
+        }
+    }
+
+    /// SIGSTOP: the controller freezes (no request leaves it) until [`HostctlChild::resume`].
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// SIGCONT.
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    /// Whether it is still running (or stopped).
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// SIGKILL (a crash of the controller), then reaps it; returns what it had printed.
+    pub fn kill(&mut self) -> HostctlRun {
+        let code = match self.child.take() {
+            Some(mut child) => {
+                let _ = child.kill();
+                child.wait().ok().and_then(|s| s.code())
+            }
+            None => None,
+        };
+        self.output(code)
+    }
+
+    /// Waits up to `timeout` for it to exit: its output, or `None` if still running.
+    pub fn wait_timeout(&mut self, timeout: std::time::Duration) -> Option<HostctlRun> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let child = self.child.as_mut()?;
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    self.child = None;
+                    return Some(self.output(status.code()));
+                }
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                Ok(None) => return None,
+                Err(e) => fail(&format!("cannot wait for hostctl: {e}")),
+            }
+        }
+    }
+
+    /// What it has printed so far.
+    pub fn output(&self, code: Option<i32>) -> HostctlRun {
+        HostctlRun {
+            code,
+            stdout: std::fs::read_to_string(&self.stdout_path).unwrap_or_default(),
+            stderr: std::fs::read_to_string(&self.stderr_path).unwrap_or_default(),
+        }
+    }
+}
+
+impl Drop for HostctlChild {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

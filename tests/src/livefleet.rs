@@ -5,8 +5,11 @@ use std::path::PathBuf;
 
 use hostctl_schemas::signing::SecretKey;
 
+use serde_json::Value;
+
+use crate::http::{Request, Response};
 use crate::simhost::{agent_config, SimHost};
-use crate::{fail, HostctlRun, TestFleet};
+use crate::{fail, HostctlChild, HostctlRun, TestFleet};
 
 /// Hosts, key and fleet; everything is torn down on drop (hosts first).
 #[derive(Debug)]
@@ -117,4 +120,135 @@ fn nix_stdout(fleet: &TestFleet, args: &[&str], stdin: Option<&str>) -> String {
         fail(&format!("nix {args:?}: {}", String::from_utf8_lossy(&out.stderr)));
     }
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// How long one request to an agent may take in the helpers below.
+const AGENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl LiveFleet {
+    /// Writes `fleet.yaml` for the running hosts with `confirm_timeout` as the fleet's
+    /// confirmation window; `host_lines(host)` is appended under each host's entry
+    /// (indented by four spaces, e.g. `    health:\n      - command: [\"false\"]\n`), and
+    /// `extra` at the end (e.g. a `rollout:`). Does not commit.
+    pub fn write_inventory_with(&self, confirm_timeout: &str, host_lines: impl Fn(&SimHost) -> String, extra: &str) {
+        let mut yaml = format!(
+            "flake: .\ndefaults:\n  port: 7420\n  mode: switch\n  confirm_timeout: {confirm_timeout}\nhosts:\n"
+        );
+        for host in &self.hosts {
+            yaml.push_str(&format!("  {}:\n    address: {}\n    system: x86_64-linux\n", host.name, host.addr));
+            yaml.push_str(&host_lines(host));
+        }
+        yaml.push_str(extra);
+        self.fleet.write("fleet.yaml", &yaml);
+    }
+
+    /// `hostctl --key <key> ARGS...` in the background.
+    pub fn spawn_hostctl(&self, args: &[&str]) -> HostctlChild {
+        let key = self.key_file.display().to_string();
+        let mut all = vec!["--key", key.as_str()];
+        all.extend_from_slice(args);
+        self.fleet.spawn_hostctl(&all)
+    }
+
+    /// `ADDR:PORT` of a host's agent.
+    pub fn agent_addr(&self, name: &str) -> String {
+        let h = self.host(name);
+        format!("{}:{}", h.addr, h.port)
+    }
+
+    /// A request to a host's agent signed with the fleet key, on a new connection.
+    pub fn agent_request(&self, name: &str, method: &str, path: &str, body: &[u8]) -> std::io::Result<Response> {
+        Request::new(method, path, body)
+            .signed(&self.secret_key())
+            .send_with_timeout(&self.agent_addr(name), AGENT_TIMEOUT)
+    }
+
+    /// A signed request whose answer must be 2xx JSON; fails the test otherwise.
+    pub fn agent_json(&self, name: &str, method: &str, path: &str, body: &[u8]) -> Value {
+        let r = self
+            .agent_request(name, method, path, body)
+            .unwrap_or_else(|e| fail(&format!("{method} {path} on {name}: {e}")));
+        if !(200..300).contains(&r.status) {
+            fail(&format!("{method} {path} on {name}: {} {}", r.status, r.body));
+        }
+        serde_json::from_str(&r.body).unwrap_or_else(|e| fail(&format!("{method} {path} on {name}: {e}: {}", r.body)))
+    }
+
+    /// `GET /v1/status`.
+    pub fn agent_status(&self, name: &str) -> Value {
+        self.agent_json(name, "GET", "/v1/status", b"")
+    }
+
+    /// The agent's deployments, newest first (`GET /v1/generations`, `deployments`).
+    pub fn deployments(&self, name: &str) -> Vec<Value> {
+        let v = self.agent_json(name, "GET", "/v1/generations", b"");
+        v["deployments"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The agent's generations, newest first (`GET /v1/generations`, `generations`).
+    pub fn generations(&self, name: &str) -> Vec<Value> {
+        let v = self.agent_json(name, "GET", "/v1/generations", b"");
+        v["generations"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// `GET /v1/deployments/{id}`.
+    pub fn deployment(&self, name: &str, id: &str) -> Value {
+        self.agent_json(name, "GET", &format!("/v1/deployments/{id}"), b"")
+    }
+
+    /// Ids of the agent's deployments.
+    pub fn deployment_ids(&self, name: &str) -> Vec<String> {
+        self.deployments(name).iter().filter_map(|d| d["id"].as_str().map(str::to_owned)).collect()
+    }
+
+    /// Polls the agent until it lists a deployment whose id is not in `known`; returns
+    /// it. Fails after `timeout`.
+    pub fn wait_for_new_deployment(&self, name: &str, known: &[String], timeout: std::time::Duration) -> Value {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let fresh = self.deployments(name).into_iter().find(|d| {
+                let id = d["id"].as_str().unwrap_or_default();
+                !known.iter().any(|k| k == id)
+            });
+            if let Some(d) = fresh {
+                return d;
+            }
+            if std::time::Instant::now() > deadline {
+                fail(&format!("no new deployment on {name} within {timeout:?}"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Polls `GET /v1/deployments/{id}` until its `state` satisfies `done`; returns the
+    /// deployment. Transport errors (an agent restarting) are retried. Fails after
+    /// `timeout` with the last answer.
+    pub fn wait_for_deployment(
+        &self,
+        name: &str,
+        id: &str,
+        timeout: std::time::Duration,
+        done: impl Fn(&str) -> bool,
+    ) -> Value {
+        let deadline = std::time::Instant::now() + timeout;
+        let path = format!("/v1/deployments/{id}");
+        loop {
+            let last = match self.agent_request(name, "GET", &path, b"") {
+                Ok(r) if r.status == 200 => {
+                    if let Ok(v) = serde_json::from_str::<Value>(&r.body) {
+                        if done(v["state"].as_str().unwrap_or_default()) {
+                            return v;
+                        }
+                    }
+                    r.body
+                }
+                Ok(r) => format!("{} {}", r.status, r.body),
+                Err(e) => e.to_string(),
+            };
+            if std::time::Instant::now() > deadline {
+                fail(&format!("deployment {id} on {name}: no wanted state within {timeout:?}; last answer: {last}"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
 }

@@ -439,3 +439,465 @@ pub fn agent_config(host: &SimHost, trusted_key: &str) -> String {
         quote("/nix/var/nix/profiles/system"),
     )
 }
+
+/// How long [`SwitchGate::wait_blocked`] and [`SimHost::start_health_server`] wait.
+const GATE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `O_NONBLOCK` on Linux (x86, arm, riscv): opening a FIFO for reading without waiting
+/// for a writer. The crate has no `libc`; this value is what those targets use.
+const O_NONBLOCK: i32 = 0o4000;
+
+impl SimHost {
+    /// Restarts the agent with the configuration it was last started with
+    /// (ROOT/etc/agent.yaml), e.g. after [`SimHost::kill_agent`].
+    pub fn restart_agent(&mut self) {
+        let config = self.root.join("etc/agent.yaml");
+        let yaml = std::fs::read_to_string(&config)
+            .unwrap_or_else(|e| fail(&format!("cannot read {}: {e}", config.display())));
+        self.start_agent(&yaml);
+    }
+
+    /// ROOT/state: the example's `switch-to-configuration` records there what it did.
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join("state")
+    }
+
+    /// What `switch-to-configuration` last made the running system
+    /// (ROOT/state/current-system), trimmed; empty if nothing was activated yet.
+    pub fn current_system(&self) -> String {
+        std::fs::read_to_string(self.state_dir().join("current-system")).unwrap_or_default().trim().to_owned()
+    }
+
+    /// What `switch-to-configuration` last made the boot entry (ROOT/state/boot-system).
+    pub fn boot_system(&self) -> String {
+        std::fs::read_to_string(self.state_dir().join("boot-system")).unwrap_or_default().trim().to_owned()
+    }
+
+    /// The system profile's generations on disk (`system-<n>-link` in the host's
+    /// `/nix/var/nix/profiles`) and the store path each points at, oldest first. Read
+    /// without following links into the store (that would be this machine's store).
+    pub fn profile_generations(&self) -> Vec<(u64, String)> {
+        let dir = self.root.join("nix/var/nix/profiles");
+        let mut generations = Vec::new();
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(number) = name.strip_prefix("system-").and_then(|n| n.strip_suffix("-link")) else { continue };
+            let Ok(number) = number.parse::<u64>() else { continue };
+            let target = std::fs::read_link(entry.path()).map(|t| t.to_string_lossy().into_owned()).unwrap_or_default();
+            generations.push((number, target));
+        }
+        generations.sort();
+        generations
+    }
+
+    /// The store path the system profile currently points at (`system` ->
+    /// `system-<n>-link` -> store path), if the profile exists.
+    pub fn profile_system(&self) -> Option<String> {
+        let profiles = self.root.join("nix/var/nix/profiles");
+        let link = std::fs::read_link(profiles.join("system")).ok()?;
+        let link = if link.is_absolute() {
+            // `/nix/var/nix/profiles/system-<n>-link` as seen inside the host.
+            let inside = link.strip_prefix("/nix").ok()?.to_path_buf();
+            self.root.join("nix").join(inside)
+        } else {
+            profiles.join(link)
+        };
+        std::fs::read_link(link).ok().map(|t| t.to_string_lossy().into_owned())
+    }
+
+    /// Whether `path` is a valid path of the host's own store.
+    pub fn is_valid(&self, path: &str) -> bool {
+        self.run_in(&["nix-store", "--check-validity", path]).status.success()
+    }
+
+    /// Store objects on the host's disk (ROOT/nix/store) that its Nix database does not
+    /// know as valid: what an interrupted import would leave behind. Lock files and
+    /// names that are not store paths are ignored.
+    pub fn invalid_store_entries(&self) -> Vec<String> {
+        let mut paths = Vec::new();
+        for entry in std::fs::read_dir(self.root.join("nix/store")).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let hash_like = name.len() > 33
+                && name.as_bytes()[32] == b'-'
+                && name[..32].bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+            if hash_like && !name.ends_with(".lock") {
+                paths.push(format!("/nix/store/{name}"));
+            }
+        }
+        if paths.is_empty() {
+            return paths;
+        }
+        let mut argv = vec!["nix-store", "--check-validity", "--print-invalid"];
+        argv.extend(paths.iter().map(String::as_str));
+        let out = self.run_in(&argv);
+        if !out.status.success() {
+            fail(&format!(
+                "nix-store --check-validity in host {}: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+    }
+
+    /// Pids of the processes in the host's network namespace.
+    pub fn netns_pids(&self) -> Vec<u32> {
+        let out = Command::new("ip").args(["netns", "pids", &self.netns]).output();
+        let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        text.split_whitespace().filter_map(|p| p.parse().ok()).collect()
+    }
+
+    /// ROOT/health: what [`SimHost::start_health_server`] serves.
+    pub fn health_dir(&self) -> PathBuf {
+        self.root.join("health")
+    }
+
+    /// Makes `GET /healthz` on the health server answer 200 (`true`: ROOT/health/healthz
+    /// exists) or 404 (`false`).
+    pub fn set_healthy(&self, healthy: bool) {
+        let dir = self.health_dir();
+        let file = dir.join("healthz");
+        let result = if healthy {
+            std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&file, "ok\n"))
+        } else {
+            std::fs::remove_file(&file)
+                .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
+        };
+        result.unwrap_or_else(|e| fail(&format!("cannot change {}: {e}", file.display())));
+    }
+
+    /// `http://ADDR:PORT/healthz`.
+    pub fn health_url(&self, port: u16) -> String {
+        format!("http://{}:{port}/healthz", self.addr)
+    }
+
+    /// Starts a second process in the host next to the agent: `python3 -m http.server`
+    /// on `ADDR:port` serving ROOT/health (see [`SimHost::set_healthy`]), its output in
+    /// ROOT/health.log (one line per request). Returns once the port accepts connections;
+    /// the server is killed (by pid) when the returned guard is dropped.
+    pub fn start_health_server(&self, port: u16) -> Background {
+        std::fs::create_dir_all(self.health_dir())
+            .unwrap_or_else(|e| fail(&format!("cannot create {}: {e}", self.health_dir().display())));
+        let (port_s, addr_s) = (port.to_string(), self.addr.to_string());
+        let dir = self.health_dir().to_string_lossy().into_owned();
+        let argv = ["python3", "-m", "http.server", &port_s, "--bind", &addr_s, "--directory", &dir];
+        let log_path = self.root.join("health.log");
+        let log =
+            File::create(&log_path).unwrap_or_else(|e| fail(&format!("cannot create {}: {e}", log_path.display())));
+        let stderr = log.try_clone().unwrap_or_else(|e| fail(&format!("cannot duplicate a file handle: {e}")));
+        let mut cmd = self.command_in(&argv);
+        cmd.stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(stderr));
+        let child = cmd.spawn().unwrap_or_else(|e| fail(&format!("cannot start {argv:?} in host {}: {e}", self.name)));
+        let mut server = Background { child: Some(child) };
+        let target = SocketAddr::from((self.addr, port));
+        let deadline = Instant::now() + GATE_TIMEOUT;
+        while TcpStream::connect_timeout(&target, Duration::from_millis(250)).is_err() {
+            if !server.is_running() || Instant::now() > deadline {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                fail(&format!("the health server of {} did not listen on {target}:\n{log}", self.name));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// Starts `argv` in the host next to the agent (output appended to ROOT/`log`) and
+    /// waits until something accepts connections on `ADDR:port`; killed (by pid) when the
+    /// returned guard is dropped. E.g. a server that never answers, for timeouts.
+    pub fn start_background(&self, argv: &[&str], port: u16, log: &str) -> Background {
+        let log_path = self.root.join(log);
+        let out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap_or_else(|e| fail(&format!("cannot open {}: {e}", log_path.display())));
+        let err = out.try_clone().unwrap_or_else(|e| fail(&format!("cannot duplicate a file handle: {e}")));
+        let mut cmd = self.command_in(argv);
+        cmd.stdin(Stdio::null()).stdout(Stdio::from(out)).stderr(Stdio::from(err));
+        let child = cmd.spawn().unwrap_or_else(|e| fail(&format!("cannot start {argv:?} in host {}: {e}", self.name)));
+        let mut process = Background { child: Some(child) };
+        let target = SocketAddr::from((self.addr, port));
+        let deadline = Instant::now() + GATE_TIMEOUT;
+        while TcpStream::connect_timeout(&target, Duration::from_millis(250)).is_err() {
+            if !process.is_running() || Instant::now() > deadline {
+                let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+                fail(&format!("{argv:?} in host {} did not listen on {target}:\n{text}", self.name));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        process
+    }
+
+    /// What the health server logged (one line per request it answered).
+    pub fn health_log(&self) -> String {
+        std::fs::read_to_string(self.root.join("health.log")).unwrap_or_default()
+    }
+}
+
+/// A process a test started in the background; killed (SIGKILL, by pid) and reaped on
+/// drop.
+#[derive(Debug)]
+pub struct Background {
+    child: Option<Child>,
+}
+
+impl Background {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Holds the example's `switch-to-configuration` on a host in the middle of a switch:
+/// ROOT/state/switch.log becomes a FIFO, and the script's `printf ... >> switch.log`
+/// (before it touches `current-system`) blocks opening it until [`SwitchGate::release`]
+/// reads it. The log's earlier lines are kept and the held line is appended on release,
+/// after which switch.log is a regular file again (later switches, e.g. a rollback, are
+/// not held). Dropping an unreleased gate releases it.
+#[derive(Debug)]
+pub struct SwitchGate {
+    host: String,
+    netns: String,
+    log: PathBuf,
+    fifo: PathBuf,
+    saved: String,
+    armed: bool,
+}
+
+impl SwitchGate {
+    /// Turns `host`'s switch.log into a FIFO: the next switch on that host blocks.
+    pub fn arm(host: &SimHost) -> SwitchGate {
+        let log = host.state_dir().join("switch.log");
+        let fifo = host.state_dir().join("switch.log.held");
+        let saved = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_file(&log);
+        let out = run(Command::new("mkfifo").arg(&log));
+        if !out.status.success() {
+            fail(&format!("mkfifo {}: {}", log.display(), String::from_utf8_lossy(&out.stderr)));
+        }
+        SwitchGate { host: host.name.clone(), netns: host.netns.clone(), log, fifo, saved, armed: true }
+    }
+
+    /// Pids of processes in the host that are blocked opening a FIFO (the kernel's
+    /// `wait_for_partner`): with the gate armed, that is the held switch.
+    pub fn blocked_pids(&self) -> Vec<u32> {
+        let out = Command::new("ip").args(["netns", "pids", &self.netns]).output();
+        let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        text.split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+            .filter(|pid| {
+                let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+                match wchan.trim() {
+                    "wait_for_partner" => true,
+                    // wchan hidden (e.g. kptr_restrict): a switch script inside open(2).
+                    "" | "0" => {
+                        let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+                        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                        let opening = matches!(syscall.split_whitespace().next(), Some("2" | "257"));
+                        opening && String::from_utf8_lossy(&cmdline).contains("switch-to-configuration")
+                    }
+                    _ => false,
+                }
+            })
+            .collect()
+    }
+
+    /// Waits until a switch is held at the gate; fails after 30 s.
+    pub fn wait_blocked(&self) {
+        let deadline = Instant::now() + GATE_TIMEOUT;
+        while self.blocked_pids().is_empty() {
+            if Instant::now() > deadline {
+                fail(&format!(
+                    "no switch-to-configuration blocked on {}'s switch.log within {GATE_TIMEOUT:?}",
+                    self.host
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Lets the held switch (if any) go on and makes switch.log a regular file again
+    /// with every line, the held one last. Returns the held line (empty if none).
+    pub fn release(&mut self) -> String {
+        self.try_release().unwrap_or_else(|e| fail(&e))
+    }
+
+    fn try_release(&mut self) -> Result<String, String> {
+        use std::io::Read as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        if !self.armed {
+            return Ok(String::new());
+        }
+        self.armed = false;
+        // Later opens of switch.log find the regular file; the held writer already
+        // resolved the FIFO's inode and keeps waiting on it.
+        std::fs::rename(&self.log, &self.fifo)
+            .map_err(|e| format!("cannot move the FIFO {} away: {e}", self.log.display()))?;
+        std::fs::write(&self.log, &self.saved).map_err(|e| format!("cannot restore {}: {e}", self.log.display()))?;
+        // Non-blocking: returns at once; a writer waiting in open() now proceeds (the
+        // kernel counted it as a writer before it slept), and reads see EOF when it is
+        // done, or at once when there was none.
+        let mut reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(O_NONBLOCK)
+            .open(&self.fifo)
+            .map_err(|e| format!("cannot open {}: {e}", self.fifo.display()))?;
+        let mut held = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = Instant::now() + GATE_TIMEOUT;
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => held.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted => {
+                    if Instant::now() > deadline {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(_) => break,
+            }
+        }
+        drop(reader);
+        let _ = std::fs::remove_file(&self.fifo);
+        let held = String::from_utf8_lossy(&held).into_owned();
+        if !held.is_empty() {
+            OpenOptions::new()
+                .append(true)
+                .open(&self.log)
+                .and_then(|mut f| f.write_all(held.as_bytes()))
+                .map_err(|e| format!("cannot append to {}: {e}", self.log.display()))?;
+        }
+        Ok(held)
+    }
+}
+
+impl Drop for SwitchGate {
+    fn drop(&mut self) {
+        // Never panics (it may run while a failed test unwinds).
+        if let Err(e) = self.try_release() {
+            eprintln!("warning: switch gate of {}: {e}", self.host);
+        }
+    }
+}
+
+/// Makes every Nix operation in a host that registers a store path (`nix-store
+/// --import`, `nix-env --set`, ...) wait, as if that host's garbage collector were
+/// running: holds the host's GC lock (ROOT/nix/var/nix/gc.lock) exclusively and listens
+/// on its GC socket, where Nix then sends the path and waits for an answer that only
+/// comes on [`GcHold::release`]. Read-only queries are not held. Dropping it releases.
+#[derive(Debug)]
+pub struct GcHold {
+    host: String,
+    locker: Background,
+    socket: PathBuf,
+    /// Connections of the waiting Nix processes, in the order they came.
+    waiting: std::sync::Arc<std::sync::Mutex<Vec<std::os::unix::net::UnixStream>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acceptor: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GcHold {
+    pub fn hold(host: &SimHost) -> GcHold {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let state = host.root.join("nix/var/nix");
+        let lock = state.join("gc.lock");
+        let socket_dir = state.join("gc-socket");
+        let socket = socket_dir.join("socket");
+        std::fs::create_dir_all(&socket_dir)
+            .unwrap_or_else(|e| fail(&format!("cannot create {}: {e}", socket_dir.display())));
+        let _ = std::fs::remove_file(&socket);
+        let listener = std::os::unix::net::UnixListener::bind(&socket)
+            .unwrap_or_else(|e| fail(&format!("cannot listen on {}: {e}", socket.display())));
+        listener.set_nonblocking(true).unwrap_or_else(|e| fail(&format!("set_nonblocking: {e}")));
+        // One process holds the lock on fd 9 for as long as it lives (`exec` keeps the pid).
+        let child = Command::new("sh")
+            .args(["-c", r#"exec 9>>"$1" && flock -x 9 && exec sleep 1000000"#, "sh"])
+            .arg(&lock)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| fail(&format!("cannot start the GC lock holder: {e}")));
+        let mut locker = Background { child: Some(child) };
+        let deadline = Instant::now() + GATE_TIMEOUT;
+        // Held once a shared lock cannot be had.
+        while run(Command::new("flock").args(["-n", "-s"]).arg(&lock).arg("true")).status.success() {
+            if !locker.is_running() || Instant::now() > deadline {
+                fail(&format!("cannot take {} exclusively", lock.display()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let waiting = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let acceptor = {
+            let (waiting, stop) = (Arc::clone(&waiting), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(stream);
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            })
+        };
+        GcHold { host: host.name.clone(), locker, socket, waiting, stop, acceptor: Some(acceptor) }
+    }
+
+    /// How many Nix clients are waiting on the hold (connections to the GC socket).
+    pub fn waiters(&self) -> usize {
+        self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+
+    /// Waits until a Nix process of the host waits on the hold; fails after 30 s.
+    pub fn wait_for_waiter(&self) {
+        self.wait_for_waiters(1);
+    }
+
+    /// Waits until `n` Nix processes have come to the hold.
+    pub fn wait_for_waiters(&self, n: usize) {
+        let deadline = Instant::now() + GATE_TIMEOUT;
+        while self.waiters() < n {
+            if Instant::now() > deadline {
+                fail(&format!("no Nix operation of {} waited on the GC hold within {GATE_TIMEOUT:?}", self.host));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Lets everything go on: the lock is released first, then the waiting clients'
+    /// connections are closed, which makes Nix retry and take the (now free) lock.
+    pub fn release(&mut self) {
+        self.locker.kill();
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+        self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+impl Drop for GcHold {
+    fn drop(&mut self) {
+        self.release();
+    }
+}

@@ -40,9 +40,12 @@ pub struct DeploymentRequest {
     pub rev: Option<String>,
     pub lock: Option<LockId>,
     pub mode: Mode,
-    /// How long the agent waits for confirmation (0s: no confirmation needed). The
-    /// window is armed (journaled with its deadline) before activation starts, so an
-    /// agent that dies mid-switch still rolls back when it comes back.
+    /// How long the agent waits for confirmation (0s: no confirmation needed; `boot` and
+    /// `dry-activate` never wait). The window opens when the activation and the health
+    /// checks have finished: its deadline (`confirm_deadline`) is set then, so a slow
+    /// switch does not eat into it. The need for a confirmation is journaled before the
+    /// activation starts, so an agent that dies mid-switch still finishes the deployment
+    /// (the window, or a rollback) when it comes back.
     pub confirm_timeout: Duration,
     /// `command` health checks from the inventory, run by the agent after activation in
     /// addition to its own `health` checks; any failing means rollback. The agent refuses
@@ -112,7 +115,9 @@ pub struct Deployment {
     pub id: String,
     pub state: DeploymentState,
     pub toplevel: StorePath,
-    /// The toplevel that was active before; what a rollback returns to.
+    /// The system that was running when the deployment was accepted (not necessarily
+    /// what the profile pointed at, after a `boot` or `test` deployment): what a rollback
+    /// re-activates.
     pub previous_toplevel: Option<StorePath>,
     pub rev: Option<String>,
     pub lock: Option<LockId>,
@@ -128,7 +133,10 @@ pub struct Deployment {
     pub log_tail: String,
     /// Why it failed, when it did.
     pub error: Option<String>,
-    /// Unix time after which an unconfirmed deployment is rolled back (set once armed).
+    /// Unix time after which an unconfirmed deployment is rolled back: set when the
+    /// deployment becomes `awaiting-confirmation` (activation and health checks done,
+    /// plus `confirm_timeout`, rounded up to the second); `None` before and for
+    /// deployments that need no confirmation.
     #[serde(default)]
     pub confirm_deadline: Option<u64>,
     /// For a rollback: the deployment or generation it returned from, in words.
