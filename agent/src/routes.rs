@@ -72,6 +72,8 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<StatusResponse>,
         current_system: read_link_text(std::path::Path::new(CURRENT_SYSTEM)),
         emulated_systems: Vec::new(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        // Pull mode (issue 5) fills this in.
+        pull: None,
     }))
 }
 

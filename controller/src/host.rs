@@ -216,6 +216,7 @@ pub mod fake {
                 current_system: None,
                 emulated_systems: Vec::new(),
                 version: "fake".into(),
+                pull: None,
             })
         }
 

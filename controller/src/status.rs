@@ -212,6 +212,7 @@ mod tests {
             current_system: None,
             emulated_systems: Vec::new(),
             version: "0.1.0".into(),
+            pull: None,
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod deployments;
 pub mod generations;
+pub mod hooks;
 pub mod paths;
 pub mod rollback;
 pub mod status;

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::LockId;
+
 /// Path of this endpoint.
 pub const PATH: &str = "/v1/status";
 
@@ -41,4 +43,28 @@ pub struct StatusResponse {
     pub emulated_systems: Vec<String>,
     /// The agent's version.
     pub version: String,
+    /// GitOps state when the agent runs in pull mode (`null` in push mode).
+    #[serde(default)]
+    pub pull: Option<PullStatus>,
+}
+
+/// What a pull-mode agent tracks and where it is (DESIGN.md, pull mode).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullStatus {
+    /// The tracked remote and branch.
+    pub url: String,
+    pub branch: String,
+    /// `pinned` or `follow`.
+    pub lock_policy: String,
+    /// The newest commit fetched from the branch.
+    pub fetched_commit: Option<String>,
+    /// The commit whose system is running (last applied by pull or push).
+    pub applied_commit: Option<String>,
+    /// A fetched commit whose `flake.lock` differs from the pinned lock, held until an
+    /// operator approves it with `hostctl apply` (pinned policy only).
+    pub pending_commit: Option<String>,
+    pub pending_lock: Option<LockId>,
+    /// Unix time of the last fetch attempt and its error, if it failed.
+    pub last_fetch: Option<u64>,
+    pub last_error: Option<String>,
 }
