@@ -6,7 +6,8 @@
 //! [`journal`] + [`activation`] + [`health`]; [`rollback`] re-activates the previous
 //! system, [`recovery`] resumes after a restart, [`rollback_target`] serves
 //! `POST /v1/rollback`), [`host`] (what the host runs), [`export_stream`] (the import
-//! stream validator). [`serve`] wires it up and handles signals.
+//! stream validator), [`pull`] (pull mode: fetch, webhook, build, hand-off to [`deploy`]).
+//! [`serve`] wires it up and handles signals.
 
 pub mod activation;
 pub mod auth;
@@ -19,6 +20,7 @@ pub mod host;
 pub mod import;
 pub mod journal;
 pub mod orphan;
+pub mod pull;
 pub mod recovery;
 pub mod rollback;
 pub mod rollback_target;

@@ -14,7 +14,6 @@ use hostctl_schemas::api::paths::{MissingRequest, MissingResponse};
 use hostctl_schemas::api::rollback::RollbackRequest;
 use hostctl_schemas::api::status::{AgentState, StatusResponse};
 use hostctl_schemas::ids::StorePath;
-use hostctl_schemas::inventory::Mode;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiFailure;
@@ -67,13 +66,12 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<StatusResponse>,
         rev: made_current.and_then(|r| r.deployment.rev.clone()),
         lock: made_current.and_then(|r| r.deployment.lock.as_ref().map(ToString::to_string)),
         deployment: made_current.map(|r| r.deployment.id.clone()),
-        pinned_lock: pinned_lock(&records),
+        pinned_lock: crate::pull::pinned_lock(&records).map(ToString::to_string),
         booted_system: read_link_text(std::path::Path::new(BOOTED_SYSTEM)),
         current_system: read_link_text(std::path::Path::new(CURRENT_SYSTEM)),
         emulated_systems: Vec::new(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        // Pull mode (issue 5) fills this in.
-        pull: None,
+        pull: app.pull.as_ref().map(|p| p.status(&records)),
     }))
 }
 
@@ -87,16 +85,6 @@ fn agent_state(records: &[Record]) -> AgentState {
     } else {
         AgentState::Idle
     }
-}
-
-/// The lock of the latest confirmed deployment that changed the system (DESIGN.md: a host
-/// is pinned to the lock of its current deployment); `dry-activate` changes nothing.
-fn pinned_lock(records: &[Record]) -> Option<String> {
-    records
-        .iter()
-        .rev()
-        .find(|r| r.deployment.state == DeploymentState::Confirmed && r.deployment.mode != Mode::DryActivate)
-        .and_then(|r| r.deployment.lock.as_ref().map(ToString::to_string))
 }
 
 /// `POST /v1/paths/missing`.

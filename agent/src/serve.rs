@@ -85,8 +85,14 @@ impl Agent {
         let importer = Importer::new(Arc::clone(&nix), tmp.clone())
             .map_err(|source| ServeError::Dir { dir: tmp.display().to_string(), source })?;
         let auth = Arc::new(Authenticator::new(config.trusted_keys.clone()));
-        let state = AppState { config: Arc::new(config), nix, deployer, importer: Arc::new(importer) };
+        let pull = crate::pull::Puller::from_config(&config, Arc::clone(&deployer)).map_err(ServeError::Config)?;
+        let state = AppState { config: Arc::new(config), nix, deployer, importer: Arc::new(importer), pull };
         Ok(Self { state, auth })
+    }
+
+    /// The pull-mode task's handle (`None` in push mode).
+    pub fn puller(&self) -> Option<Arc<crate::pull::Puller>> {
+        self.state.pull.clone()
     }
 
     pub fn router(&self) -> Router {
@@ -100,6 +106,10 @@ impl Agent {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         self.state.deployer.recover().await;
+        // After recovery, so a pull round never meets a deployment the journal left open.
+        if let Some(pull) = &self.state.pull {
+            tokio::spawn(Arc::clone(pull).run());
+        }
         let app = self.router();
         axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(ServeError::Server)
     }

@@ -1,9 +1,10 @@
 //! The HTTP server's shape: [`AppState`] (what handlers share) and [`router`] (every
 //! route with its authentication and body limit).
 //!
-//! Invariant: every route is registered here with [`crate::auth::signed`] in front of it;
-//! the only unauthenticated answers are the JSON 404s for paths and methods that do not
-//! exist, which change nothing.
+//! Invariant: every route is registered here with [`crate::auth::signed`] in front of it,
+//! except the forge webhook (`POST /v1/hooks/git`), which checks its own HMAC and can
+//! only wake the pull task; the only other unauthenticated answers are the JSON 404s for
+//! paths and methods that do not exist, which change nothing.
 
 use std::sync::Arc;
 
@@ -13,12 +14,13 @@ use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use hostctl_nix::Nix;
 use hostctl_schemas::agent_config::AgentConfig;
-use hostctl_schemas::api::{deployments, generations, paths, rollback, status};
+use hostctl_schemas::api::{deployments, generations, hooks, paths, rollback, status};
 
 use crate::auth::{signed, Authenticator, BodyPolicy, SignedRoute};
 use crate::deploy::Deployer;
 use crate::error::ApiFailure;
 use crate::import::Importer;
+use crate::pull::Puller;
 use crate::{import, routes};
 
 /// What every handler can reach.
@@ -28,6 +30,8 @@ pub struct AppState {
     pub nix: Arc<Nix>,
     pub deployer: Arc<Deployer>,
     pub importer: Arc<Importer>,
+    /// The pull-mode task's handle; `None` in push mode.
+    pub pull: Option<Arc<Puller>>,
 }
 
 /// Bodies of GET requests and of `confirm`: nothing meaningful, so a small limit.
@@ -54,6 +58,9 @@ pub fn router(state: AppState, auth: Arc<Authenticator>) -> Router {
         )
         .route(rollback::PATH, signed_route(post(routes::rollback), buffered(rollback::BODY_LIMIT)))
         .route(generations::PATH, signed_route(get(routes::generations), BodyPolicy::Buffered(SMALL_BODY_LIMIT)))
+        // The forge webhook has its own authentication (HMAC of the body with the webhook
+        // secret) and reads its body within `hooks::BODY_LIMIT` itself.
+        .route(hooks::PATH, post(crate::pull::webhook::hook))
         .fallback(no_route)
         .method_not_allowed_fallback(no_route)
         // The `signed` middleware enforces each route's own limit; axum's default (2 MiB,

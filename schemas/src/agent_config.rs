@@ -240,6 +240,10 @@ pub struct PullConfig {
     /// Keys those caches sign with.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted_public_keys: Vec<PublicKey>,
+    /// Whether a branch that was force-pushed (its new commit does not descend from the
+    /// last fetched one) is followed anyway; refused and reported by default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_force_push: bool,
 }
 
 fn default_branch() -> String {

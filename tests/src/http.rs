@@ -135,3 +135,72 @@ fn nonce_seed() -> u128 {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     nanos ^ (u128::from(COUNTER.fetch_add(1, Ordering::Relaxed)) << 64) ^ u128::from(std::process::id())
 }
+
+/// HMAC-SHA256 (RFC 2104) of `message` with `key`.
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    const BLOCK: usize = 64;
+    let mut k = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(k.map(|b| b ^ 0x36));
+    inner.update(message);
+    let inner = inner.finalize();
+    let mut outer = Sha256::new();
+    outer.update(k.map(|b| b ^ 0x5c));
+    outer.update(inner);
+    outer.finalize().into()
+}
+
+/// `sha256=<hex>`: the `X-Hub-Signature-256` value for `body` under `secret`.
+pub fn hub_signature(secret: &[u8], body: &[u8]) -> String {
+    format!("sha256={}", hex::encode(hmac_sha256(secret, body)))
+}
+
+/// A GitHub-like push payload: `{"ref": "refs/heads/<branch>", "after": "<sha>"}`.
+pub fn push_payload(branch: &str, after: &str) -> Vec<u8> {
+    serde_json::json!({
+        "ref": format!("refs/heads/{branch}"),
+        "before": "0000000000000000000000000000000000000000",
+        "after": after,
+        "repository": {"full_name": "example/fleet"},
+    })
+    .to_string()
+    .into_bytes()
+}
+
+impl Request {
+    /// `POST /v1/hooks/git` as GitHub sends it: `X-GitHub-Event: push`, the delivery id
+    /// (if any) and, when `secret` is given, `X-Hub-Signature-256` over `body`.
+    pub fn webhook(body: &[u8], secret: Option<&[u8]>, delivery: Option<&str>) -> Self {
+        let mut r = Request::new("POST", "/v1/hooks/git", body)
+            .header("content-type", "application/json")
+            .header("x-github-event", "push");
+        if let Some(secret) = secret {
+            r = r.header("x-hub-signature-256", &hub_signature(secret, body));
+        }
+        if let Some(id) = delivery {
+            r = r.header("x-github-delivery", id);
+        }
+        r
+    }
+}
+
+/// A distinct hex id within this test process (delivery ids, nonces).
+pub fn fresh_id() -> String {
+    format!("{:032x}", nonce_seed())
+}
+
+#[cfg(test)]
+mod tests {
+    /// RFC 4231 test case 2.
+    #[test]
+    fn hmac_sha256_matches_rfc_4231() {
+        let mac = super::hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        assert_eq!(hex::encode(mac), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    }
+}

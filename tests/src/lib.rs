@@ -421,6 +421,71 @@ fn make_dirs_writable(dir: &Path) {
     }
 }
 
+/// A bare git repository standing in for a forge (pull mode): `ROOT/remote.git` next to
+/// the fleet copy, so the same path works inside a simulated host (only `/nix` differs
+/// there).
+impl TestFleet {
+    /// The bare remote's path (it exists once [`TestFleet::init_bare_remote`] ran).
+    pub fn bare_remote(&self) -> PathBuf {
+        self.tmp.path().join("remote.git")
+    }
+
+    /// `git init --bare` at [`TestFleet::bare_remote`], adds it as `origin` and pushes
+    /// `main`; returns its path. Idempotent.
+    pub fn init_bare_remote(&self) -> PathBuf {
+        let remote = self.bare_remote();
+        if !remote.exists() {
+            git(self.tmp.path(), &["init", "-q", "--bare", "-b", "main", &remote.to_string_lossy()]);
+            git(&self.dir, &["remote", "add", "origin", &remote.to_string_lossy()]);
+        }
+        self.push();
+        remote
+    }
+
+    /// `git push origin main`.
+    pub fn push(&self) {
+        git(&self.dir, &["push", "-q", "origin", "main"]);
+    }
+
+    /// `git push --force origin <local>:main`.
+    pub fn force_push(&self, local: &str) {
+        git(&self.dir, &["push", "-q", "--force", "origin", &format!("{local}:main")]);
+    }
+
+    /// The commit id of `HEAD`.
+    pub fn head(&self) -> String {
+        git(&self.dir, &["rev-parse", "HEAD"]).trim().to_owned()
+    }
+
+    /// `nixosConfigurations.<host>`'s toplevel at the working tree (evaluated with the
+    /// test Nix configuration in the fleet directory; nothing is built).
+    pub fn toplevel(&self, host: &str) -> String {
+        let attr = format!(".#nixosConfigurations.{host}.config.system.build.toplevel.outPath");
+        let out = self.nix(&["eval", "--raw", &attr]);
+        if !out.status.success() {
+            fail(&format!("nix eval {attr}: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Bumps the fake nixpkgs' `version` in `nixpkgs/flake.nix` to `version` and runs
+    /// `nix flake lock --update-input nixpkgs` (a lock change, as in examples/README.md).
+    /// Does not commit.
+    pub fn bump_nixpkgs(&self, version: &str) {
+        let text = self.read("nixpkgs/flake.nix");
+        let start =
+            text.find("version = \"").map(|i| i + 11).unwrap_or_else(|| fail("no version in nixpkgs/flake.nix"));
+        let end = text[start..].find('"').map(|i| start + i).unwrap_or_else(|| fail("no version end"));
+        self.write("nixpkgs/flake.nix", &format!("{}{version}{}", &text[..start], &text[end..]));
+        // Flakes only see tracked files: stage first.
+        git(&self.dir, &["add", "-A"]);
+        let out = self.nix(&["flake", "lock", "--update-input", "nixpkgs"]);
+        if !out.status.success() {
+            fail(&format!("nix flake lock --update-input nixpkgs: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -252,3 +252,121 @@ impl LiveFleet {
         }
     }
 }
+
+/// Pull mode (GitOps): a bare remote, agents restarted with a `pull:` block, webhooks,
+/// and waiting on `GET /v1/status`'s `pull` object.
+impl LiveFleet {
+    /// The webhook secret [`LiveFleet::enable_pull`] configures.
+    pub const WEBHOOK_SECRET: &'static str = "hostctl-test-webhook-secret";
+
+    /// Creates the bare remote (if needed) and pushes `main` to it, then restarts host
+    /// `name`'s agent with `pull: {url: <bare remote>, branch: main, interval, lock,
+    /// webhook_secret_file}` (secret: [`LiveFleet::WEBHOOK_SECRET`]). The agent keeps its
+    /// state (journal, pinned lock) across the restart.
+    pub fn enable_pull(&mut self, name: &str, interval: &str, lock: &str) {
+        let remote = self.fleet.init_bare_remote();
+        let settings = crate::simhost::PullSettings {
+            url: remote.to_string_lossy().into_owned(),
+            branch: "main".to_owned(),
+            interval: interval.to_owned(),
+            webhook_secret: Some(Self::WEBHOOK_SECRET.to_owned()),
+            lock: lock.to_owned(),
+        };
+        let key = self.public_key.clone();
+        let host = self.host_mut(name);
+        let yaml = crate::simhost::agent_config_with(host, &key, &host.pull_yaml(&settings));
+        host.stop_agent();
+        host.start_agent(&yaml);
+    }
+
+    /// Sends a webhook request to a host's agent (unsigned by the fleet key).
+    pub fn send_webhook(&self, name: &str, request: &Request) -> Response {
+        request
+            .send_with_timeout(&self.agent_addr(name), AGENT_TIMEOUT)
+            .unwrap_or_else(|e| fail(&format!("POST /v1/hooks/git on {name}: {e}")))
+    }
+
+    /// A correctly signed push webhook for `branch` naming `after`, with a fresh
+    /// delivery id; returns the response.
+    pub fn push_webhook(&self, name: &str, branch: &str, after: &str) -> Response {
+        let body = crate::http::push_payload(branch, after);
+        let delivery = format!("delivery-{}", crate::http::fresh_id());
+        self.send_webhook(name, &Request::webhook(&body, Some(Self::WEBHOOK_SECRET.as_bytes()), Some(&delivery)))
+    }
+
+    /// `GET /v1/status`'s `pull` object (`null` in push mode).
+    pub fn pull_status(&self, name: &str) -> Value {
+        self.agent_status(name)["pull"].clone()
+    }
+
+    /// Polls `GET /v1/status` until `done(pull)` holds; returns that `pull` object.
+    /// Transport errors are retried. Fails after `timeout` with the last answer and the
+    /// agent log's tail.
+    pub fn wait_pull(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: std::time::Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let last = match self.agent_request(name, "GET", "/v1/status", b"") {
+                Ok(r) if r.status == 200 => match serde_json::from_str::<Value>(&r.body) {
+                    Ok(v) if done(&v["pull"]) => return v["pull"].clone(),
+                    _ => r.body,
+                },
+                Ok(r) => format!("{} {}", r.status, r.body),
+                Err(e) => e.to_string(),
+            };
+            if std::time::Instant::now() > deadline {
+                let log = self.host(name).agent_log();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+                fail(&format!("{name}: not {what} within {timeout:?}; last status: {last}\nagent log tail:\n{tail}"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until `pull.applied_commit == commit`.
+    pub fn wait_applied_commit(&self, name: &str, commit: &str, timeout: std::time::Duration) -> Value {
+        self.wait_pull(name, &format!("applied_commit = {commit}"), timeout, |p| p["applied_commit"] == commit)
+    }
+
+    /// Waits until `pull.pending_commit == commit`.
+    pub fn wait_pending_commit(&self, name: &str, commit: &str, timeout: std::time::Duration) -> Value {
+        self.wait_pull(name, &format!("pending_commit = {commit}"), timeout, |p| p["pending_commit"] == commit)
+    }
+
+    /// Waits until `pull.fetched_commit == commit`.
+    pub fn wait_fetched_commit(&self, name: &str, commit: &str, timeout: std::time::Duration) -> Value {
+        self.wait_pull(name, &format!("fetched_commit = {commit}"), timeout, |p| p["fetched_commit"] == commit)
+    }
+}
+
+impl LiveFleet {
+    /// Works around Nix 2.8's relative `path:` inputs (see [`TestFleet`]): a host whose
+    /// store has never seen the example's `./nixpkgs` and `./lib` inputs cannot evaluate
+    /// `git+file://<remote>?rev=...` ("cannot fetch input 'path:./nixpkgs?...' because it
+    /// uses a relative path"). Clones the bare remote's `main` and runs `nix flake update
+    /// <clone>` inside host `name`, which copies those inputs into the host's store and
+    /// leaves `flake.lock` byte-identical (checked).
+    pub fn seed_flake_inputs(&self, name: &str, branch: &str) {
+        let clone = self.fleet.tmp.path().join(format!("seed-{}", crate::http::fresh_id()));
+        let remote = self.fleet.bare_remote();
+        crate::git(
+            self.fleet.tmp.path(),
+            &["clone", "-q", "-b", branch, &remote.to_string_lossy(), &clone.to_string_lossy()],
+        );
+        let before = std::fs::read(clone.join("flake.lock")).unwrap_or_default();
+        let out = self.host(name).run_in(&["nix", "flake", "update", &clone.to_string_lossy()]);
+        if !out.status.success() {
+            fail(&format!("nix flake update in host {name}: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        if std::fs::read(clone.join("flake.lock")).unwrap_or_default() != before {
+            fail("nix flake update changed flake.lock of the seed clone");
+        }
+        let _ = std::fs::remove_dir_all(&clone);
+    }
+}

@@ -901,3 +901,57 @@ impl Drop for GcHold {
         self.release();
     }
 }
+
+/// [`agent_config`] with `extra_yaml` appended (top-level keys, e.g. a `pull:` block
+/// from [`pull_yaml`]).
+pub fn agent_config_with(host: &SimHost, trusted_key: &str, extra_yaml: &str) -> String {
+    let mut yaml = agent_config(host, trusted_key);
+    yaml.push_str(extra_yaml);
+    if !yaml.ends_with('\n') {
+        yaml.push('\n');
+    }
+    yaml
+}
+
+/// Settings of an agent's `pull:` block (see `schemas/src/agent_config.rs`).
+#[derive(Debug, Clone)]
+pub struct PullSettings {
+    /// Git URL or path of the remote.
+    pub url: String,
+    pub branch: String,
+    /// E.g. `2s`, `300s`.
+    pub interval: String,
+    /// Written 0600 to ROOT/etc/webhook-secret by [`SimHost::pull_yaml`] when set.
+    pub webhook_secret: Option<String>,
+    /// `pinned` or `follow`.
+    pub lock: String,
+}
+
+impl SimHost {
+    /// A `pull:` block for `agent.yaml`; writes the webhook secret (mode 0600) to
+    /// ROOT/etc/webhook-secret first if there is one.
+    pub fn pull_yaml(&self, settings: &PullSettings) -> String {
+        let quote = |s: &str| serde_json::Value::String(s.to_owned()).to_string();
+        let mut yaml = format!(
+            "pull:\n  url: {}\n  branch: {}\n  interval: {}\n  lock: {}\n",
+            quote(&settings.url),
+            quote(&settings.branch),
+            settings.interval,
+            settings.lock
+        );
+        if let Some(secret) = &settings.webhook_secret {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let path = self.root.join("etc/webhook-secret");
+            let _ = std::fs::remove_file(&path);
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .and_then(|mut f| f.write_all(secret.as_bytes()))
+                .unwrap_or_else(|e| fail(&format!("cannot write {}: {e}", path.display())));
+            yaml.push_str(&format!("  webhook_secret_file: {}\n", quote(&path.to_string_lossy())));
+        }
+        yaml
+    }
+}

@@ -11,6 +11,8 @@ command -v nix >/dev/null 2>&1 || need+=(nix-bin)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)          # simulated hosts (network namespaces)
 command -v python3 >/dev/null 2>&1 || need+=(python3)      # a stand-in server in the harness tests
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config) # git2's https feature finds OpenSSL with it
+[ -e /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing: ${need[*]} (install them, e.g. sudo apt-get install -y ${need[*]})" >&2

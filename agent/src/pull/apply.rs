@@ -1,0 +1,113 @@
+//! Deciding what to do with a fetched commit (lock policy), building its system on the
+//! host, and the deployment request that hands it to [`crate::deploy::Deployer`].
+//!
+//! Builds go through `hostctl-nix` only: `eval_toplevel` (which passes
+//! `--no-update-lock-file`, so the committed lock is used as is or the evaluation fails)
+//! and `build_outputs`, on a Nix handle carrying the pull config's substituters and
+//! trusted keys (signature checking stays on).
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use hostctl_nix::command::FlakeRef;
+use hostctl_nix::Nix;
+use hostctl_schemas::agent_config::{LockPolicy, PullConfig};
+use hostctl_schemas::api::deployments::DeploymentRequest;
+use hostctl_schemas::duration::Duration;
+use hostctl_schemas::ids::{AttrName, LockId, StorePath};
+use hostctl_schemas::inventory::Mode;
+
+/// What the lock policy says about a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Build and activate it.
+    Apply,
+    /// Hold it as pending until an operator deploys its lock.
+    Hold,
+}
+
+/// Lock policy: `follow` applies everything; `pinned` applies a commit whose lock equals
+/// the pinned one, or any commit when nothing is pinned yet (the first deployment pins).
+pub fn classify(policy: LockPolicy, pinned: Option<&LockId>, lock: Option<&LockId>) -> Verdict {
+    match (policy, pinned) {
+        (LockPolicy::Follow, _) | (LockPolicy::Pinned, None) => Verdict::Apply,
+        (LockPolicy::Pinned, Some(pinned)) if lock == Some(pinned) => Verdict::Apply,
+        (LockPolicy::Pinned, Some(_)) => Verdict::Hold,
+    }
+}
+
+/// A boxed build future (the trait is object safe so tests can use a fake builder).
+pub type BuildFuture<'a> = Pin<Box<dyn Future<Output = Result<StorePath, String>> + Send + 'a>>;
+
+/// Builds the host's system at a commit of the local mirror; dropping the future cancels
+/// the build.
+pub trait Build: Send + Sync + std::fmt::Debug {
+    fn build<'a>(&'a self, commit: &'a str) -> BuildFuture<'a>;
+}
+
+/// The real builder: Nix on the host.
+#[derive(Debug)]
+pub struct NixBuilder {
+    nix: Arc<Nix>,
+    repo: PathBuf,
+    attr: AttrName,
+}
+
+impl NixBuilder {
+    /// A Nix handle for `store` with the pull config's caches and keys.
+    pub fn new(store: Option<&str>, config: &PullConfig, repo: PathBuf, attr: AttrName) -> Self {
+        let mut nix = Nix::new();
+        if let Some(store) = store {
+            nix = nix.with_store(store);
+        }
+        if !config.substituters.is_empty() {
+            nix = nix.with_option("substituters", config.substituters.join(" "));
+        }
+        if !config.trusted_public_keys.is_empty() {
+            let keys: Vec<String> = config.trusted_public_keys.iter().map(ToString::to_string).collect();
+            nix = nix.with_option("trusted-public-keys", keys.join(" "));
+        }
+        Self { nix: Arc::new(nix), repo, attr }
+    }
+
+    async fn build_at(&self, commit: &str) -> Result<StorePath, String> {
+        // The flake is at the repository's root in pull mode.
+        let flake = FlakeRef::git_file_at(&self.repo, commit, std::path::Path::new("")).map_err(|e| e.to_string())?;
+        let toplevel =
+            self.nix.eval_toplevel(&flake, &self.attr).await.map_err(|e| {
+                format!("evaluating nixosConfigurations.{} at {commit} failed: {e}", self.attr.as_str())
+            })?;
+        self.nix
+            .build_outputs(std::slice::from_ref(&toplevel.drv_path))
+            .await
+            .map_err(|e| format!("building {} at {commit} failed: {e}", toplevel.drv_path))?;
+        Ok(toplevel.out_path)
+    }
+}
+
+impl Build for NixBuilder {
+    fn build<'a>(&'a self, commit: &'a str) -> BuildFuture<'a> {
+        Box::pin(self.build_at(commit))
+    }
+}
+
+/// The first 12 hex digits of a commit id.
+pub fn short(commit: &str) -> &str {
+    commit.get(..12).unwrap_or(commit)
+}
+
+/// A pull deployment: switch, no controller confirmation (the agent's own `health`
+/// checks still gate it and roll it back), id `pull-<short commit>-<unix time>`.
+pub fn request(commit: &str, lock: Option<LockId>, toplevel: StorePath, now: u64) -> DeploymentRequest {
+    DeploymentRequest {
+        id: format!("pull-{}-{now}", short(commit)),
+        toplevel,
+        rev: Some(commit.to_owned()),
+        lock,
+        mode: Mode::Switch,
+        confirm_timeout: Duration::from_secs(0),
+        health: Vec::new(),
+    }
+}

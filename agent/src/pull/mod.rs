@@ -1,0 +1,333 @@
+//! Pull mode (GitOps, DESIGN.md): the agent tracks one branch of the fleet repository,
+//! fetches it on its poll interval and at once when a verified webhook wakes it
+//! ([`webhook`]), builds `nixosConfigurations.<hostname>` at the fetched commit on the host
+//! ([`apply`]) and activates it through the ordinary [`Deployer`] (same journal, health
+//! checks and rollback), as a `switch` with no confirmation window.
+//!
+//! One task ([`Puller::run`]) does all of it in rounds: fetch ([`fetch`]), decide (lock
+//! policy: a commit whose `flake.lock` differs from the pinned lock is held as pending
+//! under `pinned`), build, activate. A wake-up during a build fetches again; a newer commit
+//! drops the older build (the Nix runner kills its children on drop).
+//!
+//! Invariants: never applies a commit it did not fetch itself (the webhook's payload only
+//! wakes the task); never rewrites `flake.lock` (evaluation uses `--no-update-lock-file`);
+//! an older commit is never activated after a newer one (the branch only moves forward
+//! unless force pushes are allowed, only the current head is activated, and a commit
+//! already deployed by pull is not deployed again); no pull deployment starts while
+//! another deployment is open (it waits for the next round).
+
+pub mod apply;
+pub mod fetch;
+pub mod webhook;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use hostctl_schemas::agent_config::{AgentConfig, PullConfig};
+use hostctl_schemas::api::deployments::DeploymentState;
+use hostctl_schemas::api::status::PullStatus;
+use hostctl_schemas::ids::{AttrName, LockId, StorePath};
+use hostctl_schemas::inventory::Mode;
+use tokio::sync::Notify;
+
+use self::apply::{classify, Build, NixBuilder, Verdict};
+use self::fetch::Mirror;
+use self::webhook::HookAuth;
+use crate::deploy::Deployer;
+use crate::journal::Record;
+use crate::unix_now;
+
+/// What the pull task knows, shared with `GET /v1/status`.
+#[derive(Debug, Default)]
+struct Shared {
+    fetched_commit: Option<String>,
+    pending: Option<(String, Option<LockId>)>,
+    last_fetch: Option<u64>,
+    last_error: Option<String>,
+    /// A commit whose build failed, and why: not retried until the branch moves.
+    failed: Option<(String, String)>,
+    /// The last commit built and its system, so a round that could not activate it
+    /// (another deployment open) does not build it again.
+    built: Option<(String, StorePath)>,
+}
+
+/// How a build in progress ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BuildEnd {
+    Built(StorePath),
+    Failed(String),
+    /// A newer commit was fetched meanwhile; the older build was dropped.
+    Superseded(String),
+}
+
+/// The pull-mode task and its state.
+#[derive(Debug)]
+pub struct Puller {
+    config: PullConfig,
+    mirror: Mirror,
+    builder: Arc<dyn Build>,
+    deployer: Arc<Deployer>,
+    hook: Option<HookAuth>,
+    wake: Notify,
+    shared: Mutex<Shared>,
+}
+
+impl Puller {
+    /// The puller for `config.pull`, if pull mode is on: opens (or creates) the mirror in
+    /// `state_dir/pull/repo` and reads the webhook secret.
+    pub fn from_config(config: &AgentConfig, deployer: Arc<Deployer>) -> Result<Option<Arc<Self>>, String> {
+        let Some(pull) = &config.pull else { return Ok(None) };
+        let dir = config.state_dir.join("pull");
+        crate::journal::create_private_dir(&dir).map_err(|e| e.to_string())?;
+        let mirror = Mirror::open(&dir.join("repo"), &pull.branch)
+            .map_err(|e| format!("cannot open the pull repository in {}: {e}", dir.display()))?;
+        let attr = AttrName::from(&config.hostname);
+        let builder = NixBuilder::new(config.store.as_deref(), pull, mirror.path().to_owned(), attr);
+        let hook = match &pull.webhook_secret_file {
+            Some(path) => Some(
+                HookAuth::from_file(path)
+                    .map_err(|e| format!("pull.webhook_secret_file: cannot read {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        Ok(Some(Arc::new(Self::new(pull.clone(), mirror, Arc::new(builder), deployer, hook))))
+    }
+
+    pub fn new(
+        config: PullConfig,
+        mirror: Mirror,
+        builder: Arc<dyn Build>,
+        deployer: Arc<Deployer>,
+        hook: Option<HookAuth>,
+    ) -> Self {
+        Self { config, mirror, builder, deployer, hook, wake: Notify::new(), shared: Mutex::default() }
+    }
+
+    pub fn config(&self) -> &PullConfig {
+        &self.config
+    }
+
+    pub fn hook_auth(&self) -> Option<&HookAuth> {
+        self.hook.as_ref()
+    }
+
+    /// Wakes the task for a fetch now (a waiting build is interrupted to fetch too).
+    pub fn trigger(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Waits until [`Puller::trigger`] is called (tests check the webhook with it).
+    pub async fn triggered(&self) {
+        self.wake.notified().await;
+    }
+
+    fn shared(&self) -> MutexGuard<'_, Shared> {
+        // Plain fields, each written whole: still consistent after a panic elsewhere.
+        self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The status for `GET /v1/status`. Applied commit and pinned lock come from the
+    /// journal; a pending commit whose lock has been deployed since (the operator
+    /// approved it) is no longer pending.
+    pub fn status(&self, records: &[Record]) -> PullStatus {
+        let shared = self.shared();
+        let pinned = pinned_lock(records);
+        let pending = shared.pending.as_ref().filter(|(_, lock)| lock.as_ref() != pinned);
+        PullStatus {
+            url: self.config.url.clone(),
+            branch: self.config.branch.clone(),
+            lock_policy: self.config.lock.as_str().to_owned(),
+            fetched_commit: shared.fetched_commit.clone(),
+            applied_commit: applied_commit(records).map(str::to_owned),
+            pending_commit: pending.map(|(c, _)| c.clone()),
+            pending_lock: pending.and_then(|(_, l)| l.clone()),
+            last_fetch: shared.last_fetch,
+            last_error: shared.last_error.clone(),
+        }
+    }
+
+    /// Runs rounds forever: one at once, then one per interval or wake-up.
+    pub async fn run(self: Arc<Self>) {
+        tracing::info!(url = %self.config.url, branch = %self.config.branch, "pull mode: tracking");
+        loop {
+            self.round().await;
+            tokio::select! {
+                () = tokio::time::sleep(self.config.interval.into()) => {}
+                () = self.wake.notified() => {}
+            }
+        }
+    }
+
+    /// One round: fetch, decide, build (superseded by newer commits), activate.
+    pub async fn round(&self) {
+        let Some(mut commit) = self.fetch().await else { return };
+        loop {
+            let Some(lock) = self.plan(&commit) else { return };
+            let end = match self.already_built(&commit) {
+                Some(toplevel) => BuildEnd::Built(toplevel),
+                None => self.build_newest(&commit).await,
+            };
+            match end {
+                BuildEnd::Built(toplevel) => return self.activate(&commit, lock, toplevel).await,
+                BuildEnd::Failed(error) => return self.build_failed(&commit, error),
+                BuildEnd::Superseded(newer) => {
+                    tracing::info!(old = %commit, new = %newer, "pull: build superseded by a newer commit");
+                    commit = newer;
+                }
+            }
+        }
+    }
+
+    /// Fetches the branch (on a blocking thread) and records the outcome; returns the
+    /// newest commit fetched so far (also after a failed or refused fetch), if any.
+    pub async fn fetch(&self) -> Option<String> {
+        let mirror = self.mirror.clone();
+        let (url, force) = (self.config.url.clone(), self.config.allow_force_push);
+        let result = tokio::task::spawn_blocking(move || {
+            let fetched = mirror.fetch(&url, force);
+            (fetched, mirror.head())
+        })
+        .await;
+        let (fetched, head) = match result {
+            Ok((fetched, head)) => (fetched.map_err(|e| e.to_string()), head.ok().flatten()),
+            Err(e) => (Err(format!("the fetch task failed: {e}")), None),
+        };
+        let mut shared = self.shared();
+        shared.last_fetch = Some(unix_now());
+        match fetched {
+            Ok(f) => {
+                if f.forced {
+                    tracing::warn!(commit = %f.commit, "pull: branch was force-pushed (allowed by allow_force_push)");
+                }
+                let failure = shared.failed.as_ref().filter(|(c, _)| *c == f.commit).map(|(_, e)| e.clone());
+                shared.last_error = failure;
+                shared.fetched_commit = Some(f.commit);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "pull: fetch failed");
+                shared.last_error = Some(error);
+                shared.fetched_commit = head.clone();
+            }
+        }
+        head
+    }
+
+    /// Whether `commit` should be built and activated, with its lock id; records a commit
+    /// held by the lock policy as pending.
+    fn plan(&self, commit: &str) -> Option<Option<LockId>> {
+        let records = self.deployer.records();
+        if let Some(applied) = applied_commit(&records) {
+            // Running it already, or something newer (a controller deployment).
+            if self.mirror.descends_from(applied, commit).unwrap_or(false) {
+                self.shared().pending = None;
+                return None;
+            }
+        }
+        // Deployed by pull before (and since rolled back or failed): not again, or a
+        // failing commit would be re-activated every round.
+        let tried =
+            records.iter().any(|r| r.deployment.rev.as_deref() == Some(commit) && r.deployment.id.starts_with("pull-"));
+        if tried || self.shared().failed.as_ref().is_some_and(|(c, _)| c == commit) {
+            return None;
+        }
+        // git2 reads one blob: quick enough not to need a blocking thread.
+        let lock = match self.mirror.lock_of(commit) {
+            Ok(lock) => lock,
+            Err(e) => {
+                self.shared().last_error = Some(format!("cannot read flake.lock at {commit}: {e}"));
+                return None;
+            }
+        };
+        match classify(self.config.lock, pinned_lock(&records), lock.as_ref()) {
+            Verdict::Apply => {
+                self.shared().pending = None;
+                Some(lock)
+            }
+            Verdict::Hold => {
+                tracing::info!(commit, lock = ?lock, "pull: lock change held as pending (lock: pinned)");
+                self.shared().pending = Some((commit.to_owned(), lock));
+                None
+            }
+        }
+    }
+
+    fn already_built(&self, commit: &str) -> Option<StorePath> {
+        self.shared().built.as_ref().filter(|(c, _)| c == commit).map(|(_, t)| t.clone())
+    }
+
+    /// Builds `commit`; a wake-up or the poll interval during the build fetches again,
+    /// and a newer commit drops this build.
+    pub async fn build_newest(&self, commit: &str) -> BuildEnd {
+        tracing::info!(commit, "pull: building");
+        let build = self.builder.build(commit);
+        tokio::pin!(build);
+        loop {
+            tokio::select! {
+                result = &mut build => return match result {
+                    Ok(toplevel) => {
+                        self.shared().built = Some((commit.to_owned(), toplevel.clone()));
+                        BuildEnd::Built(toplevel)
+                    }
+                    Err(error) => BuildEnd::Failed(error),
+                },
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(self.config.interval.into()) => {}
+            }
+            match self.fetch().await {
+                Some(head) if head != commit => return BuildEnd::Superseded(head),
+                _ => {}
+            }
+        }
+    }
+
+    fn build_failed(&self, commit: &str, error: String) {
+        tracing::error!(commit, %error, "pull: build failed; the running system is unchanged");
+        let mut shared = self.shared();
+        shared.last_error = Some(error.clone());
+        shared.failed = Some((commit.to_owned(), error));
+    }
+
+    /// Hands the built system to the deployer, unless a newer commit was fetched
+    /// meanwhile or another deployment is open (then the next round tries again).
+    async fn activate(&self, commit: &str, lock: Option<LockId>, toplevel: StorePath) {
+        if self.shared().fetched_commit.as_deref() != Some(commit) {
+            return;
+        }
+        let request = apply::request(commit, lock, toplevel, unix_now());
+        match self.deployer.create(request).await {
+            Ok(d) => {
+                tracing::info!(id = %d.id, commit, "pull: deployment started");
+                let mut shared = self.shared();
+                shared.last_error = None;
+                shared.built = None;
+            }
+            Err(e) => {
+                let message = format!("cannot start the deployment of {commit} (retrying next round): {}", e.message);
+                tracing::warn!("pull: {message}");
+                self.shared().last_error = Some(message);
+            }
+        }
+    }
+}
+
+/// The deployments that count as "what runs": confirmed and not `dry-activate`.
+fn current_deployment(records: &[Record]) -> Option<&Record> {
+    records
+        .iter()
+        .rev()
+        .find(|r| r.deployment.state == DeploymentState::Confirmed && r.deployment.mode != Mode::DryActivate)
+}
+
+/// The lock the host is pinned to: that of its current deployment (DESIGN.md).
+pub fn pinned_lock(records: &[Record]) -> Option<&LockId> {
+    current_deployment(records).and_then(|r| r.deployment.lock.as_ref())
+}
+
+/// The commit of the current deployment (pull or push); a dirty controller tree's
+/// `-dirty` suffix is dropped.
+pub fn applied_commit(records: &[Record]) -> Option<&str> {
+    current_deployment(records).and_then(|r| r.deployment.rev.as_deref()).map(|r| r.trim_end_matches("-dirty"))
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

@@ -1,0 +1,295 @@
+//! Pull-mode tests on temporary git repositories made with git2: fetching (fast-forward,
+//! force push), lock classification, supersession (with a FAKE builder that only sleeps;
+//! real Nix builds are in the end-to-end tests), and the webhook over in-process HTTP.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration as StdDuration;
+
+use git2::{Oid, Repository, Signature};
+use hostctl_schemas::agent_config::{parse_agent_config, LockPolicy};
+use hostctl_schemas::api::deployments::{Deployment, DeploymentRequest};
+use hostctl_schemas::duration::Duration;
+
+use super::apply::BuildFuture;
+use super::*;
+use crate::deploy::tests::TestHost;
+
+/// A "remote" bare repository and commits on its `main`.
+struct Remote {
+    repo: Repository,
+}
+
+impl Remote {
+    fn new(dir: &Path) -> Self {
+        Self { repo: Repository::init_bare(dir).unwrap() }
+    }
+
+    fn url(&self) -> String {
+        self.repo.path().to_str().unwrap().to_owned()
+    }
+
+    /// Commits `files` on `main` with `parent` (None: a new root, i.e. a force push).
+    fn commit(&self, files: &[(&str, &str)], parent: Option<Oid>) -> Oid {
+        let mut tree = self.repo.treebuilder(None).unwrap();
+        for (name, content) in files {
+            let blob = self.repo.blob(content.as_bytes()).unwrap();
+            tree.insert(name, blob, 0o100644).unwrap();
+        }
+        let tree = self.repo.find_tree(tree.write().unwrap()).unwrap();
+        let sig = Signature::now("t", "t@example.invalid").unwrap();
+        let parents: Vec<_> = parent.map(|p| self.repo.find_commit(p).unwrap()).into_iter().collect();
+        let refs: Vec<_> = parents.iter().collect();
+        let oid = self.repo.commit(None, &sig, &sig, "c", &tree, &refs).unwrap();
+        self.repo.reference("refs/heads/main", oid, true, "test").unwrap();
+        oid
+    }
+}
+
+fn mirror(dir: &Path) -> Mirror {
+    Mirror::open(&dir.join("mirror"), "main").unwrap()
+}
+
+#[test]
+fn fast_forward_is_fetched() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = Remote::new(&dir.path().join("remote.git"));
+    let m = mirror(dir.path());
+    assert_eq!(m.head().unwrap(), None);
+    let a = remote.commit(&[("flake.nix", "a")], None);
+    let f = m.fetch(&remote.url(), false).unwrap();
+    assert_eq!((f.commit.as_str(), f.changed), (a.to_string().as_str(), true));
+    let b = remote.commit(&[("flake.nix", "b")], Some(a));
+    assert_eq!(m.fetch(&remote.url(), false).unwrap().commit, b.to_string());
+    assert!(!m.fetch(&remote.url(), false).unwrap().changed);
+    assert_eq!(m.head().unwrap(), Some(b.to_string()));
+}
+
+#[test]
+fn force_push_is_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = Remote::new(&dir.path().join("remote.git"));
+    let m = mirror(dir.path());
+    let a = remote.commit(&[("flake.nix", "a")], None);
+    m.fetch(&remote.url(), false).unwrap();
+    let rewritten = remote.commit(&[("flake.nix", "x")], None);
+    let err = m.fetch(&remote.url(), false).unwrap_err().to_string();
+    assert!(err.starts_with("force push refused: "), "{err}");
+    assert_eq!(m.head().unwrap(), Some(a.to_string()), "the last good commit stays");
+    let f = m.fetch(&remote.url(), true).unwrap();
+    assert!(f.forced && f.commit == rewritten.to_string());
+}
+
+#[test]
+fn missing_branch_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = Remote::new(&dir.path().join("remote.git"));
+    let err = mirror(dir.path()).fetch(&remote.url(), false).unwrap_err();
+    assert!(!err.to_string().is_empty());
+}
+
+#[test]
+fn classify_follows_the_policy() {
+    let (l1, l2) = (lock_id(b"1"), lock_id(b"2"));
+    assert_eq!(classify(LockPolicy::Pinned, Some(&l1), Some(&l1)), Verdict::Apply);
+    assert_eq!(classify(LockPolicy::Pinned, Some(&l1), Some(&l2)), Verdict::Hold);
+    assert_eq!(classify(LockPolicy::Pinned, Some(&l1), None), Verdict::Hold);
+    assert_eq!(classify(LockPolicy::Pinned, None, Some(&l2)), Verdict::Apply);
+    assert_eq!(classify(LockPolicy::Follow, Some(&l1), Some(&l2)), Verdict::Apply);
+}
+
+fn lock_id(bytes: &[u8]) -> LockId {
+    hostctl_nix::flake::lock::lock_id(bytes)
+}
+
+/// A builder that sleeps `slow` for commit `slow_commit`, and notes whether that build
+/// was dropped before finishing. FAKE: it builds nothing.
+#[derive(Debug)]
+struct FakeBuilder {
+    slow_commit: Mutex<String>,
+    dropped: Arc<AtomicBool>,
+    toplevel: StorePath,
+}
+
+struct DropFlag(Arc<AtomicBool>);
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Build for FakeBuilder {
+    fn build<'a>(&'a self, commit: &'a str) -> BuildFuture<'a> {
+        let slow = *self.slow_commit.lock().unwrap() == commit;
+        let flag = DropFlag(Arc::clone(&self.dropped));
+        let toplevel = self.toplevel.clone();
+        Box::pin(async move {
+            if slow {
+                tokio::time::sleep(StdDuration::from_secs(30)).await;
+            }
+            std::mem::forget(flag);
+            Ok(toplevel)
+        })
+    }
+}
+
+const TOPLEVEL: &str = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nixos-system-web1";
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    _host: TestHost,
+    remote: Remote,
+    puller: Arc<Puller>,
+    dropped: Arc<AtomicBool>,
+    builder: Arc<FakeBuilder>,
+}
+
+fn setup(policy: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = Remote::new(&dir.path().join("remote.git"));
+    let yaml = format!(
+        "hostname: web1\ntrusted_keys: [\"fleet-1:11qvTRDWRE4FY+wSqfVv05ieSwHGyyqjtCVE4B8/YKg=\"]\n\
+         pull:\n  url: {}\n  interval: 1h\n  lock: {policy}\n",
+        remote.url()
+    );
+    let config = parse_agent_config(&yaml, Path::new("agent.yaml")).unwrap();
+    let host = TestHost::new();
+    let dropped = Arc::new(AtomicBool::new(false));
+    let builder = Arc::new(FakeBuilder {
+        slow_commit: Mutex::new(String::new()),
+        dropped: Arc::clone(&dropped),
+        toplevel: TOPLEVEL.parse().unwrap(),
+    });
+    let m = mirror(dir.path());
+    let pull = config.pull.unwrap();
+    let puller = Arc::new(Puller::new(pull, m, builder.clone(), host.deployer(), None));
+    Setup { _dir: dir, _host: host, remote, puller, dropped, builder }
+}
+
+/// Journals a confirmed deployment of `rev` with `lock` (what `hostctl apply` leaves).
+fn confirmed(s: &Setup, id: &str, rev: &str, lock: &LockId) {
+    let request = DeploymentRequest {
+        id: id.into(),
+        toplevel: TOPLEVEL.parse().unwrap(),
+        rev: Some(rev.into()),
+        lock: Some(lock.clone()),
+        mode: Mode::Switch,
+        confirm_timeout: Duration::from_secs(0),
+        health: Vec::new(),
+    };
+    let mut deployment = Deployment::queued(&request, None, 1);
+    deployment.state = DeploymentState::Confirmed;
+    s.puller.deployer.journal().insert_record(Record::new(deployment, request.confirm_timeout)).unwrap();
+}
+
+#[tokio::test]
+async fn lock_policy_decides_on_a_temp_repo() {
+    let s = setup("pinned");
+    let a = s.remote.commit(&[("flake.lock", "L1"), ("flake.nix", "a")], None);
+    let head = s.puller.fetch().await.unwrap();
+    // Nothing pinned yet: the first commit is applied (and pins).
+    assert_eq!(s.puller.plan(&head), Some(Some(lock_id(b"L1"))));
+    confirmed(&s, "first", &a.to_string(), &lock_id(b"L1"));
+    assert_eq!(s.puller.plan(&head), None, "already running it");
+    let b = s.remote.commit(&[("flake.lock", "L1"), ("flake.nix", "b")], Some(a));
+    let head = s.puller.fetch().await.unwrap();
+    assert_eq!(s.puller.plan(&head), Some(Some(lock_id(b"L1"))), "config-only commit applies");
+    let c = s.remote.commit(&[("flake.lock", "L2"), ("flake.nix", "c")], Some(b));
+    let head = s.puller.fetch().await.unwrap();
+    assert_eq!(s.puller.plan(&head), None, "lock change is held");
+    let status = s.puller.status(&s.puller.deployer.records());
+    assert_eq!(status.pending_commit, Some(c.to_string()));
+    assert_eq!(status.pending_lock, Some(lock_id(b"L2")));
+    assert_eq!(status.fetched_commit, Some(c.to_string()));
+    assert_eq!(status.applied_commit, Some(a.to_string()));
+    // The operator deploys the new lock: no longer pending.
+    confirmed(&s, "approved", &b.to_string(), &lock_id(b"L2"));
+    let status = s.puller.status(&s.puller.deployer.records());
+    assert_eq!((status.pending_commit, status.pending_lock), (None, None));
+    assert_eq!(s.puller.plan(&head), Some(Some(lock_id(b"L2"))));
+}
+
+#[tokio::test]
+async fn follow_applies_lock_changes() {
+    let s = setup("follow");
+    let a = s.remote.commit(&[("flake.lock", "L1")], None);
+    confirmed(&s, "first", &a.to_string(), &lock_id(b"L1"));
+    s.remote.commit(&[("flake.lock", "L2")], Some(a));
+    let head = s.puller.fetch().await.unwrap();
+    assert_eq!(s.puller.plan(&head), Some(Some(lock_id(b"L2"))));
+    assert_eq!(s.puller.status(&[]).pending_commit, None);
+}
+
+#[tokio::test]
+async fn a_newer_commit_supersedes_a_running_build() {
+    let s = setup("pinned");
+    let a = s.remote.commit(&[("flake.lock", "L1"), ("flake.nix", "a")], None);
+    let head = s.puller.fetch().await.unwrap();
+    *s.builder.slow_commit.lock().unwrap() = head.clone();
+    let puller = Arc::clone(&s.puller);
+    let building = tokio::spawn(async move { puller.build_newest(&head).await });
+    tokio::time::sleep(StdDuration::from_millis(200)).await;
+    let b = s.remote.commit(&[("flake.lock", "L1"), ("flake.nix", "b")], Some(a));
+    s.puller.trigger();
+    let end = tokio::time::timeout(StdDuration::from_secs(10), building).await.unwrap().unwrap();
+    assert_eq!(end, BuildEnd::Superseded(b.to_string()));
+    assert!(s.dropped.load(Ordering::SeqCst), "the older build was dropped, not finished");
+    // The newer one builds to completion and is what would be activated.
+    assert_eq!(s.puller.build_newest(&b.to_string()).await, BuildEnd::Built(TOPLEVEL.parse().unwrap()));
+    assert_eq!(s.puller.already_built(&a.to_string()), None);
+}
+
+#[tokio::test]
+async fn a_wakeup_without_a_new_commit_keeps_the_build() {
+    let s = setup("pinned");
+    s.remote.commit(&[("flake.nix", "a")], None);
+    let head = s.puller.fetch().await.unwrap();
+    s.puller.trigger();
+    assert_eq!(s.puller.build_newest(&head).await, BuildEnd::Built(TOPLEVEL.parse().unwrap()));
+    assert!(!s.dropped.load(Ordering::SeqCst));
+}
+
+#[tokio::test]
+async fn force_push_is_reported_in_status() {
+    let s = setup("pinned");
+    let a = s.remote.commit(&[("flake.nix", "a")], None);
+    s.puller.fetch().await;
+    s.remote.commit(&[("flake.nix", "x")], None);
+    assert_eq!(s.puller.fetch().await, Some(a.to_string()), "still the last good commit");
+    let status = s.puller.status(&[]);
+    assert!(status.last_error.unwrap_or_default().starts_with("force push refused: "));
+    assert_eq!(status.fetched_commit, Some(a.to_string()));
+    assert!(status.last_fetch.is_some());
+}
+
+/// Real Nix 2.8 on a private store, through the git2 mirror: a good flake evaluates and
+/// reaches the build (which fails here: the sandbox has no `/bin/sh`, so the error must
+/// name the build step), a broken one fails at evaluation. Full builds: e2e tests.
+#[tokio::test]
+async fn nix_builder_evaluates_at_the_fetched_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = Remote::new(&dir.path().join("remote.git"));
+    let m = mirror(dir.path());
+    let good = "{ outputs = { self }: { nixosConfigurations.web1.config.system.build.toplevel = derivation \
+                { name = \"nixos-system-web1\"; system = \"x86_64-linux\"; builder = \"/bin/sh\"; args = [ ]; }; }; }";
+    let a = remote.commit(&[("flake.nix", good)], None);
+    let bad = "{ outputs = { self }: { nixosConfigurations.web1 = throw \"broken on purpose\"; }; }";
+    let b = remote.commit(&[("flake.nix", bad)], Some(a));
+    m.fetch(&remote.url(), false).unwrap();
+    let config = parse_agent_config(
+        &format!("hostname: web1\ntrusted_keys: [\"fleet-1:11qvTRDWRE4FY+wSqfVv05ieSwHGyyqjtCVE4B8/YKg=\"]\npull:\n  url: {}\n", remote.url()),
+        Path::new("agent.yaml"),
+    )
+    .unwrap();
+    let store = format!("local?root={}", dir.path().join("root").display());
+    let attr: AttrName = AttrName::from(&config.hostname);
+    let builder = NixBuilder::new(Some(&store), config.pull.as_ref().unwrap(), m.path().to_owned(), attr);
+    let err = builder.build(&b.to_string()).await.unwrap_err();
+    assert!(err.starts_with("evaluating nixosConfigurations.web1 at ") && err.contains("broken on purpose"), "{err}");
+    let err = builder.build(&a.to_string()).await.unwrap_err();
+    assert!(err.starts_with("building /nix/store/") && err.contains("nixos-system-web1.drv"), "{err}");
+    assert!(!m.path().join("flake.lock").exists(), "nothing written into the mirror");
+}
+
+#[path = "webhook_tests.rs"]
+mod webhook_tests;
