@@ -304,7 +304,10 @@ impl SimHost {
             .arg(self.root.join("nix"))
             .args(argv)
             .current_dir(&self.root)
-            .env("NIX_CONFIG", NIX_CONFIG)
+            // Every host has its own store but all share the machine's nixbld uids, and Nix
+            // kills a build user's processes around each build: without build users, builds
+            // in two hosts at once cannot kill each other.
+            .env("NIX_CONFIG", format!("{NIX_CONFIG}build-users-group =\n"))
             .env("HOSTCTL_EXAMPLE_STATE", self.root.join("state"))
             // A daemon store would be whatever socket ROOT/nix/var/nix/daemon-socket holds
             // (none): the host's Nix must open its own store directly, as root.
