@@ -109,6 +109,17 @@ impl NixCommand {
         cmd
     }
 
+    /// `nix flake update` of the flake in directory `dir`: locks it and, as a side effect,
+    /// copies its inputs into the store. Nix 2.19 made the positional arguments input
+    /// names and moved the flake to `--flake`.
+    pub fn flake_update(version: NixVersion, dir: &str) -> Self {
+        if version >= NixVersion::new(2, 19, 0) {
+            Self::nix(["flake", "update", "--flake", dir])
+        } else {
+            Self::nix(["flake", "update", dir])
+        }
+    }
+
     /// `nix-store --check-validity --print-invalid`: prints the paths that are not valid
     /// in the store, one per line, and succeeds either way (same in every Nix version).
     pub fn check_validity(paths: &[StorePath]) -> Self {
@@ -362,6 +373,14 @@ mod tests {
     fn path_info_argv() {
         let cmd = NixCommand::path_info(&[sp(DRV)], true);
         assert_eq!(cmd.argv(), ["nix", "path-info", "--json", "--recursive", DRV]);
+    }
+
+    #[test]
+    fn flake_update_argv_depends_on_version() {
+        let old = NixCommand::flake_update(NixVersion::new(2, 8, 0), "/tmp/x");
+        assert_eq!(old.argv(), ["nix", "flake", "update", "/tmp/x"]);
+        let new = NixCommand::flake_update(NixVersion::new(2, 26, 3), "/tmp/x");
+        assert_eq!(new.argv(), ["nix", "flake", "update", "--flake", "/tmp/x"]);
     }
 
     #[test]

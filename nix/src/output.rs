@@ -188,6 +188,12 @@ impl Nix {
         self.run_json(&NixCommand::build_outputs(version, drvs)).await
     }
 
+    /// Runs `nix flake update` on the flake in `dir` (see [`NixCommand::flake_update`]).
+    pub async fn flake_update(&self, dir: &str) -> Result<(), NixError> {
+        let version = self.version().await?;
+        self.run(&NixCommand::flake_update(version, dir)).await.map(|_| ())
+    }
+
     /// Which of `paths` are not valid in the store.
     pub async fn invalid_paths(&self, paths: &[StorePath]) -> Result<Vec<String>, NixError> {
         if paths.is_empty() {

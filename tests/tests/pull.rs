@@ -116,8 +116,6 @@ fn a_config_commit_is_applied_within_one_poll_interval() {
 /// The Nix 2.8 relative-input quirk, unseeded: a fresh host store must still evaluate
 /// and build the pulled commit (the agent has to deal with the quirk itself).
 #[test]
-#[ignore = "open bug (issue 5): on Nix 2.8 the agent cannot evaluate a pulled commit whose \
-            relative path: inputs its store has never seen; the other pull tests seed the store"]
 fn a_fresh_host_store_evaluates_a_pulled_commit() {
     let _serial = serial();
     let live = pull_fleet_seeded("2s", "pinned", false);

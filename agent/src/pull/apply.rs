@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use hostctl_nix::command::FlakeRef;
-use hostctl_nix::Nix;
+use hostctl_nix::{Nix, NixError};
 use hostctl_schemas::agent_config::{LockPolicy, PullConfig};
 use hostctl_schemas::api::deployments::DeploymentRequest;
 use hostctl_schemas::duration::Duration;
@@ -75,16 +75,55 @@ impl NixBuilder {
     async fn build_at(&self, commit: &str) -> Result<StorePath, String> {
         // The flake is at the repository's root in pull mode.
         let flake = FlakeRef::git_file_at(&self.repo, commit, std::path::Path::new("")).map_err(|e| e.to_string())?;
-        let toplevel =
-            self.nix.eval_toplevel(&flake, &self.attr).await.map_err(|e| {
-                format!("evaluating nixosConfigurations.{} at {commit} failed: {e}", self.attr.as_str())
-            })?;
+        let eval_failed =
+            |e: &NixError| format!("evaluating nixosConfigurations.{} at {commit} failed: {e}", self.attr);
+        let toplevel = match self.nix.eval_toplevel(&flake, &self.attr).await {
+            Ok(t) => t,
+            Err(e) if e.nix_message().is_some_and(|m| m.contains(RELATIVE_INPUT_ERROR)) => {
+                self.fetch_relative_inputs(commit).await.map_err(|why| format!("{}\n{why}", eval_failed(&e)))?;
+                self.nix.eval_toplevel(&flake, &self.attr).await.map_err(|e| eval_failed(&e))?
+            }
+            Err(e) => return Err(eval_failed(&e)),
+        };
         self.nix
             .build_outputs(std::slice::from_ref(&toplevel.drv_path))
             .await
             .map_err(|e| format!("building {} at {commit} failed: {e}", toplevel.drv_path))?;
         Ok(toplevel.out_path)
     }
+
+    /// Nix 2.8 reads a locked relative `path:` input only from the store, so a host whose
+    /// store never saw one cannot evaluate the commit. `nix flake update` of a checkout puts
+    /// the inputs there; it writes only the throwaway checkout's lock, never the agent's
+    /// repository, and the evaluation that follows still uses the commit's own lock.
+    async fn fetch_relative_inputs(&self, commit: &str) -> Result<(), String> {
+        let tmp = tempfile::Builder::new()
+            .prefix("hostctl-pull-inputs-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a checkout for the flake's inputs: {e}"))?;
+        let checkout = tmp.path().join("flake");
+        let (repo, target) = (self.repo.clone(), checkout.clone());
+        let commit_id = commit.to_owned();
+        tokio::task::spawn_blocking(move || checkout_commit(&repo, &commit_id, &target))
+            .await
+            .map_err(|e| format!("checkout task failed: {e}"))??;
+        let dir = checkout.to_str().ok_or("the checkout path is not UTF-8")?;
+        self.nix.flake_update(dir).await.map_err(|e| format!("fetching the flake's relative inputs failed: {e}"))
+    }
+}
+
+/// What Nix 2.8 says when a locked relative input is not in the store.
+const RELATIVE_INPUT_ERROR: &str = "because it uses a relative path";
+
+/// A git clone of `repo` at `commit` in `target` (a git repository, as Nix expects).
+fn checkout_commit(repo: &std::path::Path, commit: &str, target: &std::path::Path) -> Result<(), String> {
+    let fail = |e: git2::Error| format!("cannot check out {commit} for the flake's inputs: {e}");
+    let url = repo.to_str().ok_or("the repository path is not UTF-8")?;
+    let clone = git2::Repository::clone(url, target).map_err(fail)?;
+    let oid = git2::Oid::from_str(commit).map_err(fail)?;
+    let object = clone.find_object(oid, None).map_err(fail)?;
+    clone.checkout_tree(&object, Some(git2::build::CheckoutBuilder::new().force())).map_err(fail)?;
+    clone.set_head_detached(oid).map_err(fail)
 }
 
 impl Build for NixBuilder {
