@@ -222,14 +222,20 @@ async fn a_failed_activation_re_activates_the_previous_system() {
     assert_eq!(host.profile().generation_target(2).unwrap(), Some(broken));
 }
 
+/// Systems `old` (switched to as deployment `d1`, generation 1) and `new` (only built).
+async fn old_running_new_ready(host: &TestHost, deployer: &Arc<Deployer>) -> (StorePath, StorePath) {
+    let old = host.system("old", 0).await;
+    let new = host.system("new", 0).await;
+    deployer.create(request("d1", &old, Mode::Switch, 0)).await.unwrap();
+    settled(deployer, "d1").await;
+    (old, new)
+}
+
 #[tokio::test]
 async fn an_unconfirmed_switch_is_rolled_back_after_its_window() {
     let host = TestHost::new();
     let deployer = host.deployer();
-    let old = host.system("old", 0).await;
-    let new = host.system("new", 0).await;
-    deployer.create(request("d1", &old, Mode::Switch, 0)).await.unwrap();
-    settled(&deployer, "d1").await;
+    let (old, new) = old_running_new_ready(&host, &deployer).await;
 
     deployer.create(request("d2", &new, Mode::Switch, 1)).await.unwrap();
     let d = settled(&deployer, "d2").await;
@@ -251,10 +257,7 @@ async fn an_unconfirmed_switch_is_rolled_back_after_its_window() {
 async fn a_confirmed_switch_stays_after_its_window() {
     let host = TestHost::new();
     let deployer = host.deployer();
-    let old = host.system("old", 0).await;
-    let new = host.system("new", 0).await;
-    deployer.create(request("d1", &old, Mode::Switch, 0)).await.unwrap();
-    settled(&deployer, "d1").await;
+    let (_old, new) = old_running_new_ready(&host, &deployer).await;
     deployer.create(request("d2", &new, Mode::Switch, 1)).await.unwrap();
     assert_eq!(settled(&deployer, "d2").await.state, DeploymentState::AwaitingConfirmation);
     assert_eq!(deployer.confirm("d2").unwrap().state, DeploymentState::Confirmed);
@@ -269,10 +272,7 @@ async fn a_confirmed_switch_stays_after_its_window() {
 async fn an_unconfirmed_test_activation_re_tests_the_previous_system() {
     let host = TestHost::new();
     let deployer = host.deployer();
-    let old = host.system("old", 0).await;
-    let new = host.system("new", 0).await;
-    deployer.create(request("d1", &old, Mode::Switch, 0)).await.unwrap();
-    settled(&deployer, "d1").await;
+    let (old, new) = old_running_new_ready(&host, &deployer).await;
     deployer.create(request("d2", &new, Mode::Test, 1)).await.unwrap();
     let d = ended(&deployer, "d2").await;
     assert_eq!(d.state, DeploymentState::RolledBack, "{d:?}");
@@ -286,10 +286,7 @@ async fn failing_health_checks_roll_back() {
     // The agent's own check passes; the request's fail.
     let options = DeployerOptions { health: vec![command_check(&["true"], 2000)], ..DeployerOptions::default() };
     let deployer = host.deployer_with(options);
-    let old = host.system("old", 0).await;
-    let new = host.system("new", 0).await;
-    deployer.create(request("d1", &old, Mode::Switch, 0)).await.unwrap();
-    settled(&deployer, "d1").await;
+    let (old, new) = old_running_new_ready(&host, &deployer).await;
 
     let mut req = request("d2", &new, Mode::Switch, 30);
     req.health = vec![command_check(&["sh", "-c", "echo degraded; exit 1"], 2000)];

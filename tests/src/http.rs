@@ -59,20 +59,10 @@ impl Request {
         self
     }
 
-    /// Sends the request to `addr` (`host:port`) on a new connection.
+    /// Sends the request to `addr` (`host:port`) on a new connection, waiting up to a
+    /// minute (imports and activations can be slow).
     pub fn send(&self, addr: &str) -> std::io::Result<Response> {
-        let mut stream = TcpStream::connect(addr)?;
-        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-        let mut head = format!("{} {} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n", self.method, self.path);
-        for (name, value) in &self.headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        head.push_str(&format!("content-length: {}\r\n\r\n", self.body.len()));
-        stream.write_all(head.as_bytes())?;
-        stream.write_all(&self.body)?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw)?;
-        parse_response(&raw)
+        self.send_with_timeout(addr, Duration::from_secs(60))
     }
 }
 
