@@ -56,6 +56,7 @@ use hostctl_schemas::inventory::{HealthCheck, Mode};
 
 use crate::activation::{log_tail, ActivationHandle, ActivationSpec, ActivationStatus, ServiceManager};
 use crate::error::ApiFailure;
+use crate::events::Events;
 use crate::host::StoreFs;
 use crate::journal::{Journal, JournalError, Phase, Record};
 use crate::{health, unix_now, unix_now_ms};
@@ -84,6 +85,7 @@ pub struct DeployerOptions {
 #[derive(Debug)]
 pub struct Deployer {
     journal: Mutex<Journal>,
+    events: Events,
     pub(crate) nix: Arc<Nix>,
     pub(crate) profile: Profile,
     store_fs: StoreFs,
@@ -141,7 +143,15 @@ impl Deployer {
         services: Arc<dyn ServiceManager>,
         options: DeployerOptions,
     ) -> Self {
-        Self { journal: Mutex::new(journal), nix, profile, store_fs, services, options }
+        let events = Events::new();
+        let mut journal = journal;
+        journal.set_events(events.clone());
+        Self { journal: Mutex::new(journal), events, nix, profile, store_fs, services, options }
+    }
+
+    /// Where every journaled change is announced (see [`crate::events`]).
+    pub fn events(&self) -> &Events {
+        &self.events
     }
 
     pub fn profile(&self) -> &Profile {

@@ -27,6 +27,7 @@ use hostctl_schemas::inventory::HealthCheck;
 use serde::{Deserialize, Serialize};
 
 use crate::activation::ActivationHandle;
+use crate::events::{AgentEvent, Events};
 use crate::orphan::ChildProcess;
 
 /// One deployment as the journal keeps it.
@@ -202,6 +203,8 @@ pub struct Journal {
     dir: PathBuf,
     records: BTreeMap<String, Record>,
     next_seq: u64,
+    /// Told about every record written.
+    events: Option<Events>,
 }
 
 impl Journal {
@@ -226,7 +229,7 @@ impl Journal {
             }
         }
         let next_seq = records.values().map(|r| r.seq + 1).max().unwrap_or(0);
-        Ok(Self { dir: dir.to_path_buf(), records, next_seq })
+        Ok(Self { dir: dir.to_path_buf(), records, next_seq, events: None })
     }
 
     pub fn dir(&self) -> &Path {
@@ -285,16 +288,30 @@ impl Journal {
         self.write(&record)?;
         self.next_seq += 1;
         self.records.insert(record.deployment.id.clone(), record.clone());
+        self.announce(None, &record);
         Ok(record)
     }
 
     /// Changes a record with `change`, on disk first, and returns the new version.
     pub fn update(&mut self, id: &str, change: impl FnOnce(&mut Record)) -> Result<Record, JournalError> {
         let mut record = self.records.get(id).cloned().ok_or_else(|| JournalError::Unknown(id.to_owned()))?;
+        let previous = record.deployment.state;
         change(&mut record);
         self.write(&record)?;
         self.records.insert(id.to_owned(), record.clone());
+        self.announce(Some(previous), &record);
         Ok(record)
+    }
+
+    /// From now on, every record written is announced on `events`.
+    pub fn set_events(&mut self, events: Events) {
+        self.events = Some(events);
+    }
+
+    fn announce(&self, previous: Option<DeploymentState>, record: &Record) {
+        if let Some(events) = &self.events {
+            events.send(AgentEvent::Deployment { previous, deployment: Box::new(record.deployment.clone()) });
+        }
     }
 
     fn write(&self, record: &Record) -> Result<(), JournalError> {

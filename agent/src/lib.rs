@@ -14,6 +14,7 @@ pub mod auth;
 pub mod body;
 pub mod deploy;
 pub mod error;
+pub mod events;
 pub mod export_stream;
 pub mod health;
 pub mod host;
@@ -28,6 +29,7 @@ pub mod routes;
 pub mod running;
 pub mod serve;
 pub mod server;
+pub mod status;
 
 /// The current Unix time in seconds (0 if the clock is before 1970, which no signature
 /// check accepts anyway).

@@ -8,16 +8,16 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use hostctl_nix::profile::GenerationLine;
-use hostctl_schemas::api::deployments::{valid_id, Deployment, DeploymentRequest, DeploymentState};
+use hostctl_schemas::api::deployments::{valid_id, Deployment, DeploymentRequest};
 use hostctl_schemas::api::generations::{Generation, GenerationsResponse};
 use hostctl_schemas::api::paths::{MissingRequest, MissingResponse};
 use hostctl_schemas::api::rollback::RollbackRequest;
-use hostctl_schemas::api::status::{AgentState, StatusResponse};
+use hostctl_schemas::api::status::StatusResponse;
 use hostctl_schemas::ids::StorePath;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiFailure;
-use crate::host::{invalid_paths, nix_system, read_link_text, BOOTED_SYSTEM, CURRENT_SYSTEM};
+use crate::host::invalid_paths;
 use crate::journal::Record;
 use crate::rollback_target::system_origin;
 use crate::server::AppState;
@@ -48,43 +48,7 @@ fn deployment_id(id: Result<Path<String>, PathRejection>) -> Result<String, ApiF
 
 /// `GET /v1/status`.
 pub async fn status(State(app): State<AppState>) -> Result<Json<StatusResponse>, ApiFailure> {
-    let profile = app.deployer.profile();
-    let current =
-        profile.current().map_err(|e| ApiFailure::internal(format!("cannot read the profile {profile}: {e}")))?;
-    let (generation, toplevel) = match current {
-        Some((n, toplevel)) => (Some(n), toplevel),
-        None => (None, None),
-    };
-    let records = app.deployer.records();
-    let made_current = generation.zip(toplevel.as_ref()).and_then(|(n, t)| system_of_generation(&records, n, t));
-    Ok(Json(StatusResponse {
-        hostname: app.config.hostname.to_string(),
-        system: nix_system(),
-        state: agent_state(&records),
-        generation,
-        toplevel: toplevel.map(String::from),
-        rev: made_current.and_then(|r| r.deployment.rev.clone()),
-        lock: made_current.and_then(|r| r.deployment.lock.as_ref().map(ToString::to_string)),
-        deployment: made_current.map(|r| r.deployment.id.clone()),
-        pinned_lock: crate::pull::pinned_lock(&records).map(ToString::to_string),
-        booted_system: read_link_text(std::path::Path::new(BOOTED_SYSTEM)),
-        current_system: read_link_text(std::path::Path::new(CURRENT_SYSTEM)),
-        emulated_systems: Vec::new(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        pull: app.pull.as_ref().map(|p| p.status(&records)),
-    }))
-}
-
-/// What the agent is doing, from the deployments not yet final.
-fn agent_state(records: &[Record]) -> AgentState {
-    let states = || records.iter().map(|r| r.deployment.state);
-    if states().any(|s| matches!(s, DeploymentState::Queued | DeploymentState::Activating)) {
-        AgentState::Activating
-    } else if states().any(|s| s == DeploymentState::AwaitingConfirmation) {
-        AgentState::AwaitingConfirmation
-    } else {
-        AgentState::Idle
-    }
+    crate::status::snapshot(&app).map(Json).map_err(ApiFailure::internal)
 }
 
 /// `POST /v1/paths/missing`.
@@ -201,7 +165,7 @@ fn rollback_generation<'a>(records: &'a [Record], n: u64, toplevel: &StorePath) 
 /// The deployment that the system of generation `n` (`toplevel`) comes from: the one that
 /// made the generation, or, for a generation a rollback made, the newest confirmed
 /// deployment of that system.
-fn system_of_generation<'a>(records: &'a [Record], n: u64, toplevel: &StorePath) -> Option<&'a Record> {
+pub(crate) fn system_of_generation<'a>(records: &'a [Record], n: u64, toplevel: &StorePath) -> Option<&'a Record> {
     made_generation(records, n, toplevel)
         .or_else(|| rollback_generation(records, n, toplevel).and_then(|_| system_origin(records, toplevel)))
 }

@@ -1,6 +1,7 @@
 //! The agent's configuration, `agent.yaml`. Every path the agent touches is here, so
 //! tests can run an agent against a private root.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -53,6 +54,11 @@ pub struct AgentConfig {
     /// D-Bus bus to publish state on.
     #[serde(default)]
     pub bus: Bus,
+    /// What runs activations detached from the agent: a systemd transient unit over
+    /// D-Bus (`systemd`), a child in its own process group (`detached`), or `auto`
+    /// (systemd when `/run/systemd/system` exists).
+    #[serde(default)]
+    pub service_manager: ServiceManagerKind,
     /// Checks that must pass after activation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health: Vec<HealthCheck>,
@@ -323,6 +329,30 @@ impl LockPolicy {
     }
 }
 
+/// How activations are started (`service_manager:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceManagerKind {
+    /// systemd when `/run/systemd/system` exists, otherwise `detached`.
+    #[default]
+    Auto,
+    /// A transient unit started through `org.freedesktop.systemd1` on the agent's bus.
+    Systemd,
+    /// A child process in its own process group.
+    Detached,
+}
+
+impl ServiceManagerKind {
+    /// The name used in YAML.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Systemd => "systemd",
+            Self::Detached => "detached",
+        }
+    }
+}
+
 /// binfmt_misc emulation settings (`binfmt:`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, expecting = "a mapping with `emulated_systems`")]
@@ -330,6 +360,30 @@ pub struct BinfmtConfig {
     /// Systems to run through qemu user-mode emulation, e.g. aarch64-linux.
     #[serde(default)]
     pub emulated_systems: Vec<System>,
+    /// The emulator for a system, when not the default qemu user-mode static emulator
+    /// (`/usr/bin/qemu-<cpu>-static`, or `qemu-<cpu>` on the `PATH` of a NixOS host).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub interpreters: BTreeMap<System, PathBuf>,
+    /// Where binfmt_misc is mounted.
+    #[serde(default = "default_binfmt_mount")]
+    pub mount_point: PathBuf,
+    /// The Nix configuration file the agent owns and rewrites (`extra-platforms`,
+    /// `extra-sandbox-paths`); the host's `nix.conf` includes it.
+    #[serde(default = "default_binfmt_nix_conf")]
+    pub nix_conf: PathBuf,
+}
+
+/// Default binfmt_misc mount point.
+pub const DEFAULT_BINFMT_MOUNT: &str = "/proc/sys/fs/binfmt_misc";
+/// Default Nix configuration file for emulated systems.
+pub const DEFAULT_BINFMT_NIX_CONF: &str = "/etc/nix/hostctl-binfmt.conf";
+
+fn default_binfmt_mount() -> PathBuf {
+    PathBuf::from(DEFAULT_BINFMT_MOUNT)
+}
+
+fn default_binfmt_nix_conf() -> PathBuf {
+    PathBuf::from(DEFAULT_BINFMT_NIX_CONF)
 }
 
 /// Reads and validates the agent configuration at `path`.

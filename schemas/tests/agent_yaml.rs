@@ -170,7 +170,7 @@ fn bad_trusted_keys() {
 fn unknown_keys() {
     fails_with(
         &format!("{MINIMAL}listen_on: 1\n"),
-        "/etc/hostctl/agent.yaml:3:1: listen_on: unknown field `listen_on`, expected one of `hostname`, `listen`, `trusted_keys`, `state_dir`, `profile`, `store`, `confirm_timeout`, `activation_timeout`, `bus`, `health`, `pull`, `binfmt`",
+        "/etc/hostctl/agent.yaml:3:1: listen_on: unknown field `listen_on`, expected one of `hostname`, `listen`, `trusted_keys`, `state_dir`, `profile`, `store`, `confirm_timeout`, `activation_timeout`, `bus`, `service_manager`, `health`, `pull`, `binfmt`",
     );
     fails_with(
         &format!("{MINIMAL}pull:\n  url: x\n  brnach: main\n"),
@@ -178,7 +178,7 @@ fn unknown_keys() {
     );
     fails_with(
         &format!("{MINIMAL}binfmt:\n  systems: []\n"),
-        "/etc/hostctl/agent.yaml:4:3: binfmt.systems: unknown field `systems`, expected `emulated_systems`",
+        "/etc/hostctl/agent.yaml:4:3: binfmt.systems: unknown field `systems`, expected one of `emulated_systems`, `interpreters`, `mount_point`, `nix_conf`",
     );
 }
 

@@ -1,0 +1,51 @@
+//! The agent's status as one snapshot: what `GET /v1/status` answers and what the D-Bus
+//! properties publish, computed from the profile, the journal, the pull task and the
+//! kernel's binfmt_misc entries. Read-only.
+
+use hostctl_schemas::api::deployments::DeploymentState;
+use hostctl_schemas::api::status::{AgentState, StatusResponse};
+
+use crate::host::{nix_system, read_link_text, BOOTED_SYSTEM, CURRENT_SYSTEM};
+use crate::journal::Record;
+use crate::routes::system_of_generation;
+use crate::server::AppState;
+
+/// What `GET /v1/status` answers now (the D-Bus properties come from the same snapshot).
+pub fn snapshot(app: &AppState) -> Result<StatusResponse, String> {
+    let profile = app.deployer.profile();
+    let current = profile.current().map_err(|e| format!("cannot read the profile {profile}: {e}"))?;
+    let (generation, toplevel) = match current {
+        Some((n, toplevel)) => (Some(n), toplevel),
+        None => (None, None),
+    };
+    let records = app.deployer.records();
+    let made_current = generation.zip(toplevel.as_ref()).and_then(|(n, t)| system_of_generation(&records, n, t));
+    Ok(StatusResponse {
+        hostname: app.config.hostname.to_string(),
+        system: nix_system(),
+        state: agent_state(&records),
+        generation,
+        toplevel: toplevel.map(String::from),
+        rev: made_current.and_then(|r| r.deployment.rev.clone()),
+        lock: made_current.and_then(|r| r.deployment.lock.as_ref().map(ToString::to_string)),
+        deployment: made_current.map(|r| r.deployment.id.clone()),
+        pinned_lock: crate::pull::pinned_lock(&records).map(ToString::to_string),
+        booted_system: read_link_text(std::path::Path::new(BOOTED_SYSTEM)),
+        current_system: read_link_text(std::path::Path::new(CURRENT_SYSTEM)),
+        emulated_systems: Vec::new(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        pull: app.pull.as_ref().map(|p| p.status(&records)),
+    })
+}
+
+/// What the agent is doing, from the deployments not yet final.
+fn agent_state(records: &[Record]) -> AgentState {
+    let states = || records.iter().map(|r| r.deployment.state);
+    if states().any(|s| matches!(s, DeploymentState::Queued | DeploymentState::Activating)) {
+        AgentState::Activating
+    } else if states().any(|s| s == DeploymentState::AwaitingConfirmation) {
+        AgentState::AwaitingConfirmation
+    } else {
+        AgentState::Idle
+    }
+}
