@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what hostctl's example and tests need on a fresh Debian machine, if missing:
 # git, Nix (Debian's nix-bin), a C compiler, iproute2 and python3 (simulated hosts).
-# With --test, also the private Nix 2.26 the Nix-layer tests run against. Installs
+# With --test, also what the tests use (dbus, qemu-user-static, an aarch64 cross
+# compiler, sshd) and the private Nix 2.26 the Nix-layer tests run against. Installs
 # only as root; otherwise says what is missing.
 set -euo pipefail
 
@@ -13,6 +14,14 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)          # simulated hosts (ne
 command -v python3 >/dev/null 2>&1 || need+=(python3)      # a stand-in server in the harness tests
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config) # git2's https feature finds OpenSSL with it
 [ -e /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
+if [ "${1:-}" = --test ]; then
+  command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus)                    # D-Bus tests: a private bus
+  command -v dbus-send >/dev/null 2>&1 || need+=(dbus-bin)                  # D-Bus tests: calls as another user
+  command -v qemu-aarch64-static >/dev/null 2>&1 || need+=(qemu-user-static) # binfmt tests
+  command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+  command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-server) # pull over ssh://
+  command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
+fi
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing: ${need[*]} (install them, e.g. sudo apt-get install -y ${need[*]})" >&2
@@ -20,7 +29,15 @@ if [ "${#need[@]}" -gt 0 ]; then
   fi
   echo "installing ${need[*]} with apt-get" >&2
   apt-get update -qq
+  # No service may start on install (openssh-server would start the host's sshd): the
+  # tests start their own daemons, on their own ports, and stop them.
+  policy=/usr/sbin/policy-rc.d
+  created_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created_policy=1
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  [ "$created_policy" = 1 ] && rm -f "$policy"
 fi
 
 if [ "${1:-}" = --test ]; then
