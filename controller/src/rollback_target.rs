@@ -130,6 +130,7 @@ pub fn resolve(
 ) -> Result<Resolved, Error> {
     match wanted {
         Wanted::Previous => {
+            nothing_before(history).map_err(|why| Error::Target(format!("{host}: nothing to roll back to: {why}")))?;
             let previous = previous_lock(history);
             let describe = match &previous {
                 Some(lock) => format!("the previous lock ({})", lock.short()),
@@ -258,6 +259,24 @@ pub fn previous_lock(history: &GenerationsResponse) -> Option<LockId> {
         .and_then(|g| g.lock.clone())
         .or_else(|| confirmed().next().and_then(|d| d.lock.clone()));
     confirmed().filter_map(|d| d.lock.clone()).find(|l| Some(l) != current.as_ref())
+}
+
+/// Why `"previous"` names nothing on a host, judged as the agent will judge it: it needs
+/// a confirmed deployment, and before it either a confirmed deployment with another lock
+/// or the system it replaced. Checked here so the command stops (exit 2) before any host
+/// is asked to change.
+fn nothing_before(history: &GenerationsResponse) -> Result<(), String> {
+    let mut confirmed = history.deployments.iter().filter(|d| d.state == DeploymentState::Confirmed);
+    let Some(current) = confirmed.next() else {
+        return Err("the host has no confirmed deployment".to_owned());
+    };
+    if confirmed.any(|d| d.lock != current.lock) || current.previous_toplevel.is_some() {
+        return Ok(());
+    }
+    Err(format!(
+        "deployment `{}` was the host's first system and no earlier confirmed deployment has another lock",
+        current.id
+    ))
 }
 
 /// The revision recorded with the newest deployment of `lock` (confirmed ones first).

@@ -135,9 +135,24 @@ fn previous_is_the_newest_earlier_confirmed_deployment_with_another_lock() {
     assert_eq!(r.to, RollbackTarget::Previous(Previous::Previous));
     assert_eq!((r.lock, r.rev_hint), (Some(lock('a')), Some(format!("{}-dirty", sha('1')))));
     assert_eq!(r.describe, "the previous lock (aaaaaaaaaaaa)");
-    let only_b = GenerationsResponse { deployments: history().deployments[..1].to_vec(), ..history() };
+    let mut only_b = GenerationsResponse { deployments: history().deployments[..1].to_vec(), ..history() };
+    only_b.deployments[0].previous_toplevel = Some(TOP.parse().unwrap());
     let r = resolve(&web1(), &Wanted::Previous, &only_b, Ok(&FakeGit)).unwrap();
     assert_eq!((r.lock, r.describe.as_str()), (None, "the previous system"));
+}
+
+#[test]
+fn previous_on_a_host_with_nothing_earlier_is_bad_input() {
+    let first_only = GenerationsResponse { deployments: history().deployments[..1].to_vec(), ..history() };
+    let e = resolve(&web1(), &Wanted::Previous, &first_only, Ok(&FakeGit)).unwrap_err();
+    assert_eq!(e.exit_code(), crate::error::EXIT_BAD_INPUT);
+    assert!(
+        e.to_string().contains("web1: nothing to roll back to: deployment `d4` was the host's first system"),
+        "{e}"
+    );
+    let fresh = GenerationsResponse { generations: Vec::new(), deployments: Vec::new() };
+    let e = resolve(&web1(), &Wanted::Previous, &fresh, Ok(&FakeGit)).unwrap_err();
+    assert!(e.to_string().contains("no confirmed deployment"), "{e}");
 }
 
 #[test]

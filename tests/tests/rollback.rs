@@ -336,6 +336,20 @@ fn rollback_to_an_unknown_lock_is_exit_2_and_changes_nothing() {
 }
 
 #[test]
+fn rollback_with_nothing_earlier_is_exit_2_and_changes_nothing() {
+    let (live, first) = fleet_applied(&["web1"], "30s");
+    let h = live.host("web1");
+    let snapshot =
+        || (h.current_system(), h.profile_generations(), live.switch_log("web1"), live.deployment_ids("web1"));
+    let before = snapshot();
+    assert_eq!(before.0, toplevel(&first, "web1"));
+    let run = live.hostctl(&["rollback", "web1"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("web1: nothing to roll back to"), "{}", dump(&run));
+    assert_eq!(snapshot(), before, "the refused rollback changed web1:\n{}", dump(&run));
+}
+
+#[test]
 fn rollback_by_revision_lock_prefix_and_generation_on_several_hosts() {
     let (live, first, second) = two_locks();
     let rev_a = host_entry(&first, "web1")["rev"].as_str().unwrap().to_owned();
