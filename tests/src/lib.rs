@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 pub mod http;
 pub mod livefleet;
 pub mod simhost;
+pub mod slots;
 
 /// Nix settings for tests: flakes on, no binary caches (no network here).
 pub const NIX_CONFIG: &str = "experimental-features = nix-command flakes\nsubstituters =\n";

@@ -8,10 +8,8 @@
 //!
 //! Addresses come from 198.51.100.0/24 (TEST-NET-2), one /30 per host: slot `k` (0..=63)
 //! has the root side at `.4k+1` and the host at `.4k+2`. A slot is claimed by creating the
-//! netns `hostctl-sim-<k>`: `ip netns add` refuses an existing name (it creates
-//! `/run/netns/<name>` with `O_EXCL`), which makes the claim race-free across concurrently
-//! running test processes. Namespaces left over by a crashed run are never deleted here;
-//! their slots are skipped.
+//! netns `hostctl-sim-<k>` (race-free across test processes); a slot left behind by a
+//! killed test process is reclaimed by the next claim (see [`crate::slots`]).
 //!
 //! Everything is torn down on drop, also when the test failed: the processes we started
 //! (by pid), the veth, the netns, the host's root directory.
@@ -23,16 +21,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::slots::{claim_slot, netns_name, release_slot, subnet, FALLBACK_METRIC};
 use crate::{fail, make_dirs_writable, run, NIX_CONFIG};
 
 /// The agent port of every simulated host (the fleet default).
 pub const AGENT_PORT: u16 = 7420;
-
-/// Slots 0..=63: 64 /30 networks fill 198.51.100.0/24.
-const SLOTS: u8 = 64;
-
-/// Metric of the per-host `unreachable` fallback route (see [`SimHost::create`]).
-const FALLBACK_METRIC: &str = "4242";
 
 /// How long [`SimHost::start_agent`] waits for the port to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -69,6 +62,8 @@ pub struct SimHost {
     host_veth: String,
     /// `198.51.100.4k/30`.
     subnet: String,
+    /// k, see [`crate::slots`].
+    slot: u8,
     /// Owns ROOT; taken on drop.
     tmp: Option<tempfile::TempDir>,
     /// The process started by [`SimHost::start_process`] (normally the agent).
@@ -91,7 +86,7 @@ impl SimHost {
             std::fs::create_dir_all(root.join(dir))
                 .unwrap_or_else(|e| fail(&format!("cannot create {}: {e}", root.join(dir).display())));
         }
-        let k = claim_slot();
+        let k = claim_slot(&root);
         let base = 4 * k;
         // From here on `host` owns the netns and the veth: a failure below unwinds through
         // its Drop, which removes them.
@@ -104,7 +99,8 @@ impl SimHost {
             netns: netns_name(k),
             veth: format!("hsim{k}a"),
             host_veth: format!("hsim{k}b"),
-            subnet: format!("198.51.100.{base}/30"),
+            subnet: subnet(k),
+            slot: k,
             tmp: Some(tmp),
             process: None,
         };
@@ -361,7 +357,7 @@ impl Drop for SimHost {
         // Deleting one end deletes the pair at once; `ip netns del` alone would leave the
         // root-side end to the kernel's asynchronous namespace cleanup.
         ip_quiet(&["link", "del", &self.veth]);
-        ip_quiet(&["netns", "del", &self.netns]);
+        release_slot(self.slot);
         // The /nix bind mount only ever lived in the processes' private mount namespaces,
         // which died with them; this is a safety net should one ever show up in ours.
         for mount_point in self.mounts_under_root() {
@@ -376,33 +372,6 @@ impl Drop for SimHost {
             }
         }
     }
-}
-
-fn netns_name(k: u8) -> String {
-    format!("hostctl-sim-{k}")
-}
-
-/// Claims the first free slot: its netns plus a veth pair whose host end is already inside
-/// it. A slot whose netns exists belongs to someone else (or to a crashed run) and is
-/// skipped; so is one whose veth name is taken, after giving its netns back.
-fn claim_slot() -> u8 {
-    let mut last_error = String::new();
-    for k in 0..SLOTS {
-        let netns = netns_name(k);
-        let add = ip(&["netns", "add", &netns]);
-        if !add.status.success() {
-            last_error = String::from_utf8_lossy(&add.stderr).into_owned();
-            continue;
-        }
-        let (a, b) = (format!("hsim{k}a"), format!("hsim{k}b"));
-        let veth = ip(&["link", "add", &a, "type", "veth", "peer", "name", &b, "netns", &netns]);
-        if veth.status.success() {
-            return k;
-        }
-        last_error = String::from_utf8_lossy(&veth.stderr).into_owned();
-        ip_quiet(&["netns", "del", &netns]);
-    }
-    fail(&format!("no free simulated-host slot (netns hostctl-sim-0..{}); last error: {last_error}", SLOTS - 1))
 }
 
 fn ip(args: &[&str]) -> Output {

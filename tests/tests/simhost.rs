@@ -300,3 +300,36 @@ fn agent_config_is_valid_for_the_host() {
     assert_eq!(config.bus.as_str(), "session");
     assert_eq!(config.store, None);
 }
+
+#[test]
+fn a_slot_left_by_a_killed_test_process_is_reclaimed() {
+    use std::io::BufRead as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_simhost-abandon"))
+        .arg("gone")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let (netns, root) = line.trim_end().split_once(' ').unwrap_or_else(|| panic!("helper printed {line:?}"));
+    let root = PathBuf::from(root);
+    assert!(root.is_dir());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(Path::new("/run/netns").join(netns).exists(), "SIGKILL left the slot behind");
+
+    // Claims go lowest slot first; hosts of concurrent tests may take lower free slots,
+    // so keep claiming (holding what we got) until one reaches the abandoned slot.
+    let mut held = Vec::new();
+    while root.exists() {
+        let host = SimHost::create("reclaim");
+        assert!(held.len() < 64, "the abandoned slot {netns} was never reclaimed");
+        let took_it = host.netns == netns;
+        held.push(host);
+        if took_it {
+            break;
+        }
+    }
+    assert!(!root.exists(), "the dead test's host root {} was removed", root.display());
+    assert!(held.iter().any(|h| h.netns == netns), "a new host got the reclaimed slot {netns}");
+}
