@@ -3,14 +3,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use hostctl_nix::{Nix, Toplevel};
-use hostctl_schemas::ids::HostName;
+use hostctl_nix::{Nix, NixError, Toplevel};
+use hostctl_schemas::ids::{AttrName, HostName, StorePath};
 
 use crate::build::build_all;
 use crate::cli::{Cli, Command, Select};
 use crate::context::FleetContext;
 use crate::deploy::Step;
 use crate::error::Error;
+use crate::evalcache::EvalCache;
 use crate::pool::{evaluate, pool_size, EvalJob};
 use crate::report::{HostReport, HostResult, Report};
 use crate::select::select;
@@ -48,9 +49,19 @@ pub async fn eval_selected(cli: &Cli, ctx: &FleetContext, nix: Arc<Nix>, sel: &S
             Some(EvalJob { host: name.clone(), attr: host.configuration_attr(name) })
         })
         .collect();
-    let size = pool_size(cli.eval_jobs, jobs.len());
-    tracing::info!(hosts = jobs.len(), workers = size, "evaluating");
-    let mut raw = evaluate(nix, &ctx.flake, jobs, size).await;
+    let cache = eval_cache(cli, ctx, &nix).await;
+    let (mut raw, jobs) = cached_results(&nix, &cache, jobs).await;
+    if !jobs.is_empty() {
+        let size = pool_size(cli.eval_jobs, jobs.len());
+        tracing::info!(hosts = jobs.len(), workers = size, cached = raw.len(), "evaluating");
+        let attrs: BTreeMap<HostName, AttrName> = jobs.iter().map(|j| (j.host.clone(), j.attr.clone())).collect();
+        for (name, result) in evaluate(nix, &ctx.flake, jobs, size).await {
+            if let (Ok(toplevel), Some(attr)) = (&result, attrs.get(&name)) {
+                cache.put(attr, toplevel);
+            }
+            raw.insert(name, result);
+        }
+    }
     let mut evaluated = BTreeMap::new();
     for &name in &hosts {
         let result = match raw.remove(name) {
@@ -61,6 +72,50 @@ pub async fn eval_selected(cli: &Cli, ctx: &FleetContext, nix: Arc<Nix>, sel: &S
         evaluated.insert(name.clone(), result);
     }
     Ok(evaluated)
+}
+
+/// The evaluation cache for this run (disabled by `--no-eval-cache`, a dirty tree, or a
+/// Nix whose version cannot be read).
+async fn eval_cache(cli: &Cli, ctx: &FleetContext, nix: &Nix) -> EvalCache {
+    if cli.no_eval_cache {
+        return EvalCache::disabled();
+    }
+    match nix.version().await {
+        Ok(version) => EvalCache::for_fleet(ctx, &version.to_string(), nix.store()),
+        Err(_) => EvalCache::disabled(),
+    }
+}
+
+/// Splits `jobs` into results taken from `cache` (only those whose `.drv` is still in
+/// the store) and the jobs still to evaluate.
+async fn cached_results(
+    nix: &Nix,
+    cache: &EvalCache,
+    jobs: Vec<EvalJob>,
+) -> (BTreeMap<HostName, Result<Toplevel, NixError>>, Vec<EvalJob>) {
+    if !cache.is_enabled() {
+        return (BTreeMap::new(), jobs);
+    }
+    let (hits, mut misses): (Vec<_>, Vec<_>) =
+        jobs.into_iter().map(|job| (cache.get(&job.attr), job)).partition(|(hit, _)| hit.is_some());
+    let hits: Vec<(EvalJob, Toplevel)> = hits.into_iter().filter_map(|(hit, job)| Some((job, hit?))).collect();
+    let drvs: Vec<StorePath> = hits.iter().map(|(_, t)| t.drv_path.clone()).collect();
+    // A collected .drv cannot be built: those hosts are evaluated again. If the store
+    // cannot be asked, nothing cached is trusted.
+    let invalid = match nix.invalid_paths(&drvs).await {
+        Ok(invalid) => invalid,
+        Err(_) => drvs.iter().map(ToString::to_string).collect(),
+    };
+    let mut found = BTreeMap::new();
+    for (job, toplevel) in hits {
+        if invalid.iter().any(|p| p == toplevel.drv_path.as_str()) {
+            misses.push((None, job));
+        } else {
+            found.insert(job.host, Ok(toplevel));
+        }
+    }
+    tracing::info!(hosts = found.len(), "evaluations taken from the cache");
+    (found, misses.into_iter().map(|(_, job)| job).collect())
 }
 
 /// Nix's own message, prefixed with the host, plus a hint when the cause is an untracked file.

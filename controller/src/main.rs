@@ -9,6 +9,7 @@ mod commands;
 mod context;
 mod deploy;
 mod error;
+mod evalcache;
 mod flake_nix;
 mod health;
 mod history;

@@ -79,6 +79,11 @@ impl Nix {
         self
     }
 
+    /// The `--store` every invocation gets, if any.
+    pub fn store(&self) -> Option<&str> {
+        self.store.as_deref()
+    }
+
     /// Adds `--option NAME VALUE` to every invocation.
     pub fn with_option(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.options.push((name.into(), value.into()));

@@ -173,20 +173,26 @@ impl TestFleet {
 
     /// Like [`TestFleet::hostctl`] with extra Nix settings appended to `NIX_CONFIG`.
     pub fn hostctl_with(&self, args: &[&str], extra_nix_config: &[&str]) -> HostctlRun {
+        HostctlRun::from(run(&mut self.hostctl_command(args, extra_nix_config)))
+    }
+
+    /// The command [`TestFleet::hostctl_with`] runs, for tests that change its
+    /// environment. The evaluation cache lives in this fleet's temp dir.
+    pub fn hostctl_command(&self, args: &[&str], extra_nix_config: &[&str]) -> Command {
         let mut config = NIX_CONFIG.to_owned();
         for line in extra_nix_config {
             config.push_str(line);
             config.push('\n');
         }
-        let fleet = self.path("fleet.yaml");
-        let out = run(Command::new(binary("hostctl"))
-            .current_dir(&self.dir)
+        let mut cmd = Command::new(binary("hostctl"));
+        cmd.current_dir(&self.dir)
             .env("NIX_CONFIG", config)
+            .env("HOSTCTL_CACHE_DIR", self.tmp.path().join("cache"))
             .env_remove("RUST_LOG")
             .arg("--fleet")
-            .arg(&fleet)
-            .args(args));
-        HostctlRun::from(out)
+            .arg(self.path("fleet.yaml"))
+            .args(args);
+        cmd
     }
 }
 
@@ -205,6 +211,7 @@ impl TestFleet {
         let child = Command::new(binary("hostctl"))
             .current_dir(&self.dir)
             .env("NIX_CONFIG", NIX_CONFIG)
+            .env("HOSTCTL_CACHE_DIR", self.tmp.path().join("cache"))
             .env_remove("RUST_LOG")
             .arg("--fleet")
             .arg(self.path("fleet.yaml"))

@@ -1,5 +1,12 @@
 //! `hostctl eval` and `hostctl build` on a copy of the example fleet: real Nix, real git.
 
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test code throughout (helpers too): a failed step must fail the test"
+)]
+
 use hostctl_tests::{git, TestFleet};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -178,4 +185,87 @@ fn build_of_buildable_hosts_succeeds() {
     for name in ["web1", "web2"] {
         assert_eq!(v["hosts"][name]["toplevel"], eval["hosts"][name]["toplevel"], "build and eval agree");
     }
+}
+
+/// A `nix` first on PATH that logs every `eval` subcommand to `log`, then runs the real
+/// one: how many evaluations hostctl ran, seen from outside.
+fn counting_nix(fleet: &TestFleet) -> (std::ffi::OsString, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let real =
+        String::from_utf8(std::process::Command::new("sh").args(["-c", "command -v nix"]).output().unwrap().stdout)
+            .unwrap()
+            .trim()
+            .to_owned();
+    let bin = fleet.tmp.path().join("counting-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = fleet.tmp.path().join("evals.log");
+    let script = format!(
+        "#!/bin/sh\nfor a in \"$@\"; do if [ \"$a\" = eval ]; then echo eval >> '{}'; break; fi; done\nexec '{real}' \"$@\"\n",
+        log.display()
+    );
+    std::fs::write(bin.join("nix"), script).unwrap();
+    std::fs::set_permissions(bin.join("nix"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path =
+        std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())))
+            .unwrap();
+    (path, log)
+}
+
+fn evals(log: &std::path::Path) -> usize {
+    std::fs::read_to_string(log).map_or(0, |t| t.lines().count())
+}
+
+#[test]
+fn a_clean_commit_is_evaluated_once_then_served_from_the_cache() {
+    let fleet = TestFleet::new();
+    let (path, log) = counting_nix(&fleet);
+    // A private store, so deleting a .drv below cannot disturb other tests.
+    let store = format!("local?root={}", fleet.tmp.path().join("store").display());
+    let store_setting = format!("store = {store}");
+    // Nix 2.8 fetches relative path: inputs only from the store; `flake update` puts
+    // them there and leaves the lock as it is.
+    let update = fleet.nix(&["--store", &store, "flake", "update"]);
+    assert!(update.status.success(), "{}", String::from_utf8_lossy(&update.stderr));
+    assert_eq!(git(&fleet.dir, &["status", "--porcelain"]), "", "the lock is unchanged");
+    let eval = |args: &[&str]| {
+        let mut cmd = fleet.hostctl_command(args, &[store_setting.as_str()]);
+        let run = hostctl_tests::HostctlRun::from(cmd.env("PATH", &path).output().unwrap());
+        run.expect_code(0);
+        run.json()
+    };
+    let first = eval(&["--json", "eval"]);
+    assert_eq!(evals(&log), 4, "one evaluation per host");
+    let second = eval(&["--json", "eval"]);
+    assert_eq!(evals(&log), 4, "nothing evaluated again on the unchanged commit");
+    assert_eq!(first, second, "the cached results are the evaluated ones");
+    eval(&["--json", "--no-eval-cache", "eval", "--on", "web1"]);
+    assert_eq!(evals(&log), 5, "--no-eval-cache evaluates");
+
+    // A dirty tree is never served from (or written to) the cache.
+    let web1 = fleet.read("hosts/web1.nix").replace("web frontend", "changed frontend");
+    fleet.write("hosts/web1.nix", &web1);
+    let dirty = eval(&["--json", "eval", "--on", "web1"]);
+    assert_ne!(dirty["hosts"]["web1"]["drv_path"], first["hosts"]["web1"]["drv_path"]);
+    eval(&["--json", "eval", "--on", "web1"]);
+    assert_eq!(evals(&log), 7, "a dirty tree is evaluated every time");
+
+    // The change committed: a new revision misses, then hits.
+    git(&fleet.dir, &["commit", "-qam", "change web1"]);
+    let committed = eval(&["--json", "eval"]);
+    assert_eq!(evals(&log), 11, "a new commit evaluates every host");
+    assert_eq!(committed["hosts"]["web1"]["drv_path"], dirty["hosts"]["web1"]["drv_path"]);
+    eval(&["--json", "eval"]);
+    assert_eq!(evals(&log), 11);
+
+    // A collected .drv is not trusted: that host is evaluated again.
+    let drv = committed["hosts"]["db1"]["drv_path"].as_str().unwrap().to_owned();
+    let in_store = |p: &str| fleet.tmp.path().join("store").join(p.trim_start_matches('/'));
+    assert!(in_store(&drv).exists());
+    let del = std::process::Command::new("nix-store").args(["--store", &store, "--delete", &drv]).output().unwrap();
+    assert!(del.status.success(), "nix-store --delete {drv}: {}", String::from_utf8_lossy(&del.stderr));
+    assert!(!in_store(&drv).exists());
+    let again = eval(&["--json", "eval"]);
+    assert_eq!(evals(&log), 12, "only db1, whose .drv was collected");
+    assert_eq!(again["hosts"]["db1"]["drv_path"], drv.as_str());
+    assert!(in_store(&drv).exists(), "evaluated again, so written again");
 }
