@@ -2,6 +2,7 @@
 //! activate, wait, health gate, confirm. `--dry-run` stops after asking each host what
 //! it lacks.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use hostctl_nix::Nix;
@@ -18,7 +19,7 @@ use crate::error::Error;
 use crate::host::Host;
 use crate::push::NixStore;
 use crate::report::{HostReport, HostResult, Report};
-use crate::rollout::{dry_run, roll_out, Plan, Policy, Target};
+use crate::rollout::{dry_run, roll_out, Plan, Policy, Target, DEFAULT_PARALLEL};
 use crate::{health, progress, Output};
 
 /// Runs `apply` for the selected hosts. Bad input (key, selectors, inventory) is
@@ -39,6 +40,7 @@ pub async fn apply(
     let policy = Policy {
         batch_size: args.batch.unwrap_or(ctx.fleet.rollout.batch).size(built.len()),
         max_failures: args.max_failures.unwrap_or(ctx.fleet.rollout.max_failures),
+        parallel: cli.parallel.map_or(DEFAULT_PARALLEL, NonZeroUsize::get),
     };
     let mut report = Report::default();
     report.extra.insert("mode".into(), settings.mode.as_str().into());
@@ -50,7 +52,7 @@ pub async fn apply(
             out.warn(&warning);
         }
     }
-    let store = Arc::new(NixStore { nix });
+    let store = Arc::new(NixStore::new(nix));
     if args.dry_run {
         let batches = batch_numbers(&targets, policy.batch_size);
         for (name, plan) in dry_run(targets, store, settings.mode).await {

@@ -25,6 +25,9 @@ pub struct Cli {
     /// Evaluations to run at once (default: from cores and free memory).
     #[arg(long, global = true, value_name = "N")]
     pub eval_jobs: Option<NonZeroUsize>,
+    /// Hosts deployed at once within a batch (default 100).
+    #[arg(long, global = true, value_name = "N")]
+    pub parallel: Option<NonZeroUsize>,
     /// Evaluate every host even when a clean commit's result is cached.
     #[arg(long, global = true)]
     pub no_eval_cache: bool,

@@ -7,7 +7,7 @@
 //! hashed, then the file is streamed. Memory stays bounded by one read buffer; disk use
 //! by one chunk's compressed export.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::io::{SeekFrom, Write};
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use hostctl_nix::Nix;
 use hostctl_schemas::ids::StorePath;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::sync::OnceCell;
 
 use crate::host::{ExportBody, Host, HostError};
 use crate::progress;
@@ -46,24 +47,59 @@ pub trait LocalStore: Send + Sync {
     fn export(&self, paths: &[StorePath]) -> impl Future<Output = Result<ExportBody, String>> + Send;
 }
 
-/// The local Nix store, through `hostctl-nix`.
+/// The local Nix store, through `hostctl-nix`. Clones share what was already asked: the
+/// hosts of a fleet share most of their closures, so each toplevel's closure and each
+/// path's NAR size is queried once per run, however many hosts need it.
 #[derive(Debug, Clone)]
 pub struct NixStore {
     pub nix: Arc<Nix>,
+    memo: Arc<StoreMemo>,
+}
+
+#[derive(Debug, Default)]
+struct StoreMemo {
+    closures: std::sync::Mutex<HashMap<StorePath, Arc<OnceCell<Vec<StorePath>>>>>,
+    sizes: std::sync::Mutex<HashMap<String, u64>>,
+}
+
+impl NixStore {
+    pub fn new(nix: Arc<Nix>) -> Self {
+        Self { nix, memo: Arc::default() }
+    }
+}
+
+/// A poisoned memo only means a panic elsewhere while it was held; its data is whole.
+fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl LocalStore for NixStore {
     async fn closure(&self, toplevel: &StorePath) -> Result<Vec<StorePath>, String> {
-        let lines = self.nix.requisites(std::slice::from_ref(toplevel)).await.map_err(|e| e.to_string())?;
-        lines.iter().map(|l| l.parse::<StorePath>().map_err(|e| format!("nix-store printed {l:?}: {e}"))).collect()
+        let cell = locked(&self.memo.closures).entry(toplevel.clone()).or_default().clone();
+        // Concurrent callers for the same toplevel wait for the one query.
+        let closure = cell
+            .get_or_try_init(|| async {
+                let lines = self.nix.requisites(std::slice::from_ref(toplevel)).await.map_err(|e| e.to_string())?;
+                lines
+                    .iter()
+                    .map(|l| l.parse::<StorePath>().map_err(|e| format!("nix-store printed {l:?}: {e}")))
+                    .collect::<Result<Vec<_>, String>>()
+            })
+            .await?;
+        Ok(closure.clone())
     }
 
     async fn nar_sizes(&self, paths: &[StorePath]) -> Result<BTreeMap<String, u64>, String> {
-        if paths.is_empty() {
-            return Ok(BTreeMap::new());
+        let unknown: Vec<StorePath> = {
+            let known = locked(&self.memo.sizes);
+            paths.iter().filter(|p| !known.contains_key(p.as_str())).cloned().collect()
+        };
+        if !unknown.is_empty() {
+            let infos = self.nix.path_info(&unknown, false).await.map_err(|e| e.to_string())?;
+            locked(&self.memo.sizes).extend(infos.into_iter().map(|i| (i.path, i.nar_size)));
         }
-        let infos = self.nix.path_info(paths, false).await.map_err(|e| e.to_string())?;
-        Ok(infos.into_iter().map(|i| (i.path, i.nar_size)).collect())
+        let known = locked(&self.memo.sizes);
+        Ok(paths.iter().filter_map(|p| Some((p.to_string(), *known.get(p.as_str())?))).collect())
     }
 
     async fn export(&self, paths: &[StorePath]) -> Result<ExportBody, String> {

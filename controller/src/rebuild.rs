@@ -81,7 +81,7 @@ impl Rebuild for FlakeRebuild {
         };
         let mut pinned = settings.clone();
         (pinned.rev, pinned.lock) = (Some(commit.clone()), Some(lock.clone()));
-        let store = NixStore { nix: self.nix.clone() };
+        let store = NixStore::new(self.nix.clone());
         let outcome = deploy_host(host, &store, &toplevel.out_path, checks, &pinned).await;
         Rebuilt { outcome, commit: Some(commit), toplevel: Some(toplevel.out_path) }
     }

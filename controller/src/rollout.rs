@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use hostctl_schemas::ids::{HostName, StorePath};
 use hostctl_schemas::inventory::{HealthCheck, Mode};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::deploy::{deploy_host, is_unchanged, DeploySettings, Outcome, Step};
@@ -30,7 +31,13 @@ pub struct Policy {
     /// Hosts per batch, at least 1.
     pub batch_size: usize,
     pub max_failures: u32,
+    /// Hosts of a batch deployed at once, at least 1: bounds the controller's open
+    /// connections, temp files and Nix processes however large the batch.
+    pub parallel: usize,
 }
+
+/// Hosts worked on at once unless `--parallel` says otherwise.
+pub const DEFAULT_PARALLEL: usize = 100;
 
 /// Each host's outcome and the batch (1-based) it was in.
 pub type RolloutResult = BTreeMap<HostName, (usize, Outcome)>;
@@ -86,9 +93,12 @@ where
         }
         tracing::info!(batch = number, hosts = batch.len(), "deploying batch");
         let mut set = JoinSet::new();
+        let permits = Arc::new(Semaphore::new(policy.parallel.max(1)));
         for t in batch {
-            let (store, settings) = (store.clone(), settings.clone());
+            let (store, settings, permits) = (store.clone(), settings.clone(), permits.clone());
             set.spawn(async move {
+                // Never closed, so acquiring only waits for a free slot.
+                let _permit = permits.acquire_owned().await.ok();
                 let started = std::time::Instant::now();
                 let mut outcome = deploy_host(t.host.as_ref(), store.as_ref(), &t.toplevel, &t.checks, &settings).await;
                 outcome.seconds = started.elapsed().as_secs_f64();
@@ -209,6 +219,41 @@ mod tests {
         Script { unreachable: true, ..Script::default() }
     }
 
+    /// [`FakeStore`] that records how many closure queries (one per pushing host) ran
+    /// at once.
+    #[derive(Default)]
+    struct CountingStore {
+        now: std::sync::atomic::AtomicUsize,
+        max: std::sync::atomic::AtomicUsize,
+    }
+
+    impl LocalStore for CountingStore {
+        async fn closure(&self, toplevel: &StorePath) -> Result<Vec<StorePath>, String> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = self.now.fetch_add(1, SeqCst) + 1;
+            self.max.fetch_max(now, SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            self.now.fetch_sub(1, SeqCst);
+            FakeStore.closure(toplevel).await
+        }
+        async fn nar_sizes(&self, paths: &[StorePath]) -> Result<BTreeMap<String, u64>, String> {
+            FakeStore.nar_sizes(paths).await
+        }
+        async fn export(&self, paths: &[StorePath]) -> Result<crate::host::ExportBody, String> {
+            FakeStore.export(paths).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_deploys_at_most_parallel_hosts_at_once() {
+        let hosts = fleet(&[("a", fresh()), ("b", fresh()), ("c", fresh()), ("d", fresh()), ("e", fresh())]);
+        let store = Arc::new(CountingStore::default());
+        let policy = Policy { batch_size: 5, max_failures: 0, parallel: 2 };
+        let results = roll_out(targets(&hosts), store.clone(), settings(), policy, 0).await;
+        assert!(results.values().all(|(_, o)| o.result == HostResult::Activated), "{results:?}");
+        assert_eq!(store.max.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
     #[test]
     fn four_hosts_at_fifty_percent_make_two_batches() {
         let size = Batch::Percent(50).size(4);
@@ -221,7 +266,7 @@ mod tests {
     #[tokio::test]
     async fn rollout_stops_when_failures_exceed_max() {
         let hosts = fleet(&[("a1", failing()), ("a2", fresh()), ("b1", fresh()), ("b2", fresh())]);
-        let policy = Policy { batch_size: 2, max_failures: 0 };
+        let policy = Policy { batch_size: 2, max_failures: 0, parallel: DEFAULT_PARALLEL };
         let results = roll_out(targets(&hosts), Arc::new(FakeStore), settings(), policy, 0).await;
         let result = |n: &str| results[&n.parse::<HostName>().unwrap()].clone();
         assert_eq!(result("a1").1.result, HostResult::Failed);
@@ -247,7 +292,7 @@ mod tests {
         for t in &mut targets {
             t.checks = vec![check.clone()];
         }
-        let policy = Policy { batch_size: 2, max_failures: 0 };
+        let policy = Policy { batch_size: 2, max_failures: 0, parallel: DEFAULT_PARALLEL };
         let results = roll_out(targets, Arc::new(FakeStore), settings(), policy, 0).await;
         let result = |n: &str| results[&n.parse::<HostName>().unwrap()].1.clone();
         assert_eq!((result("a1").result, result("a1").step), (HostResult::RolledBack, Some(Step::Health)));
@@ -260,7 +305,7 @@ mod tests {
     #[tokio::test]
     async fn rollout_goes_on_while_failures_are_tolerated() {
         let hosts = fleet(&[("a1", failing()), ("a2", fresh()), ("b1", failing()), ("b2", fresh()), ("c1", fresh())]);
-        let policy = Policy { batch_size: 2, max_failures: 1 };
+        let policy = Policy { batch_size: 2, max_failures: 1, parallel: DEFAULT_PARALLEL };
         let results = roll_out(targets(&hosts), Arc::new(FakeStore), settings(), policy, 0).await;
         let kinds: Vec<(usize, HostResult)> = results.values().map(|(b, o)| (*b, o.result)).collect();
         use HostResult::*;
@@ -270,7 +315,7 @@ mod tests {
     #[tokio::test]
     async fn earlier_failures_count_against_the_limit() {
         let hosts = fleet(&[("a1", fresh())]);
-        let policy = Policy { batch_size: 1, max_failures: 0 };
+        let policy = Policy { batch_size: 1, max_failures: 0, parallel: DEFAULT_PARALLEL };
         let results = roll_out(targets(&hosts), Arc::new(FakeStore), settings(), policy, 1).await;
         assert_eq!(results.values().next().unwrap().1.result, HostResult::Skipped);
         assert!(hosts[0].calls().is_empty());

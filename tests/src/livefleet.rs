@@ -99,7 +99,8 @@ impl LiveFleet {
     }
 }
 
-fn nix_stdout(fleet: &TestFleet, args: &[&str], stdin: Option<&str>) -> String {
+/// `nix ARGS` in the fleet directory with `stdin`; its stdout. Fails the caller on error.
+pub fn nix_stdout(fleet: &TestFleet, args: &[&str], stdin: Option<&str>) -> String {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let mut child = Command::new("nix")
