@@ -4,7 +4,7 @@
 //! Steps: validate the `x-hostctl-paths` header; stream the body to a temporary file in
 //! `<state_dir>/tmp` while hashing it; check the hash against the signed one; decompress
 //! it to a second file while validating the export format completely
-//! ([`crate::export_stream`]) and checking it carries exactly the header's paths with every
+//! ([`hostctl_nix::export_stream`]) and checking it carries exactly the header's paths with every
 //! outside reference already valid; only then run `nix-store --import`. Should Nix still
 //! fail half-way, the paths it added in this request are deleted again.
 //!
@@ -27,9 +27,9 @@ use hostctl_schemas::ids::StorePath;
 use crate::auth::Authenticated;
 use crate::body::{check_declared_length, stream_to_file};
 use crate::error::ApiFailure;
-use crate::export_stream::{check_against_header, validate_export, ExportError};
 use crate::host::invalid_paths;
 use crate::server::AppState;
+use hostctl_nix::export_stream::{check_against_header, validate_export, ExportError};
 
 /// The largest compressed import body accepted, in bytes.
 pub const IMPORT_BODY_LIMIT: u64 = 64 * 1024 * 1024 * 1024;
@@ -191,7 +191,7 @@ impl<R: Read, W: Write> Read for Tee<R, W> {
 fn decompress_and_validate(
     source: std::fs::File,
     sink: std::fs::File,
-) -> Result<Vec<crate::export_stream::ExportedPath>, ApiFailure> {
+) -> Result<Vec<hostctl_nix::export_stream::ExportedPath>, ApiFailure> {
     let decoder = zstd::Decoder::new(BufReader::new(source))
         .map_err(|e| ApiFailure::bad_request(format!("the import body is not zstd-compressed: {e}")))?;
     let mut tee = Tee { reader: decoder, copy: BufWriter::new(sink), copy_error: None };

@@ -5,8 +5,8 @@
 //! bodies within limits) → handlers in [`routes`] and [`import`] → [`deploy`] (deployments:
 //! [`journal`] + [`activation`] + [`health`]; [`rollback`] re-activates the previous
 //! system, [`recovery`] resumes after a restart, [`rollback_target`] serves
-//! `POST /v1/rollback`), [`host`] (what the host runs), [`export_stream`] (the import
-//! stream validator), [`pull`] (pull mode: fetch, webhook, build, hand-off to [`deploy`]).
+//! `POST /v1/rollback`), [`host`] (what the host runs), `hostctl_nix::export_stream` (the
+//! import stream validator), [`pull`] (pull mode: fetch, webhook, build, hand-off to [`deploy`]).
 //! [`serve`] wires it up and handles signals.
 
 pub mod activation;
@@ -15,7 +15,6 @@ pub mod body;
 pub mod deploy;
 pub mod error;
 pub mod events;
-pub mod export_stream;
 pub mod health;
 pub mod host;
 pub mod import;

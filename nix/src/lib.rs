@@ -4,11 +4,13 @@
 //! - [`runner`]: the [`Nix`] handle that runs them and the [`NixError`] they fail with;
 //! - [`version`]: what differs between Nix releases;
 //! - [`output`]: Nix's JSON parsed into types, and typed operations;
+//! - [`export_stream`]: the `nix-store --export` format, parsed and checked path by path;
 //! - [`import`]: adding `nix-store --export` streams to the store (and undoing that);
 //! - [`profile`]: profiles and their generations (`nix-env`);
 //! - [`flake`]: the flake's git state (what Nix will and won't see) and its `flake.lock`.
 
 pub mod command;
+pub mod export_stream;
 pub mod flake;
 pub mod import;
 pub mod output;

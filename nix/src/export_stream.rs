@@ -141,19 +141,62 @@ impl<R: Read> Wire<R> {
 /// Reads `reader` to its end and checks it is one complete export stream; returns its
 /// paths in stream order. Nothing is imported here.
 pub fn validate_export<R: Read>(reader: R) -> Result<Vec<ExportedPath>, ExportError> {
-    let mut w = Wire { inner: reader, offset: 0 };
+    let mut items = ExportItems::new(reader);
     let mut paths = Vec::new();
-    loop {
+    while let Some(item) = items.next_item()? {
+        paths.push(item);
+    }
+    Ok(paths)
+}
+
+/// An export stream read one path at a time. After [`ExportItems::next_item`] returns a
+/// path, exactly that path's bytes (its leading `1` through its metadata) have been read
+/// from the inner reader, so a reader that copies what passes through it can cut the
+/// stream into one self-contained piece per path (concatenated pieces plus the `0` end
+/// marker are again a valid export).
+pub struct ExportItems<R> {
+    wire: Wire<R>,
+    ended: bool,
+}
+
+impl<R: Read> ExportItems<R> {
+    pub fn new(reader: R) -> Self {
+        Self { wire: Wire { inner: reader, offset: 0 }, ended: false }
+    }
+
+    /// The next path, or `None` once the end marker was read and nothing follows it.
+    pub fn next_item(&mut self) -> Result<Option<ExportedPath>, ExportError> {
+        if self.ended {
+            return Ok(None);
+        }
+        let w = &mut self.wire;
         match w.u64()? {
-            0 => break,
-            1 => paths.push(read_item(&mut w)?),
-            other => return Err(w.malformed(format!("expected 1 (another path) or 0 (end), found {other}"))),
+            0 => {
+                self.ended = true;
+                check_at_end(w).map(|()| None)
+            }
+            1 => read_item(w).map(Some),
+            other => Err(w.malformed(format!("expected 1 (another path) or 0 (end), found {other}"))),
         }
     }
+
+    /// Bytes read so far.
+    pub fn offset(&self) -> u64 {
+        self.wire.offset
+    }
+
+    /// The inner reader (e.g. to take the last piece a copying reader collected).
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.wire.inner
+    }
+}
+
+/// Nothing may follow the end marker.
+fn check_at_end<R: Read>(w: &mut Wire<R>) -> Result<(), ExportError> {
     let mut extra = [0u8; 1];
     loop {
         match w.inner.read(&mut extra) {
-            Ok(0) => return Ok(paths),
+            Ok(0) => return Ok(()),
             Ok(_) => return Err(ExportError::TrailingData { offset: w.offset }),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {

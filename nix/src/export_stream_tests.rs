@@ -4,7 +4,7 @@
 
 use std::io::Read;
 
-use hostctl_nix::Nix;
+use crate::Nix;
 
 use super::*;
 
@@ -212,4 +212,41 @@ fn contents_are_streamed_not_buffered() {
     let mut reader = Counting(w.0.as_slice(), 0);
     assert_eq!(validate_export(&mut reader).unwrap()[0].nar_size, (64 << 20) + 112);
     assert!(reader.1 <= 1 << 16, "largest read {}", reader.1);
+}
+
+/// Collects what passes through it, so the bytes of each item can be taken.
+struct Collect<'a> {
+    inner: &'a [u8],
+    seen: Vec<u8>,
+}
+
+impl Read for Collect<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.seen.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+}
+
+#[tokio::test]
+async fn items_cut_at_their_boundaries_are_exports_of_their_own() {
+    let real = real_export().await;
+    let mut items = ExportItems::new(Collect { inner: real.stream.as_slice(), seen: Vec::new() });
+    let mut pieces = Vec::new();
+    while let Some(item) = items.next_item().unwrap() {
+        pieces.push((item.path, std::mem::take(&mut items.get_mut().seen)));
+    }
+    assert_eq!(items.offset(), real.stream.len() as u64);
+    assert_eq!(items.get_mut().seen, 0u64.to_le_bytes(), "only the end marker follows the last item");
+    assert_eq!(pieces.len(), 2);
+    let end = 0u64.to_le_bytes();
+    // Each piece plus the end marker is an export of that one path; all of them, in any
+    // order, an export of both.
+    for (path, piece) in &pieces {
+        let alone = validate_export([piece.as_slice(), &end].concat().as_slice()).unwrap();
+        assert_eq!(alone.iter().map(|i| &i.path).collect::<Vec<_>>(), [path]);
+    }
+    let reversed = [pieces[1].1.as_slice(), pieces[0].1.as_slice(), &end].concat();
+    assert_eq!(validate_export(reversed.as_slice()).unwrap().len(), 2);
+    assert!(items.next_item().unwrap().is_none(), "stays ended");
 }
