@@ -14,6 +14,7 @@ mod flake_nix;
 mod health;
 mod history;
 mod host;
+mod pieces;
 mod pool;
 mod progress;
 mod push;

@@ -3,22 +3,21 @@
 //! of only those paths (`POST /v1/paths/import`).
 //!
 //! The request signature covers the body's SHA-256, so the hash must be known before
-//! the first byte is sent: each export is compressed into a temporary file while it is
-//! hashed, then the file is streamed. Memory stays bounded by one read buffer; disk use
-//! by one chunk's compressed export.
+//! the first byte is sent: each body is assembled in a temporary file from per-path
+//! compressed pieces ([`crate::pieces`]) while hashed, then the file is streamed. Memory
+//! stays bounded by one read buffer; disk use by the run's pieces plus one body per
+//! host being pushed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::io::{SeekFrom, Write};
 use std::sync::Arc;
 
 use hostctl_nix::Nix;
 use hostctl_schemas::ids::StorePath;
-use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::OnceCell;
 
 use crate::host::{ExportBody, Host, HostError};
+use crate::pieces::Pieces;
 use crate::progress;
 
 /// Paths per `POST /v1/paths/missing` request: keeps the body far below the agent's
@@ -31,10 +30,6 @@ const MISSING_CHUNK: usize = 10_000;
 const HEADER_BUDGET: usize = 32 * 1024;
 /// NAR bytes per import: bounds the temporary file here and the agent's work per request.
 const NAR_BUDGET: u64 = 1024 * 1024 * 1024;
-/// zstd level: fast enough not to be the bottleneck on a LAN, still ~3x on store paths.
-const ZSTD_LEVEL: i32 = 3;
-/// Read buffer for the export stream.
-const READ_BUFFER: usize = 256 * 1024;
 
 /// The controller's own store, as the push needs it. [`NixStore`] is the real one; unit
 /// tests of the orchestration use a fake.
@@ -49,7 +44,8 @@ pub trait LocalStore: Send + Sync {
 
 /// The local Nix store, through `hostctl-nix`. Clones share what was already asked: the
 /// hosts of a fleet share most of their closures, so each toplevel's closure and each
-/// path's NAR size is queried once per run, however many hosts need it.
+/// path's NAR size is queried once per run, and each path exported and compressed once
+/// ([`crate::pieces`]), however many hosts need it.
 #[derive(Debug, Clone)]
 pub struct NixStore {
     pub nix: Arc<Nix>,
@@ -58,6 +54,7 @@ pub struct NixStore {
 
 #[derive(Debug, Default)]
 struct StoreMemo {
+    pieces: Pieces,
     closures: std::sync::Mutex<HashMap<StorePath, Arc<OnceCell<Vec<StorePath>>>>>,
     sizes: std::sync::Mutex<HashMap<String, u64>>,
 }
@@ -103,52 +100,8 @@ impl LocalStore for NixStore {
     }
 
     async fn export(&self, paths: &[StorePath]) -> Result<ExportBody, String> {
-        compress_export(&self.nix, paths).await
+        self.memo.pieces.body(&self.nix, paths).await
     }
-}
-
-/// Runs `nix-store --export`, compressing and hashing its output into a temporary file.
-async fn compress_export(nix: &Nix, paths: &[StorePath]) -> Result<ExportBody, String> {
-    let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
-    let file = tempfile::tempfile().map_err(|e| io("cannot create a temporary file for the export", e))?;
-    let mut out = tokio::fs::File::from_std(file);
-    let mut export = nix.export(paths).map_err(|e| e.to_string())?;
-    let mut encoder =
-        zstd::stream::write::Encoder::new(Vec::new(), ZSTD_LEVEL).map_err(|e| io("cannot start zstd", e))?;
-    let mut hasher = Sha256::new();
-    let mut len = 0u64;
-    let mut buf = vec![0u8; READ_BUFFER];
-    loop {
-        let n = export.stdout().read(&mut buf).await.map_err(|e| io("reading nix-store --export", e))?;
-        if n == 0 {
-            break;
-        }
-        encoder.write_all(&buf[..n]).map_err(|e| io("compressing", e))?;
-        // The encoder writes into a Vec; move what it produced to the file so memory
-        // holds at most one buffer's worth.
-        let chunk = std::mem::take(encoder.get_mut());
-        write_hashed(&mut out, &mut hasher, &mut len, &chunk).await?;
-    }
-    let rest = encoder.finish().map_err(|e| io("compressing", e))?;
-    write_hashed(&mut out, &mut hasher, &mut len, &rest).await?;
-    export.finish().await.map_err(|e| e.to_string())?;
-    out.flush().await.map_err(|e| io("writing the export", e))?;
-    out.seek(SeekFrom::Start(0)).await.map_err(|e| io("rewinding the export", e))?;
-    Ok(ExportBody { file: out, sha256: hex::encode(hasher.finalize()), len })
-}
-
-async fn write_hashed(
-    out: &mut tokio::fs::File,
-    hasher: &mut Sha256,
-    len: &mut u64,
-    data: &[u8],
-) -> Result<(), String> {
-    if data.is_empty() {
-        return Ok(());
-    }
-    hasher.update(data);
-    *len += data.len() as u64;
-    out.write_all(data).await.map_err(|e| format!("writing the export to a temporary file: {e}"))
 }
 
 /// What one push moved.
@@ -257,32 +210,6 @@ mod tests {
         let huge: BTreeMap<String, u64> = [(paths[0].to_string(), NAR_BUDGET * 3)].into();
         assert_eq!(import_chunks(&paths[..1], &huge).len(), 1, "a path larger than the budget still goes");
         assert!(import_chunks(&[], &none).is_empty());
-    }
-
-    #[tokio::test]
-    async fn export_is_compressed_and_hashed() {
-        // A real `nix-store --export` of a path added to the local store for this test.
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("hostctl-push-test");
-        std::fs::write(&file, "hello from the push test\n").unwrap();
-        let out = std::process::Command::new("nix-store").arg("--add").arg(&file).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let added: StorePath = String::from_utf8(out.stdout).unwrap().trim().parse().unwrap();
-
-        let nix = Arc::new(Nix::new());
-        let mut body = compress_export(&nix, std::slice::from_ref(&added)).await.unwrap();
-        let mut bytes = Vec::new();
-        body.file.read_to_end(&mut bytes).await.unwrap();
-        assert_eq!(bytes.len() as u64, body.len);
-        assert_eq!(hostctl_schemas::signing::body_sha256(&bytes), body.sha256);
-        let plain = zstd::decode_all(bytes.as_slice()).unwrap();
-        let needle = b"hello from the push test";
-        assert!(plain.windows(needle.len()).any(|w| w == needle), "the export carries the file");
-
-        let err = compress_export(&nix, &["/nix/store/00000000000000000000000000000000-nope".parse().unwrap()])
-            .await
-            .unwrap_err();
-        assert!(err.contains("nix-store") && err.contains("--export"), "{err}");
     }
 }
 

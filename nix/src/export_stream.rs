@@ -159,6 +159,12 @@ pub struct ExportItems<R> {
     ended: bool,
 }
 
+impl<R> std::fmt::Debug for ExportItems<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportItems").field("offset", &self.wire.offset).field("ended", &self.ended).finish()
+    }
+}
+
 impl<R: Read> ExportItems<R> {
     pub fn new(reader: R) -> Self {
         Self { wire: Wire { inner: reader, offset: 0 }, ended: false }
