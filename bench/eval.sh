@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # bench/eval.sh: how long `hostctl eval` takes, and how much memory it needs, against
 # what a user has without hostctl (one `nix eval ... .drvPath` per host, one after another).
+# Every hostctl run passes --no-eval-cache: this measures the evaluation pool itself
+# (bench/incremental.sh measures the cache and incremental evaluation).
 #
 #   bench/eval.sh                           synthetic fleets (examples/fleet's shape), N = 1 10 50
 #   NIXPKGS=/path/to/nixpkgs bench/eval.sh  plus real NixOS hosts (nixos/lib/eval-config.nix), N = 1 10 20
@@ -366,17 +368,17 @@ bench_fleet() {
     for ((i = 1; i <= n; i++)); do hosts+=("$(printf '%s%03d' "$prefix" "$i")"); done
 
     log "$kind N=$n: warm-up (hostctl eval)"
-    warm_up "$work/warmup.json" -- "$hostctl" --json --fleet "$dir/fleet.yaml" eval
+    warm_up "$work/warmup.json" -- "$hostctl" --json --no-eval-cache --fleet "$dir/fleet.yaml" eval
     local workers
     workers=$(grep -o 'workers=[0-9]*' "$work/warmup.txt" | head -n1 | cut -d= -f2)
 
     # hostctl, default pool (cores and free memory decide its size).
     measure "$kind" "$n" "hostctl eval" "${workers:-?}" "$tree_total" "$work/hostctl.json" -- \
-        "$hostctl" --json --fleet "$dir/fleet.yaml" eval
+        "$hostctl" --json --no-eval-cache --fleet "$dir/fleet.yaml" eval
 
     if [[ " $jobs1 " == *" $n "* ]]; then
         measure "$kind" "$n" "hostctl eval --eval-jobs 1" 1 n/a "$work/hostctl1.json" -- \
-            "$hostctl" --json --eval-jobs 1 --fleet "$dir/fleet.yaml" eval
+            "$hostctl" --json --no-eval-cache --eval-jobs 1 --fleet "$dir/fleet.yaml" eval
     fi
 
     # Without hostctl: one nix eval per host, one after another.

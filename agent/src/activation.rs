@@ -1,21 +1,22 @@
 //! Running `switch-to-configuration` detached from the agent, behind the
 //! [`ServiceManager`] trait, and reading back its output and exit status.
 //!
-//! Invariant: this is the only module that runs `switch-to-configuration`. The activation
-//! outlives the agent: an agent restarted by the switch itself (or by anything else) finds
-//! the activation through its [`ActivationHandle`] in the journal and reads the exit
-//! status from the exit file, which the wrapper writes with write-then-rename.
+//! Invariant: only this module (and `crate::systemd`, its transient-unit implementation)
+//! runs `switch-to-configuration`. The activation outlives the agent: an agent restarted
+//! by the switch itself (or by anything else) finds the activation through its
+//! [`ActivationHandle`] in the journal and reads the exit status from the exit file, which
+//! the wrapper writes with write-then-rename.
 //!
 //! Starting is two-step ([`ServiceManager::prepare`], then [`Prepared::launch`]) so the
 //! agent can journal the handle *before* `switch-to-configuration` can run: an activation
 //! whose handle is not in the journal never runs, and a restarted agent never has to guess
 //! whether an unrecorded activation is still changing the system.
 //!
-//! [`DetachedChild`] is the implementation used everywhere today (and by the tests): a
-//! child in its own process group that the agent does not wait on for the result. On a
-//! systemd host, stopping the agent's unit kills its whole cgroup including such a
-//! child; the systemd transient-unit implementation (over D-Bus) comes with the D-Bus
-//! work (issue 6) and will be another `ServiceManager`.
+//! [`DetachedChild`] is a child in its own process group that the agent does not wait on
+//! for the result (hosts without systemd, and most tests). On a systemd host, stopping the
+//! agent's unit would kill its whole cgroup including such a child, so there
+//! `crate::systemd::SystemdUnits` starts the same wrapper as a transient unit instead;
+//! `crate::systemd::Managers` routes a journaled handle to the manager it names.
 
 use std::fs::File;
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
@@ -41,14 +42,32 @@ pub struct ActivationSpec {
 /// How to find a started activation again, also after an agent restart (journaled).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActivationHandle {
-    /// Which [`ServiceManager`] started it (`detached-child`).
+    /// Which [`ServiceManager`] started it ([`DETACHED_CHILD`], or `systemd`).
     pub manager: String,
     /// The wrapper's process id, and its start time in clock ticks since boot (from
-    /// `/proc/<pid>/stat`), so a recycled pid is not mistaken for it.
+    /// `/proc/<pid>/stat`), so a recycled pid is not mistaken for it (0 and `None` for a
+    /// systemd unit: its pid exists only once launched, after the handle was journaled).
     pub pid: u32,
     pub start_time: Option<u64>,
     pub log: PathBuf,
     pub exit_file: PathBuf,
+    /// The systemd unit (`hostctl-activate-….service`); absent in journals written before
+    /// systemd units were supported, which only ever hold detached children.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+}
+
+/// [`ActivationHandle::manager`] of a [`DetachedChild`].
+pub const DETACHED_CHILD: &str = "detached-child";
+
+impl ActivationHandle {
+    /// What runs the activation, for messages: `unit NAME` or `process PID`.
+    pub fn describe(&self) -> String {
+        match &self.unit {
+            Some(unit) => format!("unit {unit}"),
+            None => format!("process {}", self.pid),
+        }
+    }
 }
 
 /// Where an activation is.
@@ -79,12 +98,16 @@ pub enum ActivationError {
     ExitFile { file: String, problem: String },
     #[error("cannot kill the activation (process group {pid}): {problem}")]
     Kill { pid: u32, problem: String },
-    #[error("cannot launch the prepared activation (process {pid}): {source}")]
+    #[error("cannot launch the prepared activation ({what}): {source}")]
     Launch {
-        pid: u32,
+        what: String,
         #[source]
         source: std::io::Error,
     },
+    #[error("systemd ({unit}): {problem}")]
+    Systemd { unit: String, problem: String },
+    #[error("the activation handle names an unknown service manager `{0}`")]
+    UnknownManager(String),
 }
 
 /// Starts activations so they survive the agent, and reports on them.
@@ -112,7 +135,7 @@ impl Prepared {
 
     /// Lets `switch-to-configuration` run.
     pub fn launch(self) -> Result<ActivationHandle, ActivationError> {
-        (self.go)().map_err(|source| ActivationError::Launch { pid: self.handle.pid, source })?;
+        (self.go)().map_err(|source| ActivationError::Launch { what: self.handle.describe(), source })?;
         Ok(self.handle)
     }
 }
@@ -173,11 +196,12 @@ impl ServiceManager for DetachedChild {
             let _ = child.wait();
         });
         let handle = ActivationHandle {
-            manager: "detached-child".to_owned(),
+            manager: DETACHED_CHILD.to_owned(),
             pid,
             start_time: process_start_time(pid),
             log: spec.log.clone(),
             exit_file: spec.exit_file.clone(),
+            unit: None,
         };
         let go = move || {
             let mut gate = gate.ok_or_else(|| std::io::Error::other("the wrapper has no stdin pipe"))?;
@@ -372,6 +396,7 @@ mod tests {
             start_time: Some(1),
             log: dir.path().join("none.log"),
             exit_file: dir.path().join("none.exit"),
+            unit: None,
         };
         assert_eq!(DetachedChild.status(&handle).unwrap(), ActivationStatus::Vanished);
         std::fs::write(&handle.exit_file, "100\n").unwrap();

@@ -79,6 +79,12 @@ pub struct DeployerOptions {
     /// The link naming the running system (`/run/current-system`); `None`: not read
     /// (tests), the journal and the profile tell.
     pub current_system: Option<std::path::PathBuf>,
+    /// Binary caches a request may name to fetch its system from (`caches`; see
+    /// `substitute.rs`).
+    pub caches: Vec<hostctl_schemas::inventory::CacheUrl>,
+    /// The keys paths fetched from those caches must be signed with (`trusted_keys`
+    /// and `pull.trusted_public_keys`).
+    pub cache_keys: Vec<hostctl_schemas::key::PublicKey>,
 }
 
 /// Owns the journal and runs deployments.
@@ -200,11 +206,12 @@ impl Deployer {
                 .then(|| existing.deployment.clone())
                 .ok_or_else(|| ApiFailure::conflict(format!("deployment `{}` exists with other content", request.id)));
         }
-        self.check_toplevel(&request.toplevel).await?;
+        self.check_source(&request).await?;
         let (running, profile) = self.previous_systems()?;
         let deployment = Deployment::queued(&request, running, unix_now());
         let mut record = Record::new(deployment, request.confirm_timeout);
         record.health = request.health;
+        record.cache = request.cache;
         record.previous_profile = profile;
         self.accept(record)
     }
@@ -242,7 +249,7 @@ impl Deployer {
     }
 
     /// 400 unless the toplevel is in the store and has `bin/switch-to-configuration`.
-    async fn check_toplevel(&self, toplevel: &StorePath) -> Result<(), ApiFailure> {
+    pub(crate) async fn check_toplevel(&self, toplevel: &StorePath) -> Result<(), ApiFailure> {
         if !self.nix.invalid_paths(std::slice::from_ref(toplevel)).await?.is_empty() {
             return Err(ApiFailure::bad_request(format!(
                 "toplevel: {toplevel} is not in this host's store; import its closure first"
@@ -291,6 +298,9 @@ impl Deployer {
 
     /// Runs a queued deployment to its result.
     async fn run(self: Arc<Self>, id: String) {
+        if let Err(message) = self.fetch_if_needed(&id).await {
+            return self.fail_before_activation(&id, message).await;
+        }
         match self.activate(&id).await {
             Ok(handle) => {
                 let status = self.watch(&handle).await;
@@ -532,6 +542,7 @@ fn same_request(record: &Record, request: &DeploymentRequest) -> bool {
         && d.mode == request.mode
         && record.confirm_timeout == request.confirm_timeout
         && record.health == request.health
+        && record.cache == request.cache
         && record.rollback_target.is_none()
 }
 

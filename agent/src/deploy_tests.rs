@@ -88,6 +88,7 @@ pub(crate) fn request(id: &str, toplevel: &StorePath, mode: Mode, confirm_secs: 
         mode,
         confirm_timeout: Duration::from_secs(confirm_secs),
         health: Vec::new(),
+        cache: None,
     }
 }
 

@@ -23,7 +23,7 @@ use hostctl_schemas::api::deployments::{Deployment, DeploymentState};
 use hostctl_schemas::api::rollback::RollbackTarget;
 use hostctl_schemas::duration::Duration;
 use hostctl_schemas::ids::StorePath;
-use hostctl_schemas::inventory::HealthCheck;
+use hostctl_schemas::inventory::{CacheUrl, HealthCheck};
 use serde::{Deserialize, Serialize};
 
 use crate::activation::ActivationHandle;
@@ -70,6 +70,10 @@ pub struct Record {
     /// before the agent waits on it; see `orphan.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nix_child: Option<ChildProcess>,
+    /// The binary cache the request named (`substitute.rs`): the toplevel's closure is
+    /// fetched from it before anything else if the store lacks it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheUrl>,
 }
 
 impl Record {
@@ -87,6 +91,7 @@ impl Record {
             rollback_target: None,
             previous_profile: None,
             nix_child: None,
+            cache: None,
         }
     }
 
@@ -109,6 +114,9 @@ pub enum Phase {
     /// Accepted (`queued`); nothing changed on the host.
     #[default]
     Accepted,
+    /// Still `queued`: fetching the toplevel's closure from the request's cache (only
+    /// store paths are added; profile and running system untouched).
+    Substituting,
     /// About to run `nix-env --set TOPLEVEL` (switch/boot): the profile may have changed.
     SettingProfile,
     /// The profile has the new generation; the activation was not started.
@@ -358,6 +366,7 @@ pub(crate) mod tests {
             mode: Mode::Switch,
             confirm_timeout: hostctl_schemas::duration::Duration::from_secs(0),
             health: Vec::new(),
+            cache: None,
         };
         Deployment::queued(&request, None, 1_800_000_000)
     }

@@ -3,15 +3,20 @@
 //!
 //! Request path: [`server`] routes → [`auth`] (signature, nonce, body hash; [`body`] reads
 //! bodies within limits) → handlers in [`routes`] and [`import`] → [`deploy`] (deployments:
-//! [`journal`] + [`activation`] + [`health`]; [`rollback`] re-activates the previous
-//! system, [`recovery`] resumes after a restart, [`rollback_target`] serves
-//! `POST /v1/rollback`), [`host`] (what the host runs), `hostctl_nix::export_stream` (the
-//! import stream validator), [`pull`] (pull mode: fetch, webhook, build, hand-off to [`deploy`]).
-//! [`serve`] wires it up and handles signals.
+//! [`journal`] + [`activation`] (as [`systemd`] units or detached children) + [`health`];
+//! [`rollback`] re-activates the previous system, [`recovery`] resumes after a restart,
+//! [`rollback_target`] serves `POST /v1/rollback`), [`host`] (what the host runs),
+//! `hostctl_nix::export_stream` (the import stream validator), [`pull`] (pull mode: fetch, webhook,
+//! build, hand-off to [`deploy`]).
+//! [`dbus`] publishes the status on D-Bus (`org.hostctl.Agent1`) and serves
+//! `hostctl-agent status`. [`binfmt`] keeps binfmt_misc emulation registered. [`serve`]
+//! wires it up and handles signals.
 
 pub mod activation;
 pub mod auth;
+pub mod binfmt;
 pub mod body;
+pub mod dbus;
 pub mod deploy;
 pub mod error;
 pub mod events;
@@ -29,6 +34,8 @@ pub mod running;
 pub mod serve;
 pub mod server;
 pub mod status;
+pub mod substitute;
+pub mod systemd;
 
 /// The current Unix time in seconds (0 if the clock is before 1970, which no signature
 /// check accepts anyway).

@@ -1,11 +1,13 @@
-//! `hostctl-agent`: the per-host daemon (`serve`) and its configuration check
-//! (`check-config`). Glue only: the daemon lives in the library (see `lib.rs`).
+//! `hostctl-agent`: the per-host daemon (`serve`), its configuration check
+//! (`check-config`), `status` (the running agent, read over D-Bus) and `binfmt` (one
+//! reconcile of the binfmt_misc emulation). Glue only: the daemon lives in the library
+//! (see `lib.rs`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use hostctl_schemas::agent_config::{load_agent_config, AgentConfig};
+use hostctl_schemas::agent_config::{load_agent_config, AgentConfig, Bus};
 
 /// Exit code for bad input (here: a bad configuration), as for `hostctl`.
 const EXIT_BAD_INPUT: u8 = 2;
@@ -32,6 +34,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the running agent's state, read over D-Bus (org.hostctl.Agent1).
+    Status {
+        /// Print the JSON document of the agent's Status() method.
+        #[arg(long)]
+        json: bool,
+        /// Take the bus from this agent configuration (default: /etc/hostctl/agent.yaml if
+        /// it exists and is readable, else the system bus).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The bus: `system`, `session` or a D-Bus address; overrides the configuration.
+        #[arg(long, value_name = "ADDR")]
+        bus: Option<Bus>,
+    },
+    /// Register the binfmt_misc emulation of `binfmt.emulated_systems` once, as `serve` does
+    /// (and keeps doing), write the Nix config file, and print what is registered. Exit 1
+    /// if the kernel refused something.
+    Binfmt {
+        #[arg(long, default_value = "/etc/hostctl/agent.yaml", value_name = "FILE")]
+        config: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Only say what would change.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -51,6 +79,32 @@ fn main() -> ExitCode {
             Ok(cfg) => check_config(&config, &cfg, json),
             Err(code) => code,
         },
+        Command::Status { json, config, bus } => status(json, config, bus),
+        Command::Binfmt { config, json, dry_run } => match load(&config) {
+            Ok(cfg) => binfmt(&config, &cfg, json, dry_run),
+            Err(code) => code,
+        },
+    }
+}
+
+/// `status`: exit 2 for a bad configuration or bus address, 1 if the agent is not reachable.
+fn status(json: bool, config: Option<PathBuf>, bus: Option<Bus>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(hostctl_agent::dbus::client::status(bus, config.as_deref(), json)) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(if e.is_bad_input() { EXIT_BAD_INPUT } else { 1 })
+        }
     }
 }
 
@@ -65,6 +119,18 @@ fn load(path: &std::path::Path) -> Result<AgentConfig, ExitCode> {
         eprintln!("error: {}: {e}", path.display());
         ExitCode::from(EXIT_BAD_INPUT)
     })?;
+    if let Some(pull) = &config.pull {
+        pull.check(path).map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        })?;
+    }
+    if let Some(binfmt) = &config.binfmt {
+        hostctl_agent::binfmt::plan(binfmt).map_err(|e| {
+            eprintln!("error: {}: {e}", path.display());
+            ExitCode::from(EXIT_BAD_INPUT)
+        })?;
+    }
     Ok(config)
 }
 
@@ -87,6 +153,37 @@ fn serve(config: AgentConfig) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `binfmt`: one reconcile of the configuration's `binfmt:` section.
+fn binfmt(path: &std::path::Path, cfg: &AgentConfig, json: bool, dry_run: bool) -> ExitCode {
+    let Some(section) = &cfg.binfmt else {
+        eprintln!("error: {}: no `binfmt:` section (binfmt.emulated_systems)", path.display());
+        return ExitCode::from(EXIT_BAD_INPUT);
+    };
+    let plan = match hostctl_agent::binfmt::plan(section) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("error: {}: {e}", path.display());
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    let report = hostctl_agent::binfmt::reconcile(&plan, dry_run);
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => eprintln!("error: cannot print the report: {e}"),
+        }
+    } else {
+        for line in report.lines() {
+            println!("{line}");
+        }
+    }
+    if report.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

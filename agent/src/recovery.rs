@@ -9,6 +9,7 @@
 //! | phase | what the host may look like | what recovery does |
 //! | --- | --- | --- |
 //! | `accepted` | untouched | `failed` |
+//! | `substituting` | untouched (some store paths fetched from the cache) | `failed` ("restarted while fetching"); a `nix copy` the killed agent left running only adds signed store paths |
 //! | `setting-profile`, `profile-set` | profile maybe at the new system; running system untouched | profile back to what it pointed at before (`previous_profile`, `nix-env --set`), `failed` ("agent stopped before activation") |
 //! | `activating` | `switch-to-configuration` running or done | follow it / read its exit file, then as without a restart (health checks, window); lost (no exit status) → roll back, `failed`; cancelled (never let go) → as `profile-set` |
 //! | `checking` | new system active, checks cut short | roll back, `rolled-back` |
@@ -43,6 +44,14 @@ impl Deployer {
                     &id,
                     DeploymentState::Failed,
                     "the agent restarted before the activation started".into(),
+                ),
+                Phase::Substituting => self.finish(
+                    &id,
+                    DeploymentState::Failed,
+                    format!(
+                        "{}the agent restarted while fetching the system from it; nothing was activated",
+                        crate::substitute::cache_error_start(record.cache.as_ref())
+                    ),
                 ),
                 Phase::SettingProfile | Phase::ProfileSet => {
                     self.fail_before_activation(&id, "agent stopped before activation".into()).await

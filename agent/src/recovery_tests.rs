@@ -98,6 +98,7 @@ async fn before_activation_the_profile_is_restored_and_nothing_switched() {
         start_time: Some(1),
         log: journal.log_path("d1"),
         exit_file: journal.exit_path("d1"),
+        unit: None,
     };
     let deployer = c.restart(Phase::Activating, DeploymentState::Activating, |r| r.activation = Some(handle)).await;
     assert_eq!(deployer.get("d1").unwrap().state, DeploymentState::Failed);
@@ -180,6 +181,7 @@ async fn a_failed_or_lost_activation_found_after_a_restart_rolls_back() {
         start_time: Some(1),
         log: journal.log_path("d1"),
         exit_file: journal.exit_path("d1"),
+        unit: None,
     };
     let deployer = c.restart(Phase::Activating, DeploymentState::Activating, |r| r.activation = Some(handle)).await;
     let d = ended(&deployer, "d1").await;

@@ -145,6 +145,7 @@ impl Deployer {
             mode: Mode::Switch,
             confirm_timeout,
             health: Vec::new(),
+            cache: None,
         };
         let (running, profile) = self.previous_systems()?;
         let mut deployment = Deployment::queued(&deployment_request, running, unix_now());

@@ -12,7 +12,7 @@ use hostctl_schemas::agent_config::AgentConfig;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::activation::{DetachedChild, ServiceManager};
+use crate::activation::ServiceManager;
 use crate::auth::Authenticator;
 use crate::deploy::{Deployer, DeployerOptions};
 use crate::host::StoreFs;
@@ -52,6 +52,7 @@ pub enum ServeError {
 pub struct Agent {
     state: AppState,
     auth: Arc<Authenticator>,
+    binfmt: Option<crate::binfmt::Plan>,
 }
 
 impl Agent {
@@ -79,6 +80,13 @@ impl Agent {
             confirm_timeout: config.confirm_timeout,
             activation_timeout: Some(config.activation_timeout.into()),
             current_system: Some(crate::host::CURRENT_SYSTEM.into()),
+            caches: config.caches.clone(),
+            cache_keys: config
+                .trusted_keys
+                .iter()
+                .chain(config.pull.iter().flat_map(|p| &p.trusted_public_keys))
+                .cloned()
+                .collect(),
         };
         let deployer = Arc::new(Deployer::new(journal, Arc::clone(&nix), profile, store_fs, services, options));
         let tmp = config.state_dir.join("tmp");
@@ -86,8 +94,13 @@ impl Agent {
             .map_err(|source| ServeError::Dir { dir: tmp.display().to_string(), source })?;
         let auth = Arc::new(Authenticator::new(config.trusted_keys.clone()));
         let pull = crate::pull::Puller::from_config(&config, Arc::clone(&deployer)).map_err(ServeError::Config)?;
+        // Refused like a bad `health` entry: emulation that cannot work must not start.
+        let binfmt = match &config.binfmt {
+            Some(section) => Some(crate::binfmt::plan(section).map_err(|e| ServeError::Config(e.to_string()))?),
+            None => None,
+        };
         let state = AppState { config: Arc::new(config), nix, deployer, importer: Arc::new(importer), pull };
-        Ok(Self { state, auth })
+        Ok(Self { state, auth, binfmt })
     }
 
     /// The pull-mode task's handle (`None` in push mode).
@@ -105,11 +118,16 @@ impl Agent {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
+        if let Some(plan) = self.binfmt.clone() {
+            crate::binfmt::start(plan, self.state.deployer.events().clone()).await;
+        }
         self.state.deployer.recover().await;
         // After recovery, so a pull round never meets a deployment the journal left open.
         if let Some(pull) = &self.state.pull {
             tokio::spawn(Arc::clone(pull).run());
         }
+        // After recovery too: the first properties describe the recovered state.
+        crate::dbus::spawn(self.state.clone());
         let app = self.router();
         axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(ServeError::Server)
     }
@@ -120,7 +138,10 @@ pub async fn serve(config: AgentConfig) -> Result<(), ServeError> {
     let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signal)?;
     let addr = config.listen;
-    let agent = Agent::new(config, Arc::new(DetachedChild))?;
+    // `service_manager:` picks what starts new activations; journaled ones of either kind
+    // are still followed.
+    let services = Arc::new(crate::systemd::Managers::for_config(&config));
+    let agent = Agent::new(config, services)?;
     let listener =
         TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr: addr.to_string(), source })?;
     tracing::info!(%addr, state_dir = %agent.state.config.state_dir.display(), "hostctl-agent listening");

@@ -2,6 +2,7 @@
 //! properties publish, computed from the profile, the journal, the pull task and the
 //! kernel's binfmt_misc entries. Read-only.
 
+use hostctl_schemas::agent_config::DEFAULT_BINFMT_MOUNT;
 use hostctl_schemas::api::deployments::DeploymentState;
 use hostctl_schemas::api::status::{AgentState, StatusResponse};
 
@@ -32,10 +33,16 @@ pub fn snapshot(app: &AppState) -> Result<StatusResponse, String> {
         pinned_lock: crate::pull::pinned_lock(&records).map(ToString::to_string),
         booted_system: read_link_text(std::path::Path::new(BOOTED_SYSTEM)),
         current_system: read_link_text(std::path::Path::new(CURRENT_SYSTEM)),
-        emulated_systems: Vec::new(),
+        emulated_systems: crate::binfmt::emulated_systems(binfmt_mount(app)),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         pull: app.pull.as_ref().map(|p| p.status(&records)),
     })
+}
+
+/// Where binfmt_misc is read: the configured mount point, else the default one (entries a
+/// previous configuration left are still reported while they are registered).
+fn binfmt_mount(app: &AppState) -> &std::path::Path {
+    app.config.binfmt.as_ref().map_or(std::path::Path::new(DEFAULT_BINFMT_MOUNT), |b| b.mount_point.as_path())
 }
 
 /// What the agent is doing, from the deployments not yet final.

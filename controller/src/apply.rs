@@ -10,8 +10,9 @@ use hostctl_schemas::ids::HostName;
 use hostctl_schemas::signing::SecretKey;
 use serde_json::Value;
 
+use crate::cache::ViaCache;
 use crate::cli::{ApplyArgs, Cli};
-use crate::client::{load_signing_key, HttpHost};
+use crate::client::{load_signing_key, signing_key_path, HttpHost};
 use crate::commands::{base_entry, eval_and_build, Built, Failure};
 use crate::context::FleetContext;
 use crate::deploy::{DeploySettings, Outcome};
@@ -32,6 +33,12 @@ pub async fn apply(
     out: &mut Output,
 ) -> Result<Report, Error> {
     let key = load_signing_key(ctx, cli.key.as_deref())?;
+    let mut via_cache = match ViaCache::choose(args.via_cache.as_ref(), ctx.fleet.cache.as_ref()) {
+        Some(urls) if !args.dry_run => {
+            Some(ViaCache::new(urls, nix.clone(), &signing_key_path(ctx, cli.key.as_deref())?)?)
+        }
+        _ => None,
+    };
     let mut settings =
         DeploySettings::new(args.mode.unwrap_or(ctx.fleet.defaults.mode), ctx.fleet.defaults.confirm_timeout);
     settings.rev = ctx.rev();
@@ -46,6 +53,10 @@ pub async fn apply(
     report.extra.insert("mode".into(), settings.mode.as_str().into());
     report.extra.insert("dry_run".into(), args.dry_run.into());
     let (targets, failed_before) = targets(ctx, &key, &built, &mut report);
+    if let Some(mut cache) = via_cache.take() {
+        cache.set_toplevels(targets.iter().map(|t| t.toplevel.clone()).collect());
+        settings.cache = Some(Arc::new(cache));
+    }
     if !args.dry_run {
         let checks = targets.iter().map(|t| (t.host.name(), t.checks.as_slice()));
         for warning in health::warnings(checks, settings.mode, settings.confirm_timeout) {
@@ -53,6 +64,7 @@ pub async fn apply(
         }
     }
     let store = Arc::new(NixStore::new(nix));
+    let cache = settings.cache.clone();
     if args.dry_run {
         let batches = batch_numbers(&targets, policy.batch_size);
         for (name, plan) in dry_run(targets, store, settings.mode).await {
@@ -67,6 +79,7 @@ pub async fn apply(
             report.hosts.insert(name.to_string(), entry);
         }
     }
+    report.extra.insert("via_cache".into(), cache.map_or(Value::Null, |c| c.report()));
     // A host whose task died (a bug) must not vanish from the report.
     for name in built.keys() {
         if !report.hosts.contains_key(name.as_str()) {

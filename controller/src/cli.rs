@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use hostctl_schemas::ids::HostName;
-use hostctl_schemas::inventory::{Batch, Mode};
+use hostctl_schemas::inventory::{Batch, CacheUrl, Mode};
 
 #[derive(Debug, Parser)]
 #[command(name = "hostctl", version, about = "Declarative NixOS fleet manager")]
@@ -31,6 +31,10 @@ pub struct Cli {
     /// Evaluate every host even when a clean commit's result is cached.
     #[arg(long, global = true)]
     pub no_eval_cache: bool,
+    /// Nix remote builders for the builds (Nix's `builders` setting, passed to `nix
+    /// build` as is: `ssh://builder x86_64-linux`, `@/etc/nix/machines`; "" builds locally).
+    #[arg(long, global = true, value_name = "BUILDERS")]
+    pub builders: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -91,6 +95,10 @@ pub struct ApplyArgs {
     /// Evaluate and build, then show what each host would get; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Push the closures once to this Nix binary cache (file://, http(s)://, s3://),
+    /// signed with the fleet key; the agents fetch from it (default: `cache` in the fleet).
+    #[arg(long, value_name = "URL")]
+    pub via_cache: Option<CacheUrl>,
 }
 
 #[derive(Debug, Args)]

@@ -34,12 +34,16 @@ pub const IMPORT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 /// `signing_key` in fleet.yaml (relative to the fleet file's directory). A missing or
 /// unreadable key is bad input, reported with the file's name.
 pub fn load_signing_key(ctx: &FleetContext, cli_key: Option<&Path>) -> Result<Arc<SecretKey>, Error> {
-    let path: PathBuf = match (cli_key, &ctx.fleet.signing_key) {
-        (Some(path), _) => path.to_path_buf(),
-        (None, Some(relative)) => ctx.fleet_dir().join(relative),
-        (None, None) => return Err(Error::NoSigningKey { fleet: ctx.fleet_file.display().to_string() }),
-    };
-    Ok(Arc::new(SecretKey::load(&path)?))
+    Ok(Arc::new(SecretKey::load(&signing_key_path(ctx, cli_key)?)?))
+}
+
+/// Where [`load_signing_key`] reads the key from.
+pub fn signing_key_path(ctx: &FleetContext, cli_key: Option<&Path>) -> Result<PathBuf, Error> {
+    match (cli_key, &ctx.fleet.signing_key) {
+        (Some(path), _) => Ok(path.to_path_buf()),
+        (None, Some(relative)) => Ok(ctx.fleet_dir().join(relative)),
+        (None, None) => Err(Error::NoSigningKey { fleet: ctx.fleet_file.display().to_string() }),
+    }
 }
 
 /// One agent over HTTP.

@@ -12,7 +12,8 @@ use crate::context::FleetContext;
 use crate::deploy::Step;
 use crate::error::Error;
 use crate::evalcache::EvalCache;
-use crate::pool::{evaluate, pool_size, EvalJob};
+use crate::incremental::Incremental;
+use crate::pool::{evaluate, evaluate_with, pool_size, EvalJob};
 use crate::report::{HostReport, HostResult, Report};
 use crate::select::select;
 use crate::{apply, check, history, rollback, status, Output};
@@ -50,12 +51,25 @@ pub async fn eval_selected(cli: &Cli, ctx: &FleetContext, nix: Arc<Nix>, sel: &S
         })
         .collect();
     let cache = eval_cache(cli, ctx, &nix).await;
-    let (mut raw, jobs) = cached_results(&nix, &cache, jobs).await;
+    let incremental = Incremental::new(ctx, &cache).map(Arc::new);
+    let (mut raw, jobs) = cached_results(&nix, &cache, incremental.as_deref(), jobs).await;
     if !jobs.is_empty() {
         let size = pool_size(cli.eval_jobs, jobs.len());
         tracing::info!(hosts = jobs.len(), workers = size, cached = raw.len(), "evaluating");
         let attrs: BTreeMap<HostName, AttrName> = jobs.iter().map(|j| (j.host.clone(), j.attr.clone())).collect();
-        for (name, result) in evaluate(nix, &ctx.flake, jobs, size).await {
+        let results = match incremental {
+            // Traced, so the next commit can reuse what did not change.
+            Some(inc) => {
+                let flake = ctx.flake.clone();
+                evaluate_with(jobs, size, move |job| {
+                    let (inc, nix, flake) = (inc.clone(), nix.clone(), flake.clone());
+                    async move { inc.evaluate(nix, flake, job).await }
+                })
+                .await
+            }
+            None => evaluate(nix, &ctx.flake, jobs, size).await,
+        };
+        for (name, result) in results {
             if let (Ok(toplevel), Some(attr)) = (&result, attrs.get(&name)) {
                 cache.put(attr, toplevel);
             }
@@ -86,11 +100,12 @@ async fn eval_cache(cli: &Cli, ctx: &FleetContext, nix: &Nix) -> EvalCache {
     }
 }
 
-/// Splits `jobs` into results taken from `cache` (only those whose `.drv` is still in
-/// the store) and the jobs still to evaluate.
+/// Splits `jobs` into results taken from `cache` or reused by incremental evaluation
+/// (only those whose `.drv` is still in the store) and the jobs still to evaluate.
 async fn cached_results(
     nix: &Nix,
     cache: &EvalCache,
+    incremental: Option<&Incremental>,
     jobs: Vec<EvalJob>,
 ) -> (BTreeMap<HostName, Result<Toplevel, NixError>>, Vec<EvalJob>) {
     if !cache.is_enabled() {
@@ -98,7 +113,18 @@ async fn cached_results(
     }
     let (hits, mut misses): (Vec<_>, Vec<_>) =
         jobs.into_iter().map(|job| (cache.get(&job.attr), job)).partition(|(hit, _)| hit.is_some());
-    let hits: Vec<(EvalJob, Toplevel)> = hits.into_iter().filter_map(|(hit, job)| Some((job, hit?))).collect();
+    let mut hits: Vec<(EvalJob, Toplevel)> = hits.into_iter().filter_map(|(hit, job)| Some((job, hit?))).collect();
+    let mut reused = BTreeMap::new();
+    if let Some(inc) = incremental {
+        let jobs: Vec<EvalJob> = misses.drain(..).map(|(_, job)| job).collect();
+        reused = inc.reuse(&jobs).await;
+        for job in jobs {
+            match reused.get(&job.host) {
+                Some(record) => hits.push((job, record.toplevel())),
+                None => misses.push((None, job)),
+            }
+        }
+    }
     let drvs: Vec<StorePath> = hits.iter().map(|(_, t)| t.drv_path.clone()).collect();
     // A collected .drv cannot be built: those hosts are evaluated again. If the store
     // cannot be asked, nothing cached is trusted.
@@ -111,6 +137,9 @@ async fn cached_results(
         if invalid.iter().any(|p| p == toplevel.drv_path.as_str()) {
             misses.push((None, job));
         } else {
+            if let (Some(inc), Some(record)) = (incremental, reused.remove(&job.host)) {
+                inc.adopt(&job.attr, record);
+            }
             found.insert(job.host, Ok(toplevel));
         }
     }

@@ -4,12 +4,14 @@
 //! Generic over [`Host`] and [`LocalStore`]; the outcome names the step that failed.
 //! [`follow`] is the waiting part alone, which `rollback` shares.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use hostctl_schemas::api::deployments::{Deployment, DeploymentRequest, DeploymentState};
+use hostctl_schemas::api::deployments::{Deployment, DeploymentRequest, DeploymentState, CACHE_ERROR_PREFIX};
 use hostctl_schemas::ids::{HostName, LockId, StorePath};
 use hostctl_schemas::inventory::{HealthCheck, Mode};
 
+use crate::cache::ViaCache;
 use crate::client::random_hex;
 use crate::health::{self, CheckReport, Gate};
 use crate::host::{Host, HostError};
@@ -28,6 +30,9 @@ pub struct DeploySettings {
     pub poll_interval: Duration,
     /// How long a deployment may take from start to a final state.
     pub wait_limit: Duration,
+    /// The binary cache the agents fetch the closures from (`apply --via-cache`): no
+    /// stream is pushed, the request names the cache instead.
+    pub cache: Option<Arc<ViaCache>>,
 }
 
 impl DeploySettings {
@@ -40,6 +45,7 @@ impl DeploySettings {
             lock: None,
             poll_interval: Duration::from_millis(200),
             wait_limit: Duration::from_secs(600) + confirm_timeout.as_std(),
+            cache: None,
         }
     }
 }
@@ -159,7 +165,17 @@ pub async fn deploy_host<H: Host, S: crate::push::LocalStore>(
         outcome.deployment = status.deployment;
         return outcome;
     }
-    let mut outcome = match push_closure(host, store, toplevel).await {
+    let pushed = match &settings.cache {
+        Some(cache) => match cache.ensure_pushed().await {
+            Ok(()) => {
+                progress::step(name, format!("the agent fetches the closure from {}", cache.substituter));
+                Ok(PushStats::default())
+            }
+            Err(e) => Err(PushError::Local(e)),
+        },
+        None => push_closure(host, store, toplevel).await,
+    };
+    let mut outcome = match pushed {
         Ok(pushed) => Outcome { pushed, ..Outcome::new(HostResult::Activated) },
         Err(PushError::Host(e)) => Outcome::failed(Step::Push, e.to_string()),
         Err(PushError::Local(e)) => Outcome::failed(Step::Push, format!("{name}: {e}")),
@@ -176,6 +192,7 @@ pub async fn deploy_host<H: Host, S: crate::push::LocalStore>(
         mode: settings.mode,
         confirm_timeout: settings.confirm_timeout,
         health: health::command_checks(checks),
+        cache: settings.cache.as_ref().map(|c| c.substituter.clone()),
     };
     outcome.deployment = Some(request.id.clone());
     progress::step(name, format!("activating ({}, deployment {})", settings.mode, request.id));
@@ -237,6 +254,13 @@ fn finish(host: &HostName, mut outcome: Outcome, d: Deployment, gate: Gate) -> O
                 outcome.with_error(Step::Health, format!("{host}: {failure}{agent}")).into_failed()
             }
         };
+    }
+    // The agent could not fetch the system from the cache: nothing ran, the transfer failed.
+    if let (DeploymentState::Failed, Some(e)) = (d.state, d.error.as_deref()) {
+        if e.starts_with(CACHE_ERROR_PREFIX) {
+            outcome.log_tail = log_tail;
+            return outcome.with_error(Step::Push, format!("{host}: {e}")).into_failed();
+        }
     }
     // The agent's own error when it gave one (it names the exit code itself), else
     // what its record says.
@@ -382,199 +406,5 @@ fn with_confirm_error(mut d: Deployment, e: &HostError) -> Deployment {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::host::fake::{FakeHost, Script};
-    use crate::push::tests_support::FakeStore;
-    use hostctl_schemas::api::deployments::{valid_id, ActivationOutcome};
-
-    fn settings() -> DeploySettings {
-        let mut s = DeploySettings::new(Mode::Switch, hostctl_schemas::duration::Duration::from_secs(30));
-        s.poll_interval = Duration::from_millis(1);
-        s
-    }
-
-    #[test]
-    fn deployment_ids_are_valid_and_unique() {
-        let host: HostName = "web-1".parse().unwrap();
-        let a = deployment_id(&host);
-        let b = deployment_id(&host);
-        assert!(valid_id(&a), "{a}");
-        assert_ne!(a, b);
-        let parts: Vec<&str> = a.rsplitn(3, '-').collect();
-        assert_eq!(parts.len(), 3);
-        assert_eq!(parts[2], "web-1");
-        assert!(parts[1].parse::<u64>().unwrap() > 1_600_000_000);
-        assert!(parts[0].len() == 8 && parts[0].bytes().all(|b| b.is_ascii_hexdigit()), "{a}");
-    }
-
-    #[test]
-    fn unchanged_only_for_switch_and_boot() {
-        let t = FakeStore::toplevel();
-        assert!(is_unchanged(Mode::Switch, Some(t.as_str()), &t));
-        assert!(is_unchanged(Mode::Boot, Some(t.as_str()), &t));
-        assert!(!is_unchanged(Mode::Test, Some(t.as_str()), &t));
-        assert!(!is_unchanged(Mode::DryActivate, Some(t.as_str()), &t));
-        assert!(!is_unchanged(Mode::Switch, None, &t));
-    }
-
-    // These drive the flow with the fake transport (`host::fake`) and a fake store; the
-    // HTTP client against a real agent is covered by the end-to-end tests.
-
-    #[tokio::test]
-    async fn activates_with_confirmation_over_the_fake_transport() {
-        let store = FakeStore;
-        let script = Script { lacks: store.closure_paths(), needs_confirmation: true, ..Script::default() };
-        let host = FakeHost::new("web1", script);
-        let outcome = deploy_host(&host, &store, &FakeStore::toplevel(), &[], &settings()).await;
-        assert_eq!(outcome.result, HostResult::Activated, "{outcome:?}");
-        assert_eq!(outcome.pushed.paths, 2);
-        assert_eq!(outcome.pushed.nar_bytes, 300);
-        assert_eq!(outcome.generation, Some(2));
-        let calls = host.calls();
-        assert_eq!(&calls[..4], ["status", "missing", "import", "deploy"]);
-        assert!(calls.contains(&"confirm".to_owned()), "{calls:?}");
-    }
-
-    fn final_deployment(state: DeploymentState, outcome: Option<ActivationOutcome>) -> Deployment {
-        let request = DeploymentRequest {
-            id: "web1-1-00000000".into(),
-            toplevel: FakeStore::toplevel(),
-            rev: None,
-            lock: None,
-            mode: Mode::Switch,
-            confirm_timeout: hostctl_schemas::duration::Duration::from_secs(0),
-            health: Vec::new(),
-        };
-        Deployment {
-            state,
-            generation: Some(3),
-            outcome,
-            finished: Some(1),
-            log_tail: "last line\n".into(),
-            ..Deployment::queued(&request, None, 0)
-        }
-    }
-
-    #[test]
-    fn final_states_map_to_results() {
-        let host: HostName = "web1".parse().unwrap();
-        let end = |state, outcome| {
-            finish(&host, Outcome::new(HostResult::Activated), final_deployment(state, outcome), Gate::default())
-        };
-        let o = end(DeploymentState::Confirmed, Some(ActivationOutcome::Ok));
-        assert_eq!((o.result, o.step, o.generation), (HostResult::Activated, None, Some(3)));
-        let o = end(DeploymentState::RolledBack, Some(ActivationOutcome::Ok));
-        assert_eq!((o.result, o.step), (HostResult::RolledBack, Some(Step::Confirm)));
-        assert_eq!(o.error.as_deref(), Some("web1: rolled back: the deployment was not confirmed in time"));
-        let mut d = final_deployment(DeploymentState::RolledBack, Some(ActivationOutcome::Ok));
-        d.error = Some("health check `false` failed: exit status 1 (1 attempt)".into());
-        let o = finish(&host, Outcome::new(HostResult::Activated), d, Gate::default());
-        assert_eq!((o.result, o.step), (HostResult::RolledBack, Some(Step::Health)), "the agent's command check");
-        let o = end(DeploymentState::RolledBack, Some(ActivationOutcome::UnitsFailed));
-        assert_eq!((o.result, o.step), (HostResult::Failed, Some(Step::Activate)));
-        assert!(o.error.unwrap().ends_with("(the previous system was restored)"));
-        let o = end(DeploymentState::Failed, Some(ActivationOutcome::UnitsFailed));
-        assert_eq!((o.result, o.step), (HostResult::Failed, Some(Step::Activate)));
-        assert_eq!(o.error.as_deref(), Some("web1: activation failed (units-failed)"));
-        assert_eq!(o.log_tail.as_deref(), Some("last line\n"));
-        let mut d = final_deployment(DeploymentState::Failed, Some(ActivationOutcome::UnitsFailed));
-        d.exit_code = Some(4);
-        let o = finish(&host, Outcome::new(HostResult::Activated), d.clone(), Gate::default());
-        assert_eq!(
-            o.error.as_deref(),
-            Some("web1: activation failed: switch-to-configuration exited with 4 (units-failed)")
-        );
-        d.error = Some("foo.service failed".into());
-        let o = finish(&host, Outcome::new(HostResult::Activated), d, Gate::default());
-        assert_eq!(o.error.as_deref(), Some("web1: activation failed: foo.service failed"));
-    }
-
-    #[tokio::test]
-    async fn unchanged_host_gets_no_transfer_and_no_deployment() {
-        let script = Script { current: Some(FakeStore::toplevel()), ..Script::default() };
-        let host = FakeHost::new("web1", script);
-        let outcome = deploy_host(&host, &FakeStore, &FakeStore::toplevel(), &[], &settings()).await;
-        assert_eq!(outcome.result, HostResult::Unchanged);
-        assert_eq!(host.calls(), ["status"]);
-    }
-
-    fn http_check(retries: u32) -> HealthCheck {
-        let mut check = HealthCheck::new(hostctl_schemas::inventory::HealthKind::Http("http://web1/healthz".into()));
-        (check.retries, check.interval) = (retries, hostctl_schemas::duration::Duration::from_millis(1));
-        check
-    }
-
-    #[tokio::test]
-    async fn failing_health_check_rolls_back_without_confirming() {
-        use hostctl_schemas::api::rollback::{Previous, RollbackTarget};
-        let probes = [Ok(503), Err("cannot connect: refused".to_owned())].into_iter().collect();
-        let script = Script { needs_confirmation: true, probes, ..Script::default() };
-        let host = FakeHost::new("web1", script);
-        let command = HealthCheck::new(hostctl_schemas::inventory::HealthKind::Command(vec!["true".into()]));
-        let checks = [http_check(1), command.clone()];
-        let outcome = deploy_host(&host, &FakeStore, &FakeStore::toplevel(), &checks, &settings()).await;
-        assert_eq!((outcome.result, outcome.step), (HostResult::RolledBack, Some(Step::Health)), "{outcome:?}");
-        assert_eq!(
-            outcome.error.as_deref(),
-            Some(
-                "web1: health check GET http://web1/healthz failed after 2 attempts: cannot connect: refused; \
-                 the agent rolled back"
-            )
-        );
-        assert_eq!(outcome.health.len(), 1);
-        assert_eq!((outcome.health[0].ok, outcome.health[0].attempts), (false, 2));
-        let calls = host.calls();
-        assert!(!calls.contains(&"confirm".to_owned()), "never confirmed: {calls:?}");
-        let probes_then_rollback: Vec<&str> =
-            calls.iter().map(String::as_str).filter(|c| ["probe", "rollback"].contains(c)).collect();
-        assert_eq!(probes_then_rollback, ["probe", "probe", "rollback"]);
-        let rollbacks = host.rollbacks.lock().unwrap().clone();
-        assert_eq!(rollbacks.len(), 1);
-        assert_eq!(rollbacks[0].to, RollbackTarget::Previous(Previous::Previous));
-        assert_eq!(host.deploys.lock().unwrap()[0].health, [command], "command checks go to the agent");
-    }
-
-    #[tokio::test]
-    async fn passing_health_checks_come_before_the_confirmation() {
-        let probes = [Ok(500), Ok(200)].into_iter().collect();
-        let host = FakeHost::new("web1", Script { needs_confirmation: true, probes, ..Script::default() });
-        let outcome = deploy_host(&host, &FakeStore, &FakeStore::toplevel(), &[http_check(3)], &settings()).await;
-        assert_eq!(outcome.result, HostResult::Activated, "{outcome:?}");
-        assert_eq!((outcome.health[0].ok, outcome.health[0].attempts), (true, 2));
-        let calls = host.calls();
-        let gate: Vec<&str> =
-            calls.iter().map(String::as_str).filter(|c| ["probe", "confirm", "rollback"].contains(c)).collect();
-        assert_eq!(gate, ["probe", "probe", "confirm"]);
-    }
-
-    #[tokio::test]
-    async fn without_a_window_a_failing_check_fails_the_host_but_cannot_roll_back() {
-        let host = FakeHost::new("web1", Script { probes: [Ok(500)].into_iter().collect(), ..Script::default() });
-        let mut s = settings();
-        s.confirm_timeout = hostctl_schemas::duration::Duration::from_secs(0);
-        let outcome = deploy_host(&host, &FakeStore, &FakeStore::toplevel(), &[http_check(0)], &s).await;
-        assert_eq!((outcome.result, outcome.step), (HostResult::Failed, Some(Step::Health)));
-        assert!(outcome
-            .error
-            .unwrap()
-            .ends_with("not rolled back: there is no confirmation window (confirm_timeout 0s)"));
-        assert!(!host.calls().contains(&"rollback".to_owned()));
-    }
-
-    #[tokio::test]
-    async fn failures_name_their_step() {
-        let host = FakeHost::new("web1", Script { unreachable: true, ..Script::default() });
-        let outcome = deploy_host(&host, &FakeStore, &FakeStore::toplevel(), &[], &settings()).await;
-        assert_eq!((outcome.result, outcome.step), (HostResult::Failed, Some(Step::Connect)));
-        assert!(outcome.error.unwrap().contains("connection refused"));
-
-        let fails = Some(("switch-to-configuration exited with 4".to_owned(), "unit foo.service failed".to_owned()));
-        let host = FakeHost::new("web2", Script { activation_fails: fails, ..Script::default() });
-        let outcome = deploy_host(&host, &FakeStore, &FakeStore::toplevel(), &[], &settings()).await;
-        assert_eq!((outcome.result, outcome.step), (HostResult::Failed, Some(Step::Activate)));
-        assert_eq!(outcome.error.as_deref(), Some("web2: activation failed: switch-to-configuration exited with 4"));
-        assert_eq!(outcome.log_tail.as_deref(), Some("unit foo.service failed"));
-        assert!(outcome.deployment.is_some_and(|id| id.starts_with("web2-")));
-    }
-}
+#[path = "deploy_tests.rs"]
+mod tests;

@@ -50,6 +50,9 @@ pub enum Error {
     GitHistory(#[from] hostctl_nix::flake::GitLockError),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+    /// `--via-cache` / `cache:` cannot be used as given.
+    #[error(transparent)]
+    Cache(#[from] crate::cache::KeyPathError),
 }
 
 impl Error {
@@ -63,7 +66,8 @@ impl Error {
             | Error::Key(_)
             | Error::NoSigningKey { .. }
             | Error::UnknownHost { .. }
-            | Error::Target(_) => EXIT_BAD_INPUT,
+            | Error::Target(_)
+            | Error::Cache(_) => EXIT_BAD_INPUT,
             Error::Nix(_) | Error::Output(_) | Error::GitHistory(_) => EXIT_FAILED,
         }
     }

@@ -108,6 +108,22 @@ impl EvalCache {
         Some(Toplevel { drv_path: entry.drv, out_path: entry.out, system: entry.system })
     }
 
+    /// The clean revision entries are keyed by, if the cache is enabled.
+    pub fn rev(&self) -> Option<&str> {
+        self.dir.as_ref().and(self.base.as_ref()).map(|b| b.rev.as_str())
+    }
+
+    /// Where incremental evaluation keeps the latest record of what `attr`'s evaluation
+    /// read, and the key it is filed under (the record repeats it, so a record read back
+    /// is checked against the whole key, not just its hash). Keyed like an entry but
+    /// without the revision: a record made at one commit serves the next.
+    pub fn reads_file(&self, attr: &AttrName) -> Option<(PathBuf, String)> {
+        let (dir, base) = (self.dir.as_ref()?, self.base.as_ref()?);
+        let without_rev = KeyBase { rev: String::new(), ..base.clone() };
+        let key = serde_json::to_string(&(without_rev, attr.as_str(), "reads")).ok()?;
+        Some((dir.join(format!("{}.reads.json", hex::encode(Sha256::digest(&key)))), key))
+    }
+
     /// Records `toplevel` for `attr`; failures are logged, never returned.
     pub fn put(&self, attr: &AttrName, toplevel: &Toplevel) {
         let Some(file) = self.file(attr) else { return };
@@ -119,13 +135,16 @@ impl EvalCache {
     }
 }
 
-/// Write-then-rename, so a concurrent reader sees the old entry or the whole new one.
 fn write_entry(file: &Path, entry: &Entry) -> std::io::Result<()> {
+    write_file(file, &serde_json::to_vec(entry).map_err(std::io::Error::other)?)
+}
+
+/// Write-then-rename, so a concurrent reader sees the old file or the whole new one.
+pub fn write_file(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = file.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let json = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut tmp, &json)?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
     tmp.persist(file).map_err(|e| e.error)?;
     Ok(())
 }

@@ -80,3 +80,19 @@ fn an_unwritable_cache_dir_does_not_fail() {
     c.put(&attr("web1"), &toplevel('1'));
     assert_eq!(c.get(&attr("web1")), None);
 }
+
+#[test]
+fn a_reads_record_is_filed_without_the_revision_but_under_the_rest_of_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (file, key) = cache(tmp.path(), base()).reads_file(&attr("web1")).unwrap();
+    assert!(file.to_string_lossy().ends_with(".reads.json"), "{}", file.display());
+    let mut other_rev = base();
+    other_rev.rev = "c".repeat(40);
+    assert_eq!(cache(tmp.path(), other_rev).reads_file(&attr("web1")).unwrap(), (file.clone(), key.clone()));
+    let mut other_lock = base();
+    other_lock.lock = Some("d".repeat(64));
+    assert_ne!(cache(tmp.path(), other_lock).reads_file(&attr("web1")).unwrap().0, file, "a new lock: no record");
+    assert_ne!(cache(tmp.path(), base()).reads_file(&attr("web2")).unwrap().0, file);
+    assert_eq!(cache(tmp.path(), base()).rev(), Some("a".repeat(40).as_str()));
+    assert_eq!(EvalCache::disabled().reads_file(&attr("web1")), None);
+}

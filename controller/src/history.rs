@@ -2,7 +2,7 @@
 //! records them (`GET /v1/generations`): time, id, rev, lock, toplevel, mode, result,
 //! generation. Read-only.
 
-use hostctl_schemas::api::deployments::Deployment;
+use hostctl_schemas::api::deployments::{Deployment, DeploymentState};
 use hostctl_schemas::api::generations::GenerationsResponse;
 use serde_json::Value;
 
@@ -66,10 +66,18 @@ fn table(deployments: &[Deployment]) -> String {
         }
     }
     let mut out = String::new();
-    for cells in std::iter::once(HEADER.map(str::to_owned)).chain(rows) {
+    // A failed deployment's error (its first line) goes below its row: for pull mode's
+    // failed commits it is the only place the reason shows (`--json` has all of it).
+    let errors = deployments.iter().map(|d| d.error.as_deref().filter(|_| d.state == DeploymentState::Failed));
+    for (cells, error) in
+        std::iter::once(HEADER.map(str::to_owned)).chain(rows).zip(std::iter::once(None).chain(errors))
+    {
         let line: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:w$}")).collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
+        if let Some(first) = error.and_then(|e| e.lines().next()) {
+            out.push_str(&format!("  error: {first}\n"));
+        }
     }
     out
 }
@@ -138,6 +146,7 @@ mod tests {
             mode: Mode::Switch,
             confirm_timeout: hostctl_schemas::duration::Duration::from_secs(30),
             health: Vec::new(),
+            cache: None,
         };
         Deployment { state, generation: Some(2), ..Deployment::queued(&request, None, created) }
     }
@@ -160,6 +169,11 @@ mod tests {
             deployments: vec![
                 deployment("web1-2", 1_700_000_000, DeploymentState::Confirmed, rev),
                 deployment("web1-1", 1_699_999_000, DeploymentState::RolledBack, &format!("{rev}-dirty")),
+                Deployment {
+                    error: Some("evaluating failed at 1a2b: boom\nsecond line".into()),
+                    generation: None,
+                    ..deployment("pull-1", 1_699_998_000, DeploymentState::Failed, rev)
+                },
             ],
         };
         let entry = entry(Ok(answer));
@@ -169,12 +183,15 @@ mod tests {
         assert!(lines[1]
             .starts_with("2023-11-14T22:13:20Z  web1-2      1a2b3c4d5e6f        0123456789ab  switch  confirmed"));
         assert!(lines[2].contains("1a2b3c4d5e6f-dirty  0123456789ab  switch  rolled-back  2    /nix/store/"), "{body}");
+        assert!(lines[3].contains("pull-1      1a2b3c4d5e6f        0123456789ab  switch  failed       -"), "{body}");
+        assert_eq!(lines[4], "  error: evaluating failed at 1a2b: boom", "{body}");
+        assert_eq!(lines.len(), 5, "only failed deployments have an error line: {body}");
         let v = serde_json::to_value(&entry).unwrap();
         assert_eq!((v["result"].as_str(), v["rev"].as_str(), v["toplevel"].as_str()), (Some("ok"), Some(rev), Some(A)));
         assert_eq!(v["deployments"][0]["id"], "web1-2");
         assert_eq!(v["deployments"][1]["state"], "rolled-back");
         assert_eq!(v["generations"][0]["number"], 2);
-        assert_eq!(entry.summary.as_deref(), Some("2 deployments, current generation 2"));
+        assert_eq!(entry.summary.as_deref(), Some("3 deployments, current generation 2"));
 
         let down = HostError::Transport {
             host: "web1".into(),

@@ -303,6 +303,7 @@ pub mod fake {
                 mode: hostctl_schemas::inventory::Mode::Switch,
                 confirm_timeout: request.confirm_timeout.unwrap_or_default(),
                 health: Vec::new(),
+                cache: None,
             };
             let d = Deployment::queued(&start, self.script.current.clone(), 0);
             *guard = Some(d.clone());

@@ -2,6 +2,7 @@
 
 mod apply;
 mod build;
+mod cache;
 mod check;
 mod cli;
 mod client;
@@ -10,10 +11,12 @@ mod context;
 mod deploy;
 mod error;
 mod evalcache;
+mod evaltrace;
 mod flake_nix;
 mod health;
 mod history;
 mod host;
+mod incremental;
 mod pieces;
 mod pool;
 mod progress;
@@ -66,7 +69,7 @@ fn main() -> ExitCode {
         }
     };
     let mut output = Output { stderr: std::io::stderr() };
-    let nix = Arc::new(Nix::new());
+    let nix = Arc::new(Nix::new().with_builders(cli.builders.clone()));
     match runtime.block_on(commands::run(&cli, nix, &mut output)) {
         Ok(report) => {
             let mut stdout = std::io::stdout().lock();

@@ -6,6 +6,7 @@
 //! system after each host.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
@@ -53,17 +54,36 @@ pub async fn evaluate(
     jobs: Vec<EvalJob>,
     size: usize,
 ) -> BTreeMap<HostName, Result<Toplevel, NixError>> {
+    let flake = flake.clone();
+    evaluate_with(jobs, size, move |job| {
+        let (nix, flake) = (nix.clone(), flake.clone());
+        async move { nix.eval_toplevel(&flake, &job.attr).await }
+    })
+    .await
+}
+
+/// Runs `eval` for every job, `size` at a time (incremental evaluation passes a traced
+/// evaluation); the futures start only when a worker is free.
+pub async fn evaluate_with<F, Fut>(
+    jobs: Vec<EvalJob>,
+    size: usize,
+    eval: F,
+) -> BTreeMap<HostName, Result<Toplevel, NixError>>
+where
+    F: Fn(EvalJob) -> Fut,
+    Fut: Future<Output = Result<Toplevel, NixError>> + Send + 'static,
+{
     let permits = Arc::new(Semaphore::new(size.max(1)));
     let mut set = JoinSet::new();
     for job in jobs {
-        let (nix, flake, permits) = (nix.clone(), flake.clone(), permits.clone());
+        let (host, permits) = (job.host.clone(), permits.clone());
+        let evaluation = eval(job);
         set.spawn(async move {
             // The semaphore is never closed, so acquiring can only fail if it were;
             // running unthrottled then is still correct.
             let _permit = permits.acquire_owned().await.ok();
-            tracing::info!(host = %job.host, "evaluating");
-            let result = nix.eval_toplevel(&flake, &job.attr).await;
-            (job.host, result)
+            tracing::info!(host = %host, "evaluating");
+            (host, evaluation.await)
         });
     }
     crate::tasks::collect_keyed(set, "evaluation").await

@@ -25,6 +25,7 @@ fn deployment(id: &str, state: DeploymentState, lock: &LockId, rev: &str) -> Dep
         mode: Mode::Switch,
         confirm_timeout: hostctl_schemas::duration::Duration::from_secs(30),
         health: Vec::new(),
+        cache: None,
     };
     Deployment { state, ..Deployment::queued(&request, None, 0) }
 }

@@ -1,13 +1,14 @@
 //! `hostctl status`: what each agent reports (`GET /v1/status`), and drift: whether the
 //! toplevel it runs is what the flake evaluates to now (what `apply` would deploy), and
 //! whether the lock it is pinned to is the flake's current lock (after a rollback to an
-//! older lock it is not, until the next `apply`).
+//! older lock it is not, until the next `apply`). Pull-mode agents add their GitOps state
+//! (`mode`, `pull`: tracked branch, fetched and applied commits, pending lock change).
 //! Read-only: evaluation only, no build, nothing sent that changes a host.
 
 use std::sync::Arc;
 
 use hostctl_nix::Nix;
-use hostctl_schemas::api::status::{AgentState, StatusResponse};
+use hostctl_schemas::api::status::{AgentState, PullStatus, StatusResponse};
 use hostctl_schemas::ids::{HostName, LockId};
 use serde_json::Value;
 use tokio::task::JoinSet;
@@ -107,7 +108,9 @@ fn entry(
                 .field("expected_toplevel", expected)
                 .field("drift", Drift::Unknown.as_str())
                 .field("expected_lock", expected_lock)
-                .field("lock_drift", Value::Null);
+                .field("lock_drift", Value::Null)
+                .field("mode", Value::Null)
+                .field("pull", Value::Null);
             entry.error = Some(e.to_string());
             entry.summary = Some("unreachable".into());
             return entry;
@@ -126,8 +129,12 @@ fn entry(
             short(expected_lock.as_deref().unwrap_or_default())
         ));
     }
+    summary.push_str(if s.pull.is_some() { ", mode pull" } else { ", mode push" });
+    let body = s.pull.as_ref().map(|p| pull_lines(p, unix_now()));
     let mut entry = HostReport::new(HostResult::Ok, s.rev, s.lock)
         .field("reachable", true)
+        .field("mode", if s.pull.is_some() { "pull" } else { "push" })
+        .field("pull", serde_json::to_value(&s.pull).unwrap_or(Value::Null))
         .field("state", state)
         .field("generation", s.generation)
         .field("deployment", s.deployment)
@@ -143,7 +150,44 @@ fn entry(
         .field("lock_drift", lock_drift);
     entry.toplevel = s.toplevel;
     entry.summary = Some(summary);
+    entry.body = body;
     entry
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A pull-mode host's lines below its status line:
+/// `pull: main of URL (lock pinned): fetched …, applied …, last fetch 3s ago`, then the
+/// pending lock change and the last error (its first line), when there are any.
+fn pull_lines(p: &PullStatus, now: u64) -> String {
+    let short = |v: Option<&str>| v.map_or_else(|| "-".to_owned(), |v| v.chars().take(12).collect());
+    let last_fetch = p.last_fetch.map_or_else(|| "never".to_owned(), |t| format!("{}s ago", now.saturating_sub(t)));
+    let mut out = format!(
+        "pull: {} of {} (lock {}): fetched {}, applied {}, last fetch {last_fetch}\n",
+        p.branch,
+        p.url,
+        p.lock_policy,
+        short(p.fetched_commit.as_deref()),
+        short(p.applied_commit.as_deref()),
+    );
+    if p.pending_commit.is_some() || p.pending_lock.is_some() {
+        out.push_str(&format!(
+            "pull: pending lock change to {} at commit {}: approve with `hostctl apply`\n",
+            short(p.pending_lock.as_ref().map(LockId::as_str)),
+            short(p.pending_commit.as_deref()),
+        ));
+    }
+    if let Some(error) = &p.last_error {
+        let mut lines = error.lines();
+        out.push_str(&format!("pull: error: {}\n", lines.next().unwrap_or_default()));
+        let more = lines.count();
+        if more > 0 {
+            out.push_str(&format!("pull:   ({more} more lines: `--json` shows all)\n"));
+        }
+    }
+    out
 }
 
 /// `idle, generation 3, in-sync, rev 1a2b3c4d5e6f, lock 0123456789ab`.
@@ -192,7 +236,11 @@ mod tests {
         let mut s = status_response();
         s.pinned_lock = Some("c".repeat(64));
         let e = entry(&evaluated, Some(&a), &name, Ok(s));
-        assert!(e.summary.as_deref().unwrap().ends_with(", pinned to lock cccccccccccc (flake: aaaaaaaaaaaa)"));
+        assert!(e
+            .summary
+            .as_deref()
+            .unwrap()
+            .ends_with(", pinned to lock cccccccccccc (flake: aaaaaaaaaaaa), mode push"));
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!((v["lock_drift"].as_bool(), v["expected_lock"].as_str()), (Some(true), Some(a.as_str())));
     }
@@ -226,7 +274,11 @@ mod tests {
         };
         let evaluated: Evaluated = [(name.clone(), Ok(toplevel))].into();
         let entry = entry(&evaluated, None, &name, Ok(status_response()));
-        assert_eq!(entry.summary.as_deref(), Some("idle, generation 3, in-sync, rev 1a2b3c4d5e6f, lock 0123456789ab"));
+        assert_eq!(
+            entry.summary.as_deref(),
+            Some("idle, generation 3, in-sync, rev 1a2b3c4d5e6f, lock 0123456789ab, mode push")
+        );
+        assert_eq!(entry.body, None);
         let v = serde_json::to_value(&entry).unwrap();
         assert_eq!(
             (v["result"].as_str(), v["drift"].as_str(), v["state"].as_str()),
@@ -234,16 +286,66 @@ mod tests {
         );
         assert_eq!((v["toplevel"].as_str(), v["generation"].as_u64()), (Some(A), Some(3)));
         assert_eq!(v["rev"], "1a2b3c4d5e6f7a8b9c0d");
+        assert_eq!((v["mode"].as_str(), v["pull"].is_null()), (Some("push"), true));
 
         let down =
             HostError::Transport { host: "web1".into(), endpoint: "GET /v1/status".into(), message: "refused".into() };
         let v = serde_json::to_value(super::entry(&evaluated, None, &name, Err(down))).unwrap();
         assert_eq!((v["result"].as_str(), v["drift"].as_str()), (Some("failed"), Some("unknown")));
         assert_eq!(v["error"], "web1: GET /v1/status: refused");
+        assert!(v["mode"].is_null() && v["pull"].is_null());
 
         let broken: Evaluated = [(name.clone(), Err("host web1: evaluation failed".into()))].into();
         let v = serde_json::to_value(super::entry(&broken, None, &name, Ok(status_response()))).unwrap();
         assert_eq!((v["result"].as_str(), v["drift"].as_str()), (Some("ok"), Some("unknown")));
         assert_eq!(v["drift_error"], "host web1: evaluation failed");
+    }
+
+    #[test]
+    fn pull_mode_hosts_show_their_gitops_state() {
+        let name: HostName = "web1".parse().unwrap();
+        let evaluated: Evaluated = [(name.clone(), Err("not evaluated".into()))].into();
+        let mut s = status_response();
+        s.pull = Some(PullStatus {
+            url: "root@git.example.com:fleet.git".into(),
+            branch: "main".into(),
+            lock_policy: "pinned".into(),
+            fetched_commit: Some("f".repeat(40)),
+            applied_commit: Some("a".repeat(40)),
+            pending_commit: Some("f".repeat(40)),
+            pending_lock: Some("b".repeat(64).parse().unwrap()),
+            last_fetch: Some(unix_now() - 3),
+            last_error: Some("evaluating failed:\nline 2\nline 3".into()),
+        });
+        let e = entry(&evaluated, None, &name, Ok(s));
+        assert!(e.summary.as_deref().unwrap().ends_with(", mode pull"), "{:?}", e.summary);
+        let body = e.body.clone().unwrap();
+        let lines: Vec<&str> = body.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "pull: main of root@git.example.com:fleet.git (lock pinned): fetched ffffffffffff, applied aaaaaaaaaaaa, last fetch 3s ago",
+                "pull: pending lock change to bbbbbbbbbbbb at commit ffffffffffff: approve with `hostctl apply`",
+                "pull: error: evaluating failed:",
+                "pull:   (2 more lines: `--json` shows all)",
+            ]
+        );
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["mode"], "pull");
+        assert_eq!(v["pull"]["branch"], "main");
+        assert_eq!(v["pull"]["pending_lock"], "b".repeat(64));
+        assert_eq!(v["pull"]["last_error"], "evaluating failed:\nline 2\nline 3");
+
+        let mut quiet = status_response();
+        quiet.pull = Some(PullStatus {
+            pending_commit: None,
+            pending_lock: None,
+            last_error: None,
+            last_fetch: None,
+            fetched_commit: None,
+            ..serde_json::from_value(v["pull"].clone()).unwrap()
+        });
+        let body = entry(&evaluated, None, &name, Ok(quiet)).body.unwrap();
+        assert_eq!(body, "pull: main of root@git.example.com:fleet.git (lock pinned): fetched -, applied aaaaaaaaaaaa, last fetch never\n");
     }
 }

@@ -9,6 +9,7 @@ use std::fmt;
 use std::path::{Component, Path};
 
 use hostctl_schemas::ids::{AttrName, StorePath};
+use hostctl_schemas::key::PublicKey;
 
 use crate::profile::Profile;
 use crate::version::NixVersion;
@@ -80,6 +81,13 @@ impl NixCommand {
         Self::nix(["eval", "--json", "--no-update-lock-file", &installable, "--apply", TOPLEVEL_FN])
     }
 
+    /// `nix flake metadata --json`: the flake's source in the store (`path`) and its
+    /// locked identity (`locked.rev`, `lastModified`, `narHash`, `revCount`). Like every
+    /// evaluation it never writes `flake.lock`. Copies the source into the store.
+    pub fn flake_metadata(flake: &FlakeRef) -> Self {
+        Self::nix(["flake", "metadata", "--json", "--no-update-lock-file", flake.as_str()])
+    }
+
     /// Lists the attribute names of `nixosConfigurations` (JSON array of strings).
     pub fn list_configurations(flake: &FlakeRef) -> Self {
         let installable = format!("{}#nixosConfigurations", flake.as_str());
@@ -92,7 +100,17 @@ impl NixCommand {
     /// ("a 'aarch64-linux' ... is required") aborts the whole invocation, so callers
     /// must leave such hosts out or build them separately.
     pub fn build_outputs(version: NixVersion, drvs: &[StorePath]) -> Self {
+        Self::build_outputs_on(version, drvs, None)
+    }
+
+    /// [`NixCommand::build_outputs`] with Nix's `builders` setting (`--builders VALUE`,
+    /// one argv element: `ssh://host x86_64-linux ...; ...` or `@/etc/nix/machines`) so
+    /// the builds can go to remote builders; `None` leaves the setting as configured.
+    pub fn build_outputs_on(version: NixVersion, drvs: &[StorePath], builders: Option<&str>) -> Self {
         let mut cmd = Self::nix(["build", "--json", "--no-link", "--keep-going"]);
+        if let Some(builders) = builders {
+            cmd.args.extend(["--builders".to_owned(), builders.to_owned()]);
+        }
         for drv in drvs {
             cmd.args.push(derivation_outputs_installable(version, drv));
         }
@@ -143,6 +161,29 @@ impl NixCommand {
         let mut args = vec!["--export".to_owned()];
         args.extend(paths.iter().map(|p| p.as_str().to_owned()));
         Self { program: Program::NixStore, args }
+    }
+
+    /// `nix copy --to STORE PATHS`: copies the closures of `paths` to another store (a
+    /// binary cache URL; its `secret-key=` parameter makes that store sign what it gets).
+    /// Paths the destination already has are skipped.
+    pub fn copy_to(store_url: &str, paths: &[StorePath]) -> Self {
+        let mut cmd = Self::nix(["copy", "--to", store_url]);
+        cmd.args.extend(paths.iter().map(|p| p.as_str().to_owned()));
+        cmd
+    }
+
+    /// `nix copy --from STORE PATHS` into the handle's store, taking only paths signed by
+    /// one of `trusted_keys` (`trusted-public-keys`, with `require-sigs` forced on, so a
+    /// `nix.conf` that turned it off does not weaken it); content-addressed paths need no
+    /// signature, as everywhere in Nix. Nix refuses an unsigned or wrongly signed path
+    /// with "lacks a valid signature" (2.8) / "lacks a signature by a trusted key" (2.26).
+    pub fn copy_from(store_url: &str, paths: &[StorePath], trusted_keys: &[PublicKey]) -> Self {
+        let keys: Vec<String> = trusted_keys.iter().map(ToString::to_string).collect();
+        let mut cmd = Self::nix(["copy", "--from", store_url]);
+        cmd.args.extend(["--option".to_owned(), "trusted-public-keys".to_owned(), keys.join(" ")]);
+        cmd.args.extend(["--option", "require-sigs", "true"].map(str::to_owned));
+        cmd.args.extend(paths.iter().map(|p| p.as_str().to_owned()));
+        cmd
     }
 
     /// `nix-store --add PATH`: copies a file or directory into the store as a
@@ -351,12 +392,61 @@ mod tests {
     }
 
     #[test]
+    fn flake_metadata_argv() {
+        let flake = FlakeRef::new("/srv/fleet").unwrap();
+        assert_eq!(
+            NixCommand::flake_metadata(&flake).argv(),
+            ["nix", "flake", "metadata", "--json", "--no-update-lock-file", "/srv/fleet"]
+        );
+    }
+
+    #[test]
     fn build_argv_depends_on_version() {
         let drvs = [sp(DRV)];
         let old = NixCommand::build_outputs(NixVersion::new(2, 8, 0), &drvs);
         assert_eq!(old.argv(), ["nix", "build", "--json", "--no-link", "--keep-going", DRV]);
         let new = NixCommand::build_outputs(NixVersion::new(2, 26, 3), &drvs);
         assert_eq!(new.args().last().map(String::as_str), Some(format!("{DRV}^*").as_str()));
+    }
+
+    #[test]
+    fn builders_are_one_argv_element() {
+        let drvs = [sp(DRV)];
+        let builders = "ssh://builder@192.0.2.7 x86_64-linux - 4; @/etc/nix/machines";
+        let cmd = NixCommand::build_outputs_on(NixVersion::new(2, 8, 0), &drvs, Some(builders));
+        assert_eq!(cmd.argv(), ["nix", "build", "--json", "--no-link", "--keep-going", "--builders", builders, DRV]);
+        let none = NixCommand::build_outputs_on(NixVersion::new(2, 8, 0), &drvs, None);
+        assert_eq!(none, NixCommand::build_outputs(NixVersion::new(2, 8, 0), &drvs));
+        let empty = NixCommand::build_outputs_on(NixVersion::new(2, 8, 0), &drvs, Some(""));
+        assert_eq!(empty.args()[4..6], ["--builders", ""], "an empty value means: build locally only");
+    }
+
+    #[test]
+    fn copy_argv() {
+        let p = sp(DRV);
+        let url = "file:///tmp/my cache?compression=zstd&secret-key=/k%20s";
+        assert_eq!(NixCommand::copy_to(url, std::slice::from_ref(&p)).argv(), ["nix", "copy", "--to", url, DRV]);
+        let keys: Vec<PublicKey> =
+            ["a-1:11qvTRDWRE4FY+wSqfVv05ieSwHGyyqjtCVE4B8/YKg=", "b:11qvTRDWRE4FY+wSqfVv05ieSwHGyyqjtCVE4B8/YKg="]
+                .iter()
+                .map(|k| k.parse().unwrap())
+                .collect();
+        assert_eq!(
+            NixCommand::copy_from("https://c.example.com", &[p], &keys).argv(),
+            [
+                "nix",
+                "copy",
+                "--from",
+                "https://c.example.com",
+                "--option",
+                "trusted-public-keys",
+                "a-1:11qvTRDWRE4FY+wSqfVv05ieSwHGyyqjtCVE4B8/YKg= b:11qvTRDWRE4FY+wSqfVv05ieSwHGyyqjtCVE4B8/YKg=",
+                "--option",
+                "require-sigs",
+                "true",
+                DRV
+            ]
+        );
     }
 
     #[test]

@@ -19,6 +19,6 @@ pub mod runner;
 pub mod version;
 
 pub use command::{FlakeRef, NixCommand, Program};
-pub use output::{BuildResult, Derivation, PathInfo, Toplevel};
+pub use output::{BuildResult, Derivation, FlakeMetadata, PathInfo, Toplevel};
 pub use runner::{Nix, NixError, NixStdout};
 pub use version::NixVersion;

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use hostctl_schemas::ids::{AttrName, StorePath};
+use hostctl_schemas::key::PublicKey;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -26,6 +27,36 @@ struct RawToplevel {
     #[serde(rename = "out")]
     out_path: String,
     system: Option<String>,
+}
+
+/// What `nix flake metadata --json` says about a locked flake: its source in the store
+/// and the identity Nix hands its outputs as `self` (`rev`, `lastModified`, `narHash`,
+/// `revCount`; absent for sources that lack them, e.g. a dirty tree has no `rev`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlakeMetadata {
+    pub path: StorePath,
+    pub rev: Option<String>,
+    pub last_modified: Option<u64>,
+    pub nar_hash: Option<String>,
+    pub rev_count: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct RawFlakeMetadata {
+    path: String,
+    #[serde(default)]
+    locked: RawLocked,
+}
+
+#[derive(Default, Deserialize)]
+struct RawLocked {
+    rev: Option<String>,
+    #[serde(rename = "lastModified")]
+    last_modified: Option<u64>,
+    #[serde(rename = "narHash")]
+    nar_hash: Option<String>,
+    #[serde(rename = "revCount")]
+    rev_count: Option<u64>,
 }
 
 /// One entry of `nix build --json`.
@@ -154,6 +185,14 @@ pub fn parse_derivations(json: &[u8], store_dir: &str) -> Result<Vec<Derivation>
     Ok(drvs)
 }
 
+/// Parses `nix flake metadata --json` (the same keys in Nix 2.8 and 2.26).
+pub fn parse_flake_metadata(json: &[u8]) -> Result<FlakeMetadata, String> {
+    let raw: RawFlakeMetadata = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+    let path = raw.path.parse::<StorePath>().map_err(|e| format!("path: {e}"))?;
+    let l = raw.locked;
+    Ok(FlakeMetadata { path, rev: l.rev, last_modified: l.last_modified, nar_hash: l.nar_hash, rev_count: l.rev_count })
+}
+
 fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -168,12 +207,30 @@ fn kind(v: &Value) -> &'static str {
 impl Nix {
     /// Evaluates one host's toplevel. The error carries Nix's own message.
     pub async fn eval_toplevel(&self, flake: &FlakeRef, attr: &AttrName) -> Result<Toplevel, NixError> {
+        self.eval_toplevel_wrapped(&[], flake, attr).await
+    }
+
+    /// [`Nix::eval_toplevel`] run under `wrapper` (see [`Nix::run_wrapped`]): the same
+    /// evaluation, observed from outside (incremental evaluation traces it).
+    pub async fn eval_toplevel_wrapped(
+        &self,
+        wrapper: &[String],
+        flake: &FlakeRef,
+        attr: &AttrName,
+    ) -> Result<Toplevel, NixError> {
         let cmd = NixCommand::eval_toplevel(flake, attr);
-        let out = self.run(&cmd).await?;
+        let out = self.run_wrapped(wrapper, &cmd).await?;
         let raw: RawToplevel =
             serde_json::from_slice(&out.stdout).map_err(|e| self.bad_output(&cmd, e.to_string(), &out.stdout))?;
         let path = |p: &str| p.parse::<StorePath>().map_err(|e| self.bad_output(&cmd, e.to_string(), &out.stdout));
         Ok(Toplevel { drv_path: path(&raw.drv_path)?, out_path: path(&raw.out_path)?, system: raw.system })
+    }
+
+    /// `nix flake metadata` of `flake` (see [`NixCommand::flake_metadata`]).
+    pub async fn flake_metadata(&self, flake: &FlakeRef) -> Result<FlakeMetadata, NixError> {
+        let cmd = NixCommand::flake_metadata(flake);
+        let out = self.run(&cmd).await?;
+        parse_flake_metadata(&out.stdout).map_err(|problem| self.bad_output(&cmd, problem, &out.stdout))
     }
 
     /// The names under `nixosConfigurations`.
@@ -185,7 +242,24 @@ impl Nix {
     /// combined stderr; callers find out which outputs exist with [`Nix::path_info`].
     pub async fn build_outputs(&self, drvs: &[StorePath]) -> Result<Vec<BuildResult>, NixError> {
         let version = self.version().await?;
-        self.run_json(&NixCommand::build_outputs(version, drvs)).await
+        self.run_json(&NixCommand::build_outputs_on(version, drvs, self.builders())).await
+    }
+
+    /// Copies the closures of `paths` to the store at `store_url` (`nix copy --to`).
+    pub async fn copy_to(&self, store_url: &str, paths: &[StorePath]) -> Result<(), NixError> {
+        self.run(&NixCommand::copy_to(store_url, paths)).await.map(|_| ())
+    }
+
+    /// Copies the closures of `paths` from the store at `store_url` into this handle's
+    /// store, accepting only paths signed by one of `trusted_keys` (see
+    /// [`NixCommand::copy_from`]).
+    pub async fn copy_from(
+        &self,
+        store_url: &str,
+        paths: &[StorePath],
+        trusted_keys: &[PublicKey],
+    ) -> Result<(), NixError> {
+        self.run(&NixCommand::copy_from(store_url, paths, trusted_keys)).await.map(|_| ())
     }
 
     /// Runs `nix flake update` on the flake in `dir` (see [`NixCommand::flake_update`]).
@@ -303,6 +377,23 @@ mod tests {
         assert_eq!(drvs[0].outputs["dev"], None);
         assert_eq!(drvs[0].input_drvs, [ETC_DRV]);
         assert!(parse_derivations(b"[]", "/nix/store").unwrap_err().contains("an array"));
+    }
+
+    #[test]
+    fn flake_metadata_from_nix_2_8() {
+        // Trimmed `nix flake metadata --json` of a clean git flake, Nix 2.8.0.
+        let json = br#"{"description":"hostctl example fleet","lastModified":1795263015,"locked":{"lastModified":1795263015,"narHash":"sha256-a37SXv1QzcCzsLL8fKCX6isIWlc/SI2ZImuPq40RaKI=","ref":"main","rev":"fa370957d87f8fdbb2048660b6b09c2c63d5f787","revCount":1,"type":"git","url":"file:///tmp/f"},"path":"/nix/store/dz03myap4kl7dpw3hrwqw4r7013nw1fc-source","revision":"fa370957d87f8fdbb2048660b6b09c2c63d5f787"}"#;
+        let m = parse_flake_metadata(json).unwrap();
+        assert_eq!(m.path.as_str(), "/nix/store/dz03myap4kl7dpw3hrwqw4r7013nw1fc-source");
+        assert_eq!(m.rev.as_deref(), Some("fa370957d87f8fdbb2048660b6b09c2c63d5f787"));
+        assert_eq!((m.last_modified, m.rev_count), (Some(1795263015), Some(1)));
+        assert_eq!(m.nar_hash.as_deref(), Some("sha256-a37SXv1QzcCzsLL8fKCX6isIWlc/SI2ZImuPq40RaKI="));
+        let dirty = parse_flake_metadata(
+            br#"{"path":"/nix/store/dz03myap4kl7dpw3hrwqw4r7013nw1fc-source","locked":{"type":"git"}}"#,
+        )
+        .unwrap();
+        assert_eq!(dirty.rev, None);
+        assert!(parse_flake_metadata(br#"{"path":"/tmp/x"}"#).unwrap_err().starts_with("path:"));
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub struct Nix {
     bin_dir: Option<PathBuf>,
     store: Option<String>,
     options: Vec<(String, String)>,
+    /// Nix's `builders` setting for `build_outputs` only (`--builders`).
+    builders: Option<String>,
     version: OnceCell<NixVersion>,
 }
 
@@ -88,6 +90,18 @@ impl Nix {
     pub fn with_option(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.options.push((name.into(), value.into()));
         self
+    }
+
+    /// Has [`Nix::build_outputs`](crate::Nix::build_outputs) pass `--builders VALUE`
+    /// (remote builders; `Some("")`: build locally only); `None` keeps Nix's setting.
+    pub fn with_builders(mut self, builders: Option<String>) -> Self {
+        self.builders = builders;
+        self
+    }
+
+    /// The `builders` value builds get, if any.
+    pub fn builders(&self) -> Option<&str> {
+        self.builders.as_deref()
     }
 
     /// The full argv this handle runs for `cmd`: program, global options, then its args.
@@ -135,7 +149,14 @@ impl Nix {
 
     /// Runs `cmd` feeding `stdin` to it.
     pub async fn run_with_stdin(&self, cmd: &NixCommand, stdin: Option<&[u8]>) -> Result<NixOutput, NixError> {
-        self.run_inner(cmd, stdin, None).await
+        self.run_inner(&[], cmd, stdin, None).await
+    }
+
+    /// Runs `cmd` under `wrapper`: a program and its arguments that end by running the
+    /// argv after them (a tracer's `strace ... --`), so the wrapper sees Nix's whole
+    /// process tree. Errors name the whole argv, wrapper included.
+    pub async fn run_wrapped(&self, wrapper: &[String], cmd: &NixCommand) -> Result<NixOutput, NixError> {
+        self.run_inner(wrapper, cmd, None, None).await
     }
 
     /// Runs `cmd` like [`Nix::run`], but first hands the process id of the started child
@@ -148,16 +169,17 @@ impl Nix {
         cmd: &NixCommand,
         on_spawn: &mut (dyn FnMut(u32) -> std::io::Result<()> + Send),
     ) -> Result<NixOutput, NixError> {
-        self.run_inner(cmd, None, Some(on_spawn)).await
+        self.run_inner(&[], cmd, None, Some(on_spawn)).await
     }
 
     async fn run_inner(
         &self,
+        wrapper: &[String],
         cmd: &NixCommand,
         stdin: Option<&[u8]>,
         on_spawn: Option<&mut (dyn FnMut(u32) -> std::io::Result<()> + Send)>,
     ) -> Result<NixOutput, NixError> {
-        let argv = self.argv(cmd);
+        let argv: Vec<String> = wrapper.iter().cloned().chain(self.argv(cmd)).collect();
         let rendered = render_argv(&argv);
         tracing::debug!(argv = %rendered, "running nix");
         let mut command = Command::new(&argv[0]);

@@ -12,6 +12,7 @@ use serde::de::value::SeqAccessDeserializer;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::duration::Duration;
+use crate::git_url::{parse_git_url, GitRemote};
 use crate::ids::{HostName, System};
 use crate::inventory::{HealthCheck, DEFAULT_PORT};
 use crate::yaml::{load_yaml, parse_yaml, YamlError};
@@ -68,6 +69,12 @@ pub struct AgentConfig {
     /// binfmt_misc emulation of other systems.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binfmt: Option<BinfmtConfig>,
+    /// Binary caches a deployment request may name (`hostctl apply --via-cache`) to
+    /// fetch its system from; exact URLs. Paths fetched must be signed by a key of
+    /// `trusted_keys` or `pull.trusted_public_keys`. Empty: requests naming a cache are
+    /// refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caches: Vec<crate::inventory::CacheUrl>,
 }
 
 /// Default agent state directory.
@@ -250,6 +257,49 @@ pub struct PullConfig {
     /// last fetched one) is followed anyway; refused and reported by default.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_force_push: bool,
+    /// The private key (OpenSSH format, no passphrase) for an ssh URL
+    /// (`ssh://user@host[:port]/path` or `user@host:path`); required with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_key_file: Option<PathBuf>,
+    /// The `known_hosts` file the ssh server's host key must be listed in (OpenSSH
+    /// format; hashed names and `[host]:port` entries work); an unknown or different key
+    /// is refused. Default: `/etc/ssh/ssh_known_hosts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_known_hosts_file: Option<PathBuf>,
+}
+
+/// Where ssh host keys are looked up when `pull.ssh_known_hosts_file` is not set (NixOS
+/// writes `programs.ssh.knownHosts` there).
+pub const DEFAULT_SSH_KNOWN_HOSTS: &str = "/etc/ssh/ssh_known_hosts";
+
+impl PullConfig {
+    /// How the agent reaches `url` (checked when the configuration was read).
+    pub fn remote(&self) -> GitRemote {
+        parse_git_url(&self.url).unwrap_or(GitRemote::Other)
+    }
+
+    /// The `known_hosts` file for ssh URLs.
+    pub fn known_hosts_file(&self) -> PathBuf {
+        self.ssh_known_hosts_file.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_SSH_KNOWN_HOSTS))
+    }
+
+    /// What one field cannot check alone: an ssh URL needs `ssh_key_file`. Errors name
+    /// `file` and the key path (`pull.ssh_key_file`).
+    pub fn check(&self, file: &Path) -> Result<(), AgentConfigError> {
+        if let GitRemote::Ssh(remote) = self.remote() {
+            if self.ssh_key_file.is_none() {
+                return Err(AgentConfigError::invalid(
+                    file,
+                    "pull.ssh_key_file",
+                    format!(
+                        "required with the ssh URL `{}`: the private key the agent logs in to {remote} with",
+                        self.url
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn default_branch() -> String {
@@ -280,7 +330,7 @@ fn check_git_url(s: &str) -> Result<(), &'static str> {
     if s.is_empty() || s.starts_with('-') || s.chars().any(char::is_whitespace) {
         Err("expected a git URL (no spaces, not starting with '-')")
     } else {
-        Ok(())
+        parse_git_url(s).map(|_| ()).map_err(|e| e.message())
     }
 }
 
@@ -360,8 +410,10 @@ pub struct BinfmtConfig {
     /// Systems to run through qemu user-mode emulation, e.g. aarch64-linux.
     #[serde(default)]
     pub emulated_systems: Vec<System>,
-    /// The emulator for a system, when not the default qemu user-mode static emulator
-    /// (`/usr/bin/qemu-<cpu>-static`, or `qemu-<cpu>` on the `PATH` of a NixOS host).
+    /// The emulator for a system, when not the default qemu user-mode emulator: the first
+    /// of `/usr/bin/qemu-<cpu>-static` (Debian's qemu-user-static), `qemu-<cpu>-static`
+    /// and `qemu-<cpu>` (NixOS) on the agent's `PATH`. A static emulator is registered
+    /// with the `F` flag (works inside chroots and Nix sandboxes), every one with `P`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub interpreters: BTreeMap<System, PathBuf>,
     /// Where binfmt_misc is mounted.

@@ -9,6 +9,7 @@
 pub mod agent_config;
 pub mod api;
 pub mod duration;
+pub mod git_url;
 pub mod ids;
 pub mod inventory;
 pub mod jsonschema;

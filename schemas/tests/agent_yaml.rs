@@ -170,11 +170,11 @@ fn bad_trusted_keys() {
 fn unknown_keys() {
     fails_with(
         &format!("{MINIMAL}listen_on: 1\n"),
-        "/etc/hostctl/agent.yaml:3:1: listen_on: unknown field `listen_on`, expected one of `hostname`, `listen`, `trusted_keys`, `state_dir`, `profile`, `store`, `confirm_timeout`, `activation_timeout`, `bus`, `service_manager`, `health`, `pull`, `binfmt`",
+        "/etc/hostctl/agent.yaml:3:1: listen_on: unknown field `listen_on`, expected one of `hostname`, `listen`, `trusted_keys`, `state_dir`, `profile`, `store`, `confirm_timeout`, `activation_timeout`, `bus`, `service_manager`, `health`, `pull`, `binfmt`, `caches`",
     );
     fails_with(
         &format!("{MINIMAL}pull:\n  url: x\n  brnach: main\n"),
-        "/etc/hostctl/agent.yaml:5:3: pull.brnach: unknown field `brnach`, expected one of `url`, `branch`, `interval`, `webhook_secret_file`, `lock`, `substituters`, `trusted_public_keys`, `allow_force_push`",
+        "/etc/hostctl/agent.yaml:5:3: pull.brnach: unknown field `brnach`, expected one of `url`, `branch`, `interval`, `webhook_secret_file`, `lock`, `substituters`, `trusted_public_keys`, `allow_force_push`, `ssh_key_file`, `ssh_known_hosts_file`",
     );
     fails_with(
         &format!("{MINIMAL}binfmt:\n  systems: []\n"),
@@ -215,6 +215,40 @@ fn bad_values() {
 }
 
 #[test]
+fn ssh_urls_need_a_key_file() {
+    let file = Path::new("/etc/hostctl/agent.yaml");
+    for url in ["ssh://git@git.example.com:2222/infra.git", "git@git.example.com:infra.git"] {
+        let config = parse(&format!("{MINIMAL}pull:\n  url: {url}\n")).unwrap();
+        let pull = config.pull.unwrap();
+        let err = pull.check(file).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("/etc/hostctl/agent.yaml: pull.ssh_key_file: required with the ssh URL `{url}`")),
+            "{err}"
+        );
+        assert_eq!(pull.known_hosts_file(), Path::new("/etc/ssh/ssh_known_hosts"));
+    }
+    let text = format!(
+        "{MINIMAL}pull:\n  url: git@h:x.git\n  ssh_key_file: /run/keys/pull\n  ssh_known_hosts_file: /etc/hostctl/known_hosts\n"
+    );
+    let pull = parse(&text).unwrap().pull.unwrap();
+    assert!(pull.check(file).is_ok());
+    assert_eq!(pull.ssh_key_file.as_deref(), Some(Path::new("/run/keys/pull")));
+    assert_eq!(pull.known_hosts_file(), Path::new("/etc/hostctl/known_hosts"));
+    // Not ssh: no key needed.
+    for url in ["https://git.example.com/infra.git", "/srv/infra.git"] {
+        assert!(parse(&format!("{MINIMAL}pull:\n  url: {url}\n")).unwrap().pull.unwrap().check(file).is_ok());
+    }
+    // A malformed ssh URL is refused at its position.
+    let err = parse(&format!("{MINIMAL}pull:\n  url: ssh://git.example.com/infra.git\n")).unwrap_err();
+    assert!(
+        err.to_string().starts_with(
+            "/etc/hostctl/agent.yaml:4:8: pull.url: invalid git URL `ssh://git.example.com/infra.git`: an ssh URL must name the user"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn load_from_file() {
     let dir = std::env::temp_dir().join(format!("hostctl-schemas-agent-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -224,4 +258,21 @@ fn load_from_file() {
     std::fs::remove_dir_all(&dir).unwrap();
     let err = load_agent_config(Path::new("/nonexistent/agent.yaml")).unwrap_err();
     assert!(err.to_string().starts_with("/nonexistent/agent.yaml: cannot read: "), "{err}");
+}
+
+#[test]
+fn caches_allow_list() {
+    let config =
+        parse(&format!("{MINIMAL}caches: [\"file:///var/cache/fleet\", \"https://cache.example.com\"]\n")).unwrap();
+    let caches: Vec<&str> = config.caches.iter().map(|c| c.as_str()).collect();
+    assert_eq!(caches, ["file:///var/cache/fleet", "https://cache.example.com"]);
+    assert!(parse(MINIMAL).unwrap().caches.is_empty(), "no cache unless listed");
+    fails_with(
+        &format!("{MINIMAL}caches:\n  - https://ok.example.com\n  - ftp://cache\n"),
+        "/etc/hostctl/agent.yaml:5:5: caches[1]: invalid cache URL `ftp://cache`: expected a binary cache URL starting with file://, http://, https://, s3://",
+    );
+    fails_with(
+        &format!("{MINIMAL}caches: [\"https://c.example.com?trusted=1\"]\n"),
+        "/etc/hostctl/agent.yaml:3:10: caches[0]: invalid cache URL `https://c.example.com?trusted=1`: the store parameter `trusted` is not allowed here (hostctl signs with the fleet key; agents accept only paths signed by keys they trust)",
+    );
 }

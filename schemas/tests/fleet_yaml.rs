@@ -127,7 +127,7 @@ fn yaml_syntax_error() {
 fn unknown_top_level_key() {
     let err = fails_with(
         "flake: .\nfleet: x\nhosts:\n  web1:\n    address: a\n",
-        "examples/fleet/fleet.yaml:2:1: fleet: unknown field `fleet`, expected one of `flake`, `signing_key`, `defaults`, `hosts`, `rollout`",
+        "examples/fleet/fleet.yaml:2:1: fleet: unknown field `fleet`, expected one of `flake`, `signing_key`, `defaults`, `hosts`, `rollout`, `cache`",
     );
     assert_eq!(err.location(), Some((2, 1)));
     assert_eq!(err.key_path(), Some("fleet"));
@@ -321,4 +321,28 @@ fn load_from_file_and_missing_file() {
     let err = load_fleet(missing).unwrap_err();
     assert!(err.to_string().starts_with("/nonexistent/fleet.yaml: cannot read: "), "{err}");
     assert_eq!(err.location(), None);
+}
+
+#[test]
+fn cache_block() {
+    let fleet = parse("cache:\n  url: s3://fleet-cache?region=eu-west-1\nhosts:\n  a:\n    address: a\n").unwrap();
+    let cache = fleet.cache.unwrap();
+    assert_eq!(cache.url.as_str(), "s3://fleet-cache?region=eu-west-1");
+    assert_eq!(cache.substituter().as_str(), "s3://fleet-cache?region=eu-west-1");
+    let fleet =
+        parse("cache:\n  url: s3://c\n  substituter: https://c.example.com\nhosts:\n  a:\n    address: a\n").unwrap();
+    assert_eq!(fleet.cache.unwrap().substituter().as_str(), "https://c.example.com");
+    assert!(parse("hosts:\n  a:\n    address: a\n").unwrap().cache.is_none());
+    fails_with(
+        "hosts:\n  a:\n    address: a\ncache:\n  url: /var/cache/fleet\n",
+        "examples/fleet/fleet.yaml:5:8: cache.url: invalid cache URL `/var/cache/fleet`: expected a binary cache URL starting with file://, http://, https://, s3://",
+    );
+    fails_with(
+        "cache:\n  url: file:///c?secret-key=/k\nhosts:\n  a:\n    address: a\n",
+        "examples/fleet/fleet.yaml:2:8: cache.url: invalid cache URL `file:///c?secret-key=/k`: the store parameter `secret-key` is not allowed here (hostctl signs with the fleet key; agents accept only paths signed by keys they trust)",
+    );
+    fails_with(
+        "cache:\n  uri: file:///c\nhosts:\n  a:\n    address: a\n",
+        "examples/fleet/fleet.yaml:2:3: cache.uri: unknown field `uri`, expected `url` or `substituter`",
+    );
 }

@@ -8,10 +8,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+pub mod bench;
+pub mod dbus;
+pub mod fake_systemd1;
+pub mod gates;
 pub mod http;
 pub mod livefleet;
+pub mod private_bus;
 pub mod simhost;
 pub mod slots;
+pub mod sshd;
+pub mod userns;
 
 /// Nix settings for tests: flakes on, no binary caches (no network here).
 pub const NIX_CONFIG: &str = "experimental-features = nix-command flakes\nsubstituters =\n";
@@ -64,6 +71,33 @@ pub fn run(cmd: &mut Command) -> Output {
 #[expect(clippy::panic, reason = "test harness: a failed setup step must fail the test")]
 fn fail(message: &str) -> ! {
     panic!("{message}")
+}
+
+/// A `nix` first on `PATH` that appends the host of every `#nixosConfigurations.<host>`
+/// installable it is given to `log`, then runs the real `nix`: which hosts a command
+/// evaluated, seen from outside. Returns the `PATH` to run with and the log.
+pub fn watching_nix(dir: &Path) -> (std::ffi::OsString, PathBuf) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let which = run(Command::new("sh").args(["-c", "command -v nix"]));
+    let real = String::from_utf8_lossy(&which.stdout).trim().to_owned();
+    if real.is_empty() {
+        fail("no nix on PATH");
+    }
+    let bin = dir.join("watching-bin");
+    let log = dir.join("evaluated.log");
+    let script = format!(
+        "#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in *'#nixosConfigurations.'*) h=${{a#*#nixosConfigurations.}}; \
+         echo \"${{h%%.*}}\" >> '{}';; esac; done\nexec '{real}' \"$@\"\n",
+        log.display()
+    );
+    std::fs::create_dir_all(&bin)
+        .and_then(|()| std::fs::write(bin.join("nix"), script))
+        .and_then(|()| std::fs::set_permissions(bin.join("nix"), std::fs::Permissions::from_mode(0o755)))
+        .unwrap_or_else(|e| fail(&format!("cannot write the nix wrapper in {}: {e}", bin.display())));
+    let inherited = std::env::var_os("PATH").unwrap_or_default();
+    let path = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&inherited)))
+        .unwrap_or_else(|e| fail(&format!("PATH: {e}")));
+    (path, log)
 }
 
 /// Runs `git` in `dir`; fails the test on error.

@@ -266,13 +266,24 @@ impl LiveFleet {
     /// state (journal, pinned lock) across the restart.
     pub fn enable_pull(&mut self, name: &str, interval: &str, lock: &str) {
         let remote = self.fleet.init_bare_remote();
-        let settings = crate::simhost::PullSettings {
-            url: remote.to_string_lossy().into_owned(),
+        self.enable_pull_with(name, self.pull_settings(&remote.to_string_lossy(), interval, lock));
+    }
+
+    /// The settings [`LiveFleet::enable_pull`] uses, with another `url` (e.g. an ssh URL
+    /// of the bare remote); no ssh key.
+    pub fn pull_settings(&self, url: &str, interval: &str, lock: &str) -> crate::simhost::PullSettings {
+        crate::simhost::PullSettings {
+            url: url.to_owned(),
             branch: "main".to_owned(),
             interval: interval.to_owned(),
             webhook_secret: Some(Self::WEBHOOK_SECRET.to_owned()),
             lock: lock.to_owned(),
-        };
+            ssh: None,
+        }
+    }
+
+    /// Restarts host `name`'s agent with a `pull:` block made of `settings` (state kept).
+    pub fn enable_pull_with(&mut self, name: &str, settings: crate::simhost::PullSettings) {
         let key = self.public_key.clone();
         let host = self.host_mut(name);
         let yaml = crate::simhost::agent_config_with(host, &key, &host.pull_yaml(&settings));
@@ -343,31 +354,5 @@ impl LiveFleet {
     /// Waits until `pull.fetched_commit == commit`.
     pub fn wait_fetched_commit(&self, name: &str, commit: &str, timeout: std::time::Duration) -> Value {
         self.wait_pull(name, &format!("fetched_commit = {commit}"), timeout, |p| p["fetched_commit"] == commit)
-    }
-}
-
-impl LiveFleet {
-    /// Works around Nix 2.8's relative `path:` inputs (see [`TestFleet`]): a host whose
-    /// store has never seen the example's `./nixpkgs` and `./lib` inputs cannot evaluate
-    /// `git+file://<remote>?rev=...` ("cannot fetch input 'path:./nixpkgs?...' because it
-    /// uses a relative path"). Clones the bare remote's `main` and runs `nix flake update
-    /// <clone>` inside host `name`, which copies those inputs into the host's store and
-    /// leaves `flake.lock` byte-identical (checked).
-    pub fn seed_flake_inputs(&self, name: &str, branch: &str) {
-        let clone = self.fleet.tmp.path().join(format!("seed-{}", crate::http::fresh_id()));
-        let remote = self.fleet.bare_remote();
-        crate::git(
-            self.fleet.tmp.path(),
-            &["clone", "-q", "-b", branch, &remote.to_string_lossy(), &clone.to_string_lossy()],
-        );
-        let before = std::fs::read(clone.join("flake.lock")).unwrap_or_default();
-        let out = self.host(name).run_in(&["nix", "flake", "update", &clone.to_string_lossy()]);
-        if !out.status.success() {
-            fail(&format!("nix flake update in host {name}: {}", String::from_utf8_lossy(&out.stderr)));
-        }
-        if std::fs::read(clone.join("flake.lock")).unwrap_or_default() != before {
-            fail("nix flake update changed flake.lock of the seed clone");
-        }
-        let _ = std::fs::remove_dir_all(&clone);
     }
 }

@@ -7,10 +7,9 @@
 //! to the example's lock and runs HEAD), then restarts the agent with a `pull:` block
 //! (state kept) and waits until it has fetched HEAD.
 //!
-//! Nix 2.8 cannot evaluate the example's relative `path:` inputs from a `git+file` flake
-//! on a store that has never seen them (see `LiveFleet::seed_flake_inputs`). Unless
-//! `HOSTCTL_PULL_NO_SEED=1`, the tests seed each host's store before the agent needs an
-//! input it has not seen; `a_fresh_host_store_evaluates_a_pulled_commit` never seeds.
+//! The hosts' stores are never seeded with the example's relative `path:` inputs: on
+//! Nix 2.8 the agent fetches them itself (`agent/src/pull/apply.rs`), so every pulled
+//! commit here is evaluated on a store that has not seen its inputs before.
 
 use std::time::{Duration, Instant};
 
@@ -34,19 +33,22 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 /// A one-host fleet in pull mode, settled: HEAD applied (by push) and fetched (by pull).
 fn pull_fleet(interval: &str, lock: &str) -> LiveFleet {
-    pull_fleet_seeded(interval, lock, true)
+    pull_fleet_of(&[HOST], interval, lock)
 }
 
-fn pull_fleet_seeded(interval: &str, lock: &str, seed_inputs: bool) -> LiveFleet {
-    let mut live = LiveFleet::start(&[HOST]);
+/// Hosts `names` applied by push; only web1 is then switched to pull mode.
+fn pull_fleet_of(names: &[&str], interval: &str, lock: &str) -> LiveFleet {
+    let mut live = LiveFleet::start(names);
     live.hostctl(&["--json", "apply"]).expect_code(0);
-    live.fleet.init_bare_remote();
-    if seed_inputs {
-        seed(&live);
-    }
     live.enable_pull(HOST, interval, lock);
+    wait_settled(&live);
+    live
+}
+
+/// Waits until web1's agent has fetched the remote's HEAD (an agent may or may not fetch
+/// at start; with a long interval, a webhook makes it).
+fn wait_settled(live: &LiveFleet) {
     let head = live.fleet.head();
-    // An agent may or may not fetch at start; with a long interval, a webhook makes it.
     let deadline = Instant::now() + Duration::from_secs(5);
     while live.pull_status(HOST)["fetched_commit"] != head.as_str() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
@@ -55,20 +57,6 @@ fn pull_fleet_seeded(interval: &str, lock: &str, seed_inputs: bool) -> LiveFleet
         live.push_webhook(HOST, "main", &head);
     }
     live.wait_fetched_commit(HOST, &head, Duration::from_secs(20));
-    live
-}
-
-/// Seeds the host's store with the inputs of the remote's `main` (unless
-/// `HOSTCTL_PULL_NO_SEED=1`).
-fn seed(live: &LiveFleet) {
-    seed_ref(live, "main");
-}
-
-/// Seeds with the inputs of the remote's `branch`.
-fn seed_ref(live: &LiveFleet, branch: &str) {
-    if std::env::var_os("HOSTCTL_PULL_NO_SEED").is_none_or(|v| v != "1") {
-        live.seed_flake_inputs(HOST, branch);
-    }
 }
 
 /// `current-system` as the example's switch script last wrote it.
@@ -113,21 +101,6 @@ fn a_config_commit_is_applied_within_one_poll_interval() {
     assert_eq!(status["rev"], commit.as_str(), "{status}");
 }
 
-/// The Nix 2.8 relative-input quirk, unseeded: a fresh host store must still evaluate
-/// and build the pulled commit (the agent has to deal with the quirk itself).
-#[test]
-fn a_fresh_host_store_evaluates_a_pulled_commit() {
-    let _serial = serial();
-    let live = pull_fleet_seeded("2s", "pinned", false);
-    let (commit, toplevel) = push_motd(&live, "web1 on a fresh store");
-    let p = live.wait_pull(HOST, "applying or failing", APPLY_TIMEOUT, |p| {
-        p["applied_commit"] == commit.as_str()
-            || (p["fetched_commit"] == commit.as_str() && p["last_error"].is_string())
-    });
-    assert_eq!(p["applied_commit"], commit.as_str(), "{p}");
-    assert_eq!(running(&live), toplevel);
-}
-
 #[test]
 fn a_webhook_triggers_the_fetch_at_once() {
     let _serial = serial();
@@ -148,7 +121,8 @@ fn a_webhook_triggers_the_fetch_at_once() {
 #[test]
 fn a_lock_change_is_pending_while_pinned_until_hostctl_apply() {
     let _serial = serial();
-    let live = pull_fleet("2s", "pinned");
+    // web2 stays in push mode, for `hostctl status`.
+    let live = pull_fleet_of(&[HOST, "web2"], "2s", "pinned");
     let old_commit = live.fleet.head();
     let before = running(&live);
     live.fleet.bump_nixpkgs("24.11-example");
@@ -167,6 +141,7 @@ fn a_lock_change_is_pending_while_pinned_until_hostctl_apply() {
     assert_eq!(p["pending_commit"], commit.as_str(), "{p}");
     assert_eq!(running(&live), before, "still unchanged after more polls");
     assert!(!live.switch_log(HOST).contains(&toplevel), "{}", live.switch_log(HOST));
+    status_shows_the_pending_lock(&live, &p, &old_commit);
 
     // The operator approves: `hostctl apply` at that commit pins the new lock.
     live.hostctl(&["--json", "apply"]).expect_code(0);
@@ -175,11 +150,45 @@ fn a_lock_change_is_pending_while_pinned_until_hostctl_apply() {
     });
     assert_eq!(p["pending_lock"], Value::Null, "{p}");
     assert_eq!(running(&live), toplevel);
-    seed(&live);
     // And the next config-only commit on the new lock is applied by the agent.
     let (next, next_toplevel) = push_motd(&live, "web1 on the new lock");
     live.wait_applied_commit(HOST, &next, APPLY_TIMEOUT);
     assert_eq!(running(&live), next_toplevel);
+}
+
+/// `hostctl status` (JSON and human) shows web1's GitOps state with the pending lock
+/// change `pull` reports, and web2 in push mode.
+#[expect(clippy::unwrap_used, reason = "test helper: a panic is a test failure")]
+fn status_shows_the_pending_lock(live: &LiveFleet, pull: &Value, applied: &str) {
+    let run = live.hostctl(&["--json", "status"]);
+    run.expect_code(0);
+    let v: Value = serde_json::from_str(&run.stdout).unwrap();
+    let web1 = &v["hosts"][HOST];
+    assert_eq!(web1["mode"], "pull", "{web1}");
+    for key in ["url", "branch", "lock_policy", "fetched_commit", "applied_commit", "pending_commit", "pending_lock"] {
+        assert_eq!(web1["pull"][key], pull[key], "{key}: {web1}");
+    }
+    assert_eq!(web1["pull"]["applied_commit"], applied, "{web1}");
+    assert_eq!(v["hosts"]["web2"]["mode"], "push", "{v}");
+    assert_eq!(v["hosts"]["web2"]["pull"], Value::Null, "{v}");
+
+    let human = live.hostctl(&["status"]);
+    human.expect_code(0);
+    eprintln!("hostctl status:\n{}", human.stdout);
+    let line = |host: &str| human.stdout.lines().find(|l| l.starts_with(host)).unwrap_or_default().to_owned();
+    assert!(line("web1").ends_with(", mode pull"), "{}", human.stdout);
+    assert!(line("web2").ends_with(", mode push"), "{}", human.stdout);
+    let short = |key: &str| pull[key].as_str().unwrap_or_default().chars().take(12).collect::<String>();
+    let tracking = format!(
+        "  pull: main of {} (lock pinned): fetched {}, applied {}, last fetch ",
+        pull["url"].as_str().unwrap_or_default(),
+        short("fetched_commit"),
+        short("applied_commit")
+    );
+    assert!(human.stdout.contains(&tracking), "wanted {tracking:?} in:\n{}", human.stdout);
+    let pending =
+        format!("  pull: pending lock change to {} at commit {}", short("pending_lock"), short("pending_commit"));
+    assert!(human.stdout.contains(&pending), "wanted {pending:?} in:\n{}", human.stdout);
 }
 
 #[test]
@@ -190,10 +199,6 @@ fn a_lock_change_is_applied_with_lock_follow() {
     live.fleet.bump_nixpkgs("24.11-example");
     live.fleet.commit("nixpkgs: 24.11");
     let toplevel = live.fleet.toplevel(HOST);
-    // Seeded before the agent can see the commit.
-    let remote = live.fleet.bare_remote();
-    hostctl_tests::git(&live.fleet.dir, &["push", "-q", &remote.to_string_lossy(), "HEAD:refs/heads/seed"]);
-    seed_ref(&live, "seed");
     live.fleet.push();
     let commit = live.fleet.head();
     let p = live.wait_applied_commit(HOST, &commit, APPLY_TIMEOUT);
@@ -294,9 +299,10 @@ fn a_force_push_is_refused_and_reported() {
 #[test]
 fn an_eval_error_fails_and_the_next_good_commit_applies() {
     let _serial = serial();
-    let live = pull_fleet("2s", "pinned");
+    let mut live = pull_fleet("2s", "pinned");
     let applied = live.fleet.head();
     let before = running(&live);
+    let generations = live.generations(HOST).len();
     let good = live.fleet.read("hosts/web1.nix");
     live.fleet.write("hosts/web1.nix", &good.replace("[ \"nginx\" ]", "[ \"redis\" ]"));
     live.fleet.commit("web1: an unknown role");
@@ -307,18 +313,68 @@ fn an_eval_error_fails_and_the_next_good_commit_applies() {
         p["fetched_commit"] == broken.as_str() && p["last_error"].is_string()
     });
     eprintln!("eval error reported as: {}", p["last_error"]);
-    let error = p["last_error"].as_str().unwrap_or_default();
+    let error = p["last_error"].as_str().unwrap_or_default().to_owned();
     assert!(error.contains("redis") || error.contains("unknown role"), "names the cause: {p}");
     assert_eq!(p["applied_commit"], applied.as_str(), "{p}");
     assert_eq!(running(&live), before, "the running system is unchanged");
-    let deployments = live.deployments(HOST);
-    eprintln!("deployments after the eval error: {deployments:?}");
+
+    // Journaled as a failed deployment of that commit: history shows it with the error.
+    let failed = wait_failed_deployment(&live, &broken);
+    assert_eq!(failed["error"], error.as_str(), "{failed}");
+    assert_eq!(failed["toplevel"], before.as_str(), "an eval failure names the system that kept running: {failed}");
+    assert_eq!((failed["generation"].clone(), failed["exit_code"].clone()), (Value::Null, Value::Null), "{failed}");
+    assert_eq!(live.generations(HOST).len(), generations, "no new generation");
+    let history = live.hostctl(&["--json", "history", HOST]);
+    history.expect_code(0);
+    let v: Value = serde_json::from_str(&history.stdout).unwrap();
+    let listed = &v["hosts"][HOST]["deployments"][0];
+    assert_eq!((listed["rev"].as_str(), listed["state"].as_str()), (Some(broken.as_str()), Some("failed")), "{v}");
+    let human = live.hostctl(&["history", HOST]);
+    let first_line = error.lines().next().unwrap_or_default();
+    assert!(human.stdout.contains(&format!("  error: {first_line}")), "{}", human.stdout);
+    assert!(human.stdout.contains(&broken[..12]), "{}", human.stdout);
+
+    // A restarted agent remembers the failed commit: reported, not built again.
+    let builds = |live: &LiveFleet| building_lines(live, &broken);
+    assert_eq!(builds(&live), 1, "{}", live.host(HOST).agent_log());
+    live.host_mut(HOST).stop_agent();
+    live.host_mut(HOST).restart_agent();
+    let p = live.wait_pull(HOST, "reporting the remembered failure", Duration::from_secs(10), |p| {
+        p["fetched_commit"] == broken.as_str() && p["last_error"].is_string()
+    });
+    assert_eq!(p["last_error"], error.as_str(), "{p}");
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(builds(&live), 1, "the failed commit was built again after the restart");
+    let failures = live.deployments(HOST).iter().filter(|d| d["rev"] == broken.as_str()).count();
+    assert_eq!(failures, 1, "journaled once");
 
     live.fleet.write("hosts/web1.nix", &good);
     let (fixed, toplevel) = push_motd(&live, "web1 fixed");
     let p = live.wait_applied_commit(HOST, &fixed, APPLY_TIMEOUT);
     eprintln!("after the good commit: {p}");
+    assert_eq!(p["last_error"], Value::Null, "{p}");
     assert_eq!(running(&live), toplevel);
+}
+
+/// Waits for the agent's failed deployment of `commit`.
+#[expect(clippy::panic, reason = "test helper: a panic is a test failure")]
+fn wait_failed_deployment(live: &LiveFleet, commit: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = live.deployments(HOST).into_iter().find(|d| d["rev"] == commit && d["state"] == "failed");
+        match found {
+            Some(d) => return d,
+            None if Instant::now() > deadline => {
+                panic!("no failed deployment of {commit}: {:?}", live.deployments(HOST))
+            }
+            None => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// How often the agents of web1 started building `commit` (their log survives restarts).
+fn building_lines(live: &LiveFleet, commit: &str) -> usize {
+    live.host(HOST).agent_log().lines().filter(|l| l.contains("pull: building") && l.contains(commit)).count()
 }
 
 #[test]

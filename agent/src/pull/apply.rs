@@ -10,6 +10,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use hostctl_nix::command::FlakeRef;
 use hostctl_nix::{Nix, NixError};
@@ -38,8 +39,23 @@ pub fn classify(policy: LockPolicy, pinned: Option<&LockId>, lock: Option<&LockI
     }
 }
 
+/// Why a commit could not be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildFailure {
+    /// Names the step (evaluating or building), the commit and Nix's own message.
+    pub message: String,
+    /// The system the commit evaluated to, when the build failed after evaluation.
+    pub toplevel: Option<StorePath>,
+}
+
+impl BuildFailure {
+    fn eval(message: String) -> Self {
+        Self { message, toplevel: None }
+    }
+}
+
 /// A boxed build future (the trait is object safe so tests can use a fake builder).
-pub type BuildFuture<'a> = Pin<Box<dyn Future<Output = Result<StorePath, String>> + Send + 'a>>;
+pub type BuildFuture<'a> = Pin<Box<dyn Future<Output = Result<StorePath, BuildFailure>> + Send + 'a>>;
 
 /// Builds the host's system at a commit of the local mirror; dropping the future cancels
 /// the build.
@@ -72,23 +88,39 @@ impl NixBuilder {
         Self { nix: Arc::new(nix), repo, attr }
     }
 
-    async fn build_at(&self, commit: &str) -> Result<StorePath, String> {
+    /// Evaluates and builds; the durations of both are logged (`pull: built`), so the
+    /// pull-mode benchmark can tell the agent's own overhead from Nix's work.
+    async fn build_at(&self, commit: &str) -> Result<StorePath, BuildFailure> {
+        let started = Instant::now();
         // The flake is at the repository's root in pull mode.
-        let flake = FlakeRef::git_file_at(&self.repo, commit, std::path::Path::new("")).map_err(|e| e.to_string())?;
-        let eval_failed =
-            |e: &NixError| format!("evaluating nixosConfigurations.{} at {commit} failed: {e}", self.attr);
+        let flake = FlakeRef::git_file_at(&self.repo, commit, std::path::Path::new(""))
+            .map_err(|e| BuildFailure::eval(e.to_string()))?;
+        let eval_failed = |e: &NixError| {
+            let attr = &self.attr;
+            BuildFailure::eval(format!(
+                "evaluating nixosConfigurations.{attr} at {commit} failed: {}\n{e}",
+                headline(e)
+            ))
+        };
         let toplevel = match self.nix.eval_toplevel(&flake, &self.attr).await {
             Ok(t) => t,
             Err(e) if e.nix_message().is_some_and(|m| m.contains(RELATIVE_INPUT_ERROR)) => {
-                self.fetch_relative_inputs(commit).await.map_err(|why| format!("{}\n{why}", eval_failed(&e)))?;
+                if let Err(why) = self.fetch_relative_inputs(commit).await {
+                    let mut failure = eval_failed(&e);
+                    failure.message = format!("{}\n{why}", failure.message);
+                    return Err(failure);
+                }
                 self.nix.eval_toplevel(&flake, &self.attr).await.map_err(|e| eval_failed(&e))?
             }
             Err(e) => return Err(eval_failed(&e)),
         };
-        self.nix
-            .build_outputs(std::slice::from_ref(&toplevel.drv_path))
-            .await
-            .map_err(|e| format!("building {} at {commit} failed: {e}", toplevel.drv_path))?;
+        let evaluated = Instant::now();
+        self.nix.build_outputs(std::slice::from_ref(&toplevel.drv_path)).await.map_err(|e| BuildFailure {
+            message: format!("building {} at {commit} failed: {}\n{e}", toplevel.drv_path, headline(&e)),
+            toplevel: Some(toplevel.out_path.clone()),
+        })?;
+        let (eval_ms, build_ms) = (millis(evaluated - started), millis(evaluated.elapsed()));
+        tracing::info!(commit, eval_ms, build_ms, toplevel = %toplevel.out_path, "pull: built");
         Ok(toplevel.out_path)
     }
 
@@ -110,6 +142,21 @@ impl NixBuilder {
         let dir = checkout.to_str().ok_or("the checkout path is not UTF-8")?;
         self.nix.flake_update(dir).await.map_err(|e| format!("fetching the flake's relative inputs failed: {e}"))
     }
+}
+
+/// The line of a Nix failure that says what went wrong (Nix's first `error:` line), for
+/// the first line of a message whose later lines carry the whole error (argv, status,
+/// stderr tail): `hostctl status` and `history` show first lines.
+fn headline(e: &NixError) -> String {
+    let from_nix = e.nix_message().and_then(|m| m.lines().map(str::trim).find(|l| l.starts_with("error:")));
+    match from_nix {
+        Some(line) => line.to_owned(),
+        None => e.to_string().lines().next().unwrap_or_default().to_owned(),
+    }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// What Nix 2.8 says when a locked relative input is not in the store.
@@ -148,5 +195,6 @@ pub fn request(commit: &str, lock: Option<LockId>, toplevel: StorePath, now: u64
         mode: Mode::Switch,
         confirm_timeout: Duration::from_secs(0),
         health: Vec::new(),
+        cache: None,
     }
 }

@@ -8,11 +8,14 @@
 //! descends from the old one (or force pushes are allowed), so a refused force push leaves
 //! the last good commit in place. Blocking (git2): callers run it on a blocking thread.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
 use git2::{FetchOptions, Oid, Repository};
 use hostctl_nix::flake::lock::lock_id;
 use hostctl_schemas::ids::LockId;
+
+use super::ssh::SshAuth;
 
 /// Where a fetch lands before it is checked.
 const INCOMING: &str = "refs/hostctl/incoming";
@@ -26,6 +29,9 @@ pub enum FetchError {
     NoBranch(String),
     #[error("force push refused: {new} does not descend from the last fetched commit {old}")]
     ForcePush { old: String, new: String },
+    /// The ssh login or host key check refused (the message names host and file).
+    #[error("{0}")]
+    Ssh(String),
 }
 
 /// What a fetch found.
@@ -74,15 +80,26 @@ impl Mirror {
     }
 
     /// Fetches the branch from `url` and advances the local branch by fast-forward (or
-    /// by force when `allow_force`).
-    pub fn fetch(&self, url: &str, allow_force: bool) -> Result<Fetched, FetchError> {
+    /// by force when `allow_force`); over ssh with `ssh`'s key and host key check.
+    pub fn fetch(&self, url: &str, allow_force: bool, ssh: Option<&SshAuth>) -> Result<Fetched, FetchError> {
         let repo = self.repo()?;
         let mut remote = repo.remote_anonymous(url)?;
         let refspec = format!("+{}:{INCOMING}", branch_ref(&self.branch));
+        // Declared before the options whose callbacks borrow it.
+        let refused = RefCell::new(None);
         let mut options = FetchOptions::new();
         // Tags and other branches are not the agent's business.
         options.download_tags(git2::AutotagOption::None);
-        remote.fetch(&[refspec.as_str()], Some(&mut options), None)?;
+        if let Some(ssh) = ssh {
+            ssh.check_key_file().map_err(FetchError::Ssh)?;
+            options.remote_callbacks(ssh.callbacks(&refused));
+        }
+        let fetched = remote.fetch(&[refspec.as_str()], Some(&mut options), None);
+        drop(options);
+        if let Some(why) = refused.take() {
+            return Err(FetchError::Ssh(why));
+        }
+        fetched?;
         let new = repo.refname_to_id(INCOMING).map_err(|_| FetchError::NoBranch(self.branch.clone()))?;
         // A stale incoming ref from an earlier fetch would look like a fetched commit.
         if let Ok(mut incoming) = repo.find_reference(INCOMING) {

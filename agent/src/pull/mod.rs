@@ -17,7 +17,10 @@
 //! another deployment is open (it waits for the next round).
 
 pub mod apply;
+pub mod failed;
 pub mod fetch;
+pub mod known_hosts;
+pub mod ssh;
 pub mod webhook;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,18 +28,21 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use hostctl_schemas::agent_config::{AgentConfig, PullConfig};
 use hostctl_schemas::api::deployments::DeploymentState;
 use hostctl_schemas::api::status::PullStatus;
+use hostctl_schemas::api::ErrorCode;
 use hostctl_schemas::ids::{AttrName, LockId, StorePath};
 use hostctl_schemas::inventory::Mode;
 use tokio::sync::Notify;
 
-use self::apply::{classify, Build, NixBuilder, Verdict};
+use self::apply::{classify, Build, BuildFailure, NixBuilder, Verdict};
 use self::fetch::Mirror;
+use self::ssh::SshAuth;
 use self::webhook::HookAuth;
 use crate::deploy::Deployer;
 use crate::journal::Record;
-use crate::unix_now;
+use crate::{unix_now, unix_now_ms};
 
-/// What the pull task knows, shared with `GET /v1/status`.
+/// What the pull task knows, shared with `GET /v1/status`. Changes go through
+/// [`Puller::update`], which announces those the status shows.
 #[derive(Debug, Default)]
 struct Shared {
     fetched_commit: Option<String>,
@@ -50,11 +56,21 @@ struct Shared {
     built: Option<(String, StorePath)>,
 }
 
+/// What the status shows of [`Shared`]: a change is announced to the D-Bus service.
+/// `last_fetch` is left out on purpose: it moves every poll without anything changing.
+type Visible = (Option<String>, Option<(String, Option<LockId>)>, Option<String>);
+
+impl Shared {
+    fn visible(&self) -> Visible {
+        (self.fetched_commit.clone(), self.pending.clone(), self.last_error.clone())
+    }
+}
+
 /// How a build in progress ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum BuildEnd {
     Built(StorePath),
-    Failed(String),
+    Failed(BuildFailure),
     /// A newer commit was fetched meanwhile; the older build was dropped.
     Superseded(String),
 }
@@ -64,6 +80,7 @@ pub enum BuildEnd {
 pub struct Puller {
     config: PullConfig,
     mirror: Mirror,
+    ssh: Option<SshAuth>,
     builder: Arc<dyn Build>,
     deployer: Arc<Deployer>,
     hook: Option<HookAuth>,
@@ -89,17 +106,21 @@ impl Puller {
             ),
             None => None,
         };
-        Ok(Some(Arc::new(Self::new(pull.clone(), mirror, Arc::new(builder), deployer, hook))))
+        Self::new(pull.clone(), mirror, Arc::new(builder), deployer, hook).map(|p| Some(Arc::new(p)))
     }
 
+    /// The puller; an ssh URL without `ssh_key_file` is refused. A commit whose build
+    /// failed before (journaled) is remembered as failed, with its error.
     pub fn new(
         config: PullConfig,
         mirror: Mirror,
         builder: Arc<dyn Build>,
         deployer: Arc<Deployer>,
         hook: Option<HookAuth>,
-    ) -> Self {
-        Self { config, mirror, builder, deployer, hook, wake: Notify::new(), shared: Mutex::default() }
+    ) -> Result<Self, String> {
+        let ssh = SshAuth::from_config(&config)?;
+        let shared = Shared { failed: failed::last_failure(&deployer.records()), ..Shared::default() };
+        Ok(Self { config, mirror, ssh, builder, deployer, hook, wake: Notify::new(), shared: Mutex::new(shared) })
     }
 
     pub fn config(&self) -> &PullConfig {
@@ -123,6 +144,21 @@ impl Puller {
     fn shared(&self) -> MutexGuard<'_, Shared> {
         // Plain fields, each written whole: still consistent after a panic elsewhere.
         self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Changes the shared state; a change the status shows is announced
+    /// ([`crate::events`]), after the lock is released.
+    fn update<R>(&self, change: impl FnOnce(&mut Shared) -> R) -> R {
+        let (result, changed) = {
+            let mut shared = self.shared();
+            let before = shared.visible();
+            let result = change(&mut shared);
+            (result, shared.visible() != before)
+        };
+        if changed {
+            self.deployer.events().changed();
+        }
+        result
     }
 
     /// The status for `GET /v1/status`. Applied commit and pinned lock come from the
@@ -168,7 +204,7 @@ impl Puller {
             };
             match end {
                 BuildEnd::Built(toplevel) => return self.activate(&commit, lock, toplevel).await,
-                BuildEnd::Failed(error) => return self.build_failed(&commit, error),
+                BuildEnd::Failed(failure) => return self.build_failed(&commit, lock, failure),
                 BuildEnd::Superseded(newer) => {
                     tracing::info!(old = %commit, new = %newer, "pull: build superseded by a newer commit");
                     commit = newer;
@@ -181,9 +217,10 @@ impl Puller {
     /// newest commit fetched so far (also after a failed or refused fetch), if any.
     pub async fn fetch(&self) -> Option<String> {
         let mirror = self.mirror.clone();
-        let (url, force) = (self.config.url.clone(), self.config.allow_force_push);
+        let (url, force, ssh) = (self.config.url.clone(), self.config.allow_force_push, self.ssh.clone());
+        let started = unix_now_ms();
         let result = tokio::task::spawn_blocking(move || {
-            let fetched = mirror.fetch(&url, force);
+            let fetched = mirror.fetch(&url, force, ssh.as_ref());
             (fetched, mirror.head())
         })
         .await;
@@ -191,23 +228,28 @@ impl Puller {
             Ok((fetched, head)) => (fetched.map_err(|e| e.to_string()), head.ok().flatten()),
             Err(e) => (Err(format!("the fetch task failed: {e}")), None),
         };
-        let mut shared = self.shared();
-        shared.last_fetch = Some(unix_now());
-        match fetched {
-            Ok(f) => {
-                if f.forced {
-                    tracing::warn!(commit = %f.commit, "pull: branch was force-pushed (allowed by allow_force_push)");
+        self.update(|shared| {
+            shared.last_fetch = Some(unix_now());
+            match fetched {
+                Ok(f) => {
+                    if f.forced {
+                        tracing::warn!(commit = %f.commit, "pull: branch was force-pushed (allowed by allow_force_push)");
+                    }
+                    if f.changed {
+                        let fetch_ms = unix_now_ms().saturating_sub(started);
+                        tracing::info!(commit = %f.commit, fetch_ms, "pull: fetched a new commit");
+                    }
+                    let failure = shared.failed.as_ref().filter(|(c, _)| *c == f.commit).map(|(_, e)| e.clone());
+                    shared.last_error = failure;
+                    shared.fetched_commit = Some(f.commit);
                 }
-                let failure = shared.failed.as_ref().filter(|(c, _)| *c == f.commit).map(|(_, e)| e.clone());
-                shared.last_error = failure;
-                shared.fetched_commit = Some(f.commit);
+                Err(error) => {
+                    tracing::warn!(%error, "pull: fetch failed");
+                    shared.last_error = Some(error);
+                    shared.fetched_commit = head.clone();
+                }
             }
-            Err(error) => {
-                tracing::warn!(%error, "pull: fetch failed");
-                shared.last_error = Some(error);
-                shared.fetched_commit = head.clone();
-            }
-        }
+        });
         head
     }
 
@@ -218,33 +260,29 @@ impl Puller {
         if let Some(applied) = applied_commit(&records) {
             // Running it already, or something newer (a controller deployment).
             if self.mirror.descends_from(applied, commit).unwrap_or(false) {
-                self.shared().pending = None;
+                self.update(|s| s.pending = None);
                 return None;
             }
         }
-        // Deployed by pull before (and since rolled back or failed): not again, or a
-        // failing commit would be re-activated every round.
-        let tried =
-            records.iter().any(|r| r.deployment.rev.as_deref() == Some(commit) && r.deployment.id.starts_with("pull-"));
-        if tried || self.shared().failed.as_ref().is_some_and(|(c, _)| c == commit) {
+        if failed::tried(&records, commit) || self.shared().failed.as_ref().is_some_and(|(c, _)| c == commit) {
             return None;
         }
         // git2 reads one blob: quick enough not to need a blocking thread.
         let lock = match self.mirror.lock_of(commit) {
             Ok(lock) => lock,
             Err(e) => {
-                self.shared().last_error = Some(format!("cannot read flake.lock at {commit}: {e}"));
+                self.update(|s| s.last_error = Some(format!("cannot read flake.lock at {commit}: {e}")));
                 return None;
             }
         };
         match classify(self.config.lock, pinned_lock(&records), lock.as_ref()) {
             Verdict::Apply => {
-                self.shared().pending = None;
+                self.update(|s| s.pending = None);
                 Some(lock)
             }
             Verdict::Hold => {
                 tracing::info!(commit, lock = ?lock, "pull: lock change held as pending (lock: pinned)");
-                self.shared().pending = Some((commit.to_owned(), lock));
+                self.update(|s| s.pending = Some((commit.to_owned(), lock)));
                 None
             }
         }
@@ -267,7 +305,7 @@ impl Puller {
                         self.shared().built = Some((commit.to_owned(), toplevel.clone()));
                         BuildEnd::Built(toplevel)
                     }
-                    Err(error) => BuildEnd::Failed(error),
+                    Err(failure) => BuildEnd::Failed(failure),
                 },
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(self.config.interval.into()) => {}
@@ -279,31 +317,57 @@ impl Puller {
         }
     }
 
-    fn build_failed(&self, commit: &str, error: String) {
-        tracing::error!(commit, %error, "pull: build failed; the running system is unchanged");
-        let mut shared = self.shared();
-        shared.last_error = Some(error.clone());
-        shared.failed = Some((commit.to_owned(), error));
+    /// Remembers the failure (in memory for this run, and in the journal as a failed
+    /// deployment, so history shows it and a restarted agent does not build it again).
+    fn build_failed(&self, commit: &str, lock: Option<LockId>, failure: BuildFailure) {
+        tracing::error!(commit, error = %failure.message, "pull: build failed; the running system is unchanged");
+        self.update(|s| {
+            s.last_error = Some(failure.message.clone());
+            s.failed = Some((commit.to_owned(), failure.message.clone()));
+        });
+        let systems = match self.deployer.previous_systems() {
+            Ok(systems) => systems,
+            Err(e) => return tracing::warn!(commit, error = %e.message, "pull: the failure is not journaled"),
+        };
+        let Some(record) = failed::record(commit, lock, &failure, systems, unix_now()) else {
+            return tracing::warn!(
+                commit,
+                "pull: nothing evaluated and no system running: the failure is not journaled"
+            );
+        };
+        let mut journal = self.deployer.journal();
+        if journal.get(&record.deployment.id).is_none() {
+            if let Err(e) = journal.insert_record(record) {
+                tracing::error!(commit, error = %e, "pull: cannot journal the failure");
+            }
+        }
     }
 
     /// Hands the built system to the deployer, unless a newer commit was fetched
-    /// meanwhile or another deployment is open (then the next round tries again).
+    /// meanwhile or another deployment is open (then the next round tries again). A
+    /// system the deployer refuses (400: not a NixOS system) is a failure of the commit.
     async fn activate(&self, commit: &str, lock: Option<LockId>, toplevel: StorePath) {
         if self.shared().fetched_commit.as_deref() != Some(commit) {
             return;
         }
-        let request = apply::request(commit, lock, toplevel, unix_now());
+        let request = apply::request(commit, lock.clone(), toplevel.clone(), unix_now());
         match self.deployer.create(request).await {
             Ok(d) => {
                 tracing::info!(id = %d.id, commit, "pull: deployment started");
-                let mut shared = self.shared();
-                shared.last_error = None;
-                shared.built = None;
+                self.update(|s| {
+                    s.last_error = None;
+                    s.built = None;
+                });
+            }
+            Err(e) if e.code == ErrorCode::BadRequest => {
+                let message = format!("the agent refused the system of {commit}: {}", e.message);
+                self.update(|s| s.built = None);
+                self.build_failed(commit, lock, BuildFailure { message, toplevel: Some(toplevel) });
             }
             Err(e) => {
                 let message = format!("cannot start the deployment of {commit} (retrying next round): {}", e.message);
                 tracing::warn!("pull: {message}");
-                self.shared().last_error = Some(message);
+                self.update(|s| s.last_error = Some(message));
             }
         }
     }

@@ -3,7 +3,7 @@
 //! real Nix builds are in the end-to-end tests), and the webhook over in-process HTTP.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration as StdDuration;
 
 use git2::{Oid, Repository, Signature};
@@ -57,11 +57,11 @@ fn fast_forward_is_fetched() {
     let m = mirror(dir.path());
     assert_eq!(m.head().unwrap(), None);
     let a = remote.commit(&[("flake.nix", "a")], None);
-    let f = m.fetch(&remote.url(), false).unwrap();
+    let f = m.fetch(&remote.url(), false, None).unwrap();
     assert_eq!((f.commit.as_str(), f.changed), (a.to_string().as_str(), true));
     let b = remote.commit(&[("flake.nix", "b")], Some(a));
-    assert_eq!(m.fetch(&remote.url(), false).unwrap().commit, b.to_string());
-    assert!(!m.fetch(&remote.url(), false).unwrap().changed);
+    assert_eq!(m.fetch(&remote.url(), false, None).unwrap().commit, b.to_string());
+    assert!(!m.fetch(&remote.url(), false, None).unwrap().changed);
     assert_eq!(m.head().unwrap(), Some(b.to_string()));
 }
 
@@ -71,12 +71,12 @@ fn force_push_is_refused_unless_allowed() {
     let remote = Remote::new(&dir.path().join("remote.git"));
     let m = mirror(dir.path());
     let a = remote.commit(&[("flake.nix", "a")], None);
-    m.fetch(&remote.url(), false).unwrap();
+    m.fetch(&remote.url(), false, None).unwrap();
     let rewritten = remote.commit(&[("flake.nix", "x")], None);
-    let err = m.fetch(&remote.url(), false).unwrap_err().to_string();
+    let err = m.fetch(&remote.url(), false, None).unwrap_err().to_string();
     assert!(err.starts_with("force push refused: "), "{err}");
     assert_eq!(m.head().unwrap(), Some(a.to_string()), "the last good commit stays");
-    let f = m.fetch(&remote.url(), true).unwrap();
+    let f = m.fetch(&remote.url(), true, None).unwrap();
     assert!(f.forced && f.commit == rewritten.to_string());
 }
 
@@ -84,7 +84,7 @@ fn force_push_is_refused_unless_allowed() {
 fn missing_branch_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let remote = Remote::new(&dir.path().join("remote.git"));
-    let err = mirror(dir.path()).fetch(&remote.url(), false).unwrap_err();
+    let err = mirror(dir.path()).fetch(&remote.url(), false, None).unwrap_err();
     assert!(!err.to_string().is_empty());
 }
 
@@ -102,11 +102,14 @@ fn lock_id(bytes: &[u8]) -> LockId {
     hostctl_nix::flake::lock::lock_id(bytes)
 }
 
-/// A builder that sleeps `slow` for commit `slow_commit`, and notes whether that build
-/// was dropped before finishing. FAKE: it builds nothing.
+/// A builder that sleeps `slow` for commit `slow_commit`, notes whether that build
+/// was dropped before finishing, fails to evaluate `failing_commit`, and counts builds.
+/// FAKE: it builds nothing.
 #[derive(Debug)]
 struct FakeBuilder {
     slow_commit: Mutex<String>,
+    failing_commit: Mutex<String>,
+    builds: AtomicUsize,
     dropped: Arc<AtomicBool>,
     toplevel: StorePath,
 }
@@ -121,6 +124,8 @@ impl Drop for DropFlag {
 impl Build for FakeBuilder {
     fn build<'a>(&'a self, commit: &'a str) -> BuildFuture<'a> {
         let slow = *self.slow_commit.lock().unwrap() == commit;
+        let failing = *self.failing_commit.lock().unwrap() == commit;
+        self.builds.fetch_add(1, Ordering::SeqCst);
         let flag = DropFlag(Arc::clone(&self.dropped));
         let toplevel = self.toplevel.clone();
         Box::pin(async move {
@@ -128,6 +133,9 @@ impl Build for FakeBuilder {
                 tokio::time::sleep(StdDuration::from_secs(30)).await;
             }
             std::mem::forget(flag);
+            if failing {
+                return Err(BuildFailure { message: format!("evaluating at {commit} failed: boom"), toplevel: None });
+            }
             Ok(toplevel)
         })
     }
@@ -142,6 +150,7 @@ struct Setup {
     puller: Arc<Puller>,
     dropped: Arc<AtomicBool>,
     builder: Arc<FakeBuilder>,
+    pull: PullConfig,
 }
 
 fn setup(policy: &str) -> Setup {
@@ -157,13 +166,15 @@ fn setup(policy: &str) -> Setup {
     let dropped = Arc::new(AtomicBool::new(false));
     let builder = Arc::new(FakeBuilder {
         slow_commit: Mutex::new(String::new()),
+        failing_commit: Mutex::new(String::new()),
+        builds: AtomicUsize::new(0),
         dropped: Arc::clone(&dropped),
         toplevel: TOPLEVEL.parse().unwrap(),
     });
     let m = mirror(dir.path());
     let pull = config.pull.unwrap();
-    let puller = Arc::new(Puller::new(pull, m, builder.clone(), host.deployer(), None));
-    Setup { _dir: dir, _host: host, remote, puller, dropped, builder }
+    let puller = Arc::new(Puller::new(pull.clone(), m, builder.clone(), host.deployer(), None).unwrap());
+    Setup { _dir: dir, _host: host, remote, puller, dropped, builder, pull }
 }
 
 /// Journals a confirmed deployment of `rev` with `lock` (what `hostctl apply` leaves).
@@ -176,6 +187,7 @@ fn confirmed(s: &Setup, id: &str, rev: &str, lock: &LockId) {
         mode: Mode::Switch,
         confirm_timeout: Duration::from_secs(0),
         health: Vec::new(),
+        cache: None,
     };
     let mut deployment = Deployment::queued(&request, None, 1);
     deployment.state = DeploymentState::Confirmed;
@@ -275,7 +287,7 @@ async fn nix_builder_evaluates_at_the_fetched_commit() {
     let a = remote.commit(&[("flake.nix", good)], None);
     let bad = "{ outputs = { self }: { nixosConfigurations.web1 = throw \"broken on purpose\"; }; }";
     let b = remote.commit(&[("flake.nix", bad)], Some(a));
-    m.fetch(&remote.url(), false).unwrap();
+    m.fetch(&remote.url(), false, None).unwrap();
     let config = parse_agent_config(
         &format!("hostname: web1\ntrusted_keys: [\"fleet-1:11qvTRDWRE4FY+wSqfVv05ieSwHGyyqjtCVE4B8/YKg=\"]\npull:\n  url: {}\n", remote.url()),
         Path::new("agent.yaml"),
@@ -285,10 +297,84 @@ async fn nix_builder_evaluates_at_the_fetched_commit() {
     let attr: AttrName = AttrName::from(&config.hostname);
     let builder = NixBuilder::new(Some(&store), config.pull.as_ref().unwrap(), m.path().to_owned(), attr);
     let err = builder.build(&b.to_string()).await.unwrap_err();
-    assert!(err.starts_with("evaluating nixosConfigurations.web1 at ") && err.contains("broken on purpose"), "{err}");
+    assert_eq!(err.toplevel, None);
+    let err = err.message;
+    let first = err.lines().next().unwrap();
+    assert!(
+        first.starts_with("evaluating nixosConfigurations.web1 at ") && first.contains("broken on purpose"),
+        "{err}"
+    );
+    assert!(err.contains("--no-update-lock-file"), "the whole Nix error follows: {err}");
     let err = builder.build(&a.to_string()).await.unwrap_err();
+    assert!(err.toplevel.is_some_and(|t| t.as_str().ends_with("-nixos-system-web1")));
+    let err = err.message;
     assert!(err.starts_with("building /nix/store/") && err.contains("nixos-system-web1.drv"), "{err}");
+    assert!(err.lines().next().unwrap().contains("failed: error: "), "Nix's error line comes first: {err}");
     assert!(!m.path().join("flake.lock").exists(), "nothing written into the mirror");
+}
+
+/// An evaluation error is journaled as a failed deployment (the running system named as
+/// its toplevel, nothing run); a new puller on the same journal (a restarted agent)
+/// reports it and does not build it again; the next commit is built.
+#[tokio::test]
+async fn a_failed_build_is_journaled_and_not_retried_after_a_restart() {
+    let s = setup("pinned");
+    let a = s.remote.commit(&[("flake.lock", "L1"), ("flake.nix", "a")], None);
+    confirmed(&s, "first", &a.to_string(), &lock_id(b"L1"));
+    let b = s.remote.commit(&[("flake.lock", "L1"), ("flake.nix", "broken")], Some(a));
+    *s.builder.failing_commit.lock().unwrap() = b.to_string();
+    s.puller.round().await;
+    let records = s.puller.deployer.records();
+    let failed = records.iter().find(|r| r.deployment.rev.as_deref() == Some(&b.to_string())).unwrap();
+    let d = &failed.deployment;
+    assert_eq!((d.state, d.toplevel.as_str(), d.generation), (DeploymentState::Failed, TOPLEVEL, None));
+    assert_eq!(d.error.as_deref(), Some(format!("evaluating at {b} failed: boom").as_str()));
+    assert!(d.id.starts_with("pull-") && d.lock == Some(lock_id(b"L1")));
+    assert!(s.puller.status(&records).last_error.unwrap().ends_with("failed: boom"));
+    s.puller.round().await;
+    assert_eq!(s.builder.builds.load(Ordering::SeqCst), 1, "not rebuilt by the next round");
+
+    // A restarted agent: same journal and mirror, fresh memory.
+    let mirror = Mirror::open(s.puller.mirror.path(), "main").unwrap();
+    let deployer = Arc::clone(&s.puller.deployer);
+    let restarted = Puller::new(s.pull.clone(), mirror, s.builder.clone(), deployer, None).unwrap();
+    restarted.round().await;
+    assert_eq!(s.builder.builds.load(Ordering::SeqCst), 1, "not rebuilt after a restart");
+    let status = restarted.status(&restarted.deployer.records());
+    assert_eq!(status.fetched_commit, Some(b.to_string()));
+    assert!(status.last_error.unwrap().ends_with("failed: boom"), "the restarted agent reports the failure");
+    let failures = restarted.deployer.records().iter().filter(|r| failed::is_build_failure(r)).count();
+    assert_eq!(failures, 1);
+
+    // The next commit is tried.
+    let c = s.remote.commit(&[("flake.lock", "L1"), ("flake.nix", "fixed")], Some(b));
+    restarted.fetch().await;
+    assert_eq!(restarted.plan(&c.to_string()), Some(Some(lock_id(b"L1"))));
+    assert_eq!(restarted.status(&[]).last_error, None);
+}
+
+/// Changes of the pull status are announced to the D-Bus service; a poll that finds
+/// nothing new is not.
+#[tokio::test]
+async fn pull_status_changes_are_announced() {
+    use crate::events::AgentEvent;
+    let s = setup("pinned");
+    let mut events = s.puller.deployer.events().subscribe();
+    let a = s.remote.commit(&[("flake.lock", "L1")], None);
+    s.puller.fetch().await;
+    assert!(matches!(events.try_recv(), Ok(AgentEvent::Changed)), "a fetched commit is announced");
+    s.puller.fetch().await;
+    assert!(events.try_recv().is_err(), "a poll without news is not");
+    confirmed(&s, "first", &a.to_string(), &lock_id(b"L1"));
+    while events.try_recv().is_ok() {}
+    let b = s.remote.commit(&[("flake.lock", "L2")], Some(a));
+    s.puller.fetch().await;
+    assert!(matches!(events.try_recv(), Ok(AgentEvent::Changed)));
+    assert_eq!(s.puller.plan(&b.to_string()), None);
+    assert!(matches!(events.try_recv(), Ok(AgentEvent::Changed)), "the pending lock change is announced");
+    s.remote.commit(&[("flake.lock", "L2")], None);
+    s.puller.fetch().await;
+    assert!(matches!(events.try_recv(), Ok(AgentEvent::Changed)), "a refused force push (last_error) is announced");
 }
 
 #[path = "webhook_tests.rs"]

@@ -166,17 +166,7 @@ mod tests {
     use super::*;
     use std::fs;
 
-    /// Commits everything in the work tree; returns the commit id.
-    fn commit_all(repo: &Repository, msg: &str) -> String {
-        let mut index = repo.index().unwrap();
-        index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).unwrap();
-        index.write().unwrap();
-        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-        let sig = git2::Signature::now("t", "t@example.invalid").unwrap();
-        let parents: Vec<git2::Commit> = repo.head().ok().map(|h| h.peel_to_commit().unwrap()).into_iter().collect();
-        let parents: Vec<&git2::Commit> = parents.iter().collect();
-        repo.commit(Some("HEAD"), &sig, &sig, msg, &tree, &parents).unwrap().to_string()
-    }
+    use crate::flake::test_git::commit_all;
 
     fn lock_text(n: u32) -> String {
         format!("{{\"nodes\":{{\"root\":{{}}}},\"root\":\"root\",\"version\":7,\"n\":{n}}}\n")

@@ -1,6 +1,7 @@
 //! How Nix will see a flake directory: its git repository, HEAD revision, dirty and
 //! untracked files (flakes silently ignore files that are not `git add`ed), and its lock.
 
+pub mod diff;
 pub mod gitlock;
 pub mod lock;
 
@@ -8,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use git2::{Repository, Status, StatusOptions};
 
+pub use diff::{blob_id, DiffError, Entry, EntryKind, RepoTrees, TreeId};
 pub use gitlock::{FlakeRepo, GitLockError, LockSearch};
 pub use lock::{lock_id, FlakeLock, InputTarget, LockError, LockNode, NixpkgsDuplicate};
 
@@ -119,21 +121,32 @@ fn git_state(repo: &Repository, dir: &Path) -> Result<Option<GitState>, git2::Er
     Ok(Some(GitState { workdir, rev, dirty, untracked }))
 }
 
+/// What the git-based tests of this module's children share.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::fs;
+pub(crate) mod test_git {
+    use git2::Repository;
 
-    fn commit_all(repo: &Repository, msg: &str) {
+    /// Commits the whole work tree (added, changed and deleted files) on HEAD; returns
+    /// the commit id.
+    pub(crate) fn commit_all(repo: &Repository, msg: &str) -> String {
         let mut index = repo.index().unwrap();
         index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).unwrap();
+        index.update_all(["*"], None).unwrap();
         index.write().unwrap();
         let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
         let sig = git2::Signature::now("t", "t@example.invalid").unwrap();
         let parents: Vec<git2::Commit> = repo.head().ok().map(|h| h.peel_to_commit().unwrap()).into_iter().collect();
         let parents: Vec<&git2::Commit> = parents.iter().collect();
-        repo.commit(Some("HEAD"), &sig, &sig, msg, &tree, &parents).unwrap();
+        repo.commit(Some("HEAD"), &sig, &sig, msg, &tree, &parents).unwrap().to_string()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    use crate::flake::test_git::commit_all;
 
     #[test]
     fn reports_rev_dirty_and_untracked_inside_the_flake_dir() {

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::Duration;
 use crate::ids::{LockId, StorePath};
-use crate::inventory::{HealthCheck, Mode};
+use crate::inventory::{CacheUrl, HealthCheck, Mode};
 
 /// `POST /v1/deployments` starts a deployment (202 Accepted with a [`Deployment`]).
 pub const PATH: &str = "/v1/deployments";
@@ -52,7 +52,21 @@ pub struct DeploymentRequest {
     /// `http` checks here: those run on the controller.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health: Vec<HealthCheck>,
+    /// A binary cache to fetch `toplevel`'s closure from when the host lacks it
+    /// (`hostctl apply --via-cache`), instead of a `paths/import` by the controller. The
+    /// agent accepts only a URL listed in its `caches` (else 400), fetches before
+    /// anything else happens (`nix copy --from`, state `queued`), and takes only paths
+    /// signed by its `trusted_keys` or `pull.trusted_public_keys`; a failed fetch fails
+    /// the deployment with an error starting with [`CACHE_ERROR_PREFIX`], nothing
+    /// activated. Left out when unset, so older agents (which refuse unknown fields) only
+    /// see it when it is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheUrl>,
 }
+
+/// How the error of a deployment whose fetch from its `cache` failed begins, so the
+/// controller can name the step (`push`): `cache <URL>: ...`.
+pub const CACHE_ERROR_PREFIX: &str = "cache ";
 
 /// A deployment's state (DESIGN.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

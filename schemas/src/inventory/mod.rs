@@ -1,6 +1,7 @@
 //! The fleet inventory, `fleet.yaml`: which hosts exist, how to reach them, and how
 //! to roll out to them.
 
+mod cache;
 mod health;
 mod rollout;
 
@@ -16,6 +17,7 @@ use crate::duration::Duration;
 use crate::ids::{Address, AttrName, HostName, System, Tag};
 use crate::yaml::{load_yaml, parse_yaml, YamlError};
 
+pub use cache::{CacheUrl, CacheUrlError, FleetCache, CACHE_SCHEMES};
 pub use health::{HealthCheck, HealthKind};
 pub use rollout::{Batch, BatchError, Rollout};
 
@@ -43,6 +45,9 @@ pub struct Fleet {
     /// How the fleet rolls forward.
     #[serde(default)]
     pub rollout: Rollout,
+    /// A binary cache `apply` pushes the closures to once, for the agents to fetch from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<FleetCache>,
 }
 
 /// Settings that apply to every host.

@@ -6,6 +6,7 @@
 use std::process::Command;
 use std::time::Instant;
 
+use hostctl_tests::bench::{agents_cpu, cpu_of, Cpu};
 use hostctl_tests::livefleet::LiveFleet;
 use hostctl_tests::{StoreRoot, NIX_CONFIG};
 use serde_json::Value;
@@ -43,30 +44,6 @@ fn main() {
     println!("| paths copied to one empty host: hostctl / nix copy | {} / {copy_paths} |", first["paths_copied"]);
     println!("| NAR bytes copied to one empty host: hostctl / nix copy | {} / {copy_bytes} |", first["bytes_copied"]);
     println!("| bytes on the wire (zstd) for that host | {} |", first["wire_bytes"]);
-}
-
-/// CPU seconds used by `hostctl apply` (with its Nix children) and by all agents (with
-/// their waited-for children) during the apply.
-#[derive(Debug, Default, Clone, Copy)]
-struct Cpu {
-    controller: f64,
-    agents: f64,
-}
-
-/// utime+stime+cutime+cstime of a process, in seconds (clock ticks are 100/s on Linux).
-fn cpu_of(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime is field 14 of the whole line.
-    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
-    let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
-    if f.len() < 15 {
-        return 0.0;
-    }
-    (f[11] + f[12] + f[13] + f[14]) / 100.0
-}
-
-fn agents_cpu(live: &LiveFleet) -> f64 {
-    live.hosts.iter().filter_map(|h| h.agent_pid()).map(|p| cpu_of(&p.to_string())).sum()
 }
 
 /// A fresh fleet of `names` (each a copy of the example's web1 with its own motd), then
