@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::Instant;
 
-use hostctl_tests::bench::{agents_cpu, cpu_of, Cpu};
+use hostctl_tests::bench::{activation_latencies, agents_cpu, cpu_of, Cpu};
 use hostctl_tests::livefleet::LiveFleet;
 use hostctl_tests::{StoreRoot, NIX_CONFIG};
 use serde_json::Value;
@@ -17,9 +17,9 @@ fn main() {
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
 
     // Parallel: every host in one batch, all stores empty.
-    let (parallel_s, parallel, parallel_cpu) = timed_apply(&names, &[]);
+    let (parallel_s, parallel, parallel_cpu, parallel_latency) = timed_apply(&names, &[]);
     // One after another: a fresh fleet, batch size 1.
-    let (sequential_s, sequential, _) = timed_apply(&names, &["--batch", "1"]);
+    let (sequential_s, sequential, _, sequential_latency) = timed_apply(&names, &["--batch", "1"]);
     let per_host = sequential_s / n as f64;
     let slowest = slowest_host(&sequential).unwrap_or(per_host);
     // In the parallel run every host starts together, so its slowest host is the wall
@@ -44,11 +44,17 @@ fn main() {
     println!("| paths copied to one empty host: hostctl / nix copy | {} / {copy_paths} |", first["paths_copied"]);
     println!("| NAR bytes copied to one empty host: hostctl / nix copy | {} / {copy_bytes} |", first["bytes_copied"]);
     println!("| bytes on the wire (zstd) for that host | {} |", first["wire_bytes"]);
+    println!(
+        "| activation latency (request journaled -> switch-to-configuration started), median / max: one host at a time | {} |",
+        median_max_ms(sequential_latency)
+    );
+    println!("| the same, all hosts in parallel | {} |", median_max_ms(parallel_latency));
 }
 
 /// A fresh fleet of `names` (each a copy of the example's web1 with its own motd), then
-/// one `hostctl apply`; returns wall seconds and the JSON report.
-fn timed_apply(names: &[&str], extra: &[&str]) -> (f64, Value, Cpu) {
+/// one `hostctl apply`; returns wall seconds, the JSON report, CPU and the agents'
+/// activation latencies.
+fn timed_apply(names: &[&str], extra: &[&str]) -> (f64, Value, Cpu, Vec<f64>) {
     let live = LiveFleet::start_with(names, |fleet| {
         for name in names {
             let text = format!("{{ system = \"x86_64-linux\"; roles = [ \"nginx\" ]; motd = \"{name}\"; }}\n");
@@ -65,7 +71,18 @@ fn timed_apply(names: &[&str], extra: &[&str]) -> (f64, Value, Cpu) {
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = Cpu { controller: cpu_of("self") - self_before, agents: agents_cpu(&live) - agents_before };
     run.expect_code(0);
-    (elapsed, run.json(), cpu)
+    let logs = live.hosts.iter().map(|h| std::fs::read_to_string(h.root.join("agent.log")).unwrap_or_default());
+    let latencies = logs.flat_map(|log| activation_latencies(&log)).collect();
+    (elapsed, run.json(), cpu, latencies)
+}
+
+/// `median / max` in milliseconds.
+fn median_max_ms(mut v: Vec<f64>) -> String {
+    v.sort_by(f64::total_cmp);
+    match (v.get(v.len() / 2), v.last()) {
+        (Some(median), Some(max)) => format!("{:.0} / {:.0} ms", median * 1000.0, max * 1000.0),
+        _ => "not found in the agents' logs".to_owned(),
+    }
 }
 
 /// The longest per-host time (`seconds`: status to final state) in a report.
