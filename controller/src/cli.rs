@@ -55,6 +55,17 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Deployments of a host, newest first: time, rev, lock, toplevel, mode, result.
     History(HistoryArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(CompletionsArgs),
+    /// Print the hostctl(1) man page (roff) on stdout.
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

@@ -35,6 +35,8 @@ pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Report, E
         Command::Status(sel) => status::status(cli, sel, &ctx, nix).await,
         Command::History(args) => history::history(cli, args, &ctx).await,
         Command::Rollback(args) => rollback::rollback(cli, args, &ctx, nix, out).await,
+        // Written by `main` before a fleet is loaded (`crate::docs`).
+        Command::Completions(_) | Command::Man => Ok(Report::default()),
     }
 }
 

@@ -9,6 +9,7 @@ mod client;
 mod commands;
 mod context;
 mod deploy;
+mod docs;
 mod error;
 mod evalcache;
 mod evaltrace;
@@ -60,6 +61,16 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_BAD_INPUT } else { 0 });
         }
     };
+    // Documentation commands need no fleet, runtime or Nix.
+    if let Some(written) = docs::write(&cli.command, &mut std::io::stdout().lock()) {
+        return match written {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: cannot write output: {e}");
+                ExitCode::from(EXIT_FAILED)
+            }
+        };
+    }
     init_logging(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
