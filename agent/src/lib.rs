@@ -24,6 +24,7 @@ pub mod health;
 pub mod host;
 pub mod import;
 pub mod journal;
+pub mod metrics;
 pub mod orphan;
 pub mod pull;
 pub mod recovery;

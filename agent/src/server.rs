@@ -3,8 +3,9 @@
 //!
 //! Invariant: every route is registered here with [`crate::auth::signed`] in front of it,
 //! except the forge webhook (`POST /v1/hooks/git`), which checks its own HMAC and can
-//! only wake the pull task; the only other unauthenticated answers are the JSON 404s for
-//! paths and methods that do not exist, which change nothing.
+//! only wake the pull task, and `GET /metrics`, which only reads; the only other
+//! unauthenticated answers are the JSON 404s for paths and methods that do not exist,
+//! which change nothing.
 
 use std::sync::Arc;
 
@@ -34,6 +35,9 @@ pub struct AppState {
     pub pull: Option<Arc<Puller>>,
 }
 
+/// `GET /metrics` (DESIGN.md: Prometheus text format, unauthenticated).
+pub const METRICS_PATH: &str = "/metrics";
+
 /// Bodies of GET requests and of `confirm`: nothing meaningful, so a small limit.
 const SMALL_BODY_LIMIT: u64 = 4 * 1024;
 
@@ -61,6 +65,9 @@ pub fn router(state: AppState, auth: Arc<Authenticator>) -> Router {
         // The forge webhook has its own authentication (HMAC of the body with the webhook
         // secret) and reads its body within `hooks::BODY_LIMIT` itself.
         .route(hooks::PATH, post(crate::pull::webhook::hook))
+        // Prometheus scrapers do not sign requests; the page changes nothing and shows
+        // only what monitoring should see (`crate::metrics`).
+        .route(METRICS_PATH, get(crate::metrics::metrics))
         .fallback(no_route)
         .method_not_allowed_fallback(no_route)
         // The `signed` middleware enforces each route's own limit; axum's default (2 MiB,

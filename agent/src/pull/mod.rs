@@ -54,6 +54,27 @@ struct Shared {
     /// The last commit built and its system, so a round that could not activate it
     /// (another deployment open) does not build it again.
     built: Option<(String, StorePath)>,
+    /// When the last fetch, evaluation and build ended, and whether they succeeded.
+    outcomes: PullOutcomes,
+}
+
+/// When a step last ended (Unix seconds) and whether it succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepOutcome {
+    pub time: u64,
+    pub ok: bool,
+}
+
+/// The pull task's last outcomes, for `GET /metrics` (`None`: never ran since start).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PullOutcomes {
+    pub fetch: Option<StepOutcome>,
+    pub eval: Option<StepOutcome>,
+    pub build: Option<StepOutcome>,
+}
+
+fn ended(ok: bool) -> Option<StepOutcome> {
+    Some(StepOutcome { time: unix_now(), ok })
 }
 
 /// What the status shows of [`Shared`]: a change is announced to the D-Bus service.
@@ -181,6 +202,11 @@ impl Puller {
         }
     }
 
+    /// When the last fetch, evaluation and build ended, and how.
+    pub fn outcomes(&self) -> PullOutcomes {
+        self.shared().outcomes
+    }
+
     /// Runs rounds forever: one at once, then one per interval or wake-up.
     pub async fn run(self: Arc<Self>) {
         tracing::info!(url = %self.config.url, branch = %self.config.branch, "pull mode: tracking");
@@ -230,6 +256,7 @@ impl Puller {
         };
         self.update(|shared| {
             shared.last_fetch = Some(unix_now());
+            shared.outcomes.fetch = ended(fetched.is_ok());
             match fetched {
                 Ok(f) => {
                     if f.forced {
@@ -302,10 +329,21 @@ impl Puller {
             tokio::select! {
                 result = &mut build => return match result {
                     Ok(toplevel) => {
-                        self.shared().built = Some((commit.to_owned(), toplevel.clone()));
+                        let mut shared = self.shared();
+                        shared.built = Some((commit.to_owned(), toplevel.clone()));
+                        (shared.outcomes.eval, shared.outcomes.build) = (ended(true), ended(true));
                         BuildEnd::Built(toplevel)
                     }
-                    Err(failure) => BuildEnd::Failed(failure),
+                    Err(failure) => {
+                        // Only a failure after evaluation knows the system it evaluated to.
+                        let evaluated = failure.toplevel.is_some();
+                        let mut shared = self.shared();
+                        shared.outcomes.eval = ended(evaluated);
+                        if evaluated {
+                            shared.outcomes.build = ended(false);
+                        }
+                        BuildEnd::Failed(failure)
+                    }
                 },
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(self.config.interval.into()) => {}
