@@ -51,6 +51,8 @@ pub enum Command {
     Apply(ApplyArgs),
     /// What each agent reports, and drift from the flake.
     Status(Select),
+    /// Per host, the closure difference from the running system to the new one.
+    Diff(Select),
     /// Return hosts to an earlier system: the previous lock, a lock, a revision or a generation.
     Rollback(RollbackArgs),
     /// Deployments of a host, newest first: time, rev, lock, toplevel, mode, result.

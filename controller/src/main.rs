@@ -9,6 +9,7 @@ mod client;
 mod commands;
 mod context;
 mod deploy;
+mod diff;
 mod docs;
 mod error;
 mod evalcache;
