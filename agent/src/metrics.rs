@@ -182,22 +182,8 @@ mod tests {
     }
 
     fn status() -> StatusResponse {
-        StatusResponse {
-            hostname: "web1".into(),
-            system: "x86_64-linux".into(),
-            state: AgentState::Idle,
-            generation: None,
-            toplevel: None,
-            rev: None,
-            lock: None,
-            deployment: None,
-            pinned_lock: None,
-            booted_system: None,
-            current_system: None,
-            emulated_systems: vec!["aarch64-linux".into(), "riscv64-linux".into()],
-            version: "0.1.0".into(),
-            pull: None,
-        }
+        let emulated_systems = vec!["aarch64-linux".into(), "riscv64-linux".into()];
+        StatusResponse { emulated_systems, ..StatusResponse::idle("web1") }
     }
 
     #[test]

@@ -114,7 +114,6 @@ pub mod fake {
 
     use hostctl_schemas::api::deployments::DeploymentState;
     use hostctl_schemas::api::rollback::RollbackTarget;
-    use hostctl_schemas::api::status::AgentState;
 
     use super::*;
 
@@ -203,20 +202,10 @@ pub mod fake {
                 });
             }
             Ok(StatusResponse {
-                hostname: self.name.to_string(),
-                system: "x86_64-linux".into(),
-                state: AgentState::Idle,
                 generation: self.script.current.as_ref().map(|_| 1),
                 toplevel: self.script.current.as_ref().map(ToString::to_string),
-                rev: None,
-                lock: None,
-                deployment: None,
-                pinned_lock: None,
-                booted_system: None,
-                current_system: None,
-                emulated_systems: Vec::new(),
                 version: "fake".into(),
-                pull: None,
+                ..StatusResponse::idle(self.name.as_str())
             })
         }
 

@@ -247,20 +247,13 @@ mod tests {
 
     fn status_response() -> StatusResponse {
         StatusResponse {
-            hostname: "web1".into(),
-            system: "x86_64-linux".into(),
-            state: AgentState::Idle,
             generation: Some(3),
             toplevel: Some(A.into()),
             rev: Some("1a2b3c4d5e6f7a8b9c0d".into()),
             lock: Some("0123456789abcdef".into()),
             deployment: Some("web1-1-00000000".into()),
-            pinned_lock: None,
-            booted_system: None,
-            current_system: None,
-            emulated_systems: Vec::new(),
             version: "0.1.0".into(),
-            pull: None,
+            ..StatusResponse::idle("web1")
         }
     }
 

@@ -134,22 +134,7 @@ mod tests {
     const TOP: &str = "/nix/store/00000000000000000000000000000000-nixos-system-web1";
 
     fn status() -> StatusResponse {
-        StatusResponse {
-            hostname: "web1".into(),
-            system: "x86_64-linux".into(),
-            state: AgentState::Idle,
-            generation: None,
-            toplevel: None,
-            rev: None,
-            lock: None,
-            deployment: None,
-            pinned_lock: None,
-            booted_system: None,
-            current_system: None,
-            emulated_systems: Vec::new(),
-            version: "0".into(),
-            pull: None,
-        }
+        StatusResponse { version: "0".into(), ..StatusResponse::idle("web1") }
     }
 
     fn deployment(state: DeploymentState) -> Deployment {

@@ -48,6 +48,30 @@ pub struct StatusResponse {
     pub pull: Option<PullStatus>,
 }
 
+impl StatusResponse {
+    /// An idle `x86_64-linux` host with nothing deployed and nothing emulated, in push
+    /// mode: the starting point of fakes and tests (`StatusResponse { generation:
+    /// Some(3), ..StatusResponse::idle("web1") }`).
+    pub fn idle(hostname: &str) -> Self {
+        Self {
+            hostname: hostname.to_owned(),
+            system: "x86_64-linux".to_owned(),
+            state: AgentState::Idle,
+            generation: None,
+            toplevel: None,
+            rev: None,
+            lock: None,
+            deployment: None,
+            pinned_lock: None,
+            booted_system: None,
+            current_system: None,
+            emulated_systems: Vec::new(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pull: None,
+        }
+    }
+}
+
 /// What a pull-mode agent tracks and where it is (DESIGN.md, pull mode).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PullStatus {
