@@ -2,6 +2,7 @@
 //! activate, wait, health gate, confirm. `--dry-run` stops after asking each host what
 //! it lacks.
 
+use std::io::Write as _;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
@@ -44,6 +45,9 @@ pub async fn apply(
     settings.rev = ctx.rev();
     settings.lock = ctx.lock_id().cloned();
     let built = eval_and_build(cli, ctx, nix.clone(), &args.select).await?;
+    if args.diff {
+        show_diff_and_ask(ctx, &key, nix.clone(), &built, args.yes).await?;
+    }
     let policy = Policy {
         batch_size: args.batch.unwrap_or(ctx.fleet.rollout.batch).size(built.len()),
         max_failures: args.max_failures.unwrap_or(ctx.fleet.rollout.max_failures),
@@ -88,6 +92,39 @@ pub async fn apply(
         }
     }
     Ok(report)
+}
+
+/// `apply --diff`: every built host's diff on stderr, then, unless `yes`, a question on
+/// stderr answered on stdin (a terminal, or a pipe for scripts); anything but `y`/`yes`
+/// (end of input included) stops before any host is contacted for a change.
+async fn show_diff_and_ask(
+    ctx: &FleetContext,
+    key: &Arc<SecretKey>,
+    nix: Arc<Nix>,
+    built: &Built,
+    yes: bool,
+) -> Result<(), Error> {
+    let diffs = crate::diff::diff_built(ctx, key, nix, built.clone()).await;
+    let mut stderr = std::io::stderr().lock();
+    for (name, diff) in &diffs {
+        let _ = match diff {
+            Ok(d) => writeln!(stderr, "{name}: {}", d.summary())
+                .and_then(|()| d.lines().iter().try_for_each(|l| writeln!(stderr, "    {l}"))),
+            Err(e) => writeln!(stderr, "{name}: diff failed: {e}"),
+        };
+    }
+    if yes {
+        return Ok(());
+    }
+    let _ = write!(stderr, "Apply to {} host(s)? [y/N] ", diffs.len());
+    let _ = stderr.flush();
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).map_err(|e| Error::Declined(format!("cannot read the answer: {e}")))?;
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Ok(()),
+        "" => Err(Error::Declined("no answer (use --yes to apply without asking)".to_owned())),
+        other => Err(Error::Declined(format!("the answer was `{other}`"))),
+    }
 }
 
 /// The hosts that built, as [`HttpHost`]s; hosts that did not are reported here and

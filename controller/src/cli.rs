@@ -112,6 +112,12 @@ pub struct ApplyArgs {
     /// signed with the fleet key; the agents fetch from it (default: `cache` in the fleet).
     #[arg(long, value_name = "URL")]
     pub via_cache: Option<CacheUrl>,
+    /// Show each host's closure difference (as `hostctl diff`) and ask before applying.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub diff: bool,
+    /// With --diff: apply without asking.
+    #[arg(long, requires = "diff")]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]

@@ -12,12 +12,13 @@ use std::sync::Arc;
 
 use hostctl_nix::Nix;
 use hostctl_schemas::ids::{HostName, StorePath};
+use hostctl_schemas::signing::SecretKey;
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
 use crate::cli::{Cli, Select};
 use crate::client::{load_signing_key, HttpHost};
-use crate::commands::{base_entry, eval_and_build, failed};
+use crate::commands::{base_entry, eval_and_build, failed, Built};
 use crate::context::FleetContext;
 use crate::error::Error;
 use crate::host::Host as _;
@@ -95,6 +96,20 @@ fn signed_bytes(delta: i64) -> String {
 pub async fn diff(cli: &Cli, sel: &Select, ctx: &FleetContext, nix: Arc<Nix>) -> Result<Report, Error> {
     let key = load_signing_key(ctx, cli.key.as_deref())?;
     let built = eval_and_build(cli, ctx, nix.clone(), sel).await?;
+    let mut report = Report::default();
+    for (name, outcome) in diff_built(ctx, &key, nix, built).await {
+        report.hosts.insert(name.to_string(), entry(ctx, &name, outcome));
+    }
+    Ok(report)
+}
+
+/// Each built host's diff against what its agent runs (asked in parallel).
+pub async fn diff_built(
+    ctx: &FleetContext,
+    key: &Arc<SecretKey>,
+    nix: Arc<Nix>,
+    built: Built,
+) -> BTreeMap<HostName, Result<HostDiff, String>> {
     let store = Arc::new(NixStore::new(nix.clone()));
     let mut set = JoinSet::new();
     for (name, result) in built {
@@ -113,16 +128,12 @@ pub async fn diff(cli: &Cli, sel: &Select, ctx: &FleetContext, nix: Arc<Nix>) ->
             (name, outcome)
         });
     }
-    let mut report = Report::default();
-    for (name, outcome) in crate::tasks::collect_keyed(set, "diff").await {
-        report.hosts.insert(name.to_string(), entry(ctx, &name, outcome));
-    }
-    Ok(report)
+    crate::tasks::collect_keyed(set, "diff").await
 }
 
 /// What one host's diff found.
 #[derive(Debug)]
-struct HostDiff {
+pub struct HostDiff {
     running: Option<String>,
     toplevel: StorePath,
     changes: Vec<Change>,
@@ -167,39 +178,59 @@ async fn sized_closure(store: &NixStore, toplevel: &StorePath) -> Result<BTreeMa
     Ok(closure.into_iter().map(|p| (p.clone(), sizes.get(p.as_str()).copied().unwrap_or(0))).collect())
 }
 
+impl HostDiff {
+    fn unchanged(&self) -> bool {
+        self.running.as_deref() == Some(self.toplevel.as_str())
+    }
+
+    fn size_delta(&self) -> i64 {
+        i64::try_from(self.new_size).unwrap_or(i64::MAX) - i64::try_from(self.old_size).unwrap_or(i64::MAX)
+    }
+
+    /// The text after the host's name on its human line.
+    pub fn summary(&self) -> String {
+        match (&self.running, self.unchanged()) {
+            (_, true) => format!("{} (runs it already)", self.toplevel),
+            (None, _) => format!("nothing running -> {} ({})", self.toplevel, crate::progress::bytes(self.new_size)),
+            (Some(_), _) => {
+                format!("{} packages changed, closure {}", self.changes.len(), signed_bytes(self.size_delta()))
+            }
+        }
+    }
+
+    /// One line per changed package (`nginx: 1.18 → 1.20, +1.2 MiB`).
+    pub fn lines(&self) -> Vec<String> {
+        if self.unchanged() || self.running.is_none() {
+            return Vec::new();
+        }
+        self.changes
+            .iter()
+            .map(|c| {
+                format!("{}: {} → {}, {}", c.package, versions(&c.old), versions(&c.new), signed_bytes(c.size_delta))
+            })
+            .collect()
+    }
+}
+
 fn entry(ctx: &FleetContext, name: &HostName, outcome: Result<HostDiff, String>) -> HostReport {
     let d = match outcome {
         Ok(d) => d,
         Err(message) => return failed(ctx, format!("{name}: {message}")),
     };
-    let unchanged = d.running.as_deref() == Some(d.toplevel.as_str());
-    let mut e = base_entry(ctx, if unchanged { HostResult::Unchanged } else { HostResult::Ok });
+    let mut e = base_entry(ctx, if d.unchanged() { HostResult::Unchanged } else { HostResult::Ok });
     e.toplevel = Some(d.toplevel.to_string());
-    let size_delta = i64::try_from(d.new_size).unwrap_or(i64::MAX) - i64::try_from(d.old_size).unwrap_or(i64::MAX);
     let changes: Vec<Value> = d
         .changes
         .iter()
         .map(|c| json!({"package": c.package, "old": c.old, "new": c.new, "size_delta": c.size_delta}))
         .collect();
-    e.summary = Some(match (&d.running, unchanged) {
-        (_, true) => format!("{} (runs it already)", d.toplevel),
-        (None, _) => format!("nothing running -> {} ({})", d.toplevel, crate::progress::bytes(d.new_size)),
-        (Some(_), _) => format!("{} packages changed, closure {}", d.changes.len(), signed_bytes(size_delta)),
-    });
-    e.body = (!unchanged && d.running.is_some()).then(|| {
-        let lines: Vec<String> = d
-            .changes
-            .iter()
-            .map(|c| {
-                format!("{}: {} → {}, {}", c.package, versions(&c.old), versions(&c.new), signed_bytes(c.size_delta))
-            })
-            .collect();
-        lines.join("\n")
-    });
-    e.field("running", d.running)
+    e.summary = Some(d.summary());
+    let lines = d.lines();
+    e.body = (!lines.is_empty()).then(|| lines.join("\n"));
+    e.field("running", d.running.clone())
         .field("changes", changes)
         .field("closure_size", d.new_size)
-        .field("closure_size_delta", size_delta)
+        .field("closure_size_delta", d.size_delta())
 }
 
 #[cfg(test)]

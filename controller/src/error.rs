@@ -53,6 +53,9 @@ pub enum Error {
     /// `--via-cache` / `cache:` cannot be used as given.
     #[error(transparent)]
     Cache(#[from] crate::cache::KeyPathError),
+    /// `apply --diff` was not confirmed: nothing was changed.
+    #[error("not applied: {0}; nothing was changed")]
+    Declined(String),
 }
 
 impl Error {
@@ -67,7 +70,8 @@ impl Error {
             | Error::NoSigningKey { .. }
             | Error::UnknownHost { .. }
             | Error::Target(_)
-            | Error::Cache(_) => EXIT_BAD_INPUT,
+            | Error::Cache(_)
+            | Error::Declined(_) => EXIT_BAD_INPUT,
             Error::Nix(_) | Error::Output(_) | Error::GitHistory(_) => EXIT_FAILED,
         }
     }

@@ -56,3 +56,55 @@ fn diff_shows_package_changes_per_host_and_changes_nothing() {
     again.expect_code(0);
     assert_eq!(again.json()["hosts"]["web1"]["result"], "unchanged");
 }
+
+/// `hostctl --key K ARGS` with `answer` on stdin.
+fn hostctl_answering(live: &LiveFleet, args: &[&str], answer: &str) -> hostctl_tests::HostctlRun {
+    use std::io::Write as _;
+    let key = live.key_file.display().to_string();
+    let mut all = vec!["--key", key.as_str()];
+    all.extend_from_slice(args);
+    let mut cmd = live.fleet.hostctl_command(&all, &[]);
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(answer.as_bytes()).unwrap();
+    hostctl_tests::HostctlRun::from(child.wait_with_output().unwrap())
+}
+
+#[test]
+fn apply_diff_shows_the_changes_and_applies_only_when_told_yes() {
+    let live = LiveFleet::start(&["web1"]);
+    live.hostctl(&["--json", "apply"]).expect_code(0);
+    let running = live.host("web1").current_system();
+    live.fleet.write("hosts/web1.nix", "{ system = \"x86_64-linux\"; roles = [ \"nginx\" \"postgresql\" ]; }\n");
+    live.fleet.commit("web1 gets postgresql");
+
+    for answer in ["n\n", "", "maybe\n"] {
+        let run = hostctl_answering(&live, &["--json", "apply", "--diff"], answer);
+        run.expect_code(2);
+        assert!(run.stderr.contains("hostctl-example-role-postgresql: ∅ → ε"), "{}", run.stderr);
+        assert!(
+            run.stderr.contains("Apply to 1 host(s)? [y/N]") && run.stderr.contains("not applied"),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(live.host("web1").current_system(), running, "{answer:?} changed nothing");
+    }
+    let run = hostctl_answering(&live, &["--json", "apply", "--diff"], "y\n");
+    run.expect_code(0);
+    assert_eq!(run.json()["hosts"]["web1"]["result"], "activated");
+    assert_ne!(live.host("web1").current_system(), running);
+
+    live.fleet.write("hosts/web1.nix", "{ system = \"x86_64-linux\"; roles = [ \"nginx\" ]; }\n");
+    live.fleet.commit("web1 drops postgresql");
+    let run = live.hostctl(&["--json", "apply", "--diff", "--yes"]);
+    run.expect_code(0);
+    assert!(run.stderr.contains("hostctl-example-role-postgresql: ε → ∅"), "{}", run.stderr);
+    assert!(!run.stderr.contains("[y/N]"), "--yes does not ask");
+    // --yes without --diff, and --diff with --dry-run, are bad invocations.
+    live.hostctl(&["apply", "--yes"]).expect_code(2);
+    live.hostctl(&["apply", "--diff", "--dry-run"]).expect_code(2);
+}
