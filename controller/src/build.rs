@@ -23,6 +23,9 @@ pub async fn build_all(
     if drvs.is_empty() {
         return Ok(BTreeMap::new());
     }
+    for host in targets.keys() {
+        crate::progress::step(host, format!("building ({} systems in one nix build)", drvs.len()));
+    }
     let batch_error = match nix.build_outputs(&drvs).await {
         Ok(_) => None,
         Err(NixError::Failed { stderr_tail, .. }) => Some(stderr_tail),

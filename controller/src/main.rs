@@ -82,7 +82,11 @@ fn main() -> ExitCode {
     };
     let mut output = Output { stderr: std::io::stderr() };
     let nix = Arc::new(Nix::new().with_builders(cli.builders.clone()));
-    match runtime.block_on(commands::run(&cli, nix, &mut output)) {
+    let progress = progress::start();
+    let result = runtime.block_on(commands::run(&cli, nix, &mut output));
+    // Every progress line is out before the report and any error.
+    progress.finish();
+    match result {
         Ok(report) => {
             let mut stdout = std::io::stdout().lock();
             if let Err(e) = report.print(cli.json, &mut stdout) {

@@ -83,7 +83,10 @@ where
             // running unthrottled then is still correct.
             let _permit = permits.acquire_owned().await.ok();
             tracing::info!(host = %host, "evaluating");
-            (host, evaluation.await)
+            crate::progress::step(&host, "evaluating");
+            let result = evaluation.await;
+            crate::progress::step(&host, if result.is_ok() { "evaluated" } else { "evaluation failed" });
+            (host, result)
         });
     }
     crate::tasks::collect_keyed(set, "evaluation").await

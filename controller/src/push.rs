@@ -158,7 +158,13 @@ pub async fn push_closure<H: Host, S: LocalStore>(
     let nar_bytes: u64 = missing.iter().filter_map(|p| sizes.get(p.as_str())).sum();
     progress::step(host.name(), format!("pushing {} paths ({})", missing.len(), progress::bytes(nar_bytes)));
     let mut stats = PushStats { paths: missing.len() as u64, nar_bytes, wire_bytes: 0 };
-    for chunk in import_chunks(&missing, &sizes) {
+    let chunks = import_chunks(&missing, &sizes);
+    let (total, mut sent) = (chunks.len(), 0usize);
+    for chunk in chunks {
+        sent += chunk.len();
+        if total > 1 {
+            progress::step(host.name(), format!("pushing {sent}/{} paths", missing.len()));
+        }
         let body = store.export(chunk).await.map_err(PushError::Local)?;
         stats.wire_bytes += body.len;
         host.import(chunk, body).await?;

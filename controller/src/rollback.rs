@@ -133,7 +133,9 @@ async fn run_all(
             let started = std::time::Instant::now();
             let mut r = run_host(host.as_ref(), &plan, &checks, &settings, rebuild.as_ref()).await;
             r.outcome.seconds = started.elapsed().as_secs_f64();
-            progress::step(host.name(), crate::rollout::finished_line(&r.outcome));
+            let o = &r.outcome;
+            let failed = matches!(o.result, HostResult::Failed | HostResult::RolledBack);
+            progress::finished(host.name(), crate::rollout::finished_line(o), failed, o.log_tail.as_deref());
             (host.name().clone(), r)
         });
     }

@@ -111,7 +111,8 @@ where
                     if matches!(outcome.result, HostResult::Failed | HostResult::RolledBack) {
                         failures += 1;
                     }
-                    progress::step(&name, finished_line(&outcome));
+                    let failed = matches!(outcome.result, HostResult::Failed | HostResult::RolledBack);
+                    progress::finished(&name, finished_line(&outcome), failed, outcome.log_tail.as_deref());
                     results.insert(name, (number, outcome));
                 }
                 // A panicking task is a bug; its host is then missing from the results,
