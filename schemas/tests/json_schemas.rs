@@ -1,5 +1,6 @@
-//! The checked-in JSON Schemas under `schemas/json/` must equal the generated ones.
-//! Regenerate with `HOSTCTL_UPDATE_SCHEMAS=1 cargo test -p hostctl-schemas --test json_schemas`.
+//! The checked-in JSON Schemas under `schemas/json/`, and the configuration reference
+//! `docs/CONFIG.md` rendered from them, must equal the generated ones. Regenerate with
+//! `HOSTCTL_UPDATE_SCHEMAS=1 cargo test -p hostctl-schemas --test json_schemas`.
 
 use std::path::PathBuf;
 
@@ -8,9 +9,13 @@ use hostctl_schemas::jsonschema::{agent_config_schema, fleet_schema};
 #[expect(clippy::unwrap_used, reason = "test helper: a panic is a test failure")]
 fn check_or_update(file_name: &str, schema: &serde_json::Value) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("json").join(file_name);
-    let generated = serde_json::to_string_pretty(schema).unwrap() + "\n";
+    check_or_update_text(path, &(serde_json::to_string_pretty(schema).unwrap() + "\n"));
+}
+
+#[expect(clippy::unwrap_used, reason = "test helper: a panic is a test failure")]
+fn check_or_update_text(path: PathBuf, generated: &str) {
     if std::env::var_os("HOSTCTL_UPDATE_SCHEMAS").is_some_and(|v| v == "1") {
-        std::fs::write(&path, &generated).unwrap();
+        std::fs::write(&path, generated).unwrap();
         return;
     }
     let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
@@ -21,6 +26,19 @@ fn check_or_update(file_name: &str, schema: &serde_json::Value) {
          and commit the result",
         path.display()
     );
+}
+
+#[test]
+fn the_configuration_reference_is_up_to_date() {
+    use hostctl_schemas::reference::markdown;
+    let text = format!(
+        "# Configuration reference\n\nGenerated from the JSON Schemas in `schemas/json/` (which are generated from the \
+         Rust types that parse the files) by `HOSTCTL_UPDATE_SCHEMAS=1 cargo test -p hostctl-schemas --test \
+         json_schemas`; do not edit by hand. Unknown keys are errors in both files.\n\n{}\n{}",
+        markdown("Fleet inventory", "fleet.yaml", &fleet_schema()),
+        markdown("Agent configuration", "agent.yaml", &agent_config_schema()),
+    );
+    check_or_update_text(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/CONFIG.md"), &text);
 }
 
 #[test]
