@@ -1,0 +1,132 @@
+# services.hostctl-agent: the hostctl agent on a NixOS host.
+#
+# `settings` is agent.yaml (see docs/CONFIG.md), written as JSON (a subset of YAML) so
+# the module needs no YAML library and works on old and new nixpkgs alike.
+{ config, lib, pkgs, ... }:
+let
+  cfg = config.services.hostctl-agent;
+  inherit (lib) mkEnableOption mkIf mkOption types;
+
+  stateDir = "/var/lib/hostctl-agent";
+  binfmtConf = "/etc/nix/hostctl-binfmt.conf";
+
+  # What the module decides, under what the user wrote.
+  settings = lib.recursiveUpdate
+    ({
+      hostname = config.networking.hostName;
+      listen = "${cfg.listenAddress}:${toString cfg.port}";
+      state_dir = stateDir;
+      bus = "system";
+      service_manager = "systemd";
+    } // lib.optionalAttrs (cfg.emulatedSystems != [ ]) {
+      binfmt = { emulated_systems = cfg.emulatedSystems; nix_conf = binfmtConf; };
+    })
+    cfg.settings;
+
+  configFile = pkgs.writeText "hostctl-agent.yaml" (builtins.toJSON settings);
+
+  # The D-Bus policy the agent ships: root owns org.hostctl.Agent1 and may call
+  # everything; others may read properties and call Status/Generations.
+  dbusPolicy = pkgs.runCommand "hostctl-agent-dbus-policy" { } ''
+    mkdir -p $out/share/dbus-1/system.d
+    cp ${../dbus/org.hostctl.Agent1.conf} $out/share/dbus-1/system.d/org.hostctl.Agent1.conf
+  '';
+in
+{
+  options.services.hostctl-agent = {
+    enable = mkEnableOption "the hostctl agent (deployments pushed by `hostctl apply`, or pulled from git)";
+
+    package = mkOption {
+      type = types.package;
+      description = "The package providing bin/hostctl-agent (this flake's packages.<system>.hostctl-agent).";
+    };
+
+    settings = mkOption {
+      type = types.attrs;
+      default = { };
+      example = lib.literalExample ''
+        {
+          trusted_keys = [ "fleet-1:ZmxlZXQta2V5LWV4YW1wbGUtbm90LWEtcmVhbC1rZXkhISE=" ];
+          pull = { url = "https://git.example.com/infra.git"; branch = "main"; };
+        }
+      '';
+      description = ''
+        agent.yaml, as Nix values (docs/CONFIG.md lists every key). `trusted_keys` is
+        required. `hostname`, `listen`, `state_dir`, `bus`, `service_manager` and `binfmt`
+        are set from the other options unless given here.
+      '';
+    };
+
+    listenAddress = mkOption {
+      type = types.str;
+      default = "0.0.0.0";
+      description = "Address of the agent's HTTP API.";
+    };
+
+    port = mkOption {
+      type = types.port;
+      default = 7420;
+      description = "Port of the agent's HTTP API.";
+    };
+
+    openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Open `port` in the firewall (the controller, Prometheus and forge webhooks reach the agent there).";
+    };
+
+    emulatedSystems = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "aarch64-linux" ];
+      description = ''
+        Systems the agent keeps registered in binfmt_misc (qemu user-mode emulation), like
+        boot.binfmt.emulatedSystems; Nix accepts them through ${binfmtConf}, included from
+        nix.conf.
+      '';
+    };
+  };
+
+  config = mkIf cfg.enable {
+    assertions = [{
+      assertion = (settings.trusted_keys or [ ]) != [ ];
+      message = "services.hostctl-agent.settings.trusted_keys must list at least one controller key.";
+    }];
+
+    environment.etc."hostctl/agent.yaml".source = configFile;
+    services.dbus.packages = [ dbusPolicy ];
+    networking.firewall.allowedTCPPorts = lib.optional cfg.openFirewall cfg.port;
+    nix.extraOptions = lib.optionalString (cfg.emulatedSystems != [ ]) "!include ${binfmtConf}\n";
+
+    systemd.services.hostctl-agent = {
+      description = "hostctl agent";
+      wantedBy = [ "multi-user.target" ];
+      after = [ "network-online.target" "dbus.service" ];
+      wants = [ "network-online.target" ];
+      # A switch must not restart the agent under its own deployment: the agent follows
+      # the activation (a transient unit) and confirms or rolls it back.
+      restartIfChanged = false;
+      stopIfChanged = false;
+      path = [ config.nix.package pkgs.git ];
+      serviceConfig = {
+        ExecStart = "${cfg.package}/bin/hostctl-agent serve --config /etc/hostctl/agent.yaml";
+        Restart = "always";
+        RestartSec = 5;
+        StateDirectory = "hostctl-agent";
+        StateDirectoryMode = "0700";
+        # The agent runs switch-to-configuration, so it needs root; what it may not
+        # touch is still narrowed.
+        NoNewPrivileges = true;
+        ProtectHome = true;
+        PrivateTmp = true;
+        ProtectKernelModules = true;
+        ProtectControlGroups = false;
+        RestrictSUIDSGID = true;
+        LockPersonality = true;
+        RestrictRealtime = true;
+        SystemCallArchitectures = "native";
+        UMask = "0077";
+      };
+    };
+  };
+}

@@ -1,0 +1,53 @@
+//! The NixOS module `services.hostctl-agent` (agent/nixos/module.nix), evaluated in a
+//! real NixOS configuration. No nixpkgs is installable here, so the test needs
+//! `NIXPKGS=/path/to/nixpkgs` (tested with 20.09) and says so when it is not set.
+
+#![allow(clippy::unwrap_used, clippy::panic, reason = "test code throughout: a failed step must fail the test")]
+
+use std::process::Command;
+
+use hostctl_tests::{binary, workspace_root, NIX_CONFIG};
+use serde_json::Value;
+
+#[test]
+fn the_agent_module_evaluates_to_a_hardened_unit_and_a_valid_agent_yaml() {
+    let Some(nixpkgs) = std::env::var_os("NIXPKGS").filter(|p| !p.is_empty()) else {
+        eprintln!("skipped: set NIXPKGS=/path/to/nixpkgs (e.g. a nixpkgs 20.09 checkout) to evaluate the NixOS module");
+        return;
+    };
+    let root = workspace_root();
+    let out = Command::new("nix-instantiate")
+        .env("NIX_CONFIG", NIX_CONFIG)
+        .args(["--eval", "--strict", "--json"])
+        .arg(root.join("tests/nix/eval-agent-module.nix"))
+        .arg("--argstr")
+        .arg("nixpkgs")
+        .arg(&nixpkgs)
+        .arg("--argstr")
+        .arg("module")
+        .arg(root.join("agent/nixos/module.nix"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["failedAssertions"], serde_json::json!([]));
+    assert_eq!((v["restartIfChanged"].as_bool(), v["stopIfChanged"].as_bool()), (Some(false), Some(false)));
+    assert!(v["execStart"].as_str().unwrap().ends_with("/bin/hostctl-agent serve --config /etc/hostctl/agent.yaml"));
+    assert_eq!(v["stateDirectory"], "hostctl-agent");
+    assert_eq!(v["ports"], serde_json::json!([7420]));
+    assert!(v["dbusPackages"].as_array().unwrap().iter().any(|p| p == "hostctl-agent-dbus-policy"));
+    assert_eq!(v["nixExtraOptions"], "!include /etc/nix/hostctl-binfmt.conf\n");
+
+    // What the module writes is an agent.yaml the real agent accepts.
+    let yaml = v["agentYaml"].as_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agent.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let check =
+        Command::new(binary("hostctl-agent")).args(["check-config", "--json", "--config"]).arg(&file).output().unwrap();
+    assert!(check.status.success(), "{yaml}\n{}", String::from_utf8_lossy(&check.stderr));
+    let config: Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!((config["hostname"].as_str(), config["confirm_timeout"].as_str()), (Some("web1"), Some("45s")));
+    assert_eq!(config["binfmt"]["emulated_systems"], serde_json::json!(["aarch64-linux"]));
+    assert_eq!(config["service_manager"], "systemd");
+}
