@@ -51,3 +51,35 @@ fn the_agent_module_evaluates_to_a_hardened_unit_and_a_valid_agent_yaml() {
     assert_eq!(config["binfmt"]["emulated_systems"], serde_json::json!(["aarch64-linux"]));
     assert_eq!(config["service_manager"], "systemd");
 }
+
+#[test]
+fn the_flake_exposes_both_packages_per_system_the_module_and_an_overlay() {
+    let Some(nixpkgs) = std::env::var_os("NIXPKGS").filter(|p| !p.is_empty()) else {
+        eprintln!("skipped: set NIXPKGS=/path/to/nixpkgs to evaluate this repository's flake offline");
+        return;
+    };
+    // The nix-systems pattern: a `systems` input that is a list of systems, overridden here.
+    let systems = tempfile::tempdir().unwrap();
+    std::fs::write(systems.path().join("default.nix"), "[ \"x86_64-linux\" \"aarch64-linux\" ]\n").unwrap();
+    std::fs::write(systems.path().join("flake.nix"), "{ outputs = _: { }; }\n").unwrap();
+    let eval = |attr: &str, apply: &str| -> Value {
+        let out = Command::new("nix")
+            .current_dir(workspace_root())
+            .env("NIX_CONFIG", NIX_CONFIG)
+            .args(["eval", "--json", "--no-write-lock-file", "--override-input", "nixpkgs"])
+            .arg(format!("path:{}", std::path::Path::new(&nixpkgs).display()))
+            .args(["--override-input", "systems"])
+            .arg(format!("path:{}", systems.path().display()))
+            .arg(format!(".#{attr}"))
+            .args(["--apply", apply])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{attr}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let packages = eval("packages", "p: builtins.mapAttrs (system: builtins.attrNames) p");
+    let each = serde_json::json!(["default", "hostctl", "hostctl-agent"]);
+    assert_eq!(packages, serde_json::json!({"aarch64-linux": each, "x86_64-linux": each}));
+    assert_eq!(eval("nixosModules", "builtins.attrNames"), serde_json::json!(["agent", "default"]));
+    assert_eq!(eval("overlays.default", "builtins.isFunction"), serde_json::json!(true));
+}
