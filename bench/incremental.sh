@@ -5,8 +5,8 @@
 #   NIXPKGS=/path/to/nixpkgs bench/incremental.sh plus a fleet of real NixOS hosts
 #
 # Measures, side by side in one run:
-#   1. tracing: one host's `nix eval` (hostctl's exact argv) plain and under hostctl's
-#      strace wrapper, per host;
+#   1. tracing: one host's `nix eval` (hostctl's exact argv) plain, under hostctl's
+#      strace wrapper, and under the former one that also traced lookups, per host;
 #   2. recording: `hostctl eval` of the whole fleet with an empty cache (every evaluation
 #      traced, checked against git, its closure searched, recorded) against
 #      `hostctl --no-eval-cache eval` (plain evaluations, nothing recorded);
@@ -125,28 +125,36 @@ stats() { sort -g | awk '{ v[NR] = $1 } END { m = NR % 2 ? v[(NR + 1) / 2] : (v[
 rows=()
 row() { rows+=("| $1 | $2 | $3 | $4 |"); }
 
-# The strace wrapper hostctl puts in front of `nix eval` (controller/src/evaltrace.rs).
-tracer=(strace -f --seccomp-bpf -q -y -e signal=none -e trace=%file,getdents,getdents64,fchdir -o "$work/trace")
-strace -f --seccomp-bpf -q -o /dev/null true 2>/dev/null || tracer=(strace -f -q -y -e signal=none -e trace=%file,getdents,getdents64,fchdir -o "$work/trace")
+# The strace wrapper hostctl puts in front of `nix eval`, its call list read from
+# controller/src/evaltrace.rs (TRACED: opens and listings, no lookups); and, for
+# comparison, the wrapper before that (`%file`: every lookup stops the evaluator too).
+traced=$(sed -n '/^pub const TRACED/,/";$/p' "$root/controller/src/evaltrace.rs" | tr -d '\n\\ ' | sed 's/^[^"]*"\([^"]*\)".*/\1/')
+[[ $traced == open,* ]] || die "cannot read TRACED from controller/src/evaltrace.rs"
+seccomp=(--seccomp-bpf)
+strace -f --seccomp-bpf -q -o /dev/null true 2>/dev/null || seccomp=()
+tracer=(strace -f "${seccomp[@]}" -q -y -e signal=none -e "trace=$traced" -o "$work/trace")
+full_tracer=(strace -f "${seccomp[@]}" -q -y -e signal=none -e trace=%file,getdents,getdents64,fchdir -o "$work/full-trace")
 apply='t: { drv = t.drvPath; out = t.outPath; system = t.system or null; }'
 
-# bench_tracing FLEET_DIR LABEL HOSTS...: per host, plain vs traced nix eval.
+# bench_tracing FLEET_DIR LABEL HOSTS...: per host, plain vs traced nix eval (and under
+# the former `%file` wrapper).
 bench_tracing() {
-    local dir=$1 label=$2 h i plain traced
+    local dir=$1 label=$2 h i plain traced full
     shift 2
     for h in "$@"; do
         local nix=(nix --extra-experimental-features 'nix-command flakes' eval --json --no-update-lock-file
             "$dir#nixosConfigurations.$h.config.system.build.toplevel" --apply "$apply")
         "${nix[@]}" >/dev/null 2>&1 # warm: the .drv files exist, the source is in the store
-        plain=() traced=()
+        plain=() traced=() full=()
         for ((i = 0; i < RUNS; i++)); do
             plain+=("$(seconds "${nix[@]}")")
             traced+=("$(seconds "${tracer[@]}" -- "${nix[@]}")")
+            full+=("$(seconds "${full_tracer[@]}" -- "${nix[@]}")")
         done
-        row "$label" "nix eval of $h, plain / traced" \
-            "$(printf '%s\n' "${plain[@]}" | stats) / $(printf '%s\n' "${traced[@]}" | stats)" \
-            "trace: $(wc -l <"$work/trace") lines, $(($(stat -c %s "$work/trace") / 1024)) KiB"
-        log "$label $h: plain ${plain[*]}, traced ${traced[*]}"
+        row "$label" "nix eval of $h, plain / traced / \`%file\` traced (before)" \
+            "$(printf '%s\n' "${plain[@]}" | stats) / $(printf '%s\n' "${traced[@]}" | stats) / $(printf '%s\n' "${full[@]}" | stats)" \
+            "trace: $(wc -l <"$work/trace") lines, $(($(stat -c %s "$work/trace") / 1024)) KiB (before: $(wc -l <"$work/full-trace") lines)"
+        log "$label $h: plain ${plain[*]}, traced ${traced[*]}, %file-traced ${full[*]}"
     done
 }
 

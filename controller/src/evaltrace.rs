@@ -1,14 +1,17 @@
 //! Tracing one `nix eval` with strace, and reading from the trace what the evaluation
-//! looked at in the flake's own source: files it opened (`read`), paths it looked up
-//! (`stat`: stat, access, readlink, and opens that failed, so looking for a file that
-//! does not exist yet counts and adding it is noticed) and directories it listed
-//! (`listed`: getdents). Paths are relative to the source root, as git names them.
+//! looked at in the flake's own source: files it opened (`read`) and directories it
+//! listed (`listed`: getdents). Paths are relative to the source root, as git names them.
 //!
 //! Why a system-call trace: Nix has no record of what an evaluation read (`-vv` names
-//! `import`ed files only, not `readFile`, `readDir` or `pathExists`), and every way the
-//! evaluator learns about a file ends in one of these calls. strace `-f` follows every
-//! thread and child, and `-y` prints the path behind each descriptor, so `*at` calls and
-//! `getdents64` on a descriptor resolve to paths without replaying the descriptor table.
+//! `import`ed files only, not `readFile` or `readDir`), and every way the evaluator
+//! learns a file's content is an `open`. strace `-f` follows every thread and child, and
+//! `-y` prints the path behind each descriptor, so `*at` calls and `getdents64` on a
+//! descriptor resolve to paths without replaying the descriptor table.
+//!
+//! Lookups (the stat family, `access`, `readlink`) are not traced: a real NixOS host makes
+//! ~28,000 of them and each strace stop costs ~130 µs. What a lookup can learn (whether
+//! a path exists, its type, a symlink's target) changes only when a path is added,
+//! deleted or changes type or mode, and `incremental` evaluates every host then.
 //!
 //! Soundness: whatever this module cannot account for is an [`Uncertain`] error, never a
 //! guess: an unparsable line, a trace without the evaluator's exit (truncated), a write,
@@ -18,6 +21,16 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+
+/// The system calls traced: those that open or list (what the evaluation read), and
+/// those refused inside the source (writes, `exec`, `chdir`, `getcwd`); `%file` without
+/// the lookups (see the module doc). `?`: no error where this strace or architecture
+/// lacks a call.
+pub const TRACED: &str = "open,openat,?openat2,creat,?open_by_handle_at,getdents,getdents64,getcwd,\
+execve,execveat,chdir,fchdir,chroot,mkdir,mkdirat,rmdir,unlink,unlinkat,rename,renameat,?renameat2,\
+link,linkat,symlink,symlinkat,mknod,mknodat,chmod,fchmodat,?fchmodat2,chown,lchown,fchownat,truncate,\
+utime,utimes,utimensat,futimesat,setxattr,lsetxattr,removexattr,lremovexattr,mount,umount2,pivot_root,\
+swapon,swapoff,acct";
 
 /// strace, if it can trace on this machine.
 #[derive(Debug, Clone)]
@@ -66,7 +79,8 @@ impl Tracer {
         }
         // -q: no attach/detach chatter, but keep `+++ exited with N +++`, the proof that
         // the trace is complete. -y: paths behind descriptors.
-        let rest = ["-q", "-y", "-e", "signal=none", "-e", "trace=%file,getdents,getdents64,fchdir", "-o"];
+        let trace = format!("trace={TRACED}");
+        let rest = ["-q", "-y", "-e", "signal=none", "-e", trace.as_str(), "-o"];
         argv.extend(rest.map(str::to_owned));
         argv.push(out.to_string_lossy().into_owned());
         argv.push("--".to_owned());
@@ -80,7 +94,6 @@ pub struct SourceAccess {
     /// Where the source was on disk (a `local?root=` store puts its prefix in front).
     pub root: PathBuf,
     pub read: BTreeSet<String>,
-    pub stat: BTreeSet<String>,
     pub listed: BTreeSet<String>,
 }
 
@@ -106,6 +119,7 @@ pub enum Uncertain {
 enum Op {
     /// open: a read if it succeeds, a lookup otherwise.
     Open,
+    /// Learns existence or type only; not traced (see the module doc), ignored if seen.
     Lookup,
     List,
     Write,
@@ -128,6 +142,8 @@ fn classify(name: &str) -> Option<(Op, &'static [PathArg])> {
     Some(match name {
         "open" => (Op::Open, P0),
         "openat" | "openat2" => (Op::Open, AT),
+        // No path: what it opened is the descriptor it returns.
+        "open_by_handle_at" => (Op::Open, &[]),
         "stat" | "lstat" | "stat64" | "lstat64" | "oldstat" | "oldlstat" | "access" | "readlink" | "statfs"
         | "statfs64" | "getxattr" | "lgetxattr" | "listxattr" | "llistxattr" | "uselib" => (Op::Lookup, P0),
         "inotify_add_watch" => (Op::Lookup, P1),
@@ -244,7 +260,7 @@ impl<'s> Scan<'s> {
         let unparsed = || Uncertain::Unparsed { line, text: text.chars().take(200).collect() };
         let (name, rest) = text.split_once('(').ok_or_else(unparsed)?;
         let (args, tail) = split_args(rest).ok_or_else(unparsed)?;
-        let ret = parse_ret(tail).ok_or_else(unparsed)?;
+        parse_ret(tail).ok_or_else(unparsed)?;
         for arg in &args {
             // The working directory inside the source: relative paths would be in it.
             if let Some(cwd) = arg.strip_prefix("AT_FDCWD").and_then(decoration) {
@@ -256,6 +272,9 @@ impl<'s> Scan<'s> {
         let Some((op, paths)) = classify(name) else {
             return self.unknown(line, name, &args);
         };
+        if op == Op::Open {
+            return self.open(line, name, &args, tail, paths);
+        }
         for &(dirfd, path) in paths {
             let target = match target(&args, dirfd, path).ok_or_else(unparsed)? {
                 Ok(target) => target,
@@ -265,20 +284,43 @@ impl<'s> Scan<'s> {
                 }
             };
             let Some(rel) = self.place(line, &target)? else { continue };
-            let op = match op {
-                Op::Open => open_kind(args.get(if dirfd.is_some() { 2 } else { 1 }).copied().unwrap_or(""), ret),
-                other => other,
-            };
-            let set = match op {
-                Op::Open | Op::Lookup => &mut self.access.stat,
-                Op::List => &mut self.access.listed,
+            match op {
+                Op::Open | Op::Lookup => {}
+                Op::List => {
+                    self.access.listed.insert(rel);
+                }
                 Op::Exec => return Err(Uncertain::Touched { line, what: "executes", path: target }),
                 Op::Chdir => return Err(Uncertain::Touched { line, what: "changes directory to", path: target }),
                 Op::Write => return Err(Uncertain::Touched { line, what: "writes", path: target }),
-            };
-            set.insert(rel.clone());
-            if op == Op::Open {
-                self.access.read.insert(rel);
+            }
+        }
+        Ok(())
+    }
+
+    /// An open: a read of the path it names and of the path behind the descriptor it
+    /// returns (they differ after a symlink or for `/proc/self/fd/N`), if it succeeded
+    /// or its fate is unknown and it was neither a write nor a directory or handle.
+    fn open(&mut self, line: usize, name: &str, args: &[&str], tail: &str, paths: &[PathArg]) -> Result<(), Uncertain> {
+        let unparsed = || Uncertain::Unparsed { line, text: format!("{name}({})", args.join(", ")) };
+        let ret = parse_ret(tail).ok_or_else(unparsed)?;
+        let flags = args.get(if name == "open" { 1 } else { 2 }).copied().unwrap_or("");
+        let op = open_kind(flags, ret);
+        let mut opened = Vec::new();
+        for &(dirfd, path) in paths {
+            match target(args, dirfd, path).ok_or_else(unparsed)? {
+                Ok(target) => opened.push(target),
+                Err(raw) => self.unresolved(line, &raw)?,
+            }
+        }
+        opened.extend(decoration(tail.trim()));
+        for target in opened {
+            let Some(rel) = self.place(line, &target)? else { continue };
+            match op {
+                Op::Write => return Err(Uncertain::Touched { line, what: "writes", path: target }),
+                Op::Open => {
+                    self.access.read.insert(rel);
+                }
+                _ => {}
             }
         }
         Ok(())

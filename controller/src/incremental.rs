@@ -2,32 +2,24 @@
 //! read nothing that differs between that commit and this one gets the recorded result,
 //! and no evaluator runs for it.
 //!
-//! Every evaluation of a clean commit runs under strace ([`crate::evaltrace`]); what it
-//! read of the flake's source (files opened, paths looked up even when missing,
-//! directories listed) is checked against the commit with git2 and filed beside the
-//! evaluation cache as a record (`<key>.reads.json`, keyed like a cache entry minus the
-//! revision). A later commit with the same lock, flake directory, attribute, Nix and
-//! store reuses the result if [`decide`] finds every recorded path the same in both trees.
+//! Every evaluation of a clean commit runs under strace ([`crate::evaltrace`]); the files
+//! of the flake's source it opened and the directories it listed are checked against the
+//! commit with git2 and filed beside the evaluation cache as a record (`<key>.reads.json`,
+//! keyed like a cache entry minus the revision). A later commit with the same lock, flake
+//! directory, attribute, Nix and store reuses the result if [`decide`] allows it.
 //!
-//! Why that is sound. Flakes evaluate in pure mode, so an evaluation is a function of
-//! (1) the files of the flake's source it reads, (2) its inputs, (3) the source's identity
-//! (`self.rev`, `lastModified`, `narHash`, `revCount`, and the source's store path, e.g.
-//! `toString ./.`), (4) Nix, its settings and the store. (2) is pinned by the lock id and
-//! (4) by the rest of the key (settings are assumed constant, as for the cache). For (1):
-//! every way the evaluator learns about a file is a system call the trace sees, and the
-//! record keeps the path of each: content (opened), existence and type (looked up, also
-//! when missing), names and types (listed); if each is equal in both commits, a
-//! deterministic evaluator takes the same steps and reads the same paths again. The trace
-//! is refused when it cannot vouch for that (see `evaltrace`); the record when Nix's copy
-//! of the source differs from git's tree at a recorded path (git attributes:
-//! `export-ignore`, `export-subst`, filters), when a recorded path is or passes through a
-//! symlink or submodule, or when the evaluation did not read `flake.nix` of the source
-//! Nix reported. Reuse is refused when any `.gitattributes` changed between the commits.
-//! For (3): the record is refused when the closure of the result's `.drv` contains the
-//! commit's identity as text (revision's first 7 characters, store path hash, narHash,
-//! lastModified, the date of lastModifiedDate) or a source file read mentions `revCount`
-//! (a small number cannot be searched for). An evaluation that uses the identity only
-//! after transforming it (hashing it, branching on it) is the one case this cannot see.
+//! Why that is sound. In pure mode an evaluation is a function of (1) the flake's source
+//! (the whole repository, also for a flake in a subdirectory), (2) its inputs, pinned by
+//! the lock in the key, (3) the source's identity, (4) Nix, settings, store: in the key.
+//! (1): Nix learns a file's content only by opening it, which the trace sees; lookups
+//! (existence, type, link targets) are not traced, and listings see names and types. So a
+//! commit that adds, deletes or renames a path or changes a type, mode, symlink, submodule
+//! or `.gitattributes` evaluates every host; a content change of regular files changes no
+//! lookup or listing, and a host that opened none of them is reused. Records are refused
+//! where Nix's copy differs from git's tree, an opened path is or passes a link, or Nix's
+//! `flake.nix` was not read. (3): refused when the `.drv` closure holds the identity as text
+//! (rev[..7], store hash, narHash, lastModified(Date)) or a file read mentions `revCount`;
+//! an evaluation using the identity only after transforming it (hashing it) is unseen.
 //!
 //! Anything uncertain (no record, an unreadable or foreign one, a commit git cannot find,
 //! strace missing or failing, a `.drv` no longer in the store) means a full evaluation.
@@ -48,8 +40,9 @@ use crate::evalcache::{write_file, EvalCache};
 use crate::evaltrace::{self, SourceAccess, Tracer};
 use crate::pool::EvalJob;
 
-/// Bumped when what a record means changes.
-const FORMAT: u32 = 1;
+/// Bumped when what a record means changes (2: no lookups recorded; a format-1 record is
+/// not used, its host is evaluated once more).
+const FORMAT: u32 = 2;
 
 /// At most this much of a result's closure is searched for the commit's identity; a
 /// larger closure is not recorded.
@@ -69,9 +62,11 @@ pub struct Record {
     pub drv: StorePath,
     pub out: StorePath,
     pub system: Option<String>,
-    /// Paths relative to the repository root (the flake's source is the whole repository).
+    /// Files opened, relative to the repository root (the flake's source is the whole
+    /// repository).
     pub read: BTreeSet<String>,
-    pub stat: BTreeSet<String>,
+    /// Directories listed: checked against git when recorded; [`decide`] needs them not
+    /// (a commit that could change a listing evaluates every host).
     pub listed: BTreeSet<String>,
 }
 
@@ -89,7 +84,8 @@ pub enum Decision {
     Evaluate(String),
 }
 
-/// Compares every path `record` holds between its commit and `rev`.
+/// Whether `record`'s result holds at `rev`: only if every path that differs between
+/// the two commits is a regular file changed in content alone, and `record` opened none.
 pub fn decide(trees: &RepoTrees, record: &Record, rev: &str) -> Decision {
     decide_trees(trees, record, rev)
         .unwrap_or_else(|e| Decision::Evaluate(format!("cannot compare {} with {rev}: {e}", record.rev)))
@@ -108,6 +104,21 @@ fn decide_trees(trees: &RepoTrees, record: &Record, rev: &str) -> Result<Decisio
     if let Some(p) = changed.iter().find(|p| p.rsplit('/').next() == Some(".gitattributes")) {
         return evaluate(format!("{p} changed (git attributes shape Nix's copy of the source)"));
     }
+    for p in &changed {
+        let (a, b) = (trees.entry(old, p)?.kind, trees.entry(new, p)?.kind);
+        if a != b || !matches!(a, EntryKind::File | EntryKind::Executable) {
+            // Lookups are not traced: any evaluation may have looked for this path.
+            let what = match (a, b) {
+                (EntryKind::Missing, _) => "was added".to_owned(),
+                (_, EntryKind::Missing) => "was deleted".to_owned(),
+                _ => format!("was {a:?}, is {b:?}"),
+            };
+            return evaluate(format!(
+                "{} {what} (paths added, deleted or changed in type evaluate every host)",
+                shown(p)
+            ));
+        }
+    }
     let link = |p: &str| format!("{} is or lies behind a symlink or submodule", shown(p));
     for p in &record.read {
         let (a, b) = (trees.entry(old, p)?, trees.entry(new, p)?);
@@ -116,23 +127,6 @@ fn decide_trees(trees: &RepoTrees, record: &Record, rev: &str) -> Result<Decisio
         }
         if a != b {
             return evaluate(format!("{} changed", shown(p)));
-        }
-    }
-    for p in &record.stat {
-        let (a, b) = (trees.entry(old, p)?.kind, trees.entry(new, p)?.kind);
-        if a.is_link() || b.is_link() {
-            return evaluate(link(p));
-        }
-        if a != b {
-            return evaluate(format!("{} was {a:?}, is {b:?}", shown(p)));
-        }
-    }
-    for d in &record.listed {
-        if trees.entry(old, d)?.kind.is_link() || trees.entry(new, d)?.kind.is_link() {
-            return evaluate(link(d));
-        }
-        if trees.listing(old, d)? != trees.listing(new, d)? {
-            return evaluate(format!("the listing of {}/ changed", shown(d)));
         }
     }
     Ok(Decision::Reuse)
@@ -155,7 +149,10 @@ pub fn load(file: &Path, key: &str) -> Result<Record, String> {
     })?;
     let record: Record =
         serde_json::from_slice(&bytes).map_err(|e| format!("{} is not a usable record: {e}", file.display()))?;
-    if record.format != FORMAT || record.key != key {
+    if record.format != FORMAT {
+        return Err(format!("{} was recorded by another version of hostctl", file.display()));
+    }
+    if record.key != key {
         return Err(format!("{} was recorded under another key", file.display()));
     }
     Ok(record)
@@ -349,7 +346,6 @@ impl Incremental {
             out: toplevel.out_path.clone(),
             system: toplevel.system.clone(),
             read: access.read,
-            stat: access.stat,
             listed: access.listed,
         };
         self.write(&job.attr, &record);
@@ -413,12 +409,6 @@ fn check_against_git(workdir: &Path, rev: &str, access: &SourceAccess, flake_loc
             }
             EntryKind::Dir if on_disk.is_dir() => {}
             kind => return differs(p, &format!("{kind:?} in git")),
-        }
-    }
-    for p in &access.stat {
-        let git = trees.entry(tree, p).map_err(|e| e.to_string())?.kind;
-        if git.is_link() || git != disk_kind(&access.root.join(p)) {
-            return differs(p, &format!("{git:?} in git"));
         }
     }
     for d in &access.listed {

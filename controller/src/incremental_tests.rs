@@ -59,8 +59,8 @@ fn store_path(name: &str) -> StorePath {
     format!("/nix/store/{}-{name}", "a".repeat(32)).parse().unwrap()
 }
 
-/// The fleet of these tests: web1 imports its file, reads motd.txt, lists d/ and looks
-/// for nothere (missing).
+/// The fleet of these tests: web1 imports its file, reads motd.txt and lists d/ (and may
+/// have looked up any path: lookups are not recorded).
 fn fleet() -> (Repo, String) {
     let repo = Repo::new();
     repo.write("flake.nix", "{ }")
@@ -82,7 +82,6 @@ fn web1_record(rev: &str) -> Record {
         out: store_path("web1"),
         system: Some("x86_64-linux".into()),
         read: set(&["flake.nix", "hosts/web1.nix", "motd.txt"]),
-        stat: set(&["", "flake.nix", "hosts", "hosts/web1.nix", "motd.txt", "nothere", "d"]),
         listed: set(&["d", "hosts"]),
     }
 }
@@ -114,22 +113,39 @@ fn an_unrelated_change_reuses_and_a_read_file_evaluates() {
 }
 
 #[test]
-fn a_new_file_in_a_listed_directory_or_a_looked_up_path_evaluates() {
+fn adding_deleting_or_retyping_any_path_evaluates() {
     let (repo, first) = fleet();
     let record = web1_record(&first);
     let added = repo.write("d/b", "b").commit();
-    assert!(evaluates(&decision(&repo, &record, &added), "the listing of d/ changed"));
+    assert!(evaluates(&decision(&repo, &record, &added), "d/b was added"));
     let removed = repo.remove("d/b").remove("d/a").write("d/c", "").commit();
-    assert!(evaluates(&decision(&repo, &record, &removed), "the listing of d/ changed"));
+    assert!(evaluates(&decision(&repo, &web1_record(&added), &removed), "d/a was deleted"));
 
+    // Nothing recorded mentions these paths: a lookup (pathExists) might have.
     let (repo, first) = fleet();
     let appeared = repo.write("nothere", "now it is").commit();
     let d = decision(&repo, &web1_record(&first), &appeared);
-    assert!(evaluates(&d, "nothere was Missing, is File"), "pathExists of a new file: {d:?}");
+    assert!(evaluates(&d, "nothere was added"), "pathExists of a new file: {d:?}");
+    let renamed = repo.remove("nothere").write("elsewhere", "now it is").commit();
+    assert!(evaluates(&decision(&repo, &web1_record(&appeared), &renamed), "was"), "a rename");
     let motd = repo.tmp.path().join("motd.txt");
     std::fs::set_permissions(&motd, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let exec = repo.commit();
-    assert!(evaluates(&decision(&repo, &web1_record(&appeared), &exec), "motd.txt changed"), "a mode change");
+    let d = decision(&repo, &web1_record(&renamed), &exec);
+    assert!(evaluates(&d, "motd.txt was File, is Executable"), "a mode change: {d:?}");
+    let typed = repo.remove("hosts/web2.nix").write("hosts/web2.nix/default.nix", "{ }").commit();
+    let d = decision(&repo, &web1_record(&exec), &typed);
+    assert!(evaluates(&d, "hosts/web2.nix"), "a file became a directory: {d:?}");
+}
+
+#[test]
+fn a_content_change_of_a_file_never_opened_reuses() {
+    let (repo, first) = fleet();
+    // web1 may have seen d/a through a lookup or the listing of d/, never its content.
+    let changed = repo.write("d/a", "other content").write("hosts/web2.nix", "{ b = 3; }").commit();
+    assert_eq!(decision(&repo, &web1_record(&first), &changed), Decision::Reuse);
+    let deleted = repo.remove("d/a").commit();
+    assert!(evaluates(&decision(&repo, &web1_record(&changed), &deleted), "d/a was deleted"));
 }
 
 #[test]
@@ -138,14 +154,19 @@ fn links_attributes_and_unknown_commits_evaluate() {
     repo.remove("motd.txt");
     std::os::unix::fs::symlink("d/a", repo.tmp.path().join("motd.txt")).unwrap();
     let link = repo.commit();
-    assert!(evaluates(&decision(&repo, &web1_record(&first), &link), "symlink"));
+    assert!(evaluates(&decision(&repo, &web1_record(&first), &link), "motd.txt was File, is Symlink"));
+    std::fs::remove_file(repo.tmp.path().join("motd.txt")).unwrap();
+    std::os::unix::fs::symlink("hosts/web2.nix", repo.tmp.path().join("motd.txt")).unwrap();
+    let retargeted = repo.commit();
+    let d = decision(&repo, &web1_record(&link), &retargeted);
+    assert!(evaluates(&d, "motd.txt was Symlink, is Symlink"), "a link's target is a lookup: {d:?}");
 
-    let (repo, first) = fleet();
+    let (repo, _) = fleet();
     std::os::unix::fs::symlink("hosts", repo.tmp.path().join("machines")).unwrap();
-    let mut behind = web1_record(&first);
-    behind.stat.insert("machines/web1.nix".into());
-    let with_link = repo.write("hosts/web2.nix", "{ }").commit();
-    assert!(evaluates(&decision(&repo, &behind, &with_link), "lies behind a symlink"));
+    let mut behind = web1_record(&repo.commit());
+    behind.read.insert("machines/web1.nix".into());
+    let web2 = repo.write("hosts/web2.nix", "{ }").commit();
+    assert!(evaluates(&decision(&repo, &behind, &web2), "lies behind a symlink"), "a content change only");
 
     let (repo, first) = fleet();
     let attrs = repo.write(".gitattributes", "*.nix export-ignore\n").commit();
@@ -167,9 +188,12 @@ fn records_are_loaded_only_under_their_key() {
     std::fs::write(&file, serde_json::to_vec(&record).unwrap()).unwrap();
     assert_eq!(load(&file, "k").unwrap(), record);
     assert!(load(&file, "another lock").unwrap_err().contains("another key"), "a lock change files elsewhere");
-    let old = Record { format: FORMAT + 1, ..record.clone() };
+    // A format-1 record (lookups recorded in `stat`) is not used.
+    let mut old = serde_json::to_value(&record).unwrap();
+    old["format"] = 1.into();
+    old["stat"] = serde_json::json!(["", "nothere"]);
     std::fs::write(&file, serde_json::to_vec(&old).unwrap()).unwrap();
-    assert!(load(&file, "k").is_err(), "another format");
+    assert!(load(&file, "k").unwrap_err().contains("another version"), "another format");
     std::fs::write(&file, b"{\"format\": 1, \"read\": [").unwrap();
     assert!(load(&file, "k").unwrap_err().contains("not a usable record"), "a corrupt record");
     assert_eq!(record.toplevel().drv_path, record.drv);
@@ -188,12 +212,7 @@ fn store_copy(repo: &Repo) -> tempfile::TempDir {
 }
 
 fn access(root: &Path, record: &Record) -> SourceAccess {
-    SourceAccess {
-        root: root.to_path_buf(),
-        read: record.read.clone(),
-        stat: record.stat.clone(),
-        listed: record.listed.clone(),
-    }
+    SourceAccess { root: root.to_path_buf(), read: record.read.clone(), listed: record.listed.clone() }
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Incremental evaluation end to end: real Nix 2.8, real strace, real git. After each
 //! commit, which hosts hostctl evaluated is seen from outside (a `nix` first on PATH logs
 //! the host of every `nix eval`), and every result is compared with a fresh
-//! `--no-eval-cache` evaluation: a reused result that is stale fails here.
+//! `--no-eval-cache` evaluation: a reused result that is stale fails here. Lookups are not
+//! traced, so a commit adding, deleting or retyping any path evaluates every host.
 
 #![allow(
     clippy::expect_used,
@@ -92,7 +93,10 @@ const ALL: [&str; 4] = ["arm1", "db1", "web1", "web2"];
 
 #[test]
 fn a_commit_touching_one_host_reevaluates_only_that_host() {
-    let w = Watched::new(TestFleet::new()).with_private_store();
+    let fleet = TestFleet::new();
+    fleet.write("README.md", "notes\n");
+    fleet.commit("docs");
+    let w = Watched::new(fleet).with_private_store();
     let (evaluated, first) = w.eval();
     assert_eq!(evaluated, ALL, "nothing recorded yet: every host");
     assert_eq!(w.records().len(), 4, "one record per host");
@@ -115,7 +119,7 @@ fn a_commit_touching_one_host_reevaluates_only_that_host() {
     w.commit("touch web2");
     assert_eq!(w.eval().0, ["web2"]);
     // A file no host reads.
-    w.fleet.write("README.md", "notes\n");
+    w.fleet.write("README.md", "other notes\n");
     w.commit("docs");
     assert!(w.eval().0.is_empty(), "a file nothing read");
 }
@@ -139,7 +143,7 @@ fn a_file_reached_only_through_read_file_reevaluates_its_host() {
 }
 
 #[test]
-fn a_new_file_in_a_directory_read_with_read_dir_reevaluates_its_host() {
+fn a_new_file_in_a_directory_read_with_read_dir_reevaluates_every_host() {
     let fleet = TestFleet::new();
     let web2 = fleet.read("hosts/web2.nix").replacen(
         "motd = ",
@@ -159,12 +163,12 @@ fn a_new_file_in_a_directory_read_with_read_dir_reevaluates_its_host() {
     w.fleet.write("web2.d/b", "b\n");
     w.commit("a new file in web2.d");
     let (evaluated, second) = w.eval();
-    assert_eq!(evaluated, ["web2"]);
+    assert_eq!(evaluated, ALL, "a path was added");
     assert_ne!(drv(&second, "web2"), drv(&first, "web2"));
 }
 
 #[test]
-fn a_file_that_path_exists_did_not_find_reevaluates_its_host_once_added() {
+fn a_file_that_path_exists_did_not_find_reevaluates_every_host_once_added() {
     let fleet = TestFleet::new();
     let arm1 = fleet.read("hosts/arm1.nix").replacen(
         "motd = ",
@@ -179,7 +183,32 @@ fn a_file_that_path_exists_did_not_find_reevaluates_its_host_once_added() {
     w.fleet.write("arm1-flag", "");
     w.commit("the flag");
     let (evaluated, second) = w.eval();
-    assert_eq!(evaluated, ["arm1"], "a lookup that failed was recorded");
+    assert_eq!(evaluated, ALL, "a path was added: the failed lookup was not traced");
+    assert_ne!(drv(&second, "arm1"), drv(&first, "arm1"));
+}
+
+#[test]
+fn a_file_path_exists_found_is_reused_when_its_content_changes_but_not_when_deleted() {
+    let fleet = TestFleet::new();
+    let arm1 = fleet.read("hosts/arm1.nix").replacen(
+        "motd = ",
+        "motd = (if builtins.pathExists ../arm1-flag then \"flagged \" else \"plain \") + ",
+        1,
+    );
+    fleet.write("hosts/arm1.nix", &arm1);
+    fleet.write("arm1-flag", "looked up, never read\n");
+    fleet.commit("arm1 looks for a flag that exists");
+    let w = Watched::new(fleet);
+    let (_, first) = w.eval();
+
+    w.fleet.write("arm1-flag", "other content\n");
+    w.commit("the flag's content");
+    assert!(w.eval().0.is_empty(), "pathExists does not see content");
+
+    std::fs::remove_file(w.fleet.dir.join("arm1-flag")).unwrap();
+    w.commit("no flag");
+    let (evaluated, second) = w.eval();
+    assert_eq!(evaluated, ALL, "a path was deleted");
     assert_ne!(drv(&second, "arm1"), drv(&first, "arm1"));
 }
 
@@ -233,6 +262,7 @@ fn a_host_whose_system_holds_the_commit_id_is_evaluated_at_every_commit() {
     );
     assert_ne!(flake, fleet.read("flake.nix"));
     fleet.write("flake.nix", &flake);
+    fleet.write("README.md", "notes\n");
     fleet.commit("db1 shows its revision");
     let w = Watched::new(fleet);
     let (_, first) = w.eval();
