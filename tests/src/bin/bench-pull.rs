@@ -73,6 +73,21 @@ fn main() {
     println!("| last fetch when the window closed | {:.0} s before |", (now() - last_fetch).max(0.0));
     println!("| VmRSS / VmHWM after it | {} / {} |", kib(rss), kib(hwm));
     println!("| VmRSS / VmHWM in push mode (after one apply) | {} / {} |", kib(push_mode.0), kib(push_mode.1));
+    println!("| of the pull-mode RSS: anonymous / file-backed (smaps_rollup) | {} |", rss_split(&live));
+}
+
+/// `Rss_Anon` / `Rss_File` of the agent: heap and stacks vs mapped binary and libraries.
+fn rss_split(live: &LiveFleet) -> String {
+    let pid = live.host(HOST).agent_pid().unwrap_or(0);
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let get = |key: &str| -> u64 {
+        rollup
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    format!("{} / {}", kib(get("Anonymous:")), kib(get("Rss:").saturating_sub(get("Anonymous:"))))
 }
 
 /// One measured round: seconds of each phase.
