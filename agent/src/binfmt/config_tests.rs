@@ -1,3 +1,6 @@
+//! Unit tests of the `binfmt:` section turned into a plan: interpreter resolution, the
+//! static-ELF check and every refusal (own system, missing or relative interpreter).
+
 use std::collections::BTreeMap;
 
 use super::*;

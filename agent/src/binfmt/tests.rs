@@ -1,3 +1,6 @@
+//! Unit tests of the reconcile: keep/add/replace/remove decisions, the kernel entry
+//! parser, registration lines and the Nix config file, on a fake mount point.
+
 use super::*;
 
 fn wanted(system: &str, interpreter: &str, flags: &'static str) -> Wanted {
