@@ -38,7 +38,7 @@ pub const IMPORT_BODY_LIMIT: u64 = 64 * 1024 * 1024 * 1024;
 #[derive(Debug)]
 pub struct Importer {
     nix: Arc<Nix>,
-    tmp_dir: PathBuf,
+    pub(crate) tmp_dir: PathBuf,
     /// Serialises imports: the clean-up after a failed import deletes paths that were
     /// missing before it, which must not race another import adding the same paths.
     lock: tokio::sync::Mutex<()>,
@@ -108,7 +108,8 @@ pub async fn import(
 }
 
 impl Importer {
-    async fn import(
+    /// Imports the zstd export in `compressed` carrying exactly `paths`, all or nothing.
+    pub(crate) async fn import(
         &self,
         compressed: tempfile::NamedTempFile,
         paths: Vec<StorePath>,

@@ -16,6 +16,8 @@ pub mod activation;
 pub mod auth;
 pub mod binfmt;
 pub mod body;
+pub mod bundle;
+pub mod bundle_client;
 pub mod dbus;
 pub mod deploy;
 pub mod error;

@@ -47,6 +47,16 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         bus: Option<Bus>,
     },
+    /// Hand a bundle written by `hostctl bundle` to the agent running on this host (no
+    /// network needed) and wait for its deployment. Exit 0 confirmed, 1 failed or rolled
+    /// back (or the agent is not running), 2 refused (signature, host, age, hash).
+    Import {
+        /// The bundle file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        #[arg(long, default_value = "/etc/hostctl/agent.yaml", value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Register the binfmt_misc emulation of `binfmt.emulated_systems` once, as `serve` does
     /// (and keeps doing), write the Nix config file, and print what is registered. Exit 1
     /// if the kernel refused something.
@@ -80,6 +90,10 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Status { json, config, bus } => status(json, config, bus),
+        Command::Import { file, config } => match load(&config) {
+            Ok(cfg) => import(&cfg, &file),
+            Err(code) => code,
+        },
         Command::Binfmt { config, json, dry_run } => match load(&config) {
             Ok(cfg) => binfmt(&config, &cfg, json, dry_run),
             Err(code) => code,
@@ -100,6 +114,28 @@ fn status(json: bool, config: Option<PathBuf>, bus: Option<Bus>) -> ExitCode {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(if e.is_bad_input() { EXIT_BAD_INPUT } else { 1 })
+        }
+    }
+}
+
+/// `import`: the deployment's end decides the exit code.
+fn import(config: &AgentConfig, file: &std::path::Path) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(hostctl_agent::bundle_client::import(config, file)) {
+        Ok(d) => {
+            println!("{}", hostctl_agent::bundle_client::describe(&d));
+            let confirmed = d.state == hostctl_schemas::api::deployments::DeploymentState::Confirmed;
+            ExitCode::from(if confirmed { 0 } else { 1 })
         }
         Err(e) => {
             eprintln!("error: {e}");

@@ -3,7 +3,8 @@
 //!
 //! Invariant: every route is registered here with [`crate::auth::signed`] in front of it,
 //! except the forge webhook (`POST /v1/hooks/git`), which checks its own HMAC and can
-//! only wake the pull task, and `GET /metrics`, which only reads; the only other
+//! only wake the pull task, `GET /metrics`, which only reads, and `POST /v1/bundles`,
+//! whose body is signed as a whole (checked before anything is imported); the only other
 //! unauthenticated answers are the JSON 404s for paths and methods that do not exist,
 //! which change nothing.
 
@@ -68,6 +69,9 @@ pub fn router(state: AppState, auth: Arc<Authenticator>) -> Router {
         // Prometheus scrapers do not sign requests; the page changes nothing and shows
         // only what monitoring should see (`crate::metrics`).
         .route(METRICS_PATH, get(crate::metrics::metrics))
+        // A bundle is signed by a trusted key itself (its header covers the export's
+        // hash); `crate::bundle` checks that before anything else happens.
+        .route(hostctl_schemas::api::bundles::PATH, post(crate::bundle::bundle))
         .fallback(no_route)
         .method_not_allowed_fallback(no_route)
         // The `signed` middleware enforces each route's own limit; axum's default (2 MiB,

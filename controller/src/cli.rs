@@ -57,6 +57,9 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Deployments of a host, newest first: time, rev, lock, toplevel, mode, result.
     History(HistoryArgs),
+    /// Write one signed file with a host's closure and deployment, for a host without
+    /// network (`hostctl-agent import FILE` on the host).
+    Bundle(BundleArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
     Completions(CompletionsArgs),
     /// Print the hostctl(1) man page (roff) on stdout.
@@ -83,6 +86,19 @@ pub struct RollbackArgs {
     /// A generation of the host's system profile.
     #[arg(long, value_name = "N")]
     pub generation: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct BundleArgs {
+    /// The host (a name from the fleet file).
+    #[arg(value_name = "HOST")]
+    pub host: HostName,
+    /// The bundle file to write.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
+    /// Activation mode (default: the fleet's).
+    #[arg(long, value_name = "M")]
+    pub mode: Option<Mode>,
 }
 
 #[derive(Debug, Args)]

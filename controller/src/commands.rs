@@ -16,7 +16,7 @@ use crate::incremental::Incremental;
 use crate::pool::{evaluate, evaluate_with, pool_size, EvalJob};
 use crate::report::{HostReport, HostResult, Report};
 use crate::select::select;
-use crate::{apply, check, diff, history, rollback, status, Output};
+use crate::{apply, bundle, check, diff, history, rollback, status, Output};
 
 /// Runs the parsed command; returns the report to print.
 pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Report, Error> {
@@ -34,6 +34,7 @@ pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Report, E
         Command::Apply(args) => apply::apply(cli, args, &ctx, nix, out).await,
         Command::Status(sel) => status::status(cli, sel, &ctx, nix).await,
         Command::Diff(sel) => diff::diff(cli, sel, &ctx, nix).await,
+        Command::Bundle(args) => bundle::bundle(cli, args, &ctx, nix).await,
         Command::History(args) => history::history(cli, args, &ctx).await,
         Command::Rollback(args) => rollback::rollback(cli, args, &ctx, nix, out).await,
         // Written by `main` before a fleet is loaded (`crate::docs`).

@@ -2,6 +2,7 @@
 
 mod apply;
 mod build;
+mod bundle;
 mod cache;
 mod check;
 mod cli;

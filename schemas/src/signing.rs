@@ -64,6 +64,11 @@ impl SecretKey {
         PublicKey { name: self.name.clone(), key: self.key.verifying_key().to_bytes() }
     }
 
+    /// Base64 of the ed25519 signature of `message` (bundles sign their header with it).
+    pub fn sign_bytes(&self, message: &[u8]) -> String {
+        STANDARD.encode(self.key.sign(message).to_bytes())
+    }
+
     /// Signs the headers of one request.
     pub fn sign_request(&self, request: &RequestToSign<'_>) -> SignatureHeaders {
         let signature = self.key.sign(canonical_request(request).as_bytes());

@@ -2,9 +2,10 @@
 //! permission. Agent (server) and controller (client) both use these types, so they
 //! cannot disagree about a field.
 //!
-//! Every endpoint except the git webhook and `/metrics` requires a request signed by a
-//! trusted controller key ([`crate::signing`]).
+//! Every endpoint except the git webhook, `/metrics` and bundles (which carry their own
+//! signature) requires a request signed by a trusted controller key ([`crate::signing`]).
 
+pub mod bundles;
 pub mod deployments;
 pub mod generations;
 pub mod hooks;
