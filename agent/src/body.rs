@@ -48,7 +48,7 @@ pub fn check_declared_length(headers: &HeaderMap, limit: u64) -> Result<(), Body
 }
 
 /// The next data chunk of `body` (trailers are skipped), `None` at its end.
-async fn next_chunk(body: &mut Body) -> Option<Result<Bytes, BodyError>> {
+pub async fn next_chunk(body: &mut Body) -> Option<Result<Bytes, BodyError>> {
     loop {
         let frame = poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await?;
         match frame {

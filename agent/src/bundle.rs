@@ -9,18 +9,17 @@
 //! Invariant: nothing is imported before the signature, the host name, the age and the
 //! export's hash and length have all been checked.
 
-use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
-
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
-use hostctl_schemas::api::bundles::{verify_header, Manifest, MAGIC, MAX_MANIFEST, MAX_SIGNATURE};
+use hostctl_schemas::api::bundles::{verify_header, BundleError, Manifest, MAGIC, MAX_MANIFEST, MAX_SIGNATURE};
 use hostctl_schemas::api::deployments::{Deployment, DeploymentRequest, DeploymentState};
 use hostctl_schemas::duration::Duration;
 use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt as _;
 
-use crate::body::{check_declared_length, stream_to_file};
+use crate::body::{check_declared_length, next_chunk};
 use crate::error::ApiFailure;
 use crate::import::IMPORT_BODY_LIMIT;
 use crate::server::AppState;
@@ -33,23 +32,14 @@ const POLL: std::time::Duration = std::time::Duration::from_millis(100);
 pub async fn bundle(
     State(app): State<AppState>,
     headers: HeaderMap,
-    body: Body,
+    mut body: Body,
 ) -> Result<Json<Deployment>, ApiFailure> {
     check_declared_length(&headers, IMPORT_BODY_LIMIT)?;
-    let tmp_err = |e: std::io::Error| {
-        ApiFailure::internal(format!("cannot create a temporary file in {}: {e}", app.importer.tmp_dir.display()))
-    };
-    let received = tempfile::Builder::new().prefix("bundle-").tempfile_in(&app.importer.tmp_dir).map_err(tmp_err)?;
-    let name = received.path().display().to_string();
-    let mut file = tokio::fs::File::from_std(received.reopen().map_err(tmp_err)?);
-    stream_to_file(body, &mut file, &name, IMPORT_BODY_LIMIT).await?;
-    drop(file);
-    let (manifest, export) = {
-        let app = app.clone();
-        tokio::task::spawn_blocking(move || checked(&app, received))
-            .await
-            .map_err(|e| ApiFailure::internal(format!("the bundle check failed: {e}")))??
-    };
+    // The header first, from the stream's start: nothing is written to disk for a body
+    // whose signature, host or age is wrong.
+    let (manifest, rest) = read_header(&app, &mut body).await?;
+    check_manifest(&app, &manifest)?;
+    let export = receive_export(&app, &manifest, rest, body).await?;
     tracing::info!(id = manifest.deployment_id(), toplevel = %manifest.toplevel, paths = manifest.paths.len(), "bundle accepted");
     app.importer.import(export, manifest.paths.clone()).await?;
     let request = DeploymentRequest {
@@ -66,35 +56,40 @@ pub async fn bundle(
     Ok(Json(wait_until_final(&app, started).await))
 }
 
-/// Verifies the received file and returns its manifest and the export, copied out of it
-/// while hashed.
-fn checked(
-    app: &AppState,
-    received: tempfile::NamedTempFile,
-) -> Result<(Manifest, tempfile::NamedTempFile), ApiFailure> {
-    let io = |e: std::io::Error| ApiFailure::internal(format!("reading the bundle: {e}"));
-    let mut file = received.reopen().map_err(io)?;
+/// Reads until the three header lines are in, verifies them; the manifest and the bytes
+/// read past the header (the export's start).
+async fn read_header(app: &AppState, body: &mut Body) -> Result<(Manifest, Vec<u8>), ApiFailure> {
+    let max_head = MAGIC.len() + MAX_MANIFEST + MAX_SIGNATURE + 3;
     let mut head = Vec::new();
-    let max_head = (MAGIC.len() + MAX_MANIFEST + MAX_SIGNATURE + 3) as u64;
-    (&mut file).take(max_head).read_to_end(&mut head).map_err(io)?;
+    // Verifying needs all three lines: count them as they arrive instead of re-parsing.
+    let mut newlines = 0;
+    while newlines < 3 {
+        if head.len() > max_head {
+            return Err(ApiFailure::bad_request(BundleError::Truncated("manifest").to_string()));
+        }
+        let Some(chunk) = next_chunk(body).await else { break };
+        let chunk = chunk?;
+        newlines += chunk.iter().filter(|b| **b == b'\n').count();
+        head.extend_from_slice(&chunk);
+    }
     let (manifest, start) = verify_header(&head, &app.config.trusted_keys).map_err(|e| match e {
-        hostctl_schemas::api::bundles::BundleError::UnknownKey(_)
-        | hostctl_schemas::api::bundles::BundleError::BadSignature => ApiFailure::unauthorized(e.to_string()),
+        BundleError::UnknownKey(_) | BundleError::BadSignature => ApiFailure::unauthorized(e.to_string()),
         _ => ApiFailure::bad_request(e.to_string()),
     })?;
+    Ok((manifest, head.split_off(start)))
+}
+
+/// The bundle must name this host and be newer than every deployment it has journaled
+/// (the same bundle again is the same deployment).
+fn check_manifest(app: &AppState, manifest: &Manifest) -> Result<(), ApiFailure> {
     if manifest.host != app.config.hostname {
         return Err(ApiFailure::bad_request(format!(
             "the bundle is for host `{}`, this is `{}`",
             manifest.host, app.config.hostname
         )));
     }
-    let newest = app
-        .deployer
-        .records()
-        .iter()
-        .filter(|r| r.deployment.id != manifest.deployment_id())
-        .map(|r| r.deployment.created)
-        .max();
+    let id = manifest.deployment_id();
+    let newest = app.deployer.records().iter().filter(|r| r.deployment.id != id).map(|r| r.deployment.created).max();
     if let Some(newest) = newest.filter(|n| *n > manifest.created) {
         return Err(ApiFailure::conflict(format!(
             "the bundle was written at {} but this host has a deployment from {newest}: an older bundle would roll it \
@@ -102,20 +97,40 @@ fn checked(
             manifest.created
         )));
     }
-    file.seek(SeekFrom::Start(start as u64)).map_err(io)?;
-    let export =
-        tempfile::Builder::new().prefix("bundle-").suffix(".zst").tempfile_in(&app.importer.tmp_dir).map_err(io)?;
-    let mut out = export.reopen().map_err(io)?;
-    let (mut hasher, mut len, mut buf) = (Sha256::new(), 0u64, vec![0u8; 256 * 1024]);
+    Ok(())
+}
+
+/// Writes the export (`first`, then the rest of the body) to a temporary file while
+/// hashing it, never past the signed length; it must then match the signed hash.
+async fn receive_export(
+    app: &AppState,
+    manifest: &Manifest,
+    first: Vec<u8>,
+    mut body: Body,
+) -> Result<tempfile::NamedTempFile, ApiFailure> {
+    let tmp_dir = &app.importer.tmp_dir;
+    let io =
+        |e: std::io::Error| ApiFailure::internal(format!("writing the bundle's export in {}: {e}", tmp_dir.display()));
+    let export = tempfile::Builder::new().prefix("bundle-").suffix(".zst").tempfile_in(tmp_dir).map_err(io)?;
+    let mut out = tokio::fs::File::from_std(export.reopen().map_err(io)?);
+    let (mut hasher, mut len) = (Sha256::new(), 0u64);
+    let mut chunk = axum::body::Bytes::from(first);
     loop {
-        let n = file.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            break;
+        len += chunk.len() as u64;
+        if len > manifest.export_len {
+            return Err(ApiFailure::bad_request(format!(
+                "the bundle's export is longer than its signed manifest says ({} bytes): the file was changed",
+                manifest.export_len
+            )));
         }
-        hasher.update(&buf[..n]);
-        out.write_all(&buf[..n]).map_err(io)?;
-        len += n as u64;
+        hasher.update(&chunk);
+        out.write_all(&chunk).await.map_err(io)?;
+        match next_chunk(&mut body).await {
+            Some(next) => chunk = next?,
+            None => break,
+        }
     }
+    out.flush().await.map_err(io)?;
     if len != manifest.export_len || hex::encode(hasher.finalize()) != manifest.export_sha256 {
         return Err(ApiFailure::bad_request(format!(
             "the bundle's export does not match its signed manifest ({len} bytes, expected {}): the file is \
@@ -123,7 +138,7 @@ fn checked(
             manifest.export_len
         )));
     }
-    Ok((manifest, export))
+    Ok(export)
 }
 
 /// The deployment once it reached a final state (activation time is bounded by the
