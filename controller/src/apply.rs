@@ -45,8 +45,10 @@ pub async fn apply(
     settings.rev = ctx.rev();
     settings.lock = ctx.lock_id().cloned();
     let built = eval_and_build(cli, ctx, nix.clone(), &args.select).await?;
+    // One local store for the diff and the push: each closure is queried once.
+    let store = Arc::new(NixStore::new(nix.clone()));
     if args.diff {
-        show_diff_and_ask(ctx, &key, nix.clone(), &built, args.yes).await?;
+        show_diff_and_ask(ctx, &key, nix.clone(), store.clone(), &built, args.yes).await?;
     }
     let policy = Policy {
         batch_size: args.batch.unwrap_or(ctx.fleet.rollout.batch).size(built.len()),
@@ -67,7 +69,6 @@ pub async fn apply(
             out.warn(&warning);
         }
     }
-    let store = Arc::new(NixStore::new(nix));
     let cache = settings.cache.clone();
     if args.dry_run {
         let batches = batch_numbers(&targets, policy.batch_size);
@@ -101,10 +102,11 @@ async fn show_diff_and_ask(
     ctx: &FleetContext,
     key: &Arc<SecretKey>,
     nix: Arc<Nix>,
+    store: Arc<NixStore>,
     built: &Built,
     yes: bool,
 ) -> Result<(), Error> {
-    let diffs = crate::diff::diff_built(ctx, key, nix, built.clone()).await;
+    let diffs = crate::diff::diff_built(ctx, key, nix, store, built.clone()).await;
     let mut stderr = std::io::stderr().lock();
     for (name, diff) in &diffs {
         let _ = match diff {

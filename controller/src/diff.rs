@@ -97,20 +97,22 @@ pub async fn diff(cli: &Cli, sel: &Select, ctx: &FleetContext, nix: Arc<Nix>) ->
     let key = load_signing_key(ctx, cli.key.as_deref())?;
     let built = eval_and_build(cli, ctx, nix.clone(), sel).await?;
     let mut report = Report::default();
-    for (name, outcome) in diff_built(ctx, &key, nix, built).await {
+    let store = Arc::new(NixStore::new(nix.clone()));
+    for (name, outcome) in diff_built(ctx, &key, nix, store, built).await {
         report.hosts.insert(name.to_string(), entry(ctx, &name, outcome));
     }
     Ok(report)
 }
 
-/// Each built host's diff against what its agent runs (asked in parallel).
+/// Each built host's diff against what its agent runs (asked in parallel). `store` is
+/// shared with whatever runs next (`apply --diff`), so closures are queried once.
 pub async fn diff_built(
     ctx: &FleetContext,
     key: &Arc<SecretKey>,
     nix: Arc<Nix>,
+    store: Arc<NixStore>,
     built: Built,
 ) -> BTreeMap<HostName, Result<HostDiff, String>> {
-    let store = Arc::new(NixStore::new(nix.clone()));
     let mut set = JoinSet::new();
     for (name, result) in built {
         let Some(host) = ctx.fleet.hosts.get(&name) else { continue };

@@ -462,17 +462,8 @@ fn needles(meta: &FlakeMetadata) -> Result<Vec<(&'static str, Vec<u8>)>, String>
 
 /// `YYYYMMDD` (UTC) of a Unix time: the start of `self.lastModifiedDate`.
 fn yyyymmdd(time: u64) -> String {
-    // Days to civil date (Howard Hinnant's algorithm), for days since 1970-01-01.
-    let z = (time / 86_400) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}{month:02}{day:02}")
+    // `YYYY-MM-DDThh:mm:ssZ` -> `YYYYMMDD`.
+    crate::history::utc_iso8601(time).chars().take(10).filter(char::is_ascii_digit).collect()
 }
 
 /// Searches every file of `paths` (store paths, on disk at `prefix` + path) for any of
