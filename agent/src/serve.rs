@@ -43,8 +43,34 @@ pub enum ServeError {
     Signal(#[source] std::io::Error),
     #[error("configuration: {0}")]
     Config(String),
+    /// A secret or the state directory that other users could read or replace.
+    #[error("refusing to start: {0}")]
+    Permissions(#[from] hostctl_schemas::perms::PermError),
     #[error("the HTTP server failed: {0}")]
     Server(#[source] std::io::Error),
+}
+
+impl ServeError {
+    /// The configuration (or a file it names) is wrong: nothing was started or changed.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, Self::Config(_) | Self::Permissions(_))
+    }
+}
+
+/// Refuses to start when the state directory or a secret the configuration names could be
+/// read or replaced by other users (the state directory is created 0700 when missing).
+fn check_private_paths(config: &AgentConfig) -> Result<(), hostctl_schemas::perms::PermError> {
+    use hostctl_schemas::perms::{check_private, Private};
+    check_private(&config.state_dir, "state_dir", Private::Dir)?;
+    if let Some(pull) = &config.pull {
+        if let Some(file) = &pull.webhook_secret_file {
+            check_private(file, "pull.webhook_secret_file", Private::File)?;
+        }
+        if let Some(file) = &pull.ssh_key_file {
+            check_private(file, "pull.ssh_key_file", Private::File)?;
+        }
+    }
+    Ok(())
 }
 
 /// A configured agent, ready to serve.
@@ -59,6 +85,7 @@ impl Agent {
     /// Prepares the state directory (0700), the profile's directory, the journal and the
     /// Nix handle (`store` from the configuration, if any).
     pub fn new(config: AgentConfig, services: Arc<dyn ServiceManager>) -> Result<Self, ServeError> {
+        check_private_paths(&config)?;
         create_private_dir(&config.state_dir)?;
         let profile = Profile::new(&config.profile)?;
         if let Some(parent) = profile.as_path().parent() {

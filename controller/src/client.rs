@@ -451,11 +451,22 @@ mod tests {
         assert!(err.to_string().contains("keys/fleet.sec: cannot read the signing key"), "{err}");
         std::fs::create_dir(dir.path().join("keys")).unwrap();
         let secret = "fleet-1:KDMBMKAqiUJFbD3/iS4MPEYdsma2JqZ8GxXKR5OO2YCcbR9nUt4JMzyUabxepT0hySZ+UlrnUSHuxqIq00nETw==";
-        std::fs::write(dir.path().join("keys/fleet.sec"), secret).unwrap();
+        let mode = |path: &std::path::Path, mode| {
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+        };
+        let private = |path: &std::path::Path| mode(path, 0o600);
+        let key = dir.path().join("keys/fleet.sec");
+        std::fs::write(&key, secret).unwrap();
+        mode(&key, 0o644);
+        let err = load_signing_key(&ctx, None).unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::EXIT_BAD_INPUT);
+        assert!(err.to_string().contains("keys/fleet.sec: mode 0644 lets other users read it"), "{err}");
+        private(&key);
         assert_eq!(load_signing_key(&ctx, None).unwrap().name, "fleet-1");
 
         let bad = dir.path().join("bad.sec");
         std::fs::write(&bad, "not a key").unwrap();
+        private(&bad);
         let err = load_signing_key(&ctx, Some(&bad)).unwrap_err();
         assert!(err.to_string().contains("bad.sec: not a Nix ed25519 secret key"), "{err}");
     }

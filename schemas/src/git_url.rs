@@ -98,6 +98,30 @@ pub fn parse_git_url(url: &str) -> Result<GitRemote, GitUrlError> {
     }
 }
 
+/// The password of a `scheme://user:password@host/...` URL (a forge token, typically).
+fn url_password(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let (_, password) = userinfo.split_once(':')?;
+    (!password.is_empty()).then_some(password)
+}
+
+/// `url` with its password (if any) replaced by `***`: the form the agent logs, reports
+/// in status and exports in metrics, so a token in `pull.url` never leaves the host.
+pub fn redact_url(url: &str) -> String {
+    redact_in(url, url)
+}
+
+/// `text` (e.g. a git error, which may quote the URL) with `url`'s password replaced by
+/// `***` wherever it appears.
+pub fn redact_in(url: &str, text: &str) -> String {
+    match url_password(url) {
+        Some(password) => text.replace(password, "***"),
+        None => text.to_owned(),
+    }
+}
+
 /// Splits scp-like `authority:path`; brackets may hide colons of an IPv6 host.
 fn scp_split(url: &str) -> Option<(&str, &str)> {
     let colon = match url.find('[') {
@@ -179,6 +203,19 @@ mod tests {
         match parse_git_url(url) {
             Ok(GitRemote::Ssh(remote)) => remote,
             other => panic!("{url}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn passwords_in_urls_are_redacted_and_nothing_else_is() {
+        let url = "https://oauth2:glpat-SECRET@git.example.com/fleet.git";
+        assert_eq!(redact_url(url), "https://oauth2:***@git.example.com/fleet.git");
+        let error = format!("failed to fetch {url}: 401");
+        assert_eq!(redact_in(url, &error), "failed to fetch https://oauth2:***@git.example.com/fleet.git: 401");
+        for plain in
+            ["https://git.example.com/a@b:c", "ssh://git@host:2222/x", "git@host:path", "/srv/fleet.git", "https://u:@h/x"]
+        {
+            assert_eq!(redact_url(plain), plain);
         }
     }
 

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod inventory;
 pub mod jsonschema;
 pub mod key;
+pub mod perms;
 pub mod reference;
 pub mod signing;
 pub mod yaml;

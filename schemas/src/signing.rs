@@ -37,11 +37,16 @@ pub enum SecretKeyError {
     Read { file: String, problem: String },
     #[error("{file}: not a Nix ed25519 secret key (`name:base64` of 64 bytes, as `nix key generate-secret` writes): {problem}")]
     Format { file: String, problem: &'static str },
+    /// Other users could read or replace the key: refused before it is read.
+    #[error("signing key {0}")]
+    Permissions(crate::perms::PermError),
 }
 
 impl SecretKey {
     /// Reads a key file as written by `nix key generate-secret`.
+    /// Refused if other users could read or change it (see [`crate::perms`]).
     pub fn load(path: &Path) -> Result<Self, SecretKeyError> {
+        crate::perms::check_private(path, "file", crate::perms::Private::File).map_err(SecretKeyError::Permissions)?;
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path)
             .map_err(|e| SecretKeyError::Read { file: file.clone(), problem: e.to_string() })?;
@@ -241,6 +246,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fleet.sec");
         std::fs::write(&path, "fleet-1:SECRET\n".replace("SECRET", NIX_SECRET)).unwrap();
+        let mode = |m| std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(m)).unwrap();
+        mode(0o644);
+        let err = SecretKey::load(&path).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("signing key file {}: mode 0644", path.display())), "{err}");
+        assert!(!err.contains(NIX_SECRET), "{err}");
+        mode(0o600);
         let k = SecretKey::load(&path).unwrap();
         assert_eq!(k.public().to_string(), NIX_PUBLIC);
         let err = SecretKey::load(&dir.path().join("missing.sec")).unwrap_err();

@@ -115,6 +115,21 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 /// Copies a directory tree (files and directories only).
 pub fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
+/// Writes a secret file with mode 0600 from its creation on: the controller and the agent
+/// refuse keys and secrets other users could read.
+pub fn write_secret(path: &Path, contents: &str) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(contents.as_bytes()));
+    written.unwrap_or_else(|e| fail(&format!("cannot write the secret {}: {e}", path.display())));
+}
+
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
         let target = to.join(entry.file_name());

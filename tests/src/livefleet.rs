@@ -34,7 +34,7 @@ impl LiveFleet {
         prepare(&fleet);
         let key_file = fleet.tmp.path().join("fleet.sec");
         let secret = nix_stdout(&fleet, &["key", "generate-secret", "--key-name", "hostctl-test"], None);
-        std::fs::write(&key_file, &secret).unwrap_or_else(|e| fail(&format!("write key: {e}")));
+        crate::write_secret(&key_file, &secret);
         let public_key = nix_stdout(&fleet, &["key", "convert-secret-to-public"], Some(&secret)).trim().to_owned();
         let mut hosts = Vec::new();
         for name in names {

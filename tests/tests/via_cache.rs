@@ -94,7 +94,7 @@ fn a_cache_signed_by_another_key_is_refused_and_nothing_is_activated() {
     let new = built.json()["hosts"]["web1"]["toplevel"].as_str().unwrap().to_owned();
     let other = live.fleet.tmp.path().join("other.sec");
     let secret = nix_stdout(&live.fleet, &["key", "generate-secret", "--key-name", "someone-else"], None);
-    std::fs::write(&other, secret).unwrap();
+    hostctl_tests::write_secret(&other, &secret);
     let target = format!("{url}?secret-key={}", other.display());
     nix_stdout(&live.fleet, &["copy", "--to", &target, &new], None);
 
@@ -200,7 +200,7 @@ fn nix_2_26_bin() -> Option<PathBuf> {
 fn key_pair(fleet: &TestFleet, dir: &Path, name: &str) -> (PathBuf, hostctl_schemas::PublicKey) {
     let secret = nix_stdout(fleet, &["key", "generate-secret", "--key-name", name], None);
     let file = dir.join(format!("{name}.sec"));
-    std::fs::write(&file, &secret).unwrap();
+    hostctl_tests::write_secret(&file, &secret);
     let public = nix_stdout(fleet, &["key", "convert-secret-to-public"], Some(&secret));
     (file, public.trim().parse().unwrap())
 }

@@ -190,7 +190,7 @@ impl Puller {
         let pinned = pinned_lock(records);
         let pending = shared.pending.as_ref().filter(|(_, lock)| lock.as_ref() != pinned);
         PullStatus {
-            url: self.config.url.clone(),
+            url: hostctl_schemas::git_url::redact_url(&self.config.url),
             branch: self.config.branch.clone(),
             lock_policy: self.config.lock.as_str().to_owned(),
             fetched_commit: shared.fetched_commit.clone(),
@@ -209,7 +209,8 @@ impl Puller {
 
     /// Runs rounds forever: one at once, then one per interval or wake-up.
     pub async fn run(self: Arc<Self>) {
-        tracing::info!(url = %self.config.url, branch = %self.config.branch, "pull mode: tracking");
+        let url = hostctl_schemas::git_url::redact_url(&self.config.url);
+        tracing::info!(%url, branch = %self.config.branch, "pull mode: tracking");
         loop {
             self.round().await;
             tokio::select! {
@@ -251,7 +252,11 @@ impl Puller {
         })
         .await;
         let (fetched, head) = match result {
-            Ok((fetched, head)) => (fetched.map_err(|e| e.to_string()), head.ok().flatten()),
+            // A git error may quote the URL, and with it a token.
+            Ok((fetched, head)) => (
+                fetched.map_err(|e| hostctl_schemas::git_url::redact_in(&self.config.url, &e.to_string())),
+                head.ok().flatten(),
+            ),
             Err(e) => (Err(format!("the fetch task failed: {e}")), None),
         };
         self.update(|shared| {

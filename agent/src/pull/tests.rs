@@ -379,3 +379,31 @@ async fn pull_status_changes_are_announced() {
 
 #[path = "webhook_tests.rs"]
 mod webhook_tests;
+
+/// A token in `pull.url` (`https://user:token@…`) stays on the host: status (and with it
+/// D-Bus and /metrics) shows the URL with `***`, and a fetch error quoting it is redacted.
+#[tokio::test]
+async fn a_token_in_the_url_is_never_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    // Port 9 (discard) on loopback: nothing listens, the fetch fails at once.
+    let url = "http://oauth2:tok3n-SECRET@127.0.0.1:9/fleet.git";
+    let yaml = format!(
+        "hostname: web1\ntrusted_keys: [\"fleet-1:11qvTRDWRE4FY+wSqfVv05ieSwHGyyqjtCVE4B8/YKg=\"]\n\
+         pull:\n  url: {url}\n  interval: 1h\n"
+    );
+    let config = parse_agent_config(&yaml, Path::new("agent.yaml")).unwrap();
+    let host = TestHost::new();
+    let builder = Arc::new(FakeBuilder {
+        slow_commit: Mutex::new(String::new()),
+        failing_commit: Mutex::new(String::new()),
+        builds: AtomicUsize::new(0),
+        dropped: Arc::new(AtomicBool::new(false)),
+        toplevel: TOPLEVEL.parse().unwrap(),
+    });
+    let puller = Puller::new(config.pull.unwrap(), mirror(dir.path()), builder, host.deployer(), None).unwrap();
+    assert_eq!(puller.fetch().await, None);
+    let status = puller.status(&[]);
+    assert_eq!(status.url, "http://oauth2:***@127.0.0.1:9/fleet.git");
+    let error = status.last_error.unwrap();
+    assert!(!error.is_empty() && !error.contains("tok3n-SECRET"), "{error}");
+}

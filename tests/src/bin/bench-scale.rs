@@ -95,7 +95,7 @@ fn synthetic_fleet(n: usize) -> TestFleet {
 fn signing_key(fleet: &TestFleet) -> (PathBuf, String) {
     let key_file = fleet.tmp.path().join("fleet.sec");
     let secret = nix_stdout(fleet, &["key", "generate-secret", "--key-name", "hostctl-bench"], None);
-    std::fs::write(&key_file, &secret).expect("write the key");
+    hostctl_tests::write_secret(&key_file, &secret);
     let public = nix_stdout(fleet, &["key", "convert-secret-to-public"], Some(&secret)).trim().to_owned();
     (key_file, public)
 }
