@@ -24,6 +24,10 @@ use crate::error::ApiFailure;
 use crate::import::IMPORT_BODY_LIMIT;
 use crate::server::AppState;
 
+/// How many bundle headers (up to 16 MiB each, unauthenticated until verified) are read
+/// at once; further requests wait, unread, so strangers cannot make the agent hold more.
+static UNVERIFIED_HEADERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
 /// How often a started bundle deployment is checked until it ends.
 const POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -37,7 +41,13 @@ pub async fn bundle(
     check_declared_length(&headers, IMPORT_BODY_LIMIT)?;
     // The header first, from the stream's start: nothing is written to disk for a body
     // whose signature, host or age is wrong.
-    let (manifest, rest) = read_header(&app, &mut body).await?;
+    let (manifest, rest) = {
+        let _reading = UNVERIFIED_HEADERS
+            .acquire()
+            .await
+            .map_err(|_| ApiFailure::internal("the bundle header semaphore is closed"))?;
+        read_header(&app, &mut body).await?
+    };
     check_manifest(&app, &manifest)?;
     let export = receive_export(&app, &manifest, rest, body).await?;
     tracing::info!(id = manifest.deployment_id(), toplevel = %manifest.toplevel, paths = manifest.paths.len(), "bundle accepted");
