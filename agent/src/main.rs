@@ -228,6 +228,11 @@ fn binfmt(path: &std::path::Path, cfg: &AgentConfig, json: bool, dry_run: bool) 
 }
 
 fn check_config(path: &std::path::Path, cfg: &AgentConfig, json: bool) -> ExitCode {
+    // What `serve` would refuse at start, reported before a restart meets it.
+    if let Err(e) = hostctl_agent::serve::check_private_paths(cfg) {
+        eprintln!("error: {}: {e}", path.display());
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
     if json {
         match serde_json::to_string_pretty(cfg) {
             Ok(text) => println!("{text}"),

@@ -59,7 +59,8 @@ impl ServeError {
 
 /// Refuses to start when the state directory or a secret the configuration names could be
 /// read or replaced by other users (the state directory is created 0700 when missing).
-fn check_private_paths(config: &AgentConfig) -> Result<(), hostctl_schemas::perms::PermError> {
+/// `check-config` runs it too.
+pub fn check_private_paths(config: &AgentConfig) -> Result<(), hostctl_schemas::perms::PermError> {
     use hostctl_schemas::perms::{check_private, Private};
     check_private(&config.state_dir, "state_dir", Private::Dir)?;
     if let Some(pull) = &config.pull {

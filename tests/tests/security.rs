@@ -70,6 +70,10 @@ fn the_agent_refuses_shared_state_and_readable_secrets_and_changes_nothing() {
     );
     assert_eq!(tree(dir.path()), before, "a refused start created or removed something");
     assert_eq!(std::fs::metadata(&state).unwrap().permissions().mode() & 0o777, 0o755, "the mode was changed");
+    let checked: HostctlRun =
+        run(Command::new(binary("hostctl-agent")).args(["check-config", "--config"]).arg(&config)).into();
+    checked.expect_code(2);
+    assert!(checked.stderr.contains(&format!("state_dir {shown}: mode 0755")), "{}", checked.stderr);
 
     // Each secret the configuration names, readable (or writable) by others.
     chmod(&state, 0o700);
