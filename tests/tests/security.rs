@@ -11,6 +11,7 @@ use hostctl_tests::http::{hub_signature, push_payload, Request};
 use hostctl_tests::livefleet::LiveFleet;
 use hostctl_tests::{binary, run, write_secret, HostctlRun};
 
+#[expect(clippy::unwrap_used, reason = "test helper: a panic is a test failure")]
 fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
@@ -23,6 +24,7 @@ fn serve(config: &Path) -> HostctlRun {
 const TRUSTED: &str = "fleet-1:11qvTRDWRE4FY+wSqfVv05ieSwHGyyqjtCVE4B8/YKg=";
 
 /// An agent configuration in `dir` with state in `dir/state`, plus `extra` YAML.
+#[expect(clippy::unwrap_used, reason = "test helper: a panic is a test failure")]
 fn agent_yaml(dir: &Path, extra: &str) -> std::path::PathBuf {
     let yaml = format!(
         "hostname: web1\nlisten: 127.0.0.1:0\ntrusted_keys: [\"{TRUSTED}\"]\nstate_dir: {}\nprofile: {}\n{extra}",
@@ -35,6 +37,7 @@ fn agent_yaml(dir: &Path, extra: &str) -> std::path::PathBuf {
 }
 
 /// Every entry under `dir`, to show a refusal created nothing.
+#[expect(clippy::unwrap_used, reason = "test helper: a panic is a test failure")]
 fn tree(dir: &Path) -> Vec<String> {
     let mut found = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -133,6 +136,7 @@ fn hostctl_refuses_a_readable_fleet_key_before_contacting_any_host() {
 }
 
 /// The base64 of the fleet's secret key (seed and public half), as the key file holds it.
+#[expect(clippy::unwrap_used, reason = "test helper: a panic is a test failure")]
 fn secret_material(live: &LiveFleet) -> String {
     let text = std::fs::read_to_string(&live.key_file).unwrap();
     text.trim().split_once(':').unwrap().1.to_owned()
