@@ -57,8 +57,18 @@ pub struct HttpHost {
     client: Client,
 }
 
+/// How long sent data may go unacknowledged, and an idle connection unanswered by
+/// keepalives, before the connection counts as dead: a host whose link is cut mid-push
+/// fails in about this time instead of the import's hour-long request timeout. Set here
+/// rather than left to reqwest's defaults, which happen to match today.
+const DEAD_LINK_TIMEOUT: Duration = Duration::from_secs(30);
+
 fn new_client() -> Result<Client, reqwest::Error> {
-    Client::builder().connect_timeout(CONNECT_TIMEOUT).build()
+    Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_keepalive(DEAD_LINK_TIMEOUT / 2)
+        .tcp_user_timeout(DEAD_LINK_TIMEOUT)
+        .build()
 }
 
 impl HttpHost {
