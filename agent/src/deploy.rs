@@ -513,14 +513,22 @@ impl Deployer {
     /// Makes a deployment final with `state` and `error`.
     pub(crate) fn finish(&self, id: &str, state: DeploymentState, error: String) {
         tracing::warn!(id, state = state_name(state), %error, "deployment ended");
-        let result = self.update(id, |r| {
-            r.deployment.state = state;
-            r.deployment.error = Some(error);
-            r.deployment.finished = Some(unix_now());
-            r.phase = Phase::Done;
-        });
-        if let Err(e) = result {
+        let end = |error: String| {
+            move |r: &mut Record| {
+                r.deployment.state = state;
+                r.deployment.error = Some(error);
+                r.deployment.finished = Some(unix_now());
+                r.phase = Phase::Done;
+            }
+        };
+        if let Err(e) = self.update(id, end(error.clone())) {
+            // Ended in memory anyway (written before the next deployment is accepted), or
+            // the agent would stay stuck on it: see `Journal::close_unwritten`.
             tracing::error!(id, error = %e, "cannot journal the end of the deployment");
+            let error = format!("{error}; journaling this end failed too, it is written before the next deployment");
+            if let Err(e) = self.journal().close_unwritten(id, end(error)) {
+                tracing::error!(id, error = %e, "cannot end the deployment");
+            }
         }
     }
 }

@@ -156,12 +156,13 @@ impl Importer {
         Ok(order)
     }
 
-    /// Deletes the paths this import added (all or nothing); a failure is only logged, the
-    /// request fails either way.
+    /// Deletes the paths this import added (all or nothing), and what it left of those it
+    /// did not get to register: `nix-store --import` cut short (a full disk) leaves the path
+    /// it was writing on disk, invalid but holding the space. `nix-store --delete` takes
+    /// valid, invalid and absent paths alike. A failure is only logged, the request fails
+    /// either way.
     async fn undo(&self, new: &[StorePath]) {
-        let invalid = invalid_paths(&self.nix, new).await.unwrap_or_default();
-        let added: Vec<StorePath> = new.iter().filter(|p| !invalid.contains(*p)).cloned().collect();
-        if let Err(e) = self.nix.delete_paths(&added).await {
+        if let Err(e) = self.nix.delete_paths(new).await {
             tracing::error!(error = %e, "cannot delete the paths of a failed import");
         }
     }

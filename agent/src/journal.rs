@@ -10,10 +10,23 @@
 //! Invariant: a record on disk is always complete: it is written to `<id>.json.tmp`,
 //! fsynced, renamed over `<id>.json`, and the directory fsynced, so a crash leaves the
 //! old or the new version, never half of one. A leftover `.tmp` is such an interrupted
-//! write and is discarded on load. The in-memory copy changes only after the disk write
-//! succeeded, so what the API reports is always what a restarted agent will load.
+//! write and is discarded on load (with a warning). The in-memory copy changes only after
+//! the disk write succeeded, so what the API reports is always what a restarted agent will
+//! load; a write that fails (a full disk) removes its `.tmp` again. One exception: when
+//! even the write that ends a deployment fails, [`Journal::close_unwritten`] ends it in
+//! memory so the agent does not stay stuck on it; that version is written before any new
+//! deployment is accepted, and a restart before then finishes the deployment from the
+//! phase on disk (recovery never needs the lost version).
+//!
+//! A record that cannot be loaded anyway (damaged on disk, truncated by a file system
+//! without ordered writes, edited by hand) must neither keep the agent from starting nor
+//! be forgotten: it is renamed to `<id>.json.corrupt-<unix time>` (kept, never deleted,
+//! never loaded again), logged as an error with `file:line:column` and the parse error,
+//! listed by [`Journal::quarantined`], and the agent goes on with the other records. The
+//! host keeps running whatever it runs: a deployment whose record is lost is not resumed
+//! or rolled back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
@@ -185,8 +198,14 @@ pub enum JournalError {
         #[source]
         source: std::io::Error,
     },
-    #[error("journal file {file} is corrupt ({problem}); move it out of the way to start the agent")]
-    Corrupt { file: String, problem: String },
+    #[error("journal file {file} is corrupt ({problem}) and cannot be moved aside to {aside}: {source}")]
+    Quarantine {
+        file: String,
+        problem: String,
+        aside: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot write journal file {file}: {source}")]
     Write {
         file: String,
@@ -195,6 +214,8 @@ pub enum JournalError {
     },
     #[error("no deployment `{0}` in the journal")]
     Unknown(String),
+    #[error("deployment `{0}` would still be open: only its end can be kept in memory")]
+    StillOpen(String),
 }
 
 /// Creates `dir` (and parents) and makes it private to the agent (0700): it holds
@@ -205,6 +226,17 @@ pub fn create_private_dir(dir: &Path) -> Result<(), JournalError> {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(err)
 }
 
+/// A record file that could not be loaded and was moved aside at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    /// Where it was (`<dir>/<id>.json`).
+    pub file: PathBuf,
+    /// Where it is now (`<dir>/<id>.json.corrupt-<unix time>`).
+    pub moved_to: PathBuf,
+    /// Why it could not be loaded: `file:line:column: message` for a parse error.
+    pub problem: String,
+}
+
 /// All deployments, loaded at start and kept in memory.
 #[derive(Debug)]
 pub struct Journal {
@@ -213,31 +245,42 @@ pub struct Journal {
     next_seq: u64,
     /// Told about every record written.
     events: Option<Events>,
+    /// Records moved aside by [`Journal::open`].
+    quarantined: Vec<Quarantined>,
+    /// Ended deployments whose final version is in memory only ([`Journal::close_unwritten`]).
+    unwritten: BTreeSet<String>,
 }
 
 impl Journal {
-    /// Opens (creating it if needed) the journal in `dir` and loads every record.
+    /// Opens (creating it if needed) the journal in `dir` and loads every record; a
+    /// record that cannot be loaded is moved aside (see the module documentation). Fails
+    /// only if the directory cannot be read or a bad record cannot be moved.
     pub fn open(dir: &Path) -> Result<Self, JournalError> {
         create_private_dir(dir)?;
         let read_err = |source| JournalError::Read { file: dir.display().to_string(), source };
         let mut records = BTreeMap::new();
+        let mut quarantined = Vec::new();
         for entry in fs::read_dir(dir).map_err(read_err)? {
             let path = entry.map_err(read_err)?.path();
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
             if name.ends_with(".json.tmp") {
-                // An interrupted write: the `.json` beside it (if any) is the last good one.
-                let _ = fs::remove_file(&path);
+                discard_interrupted_write(&path);
             } else if let Some(id) = name.strip_suffix(".json") {
-                let record = load_record(&path)?;
-                if record.deployment.id != id {
-                    let problem = format!("it holds deployment `{}`", record.deployment.id);
-                    return Err(JournalError::Corrupt { file: path.display().to_string(), problem });
+                match load_record(&path, id) {
+                    Ok(record) => {
+                        records.insert(id.to_owned(), record);
+                    }
+                    Err(problem) => quarantined.push(quarantine(&path, problem)?),
                 }
-                records.insert(id.to_owned(), record);
             }
         }
         let next_seq = records.values().map(|r| r.seq + 1).max().unwrap_or(0);
-        Ok(Self { dir: dir.to_path_buf(), records, next_seq, events: None })
+        Ok(Self { dir: dir.to_path_buf(), records, next_seq, events: None, quarantined, unwritten: BTreeSet::new() })
+    }
+
+    /// The record files [`Journal::open`] could not load and moved aside.
+    pub fn quarantined(&self) -> &[Quarantined] {
+        &self.quarantined
     }
 
     pub fn dir(&self) -> &Path {
@@ -292,6 +335,7 @@ impl Journal {
 
     /// Records a new deployment with its extra fields; `seq` is assigned here.
     pub fn insert_record(&mut self, mut record: Record) -> Result<Record, JournalError> {
+        self.write_unwritten()?;
         record.seq = self.next_seq;
         self.write(&record)?;
         self.next_seq += 1;
@@ -306,9 +350,39 @@ impl Journal {
         let previous = record.deployment.state;
         change(&mut record);
         self.write(&record)?;
+        self.unwritten.remove(id);
         self.records.insert(id.to_owned(), record.clone());
         self.announce(Some(previous), &record);
         Ok(record)
+    }
+
+    /// Ends deployment `id` with `change` in memory only, for when [`Journal::update`]
+    /// could not write that end (a full disk): otherwise the agent would report it open,
+    /// and refuse every new deployment, until restarted. The end is written before the
+    /// next insert. `change` must make the deployment final.
+    pub fn close_unwritten(&mut self, id: &str, change: impl FnOnce(&mut Record)) -> Result<Record, JournalError> {
+        let mut record = self.records.get(id).cloned().ok_or_else(|| JournalError::Unknown(id.to_owned()))?;
+        let previous = record.deployment.state;
+        change(&mut record);
+        if record.is_open() {
+            return Err(JournalError::StillOpen(id.to_owned()));
+        }
+        self.unwritten.insert(id.to_owned());
+        self.records.insert(id.to_owned(), record.clone());
+        self.announce(Some(previous), &record);
+        Ok(record)
+    }
+
+    /// Writes what [`Journal::close_unwritten`] kept in memory only.
+    fn write_unwritten(&mut self) -> Result<(), JournalError> {
+        while let Some(id) = self.unwritten.first().cloned() {
+            if let Some(record) = self.records.get(&id) {
+                self.write(record)?;
+                tracing::info!(id, "journaled the end of a deployment that could not be written before");
+            }
+            self.unwritten.remove(&id);
+        }
+        Ok(())
     }
 
     /// From now on, every record written is announced on `events`.
@@ -330,25 +404,81 @@ impl Journal {
     }
 }
 
-fn load_record(path: &Path) -> Result<Record, JournalError> {
-    let text = fs::read(path).map_err(|source| JournalError::Read { file: path.display().to_string(), source })?;
-    serde_json::from_slice(&text)
-        .map_err(|e| JournalError::Corrupt { file: path.display().to_string(), problem: e.to_string() })
+/// The record in `path` (named for deployment `id`), or why it cannot be used:
+/// `path:line:column: message` for JSON that does not parse as a record.
+fn load_record(path: &Path, id: &str) -> Result<Record, String> {
+    let file = path.display();
+    let text = fs::read(path).map_err(|e| format!("{file}: cannot read it: {e}"))?;
+    let record: Record = serde_json::from_slice(&text).map_err(|e| {
+        let location = format!(" at line {} column {}", e.line(), e.column());
+        let message = e.to_string();
+        let message = message.strip_suffix(&location).unwrap_or(&message);
+        format!("{file}:{}:{}: {message}", e.line(), e.column())
+    })?;
+    if record.deployment.id != id {
+        return Err(format!("{file}: it holds deployment `{}`, not `{id}`", record.deployment.id));
+    }
+    Ok(record)
 }
 
-/// Writes `bytes` to `file` so that a crash leaves either the old or the new content.
+/// Moves a record that cannot be loaded to `<name>.corrupt-<unix time>` (a free name),
+/// synced like a journal write, and logs it.
+fn quarantine(path: &Path, problem: String) -> Result<Quarantined, JournalError> {
+    let now = crate::unix_now();
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".corrupt-{now}"));
+    let mut aside = PathBuf::from(&name);
+    let mut n = 1;
+    while aside.symlink_metadata().is_ok() {
+        aside = PathBuf::from(format!("{}-{n}", name.to_string_lossy()));
+        n += 1;
+    }
+    let moved = fs::rename(path, &aside).and_then(|()| sync_parent(path));
+    if let Err(source) = moved {
+        let (file, aside) = (path.display().to_string(), aside.display().to_string());
+        return Err(JournalError::Quarantine { file, problem, aside, source });
+    }
+    tracing::error!(
+        file = %path.display(),
+        moved_to = %aside.display(),
+        "journal record cannot be loaded ({problem}); moved aside and kept, the agent goes on without it \
+         (the host keeps running its current system; that deployment is not resumed or rolled back)"
+    );
+    Ok(Quarantined { file: path.to_path_buf(), moved_to: aside, problem })
+}
+
+/// Removes a `.json.tmp` left by a write that was cut short: its rename never happened, so
+/// it was never the record (the `.json` beside it, if any, is the last complete version).
+fn discard_interrupted_write(path: &Path) {
+    match fs::remove_file(path) {
+        Ok(()) => tracing::warn!(file = %path.display(), "discarded an interrupted journal write"),
+        Err(e) => tracing::warn!(file = %path.display(), error = %e, "cannot remove an interrupted journal write"),
+    }
+}
+
+fn sync_parent(file: &Path) -> std::io::Result<()> {
+    File::open(file.parent().unwrap_or_else(|| Path::new(".")))?.sync_all()
+}
+
+/// Writes `bytes` to `file` so that a crash leaves either the old or the new content. A
+/// failed write (e.g. no space left) removes its temporary file again.
 pub fn write_atomically(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut tmp_name = file.as_os_str().to_owned();
     tmp_name.push(".tmp");
     let tmp = PathBuf::from(tmp_name);
-    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&tmp, file)?;
+    let written = write_synced(&tmp, bytes).and_then(|()| fs::rename(&tmp, file));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     // The rename itself lives in the directory: sync it so it survives a power cut.
-    let dir = file.parent().unwrap_or_else(|| Path::new("."));
-    File::open(dir)?.sync_all()
+    sync_parent(file)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 #[cfg(test)]
@@ -390,24 +520,8 @@ pub(crate) mod tests {
         assert_eq!(loaded.get("a").unwrap().confirm_timeout, Duration::from_secs(30));
         assert_eq!(loaded.next_seq, 2);
     }
-
-    #[test]
-    fn a_leftover_tmp_is_ignored_and_a_corrupt_file_is_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut journal = Journal::open(dir.path()).unwrap();
-        journal.insert(deployment("a"), Duration::from_secs(0)).unwrap();
-        fs::write(dir.path().join("a.json.tmp"), "{ half a reco").unwrap();
-        fs::write(dir.path().join("a.log"), "log").unwrap();
-        let loaded = Journal::open(dir.path()).unwrap();
-        assert_eq!(loaded.records().len(), 1);
-        assert!(!dir.path().join("a.json.tmp").exists());
-
-        fs::write(dir.path().join("b.json"), "{ half a reco").unwrap();
-        let err = Journal::open(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("b.json is corrupt"), "{err}");
-
-        fs::write(dir.path().join("b.json"), fs::read(dir.path().join("a.json")).unwrap()).unwrap();
-        let err = Journal::open(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("b.json is corrupt (it holds deployment `a`)"), "{err}");
-    }
 }
+
+#[cfg(test)]
+#[path = "journal_tests.rs"]
+mod damaged;

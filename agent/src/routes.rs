@@ -28,7 +28,8 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiFailure> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if path.is_empty() || path == "." {
+        // `?`: the error is not inside any field (e.g. the body ends early).
+        if path.is_empty() || path == "." || path == "?" {
             ApiFailure::bad_request(format!("invalid request body: {inner}"))
         } else {
             ApiFailure::bad_request(format!("{path}: {inner}"))

@@ -7,7 +7,9 @@
 //! 1. `/run/current-system`, when it exists and points at a system in this host's store
 //!    (on NixOS it is authoritative, also after a `nixos-rebuild` outside hostctl);
 //! 2. the journal: the toplevel the newest deployment that changed the running system
-//!    left running ([`left_running`]);
+//!    left running ([`left_running`]); if that is not a system in this host's store (a
+//!    damaged or hand-written record: nothing could return to it) but the profile's is,
+//!    the profile's;
 //! 3. the profile, when the journal has nothing (the host's first hostctl deployment).
 
 use hostctl_schemas::api::deployments::DeploymentState;
@@ -55,6 +57,17 @@ impl Deployer {
             return Ok(Some(current));
         }
         if let Some(running) = running_from_journal(records) {
+            if self.switch_program(&running).is_file() {
+                return Ok(Some(running));
+            }
+            // Not a system a rollback could return to; the profile's may be.
+            if let Some(profile) = self.profile_toplevel()?.filter(|p| self.switch_program(p).is_file()) {
+                tracing::warn!(
+                    toplevel = %running,
+                    "the journal names a running system that is not in the store; using the profile's"
+                );
+                return Ok(Some(profile));
+            }
             return Ok(Some(running));
         }
         self.profile_toplevel()

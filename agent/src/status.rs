@@ -36,7 +36,23 @@ pub fn snapshot(app: &AppState) -> Result<StatusResponse, String> {
         emulated_systems: crate::binfmt::emulated_systems(binfmt_mount(app)),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         pull: app.pull.as_ref().map(|p| p.status(&records)),
+        damaged_records: damaged_records(app),
     })
+}
+
+/// The journal records moved aside at start (see `journal.rs`).
+fn damaged_records(app: &AppState) -> Vec<hostctl_schemas::api::status::DamagedRecord> {
+    let shown = |p: &std::path::Path| p.display().to_string();
+    app.deployer
+        .journal()
+        .quarantined()
+        .iter()
+        .map(|q| hostctl_schemas::api::status::DamagedRecord {
+            file: shown(&q.file),
+            moved_to: shown(&q.moved_to),
+            problem: q.problem.clone(),
+        })
+        .collect()
 }
 
 /// Where binfmt_misc is read: the configured mount point, else the default one (entries a

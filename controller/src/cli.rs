@@ -1,4 +1,6 @@
 //! The command line (clap): DESIGN.md's CLI contract. Commands appear here once they work.
+//! Numeric options allow negative numbers so that `--generation -1` is refused as an
+//! invalid value of `--generation`, not as an unknown flag `-1`.
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -23,10 +25,10 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub key: Option<PathBuf>,
     /// Evaluations to run at once (default: from cores and free memory).
-    #[arg(long, global = true, value_name = "N")]
+    #[arg(long, global = true, value_name = "N", allow_negative_numbers = true)]
     pub eval_jobs: Option<NonZeroUsize>,
     /// Hosts deployed at once within a batch (default 100).
-    #[arg(long, global = true, value_name = "N")]
+    #[arg(long, global = true, value_name = "N", allow_negative_numbers = true)]
     pub parallel: Option<NonZeroUsize>,
     /// Evaluate every host even when a clean commit's result is cached.
     #[arg(long, global = true)]
@@ -84,7 +86,7 @@ pub struct RollbackArgs {
     #[arg(long, value_name = "LOCK|REV", conflicts_with = "generation")]
     pub to_lock: Option<String>,
     /// A generation of the host's system profile.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub generation: Option<u64>,
 }
 
@@ -116,10 +118,10 @@ pub struct ApplyArgs {
     #[arg(long, value_name = "M")]
     pub mode: Option<Mode>,
     /// Hosts per batch: a count or a percentage (default: `rollout.batch`).
-    #[arg(long, value_name = "N|P%")]
+    #[arg(long, value_name = "N|P%", allow_negative_numbers = true)]
     pub batch: Option<Batch>,
     /// Failed hosts tolerated before the rollout stops (default: `rollout.max_failures`).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub max_failures: Option<u32>,
     /// Evaluate and build, then show what each host would get; change nothing.
     #[arg(long)]

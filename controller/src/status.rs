@@ -130,7 +130,8 @@ fn entry(
         ));
     }
     summary.push_str(if s.pull.is_some() { ", mode pull" } else { ", mode push" });
-    let body = s.pull.as_ref().map(|p| pull_lines(p, unix_now()));
+    let mut body = s.pull.as_ref().map(|p| pull_lines(p, unix_now())).unwrap_or_default();
+    body.push_str(&damaged_lines(&s.damaged_records));
     let mut entry = HostReport::new(HostResult::Ok, s.rev, s.lock)
         .field("reachable", true)
         .field("mode", if s.pull.is_some() { "pull" } else { "push" })
@@ -147,10 +148,11 @@ fn entry(
         .field("drift", d.as_str())
         .field("drift_error", eval_error)
         .field("expected_lock", expected_lock)
-        .field("lock_drift", lock_drift);
+        .field("lock_drift", lock_drift)
+        .field("damaged_records", serde_json::to_value(&s.damaged_records).unwrap_or(Value::Null));
     entry.toplevel = s.toplevel;
     entry.summary = Some(summary);
-    entry.body = body;
+    entry.body = (!body.is_empty()).then_some(body);
     entry
 }
 
@@ -188,6 +190,11 @@ fn pull_lines(p: &PullStatus, now: u64) -> String {
         }
     }
     out
+}
+
+/// One line per journal record the agent moved aside at start: someone should look.
+fn damaged_lines(records: &[hostctl_schemas::api::status::DamagedRecord]) -> String {
+    records.iter().map(|r| format!("journal: damaged record moved aside to {} ({})\n", r.moved_to, r.problem)).collect()
 }
 
 /// `idle, generation 3, in-sync, rev 1a2b3c4d5e6f, lock 0123456789ab`.

@@ -384,9 +384,14 @@ mod tests {
     async fn run_observed_reports_the_pid_before_waiting() {
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path();
-        let script = "#!/bin/sh\necho \"$$\"\n";
-        std::fs::write(bin.join("nix-env"), script).unwrap();
-        std::fs::set_permissions(bin.join("nix-env"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        // Written by a child process: a file this multi-threaded test process had open for
+        // writing can be inherited by a sibling test's fork, and exec then fails (ETXTBSY).
+        let written = std::process::Command::new("sh")
+            .args(["-c", "printf '#!/bin/sh\\necho \"$$\"\\n' > \"$1\" && chmod 755 \"$1\"", "sh"])
+            .arg(bin.join("nix-env"))
+            .status()
+            .unwrap();
+        assert!(written.success());
         let nix = Nix::new().with_bin_dir(bin);
         let cmd = NixCommand::list_generations(
             &crate::profile::Profile::new(std::path::Path::new("/nix/var/nix/profiles/x")).unwrap(),

@@ -134,7 +134,7 @@ impl schemars::JsonSchema for Duration {
             "type": "string",
             "pattern": "^([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?$",
             "minLength": 2,
-            "description": "A duration such as 500ms, 30s, 5m, 1h30m or 2d.",
+            "description": "A duration such as 500ms, 30s, 5m, 1h30m or 2d; at most 2^64 - 1 milliseconds in all.",
             "examples": ["30s", "5m", "1h30m"]
         })
     }

@@ -212,9 +212,13 @@ mod tests {
         assert_eq!(redact_url(url), "https://oauth2:***@git.example.com/fleet.git");
         let error = format!("failed to fetch {url}: 401");
         assert_eq!(redact_in(url, &error), "failed to fetch https://oauth2:***@git.example.com/fleet.git: 401");
-        for plain in
-            ["https://git.example.com/a@b:c", "ssh://git@host:2222/x", "git@host:path", "/srv/fleet.git", "https://u:@h/x"]
-        {
+        for plain in [
+            "https://git.example.com/a@b:c",
+            "ssh://git@host:2222/x",
+            "git@host:path",
+            "/srv/fleet.git",
+            "https://u:@h/x",
+        ] {
             assert_eq!(redact_url(plain), plain);
         }
     }

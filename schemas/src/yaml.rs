@@ -111,7 +111,7 @@ pub fn parse_yaml<T: DeserializeOwned>(text: &str, origin: &Path) -> Result<T, Y
         let location = line_column(&err);
         return Err(YamlError::Syntax {
             file: origin.to_owned(),
-            location,
+            location: location.map(|at| within(text, at)),
             message: strip_location(&err.to_string(), location),
         });
     }
@@ -123,7 +123,7 @@ pub fn parse_yaml<T: DeserializeOwned>(text: &str, origin: &Path) -> Result<T, Y
         let message = strip_location(&inner.to_string(), location);
         YamlError::Invalid {
             file: origin.to_owned(),
-            location,
+            location: location.map(|at| within(text, at)),
             message: strip_yaml_path(&message, &path).to_owned(),
             path: path.to_string(),
         }
@@ -132,6 +132,30 @@ pub fn parse_yaml<T: DeserializeOwned>(text: &str, origin: &Path) -> Result<T, Y
 
 fn line_column(err: &serde_yaml::Error) -> Option<(usize, usize)> {
     err.location().map(|l| (l.line(), l.column()))
+}
+
+/// libyaml puts the end of a text that lacks a final line break on the line after it,
+/// which the file does not have (found by fuzzing); that end is reported as the end of
+/// the last line instead. Line breaks as YAML counts them: \n, \r\n, \r, NEL, LS, PS.
+fn within(text: &str, (line, column): (usize, usize)) -> (usize, usize) {
+    let mut lines = 1;
+    let mut last_line_start = 0;
+    let mut chars = text.char_indices().peekable();
+    while let Some((_, c)) = chars.next() {
+        let crlf = c == '\r' && chars.peek().is_some_and(|(_, next)| *next == '\n');
+        if crlf || matches!(c, '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}') {
+            if crlf {
+                chars.next();
+            }
+            lines += 1;
+            last_line_start = chars.peek().map_or(text.len(), |(next, _)| *next);
+        }
+    }
+    if line <= lines {
+        (line, column)
+    } else {
+        (lines, text[last_line_start..].chars().count() + 1)
+    }
 }
 
 /// Drops serde_yaml's own " at line L column C", which we print as `file:L:C:` instead.
@@ -227,6 +251,16 @@ mod tests {
         let text = err.to_string();
         assert!(text.starts_with("doc.yaml:4:15: items.a.list[1]: invalid type"), "{text}");
         assert!(!text.contains("items.a.list[1]: items"), "{text}");
+    }
+
+    #[test]
+    fn error_at_the_end_of_a_text_without_final_newline_points_into_it() {
+        // libyaml reports 5:1 here, a line the text does not have (a fuzzing finding).
+        let err = parse("items:\n  a:\n    size: 1\nx# y");
+        assert_eq!(err.location(), Some((4, 5)), "{err}");
+        assert!(err.to_string().starts_with("doc.yaml:4:5: YAML syntax error: "), "{err}");
+        let err = parse("items:\r\n  a:\r\nx");
+        assert_eq!(err.location(), Some((3, 2)), "{err}");
     }
 
     #[test]

@@ -13,11 +13,14 @@ pub mod dbus;
 pub mod fake_systemd1;
 pub mod gates;
 pub mod http;
+pub mod invariants;
 pub mod livefleet;
+pub mod loadgen;
 pub mod private_bus;
 pub mod simhost;
 pub mod slots;
 pub mod sshd;
+pub mod tmpfs;
 pub mod userns;
 
 /// Nix settings for tests: flakes on, no binary caches (no network here).
@@ -112,9 +115,6 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Copies a directory tree (files and directories only).
-pub fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
 /// Writes a secret file with mode 0600 from its creation on: the controller and the agent
 /// refuse keys and secrets other users could read.
 pub fn write_secret(path: &Path, contents: &str) {
@@ -130,6 +130,9 @@ pub fn write_secret(path: &Path, contents: &str) {
     written.unwrap_or_else(|e| fail(&format!("cannot write the secret {}: {e}", path.display())));
 }
 
+/// Copies a directory tree (files and directories only).
+pub fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
         let target = to.join(entry.file_name());

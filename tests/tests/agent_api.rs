@@ -35,25 +35,40 @@ fn unauthenticated_requests_get_401_and_change_nothing() {
     assert_eq!(ok.status, 200, "{}", ok.body);
 
     let cases = [
-        ("unsigned", Request::new("POST", "/v1/deployments", &deployment_body())),
-        ("wrong key", Request::new("POST", "/v1/deployments", &deployment_body()).signed(&other_key([7; 32]).unwrap())),
-        ("stale", Request::new("POST", "/v1/deployments", &deployment_body()).signed_at(&key, now() - 3600)),
-        ("future", Request::new("POST", "/v1/deployments", &deployment_body()).signed_at(&key, now() + 3600)),
+        ("unsigned", Request::new("POST", "/v1/deployments", &deployment_body()), "missing header x-hostctl-key"),
+        (
+            "wrong key",
+            Request::new("POST", "/v1/deployments", &deployment_body()).signed(&other_key([7; 32]).unwrap()),
+            "key `intruder` is not among the agent's trusted keys",
+        ),
+        (
+            "stale",
+            Request::new("POST", "/v1/deployments", &deployment_body()).signed_at(&key, now() - 3600),
+            "away from the agent's clock",
+        ),
+        (
+            "future",
+            Request::new("POST", "/v1/deployments", &deployment_body()).signed_at(&key, now() + 3600),
+            "away from the agent's clock",
+        ),
     ];
-    for (what, request) in cases {
+    for (what, request, message) in cases {
         let r = request.send(&a).unwrap();
         assert_eq!(r.status, 401, "{what}: {}", r.body);
-        assert!(r.body.contains("\"error\":\"unauthorized\""), "{what}: {}", r.body);
+        assert!(r.body.contains("\"error\":\"unauthorized\"") && r.body.contains(message), "{what}: {}", r.body);
     }
 
     let mut tampered = Request::new("POST", "/v1/paths/missing", br#"{"paths":[]}"#).signed(&key);
     tampered.body = br#"{"paths":[ ]}"#.to_vec();
-    assert_eq!(tampered.send(&a).unwrap().status, 401, "body changed after signing");
+    let r = tampered.send(&a).unwrap();
+    assert_eq!(r.status, 401, "body changed after signing: {}", r.body);
+    assert!(r.body.contains("body does not match its x-hostctl-content-sha256"), "{}", r.body);
 
     let once = Request::new("GET", "/v1/generations", b"").signed(&key);
     assert_eq!(once.send(&a).unwrap().status, 200);
     let replay = once.send(&a).unwrap();
     assert_eq!(replay.status, 401, "replayed: {}", replay.body);
+    assert!(replay.body.contains("nonce was already used (replayed request)"), "{}", replay.body);
 
     let gens = Request::new("GET", "/v1/generations", b"").signed(&key).send(&a).unwrap();
     assert!(!gens.body.contains("intruder"), "no deployment was created: {}", gens.body);
@@ -73,6 +88,7 @@ fn bad_store_paths_get_400() {
         let r = Request::new("POST", "/v1/paths/missing", body.as_bytes()).signed(&key).send(&a).unwrap();
         assert_eq!(r.status, 400, "{bad}: {}", r.body);
         assert!(r.body.contains("bad-request"), "{bad}: {}", r.body);
+        assert!(r.body.contains(&format!("paths[0]: invalid store path `{bad}`")), "{bad}: {}", r.body);
     }
 }
 
@@ -97,7 +113,8 @@ fn a_truncated_import_registers_nothing() {
             .signed(&key)
             .send(&a)
             .unwrap();
-        assert!(r.status >= 400, "truncated at {cut}: {} {}", r.status, r.body);
+        assert_eq!(r.status, 400, "truncated at {cut}: {}", r.body);
+        assert!(r.body.contains("the import stream is truncated"), "truncated at {cut}: {}", r.body);
         for p in &paths {
             let valid = live.host("web1").run_in(&["nix-store", "--check-validity", p]).status.success();
             assert!(!valid, "{p} must not be registered after a truncated import");

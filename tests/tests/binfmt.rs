@@ -91,7 +91,7 @@ fn secret_key(dir: &Path) -> SecretKey {
     let key = ed25519_dalek::SigningKey::from_bytes(&KEY_SEED);
     let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key.to_keypair_bytes());
     let file = dir.join("test.sec");
-    std::fs::write(&file, format!("hostctl-binfmt-test:{b64}")).unwrap();
+    hostctl_tests::write_secret(&file, &format!("hostctl-binfmt-test:{b64}"));
     SecretKey::load(&file).unwrap()
 }
 

@@ -10,6 +10,7 @@ fn bad_fleet(fleet: &TestFleet, yaml: &str, expected: &[&str]) {
     let run = fleet.hostctl(&["--json", "eval"]);
     run.expect_code(2);
     assert!(run.stdout.is_empty(), "no report for bad input: {}", run.stdout);
+    assert_eq!(fleet.read("fleet.yaml"), yaml, "the bad fleet.yaml was left as it was");
     for part in expected {
         assert!(run.stderr.contains(part), "expected {part:?} in:\n{}", run.stderr);
     }

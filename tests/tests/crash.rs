@@ -4,7 +4,8 @@
 //! deployment must end consistently (confirmed, or the exact previous toplevel running
 //! again; never stuck `activating`), the store must hold no half-imported path, the
 //! profile's generations must point at valid paths, every journal record must be whole,
-//! and the host must take the next `hostctl apply`.
+//! and the host must take the next `hostctl apply`; the fault suite's
+//! `hostctl_tests::invariants::check` holds on the system each case expects.
 //!
 //! Phases are held open from outside the agent: the switch with a FIFO
 //! ([`SwitchGate`]: the example's `switch-to-configuration` blocks appending to
@@ -21,6 +22,7 @@
 use std::time::{Duration, Instant};
 
 use hostctl_tests::http::Request;
+use hostctl_tests::invariants::{self, Running};
 use hostctl_tests::livefleet::LiveFleet;
 use hostctl_tests::simhost::{GcHold, SwitchGate};
 use hostctl_tests::{HostctlChild, HostctlRun};
@@ -82,8 +84,9 @@ fn assert_runs(live: &LiveFleet, expected: &str, why: &str) {
     assert_eq!(status["toplevel"].as_str(), Some(expected), "{why}: {status}");
 }
 
-/// The host's store, profile and journal are consistent and the agent is idle.
-fn assert_consistent(live: &LiveFleet) {
+/// The host's store, profile and journal are consistent and the agent is idle; and the
+/// fault suite's invariants hold with web1 running `expected` (A is `a`, B the flake's).
+fn assert_consistent(live: &LiveFleet, a: &str, expected: Running) {
     let h = live.host("web1");
     assert_eq!(h.invalid_store_entries(), Vec::<String>::new(), "store objects on disk that Nix does not know");
     let generations = h.profile_generations();
@@ -105,6 +108,8 @@ fn assert_consistent(live: &LiveFleet) {
     assert!(records >= 1, "the journal in {} has its records", journal.display());
     let status = live.agent_status("web1");
     assert_eq!(status["state"], "idle", "{status}");
+    let b = live.fleet.toplevel("web1");
+    invariants::check(live, "web1", a, &b).expect(expected, "after the crash");
 }
 
 fn rolled_back(live: &LiveFleet, id: &str, a: &str) {
@@ -126,12 +131,12 @@ fn killed_while_awaiting_confirmation_then_the_window_runs_out() {
     let after = state_after_restart(&live, &id);
     assert_ne!(after["state"], "activating", "{after}");
     rolled_back(&live, &id, &a);
-    assert_consistent(&live);
+    assert_consistent(&live, &a, Running::Old);
 }
 
 #[test]
 fn killed_while_awaiting_confirmation_then_confirmed_after_restart() {
-    let Held { mut live, a: _, id, mut gate, mut apply } = held_deployment("12s");
+    let Held { mut live, a, id, mut gate, mut apply } = held_deployment("12s");
     apply.kill();
     gate.release();
     let waiting = awaiting(&live, &id);
@@ -151,7 +156,7 @@ fn killed_while_awaiting_confirmation_then_confirmed_after_restart() {
     let later = live.deployment("web1", &id);
     assert_eq!(later["state"], "confirmed", "{later}");
     assert_runs(&live, &b, "confirmed after the restart");
-    assert_consistent(&live);
+    assert_consistent(&live, &a, Running::New);
 }
 
 #[test]
@@ -164,7 +169,7 @@ fn killed_while_switching_without_a_controller_rolls_back() {
     let held = gate.release();
     assert!(held.starts_with("switch web1 "), "{held:?}");
     rolled_back(&live, &id, &a);
-    assert_consistent(&live);
+    assert_consistent(&live, &a, Running::Old);
 }
 
 #[test]
@@ -184,7 +189,7 @@ fn killed_while_switching_then_the_controller_confirms() {
     let d = live.deployment("web1", &id);
     assert_eq!(d["state"], "confirmed", "{d}");
     assert_runs(&live, &b, "confirmed after the agent's restart");
-    assert_consistent(&live);
+    assert_consistent(&live, &a, Running::New);
 }
 
 #[test]
@@ -206,7 +211,7 @@ fn a_switch_that_finished_while_the_agent_was_down_is_picked_up() {
     let state = after["state"].as_str().unwrap();
     assert!(state == "awaiting-confirmation" || state == "rolled-back", "{after}");
     rolled_back(&live, &id, &a);
-    assert_consistent(&live);
+    assert_consistent(&live, &a, Running::Old);
 }
 
 #[test]
@@ -224,7 +229,7 @@ fn killed_while_rolling_back_finishes_the_rollback() {
     let held = rollback_gate.release();
     assert!(held.starts_with(&format!("switch web1 {a} ")), "the held switch is the rollback to A: {held:?}");
     rolled_back(&live, &id, &a);
-    assert_consistent(&live);
+    assert_consistent(&live, &a, Running::Old);
 }
 
 /// web1 applied once (A) with `window`, then changed (B, committed). Returns (fleet, A).
@@ -266,7 +271,7 @@ fn apply_again_activates(live: &LiveFleet, a: &str) {
     let b = v["hosts"]["web1"]["toplevel"].as_str().unwrap().to_owned();
     assert_ne!(a, b);
     assert_runs(live, &b, "after a fresh apply");
-    assert_consistent(live);
+    assert_consistent(live, a, Running::New);
 }
 
 #[test]
@@ -292,7 +297,7 @@ fn killed_while_importing_leaves_no_half_paths() {
     if run.code == Some(1) {
         assert_runs(&live, &a, "the failed push changed nothing");
     }
-    assert_consistent(&live);
+    assert_consistent(&live, &a, if run.code == Some(1) { Running::Old } else { Running::New });
     apply_again_activates(&live, &a);
 }
 
@@ -343,7 +348,7 @@ fn killed_while_setting_the_profile_keeps_the_previous_system() {
     let state = done["state"].as_str().unwrap();
     assert!(state == "failed" || state == "rolled-back", "{done}");
     assert_runs(&live, &a, "after recovering from a crash while setting the profile");
-    assert_consistent(&live);
+    assert_consistent(&live, &a, Running::Old);
     apply_again_activates(&live, &a);
 }
 
@@ -374,7 +379,7 @@ fn killed_during_health_checks_rolls_back() {
     apply.kill();
     crash_and_restart(&mut live);
     rolled_back(&live, &id, &a);
-    assert_consistent(&live);
+    assert_consistent(&live, &a, Running::Old);
 }
 
 /// Pids of `comm` processes in web1.
@@ -415,5 +420,5 @@ fn a_profile_change_outliving_the_killed_agent_does_not_undo_recovery() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_runs(&live, &a, "once the dead agent's nix-env is gone");
-    assert_consistent(&live);
+    assert_consistent(&live, &a, Running::Old);
 }

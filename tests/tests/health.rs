@@ -10,6 +10,7 @@
     reason = "test code throughout (helpers too): a failed step must fail the test"
 )]
 
+use hostctl_tests::invariants::{self, Running};
 use hostctl_tests::livefleet::LiveFleet;
 use serde_json::Value;
 
@@ -89,6 +90,10 @@ fn a_failing_http_check_rolls_back_and_stops_the_rollout() {
         assert_eq!(live.host(host).current_system(), toplevel(&a, host), "{host} was never touched");
         assert_eq!(live.switch_log(host), logs_before[i], "{host} was never touched");
     }
+    for host in ["db1", "web1", "web2"] {
+        invariants::check(&live, host, &toplevel(&a, host), &live.fleet.toplevel(host))
+            .expect(Running::Old, "rolled back or never touched");
+    }
 }
 
 #[test]
@@ -132,6 +137,7 @@ fn a_passing_http_check_confirms_and_a_404_rolls_back() {
     assert_rolled_back_early(&live, "web1", &toplevel(&v, "web1"));
     let log = live.host("web1").health_log();
     assert!(log.lines().any(|l| l.contains("GET /healthz") && l.contains(" 404 ")), "{log}");
+    invariants::check(&live, "web1", &a, &toplevel(&v, "web1")).expect(Running::Old, "rolled back: 404");
 }
 
 #[test]
@@ -161,6 +167,7 @@ fn a_failing_command_check_rolls_back() {
     assert_eq!(live.host("web1").current_system(), a, "web1 runs A again");
     assert_eq!(live.host("web1").profile_system(), Some(a.clone()));
     assert_rolled_back_early(&live, "web1", &toplevel(&v, "web1"));
+    invariants::check(&live, "web1", &a, &toplevel(&v, "web1")).expect(Running::Old, "rolled back: check failed");
 }
 
 #[test]
@@ -230,6 +237,7 @@ fn a_check_that_never_answers_times_out_and_rolls_back() {
     assert_eq!(v["hosts"]["web1"]["step"], "health", "{}", v["hosts"]["web1"]);
     assert_eq!(live.host("web1").current_system(), a);
     assert_rolled_back_early(&live, "web1", &toplevel(&v, "web1"));
+    invariants::check(&live, "web1", &a, &toplevel(&v, "web1")).expect(Running::Old, "rolled back: check timed out");
     assert!(
         start.elapsed() < std::time::Duration::from_secs(30),
         "the check's timeout was kept: {:?}",
@@ -269,6 +277,10 @@ fn a_failed_check_in_a_batch_lets_the_batch_finish_and_max_failures_lets_the_rol
     assert_eq!(live.host("web1").current_system(), toplevel(&v, "web1"));
     assert_eq!(result(&v, "web2"), "skipped", "{v}");
     assert_eq!(live.host("web2").current_system(), toplevel(&a, "web2"));
+    for (host, expected) in [("db1", Running::Old), ("web1", Running::New), ("web2", Running::Old)] {
+        invariants::check(&live, host, &toplevel(&a, host), &live.fleet.toplevel(host))
+            .expect(expected, "after the batch");
+    }
 
     // One failure tolerated: the rollout goes on to web2.
     let run = live.hostctl(&["--json", "apply", "--max-failures", "1"]);
@@ -278,6 +290,7 @@ fn a_failed_check_in_a_batch_lets_the_batch_finish_and_max_failures_lets_the_rol
     assert_eq!(result(&v, "web1"), "unchanged", "{v}");
     assert_eq!(result(&v, "web2"), "activated", "{v}");
     assert_eq!(live.host("web2").current_system(), toplevel(&v, "web2"));
+    invariants::check(&live, "web2", &toplevel(&a, "web2"), &toplevel(&v, "web2")).expect(Running::New, "web2 went on");
 }
 
 #[test]
@@ -311,4 +324,5 @@ fn a_command_check_over_its_timeout_fails_and_is_stopped() {
         .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim() == "sleep")
         .collect();
     assert!(sleeping.is_empty(), "the timed-out check was stopped, not left running: pids {sleeping:?}");
+    invariants::check(&live, "web1", &a, &toplevel(&v, "web1")).expect(Running::Old, "rolled back: check too slow");
 }

@@ -219,13 +219,16 @@ fn bad_or_foreign_webhooks_are_rejected_or_ignored_and_fetch_nothing() {
 
     let bad = live.send_webhook(HOST, &Request::webhook(&body, Some(b"not-the-secret"), Some("bad-hmac-1")));
     assert_eq!(bad.status, 401, "bad HMAC: {}", bad.body);
+    assert!(bad.body.contains("bad webhook signature"), "{}", bad.body);
     let unsigned = live.send_webhook(HOST, &Request::webhook(&body, None, Some("unsigned-1")));
     assert_eq!(unsigned.status, 401, "missing signature: {}", unsigned.body);
+    assert!(unsigned.body.contains("missing X-Hub-Signature-256 header"), "{}", unsigned.body);
     // A valid signature of another body.
     let mut tampered = Request::webhook(&push_payload("main", "0000"), Some(secret), Some("tampered-1"));
     tampered.body = body.clone();
     let tampered = live.send_webhook(HOST, &tampered);
     assert_eq!(tampered.status, 401, "signature of another body: {}", tampered.body);
+    assert!(tampered.body.contains("bad webhook signature"), "{}", tampered.body);
     let malformed = live.send_webhook(
         HOST,
         &Request::new("POST", "/v1/hooks/git", &body)
@@ -233,11 +236,13 @@ fn bad_or_foreign_webhooks_are_rejected_or_ignored_and_fetch_nothing() {
             .header("x-github-delivery", "malformed-1"),
     );
     assert_eq!(malformed.status, 401, "malformed signature: {}", malformed.body);
+    assert!(malformed.body.contains("X-Hub-Signature-256 is not hex"), "{}", malformed.body);
     let other = live
         .send_webhook(HOST, &Request::webhook(&push_payload("feature", &commit), Some(secret), Some("other-branch-1")));
     assert_eq!(other.status, 200, "other branch: {}", other.body);
     let v: Value = serde_json::from_str(&other.body).unwrap();
     assert_eq!(v["accepted"], false, "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("`refs/heads/feature` is not the tracked branch `main`"), "{v}");
 
     std::thread::sleep(Duration::from_secs(3));
     let after = live.pull_status(HOST);
@@ -253,6 +258,7 @@ fn bad_or_foreign_webhooks_are_rejected_or_ignored_and_fetch_nothing() {
     assert_eq!(replay.status, 200, "replayed delivery: {}", replay.body);
     let v: Value = serde_json::from_str(&replay.body).unwrap();
     assert_eq!(v["accepted"], false, "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("delivery `delivery-once` was already received"), "{v}");
     std::thread::sleep(Duration::from_secs(3));
     let p = live.pull_status(HOST);
     assert_eq!(p["fetched_commit"], commit.as_str(), "the replay fetched nothing (next is {next}): {p}");

@@ -13,6 +13,7 @@
 
 use std::time::{Duration, Instant};
 
+use hostctl_tests::invariants::{self, Running};
 use hostctl_tests::livefleet::LiveFleet;
 use hostctl_tests::simhost::SwitchGate;
 use hostctl_tests::HostctlRun;
@@ -113,6 +114,7 @@ fn controller_killed_after_activation_rolls_back_to_the_previous_toplevel() {
     let current: Vec<&Value> = generations.iter().filter(|g| g["current"] == true).collect();
     assert_eq!(current.len(), 1, "{generations:?}");
     assert_eq!(current[0]["toplevel"].as_str(), Some(a.as_str()), "the current generation is A again: {generations:?}");
+    invariants::check(&live, "web1", &a, &b).expect(Running::Old, "the controller died before confirming");
 }
 
 #[test]
@@ -158,6 +160,8 @@ fn link_cut_during_the_window_rolls_back_and_apply_reports_it() {
     let v = run.json();
     let r = result(&v, "web1");
     assert!(r == "failed" || r == "rolled-back", "{}", host_entry(&v, "web1"));
+    let b = done["toplevel"].as_str().unwrap();
+    invariants::check(&live, "web1", &a, b).expect(Running::Old, "the link was cut during the window");
 }
 
 #[test]
@@ -319,15 +323,17 @@ fn rollback_to_an_unknown_lock_is_exit_2_and_changes_nothing() {
     assert_eq!(before.0, toplevel(&second, "web1"));
     let unknown_lock = "0123456789abcdef".repeat(4);
     let unknown_rev = "fedcba9876543210fedcba9876543210fedcba98";
-    for args in [
-        vec!["--json", "rollback", "web1", "--to-lock", unknown_lock.as_str()],
-        vec!["rollback", "web1", "--to-lock", unknown_lock.as_str()],
-        vec!["--json", "rollback", "web1", "--to-lock", "nothex"],
-        vec!["--json", "rollback", "web1", "--to-lock", unknown_rev],
+    let not_in_history = format!("lock {unknown_lock}: not in web1's deployment history");
+    let unknown_prefix = format!("--to-lock `{unknown_rev}`: no lock in web1's deployment history");
+    for (args, why) in [
+        (vec!["--json", "rollback", "web1", "--to-lock", unknown_lock.as_str()], not_in_history.as_str()),
+        (vec!["rollback", "web1", "--to-lock", unknown_lock.as_str()], not_in_history.as_str()),
+        (vec!["--json", "rollback", "web1", "--to-lock", "nothex"], "--to-lock `nothex`: not a revision of"),
+        (vec!["--json", "rollback", "web1", "--to-lock", unknown_rev], unknown_prefix.as_str()),
     ] {
         let run = live.hostctl(&args);
         run.expect_code(2);
-        assert!(!run.stderr.trim().is_empty(), "{args:?}: says why on stderr");
+        assert!(run.stderr.contains(why), "{args:?}: says why on stderr: {}", dump(&run));
         // Exit 2 from the command itself, not from a CLI that lacks it.
         assert!(!run.stderr.contains("unrecognized subcommand"), "{args:?}: {}", run.stderr);
         assert_eq!(snapshot(), before, "{args:?} changed web1:\n{}", dump(&run));
@@ -395,6 +401,7 @@ fn rollback_by_revision_lock_prefix_and_generation_on_several_hosts() {
     let log = live.switch_log("web1");
     let run = live.hostctl(&["--json", "rollback", "web1", "--generation", "999"]);
     run.expect_code(2);
+    assert!(run.stderr.contains("web1 has no generation 999 (its generations: "), "{}", dump(&run));
     assert_eq!(live.switch_log("web1"), log);
     assert_runs(&live, "web1", &b, "after a rollback to a missing generation");
 }

@@ -97,7 +97,8 @@ fn the_agent_refuses_shared_state_and_readable_secrets_and_changes_nothing() {
         let before = tree(dir.path());
         let out = serve(&config);
         out.expect_code(2);
-        let wanted = format!("refusing to start: pull.{key} {}: mode {mode:04o} lets other users read it", file.display());
+        let wanted =
+            format!("refusing to start: pull.{key} {}: mode {mode:04o} lets other users read it", file.display());
         assert!(out.stderr.contains(&wanted), "{wanted}\n{}", out.stderr);
         assert!(!out.stderr.contains("s3cret"), "the secret was printed: {}", out.stderr);
         assert_eq!(tree(dir.path()), before, "a refused start created or removed something");

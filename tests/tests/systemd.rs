@@ -15,6 +15,7 @@
 use std::time::Duration;
 
 use hostctl_tests::fake_systemd1::{Call, FakeSystemd1, StartedUnit};
+use hostctl_tests::invariants::{self, Running};
 use hostctl_tests::livefleet::LiveFleet;
 use hostctl_tests::private_bus::PrivateBus;
 use hostctl_tests::simhost::{agent_config, SimHost, SwitchGate};
@@ -143,6 +144,7 @@ fn deploys_through_a_unit_and_rolls_a_failed_switch_back_through_one() {
     assert_eq!(s.fake.unit(&back_to_a.name).unwrap().exec_main_status, 0);
     assert_eq!(s.host().current_system(), a, "A runs again");
     assert_eq!(s.host().profile_system().as_deref(), Some(a.as_str()));
+    invariants::check(&s.live, "web1", &a, &b).expect(Running::Old, "B's switch failed");
 }
 
 #[test]
@@ -173,12 +175,14 @@ fn a_switch_past_the_activation_timeout_is_killed_through_kill_unit() {
     let started = s.fake.started();
     assert_eq!(started.len(), 3, "A, B (killed), A again: {started:#?}");
     assert_eq!(s.host().current_system(), a, "A runs again");
+    let b = failed["toplevel"].as_str().unwrap();
+    invariants::check(&s.live, "web1", &a, b).expect(Running::Old, "B's switch was killed");
 }
 
 #[test]
 fn an_agent_restarted_mid_switch_follows_the_unit() {
     let mut s = SystemdHost::start("");
-    s.apply(0);
+    let a = s.apply(0)["toplevel"].as_str().unwrap().to_owned();
     s.live.change_host("web1", "web1 switched across a restart");
     let mut gate = SwitchGate::arm(s.host());
     let known = s.live.deployment_ids("web1");
@@ -208,6 +212,7 @@ fn an_agent_restarted_mid_switch_follows_the_unit() {
     assert_eq!(started.len(), 2, "B's unit was followed, not started again: {started:#?}");
     assert_eq!(started[1].name, unit);
     assert_eq!(s.fake.unit(&unit).unwrap().exec_main_status, 0);
+    invariants::check(&s.live, "web1", &a, b).expect(Running::New, "confirmed across the agent's restart");
 }
 
 /// The fake refuses what systemd refuses, so a wrongly typed property fails here too.

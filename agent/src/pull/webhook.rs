@@ -82,6 +82,24 @@ struct PushPayload {
     git_ref: String,
 }
 
+/// What a verified payload asks for: `Ok(None)` to fetch `branch`, `Ok(Some(reason))` when
+/// it pushed another ref, `Err` (a 400 message) when it is not a push payload. Public for
+/// the fuzz target and its regression test.
+pub fn push_for_branch(body: &[u8], branch: &str) -> Result<Option<String>, String> {
+    let not_push = |e: serde_json::Error| format!("not a push payload: {e}");
+    // Through `Value` first: a struct read straight from the bytes would take a JSON array
+    // as its fields in order and skip unread strings unchecked (invalid UTF-8).
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(not_push)?;
+    if !value.is_object() {
+        return Err("not a push payload: expected a JSON object with `ref`".to_owned());
+    }
+    let payload: PushPayload = serde_json::from_value(value).map_err(not_push)?;
+    if payload.git_ref != format!("refs/heads/{branch}") {
+        return Ok(Some(format!("`{}` is not the tracked branch `{branch}`", payload.git_ref)));
+    }
+    Ok(None)
+}
+
 fn ignored(reason: String) -> (StatusCode, Json<HookResponse>) {
     (StatusCode::OK, Json(HookResponse { accepted: false, reason: Some(reason) }))
 }
@@ -99,17 +117,15 @@ pub async fn hook(
     let body = axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|_| ApiFailure::too_large(BODY_LIMIT as u64))?;
     let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
     auth.verify(signature, &body).map_err(ApiFailure::unauthorized)?;
-    let payload: PushPayload =
-        serde_json::from_slice(&body).map_err(|e| ApiFailure::bad_request(format!("not a push payload: {e}")))?;
+    let other_ref = push_for_branch(&body, &puller.config().branch).map_err(ApiFailure::bad_request)?;
     let delivery = DELIVERY_HEADERS.iter().find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()));
     if let Some(id) = delivery {
         if !auth.first_delivery(id) {
             return Ok(ignored(format!("delivery `{id}` was already received")));
         }
     }
-    let branch = &puller.config().branch;
-    if payload.git_ref != format!("refs/heads/{branch}") {
-        return Ok(ignored(format!("`{}` is not the tracked branch `{branch}`", payload.git_ref)));
+    if let Some(reason) = other_ref {
+        return Ok(ignored(reason));
     }
     tracing::info!(delivery = ?delivery, "verified push webhook: fetching");
     puller.trigger();

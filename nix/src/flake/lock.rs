@@ -12,6 +12,10 @@ use sha2::{Digest, Sha256};
 /// The lock file versions this code understands (Nix 2.8 through current write 7).
 pub const SUPPORTED_VERSION: u64 = 7;
 
+/// Most input lookups one [`FlakeLock::resolve`] makes, `follows` included (real locks
+/// need a handful).
+pub const MAX_RESOLVE_STEPS: usize = 1024;
+
 /// Why a `flake.lock` could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -23,10 +27,21 @@ pub enum LockError {
     },
     #[error("{}:{line}:{column}: not a valid flake.lock: {message}", file.display())]
     Syntax { file: PathBuf, line: usize, column: usize, message: String },
-    #[error("{}: unsupported flake.lock version {version} (hostctl reads version {SUPPORTED_VERSION})", file.display())]
-    Version { file: PathBuf, version: u64 },
-    #[error("{}: {message}", file.display())]
-    Graph { file: PathBuf, message: String },
+    #[error(
+        "{}{}: unsupported flake.lock version {version} (hostctl reads version {SUPPORTED_VERSION})",
+        file.display(),
+        at_text(*at)
+    )]
+    Version { file: PathBuf, at: Option<(usize, usize)>, version: u64 },
+    /// A well-formed JSON document that is not a lock graph; `at` is the line and column
+    /// of the offending value when it can be found in the text.
+    #[error("{}{}: {message}", file.display(), at_text(*at))]
+    Graph { file: PathBuf, at: Option<(usize, usize)>, message: String },
+}
+
+/// `:line:column`, or nothing when the position is unknown.
+fn at_text(at: Option<(usize, usize)>) -> String {
+    at.map(|(line, column)| format!(":{line}:{column}")).unwrap_or_default()
 }
 
 /// Where an input points: a node name, or a `follows` path from the root.
@@ -117,26 +132,41 @@ impl FlakeLock {
         })?;
         match value.get("version").and_then(Value::as_u64) {
             Some(SUPPORTED_VERSION) => {}
-            Some(version) => return Err(LockError::Version { file, version }),
-            None => return Err(LockError::Graph { file, message: "missing numeric `version`".into() }),
+            Some(version) => {
+                let at = position_of(bytes, "version", &version.to_string());
+                return Err(LockError::Version { file, at, version });
+            }
+            None => return Err(LockError::Graph { file, at: None, message: "missing numeric `version`".into() }),
         }
-        let raw: RawLock = serde_json::from_value(value)
-            .map_err(|e| LockError::Graph { file: file.clone(), message: e.to_string() })?;
+        // From the bytes again, not from `value`, so that shape errors keep their position.
+        let raw: RawLock = serde_json::from_slice(bytes).map_err(|e| LockError::Graph {
+            file: file.clone(),
+            at: Some((e.line(), e.column())),
+            message: strip_position(&e.to_string()),
+        })?;
         let lock = Self { id: lock_id(bytes), root: raw.root, nodes: raw.nodes };
-        lock.check_graph().map_err(|message| LockError::Graph { file, message })?;
+        lock.check_graph().map_err(|(message, key, value)| LockError::Graph {
+            file,
+            at: serde_json::to_string(&value).ok().and_then(|v| position_of(bytes, &key, &v)),
+            message,
+        })?;
         let _ = raw.version;
         Ok(lock)
     }
 
-    fn check_graph(&self) -> Result<(), String> {
+    /// The first dangling reference: the message, and the key and value naming it (to
+    /// find its position in the text).
+    fn check_graph(&self) -> Result<(), (String, String, String)> {
         if !self.nodes.contains_key(&self.root) {
-            return Err(format!("root node `{}` is not among the nodes", self.root));
+            let message = format!("root node `{}` is not among the nodes", self.root);
+            return Err((message, "root".to_owned(), self.root.clone()));
         }
         for (name, node) in &self.nodes {
             for (input, target) in &node.inputs {
                 if let InputTarget::Node(to) = target {
                     if !self.nodes.contains_key(to) {
-                        return Err(format!("node `{name}` input `{input}` points at missing node `{to}`"));
+                        let message = format!("node `{name}` input `{input}` points at missing node `{to}`");
+                        return Err((message, input.clone(), to.clone()));
                     }
                 }
             }
@@ -150,15 +180,25 @@ impl FlakeLock {
         self.nodes.get(&self.root).map_or(&EMPTY, |n| &n.inputs)
     }
 
-    /// Resolves an input path from the root (following `follows`) to a node name.
+    /// Resolves an input path from the root (following `follows`) to a node name; `None`
+    /// when it leads nowhere or takes more than [`MAX_RESOLVE_STEPS`] steps.
     pub fn resolve(&self, path: &[String]) -> Option<&str> {
+        let mut budget = MAX_RESOLVE_STEPS;
+        self.resolve_within(path, &mut budget)
+    }
+
+    /// Every input looked up, here or in a `follows` path, costs one step of `budget`: a
+    /// `follows` cycle (an input that follows itself) used to recurse until the stack
+    /// overflowed, and nested `follows` lists could take exponential time (found while
+    /// writing the fuzz target's properties).
+    fn resolve_within(&self, path: &[String], budget: &mut usize) -> Option<&str> {
         let mut node = self.root.as_str();
-        for (depth, name) in path.iter().enumerate() {
+        for name in path {
+            *budget = budget.checked_sub(1)?;
             node = match self.nodes.get(node)?.inputs.get(name)? {
                 InputTarget::Node(to) => to,
-                // `follows` paths are absolute from the root; bound the depth against cycles.
-                InputTarget::Follows(p) if depth < 32 && p.len() < 32 => self.resolve(p)?,
-                InputTarget::Follows(_) => return None,
+                // `follows` paths are absolute from the root.
+                InputTarget::Follows(p) => self.resolve_within(p, budget)?,
             };
         }
         Some(node)
@@ -225,6 +265,34 @@ fn is_nixpkgs(name: &str, node: &LockNode) -> bool {
     let by_origin = (field("type") == Some("indirect") && field("id") == Some("nixpkgs"))
         || (field("repo") == Some("nixpkgs") && field("owner").is_some_and(|o| o.eq_ignore_ascii_case("nixos")));
     by_name || by_origin
+}
+
+/// Line and column (1-based, as serde_json counts them) of the first `"key": value` in
+/// `bytes`, `value` being the value's JSON text. Text search, not a parse: only used to
+/// point at a value the parse already found wrong, so a miss just leaves the position out.
+fn position_of(bytes: &[u8], key: &str, value: &str) -> Option<(usize, usize)> {
+    let key = serde_json::to_string(key).ok()?;
+    let skip_space = |mut i: usize| {
+        while bytes.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        i
+    };
+    let mut from = 0;
+    while let Some(found) = bytes.get(from..)?.windows(key.len()).position(|w| w == key.as_bytes()) {
+        let start = from + found;
+        let colon = skip_space(start + key.len());
+        if bytes.get(colon) == Some(&b':') {
+            let at = skip_space(colon + 1);
+            if bytes.get(at..).is_some_and(|rest| rest.starts_with(value.as_bytes())) {
+                let line_start = bytes[..at].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+                let line = bytes[..at].iter().filter(|b| **b == b'\n').count() + 1;
+                return Some((line, at - line_start + 1));
+            }
+        }
+        from = start + 1;
+    }
+    None
 }
 
 /// serde_json appends " at line L column C"; the error type prints the position itself.
@@ -296,6 +364,25 @@ mod tests {
     }
 
     #[test]
+    fn follows_cycles_and_blow_ups_resolve_to_nothing() {
+        // Overflowed the stack before (fuzz/regressions/flake_lock/follows-itself).
+        let lock = parse(r#"{"nodes":{"root":{"inputs":{"a":["a"],"b":["c"],"c":["b"]}}},"root":"root","version":7}"#)
+            .unwrap();
+        assert_eq!(lock.resolve(&["a".into()]), None);
+        assert_eq!(lock.resolve(&["b".into()]), None);
+        assert!(lock.nixpkgs_duplicates().is_empty());
+        // a0 follows a1 31 times, ..., a5 follows a6 31 times, a6 follows the root: 31^6
+        // lookups before; now given up after MAX_RESOLVE_STEPS.
+        let follows = |k: usize| format!(r#""a{k}":[{}]"#, vec![format!(r#""a{}""#, k + 1); 31].join(","));
+        let mut inputs: Vec<String> = (0..6).map(follows).collect();
+        inputs.push(r#""a6":[]"#.into());
+        let text = format!(r#"{{"nodes":{{"root":{{"inputs":{{{}}}}}}},"root":"root","version":7}}"#, inputs.join(","));
+        let lock = parse(&text).unwrap();
+        assert_eq!(lock.resolve(&["a5".into()]), Some("root"));
+        assert_eq!(lock.resolve(&["a0".into()]), None);
+    }
+
+    #[test]
     fn duplicates_name_the_input_path() {
         let lock = parse(DUPLICATE).unwrap();
         let dups = lock.nixpkgs_duplicates();
@@ -318,11 +405,17 @@ mod tests {
         assert!(matches!(err, LockError::Syntax { line: 2, .. }), "{err}");
         assert!(err.to_string().starts_with("infra/flake.lock:2:"), "{err}");
         let err = parse(r#"{"nodes":{"root":{}},"root":"root","version":6}"#).unwrap_err();
-        assert!(err.to_string().contains("unsupported flake.lock version 6"), "{err}");
-        let err = parse(r#"{"nodes":{"root":{"inputs":{"a":"b"}}},"root":"root","version":7}"#).unwrap_err();
-        assert!(err.to_string().contains("missing node `b`"), "{err}");
+        assert!(err.to_string().starts_with("infra/flake.lock:1:46: unsupported flake.lock version 6"), "{err}");
+        let err = parse("{\"nodes\":{\"root\":{\"inputs\":{\n  \"a\": \"b\"}}},\"root\":\"root\",\"version\":7}")
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with("infra/flake.lock:2:8: node `root` input `a` points at missing node `b`"),
+            "{err}"
+        );
         let err = parse(r#"{"nodes":{},"root":"root","version":7}"#).unwrap_err();
-        assert!(err.to_string().contains("root node"), "{err}");
+        assert!(err.to_string().starts_with("infra/flake.lock:1:20: root node `root` is not"), "{err}");
+        let err = parse("{\"nodes\":{},\n\"version\":7}").unwrap_err();
+        assert!(err.to_string().starts_with("infra/flake.lock:2:12: missing field `root`"), "{err}");
         let err = FlakeLock::read(Path::new("/nonexistent/flake.lock")).unwrap_err();
         assert!(err.to_string().starts_with("/nonexistent/flake.lock: cannot read"), "{err}");
     }

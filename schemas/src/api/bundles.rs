@@ -38,7 +38,7 @@ pub const MAX_MANIFEST: usize = 16 * 1024 * 1024;
 pub const MAX_SIGNATURE: usize = 512;
 
 /// What the bundle deploys.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// The host it is for; any other refuses it.

@@ -31,9 +31,11 @@ pub fn valid_id(id: &str) -> bool {
 }
 
 /// Request body of `POST /v1/deployments`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentRequest {
+    /// The deployment's id: `[A-Za-z0-9._-]`, 1 to 128 characters (checked by `valid_id`).
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._-]{1,128}$"))]
     pub id: String,
     /// The system to activate; must already be in the host's store.
     pub toplevel: StorePath,
@@ -69,7 +71,7 @@ pub struct DeploymentRequest {
 pub const CACHE_ERROR_PREFIX: &str = "cache ";
 
 /// A deployment's state (DESIGN.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum DeploymentState {
     Queued,
@@ -88,7 +90,7 @@ impl DeploymentState {
 }
 
 /// What `switch-to-configuration` reported, from its exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ActivationOutcome {
     /// 0.
@@ -124,7 +126,7 @@ impl ActivationOutcome {
 }
 
 /// Response body of both endpoints: a deployment as the agent's journal records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Deployment {
     pub id: String,
     pub state: DeploymentState,

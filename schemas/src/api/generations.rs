@@ -13,7 +13,7 @@ use crate::inventory::Mode;
 pub const PATH: &str = "/v1/generations";
 
 /// One generation of the system profile.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Generation {
     pub number: u64,
     pub toplevel: StorePath,
@@ -30,7 +30,7 @@ pub struct Generation {
 }
 
 /// Response body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct GenerationsResponse {
     pub generations: Vec<Generation>,
     /// Every deployment in the agent's journal, newest first.

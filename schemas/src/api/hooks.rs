@@ -25,7 +25,7 @@ pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
 pub const DELIVERY_HEADERS: [&str; 3] = ["x-github-delivery", "x-gitea-delivery", "x-forgejo-delivery"];
 
 /// Response body for 200/202.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HookResponse {
     pub accepted: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -16,14 +16,14 @@ pub mod status;
 use serde::{Deserialize, Serialize};
 
 /// The body of every error response: `{"error": "<code>", "message": "..."}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ApiError {
     pub error: ErrorCode,
     pub message: String,
 }
 
 /// Machine-readable error codes; each maps to one HTTP status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ErrorCode {
     /// 400: the request is malformed or names an invalid value (e.g. a bad store path).

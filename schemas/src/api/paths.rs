@@ -20,19 +20,20 @@ pub const IMPORT_PATHS_HEADER: &str = "x-hostctl-paths";
 pub const MISSING_BODY_LIMIT: usize = 4 * 1024 * 1024;
 
 /// Request body of `/v1/paths/missing`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct MissingRequest {
     pub paths: Vec<StorePath>,
 }
 
 /// Response body of `/v1/paths/missing`: a subset of the request's paths, same order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MissingResponse {
     pub missing: Vec<StorePath>,
 }
 
 /// Response body of `/v1/paths/import`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ImportResponse {
     pub imported: Vec<StorePath>,
 }

@@ -23,8 +23,11 @@ pub const PATH: &str = "/v1/rollback";
 pub const BODY_LIMIT: usize = 16 * 1024;
 
 /// What to return to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(
+    untagged,
+    expecting = "a rollback target: \"previous\", {\"lock\": \"<64 hex>\"} or {\"generation\": <number of 0 or more>}"
+)]
 pub enum RollbackTarget {
     /// `{"lock": "<lock id>"}`: the newest confirmed deployment with this lock.
     Lock { lock: LockId },
@@ -36,19 +39,20 @@ pub enum RollbackTarget {
 }
 
 /// The literal string `"previous"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Previous {
     Previous,
 }
 
 /// Request body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
     pub to: RollbackTarget,
     /// The rollback's deployment id (as for deployments); the agent makes one if absent.
     #[serde(default)]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._-]{1,128}$"))]
     pub id: Option<String>,
     /// The confirmation window for the rollback itself (0s: none). Default: the agent's.
     #[serde(default)]

@@ -8,7 +8,7 @@ use crate::ids::LockId;
 pub const PATH: &str = "/v1/status";
 
 /// The agent's overall state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum AgentState {
     /// No deployment in progress.
@@ -20,7 +20,7 @@ pub enum AgentState {
 }
 
 /// Response body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StatusResponse {
     pub hostname: String,
     /// The Nix system of the host, e.g. `x86_64-linux`.
@@ -46,6 +46,21 @@ pub struct StatusResponse {
     /// GitOps state when the agent runs in pull mode (`null` in push mode).
     #[serde(default)]
     pub pull: Option<PullStatus>,
+    /// Journal records the agent could not read at start: moved aside (kept, never
+    /// loaded again) so the agent could go on. Empty when the journal was whole.
+    #[serde(default)]
+    pub damaged_records: Vec<DamagedRecord>,
+}
+
+/// A journal record moved aside at start because it could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DamagedRecord {
+    /// Where the record was (`<state_dir>/deployments/<id>.json`).
+    pub file: String,
+    /// Where it is now (`<file>.corrupt-<unix time>`).
+    pub moved_to: String,
+    /// Why it could not be read: `file:line:column: message` for a parse error.
+    pub problem: String,
 }
 
 impl StatusResponse {
@@ -68,12 +83,13 @@ impl StatusResponse {
             emulated_systems: Vec::new(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pull: None,
+            damaged_records: Vec::new(),
         }
     }
 }
 
 /// What a pull-mode agent tracks and where it is (DESIGN.md, pull mode).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PullStatus {
     /// The tracked remote and branch.
     pub url: String,

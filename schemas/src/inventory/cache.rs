@@ -134,7 +134,7 @@ impl JsonSchema for CacheUrl {
                             optionally with store parameters (?compression=zstd); not `secret-key` or `trusted`.",
             "type": "string",
             "maxLength": MAX_LEN,
-            "pattern": "^(file:///|https?://[^/]|s3://[^/])[^\\s#]*$"
+            "pattern": "^(file:///[^?\\s#]|(https?|s3)://[^/?\\s#])[^\\s#]*$"
         })
     }
 }

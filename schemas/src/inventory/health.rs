@@ -61,11 +61,11 @@ impl HealthCheck {
 struct HealthCheckDoc {
     /// URL to GET (http:// or https://); a 2xx status is healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = "^https?://."))]
+    #[schemars(with = "String", regex(pattern = "^https?://."))]
     http: Option<String>,
     /// Command and arguments to run without a shell; exit status 0 is healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1))]
+    #[schemars(with = "Vec<String>", length(min = 1))]
     command: Option<Vec<String>>,
     /// Time limit for one attempt.
     #[serde(default = "default_timeout")]
