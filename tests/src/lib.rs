@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+pub mod agent_yaml;
 pub mod bench;
 pub mod dbus;
 pub mod fake_systemd1;

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub use crate::agent_yaml::{agent_config, agent_config_with, PullSettings};
 pub use crate::gates::{GcHold, SwitchGate};
 use crate::slots::{claim_slot, netns_name, release_slot, subnet, FALLBACK_METRIC};
 use crate::{fail, make_dirs_writable, run, NIX_CONFIG};
@@ -395,26 +396,6 @@ fn ip_quiet(args: &[&str]) {
     }
 }
 
-/// A YAML agent configuration for `host`: its name and address, `trusted_key` as the only
-/// trusted key, state under ROOT/state/agent, the standard system profile (inside the
-/// host's own `/nix`), a 30 s confirmation window, the session bus, and detached
-/// activations (never the machine's systemd, should it run one).
-pub fn agent_config(host: &SimHost, trusted_key: &str) -> String {
-    // JSON strings are valid YAML double-quoted scalars: no escaping rules of our own.
-    let quote = |s: &str| serde_json::Value::String(s.to_owned()).to_string();
-    let listen = SocketAddr::from((host.addr, host.port)).to_string();
-    let state_dir = host.root.join("state/agent");
-    format!(
-        "hostname: {}\nlisten: {}\ntrusted_keys: [{}]\nstate_dir: {}\nprofile: {}\nconfirm_timeout: 30s\nbus: session\n\
-         service_manager: detached\n",
-        quote(&host.name),
-        quote(&listen),
-        quote(trusted_key),
-        quote(&state_dir.to_string_lossy()),
-        quote("/nix/var/nix/profiles/system"),
-    )
-}
-
 /// How long [`SwitchGate::wait_blocked`] and [`SimHost::start_health_server`] wait.
 pub(crate) const GATE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -633,65 +614,5 @@ impl Background {
 impl Drop for Background {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-/// [`agent_config`] with `extra_yaml` appended (top-level keys, e.g. a `pull:` block
-/// from [`pull_yaml`]).
-pub fn agent_config_with(host: &SimHost, trusted_key: &str, extra_yaml: &str) -> String {
-    let mut yaml = agent_config(host, trusted_key);
-    yaml.push_str(extra_yaml);
-    if !yaml.ends_with('\n') {
-        yaml.push('\n');
-    }
-    yaml
-}
-
-/// Settings of an agent's `pull:` block (see `schemas/src/agent_config.rs`).
-#[derive(Debug, Clone)]
-pub struct PullSettings {
-    /// Git URL or path of the remote.
-    pub url: String,
-    pub branch: String,
-    /// E.g. `2s`, `300s`.
-    pub interval: String,
-    /// Written 0600 to ROOT/etc/webhook-secret by [`SimHost::pull_yaml`] when set.
-    pub webhook_secret: Option<String>,
-    /// `pinned` or `follow`.
-    pub lock: String,
-    /// `ssh_key_file` and `ssh_known_hosts_file`, for an ssh URL.
-    pub ssh: Option<(PathBuf, PathBuf)>,
-}
-
-impl SimHost {
-    /// A `pull:` block for `agent.yaml`; writes the webhook secret (mode 0600) to
-    /// ROOT/etc/webhook-secret first if there is one.
-    pub fn pull_yaml(&self, settings: &PullSettings) -> String {
-        let quote = |s: &str| serde_json::Value::String(s.to_owned()).to_string();
-        let mut yaml = format!(
-            "pull:\n  url: {}\n  branch: {}\n  interval: {}\n  lock: {}\n",
-            quote(&settings.url),
-            quote(&settings.branch),
-            settings.interval,
-            settings.lock
-        );
-        if let Some(secret) = &settings.webhook_secret {
-            use std::os::unix::fs::OpenOptionsExt as _;
-            let path = self.root.join("etc/webhook-secret");
-            let _ = std::fs::remove_file(&path);
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .and_then(|mut f| f.write_all(secret.as_bytes()))
-                .unwrap_or_else(|e| fail(&format!("cannot write {}: {e}", path.display())));
-            yaml.push_str(&format!("  webhook_secret_file: {}\n", quote(&path.to_string_lossy())));
-        }
-        if let Some((key, known_hosts)) = &settings.ssh {
-            yaml.push_str(&format!("  ssh_key_file: {}\n", quote(&key.to_string_lossy())));
-            yaml.push_str(&format!("  ssh_known_hosts_file: {}\n", quote(&known_hosts.to_string_lossy())));
-        }
-        yaml
     }
 }
