@@ -2,6 +2,7 @@
 //! key, and one [`SimHost`] per host running `hostctl-agent serve` that trusts it.
 
 use std::path::PathBuf;
+use std::process::Command;
 
 use hostctl_schemas::signing::SecretKey;
 
@@ -9,7 +10,7 @@ use serde_json::Value;
 
 use crate::http::{Request, Response};
 use crate::simhost::{agent_config, SimHost};
-use crate::{fail, HostctlChild, HostctlRun, TestFleet};
+use crate::{fail, run, HostctlChild, HostctlRun, TestFleet};
 
 /// Hosts, key and fleet; everything is torn down on drop (hosts first).
 #[derive(Debug)]
@@ -91,6 +92,28 @@ impl LiveFleet {
         let end = text[start..].find('"').map(|i| start + i).unwrap_or_else(|| fail("no motd end"));
         self.fleet.write(&file, &format!("{}{motd}{}", &text[..start], &text[end..]));
         self.fleet.commit(&format!("{name}: {motd}"));
+    }
+
+    /// The paths of `toplevel`'s closure (in this machine's store) that host `name`
+    /// lacks, as its agent answers `POST /v1/paths/missing`, and their zstd-compressed
+    /// `nix-store --export`: the import body hostctl would push. Fails if none is missing.
+    pub fn export_missing(&self, name: &str, toplevel: &str) -> (Vec<String>, Vec<u8>) {
+        let closure = run(Command::new("nix-store").args(["--query", "--requisites", toplevel]));
+        if !closure.status.success() {
+            fail(&format!("nix-store --query --requisites {toplevel}: {}", String::from_utf8_lossy(&closure.stderr)));
+        }
+        let all: Vec<&str> = std::str::from_utf8(&closure.stdout).unwrap_or_default().lines().collect();
+        let body = serde_json::json!({ "paths": all }).to_string();
+        let answer = self.agent_json(name, "POST", "/v1/paths/missing", body.as_bytes());
+        let missing: Vec<String> = answer["missing"]
+            .as_array()
+            .map(|paths| paths.iter().filter_map(|p| p.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        if missing.is_empty() {
+            fail(&format!("{toplevel} is not new to {name}: {answer}"));
+        }
+        let compressed = compressed_export(&missing);
+        (missing, compressed)
     }
 
     /// What the example's `switch-to-configuration` recorded on a host.
@@ -252,6 +275,16 @@ impl LiveFleet {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
+}
+
+/// zstd of `nix-store --export PATHS` from this machine's store, as hostctl compresses
+/// an import body.
+pub fn compressed_export<P: AsRef<std::ffi::OsStr>>(paths: &[P]) -> Vec<u8> {
+    let export = run(Command::new("nix-store").arg("--export").args(paths));
+    if !export.status.success() {
+        fail(&format!("nix-store --export: {}", String::from_utf8_lossy(&export.stderr)));
+    }
+    zstd::encode_all(export.stdout.as_slice(), 3).unwrap_or_else(|e| fail(&format!("zstd: {e}")))
 }
 
 /// Pull mode (GitOps): a bare remote, agents restarted with a `pull:` block, webhooks,

@@ -104,9 +104,7 @@ fn a_truncated_import_registers_nothing() {
     let closure =
         std::process::Command::new("nix-store").args(["--query", "--requisites", &toplevel]).output().unwrap();
     let paths: Vec<String> = String::from_utf8_lossy(&closure.stdout).lines().map(str::to_owned).collect();
-    let export = std::process::Command::new("nix-store").arg("--export").args(&paths).output().unwrap();
-    assert!(export.status.success());
-    let compressed = zstd::encode_all(export.stdout.as_slice(), 3).unwrap();
+    let compressed = hostctl_tests::livefleet::compressed_export(&paths);
     for cut in [compressed.len() / 2, compressed.len() - 8] {
         let r = Request::new("POST", "/v1/paths/import", &compressed[..cut])
             .header("x-hostctl-paths", &paths.join(" "))

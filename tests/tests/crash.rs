@@ -303,17 +303,7 @@ fn killed_while_importing_leaves_no_half_paths() {
 
 /// Imports `toplevel`'s closure into a host through the agent API, as hostctl does.
 fn import_closure(live: &LiveFleet, host: &str, toplevel: &str) {
-    let closure = std::process::Command::new("nix-store").args(["--query", "--requisites", toplevel]).output().unwrap();
-    assert!(closure.status.success());
-    let all: Vec<String> = String::from_utf8_lossy(&closure.stdout).lines().map(str::to_owned).collect();
-    let body = serde_json::json!({ "paths": all }).to_string();
-    let missing = live.agent_json(host, "POST", "/v1/paths/missing", body.as_bytes());
-    let missing: Vec<String> =
-        missing["missing"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect();
-    assert!(!missing.is_empty(), "{toplevel} is new to {host}");
-    let export = std::process::Command::new("nix-store").arg("--export").args(&missing).output().unwrap();
-    assert!(export.status.success());
-    let compressed = zstd::encode_all(export.stdout.as_slice(), 3).unwrap();
+    let (missing, compressed) = live.export_missing(host, toplevel);
     let r = Request::new("POST", "/v1/paths/import", &compressed)
         .header("x-hostctl-paths", &missing.join(" "))
         .signed(&live.secret_key())

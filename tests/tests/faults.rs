@@ -273,21 +273,6 @@ fn send_part_of_import(live: &LiveFleet, host: &str, missing: &[String], body: &
     stream
 }
 
-/// `host`'s missing paths of `toplevel`'s closure (built here) and their zstd export.
-fn export_missing(live: &LiveFleet, host: &str, toplevel: &str) -> (Vec<String>, Vec<u8>) {
-    let closure = std::process::Command::new("nix-store").args(["--query", "--requisites", toplevel]).output().unwrap();
-    assert!(closure.status.success(), "{}", String::from_utf8_lossy(&closure.stderr));
-    let all: Vec<String> = String::from_utf8_lossy(&closure.stdout).lines().map(str::to_owned).collect();
-    let body = serde_json::json!({ "paths": all }).to_string();
-    let missing = live.agent_json(host, "POST", "/v1/paths/missing", body.as_bytes());
-    let missing: Vec<String> =
-        missing["missing"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect();
-    assert!(!missing.is_empty(), "{toplevel} is new to {host}");
-    let export = std::process::Command::new("nix-store").arg("--export").args(&missing).output().unwrap();
-    assert!(export.status.success());
-    (missing, zstd::encode_all(export.stdout.as_slice(), 3).unwrap())
-}
-
 /// Builds web1's B here (not on the host); returns it.
 fn build_b(live: &LiveFleet) -> String {
     let build = live.hostctl(&["--json", "build", "--on", "web1"]);
@@ -311,7 +296,7 @@ fn link_cut_mid_import_body_registers_nothing_and_blocks_no_later_import() {
     let (live, a) = applied(&["web1"], "10s", "", |_| {});
     let b = changed(&live, &["web1"]);
     assert_eq!(build_b(&live), b["web1"]);
-    let (missing, body) = export_missing(&live, "web1", &b["web1"]);
+    let (missing, body) = live.export_missing("web1", &b["web1"]);
     let stream = send_part_of_import(&live, "web1", &missing, &body, body.len() / 2);
     wait_until("the agent spooling the stream", Duration::from_secs(10), || !import_spool(&live, "web1").is_empty());
     live.host("web1").set_link(false);
@@ -334,7 +319,7 @@ fn link_cut_for_good_mid_import_body_frees_the_spool_without_the_controller() {
     let (live, a) = applied(&["web1"], "10s", "", |_| {});
     let b = changed(&live, &["web1"]);
     assert_eq!(build_b(&live), b["web1"]);
-    let (missing, body) = export_missing(&live, "web1", &b["web1"]);
+    let (missing, body) = live.export_missing("web1", &b["web1"]);
     let stream = send_part_of_import(&live, "web1", &missing, &body, body.len() / 2);
     wait_until("the agent spooling the stream", Duration::from_secs(10), || !import_spool(&live, "web1").is_empty());
     live.host("web1").set_link(false);
@@ -358,7 +343,7 @@ fn killed_while_receiving_the_import_body_registers_nothing() {
     let (mut live, a) = applied(&["web1"], "10s", "", |_| {});
     let b = changed(&live, &["web1"]);
     assert_eq!(build_b(&live), b["web1"]);
-    let (missing, body) = export_missing(&live, "web1", &b["web1"]);
+    let (missing, body) = live.export_missing("web1", &b["web1"]);
     let stream = send_part_of_import(&live, "web1", &missing, &body, body.len() / 2);
     wait_until("the agent spooling the stream", Duration::from_secs(10), || !import_spool(&live, "web1").is_empty());
     live.host_mut("web1").kill_agent();
@@ -376,7 +361,7 @@ fn killed_between_import_and_deployment_keeps_the_imported_closure() {
     let (mut live, a) = applied(&["web1"], "10s", "", |_| {});
     let b = changed(&live, &["web1"]);
     assert_eq!(build_b(&live), b["web1"]);
-    let (missing, body) = export_missing(&live, "web1", &b["web1"]);
+    let (missing, body) = live.export_missing("web1", &b["web1"]);
     let r = Request::new("POST", "/v1/paths/import", &body)
         .header("x-hostctl-paths", &missing.join(" "))
         .signed(&live.secret_key())

@@ -111,12 +111,7 @@ pub fn fake_system(tag: &str) -> String {
     local_path(&format!("bad-input-system-{tag}"), &[("bin/switch-to-configuration", "#!/bin/sh\nexit 0\n", true)])
 }
 
-/// zstd of `nix-store --export PATHS`.
-pub fn compressed_export(paths: &[&str]) -> Vec<u8> {
-    let out = run(Command::new("nix-store").arg("--export").args(paths));
-    assert!(out.status.success(), "{}", text(&out));
-    zstd::encode_all(out.stdout.as_slice(), 3).unwrap()
-}
+pub use hostctl_tests::livefleet::compressed_export;
 
 pub fn import_request(body: &[u8], header_paths: &str, key: &SecretKey) -> Request {
     Request::new("POST", "/v1/paths/import", body).header("x-hostctl-paths", header_paths).signed(key)
