@@ -40,6 +40,17 @@ impl TestHost {
         self.deployer_with(DeployerOptions::default())
     }
 
+    /// Journals `record` as a crashed agent left it, then starts a fresh deployer on that
+    /// journal and lets it recover.
+    pub async fn recovered_with(&self, record: crate::journal::Record) -> Arc<Deployer> {
+        let mut journal = Journal::open(&self.journal_dir()).unwrap();
+        journal.insert_record(record).unwrap();
+        drop(journal);
+        let deployer = self.deployer();
+        deployer.recover().await;
+        deployer
+    }
+
     pub fn deployer_with(&self, options: DeployerOptions) -> Arc<Deployer> {
         let journal = Journal::open(&self.journal_dir()).unwrap();
         let store_fs = StoreFs::from_store_url(Some(&self.store));

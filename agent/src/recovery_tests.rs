@@ -33,17 +33,12 @@ impl Crashed {
     /// Journals deployment `d1` of `new` (switch, 30 s window) as a crash in `phase` left
     /// it, after `change`; then starts a fresh deployer and recovers.
     async fn restart(&self, phase: Phase, state: DeploymentState, change: impl FnOnce(&mut Record)) -> Arc<Deployer> {
-        let mut journal = Journal::open(&self.host.journal_dir()).unwrap();
         let deployment = Deployment::queued(&request("d1", &self.new, Mode::Switch, 30), Some(self.old.clone()), 1);
         let mut record = Record::new(deployment, Duration::from_secs(30));
         record.phase = phase;
         record.deployment.state = state;
         change(&mut record);
-        journal.insert_record(record).unwrap();
-        drop(journal);
-        let deployer = self.host.deployer();
-        deployer.recover().await;
-        deployer
+        self.host.recovered_with(record).await
     }
 
     /// Starts `new`'s real activation detached, as the crashed agent did.
@@ -117,15 +112,11 @@ async fn a_first_deployment_cut_short_keeps_its_profile_and_says_so() {
     let host = TestHost::new();
     let new = host.system("new", 0).await;
     host.nix.set_profile(&host.profile(), &new).await.unwrap();
-    let mut journal = Journal::open(&host.journal_dir()).unwrap();
     let mut record =
         Record::new(Deployment::queued(&request("d1", &new, Mode::Switch, 30), None, 1), Duration::from_secs(30));
     record.phase = Phase::ProfileSet;
     record.deployment.state = DeploymentState::Activating;
-    journal.insert_record(record).unwrap();
-    drop(journal);
-    let deployer = host.deployer();
-    deployer.recover().await;
+    let deployer = host.recovered_with(record).await;
     let d = deployer.get("d1").unwrap();
     assert_eq!(d.state, DeploymentState::Failed);
     assert_eq!(

@@ -187,15 +187,11 @@ mod tests {
         let host = TestHost::new();
         let system = host.system("s1", 0).await;
         let cache = url("file:///var/cache/fleet");
-        let mut journal = crate::journal::Journal::open(&host.journal_dir()).unwrap();
         let mut req = request("d1", &system, Mode::Switch, 30);
         req.cache = Some(cache.clone());
         let mut record = crate::journal::Record::new(Deployment::queued(&req, None, 1), req.confirm_timeout);
         (record.phase, record.cache) = (Phase::Substituting, Some(cache));
-        journal.insert_record(record).unwrap();
-        drop(journal);
-        let deployer = host.deployer();
-        deployer.recover().await;
+        let deployer = host.recovered_with(record).await;
         let d = deployer.get("d1").unwrap();
         assert_eq!(d.state, DeploymentState::Failed);
         assert_eq!(

@@ -174,6 +174,19 @@ impl LiveFleet {
         self.fleet.spawn_hostctl(&all)
     }
 
+    /// `hostctl --json apply` in the background with host `name`'s next switch held
+    /// ([`crate::gates::SwitchGate`]); returns once it is held: the gate, the running apply
+    /// and the id of the deployment being switched to.
+    pub fn apply_held_at_switch(&self, name: &str) -> (crate::gates::SwitchGate, HostctlChild, String) {
+        let known = self.deployment_ids(name);
+        let gate = crate::gates::SwitchGate::arm(self.host(name));
+        let apply = self.spawn_hostctl(&["--json", "apply"]);
+        gate.wait_blocked();
+        let deployment = self.wait_for_new_deployment(name, &known, std::time::Duration::from_secs(10));
+        let id = deployment["id"].as_str().unwrap_or_else(|| fail(&format!("no id in {deployment}"))).to_owned();
+        (gate, apply, id)
+    }
+
     /// `ADDR:PORT` of a host's agent.
     pub fn agent_addr(&self, name: &str) -> String {
         let h = self.host(name);

@@ -45,11 +45,7 @@ struct Held {
 /// `hostctl apply` started in the background; returns once B's switch is held.
 fn held_deployment(window: &str) -> Held {
     let (live, a) = applied_then_changed(window);
-    let known = live.deployment_ids("web1");
-    let gate = SwitchGate::arm(live.host("web1"));
-    let apply = live.spawn_hostctl(&["--json", "apply"]);
-    gate.wait_blocked();
-    let id = live.wait_for_new_deployment("web1", &known, Duration::from_secs(10))["id"].as_str().unwrap().to_owned();
+    let (gate, apply, id) = live.apply_held_at_switch("web1");
     Held { live, a, id, gate, apply }
 }
 

@@ -148,12 +148,8 @@ fn controller_killed_mid_switch_of_a_rollout_leaves_every_host_old_or_new() {
     let names = ["db1", "web1", "web2"];
     let (live, a) = applied(&names, "5s", "rollout:\n  batch: 1\n  max_failures: 0\n", |_| {});
     let b = changed(&live, &names);
-    let known = live.deployment_ids("web1");
     let web2_log = live.switch_log("web2");
-    let mut gate = SwitchGate::arm(live.host("web1"));
-    let mut apply = live.spawn_hostctl(&["--json", "apply"]);
-    gate.wait_blocked();
-    let id = live.wait_for_new_deployment("web1", &known, Duration::from_secs(10))["id"].as_str().unwrap().to_owned();
+    let (mut gate, mut apply, id) = live.apply_held_at_switch("web1");
     let killed = apply.kill();
     assert!(killed.stdout.trim().is_empty(), "a killed controller printed no summary: {}", dump(&killed));
     gate.release();
@@ -238,11 +234,7 @@ fn link_cut_while_the_agent_imports_fails_the_host_and_a_rerun_succeeds() {
 fn link_flapping_during_the_window_is_confirmed_once_it_is_back() {
     let (live, a) = applied(&["web1"], "20s", "", |_| {});
     let b = changed(&live, &["web1"]);
-    let known = live.deployment_ids("web1");
-    let mut gate = SwitchGate::arm(live.host("web1"));
-    let mut apply = live.spawn_hostctl(&["--json", "apply"]);
-    gate.wait_blocked();
-    let id = live.wait_for_new_deployment("web1", &known, Duration::from_secs(10))["id"].as_str().unwrap().to_owned();
+    let (mut gate, mut apply, id) = live.apply_held_at_switch("web1");
     live.host("web1").set_link(false);
     gate.release();
     // B runs, the controller cannot reach the agent for 3 s of the 20 s window.

@@ -79,13 +79,9 @@ fn controller_killed_after_activation_rolls_back_to_the_previous_toplevel() {
     let (live, first) = fleet_applied(&["web1"], "4s");
     let a = toplevel(&first, "web1");
     live.change_host("web1", "web1 B, never confirmed");
-    let known = live.deployment_ids("web1");
 
     // Hold the switch so the controller cannot confirm before we freeze it.
-    let mut gate = SwitchGate::arm(live.host("web1"));
-    let mut apply = live.spawn_hostctl(&["--json", "apply"]);
-    gate.wait_blocked();
-    let id = live.wait_for_new_deployment("web1", &known, Duration::from_secs(10))["id"].as_str().unwrap().to_owned();
+    let (mut gate, mut apply, id) = live.apply_held_at_switch("web1");
     apply.freeze();
     let held = gate.release();
     assert!(held.starts_with("switch web1 "), "the held switch: {held:?}");
@@ -122,12 +118,8 @@ fn link_cut_during_the_window_rolls_back_and_apply_reports_it() {
     let (live, first) = fleet_applied(&["web1"], "5s");
     let a = toplevel(&first, "web1");
     live.change_host("web1", "web1 B cuts its own network");
-    let known = live.deployment_ids("web1");
 
-    let mut gate = SwitchGate::arm(live.host("web1"));
-    let mut apply = live.spawn_hostctl(&["--json", "apply"]);
-    gate.wait_blocked();
-    let id = live.wait_for_new_deployment("web1", &known, Duration::from_secs(10))["id"].as_str().unwrap().to_owned();
+    let (mut gate, mut apply, id) = live.apply_held_at_switch("web1");
     // The new configuration "cuts the cable" while it is being switched to.
     live.host("web1").set_link(false);
     gate.release();

@@ -184,11 +184,7 @@ fn an_agent_restarted_mid_switch_follows_the_unit() {
     let mut s = SystemdHost::start("");
     let a = s.apply(0)["toplevel"].as_str().unwrap().to_owned();
     s.live.change_host("web1", "web1 switched across a restart");
-    let mut gate = SwitchGate::arm(s.host());
-    let known = s.live.deployment_ids("web1");
-    let mut apply = s.live.spawn_hostctl(&["--json", "apply"]);
-    gate.wait_blocked();
-    let id = s.live.wait_for_new_deployment("web1", &known, Duration::from_secs(10))["id"].as_str().unwrap().to_owned();
+    let (mut gate, mut apply, id) = s.live.apply_held_at_switch("web1");
 
     let host = s.live.host_mut("web1");
     host.kill_agent();
