@@ -61,56 +61,9 @@ make_example() {
     commit "$1" "example fleet"
 }
 
-# make_real DIR N: N NixOS hosts from $NIXPKGS (bench/eval.sh's real fleet: openssh plus
-# nginx, postgresql or both), one file per host in hosts/.
-make_real() {
-    local dir=$1 n=$2 i name roles
-    mkdir -p "$dir/hosts"
-    cat >"$dir/flake.nix" <<EOF
-{
-  inputs.nixpkgs = { url = "path:$NIXPKGS"; flake = false; };
-  outputs = { self, nixpkgs }:
-    let
-      lib = import (nixpkgs.outPath + "/lib");
-      hostNames = map (lib.removeSuffix ".nix")
-        (builtins.filter (lib.hasSuffix ".nix") (builtins.attrNames (builtins.readDir ./hosts)));
-      roleModules = {
-        openssh = { services.openssh.enable = true; };
-        nginx = { services.nginx.enable = true; networking.firewall.allowedTCPPorts = [ 80 ]; };
-        postgresql = { services.postgresql.enable = true; };
-      };
-      mkHost = name: host: import (nixpkgs.outPath + "/nixos/lib/eval-config.nix") {
-        system = "x86_64-linux";
-        modules = [
-          {
-            networking.hostName = name;
-            users.motd = host.motd;
-            fileSystems."/" = { device = "/dev/vda1"; fsType = "ext4"; };
-            boot.loader.grub.device = "/dev/vda";
-          }
-        ] ++ map (role: roleModules.\${role}) host.roles;
-      };
-    in
-    { nixosConfigurations = lib.genAttrs hostNames (name: mkHost name (import (./hosts + "/\${name}.nix"))); };
-}
-EOF
-    printf 'flake: .\nhosts:\n' >"$dir/fleet.yaml"
-    for ((i = 1; i <= n; i++)); do
-        name=$(printf 'r%03d' "$i")
-        case $((i % 3)) in
-            1) roles='"openssh" "nginx"' ;;
-            2) roles='"openssh" "postgresql"' ;;
-            *) roles='"openssh" "nginx" "postgresql"' ;;
-        esac
-        printf '{\n  roles = [ %s ];\n  motd = "%s: real bench host %d";\n}\n' "$roles" "$name" "$i" >"$dir/hosts/$name.nix"
-        printf '  %s:\n    address: 192.0.2.%d\n    system: x86_64-linux\n' "$name" "$i" >>"$dir/fleet.yaml"
-    done
-    git -C "$dir" init -q
-    git -C "$dir" add -A
-    (cd "$dir" && nix flake lock 2>/dev/null)
-    git -C "$dir" add -A
-    commit "$dir" "real fleet of $n hosts"
-}
+# make_real DIR N: the real NixOS fleet of bench/eval.sh.
+# shellcheck source=bench/lib.sh
+source "$root/bench/lib.sh"
 
 # seconds CMD...: wall seconds of one run (stdout to $work/out.txt, stderr to $work/err.txt).
 seconds() {
