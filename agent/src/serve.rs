@@ -13,12 +13,13 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::activation::ServiceManager;
-use crate::auth::Authenticator;
 use crate::deploy::{Deployer, DeployerOptions};
+use crate::handles::Handles;
 use crate::host::StoreFs;
+use crate::http::auth::Authenticator;
+use crate::http::state::AppState;
 use crate::import::Importer;
 use crate::journal::{create_private_dir, Journal, JournalError};
-use crate::server::{router, AppState};
 
 /// Why the agent could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +79,6 @@ pub fn check_private_paths(config: &AgentConfig) -> Result<(), hostctl_schemas::
 #[derive(Debug)]
 pub struct Agent {
     state: AppState,
-    auth: Arc<Authenticator>,
     binfmt: Option<crate::binfmt::Plan>,
 }
 
@@ -127,17 +127,17 @@ impl Agent {
             Some(section) => Some(crate::binfmt::plan(section).map_err(|e| ServeError::Config(e.to_string()))?),
             None => None,
         };
-        let state = AppState { config: Arc::new(config), nix, deployer, importer: Arc::new(importer), pull };
-        Ok(Self { state, auth, binfmt })
+        let agent = Handles { config: Arc::new(config), nix, deployer, importer: Arc::new(importer), pull };
+        Ok(Self { state: AppState { agent, auth }, binfmt })
     }
 
     /// The pull-mode task's handle (`None` in push mode).
     pub fn puller(&self) -> Option<Arc<crate::pull::Puller>> {
-        self.state.pull.clone()
+        self.state.agent.pull.clone()
     }
 
     pub fn router(&self) -> Router {
-        router(self.state.clone(), Arc::clone(&self.auth))
+        crate::http::router(self.state.clone())
     }
 
     /// Recovers the journal, then serves on `listener` until `shutdown` completes.
@@ -147,15 +147,15 @@ impl Agent {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         if let Some(plan) = self.binfmt.clone() {
-            crate::binfmt::start(plan, self.state.deployer.events().clone()).await;
+            crate::binfmt::start(plan, self.state.agent.deployer.events().clone()).await;
         }
-        self.state.deployer.recover().await;
+        self.state.agent.deployer.recover().await;
         // After recovery, so a pull round never meets a deployment the journal left open.
-        if let Some(pull) = &self.state.pull {
+        if let Some(pull) = &self.state.agent.pull {
             tokio::spawn(Arc::clone(pull).run());
         }
         // After recovery too: the first properties describe the recovered state.
-        crate::dbus::spawn(self.state.clone());
+        crate::dbus::spawn(self.state.agent.clone());
         let app = self.router();
         let listener = axum::serve::ListenerExt::tap_io(listener, notice_dead_peers);
         axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(ServeError::Server)
@@ -204,7 +204,7 @@ pub async fn serve(config: AgentConfig) -> Result<(), ServeError> {
     let services = Arc::new(crate::systemd::Managers::for_config(&config));
     let agent = Agent::new(config, services)?;
     let listener = listen(addr).map_err(|source| ServeError::Bind { addr: addr.to_string(), source })?;
-    tracing::info!(%addr, state_dir = %agent.state.config.state_dir.display(), "hostctl-agent listening");
+    tracing::info!(%addr, state_dir = %agent.state.agent.config.state_dir.display(), "hostctl-agent listening");
     let shutdown = async move {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
