@@ -1,7 +1,6 @@
-//! A deployment that arrived as a file (served as `POST /v1/bundles` by
-//! `crate::http::bundles`) (`hostctl bundle`, carried to
-//! a host without network, handed over by `hostctl-agent import FILE`). The bundle is its
-//! own authentication (`hostctl_schemas::api::bundles`): a trusted key signed its header,
+//! A deployment that arrived as a file (`hostctl bundle`, carried to a host without
+//! network, handed over by `hostctl-agent import FILE`; served as `POST /v1/bundles` by
+//! `crate::http::bundles`). The bundle is its own authentication (`hostctl_schemas::api::bundles`): a trusted key signed its header,
 //! which names this host and the export's hash. It then goes the usual way: the same
 //! all-or-nothing import as `POST /v1/paths/import`, the same journaled deployment and
 //! rollback as `POST /v1/deployments`, without a confirmation window (no controller will

@@ -1,8 +1,8 @@
-//! `POST /v1/bundles` (contract: `hostctl_schemas::api::bundles`), not signed per request:
-//! the bundle is signed as a whole by a trusted key, and [`crate::bundle`] checks that
-//! header (and the host, the age, the export's hash and length) before anything is
-//! imported. Body streamed, up to [`IMPORT_BODY_LIMIT`]. Answers with the deployment once
-//! it ended.
+//! `POST /v1/bundles` — NOT signed per request: the bundle is signed as a whole by a
+//! trusted key, and [`crate::bundle`] checks that header (and the host, the age, the
+//! export's hash and length) before anything is imported; changes the host; body streamed
+//! (up to [`IMPORT_BODY_LIMIT`]). Answers with the deployment once it ended. Types in
+//! `hostctl_schemas::api::bundles`.
 
 use axum::body::Body;
 use axum::extract::State;

@@ -1,9 +1,10 @@
-//! Deployments (contract: `hostctl_schemas::api::deployments`), all signed, handled by
-//! [`crate::deploy`]:
-//! - `POST /v1/deployments` (body up to `deployments::BODY_LIMIT`): 202 with the
-//!   deployment as accepted;
-//! - `GET /v1/deployments/{id}`: the deployment now;
-//! - `POST /v1/deployments/{id}/confirm` (the body, if any, is ignored).
+//! Deployments — all signed (any trusted key); handled by [`crate::deploy`]; types in
+//! `hostctl_schemas::api::deployments`:
+//! - `POST /v1/deployments` — changes the host; body buffered up to
+//!   `deployments::BODY_LIMIT`; 202 with the deployment as accepted;
+//! - `GET /v1/deployments/{id}` — read-only; the deployment now;
+//! - `POST /v1/deployments/{id}/confirm` — ends the confirmation window; the body, if
+//!   any, is ignored.
 
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;

@@ -1,5 +1,6 @@
-//! `GET /v1/generations` (contract: `hostctl_schemas::api::generations`), signed: the
-//! profile's generations joined with the journal ([`crate::generations`]).
+//! `GET /v1/generations` — signed (any trusted key); read-only. The profile's generations
+//! joined with the journal ([`crate::generations`]); types in
+//! `hostctl_schemas::api::generations`.
 
 use axum::extract::State;
 use axum::Json;

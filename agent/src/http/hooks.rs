@@ -1,7 +1,8 @@
-//! `POST /v1/hooks/git` (contract: `hostctl_schemas::api::hooks`), not signed by a
-//! controller: the forge's HMAC of the raw body (up to `hooks::BODY_LIMIT`) is checked by
-//! [`crate::pull::webhook::HookAuth`]; a verified push to the tracked branch only wakes the
-//! pull task. 404 unless pull mode and a webhook secret are configured.
+//! `POST /v1/hooks/git` — NOT signed with a controller key: the forge's HMAC of the raw
+//! body (read up to `hooks::BODY_LIMIT`) is checked by
+//! [`crate::pull::webhook::HookAuth`]; a verified push to the tracked branch only wakes
+//! the pull task. 404 unless pull mode and a webhook secret are configured. Types in
+//! `hostctl_schemas::api::hooks`.
 
 use axum::body::Body;
 use axum::extract::State;

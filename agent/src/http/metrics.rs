@@ -1,6 +1,7 @@
-//! `GET /metrics`, unauthenticated (DESIGN.md: scrapers do not sign requests; the page
-//! changes nothing): the Prometheus text that [`crate::metrics::render`] writes from the
-//! status snapshot, the journal and the pull task's outcomes.
+//! `GET /metrics` — NOT signed (DESIGN.md: scrapers do not sign requests); read-only,
+//! and shows only what monitoring should see. The Prometheus text that
+//! [`crate::metrics::render`] writes from the status snapshot, the journal and the pull
+//! task's outcomes.
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;

@@ -23,6 +23,7 @@ mod metrics;
 mod paths_import;
 mod paths_missing;
 mod rollback;
+pub mod server;
 pub mod state;
 mod status;
 

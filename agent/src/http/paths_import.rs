@@ -1,7 +1,8 @@
-//! `POST /v1/paths/import` (contract: `hostctl_schemas::api::paths`), signed, body
-//! streamed (up to [`IMPORT_BODY_LIMIT`]): a zstd-compressed `nix-store --export` stream of
-//! the paths the `x-hostctl-paths` header lists. The body is spooled to a file and its hash
-//! checked against the signed one before [`crate::import::Importer`] reads a byte of it.
+//! `POST /v1/paths/import` — signed (any trusted key); adds to the store; body streamed
+//! (up to [`IMPORT_BODY_LIMIT`]). A zstd-compressed `nix-store --export` stream of the
+//! paths the `x-hostctl-paths` header lists: spooled to a file and its hash checked
+//! against the signed one before [`crate::import::Importer`] reads a byte of it. Types in
+//! `hostctl_schemas::api::paths`.
 
 use std::sync::Arc;
 

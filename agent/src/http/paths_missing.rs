@@ -1,5 +1,6 @@
-//! `POST /v1/paths/missing` (contract: `hostctl_schemas::api::paths`), signed, body up to
-//! `paths::MISSING_BODY_LIMIT`: which of the listed store paths this host lacks.
+//! `POST /v1/paths/missing` — signed (any trusted key); read-only; body buffered up to
+//! `paths::MISSING_BODY_LIMIT`. Which of the listed store paths this host lacks; types in
+//! `hostctl_schemas::api::paths`.
 
 use axum::body::Bytes;
 use axum::extract::State;

@@ -1,5 +1,6 @@
-//! `POST /v1/rollback` (contract: `hostctl_schemas::api::rollback`), signed, body up to
-//! `rollback::BODY_LIMIT`: 202 with the rollback's deployment ([`crate::rollback_target`]).
+//! `POST /v1/rollback` — signed (any trusted key); changes the host; body buffered up to
+//! `rollback::BODY_LIMIT`. 202 with the rollback's deployment
+//! ([`crate::rollback_target`]); types in `hostctl_schemas::api::rollback`.
 
 use axum::body::Bytes;
 use axum::extract::State;

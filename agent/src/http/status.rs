@@ -1,5 +1,5 @@
-//! `GET /v1/status` (contract: `hostctl_schemas::api::status`), signed: the agent's status
-//! snapshot ([`crate::status`]).
+//! `GET /v1/status` — signed (any trusted key); read-only. The agent's status snapshot
+//! ([`crate::status`]); types in `hostctl_schemas::api::status`.
 
 use axum::extract::State;
 use axum::Json;
