@@ -55,10 +55,10 @@ use hostctl_schemas::ids::StorePath;
 use hostctl_schemas::inventory::{HealthCheck, Mode};
 
 use crate::activation::{log_tail, ActivationHandle, ActivationSpec, ActivationStatus, ServiceManager};
-use crate::error::ApiFailure;
+use crate::deploy_error::DeployError;
 use crate::events::Events;
 use crate::host::StoreFs;
-use crate::journal::{Journal, JournalError, Phase, Record};
+use crate::journal::{Journal, Phase, Record};
 use crate::{health, unix_now, unix_now_ms};
 
 /// How often a running activation is checked on: soon after the start (most test and
@@ -97,12 +97,6 @@ pub struct Deployer {
     store_fs: StoreFs,
     pub(crate) services: Arc<dyn ServiceManager>,
     pub(crate) options: DeployerOptions,
-}
-
-impl From<JournalError> for ApiFailure {
-    fn from(e: JournalError) -> Self {
-        ApiFailure::internal(e.to_string())
-    }
 }
 
 /// Whether a mode adds a profile generation (`test` and `dry-activate` do not).
@@ -198,13 +192,13 @@ impl Deployer {
     /// Accepts a deployment request: checks it, journals it as `queued` and starts it in
     /// the background. A repeated request with the same id and content returns the
     /// existing deployment (a controller retrying after a lost response).
-    pub async fn create(self: &Arc<Self>, request: DeploymentRequest) -> Result<Deployment, ApiFailure> {
+    pub async fn create(self: &Arc<Self>, request: DeploymentRequest) -> Result<Deployment, DeployError> {
         check_id(&request.id)?;
-        health::refuse_http("health", &request.health).map_err(ApiFailure::bad_request)?;
+        health::refuse_http("health", &request.health).map_err(DeployError::invalid)?;
         if let Some(existing) = self.journal().get(&request.id) {
             return same_request(existing, &request)
                 .then(|| existing.deployment.clone())
-                .ok_or_else(|| ApiFailure::conflict(format!("deployment `{}` exists with other content", request.id)));
+                .ok_or_else(|| DeployError::conflict(format!("deployment `{}` exists with other content", request.id)));
         }
         self.check_source(&request).await?;
         let (running, profile) = self.previous_systems()?;
@@ -218,25 +212,25 @@ impl Deployer {
 
     /// What a new deployment returns to: the system running now (its
     /// `previous_toplevel`) and what the profile points at now (its `previous_profile`).
-    pub(crate) fn previous_systems(&self) -> Result<(Option<StorePath>, Option<StorePath>), ApiFailure> {
+    pub(crate) fn previous_systems(&self) -> Result<(Option<StorePath>, Option<StorePath>), DeployError> {
         let running = self.running_toplevel(&self.records())?;
         Ok((running, self.profile_toplevel()?))
     }
 
     /// Journals a new deployment unless another one is open, and starts it.
-    pub(crate) fn accept(self: &Arc<Self>, record: Record) -> Result<Deployment, ApiFailure> {
+    pub(crate) fn accept(self: &Arc<Self>, record: Record) -> Result<Deployment, DeployError> {
         let record = {
             // Checked under the same lock as the insert: requests race.
             let mut journal = self.journal();
             if let Some(busy) = journal.records().into_iter().find(|r| r.is_open()) {
-                return Err(ApiFailure::conflict(format!(
+                return Err(DeployError::conflict(format!(
                     "deployment `{}` is {}; wait for it to finish",
                     busy.deployment.id,
                     state_name(busy.deployment.state)
                 )));
             }
             if journal.get(&record.deployment.id).is_some() {
-                return Err(ApiFailure::conflict(format!("deployment `{}` was just created", record.deployment.id)));
+                return Err(DeployError::conflict(format!("deployment `{}` was just created", record.deployment.id)));
             }
             journal.insert_record(record)?
         };
@@ -249,14 +243,14 @@ impl Deployer {
     }
 
     /// 400 unless the toplevel is in the store and has `bin/switch-to-configuration`.
-    pub(crate) async fn check_toplevel(&self, toplevel: &StorePath) -> Result<(), ApiFailure> {
+    pub(crate) async fn check_toplevel(&self, toplevel: &StorePath) -> Result<(), DeployError> {
         if !self.nix.invalid_paths(std::slice::from_ref(toplevel)).await?.is_empty() {
-            return Err(ApiFailure::bad_request(format!(
+            return Err(DeployError::invalid(format!(
                 "toplevel: {toplevel} is not in this host's store; import its closure first"
             )));
         }
         if !self.switch_program(toplevel).is_file() {
-            return Err(ApiFailure::bad_request(format!(
+            return Err(DeployError::invalid(format!(
                 "toplevel: {toplevel} has no bin/switch-to-configuration; is it a NixOS system?"
             )));
         }
@@ -269,15 +263,15 @@ impl Deployer {
 
     /// Confirms a deployment awaiting confirmation (idempotent for a confirmed one). A
     /// confirmation after the deadline is refused: the rollback timer owns it then.
-    pub fn confirm(&self, id: &str) -> Result<Deployment, ApiFailure> {
+    pub fn confirm(&self, id: &str) -> Result<Deployment, DeployError> {
         let mut journal = self.journal();
-        let record = journal.get(id).ok_or_else(|| ApiFailure::not_found(format!("no deployment `{id}`")))?;
+        let record = journal.get(id).ok_or_else(|| DeployError::not_found(format!("no deployment `{id}`")))?;
         match record.deployment.state {
             DeploymentState::Confirmed => Ok(record.deployment.clone()),
             DeploymentState::AwaitingConfirmation => {
                 let deadline = record.deployment.confirm_deadline.unwrap_or(0);
                 if u128::from(unix_now_ms()) >= u128::from(deadline) * 1000 {
-                    return Err(ApiFailure::conflict(format!(
+                    return Err(DeployError::conflict(format!(
                         "the confirmation window of deployment `{id}` closed at {deadline} (Unix time); it is being rolled back"
                     )));
                 }
@@ -289,7 +283,7 @@ impl Deployer {
                 tracing::info!(id, "deployment confirmed");
                 Ok(record.deployment)
             }
-            other => Err(ApiFailure::conflict(format!(
+            other => Err(DeployError::conflict(format!(
                 "deployment `{id}` is {}; only a deployment awaiting confirmation can be confirmed",
                 state_name(other)
             ))),
@@ -534,11 +528,11 @@ impl Deployer {
 }
 
 /// 400 unless `id` is a deployment id.
-pub(crate) fn check_id(id: &str) -> Result<(), ApiFailure> {
+pub(crate) fn check_id(id: &str) -> Result<(), DeployError> {
     if valid_id(id) {
         Ok(())
     } else {
-        Err(ApiFailure::bad_request(format!("id: `{id}` is not a deployment id ([A-Za-z0-9._-], 1 to 128 characters)")))
+        Err(DeployError::invalid(format!("id: `{id}` is not a deployment id ([A-Za-z0-9._-], 1 to 128 characters)")))
     }
 }
 

@@ -262,7 +262,7 @@ async fn an_unconfirmed_switch_is_rolled_back_after_its_window() {
     assert!(crate::unix_now() >= deadline);
     assert_eq!(host.current(), Some((3, Some(old))), "the newest generation is the previous system");
     assert_eq!(host.ran(), ["old switch", "new switch", "old switch"]);
-    assert_eq!(deployer.confirm("d2").unwrap_err().code, hostctl_schemas::api::ErrorCode::Conflict);
+    assert!(matches!(deployer.confirm("d2").unwrap_err(), DeployError::Conflict(_)));
 }
 
 #[tokio::test]
@@ -341,28 +341,28 @@ async fn confirmation_conflicts_and_bad_requests() {
     // Same request again (a retry) is fine; other content under the same id is not.
     assert_eq!(deployer.create(request("c1", &sys, Mode::Switch, 30)).await.unwrap().id, "c1");
     let err = deployer.create(request("c1", &other, Mode::Switch, 30)).await.unwrap_err();
-    assert_eq!(err.code, hostctl_schemas::api::ErrorCode::Conflict);
+    assert!(matches!(err, DeployError::Conflict(_)));
     let err = deployer.create(request("c2", &other, Mode::Switch, 0)).await.unwrap_err();
-    assert!(err.message.contains("`c1` is awaiting-confirmation"), "{err:?}");
+    assert!(err.to_string().contains("`c1` is awaiting-confirmation"), "{err:?}");
 
     assert_eq!(deployer.confirm("c1").unwrap().state, DeploymentState::Confirmed);
     assert_eq!(deployer.confirm("c1").unwrap().state, DeploymentState::Confirmed, "idempotent");
-    assert_eq!(deployer.confirm("nope").unwrap_err().code, hostctl_schemas::api::ErrorCode::NotFound);
+    assert!(matches!(deployer.confirm("nope").unwrap_err(), DeployError::NotFound(_)));
 
     deployer.create(request("c2", &other, Mode::Switch, 0)).await.unwrap();
     settled(&deployer, "c2").await;
 
     let missing: StorePath = "/nix/store/00000000000000000000000000000000-nixos-system-x".parse().unwrap();
     let err = deployer.create(request("c3", &missing, Mode::Switch, 0)).await.unwrap_err();
-    assert!(err.message.contains("is not in this host's store"), "{err:?}");
+    assert!(err.to_string().contains("is not in this host's store"), "{err:?}");
     let not_a_system = host.nix.add_to_store(&host.journal_dir()).await.unwrap();
     let err = deployer.create(request("c4", &not_a_system, Mode::Switch, 0)).await.unwrap_err();
-    assert!(err.message.contains("has no bin/switch-to-configuration"), "{err:?}");
+    assert!(err.to_string().contains("has no bin/switch-to-configuration"), "{err:?}");
     let err = deployer.create(request("bad/id", &sys, Mode::Switch, 0)).await.unwrap_err();
-    assert!(err.message.starts_with("id: "), "{err:?}");
+    assert!(err.to_string().starts_with("id: "), "{err:?}");
     let mut http = request("c5", &sys, Mode::Switch, 0);
     http.health = vec![command_check(&["true"], 100), HealthCheck::new(HealthKind::Http("http://x/".into()))];
     let err = deployer.create(http).await.unwrap_err();
-    assert_eq!(err.code, hostctl_schemas::api::ErrorCode::BadRequest);
-    assert!(err.message.starts_with("health[1]: `http` health checks run on the controller"), "{err:?}");
+    assert!(matches!(err, DeployError::Invalid(_)));
+    assert!(err.to_string().starts_with("health[1]: `http` health checks run on the controller"), "{err:?}");
 }

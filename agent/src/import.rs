@@ -1,9 +1,10 @@
-//! `POST /v1/paths/import`: a zstd-compressed `nix-store --export` stream, imported all or
-//! nothing.
+//! Imports a zstd-compressed `nix-store --export` stream into the store, all or nothing
+//! (for `POST /v1/paths/import`, `crate::http::paths_import`, and bundles).
 //!
-//! Steps: validate the `x-hostctl-paths` header; stream the body to a temporary file in
-//! `<state_dir>/tmp` while hashing it; check the hash against the signed one; decompress
-//! it to a second file while validating the export format completely
+//! Steps: the HTTP layer validates the `x-hostctl-paths` header, streams the body to a
+//! [`Importer::spool_file`] in `<state_dir>/tmp` while hashing it and checks the hash
+//! against the signed one; then [`Importer::import`] decompresses it to a second file while
+//! validating the export format completely
 //! ([`hostctl_nix::export_stream`]) and checking it carries exactly the header's paths with every
 //! outside reference already valid; only then run `nix-store --import`. Should Nix still
 //! fail half-way, the paths it added in this request are deleted again.
@@ -16,23 +17,29 @@ use std::io::{BufReader, BufWriter, Read, Seek as _, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::{Extension, Json};
-use hostctl_nix::Nix;
-use hostctl_schemas::api::paths::{ImportResponse, IMPORT_PATHS_HEADER};
+use hostctl_nix::export_stream::{check_against_header, validate_export, ExportError};
+use hostctl_nix::{Nix, NixError};
 use hostctl_schemas::ids::StorePath;
 
-use crate::auth::Authenticated;
-use crate::body::{check_declared_length, stream_to_file};
-use crate::error::ApiFailure;
 use crate::host::invalid_paths;
-use crate::server::AppState;
-use hostctl_nix::export_stream::{check_against_header, validate_export, ExportError};
 
-/// The largest compressed import body accepted, in bytes.
-pub const IMPORT_BODY_LIMIT: u64 = 64 * 1024 * 1024 * 1024;
+/// Why an import failed; nothing it added stays in the store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImportError {
+    /// The stream is not what it must be (compression, export format, the paths it
+    /// carries, references outside the store).
+    #[error("{0}")]
+    Invalid(String),
+    /// The agent failed (temporary files, Nix); the message keeps the cause.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<NixError> for ImportError {
+    fn from(e: NixError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
 
 /// Imports streams into the store, one at a time.
 #[derive(Debug)]
@@ -55,81 +62,42 @@ impl Importer {
         crate::journal::create_private_dir(&tmp_dir).map_err(std::io::Error::other)?;
         Ok(Self { nix, tmp_dir, lock: tokio::sync::Mutex::new(()) })
     }
-}
 
-/// The paths named by the `x-hostctl-paths` header, each validated.
-pub fn header_paths(headers: &HeaderMap) -> Result<Vec<StorePath>, ApiFailure> {
-    let value = headers
-        .get(IMPORT_PATHS_HEADER)
-        .ok_or_else(|| ApiFailure::bad_request(format!("missing header {IMPORT_PATHS_HEADER}")))?;
-    let text = value
-        .to_str()
-        .map_err(|_| ApiFailure::bad_request(format!("header {IMPORT_PATHS_HEADER} is not ASCII text")))?;
-    let mut paths: Vec<StorePath> = Vec::new();
-    for item in text.split_ascii_whitespace() {
-        let path =
-            item.parse::<StorePath>().map_err(|e| ApiFailure::bad_request(format!("{IMPORT_PATHS_HEADER}: {e}")))?;
-        if paths.contains(&path) {
-            return Err(ApiFailure::bad_request(format!("{IMPORT_PATHS_HEADER}: {path} is listed twice")));
-        }
-        paths.push(path);
+    /// A new temporary file in the import directory for a compressed stream being
+    /// received (removed when dropped), and a handle to write it with.
+    pub fn spool_file(&self) -> Result<(tempfile::NamedTempFile, std::fs::File), ImportError> {
+        let tmp_err = |e| self.tmp_error(e);
+        let file = tempfile::Builder::new().prefix("import-").suffix(".zst").tempfile_in(&self.tmp_dir).map_err(tmp_err)?;
+        let writer = file.reopen().map_err(tmp_err)?;
+        Ok((file, writer))
     }
-    if paths.is_empty() {
-        return Err(ApiFailure::bad_request(format!("{IMPORT_PATHS_HEADER} lists no store path")));
-    }
-    Ok(paths)
-}
 
-/// The handler.
-pub async fn import(
-    State(app): State<AppState>,
-    Extension(auth): Extension<Authenticated>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Json<ImportResponse>, ApiFailure> {
-    let paths = header_paths(&headers)?;
-    check_declared_length(&headers, IMPORT_BODY_LIMIT)?;
-    let importer = Arc::clone(&app.importer);
-    let tmp_err = |e: std::io::Error| {
-        ApiFailure::internal(format!("cannot create a temporary file in {}: {e}", importer.tmp_dir.display()))
-    };
-    let compressed =
-        tempfile::Builder::new().prefix("import-").suffix(".zst").tempfile_in(&importer.tmp_dir).map_err(tmp_err)?;
-    let name = compressed.path().display().to_string();
-    let mut file = tokio::fs::File::from_std(compressed.reopen().map_err(tmp_err)?);
-    let (len, sha256) = stream_to_file(body, &mut file, &name, IMPORT_BODY_LIMIT).await?;
-    drop(file);
-    auth.check_body(&sha256)?;
-    tracing::info!(paths = paths.len(), bytes = len, "import stream received");
-    // Detached from this request: once started, an import runs to its end.
-    let task = tokio::spawn(async move { importer.import(compressed, paths).await });
-    let imported = task.await.map_err(|e| ApiFailure::internal(format!("the import task failed: {e}")))??;
-    Ok(Json(ImportResponse { imported }))
+    fn tmp_error(&self, e: std::io::Error) -> ImportError {
+        ImportError::Internal(format!("cannot create a temporary file in {}: {e}", self.tmp_dir.display()))
+    }
 }
 
 impl Importer {
     /// Imports the zstd export in `compressed` carrying exactly `paths`, all or nothing.
-    pub(crate) async fn import(
+    pub async fn import(
         &self,
         compressed: tempfile::NamedTempFile,
         paths: Vec<StorePath>,
-    ) -> Result<Vec<StorePath>, ApiFailure> {
+    ) -> Result<Vec<StorePath>, ImportError> {
         let _one_at_a_time = self.lock.lock().await;
-        let tmp_err = |e: std::io::Error| {
-            ApiFailure::internal(format!("cannot create a temporary file in {}: {e}", self.tmp_dir.display()))
-        };
+        let tmp_err = |e: std::io::Error| self.tmp_error(e);
         let plain =
             tempfile::Builder::new().prefix("import-").suffix(".nar").tempfile_in(&self.tmp_dir).map_err(tmp_err)?;
         let (source, sink) = (compressed.reopen().map_err(tmp_err)?, plain.reopen().map_err(tmp_err)?);
         let exported = tokio::task::spawn_blocking(move || decompress_and_validate(source, sink))
             .await
-            .map_err(|e| ApiFailure::internal(format!("the validation task failed: {e}")))??;
+            .map_err(|e| ImportError::Internal(format!("the validation task failed: {e}")))??;
         drop(compressed);
-        let external = check_against_header(&exported, &paths).map_err(ApiFailure::bad_request)?;
+        let external = check_against_header(&exported, &paths).map_err(ImportError::Invalid)?;
         let external_invalid = invalid_paths(&self.nix, &external).await?;
         let absent: Vec<&StorePath> = external.iter().filter(|p| external_invalid.contains(*p)).collect();
         if let Some(first) = absent.first() {
-            return Err(ApiFailure::bad_request(format!(
+            return Err(ImportError::Invalid(format!(
                 "the stream's paths refer to {first} (and {} more), which is neither in the stream nor in this host's store",
                 absent.len() - 1
             )));
@@ -147,7 +115,7 @@ impl Importer {
         if !still_invalid.is_empty() {
             self.undo(&new).await;
             let list: Vec<&str> = still_invalid.iter().map(StorePath::as_str).collect();
-            return Err(ApiFailure::internal(format!(
+            return Err(ImportError::Internal(format!(
                 "nix-store --import succeeded but these paths are not valid: {}",
                 list.join(" ")
             )));
@@ -193,18 +161,18 @@ impl<R: Read, W: Write> Read for Tee<R, W> {
 fn decompress_and_validate(
     source: std::fs::File,
     sink: std::fs::File,
-) -> Result<Vec<hostctl_nix::export_stream::ExportedPath>, ApiFailure> {
+) -> Result<Vec<hostctl_nix::export_stream::ExportedPath>, ImportError> {
     let decoder = zstd::Decoder::new(BufReader::new(source))
-        .map_err(|e| ApiFailure::bad_request(format!("the import body is not zstd-compressed: {e}")))?;
+        .map_err(|e| ImportError::Invalid(format!("the import body is not zstd-compressed: {e}")))?;
     let mut tee = Tee { reader: decoder, copy: BufWriter::new(sink), copy_error: None };
     let exported = validate_export(&mut tee).map_err(|e| match (e, tee.copy_error.take()) {
-        (_, Some(io)) => ApiFailure::internal(format!("cannot write the decompressed stream: {io}")),
+        (_, Some(io)) => ImportError::Internal(format!("cannot write the decompressed stream: {io}")),
         (ExportError::Read(io), None) => {
-            ApiFailure::bad_request(format!("the import body is not a valid zstd stream: {io}"))
+            ImportError::Invalid(format!("the import body is not a valid zstd stream: {io}"))
         }
-        (other, None) => ApiFailure::bad_request(other.to_string()),
+        (other, None) => ImportError::Invalid(other.to_string()),
     })?;
-    let sink = tee.copy.into_inner().map_err(|e| ApiFailure::internal(format!("cannot write the stream: {e}")))?;
-    sink.sync_all().map_err(|e| ApiFailure::internal(format!("cannot write the stream: {e}")))?;
+    let sink = tee.copy.into_inner().map_err(|e| ImportError::Internal(format!("cannot write the stream: {e}")))?;
+    sink.sync_all().map_err(|e| ImportError::Internal(format!("cannot write the stream: {e}")))?;
     Ok(exported)
 }

@@ -1,29 +1,34 @@
 //! `hostctl-agent` as a library: the daemon's modules, so the binary (`main.rs`) stays
 //! glue and integration tests can run the HTTP server in-process.
 //!
-//! Request path: [`server`] routes → [`auth`] (signature, nonce, body hash; [`body`] reads
-//! bodies within limits) → handlers in [`routes`] and [`import`] → [`deploy`] (deployments:
+//! Request path: [`http`] routes → [`http::auth`] (signature, nonce, body hash;
+//! [`http::body`] reads bodies within limits) → one handler module per endpoint in
+//! [`http`], which calls down into the domain modules and maps their errors to HTTP:
+//! [`import`] (the all-or-nothing store import), [`bundle`], [`generations`], [`status`],
+//! [`metrics`], [`pull::webhook`], [`deploy`] (deployments, refused with [`deploy_error`]:
 //! [`journal`] + [`activation`] (as [`systemd`] units or detached children) + [`health`];
 //! [`rollback`] re-activates the previous system, [`recovery`] resumes after a restart,
 //! [`rollback_target`] serves `POST /v1/rollback`), [`host`] (what the host runs),
 //! `hostctl_nix::export_stream` (the import stream validator), [`pull`] (pull mode: fetch, webhook,
 //! build, hand-off to [`deploy`]).
 //! [`dbus`] publishes the status on D-Bus (`org.hostctl.Agent1`) and serves
-//! `hostctl-agent status`. [`binfmt`] keeps binfmt_misc emulation registered. [`serve`]
+//! `hostctl-agent status`; it and the HTTP API share the agent's [`handles`]. [`binfmt`]
+//! keeps binfmt_misc emulation registered. [`serve`]
 //! wires it up and handles signals.
 
 pub mod activation;
-pub mod auth;
 pub mod binfmt;
-pub mod body;
 pub mod bundle;
 pub mod bundle_client;
 pub mod dbus;
 pub mod deploy;
-pub mod error;
+pub mod deploy_error;
 pub mod events;
+pub mod generations;
+pub mod handles;
 pub mod health;
 pub mod host;
+pub mod http;
 pub mod import;
 pub mod journal;
 pub mod metrics;
@@ -32,10 +37,8 @@ pub mod pull;
 pub mod recovery;
 pub mod rollback;
 pub mod rollback_target;
-pub mod routes;
 pub mod running;
 pub mod serve;
-pub mod server;
 pub mod status;
 pub mod substitute;
 pub mod systemd;

@@ -1,4 +1,5 @@
-//! `GET /metrics`: the agent's state in the Prometheus text exposition format (0.0.4).
+//! The agent's state in the Prometheus text exposition format (0.0.4), served as
+//! `GET /metrics` by `crate::http::metrics`.
 //!
 //! Unauthenticated, as DESIGN.md says (scrapers do not sign requests), so it shows only
 //! what a fleet's monitoring should see: the running system's identity, deployment and
@@ -8,28 +9,14 @@
 
 use std::fmt::Write as _;
 
-use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
-use axum::response::{IntoResponse, Response};
 use hostctl_schemas::api::deployments::DeploymentState;
 use hostctl_schemas::api::status::{AgentState, StatusResponse};
 
-use crate::error::ApiFailure;
 use crate::journal::Record;
 use crate::pull::{PullOutcomes, StepOutcome};
-use crate::server::AppState;
 
 /// The exposition format's content type.
 pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// `GET /metrics`.
-pub async fn metrics(State(app): State<AppState>) -> Result<Response, ApiFailure> {
-    let status = crate::status::snapshot(&app).map_err(ApiFailure::internal)?;
-    let records = app.deployer.records();
-    let outcomes = app.pull.as_ref().map(|p| p.outcomes());
-    let body = render(&status, &records, outcomes.as_ref());
-    Ok(([(CONTENT_TYPE, CONTENT_TYPE_TEXT)], body).into_response())
-}
 
 /// The text of one scrape.
 pub fn render(status: &StatusResponse, records: &[Record], pull: Option<&PullOutcomes>) -> String {

@@ -23,7 +23,7 @@ use hostctl_schemas::ids::{LockId, StorePath};
 use hostctl_schemas::inventory::Mode;
 
 use crate::deploy::{check_id, state_name, Deployer};
-use crate::error::ApiFailure;
+use crate::deploy_error::DeployError;
 use crate::journal::Record;
 use crate::unix_now;
 
@@ -40,13 +40,13 @@ pub struct Target {
 impl Deployer {
     /// Handles `POST /v1/rollback`: 202 with the rollback's deployment (or with the
     /// pending deployment that is now being rolled back).
-    pub async fn rollback(self: &Arc<Self>, request: RollbackRequest) -> Result<Deployment, ApiFailure> {
+    pub async fn rollback(self: &Arc<Self>, request: RollbackRequest) -> Result<Deployment, DeployError> {
         if let Some(id) = &request.id {
             check_id(id)?;
             if let Some(existing) = self.journal().get(id) {
                 return match &existing.rollback_target {
                     Some(target) if *target == request.to => Ok(existing.deployment.clone()),
-                    _ => Err(ApiFailure::conflict(format!("deployment `{id}` exists with other content"))),
+                    _ => Err(DeployError::conflict(format!("deployment `{id}` exists with other content"))),
                 };
             }
         }
@@ -61,30 +61,30 @@ impl Deployer {
     }
 
     /// A rollback request while a deployment is open.
-    fn rollback_open(self: &Arc<Self>, open: &Record, to: &RollbackTarget) -> Result<Deployment, ApiFailure> {
+    fn rollback_open(self: &Arc<Self>, open: &Record, to: &RollbackTarget) -> Result<Deployment, DeployError> {
         let id = &open.deployment.id;
         let state = open.deployment.state;
         if state == DeploymentState::AwaitingConfirmation && matches!(to, RollbackTarget::Previous(_)) {
             if self.roll_back_pending(id, "rolled back on request".into()) {
-                return self.get(id).ok_or_else(|| ApiFailure::internal(format!("deployment `{id}` vanished")));
+                return self.get(id).ok_or_else(|| DeployError::internal(format!("deployment `{id}` vanished")));
             }
-            return Err(ApiFailure::conflict(format!("deployment `{id}` just left awaiting-confirmation; ask again")));
+            return Err(DeployError::conflict(format!("deployment `{id}` just left awaiting-confirmation; ask again")));
         }
         let hint = if state == DeploymentState::AwaitingConfirmation {
             "; roll it back with \"previous\" or confirm it first"
         } else {
             "; wait for it to finish"
         };
-        Err(ApiFailure::conflict(format!("deployment `{id}` is {}{hint}", state_name(state))))
+        Err(DeployError::conflict(format!("deployment `{id}` is {}{hint}", state_name(state))))
     }
 
     /// The target's system, from the journal or the profile; 404 if there is none.
-    pub fn resolve(&self, records: &[Record], to: &RollbackTarget) -> Result<Target, ApiFailure> {
+    pub fn resolve(&self, records: &[Record], to: &RollbackTarget) -> Result<Target, DeployError> {
         match to {
             RollbackTarget::Lock { lock } => {
                 let found = confirmed(records).rev().find(|r| r.deployment.lock.as_ref() == Some(lock));
                 let r = found.ok_or_else(|| {
-                    ApiFailure::not_found(format!("no confirmed deployment with lock {lock} in this host's journal"))
+                    DeployError::not_found(format!("no confirmed deployment with lock {lock} in this host's journal"))
                 })?;
                 Ok(from_record(r))
             }
@@ -93,10 +93,10 @@ impl Deployer {
         }
     }
 
-    fn resolve_generation(&self, records: &[Record], n: u64) -> Result<Target, ApiFailure> {
-        let read_err = |e: std::io::Error| ApiFailure::internal(format!("cannot read generation {n}: {e}"));
+    fn resolve_generation(&self, records: &[Record], n: u64) -> Result<Target, DeployError> {
+        let read_err = |e: std::io::Error| DeployError::internal(format!("cannot read generation {n}: {e}"));
         let toplevel = self.profile.generation_target(n).map_err(read_err)?.ok_or_else(|| {
-            ApiFailure::not_found(format!("generation {n} of the profile {} does not exist", self.profile))
+            DeployError::not_found(format!("generation {n} of the profile {} does not exist", self.profile))
         })?;
         let origin = system_origin(records, &toplevel);
         let description = match origin {
@@ -112,10 +112,10 @@ impl Deployer {
     }
 
     /// 404 unless the target's system is still valid in the store.
-    async fn check_still_valid(&self, target: &Target) -> Result<(), ApiFailure> {
+    async fn check_still_valid(&self, target: &Target) -> Result<(), DeployError> {
         let invalid = self.nix.invalid_paths(std::slice::from_ref(&target.toplevel)).await?;
         if !invalid.is_empty() || !self.switch_program(&target.toplevel).is_file() {
-            return Err(ApiFailure::not_found(format!(
+            return Err(DeployError::not_found(format!(
                 "the system of {} ({}) is no longer in this host's store (garbage-collected); \
                  rebuild it and deploy it instead",
                 target.description, target.toplevel
@@ -131,7 +131,7 @@ impl Deployer {
         records: &[Record],
         request: &RollbackRequest,
         target: Target,
-    ) -> Result<Record, ApiFailure> {
+    ) -> Result<Record, DeployError> {
         let id = match &request.id {
             Some(id) => id.clone(),
             None => format!("rollback-{}-{}", unix_now(), self.journal().next_seq()),
@@ -177,17 +177,17 @@ fn from_record(r: &Record) -> Target {
 }
 
 /// `"previous"`: see the module documentation.
-fn resolve_previous(records: &[Record]) -> Result<Target, ApiFailure> {
+fn resolve_previous(records: &[Record]) -> Result<Target, DeployError> {
     let current = confirmed(records)
         .next_back()
-        .ok_or_else(|| ApiFailure::not_found("no confirmed deployment on this host, so no previous one"))?;
+        .ok_or_else(|| DeployError::not_found("no confirmed deployment on this host, so no previous one"))?;
     let earlier =
         confirmed(records).rev().filter(|r| r.seq < current.seq).find(|r| r.deployment.lock != current.deployment.lock);
     if let Some(r) = earlier {
         return Ok(from_record(r));
     }
     let toplevel = current.deployment.previous_toplevel.clone().ok_or_else(|| {
-        ApiFailure::not_found(format!(
+        DeployError::not_found(format!(
             "nothing before deployment `{}`: no earlier confirmed deployment has another lock, and it was the host's first system",
             current.deployment.id
         ))

@@ -3,7 +3,7 @@
 
 use hostctl_schemas::api::deployments::DeploymentState;
 use hostctl_schemas::api::rollback::{Previous, RollbackRequest, RollbackTarget};
-use hostctl_schemas::api::ErrorCode;
+use crate::deploy_error::DeployError;
 use hostctl_schemas::duration::Duration;
 use hostctl_schemas::ids::LockId;
 
@@ -67,19 +67,19 @@ async fn rollback_to_previous_lock_generation_and_lock() {
     // A retry with the same id and target gets the same deployment; another target is a 409.
     assert_eq!(deployer.rollback(to(RollbackTarget::Generation { generation: 2 }, "r4", None)).await.unwrap().id, "r4");
     let err = deployer.rollback(to(PREVIOUS, "r4", None)).await.unwrap_err();
-    assert_eq!(err.code, ErrorCode::Conflict);
+    assert!(matches!(err, DeployError::Conflict(_)));
     let err = deployer.rollback(to(PREVIOUS, "d1", None)).await.unwrap_err();
-    assert_eq!(err.code, ErrorCode::Conflict, "a deployment's id is taken");
+    assert!(matches!(err, DeployError::Conflict(_)), "a deployment's id is taken");
 
     // Unknown targets are 404s, and nothing was started.
     let err = deployer.rollback(to(RollbackTarget::Lock { lock: lock('c') }, "r5", None)).await.unwrap_err();
-    assert_eq!(err.code, ErrorCode::NotFound);
-    assert!(err.message.contains(&format!("no confirmed deployment with lock {}", lock('c'))), "{err:?}");
+    assert!(matches!(err, DeployError::NotFound(_)));
+    assert!(err.to_string().contains(&format!("no confirmed deployment with lock {}", lock('c'))), "{err:?}");
     let err = deployer.rollback(to(RollbackTarget::Generation { generation: 99 }, "r5", None)).await.unwrap_err();
-    assert_eq!(err.code, ErrorCode::NotFound);
-    assert!(err.message.contains("generation 99 of the profile"), "{err:?}");
+    assert!(matches!(err, DeployError::NotFound(_)));
+    assert!(err.to_string().contains("generation 99 of the profile"), "{err:?}");
     let err = deployer.rollback(to(PREVIOUS, "bad/id", None)).await.unwrap_err();
-    assert_eq!(err.code, ErrorCode::BadRequest);
+    assert!(matches!(err, DeployError::Invalid(_)));
     assert_eq!(deployer.records().len(), 6);
 }
 
@@ -100,9 +100,9 @@ async fn a_collected_target_is_a_404_that_says_so() {
     deployer.journal().insert_record(old).unwrap();
 
     let err = deployer.rollback(to(RollbackTarget::Lock { lock: lock('f') }, "r1", None)).await.unwrap_err();
-    assert_eq!(err.code, ErrorCode::NotFound);
-    assert!(err.message.contains(&format!("({gone}) is no longer in this host's store")), "{err:?}");
-    assert!(err.message.contains("rebuild it"), "{err:?}");
+    assert!(matches!(err, DeployError::NotFound(_)));
+    assert!(err.to_string().contains(&format!("({gone}) is no longer in this host's store")), "{err:?}");
+    assert!(err.to_string().contains("rebuild it"), "{err:?}");
     assert!(deployer.get("r1").is_none());
 }
 
@@ -120,8 +120,8 @@ async fn previous_rolls_a_pending_deployment_back_at_once() {
     assert_eq!(settled(&deployer, "d2").await.state, DeploymentState::AwaitingConfirmation);
 
     let err = deployer.rollback(to(RollbackTarget::Lock { lock: lock('a') }, "r1", None)).await.unwrap_err();
-    assert_eq!(err.code, ErrorCode::Conflict);
-    assert!(err.message.contains("`d2` is awaiting-confirmation"), "{err:?}");
+    assert!(matches!(err, DeployError::Conflict(_)));
+    assert!(err.to_string().contains("`d2` is awaiting-confirmation"), "{err:?}");
 
     let started = std::time::Instant::now();
     let r = deployer.rollback(to(PREVIOUS, "r1", None)).await.unwrap();

@@ -17,7 +17,7 @@ use hostctl_schemas::ids::StorePath;
 use hostctl_schemas::inventory::Mode;
 
 use crate::deploy::Deployer;
-use crate::error::ApiFailure;
+use crate::deploy_error::DeployError;
 use crate::journal::Record;
 
 /// What a deployment left running, as far as its record tells: `None` if it did not
@@ -52,7 +52,7 @@ pub fn running_from_journal(records: &[Record]) -> Option<StorePath> {
 
 impl Deployer {
     /// The system running now (see the module documentation).
-    pub(crate) fn running_toplevel(&self, records: &[Record]) -> Result<Option<StorePath>, ApiFailure> {
+    pub(crate) fn running_toplevel(&self, records: &[Record]) -> Result<Option<StorePath>, DeployError> {
         if let Some(current) = self.current_system_link() {
             return Ok(Some(current));
         }
@@ -74,11 +74,11 @@ impl Deployer {
     }
 
     /// What the profile points at now.
-    pub(crate) fn profile_toplevel(&self) -> Result<Option<StorePath>, ApiFailure> {
+    pub(crate) fn profile_toplevel(&self) -> Result<Option<StorePath>, DeployError> {
         let current = self
             .profile
             .current()
-            .map_err(|e| ApiFailure::internal(format!("cannot read the profile {}: {e}", self.profile)))?;
+            .map_err(|e| DeployError::internal(format!("cannot read the profile {}: {e}", self.profile)))?;
         Ok(current.and_then(|(_, toplevel)| toplevel))
     }
 

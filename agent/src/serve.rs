@@ -13,12 +13,13 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::activation::ServiceManager;
-use crate::auth::Authenticator;
 use crate::deploy::{Deployer, DeployerOptions};
+use crate::handles::Handles;
 use crate::host::StoreFs;
+use crate::http::auth::Authenticator;
+use crate::http::state::AppState;
 use crate::import::Importer;
 use crate::journal::{create_private_dir, Journal, JournalError};
-use crate::server::{router, AppState};
 
 /// Why the agent could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +79,6 @@ pub fn check_private_paths(config: &AgentConfig) -> Result<(), hostctl_schemas::
 #[derive(Debug)]
 pub struct Agent {
     state: AppState,
-    auth: Arc<Authenticator>,
     binfmt: Option<crate::binfmt::Plan>,
 }
 
@@ -127,17 +127,17 @@ impl Agent {
             Some(section) => Some(crate::binfmt::plan(section).map_err(|e| ServeError::Config(e.to_string()))?),
             None => None,
         };
-        let state = AppState { config: Arc::new(config), nix, deployer, importer: Arc::new(importer), pull };
-        Ok(Self { state, auth, binfmt })
+        let agent = Handles { config: Arc::new(config), nix, deployer, importer: Arc::new(importer), pull };
+        Ok(Self { state: AppState { agent, auth }, binfmt })
     }
 
     /// The pull-mode task's handle (`None` in push mode).
     pub fn puller(&self) -> Option<Arc<crate::pull::Puller>> {
-        self.state.pull.clone()
+        self.state.agent.pull.clone()
     }
 
     pub fn router(&self) -> Router {
-        router(self.state.clone(), Arc::clone(&self.auth))
+        crate::http::router(self.state.clone())
     }
 
     /// Recovers the journal, then serves on `listener` until `shutdown` completes.
@@ -147,51 +147,17 @@ impl Agent {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         if let Some(plan) = self.binfmt.clone() {
-            crate::binfmt::start(plan, self.state.deployer.events().clone()).await;
+            crate::binfmt::start(plan, self.state.agent.deployer.events().clone()).await;
         }
-        self.state.deployer.recover().await;
+        self.state.agent.deployer.recover().await;
         // After recovery, so a pull round never meets a deployment the journal left open.
-        if let Some(pull) = &self.state.pull {
+        if let Some(pull) = &self.state.agent.pull {
             tokio::spawn(Arc::clone(pull).run());
         }
         // After recovery too: the first properties describe the recovered state.
-        crate::dbus::spawn(self.state.clone());
-        let app = self.router();
-        let listener = axum::serve::ListenerExt::tap_io(listener, notice_dead_peers);
-        axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(ServeError::Server)
+        crate::dbus::spawn(self.state.agent.clone());
+        crate::http::server::serve(listener, self.state, shutdown).await.map_err(ServeError::Server)
     }
-}
-
-/// Keepalive probes on every accepted connection: a controller whose link died mid-upload
-/// is noticed in about half a minute, so its half-sent import (and the spool file under
-/// `state_dir/tmp`) is dropped instead of waiting for a close that never comes.
-fn notice_dead_peers(stream: &mut tokio::net::TcpStream) {
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(std::time::Duration::from_secs(15))
-        .with_interval(std::time::Duration::from_secs(5))
-        .with_retries(3);
-    let socket = socket2::SockRef::from(&*stream);
-    // Best effort: without keepalive the connection still works, it is only noticed later.
-    if let Err(e) = socket
-        .set_tcp_keepalive(&keepalive)
-        .and_then(|()| socket.set_tcp_user_timeout(Some(std::time::Duration::from_secs(30))))
-    {
-        tracing::debug!(error = %e, "cannot enable TCP keepalive on a connection");
-    }
-}
-
-/// Connections the kernel queues for the agent to accept. `TcpListener::bind` asks for
-/// 128: 200 status requests sent at once overflowed it, and each dropped connection waited
-/// for its SYN to be sent again (1 s, then 3 s, 7 s, ...). The kernel caps it at
-/// `net.core.somaxconn`.
-const LISTEN_BACKLOG: u32 = 1024;
-
-/// `TcpListener::bind` with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as `bind` sets it).
-fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Runs the daemon for `config` until SIGTERM or SIGINT.
@@ -203,8 +169,8 @@ pub async fn serve(config: AgentConfig) -> Result<(), ServeError> {
     // are still followed.
     let services = Arc::new(crate::systemd::Managers::for_config(&config));
     let agent = Agent::new(config, services)?;
-    let listener = listen(addr).map_err(|source| ServeError::Bind { addr: addr.to_string(), source })?;
-    tracing::info!(%addr, state_dir = %agent.state.config.state_dir.display(), "hostctl-agent listening");
+    let listener = crate::http::server::listen(addr).map_err(|source| ServeError::Bind { addr: addr.to_string(), source })?;
+    tracing::info!(%addr, state_dir = %agent.state.agent.config.state_dir.display(), "hostctl-agent listening");
     let shutdown = async move {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),

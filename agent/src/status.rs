@@ -8,11 +8,11 @@ use hostctl_schemas::api::status::{AgentState, StatusResponse};
 
 use crate::host::{nix_system, read_link_text, BOOTED_SYSTEM, CURRENT_SYSTEM};
 use crate::journal::Record;
-use crate::routes::system_of_generation;
-use crate::server::AppState;
+use crate::generations::system_of_generation;
+use crate::handles::Handles;
 
 /// What `GET /v1/status` answers now (the D-Bus properties come from the same snapshot).
-pub fn snapshot(app: &AppState) -> Result<StatusResponse, String> {
+pub fn snapshot(app: &Handles) -> Result<StatusResponse, String> {
     let profile = app.deployer.profile();
     let current = profile.current().map_err(|e| format!("cannot read the profile {profile}: {e}"))?;
     let (generation, toplevel) = match current {
@@ -41,7 +41,7 @@ pub fn snapshot(app: &AppState) -> Result<StatusResponse, String> {
 }
 
 /// The journal records moved aside at start (see `journal.rs`).
-fn damaged_records(app: &AppState) -> Vec<hostctl_schemas::api::status::DamagedRecord> {
+fn damaged_records(app: &Handles) -> Vec<hostctl_schemas::api::status::DamagedRecord> {
     let shown = |p: &std::path::Path| p.display().to_string();
     app.deployer
         .journal()
@@ -57,7 +57,7 @@ fn damaged_records(app: &AppState) -> Vec<hostctl_schemas::api::status::DamagedR
 
 /// Where binfmt_misc is read: the configured mount point, else the default one (entries a
 /// previous configuration left are still reported while they are registered).
-fn binfmt_mount(app: &AppState) -> &std::path::Path {
+fn binfmt_mount(app: &Handles) -> &std::path::Path {
     app.config.binfmt.as_ref().map_or(std::path::Path::new(DEFAULT_BINFMT_MOUNT), |b| b.mount_point.as_path())
 }
 

@@ -26,7 +26,7 @@ use hostctl_schemas::ids::StorePath;
 use hostctl_schemas::inventory::CacheUrl;
 
 use crate::deploy::Deployer;
-use crate::error::ApiFailure;
+use crate::deploy_error::DeployError;
 use crate::journal::Phase;
 
 /// `cache <URL>: ` (or `cache: ` when unknown), the start of every fetch error.
@@ -41,7 +41,7 @@ impl Deployer {
     /// Checks where the request's system comes from: without a cache it must be in the
     /// store already (400 otherwise); a cache must be one of `caches` (400), and then a
     /// missing toplevel is fetched once the deployment runs.
-    pub(crate) async fn check_source(&self, request: &DeploymentRequest) -> Result<(), ApiFailure> {
+    pub(crate) async fn check_source(&self, request: &DeploymentRequest) -> Result<(), DeployError> {
         let Some(cache) = &request.cache else {
             return self.check_toplevel(&request.toplevel).await;
         };
@@ -51,7 +51,7 @@ impl Deployer {
             } else {
                 self.options.caches.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
             };
-            return Err(ApiFailure::bad_request(format!(
+            return Err(DeployError::invalid(format!(
                 "cache: `{cache}` is not one of this agent's `caches` (agent.yaml; {listed}); add it there to let \
                  deployments fetch from it"
             )));
@@ -102,7 +102,7 @@ impl Deployer {
 #[cfg(test)]
 mod tests {
     use hostctl_schemas::api::deployments::DeploymentState;
-    use hostctl_schemas::api::ErrorCode;
+    use crate::deploy_error::DeployError;
     use hostctl_schemas::inventory::Mode;
 
     use super::*;
@@ -163,8 +163,8 @@ mod tests {
         let mut req = request("d1", &system, Mode::Switch, 0);
         req.cache = Some(url("https://elsewhere.example.com"));
         let err = deployer.create(req.clone()).await.unwrap_err();
-        assert_eq!(err.code, ErrorCode::BadRequest);
-        assert!(err.message.contains("`https://elsewhere.example.com` is not one of this agent's `caches`"), "{err:?}");
+        assert!(matches!(err, DeployError::Invalid(_)));
+        assert!(err.to_string().contains("`https://elsewhere.example.com` is not one of this agent's `caches`"), "{err:?}");
         assert!(deployer.get("d1").is_none(), "nothing journaled");
 
         req.cache = Some(listed.clone());

@@ -173,7 +173,7 @@ const BODIES: [(&str, &str, Option<&str>, &str, &str); 11] = [
     ("post", rollback::PATH, Some("RollbackRequest"), "202", "Deployment"),
     ("get", generations::PATH, None, "200", "GenerationsResponse"),
     ("post", hooks::PATH, None, "202", "HookResponse"),
-    ("get", hostctl_agent::server::METRICS_PATH, None, "200", ""),
+    ("get", hostctl_agent::http::METRICS_PATH, None, "200", ""),
     ("post", bundles::PATH, None, "200", "Deployment"),
 ];
 
@@ -269,7 +269,7 @@ fn the_documented_paths_are_the_apis_path_constants() {
         rollback::PATH.to_owned(),
         generations::PATH.to_owned(),
         hooks::PATH.to_owned(),
-        hostctl_agent::server::METRICS_PATH.to_owned(),
+        hostctl_agent::http::METRICS_PATH.to_owned(),
         bundles::PATH.to_owned(),
     ]
     .into();

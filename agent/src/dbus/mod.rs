@@ -23,7 +23,7 @@ use hostctl_schemas::agent_config::Bus;
 use zbus::connection::Builder;
 use zbus::{Address, Connection};
 
-use crate::server::AppState;
+use crate::handles::Handles;
 use props::Props;
 use publish::{Ended, Publisher};
 use service::AgentService;
@@ -67,13 +67,13 @@ pub(crate) fn builder(bus: &Bus) -> zbus::Result<Builder<'static>> {
 }
 
 /// Starts the D-Bus task for the agent (see the module documentation).
-pub fn spawn(app: AppState) -> tokio::task::JoinHandle<()> {
+pub fn spawn(app: Handles) -> tokio::task::JoinHandle<()> {
     tokio::spawn(run(app))
 }
 
 /// Connects, serves until the connection is lost, reconnects; forever, or until the
 /// agent's event channel closes (the agent is going away).
-pub async fn run(app: AppState) {
+pub async fn run(app: Handles) {
     let bus = app.config.bus.clone();
     let bus_text = describe(&bus);
     let mut delay = BACKOFF_START;
@@ -110,7 +110,7 @@ pub async fn run(app: AppState) {
 
 /// One connection with the name owned and the object served, and its publisher (which
 /// subscribed to the agent's events before the first snapshot, so it misses nothing).
-async fn connect(app: &AppState, bus: &Bus) -> zbus::Result<(Connection, Publisher)> {
+async fn connect(app: &Handles, bus: &Bus) -> zbus::Result<(Connection, Publisher)> {
     let props = Arc::new(Mutex::new(Props::default()));
     let publisher = Publisher::new(app.clone(), Arc::clone(&props));
     let service = AgentService::new(app.clone(), props);

@@ -20,7 +20,7 @@ use super::props::{deployment_signal, DeploymentSignal, Props};
 use super::service::AgentService;
 use super::{INTERFACE, PATH};
 use crate::events::AgentEvent;
-use crate::server::AppState;
+use crate::handles::Handles;
 
 /// How often the snapshot is recomputed without an event. Every change the agent makes
 /// (journal, pull state, binfmt entries) is announced at once; this only catches what
@@ -39,7 +39,7 @@ pub enum Ended {
 /// The publishing side of one connection.
 #[derive(Debug)]
 pub struct Publisher {
-    app: AppState,
+    app: Handles,
     props: Arc<Mutex<Props>>,
     events: Receiver<AgentEvent>,
     /// Whether the last snapshot failed (its error is logged once per streak).
@@ -48,7 +48,7 @@ pub struct Publisher {
 
 impl Publisher {
     /// Subscribes to the agent's events, then sets `props` from a first snapshot.
-    pub fn new(app: AppState, props: Arc<Mutex<Props>>) -> Self {
+    pub fn new(app: Handles, props: Arc<Mutex<Props>>) -> Self {
         let events = app.deployer.events().subscribe();
         let mut publisher = Self { app, props, events, failing: false };
         if let Some(first) = publisher.compute() {

@@ -9,9 +9,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::extract::State;
 use hostctl_schemas::api::rollback::{Previous, RollbackRequest, RollbackTarget};
-use hostctl_schemas::api::ErrorCode;
 use hostctl_schemas::ids::LockId;
 use zbus::fdo::DBusProxy;
 use zbus::message::{Header, Message};
@@ -21,8 +19,8 @@ use zbus::proxy::CacheProperties;
 use zbus::{interface, Connection, DBusError};
 
 use super::props::Props;
-use crate::error::ApiFailure;
-use crate::server::AppState;
+use crate::deploy_error::DeployError;
+use crate::handles::Handles;
 
 /// Error names (the `org.freedesktop.DBus.Error` ones where one fits).
 pub const ACCESS_DENIED: &str = "org.freedesktop.DBus.Error.AccessDenied";
@@ -72,30 +70,30 @@ impl From<zbus::fdo::Error> for MethodError {
     }
 }
 
-/// The API's errors keep their meaning: 400 -> InvalidArgs, 404 -> NotFound, 409 ->
-/// Conflict, anything else -> Failed; the message is the API's.
-impl From<ApiFailure> for MethodError {
-    fn from(e: ApiFailure) -> Self {
-        let name = match e.code {
-            ErrorCode::BadRequest => INVALID_ARGS,
-            ErrorCode::NotFound => NOT_FOUND,
-            ErrorCode::Conflict => CONFLICT,
-            _ => FAILED,
+/// The deployer's errors keep the meaning they have in the HTTP API (400 -> InvalidArgs,
+/// 404 -> NotFound, 409 -> Conflict, anything else -> Failed); the message is the same.
+impl From<DeployError> for MethodError {
+    fn from(e: DeployError) -> Self {
+        let name = match &e {
+            DeployError::Invalid(_) => INVALID_ARGS,
+            DeployError::NotFound(_) => NOT_FOUND,
+            DeployError::Conflict(_) => CONFLICT,
+            DeployError::Internal(_) => FAILED,
         };
-        Self::new(name, e.message)
+        Self::new(name, e.to_string())
     }
 }
 
 /// The object behind `/org/hostctl/Agent1`.
 #[derive(Debug)]
 pub struct AgentService {
-    app: AppState,
+    app: Handles,
     props: Arc<Mutex<Props>>,
 }
 
 impl AgentService {
     /// `props` is shared with the publisher, which updates it before it signals changes.
-    pub fn new(app: AppState, props: Arc<Mutex<Props>>) -> Self {
+    pub fn new(app: Handles, props: Arc<Mutex<Props>>) -> Self {
         Self { app, props }
     }
 
@@ -122,7 +120,9 @@ impl AgentService {
     /// "deployments": [...]}, newest first). Allowed for everyone.
     #[zbus(out_args("generations"))]
     async fn generations(&self) -> Result<String, MethodError> {
-        let axum::Json(response) = crate::routes::generations(State(self.app.clone())).await?;
+        let response = crate::generations::list(&self.app.nix, &self.app.deployer)
+            .await
+            .map_err(|e| MethodError::new(FAILED, e.to_string()))?;
         serde_json::to_string(&response).map_err(|e| MethodError::new(FAILED, e.to_string()))
     }
 
@@ -320,10 +320,10 @@ mod tests {
     }
 
     #[test]
-    fn api_failures_keep_their_meaning() {
-        assert_eq!(MethodError::from(ApiFailure::not_found("x")).name, NOT_FOUND);
-        assert_eq!(MethodError::from(ApiFailure::conflict("x")).name, CONFLICT);
-        assert_eq!(MethodError::from(ApiFailure::bad_request("x")).name, INVALID_ARGS);
-        assert_eq!(MethodError::from(ApiFailure::internal("x")), MethodError::new(FAILED, "x"));
+    fn deploy_errors_keep_their_meaning() {
+        assert_eq!(MethodError::from(DeployError::not_found("x")).name, NOT_FOUND);
+        assert_eq!(MethodError::from(DeployError::conflict("x")).name, CONFLICT);
+        assert_eq!(MethodError::from(DeployError::invalid("x")).name, INVALID_ARGS);
+        assert_eq!(MethodError::from(DeployError::internal("x")), MethodError::new(FAILED, "x"));
     }
 }

@@ -28,7 +28,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use hostctl_schemas::agent_config::{AgentConfig, PullConfig};
 use hostctl_schemas::api::deployments::DeploymentState;
 use hostctl_schemas::api::status::PullStatus;
-use hostctl_schemas::api::ErrorCode;
 use hostctl_schemas::ids::{AttrName, LockId, StorePath};
 use hostctl_schemas::inventory::Mode;
 use tokio::sync::Notify;
@@ -38,6 +37,7 @@ use self::fetch::Mirror;
 use self::ssh::SshAuth;
 use self::webhook::HookAuth;
 use crate::deploy::Deployer;
+use crate::deploy_error::DeployError;
 use crate::journal::Record;
 use crate::{unix_now, unix_now_ms};
 
@@ -370,7 +370,7 @@ impl Puller {
         });
         let systems = match self.deployer.previous_systems() {
             Ok(systems) => systems,
-            Err(e) => return tracing::warn!(commit, error = %e.message, "pull: the failure is not journaled"),
+            Err(e) => return tracing::warn!(commit, error = %e, "pull: the failure is not journaled"),
         };
         let Some(record) = failed::record(commit, lock, &failure, systems, unix_now()) else {
             return tracing::warn!(
@@ -402,13 +402,13 @@ impl Puller {
                     s.built = None;
                 });
             }
-            Err(e) if e.code == ErrorCode::BadRequest => {
-                let message = format!("the agent refused the system of {commit}: {}", e.message);
+            Err(DeployError::Invalid(refusal)) => {
+                let message = format!("the agent refused the system of {commit}: {refusal}");
                 self.update(|s| s.built = None);
                 self.build_failed(commit, lock, BuildFailure { message, toplevel: Some(toplevel) });
             }
             Err(e) => {
-                let message = format!("cannot start the deployment of {commit} (retrying next round): {}", e.message);
+                let message = format!("cannot start the deployment of {commit} (retrying next round): {e}");
                 tracing::warn!("pull: {message}");
                 self.update(|s| s.last_error = Some(message));
             }

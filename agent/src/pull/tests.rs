@@ -377,9 +377,6 @@ async fn pull_status_changes_are_announced() {
     assert!(matches!(events.try_recv(), Ok(AgentEvent::Changed)), "a refused force push (last_error) is announced");
 }
 
-#[path = "webhook_tests.rs"]
-mod webhook_tests;
-
 /// A token in `pull.url` (`https://user:token@…`) stays on the host: status (and with it
 /// D-Bus and /metrics) shows the URL with `***`, and a fetch error quoting it is redacted.
 #[tokio::test]

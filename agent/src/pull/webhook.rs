@@ -1,21 +1,14 @@
-//! `POST /v1/hooks/git` (contract: `hostctl_schemas::api::hooks`): a forge's push
-//! webhook, authenticated by HMAC-SHA256 of the raw body with the agent's webhook secret,
-//! not by a controller signature. A verified push to the tracked branch only wakes the
-//! pull task, which fetches by itself: the payload's revision is never trusted.
+//! A forge's push webhook (served as `POST /v1/hooks/git` by `crate::http::hooks`),
+//! authenticated by HMAC-SHA256 of the raw body with the agent's webhook secret, not by a
+//! controller signature: [`HookAuth::receive`] checks a delivery and says whether to
+//! fetch. A verified push to the tracked branch only wakes the pull task, which fetches by
+//! itself: the payload's revision is never trusted.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::Json;
 use hmac::{Hmac, Mac};
-use hostctl_schemas::api::hooks::{HookResponse, BODY_LIMIT, DELIVERY_HEADERS, SIGNATURE_HEADER};
 use sha2::Sha256;
-
-use crate::error::ApiFailure;
-use crate::server::AppState;
 
 /// How many delivery ids are remembered. A replayed delivery can at most trigger one more
 /// fetch (which finds nothing new), so forgetting the oldest when full is harmless,
@@ -100,34 +93,44 @@ pub fn push_for_branch(body: &[u8], branch: &str) -> Result<Option<String>, Stri
     Ok(None)
 }
 
-fn ignored(reason: String) -> (StatusCode, Json<HookResponse>) {
-    (StatusCode::OK, Json(HookResponse { accepted: false, reason: Some(reason) }))
+/// Why a delivery was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HookError {
+    /// The signature is missing or wrong.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// Signed, but not a push payload.
+    #[error("{0}")]
+    NotAPush(String),
 }
 
-/// The handler. 404 unless pull mode and a webhook secret are configured.
-pub async fn hook(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<(StatusCode, Json<HookResponse>), ApiFailure> {
-    let not_found = || ApiFailure::not_found("no webhook: the agent is not in pull mode with a webhook secret");
-    let puller = app.pull.as_ref().ok_or_else(not_found)?;
-    let auth = puller.hook_auth().ok_or_else(not_found)?;
-    // The HMAC covers the raw bytes, so the whole body is read (within the limit) first.
-    let body = axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|_| ApiFailure::too_large(BODY_LIMIT as u64))?;
-    let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
-    auth.verify(signature, &body).map_err(ApiFailure::unauthorized)?;
-    let other_ref = push_for_branch(&body, &puller.config().branch).map_err(ApiFailure::bad_request)?;
-    let delivery = DELIVERY_HEADERS.iter().find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()));
-    if let Some(id) = delivery {
-        if !auth.first_delivery(id) {
-            return Ok(ignored(format!("delivery `{id}` was already received")));
+/// What a verified delivery asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// A new push to the tracked branch: fetch now.
+    Fetch,
+    /// Nothing to do (a replayed delivery, another branch); the reason is for the forge.
+    Ignored(String),
+}
+
+impl HookAuth {
+    /// Checks a delivery: the signature over the raw `body` first, then the payload; a
+    /// delivery id (`delivery`) is remembered only once the signature verified, so
+    /// strangers cannot make the agent ignore a real delivery.
+    pub fn receive(
+        &self,
+        signature: Option<&str>,
+        delivery: Option<&str>,
+        body: &[u8],
+        branch: &str,
+    ) -> Result<Delivery, HookError> {
+        self.verify(signature, body).map_err(HookError::Unauthorized)?;
+        let other_ref = push_for_branch(body, branch).map_err(HookError::NotAPush)?;
+        if let Some(id) = delivery {
+            if !self.first_delivery(id) {
+                return Ok(Delivery::Ignored(format!("delivery `{id}` was already received")));
+            }
         }
+        Ok(other_ref.map_or(Delivery::Fetch, Delivery::Ignored))
     }
-    if let Some(reason) = other_ref {
-        return Ok(ignored(reason));
-    }
-    tracing::info!(delivery = ?delivery, "verified push webhook: fetching");
-    puller.trigger();
-    Ok((StatusCode::ACCEPTED, Json(HookResponse { accepted: true, reason: None })))
 }

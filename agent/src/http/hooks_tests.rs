@@ -19,7 +19,7 @@ const SECRET: &[u8] = b"s3cret";
 struct Server {
     _dir: tempfile::TempDir,
     base: String,
-    agent_pull: Option<Arc<super::Puller>>,
+    agent_pull: Option<Arc<crate::pull::Puller>>,
     client: reqwest::Client,
 }
 

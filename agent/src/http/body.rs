@@ -1,5 +1,5 @@
-//! Request bodies read within a size limit: buffered in memory (JSON endpoints) or streamed
-//! to a file while hashing (imports). Both hash what they read, so the caller can check
+//! Request bodies read within a size limit: buffered in memory (JSON endpoints, parsed by
+//! [`parse_json`]) or streamed to a file while hashing (imports). Both hash what they read, so the caller can check
 //! the signed `x-hostctl-content-sha256` before using a byte of it.
 
 use std::future::poll_fn;
@@ -10,7 +10,13 @@ use axum::http::{header, HeaderMap};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use crate::error::ApiFailure;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiFailure;
+
+/// The largest compressed import body accepted (`POST /v1/paths/import`, `POST
+/// /v1/bundles`), in bytes.
+pub const IMPORT_BODY_LIMIT: u64 = 64 * 1024 * 1024 * 1024;
 
 /// Why a body could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +41,21 @@ impl From<BodyError> for ApiFailure {
             BodyError::Write { .. } => ApiFailure::internal(e.to_string()),
         }
     }
+}
+
+/// Parses a JSON body; errors name the field (`paths[2]: invalid store path ...`).
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiFailure> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        // `?`: the error is not inside any field (e.g. the body ends early).
+        if path.is_empty() || path == "." || path == "?" {
+            ApiFailure::bad_request(format!("invalid request body: {inner}"))
+        } else {
+            ApiFailure::bad_request(format!("{path}: {inner}"))
+        }
+    })
 }
 
 /// Refuses early when the declared `Content-Length` is already over the limit.

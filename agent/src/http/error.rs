@@ -1,4 +1,5 @@
-//! API failures: every error the HTTP API answers with, as [`ApiError`] JSON
+//! API failures: every error the HTTP API answers with (the domain modules' errors map to
+//! it here), as [`ApiError`] JSON
 //! (`{"error": "<code>", "message": "..."}`) and the status its [`ErrorCode`] maps to.
 
 use axum::http::StatusCode;
@@ -6,6 +7,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hostctl_nix::NixError;
 use hostctl_schemas::api::{ApiError, ErrorCode};
+
+use crate::bundle::BundleFailure;
+use crate::deploy_error::DeployError;
+use crate::import::ImportError;
 
 /// An error to answer a request with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,6 +59,42 @@ impl ApiFailure {
 impl From<NixError> for ApiFailure {
     fn from(e: NixError) -> Self {
         Self::internal(e.to_string())
+    }
+}
+
+/// 400, 404, 409 or 500, as the deployer says; its message unchanged.
+impl From<DeployError> for ApiFailure {
+    fn from(e: DeployError) -> Self {
+        match e {
+            DeployError::Invalid(m) => Self::bad_request(m),
+            DeployError::NotFound(m) => Self::not_found(m),
+            DeployError::Conflict(m) => Self::conflict(m),
+            DeployError::Internal(m) => Self::internal(m),
+        }
+    }
+}
+
+/// A stream that is not what it must be is the client's fault (400), the rest the agent's.
+impl From<ImportError> for ApiFailure {
+    fn from(e: ImportError) -> Self {
+        match e {
+            ImportError::Invalid(m) => Self::bad_request(m),
+            ImportError::Internal(m) => Self::internal(m),
+        }
+    }
+}
+
+/// An untrusted bundle is a 401, an outdated one a 409.
+impl From<BundleFailure> for ApiFailure {
+    fn from(e: BundleFailure) -> Self {
+        match e {
+            BundleFailure::Untrusted(m) => Self::unauthorized(m),
+            BundleFailure::Invalid(m) => Self::bad_request(m),
+            BundleFailure::Outdated(m) => Self::conflict(m),
+            BundleFailure::Internal(m) => Self::internal(m),
+            BundleFailure::Import(e) => e.into(),
+            BundleFailure::Deploy(e) => e.into(),
+        }
     }
 }
 

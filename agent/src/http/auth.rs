@@ -19,8 +19,8 @@ use hostctl_schemas::agent_config::PublicKey;
 use hostctl_schemas::api::headers;
 use hostctl_schemas::signing::{verify_request, AuthError, SignatureHeaders, TIMESTAMP_WINDOW_SECS};
 
-use crate::body::{check_declared_length, read_limited};
-use crate::error::ApiFailure;
+use super::body::{check_declared_length, read_limited};
+use super::error::ApiFailure;
 
 /// How many nonces the agent remembers at once: at most this many signed requests per
 /// timestamp window (2 × 120 s). Beyond it requests are refused rather than a nonce being

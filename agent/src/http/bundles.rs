@@ -1,0 +1,68 @@
+//! `POST /v1/bundles` — NOT signed per request: the bundle is signed as a whole by a
+//! trusted key, and [`crate::bundle`] checks that header (and the host, the age, the
+//! export's hash and length) before anything is imported; changes the host; body streamed
+//! (up to [`IMPORT_BODY_LIMIT`]). Answers with the deployment once it ended. Types in
+//! `hostctl_schemas::api::bundles`.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::Json;
+use hostctl_schemas::api::bundles::Manifest;
+use hostctl_schemas::api::deployments::Deployment;
+
+use super::body::{check_declared_length, next_chunk, IMPORT_BODY_LIMIT};
+use super::error::ApiFailure;
+use super::state::AppState;
+use crate::bundle::{self, ExportFile, Head};
+
+/// How many bundle headers (up to 16 MiB each, unauthenticated until verified) are read
+/// at once; further requests wait, unread, so strangers cannot make the agent hold more.
+static UNVERIFIED_HEADERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
+pub async fn bundle(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    mut body: Body,
+) -> Result<Json<Deployment>, ApiFailure> {
+    check_declared_length(&headers, IMPORT_BODY_LIMIT)?;
+    let agent = &app.agent;
+    // The header first, from the stream's start: nothing is written to disk for a body
+    // whose signature, host or age is wrong.
+    let (manifest, rest) = {
+        let _reading = UNVERIFIED_HEADERS
+            .acquire()
+            .await
+            .map_err(|_| ApiFailure::internal("the bundle header semaphore is closed"))?;
+        read_header(&mut body).await?.verify(&agent.config.trusted_keys)?
+    };
+    bundle::check_manifest(&agent.config, &agent.deployer, &manifest)?;
+    let export = receive_export(&app, &manifest, rest, body).await?;
+    Ok(Json(bundle::deploy(&agent.importer, &agent.deployer, &manifest, export).await?))
+}
+
+/// Reads until the three header lines are in (or the body ends).
+async fn read_header(body: &mut Body) -> Result<Head, ApiFailure> {
+    let mut head = Head::default();
+    while !head.complete() {
+        head.check_length()?;
+        let Some(chunk) = next_chunk(body).await else { break };
+        head.push(&chunk?);
+    }
+    Ok(head)
+}
+
+/// Writes the export (`first`, then the rest of the body) to a temporary file.
+async fn receive_export(
+    app: &AppState,
+    manifest: &Manifest,
+    first: Vec<u8>,
+    mut body: Body,
+) -> Result<tempfile::NamedTempFile, ApiFailure> {
+    let mut export = ExportFile::create(&app.agent.importer, manifest)?;
+    export.write(&first).await?;
+    while let Some(chunk) = next_chunk(&mut body).await {
+        export.write(&chunk?).await?;
+    }
+    Ok(export.finish().await?)
+}

@@ -1,0 +1,20 @@
+//! `POST /v1/rollback` — signed (any trusted key); changes the host; body buffered up to
+//! `rollback::BODY_LIMIT`. 202 with the rollback's deployment
+//! ([`crate::rollback_target`]); types in `hostctl_schemas::api::rollback`.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use hostctl_schemas::api::deployments::Deployment;
+use hostctl_schemas::api::rollback::RollbackRequest;
+
+use super::body::parse_json;
+use super::error::ApiFailure;
+use super::state::AppState;
+
+pub async fn rollback(State(app): State<AppState>, body: Bytes) -> Result<(StatusCode, Json<Deployment>), ApiFailure> {
+    let request: RollbackRequest = parse_json(&body)?;
+    let deployment = app.agent.deployer.rollback(request).await?;
+    Ok((StatusCode::ACCEPTED, Json(deployment)))
+}
