@@ -12,18 +12,17 @@ use std::sync::Arc;
 
 use hostctl_nix::Nix;
 use hostctl_schemas::ids::{HostName, StorePath};
-use hostctl_schemas::signing::SecretKey;
-use serde_json::{json, Value};
+use schemars::JsonSchema;
+use serde::Serialize;
 use tokio::task::JoinSet;
 
-use crate::cli::{Cli, Select};
-use crate::client::{load_signing_key, HttpHost};
-use crate::commands::{base_entry, eval_and_build, failed, Built};
 use crate::context::FleetContext;
 use crate::error::Error;
 use crate::host::Host as _;
+use crate::pipeline::{eval_and_build, Built, EvalOptions};
 use crate::push::{LocalStore, NixStore};
-use crate::report::{HostReport, HostResult, Report};
+use crate::report::{Fields, HostReport, HostResult, Report};
+use crate::select::Selection;
 
 /// A store path name split as Nix splits derivation names: the version starts at the
 /// first `-` followed by a digit (`nginx-1.20.1` -> `nginx`, `1.20.1`).
@@ -39,7 +38,7 @@ pub fn split_name(path: &StorePath) -> (String, String) {
 }
 
 /// One package's change between two closures.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct Change {
     pub package: String,
     pub old: BTreeSet<String>,
@@ -92,13 +91,32 @@ fn signed_bytes(delta: i64) -> String {
     format!("{sign}{}", crate::progress::bytes(delta.unsigned_abs()))
 }
 
+/// A `diff` entry's own fields.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct DiffFields {
+    /// The packages whose versions or size change.
+    pub changes: Vec<Change>,
+    /// NAR bytes of the new closure.
+    pub closure_size: u64,
+    /// New closure size minus the running one's.
+    pub closure_size_delta: i64,
+    /// The system the host runs now; null when it has none.
+    pub running: Option<String>,
+}
+
+impl Fields for DiffFields {}
+
 /// Runs `diff`.
-pub async fn diff(cli: &Cli, sel: &Select, ctx: &FleetContext, nix: Arc<Nix>) -> Result<Report, Error> {
-    let key = load_signing_key(ctx, cli.key.as_deref())?;
-    let built = eval_and_build(cli, ctx, nix.clone(), sel).await?;
+pub async fn diff(
+    opts: &EvalOptions,
+    ctx: &FleetContext,
+    nix: Arc<Nix>,
+    selection: &Selection,
+) -> Result<Report<DiffFields>, Error> {
+    let built = eval_and_build(opts, ctx, nix.clone(), selection).await?;
     let mut report = Report::default();
     let store = Arc::new(NixStore::new(nix.clone()));
-    for (name, outcome) in diff_built(ctx, &key, nix, store, built).await {
+    for (name, outcome) in diff_built(ctx, nix, store, built).await? {
         report.hosts.insert(name.to_string(), entry(ctx, &name, outcome));
     }
     Ok(report)
@@ -108,15 +126,16 @@ pub async fn diff(cli: &Cli, sel: &Select, ctx: &FleetContext, nix: Arc<Nix>) ->
 /// shared with whatever runs next (`apply --diff`), so closures are queried once.
 pub async fn diff_built(
     ctx: &FleetContext,
-    key: &Arc<SecretKey>,
     nix: Arc<Nix>,
     store: Arc<NixStore>,
     built: Built,
-) -> BTreeMap<HostName, Result<HostDiff, String>> {
+) -> Result<BTreeMap<HostName, Result<HostDiff, String>>, Error> {
     let mut set = JoinSet::new();
     for (name, result) in built {
-        let Some(host) = ctx.fleet.hosts.get(&name) else { continue };
-        let client = HttpHost::new(name.clone(), &host.address, ctx.fleet.defaults.port, key.clone());
+        if !ctx.fleet.hosts.contains_key(&name) {
+            continue;
+        }
+        let client = ctx.agent(&name)?;
         let (nix, store) = (nix.clone(), store.clone());
         set.spawn(async move {
             let outcome = match (result, client) {
@@ -130,7 +149,7 @@ pub async fn diff_built(
             (name, outcome)
         });
     }
-    crate::tasks::collect_keyed(set, "diff").await
+    Ok(crate::tasks::collect_keyed(set, "diff").await)
 }
 
 /// What one host's diff found.
@@ -214,25 +233,24 @@ impl HostDiff {
     }
 }
 
-fn entry(ctx: &FleetContext, name: &HostName, outcome: Result<HostDiff, String>) -> HostReport {
+fn entry(ctx: &FleetContext, name: &HostName, outcome: Result<HostDiff, String>) -> HostReport<DiffFields> {
     let d = match outcome {
         Ok(d) => d,
-        Err(message) => return failed(ctx, format!("{name}: {message}")),
+        Err(message) => return HostReport::failed(ctx, format!("{name}: {message}")),
     };
-    let mut e = base_entry(ctx, if d.unchanged() { HostResult::Unchanged } else { HostResult::Ok });
+    let result = if d.unchanged() { HostResult::Unchanged } else { HostResult::Ok };
+    let fields = DiffFields {
+        changes: d.changes.clone(),
+        closure_size: d.new_size,
+        closure_size_delta: d.size_delta(),
+        running: d.running.clone(),
+    };
+    let mut e = HostReport::base(ctx, result).with(fields);
     e.toplevel = Some(d.toplevel.to_string());
-    let changes: Vec<Value> = d
-        .changes
-        .iter()
-        .map(|c| json!({"package": c.package, "old": c.old, "new": c.new, "size_delta": c.size_delta}))
-        .collect();
     e.summary = Some(d.summary());
     let lines = d.lines();
     e.body = (!lines.is_empty()).then(|| lines.join("\n"));
-    e.field("running", d.running.clone())
-        .field("changes", changes)
-        .field("closure_size", d.new_size)
-        .field("closure_size_delta", d.size_delta())
+    e
 }
 
 #[cfg(test)]
