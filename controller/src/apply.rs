@@ -169,7 +169,7 @@ async fn show_diff_and_ask(
     built: &Built,
     yes: bool,
 ) -> Result<(), Error> {
-    let diffs = crate::diff::diff_built(ctx, nix, store, built.clone()).await?;
+    let diffs = crate::closure_diff::diff_built(ctx, nix, store, built.clone()).await?;
     let mut stderr = std::io::stderr().lock();
     for (name, diff) in &diffs {
         let _ = match diff {

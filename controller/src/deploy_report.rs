@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::deploy::Outcome;
 use crate::health::CheckReport;
 use crate::progress;
-use crate::report::{HostResult};
+use crate::report::HostResult;
 
 /// How a host's deployment (or rollback) went; every key is present, null where it
 /// does not apply.

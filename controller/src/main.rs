@@ -7,6 +7,8 @@ mod cache;
 mod check;
 mod cli;
 mod client;
+mod clock;
+mod closure_diff;
 mod commands;
 mod context;
 mod deploy;
