@@ -2,75 +2,139 @@
 //! activate, wait, health gate, confirm. `--dry-run` stops after asking each host what
 //! it lacks.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use hostctl_nix::Nix;
 use hostctl_schemas::ids::HostName;
-use hostctl_schemas::signing::SecretKey;
-use serde_json::Value;
+use hostctl_schemas::inventory::{Batch, Mode};
+use schemars::JsonSchema;
+use serde::Serialize;
 
-use crate::cache::ViaCache;
-use crate::cli::{ApplyArgs, Cli};
-use crate::client::{load_signing_key, signing_key_path, HttpHost};
-use crate::commands::{base_entry, eval_and_build, Built, Failure};
+use crate::cache::{ViaCache, ViaCacheReport};
+use crate::client::HttpHost;
 use crate::context::FleetContext;
-use crate::deploy::{DeploySettings, Outcome};
+use crate::deploy::{DeploySettings, Outcome, Step};
+use crate::deploy_report::{self, OutcomeFields};
 use crate::error::Error;
 use crate::host::Host;
+use crate::pipeline::{eval_and_build, Built, EvalOptions, Failure};
 use crate::push::NixStore;
-use crate::report::{HostReport, HostResult, Report};
-use crate::rollout::{dry_run, roll_out, Plan, Policy, Target, DEFAULT_PARALLEL};
+use crate::report::{Extra, Fields, HostReport, HostResult, Report};
+use crate::rollout::{dry_run, roll_out, Plan, Policy, Target};
+use crate::select::Selection;
 use crate::{health, progress, Output};
 
-/// Runs `apply` for the selected hosts. Bad input (key, selectors, inventory) is
+/// `apply`'s options, defaults from the fleet file already applied.
+#[derive(Debug)]
+pub struct ApplyOptions {
+    pub eval: EvalOptions,
+    pub selection: Selection,
+    pub mode: Mode,
+    pub batch: Batch,
+    pub max_failures: u32,
+    /// Hosts deployed at once within a batch.
+    pub parallel: usize,
+    pub dry_run: bool,
+    /// The binary cache the agents fetch from; never set with `dry_run`.
+    pub via_cache: Option<ViaCache>,
+    /// Show each host's diff and ask first (`yes`: without asking).
+    pub diff: bool,
+    pub yes: bool,
+}
+
+/// An `apply` entry's own fields: how the deployment went, or with `--dry-run` what it
+/// would do. (A dry run reports hosts that failed to evaluate or build as deployments.)
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ApplyFields {
+    Deployed(DeployedFields),
+    Planned(PlannedFields),
+}
+
+impl Fields for ApplyFields {
+    fn log_tail(&self) -> Option<&str> {
+        match self {
+            ApplyFields::Deployed(d) => d.outcome.log_tail.as_deref(),
+            ApplyFields::Planned(_) => None,
+        }
+    }
+}
+
+/// A deployed (or failed) host.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct DeployedFields {
+    /// The batch (1-based) the host was in; null when it never reached one.
+    pub batch: Option<usize>,
+    #[serde(flatten)]
+    pub outcome: OutcomeFields,
+}
+
+/// What `--dry-run` found for a host.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct PlannedFields {
+    pub batch: Option<usize>,
+    pub bytes_to_copy: u64,
+    pub paths_to_copy: u64,
+    /// `unchanged` or `activate`; null when the plan could not be made.
+    pub plan: Option<&'static str>,
+    pub previous_toplevel: Option<String>,
+    pub step: Option<&'static str>,
+}
+
+/// `apply`'s command-level fields.
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+pub struct ApplyExtra {
+    pub dry_run: bool,
+    /// The activation mode used.
+    pub mode: &'static str,
+    /// The binary cache the closures went through (`--via-cache`), if any.
+    pub via_cache: Option<ViaCacheReport>,
+}
+
+impl Extra for ApplyExtra {}
+
+pub type ApplyReport = Report<ApplyFields, ApplyExtra>;
+
+/// Runs `apply` for the selected hosts. Bad input (key, selectors, inventory) has been
 /// reported before anything is evaluated or contacted.
 pub async fn apply(
-    cli: &Cli,
-    args: &ApplyArgs,
+    mut opts: ApplyOptions,
     ctx: &FleetContext,
     nix: Arc<Nix>,
     out: &mut Output,
-) -> Result<Report, Error> {
-    let key = load_signing_key(ctx, cli.key.as_deref())?;
-    let mut via_cache = match ViaCache::choose(args.via_cache.as_ref(), ctx.fleet.cache.as_ref()) {
-        Some(urls) if !args.dry_run => {
-            Some(ViaCache::new(urls, nix.clone(), &signing_key_path(ctx, cli.key.as_deref())?)?)
-        }
-        _ => None,
-    };
-    let mut settings =
-        DeploySettings::new(args.mode.unwrap_or(ctx.fleet.defaults.mode), ctx.fleet.defaults.confirm_timeout);
+) -> Result<ApplyReport, Error> {
+    let mut settings = DeploySettings::new(opts.mode, ctx.fleet.defaults.confirm_timeout);
     settings.rev = ctx.rev();
     settings.lock = ctx.lock_id().cloned();
-    let built = eval_and_build(cli, ctx, nix.clone(), &args.select).await?;
+    let built = eval_and_build(&opts.eval, ctx, nix.clone(), &opts.selection).await?;
     // One local store for the diff and the push: each closure is queried once.
     let store = Arc::new(NixStore::new(nix.clone()));
-    if args.diff {
-        show_diff_and_ask(ctx, &key, nix.clone(), store.clone(), &built, args.yes).await?;
+    if opts.diff {
+        show_diff_and_ask(ctx, nix.clone(), store.clone(), &built, opts.yes).await?;
     }
     let policy = Policy {
-        batch_size: args.batch.unwrap_or(ctx.fleet.rollout.batch).size(built.len()),
-        max_failures: args.max_failures.unwrap_or(ctx.fleet.rollout.max_failures),
-        parallel: cli.parallel.map_or(DEFAULT_PARALLEL, NonZeroUsize::get),
+        batch_size: opts.batch.size(built.len()),
+        max_failures: opts.max_failures,
+        parallel: opts.parallel,
     };
-    let mut report = Report::default();
-    report.extra.insert("mode".into(), settings.mode.as_str().into());
-    report.extra.insert("dry_run".into(), args.dry_run.into());
-    let (targets, failed_before) = targets(ctx, &key, &built, &mut report);
-    if let Some(mut cache) = via_cache.take() {
+    let mut report = ApplyReport::default();
+    report.extra.mode = settings.mode.as_str();
+    report.extra.dry_run = opts.dry_run;
+    let (targets, failed_before) = targets(ctx, &built, &mut report)?;
+    if let Some(mut cache) = opts.via_cache.take() {
         cache.set_toplevels(targets.iter().map(|t| t.toplevel.clone()).collect());
         settings.cache = Some(Arc::new(cache));
     }
-    if !args.dry_run {
+    if !opts.dry_run {
         let checks = targets.iter().map(|t| (t.host.name(), t.checks.as_slice()));
         for warning in health::warnings(checks, settings.mode, settings.confirm_timeout) {
             out.warn(&warning);
         }
     }
     let cache = settings.cache.clone();
-    if args.dry_run {
+    if opts.dry_run {
         let batches = batch_numbers(&targets, policy.batch_size);
         for (name, plan) in dry_run(targets, store, settings.mode).await {
             let toplevel = toplevel_of(&built, &name);
@@ -84,11 +148,11 @@ pub async fn apply(
             report.hosts.insert(name.to_string(), entry);
         }
     }
-    report.extra.insert("via_cache".into(), cache.map_or(Value::Null, |c| c.report()));
+    report.extra.via_cache = cache.map(|c| c.report());
     // A host whose task died (a bug) must not vanish from the report.
     for name in built.keys() {
         if !report.hosts.contains_key(name.as_str()) {
-            let outcome = Outcome::failed(crate::deploy::Step::Deploy, format!("{name}: internal error: no result"));
+            let outcome = Outcome::failed(Step::Deploy, format!("{name}: internal error: no result"));
             report.hosts.insert(name.to_string(), outcome_entry(ctx, toplevel_of(&built, name), None, &outcome));
         }
     }
@@ -100,13 +164,12 @@ pub async fn apply(
 /// (end of input included) stops before any host is contacted for a change.
 async fn show_diff_and_ask(
     ctx: &FleetContext,
-    key: &Arc<SecretKey>,
     nix: Arc<Nix>,
     store: Arc<NixStore>,
     built: &Built,
     yes: bool,
 ) -> Result<(), Error> {
-    let diffs = crate::diff::diff_built(ctx, key, nix, store, built.clone()).await;
+    let diffs = crate::closure_diff::diff_built(ctx, nix, store, built.clone()).await?;
     let mut stderr = std::io::stderr().lock();
     for (name, diff) in &diffs {
         let _ = match diff {
@@ -133,25 +196,22 @@ async fn show_diff_and_ask(
 /// counted (they count against `max_failures`).
 fn targets(
     ctx: &FleetContext,
-    key: &Arc<SecretKey>,
     built: &Built,
-    report: &mut Report,
-) -> (Vec<Target<HttpHost>>, usize) {
+    report: &mut ApplyReport,
+) -> Result<(Vec<Target<HttpHost>>, usize), Error> {
     let mut targets = Vec::new();
     let mut failed = 0;
     for (name, result) in built {
-        let failure = match (result, ctx.fleet.hosts.get(name)) {
-            (Ok(toplevel), Some(host)) => {
-                match HttpHost::new(name.clone(), &host.address, ctx.fleet.defaults.port, key.clone()) {
-                    Ok(h) => {
-                        let (host, toplevel) = (Arc::new(h), toplevel.out_path.clone());
-                        targets.push(Target { host, toplevel, checks: host_checks(ctx, name) });
-                        continue;
-                    }
-                    Err(e) => Outcome::failed(crate::deploy::Step::Connect, e.to_string()),
+        let failure = match (result, ctx.fleet.hosts.contains_key(name)) {
+            (Ok(toplevel), true) => match ctx.agent(name)? {
+                Ok(h) => {
+                    let (host, toplevel) = (Arc::new(h), toplevel.out_path.clone());
+                    targets.push(Target { host, toplevel, checks: ctx.health_checks(name) });
+                    continue;
                 }
-            }
-            (Ok(_), None) => Outcome::failed(crate::deploy::Step::Connect, format!("{name}: not in the inventory")),
+                Err(e) => Outcome::failed(Step::Connect, e.to_string()),
+            },
+            (Ok(_), false) => Outcome::failed(Step::Connect, format!("{name}: not in the inventory")),
             (Err(Failure { step, message }), _) => {
                 progress::step(name, format!("{} failed", step.as_str()));
                 Outcome::failed(*step, message.clone())
@@ -160,12 +220,7 @@ fn targets(
         failed += 1;
         report.hosts.insert(name.to_string(), outcome_entry(ctx, toplevel_of(built, name), None, &failure));
     }
-    (targets, failed)
-}
-
-/// The host's `health` checks from the inventory.
-pub fn host_checks(ctx: &FleetContext, name: &HostName) -> Vec<hostctl_schemas::inventory::HealthCheck> {
-    ctx.fleet.hosts.get(name).map(|h| h.health.clone()).unwrap_or_default()
+    Ok((targets, failed))
 }
 
 fn toplevel_of(built: &Built, name: &HostName) -> Option<String> {
@@ -173,42 +228,32 @@ fn toplevel_of(built: &Built, name: &HostName) -> Option<String> {
 }
 
 /// Which batch (1-based) each target would be in.
-fn batch_numbers(targets: &[Target<HttpHost>], size: usize) -> std::collections::BTreeMap<HostName, usize> {
+fn batch_numbers(targets: &[Target<HttpHost>], size: usize) -> BTreeMap<HostName, usize> {
     targets.iter().enumerate().map(|(i, t)| (t.host.name().clone(), i / size.max(1) + 1)).collect()
 }
 
 /// A host's `apply` entry. Every host has the same keys, null where not applicable.
-pub fn outcome_entry(ctx: &FleetContext, toplevel: Option<String>, batch: Option<usize>, o: &Outcome) -> HostReport {
-    let mut e = base_entry(ctx, o.result)
-        .field("step", o.step.map(|s| s.as_str()))
-        .field("previous_toplevel", o.previous_toplevel.clone())
-        .field("batch", batch)
-        .field("paths_copied", o.pushed.paths)
-        .field("bytes_copied", o.pushed.nar_bytes)
-        .field("wire_bytes", o.pushed.wire_bytes)
-        .field("deployment", o.deployment.clone())
-        .field("generation", o.generation)
-        .field("log_tail", o.log_tail.clone())
-        .field("health", serde_json::to_value(&o.health).unwrap_or(Value::Null))
-        .field("seconds", (o.seconds * 1000.0).round() / 1000.0);
+pub fn outcome_entry(
+    ctx: &FleetContext,
+    toplevel: Option<String>,
+    batch: Option<usize>,
+    o: &Outcome,
+) -> HostReport<ApplyFields> {
+    let mut e = HostReport::base(ctx, o.result)
+        .with(ApplyFields::Deployed(DeployedFields { batch, outcome: OutcomeFields::new(o) }));
+    e.summary = Some(deploy_report::summary(o, toplevel.as_deref()));
     e.toplevel = toplevel;
     e.error = o.error.clone();
-    e.summary = Some(match (o.result, o.step) {
-        (HostResult::Activated, _) => format!(
-            "generation {}, {} paths ({}) copied",
-            o.generation.map_or_else(|| "-".to_owned(), |g| g.to_string()),
-            o.pushed.paths,
-            progress::bytes(o.pushed.nar_bytes)
-        ),
-        (HostResult::Unchanged, _) => e.toplevel.clone().unwrap_or_default(),
-        (_, Some(step)) => format!("at step {}", step.as_str()),
-        _ => String::new(),
-    });
     e
 }
 
 /// A host's `apply --dry-run` entry: `result` is `ok` when the plan could be made.
-pub fn plan_entry(ctx: &FleetContext, toplevel: Option<String>, batch: Option<usize>, plan: &Plan) -> HostReport {
+pub fn plan_entry(
+    ctx: &FleetContext,
+    toplevel: Option<String>,
+    batch: Option<usize>,
+    plan: &Plan,
+) -> HostReport<ApplyFields> {
     let (result, kind, current, paths, bytes) = match plan {
         Plan::Unchanged { current } => (HostResult::Ok, Some("unchanged"), current.clone(), 0, 0),
         Plan::Activate { current, paths, nar_bytes } => {
@@ -216,13 +261,15 @@ pub fn plan_entry(ctx: &FleetContext, toplevel: Option<String>, batch: Option<us
         }
         Plan::Failed { .. } => (HostResult::Failed, None, None, 0, 0),
     };
-    let mut e = base_entry(ctx, result)
-        .field("plan", kind)
-        .field("step", if let Plan::Failed { step, .. } = plan { Value::from(step.as_str()) } else { Value::Null })
-        .field("previous_toplevel", current)
-        .field("batch", batch)
-        .field("paths_to_copy", paths)
-        .field("bytes_to_copy", bytes);
+    let step = if let Plan::Failed { step, .. } = plan { Some(step.as_str()) } else { None };
+    let mut e = HostReport::base(ctx, result).with(ApplyFields::Planned(PlannedFields {
+        batch,
+        bytes_to_copy: bytes,
+        paths_to_copy: paths,
+        plan: kind,
+        previous_toplevel: current,
+        step,
+    }));
     e.toplevel = toplevel;
     e.summary = Some(match plan {
         Plan::Unchanged { .. } => "would be unchanged".to_owned(),
@@ -240,20 +287,24 @@ mod tests {
     use super::*;
     use crate::deploy::Step;
     use crate::push::PushStats;
+    use serde_json::Value;
 
     fn ctx() -> (tempfile::TempDir, FleetContext) {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("fleet.yaml");
         std::fs::write(&file, "hosts:\n  web1:\n    address: 192.0.2.1\n").unwrap();
         std::fs::write(dir.path().join("flake.nix"), "{ outputs = _: {}; }\n").unwrap();
-        let ctx = FleetContext::load(&file).unwrap();
+        let ctx = FleetContext::load(&file, None).unwrap();
         (dir, ctx)
     }
 
     const TOP: &str = "/nix/store/22222222222222222222222222222222-nixos-system-web";
 
-    fn json(entry: &HostReport) -> Value {
-        serde_json::to_value(entry).unwrap()
+    /// The entry's JSON, checked against `output-apply.schema.json`.
+    fn json(entry: &HostReport<ApplyFields>) -> Value {
+        let v = serde_json::to_value(entry).unwrap();
+        crate::output_schemas::assert_entry_conforms("apply", &v);
+        v
     }
 
     #[test]

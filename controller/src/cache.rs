@@ -18,7 +18,8 @@ use std::time::Instant;
 use hostctl_nix::Nix;
 use hostctl_schemas::ids::StorePath;
 use hostctl_schemas::inventory::{CacheUrl, FleetCache};
-use serde_json::{json, Value};
+use schemars::JsonSchema;
+use serde::Serialize;
 use tokio::sync::OnceCell;
 
 /// The cache one `apply` goes through.
@@ -102,22 +103,36 @@ impl ViaCache {
         Ok(started.elapsed().as_secs_f64())
     }
 
-    /// The report's top-level `via_cache`: `url`, `substituter`, `pushed` (whether the
-    /// push ran: no host needed it otherwise), `seconds` it took, `error`.
-    pub fn report(&self) -> Value {
+    /// The report's top-level `via_cache`.
+    pub fn report(&self) -> ViaCacheReport {
         let (pushed, seconds, error) = match self.pushed.get() {
             None => (false, None, None),
             Some(Ok(s)) => (true, Some((s * 1000.0).round() / 1000.0), None),
             Some(Err(e)) => (true, None, Some(e.clone())),
         };
-        json!({
-            "url": self.url.as_str(),
-            "substituter": self.substituter.as_str(),
-            "pushed": pushed,
-            "seconds": seconds,
-            "error": error,
-        })
+        ViaCacheReport {
+            error,
+            pushed,
+            seconds,
+            substituter: self.substituter.as_str().to_owned(),
+            url: self.url.as_str().to_owned(),
+        }
     }
+}
+
+/// `apply`'s top-level `via_cache`: the cache the closures went through.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct ViaCacheReport {
+    /// Why the push failed.
+    pub error: Option<String>,
+    /// Whether the push ran (no host needed it otherwise).
+    pub pushed: bool,
+    /// How long the push took.
+    pub seconds: Option<f64>,
+    /// Where the agents fetch from.
+    pub substituter: String,
+    /// Where the closures were pushed.
+    pub url: String,
 }
 
 /// `url` plus `secret-key=<absolute key path>` (percent-encoded: Nix decodes store
@@ -192,11 +207,11 @@ mod tests {
         let mut cache = ViaCache::new((url("file:///c"), url("file:///c")), nix, Path::new("/k")).unwrap();
         cache.set_toplevels(vec![FakeStore::toplevel(), FakeStore::toplevel()]);
         assert_eq!(cache.job.as_ref().unwrap().toplevels, [FakeStore::toplevel()]);
-        assert_eq!(cache.report()["pushed"], false);
+        assert!(!cache.report().pushed);
         let err = cache.ensure_pushed().await.unwrap_err();
         assert!(err.starts_with("pushing the closures to the cache file:///c failed: cannot run"), "{err}");
         assert_eq!(cache.ensure_pushed().await.unwrap_err(), err);
-        let report = cache.report();
+        let report = serde_json::to_value(cache.report()).unwrap();
         assert_eq!((report["pushed"].as_bool(), report["error"].as_str()), (Some(true), Some(err.as_str())));
     }
 }

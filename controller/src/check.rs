@@ -4,15 +4,15 @@
 use std::collections::BTreeSet;
 
 use hostctl_nix::Nix;
+use schemars::JsonSchema;
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::context::FleetContext;
 use crate::error::Error;
 use crate::flake_nix;
-use crate::report::{HostReport, HostResult, Report};
+use crate::report::{Extra, HostReport, HostResult, NoFields, Report};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Error,
@@ -20,7 +20,7 @@ pub enum Severity {
 }
 
 /// One thing `check` found.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Finding {
     pub severity: Severity,
     pub kind: &'static str,
@@ -29,17 +29,40 @@ pub struct Finding {
     pub message: String,
 }
 
+/// `check`'s command-level fields.
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+pub struct CheckExtra {
+    pub findings: Vec<Finding>,
+}
+
+impl Extra for CheckExtra {
+    /// The findings, for humans, one per paragraph: `location: severity: message`.
+    fn notes(&self) -> String {
+        let mut out = String::new();
+        for f in &self.findings {
+            let location = f.location.as_deref().filter(|l| !l.is_empty());
+            let prefix = location.map_or_else(String::new, |l| format!("{l}: "));
+            let severity = match f.severity {
+                Severity::Error => "error",
+                Severity::Warning => "warning",
+            };
+            out.push_str(&format!("{prefix}{severity}: {}\n", f.message));
+        }
+        out
+    }
+}
+
 /// Runs every check; error-severity findings make the command exit 1.
-pub async fn check(ctx: &FleetContext, nix: &Nix) -> Result<Report, Error> {
+pub async fn check(ctx: &FleetContext, nix: &Nix) -> Result<Report<NoFields, CheckExtra>, Error> {
     let mut findings = git_findings(ctx);
     findings.extend(lock_findings(ctx));
-    let mut report = Report::default();
+    let mut report: Report<NoFields, CheckExtra> = Report::default();
     let configurations: BTreeSet<String> = nix.list_configurations(&ctx.flake).await?.into_iter().collect();
     let fleet_file = ctx.fleet_file.display().to_string();
     let mut used = BTreeSet::new();
     for (name, host) in &ctx.fleet.hosts {
         let attr = host.configuration_attr(name);
-        let mut entry = HostReport::new(HostResult::Ok, ctx.rev(), ctx.lock_id().map(ToString::to_string));
+        let mut entry = HostReport::base(ctx, HostResult::Ok);
         if !configurations.contains(attr.as_str()) {
             entry.result = HostResult::Failed;
             let message = format!("host {name}: nixosConfigurations.{attr} does not exist in {}", ctx.flake);
@@ -63,7 +86,7 @@ pub async fn check(ctx: &FleetContext, nix: &Nix) -> Result<Report, Error> {
         });
     }
     report.failed = findings.iter().any(|f| f.severity == Severity::Error);
-    report.extra.insert("findings".into(), serde_json::to_value(&findings).unwrap_or(Value::Null));
+    report.extra.findings = findings;
     Ok(report)
 }
 
@@ -139,16 +162,4 @@ fn lock_findings(ctx: &FleetContext) -> Vec<Finding> {
             }
         })
         .collect()
-}
-
-/// Renders findings for humans, one per paragraph: `location: severity: message`.
-pub fn render(findings: &Value) -> String {
-    let mut out = String::new();
-    for f in findings.as_array().into_iter().flatten() {
-        let field = |k: &str| f.get(k).and_then(Value::as_str).unwrap_or("");
-        let location = field("location");
-        let prefix = if location.is_empty() { String::new() } else { format!("{location}: ") };
-        out.push_str(&format!("{prefix}{}: {}\n", field("severity"), field("message")));
-    }
-    out
 }

@@ -2,7 +2,6 @@
 //! (`schemas::signing`), error bodies decoded into [`HostError`]s that name the host,
 //! the endpoint, the status and the agent's message.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,8 +17,6 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::{Body, Client, Method};
 use serde::de::DeserializeOwned;
 
-use crate::context::FleetContext;
-use crate::error::Error;
 use crate::host::{ExportBody, Host, HostError};
 
 /// How long connecting to an agent may take.
@@ -30,20 +27,11 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// agent's `nix-store --import`, which may take minutes.
 pub const IMPORT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
-/// The fleet's signing key: `--key FILE` (relative to the working directory) or
-/// `signing_key` in fleet.yaml (relative to the fleet file's directory). A missing or
-/// unreadable key is bad input, reported with the file's name.
-pub fn load_signing_key(ctx: &FleetContext, cli_key: Option<&Path>) -> Result<Arc<SecretKey>, Error> {
-    Ok(Arc::new(SecretKey::load(&signing_key_path(ctx, cli_key)?)?))
-}
-
-/// Where [`load_signing_key`] reads the key from.
-pub fn signing_key_path(ctx: &FleetContext, cli_key: Option<&Path>) -> Result<PathBuf, Error> {
-    match (cli_key, &ctx.fleet.signing_key) {
-        (Some(path), _) => Ok(path.to_path_buf()),
-        (None, Some(relative)) => Ok(ctx.fleet_dir().join(relative)),
-        (None, None) => Err(Error::NoSigningKey { fleet: ctx.fleet_file.display().to_string() }),
-    }
+/// `<host>-<unix time>-<8 hex digits>`: a deployment's id, unique per request and
+/// readable in logs (sent with `POST /v1/deployments` and `/v1/rollback`).
+pub fn deployment_id(host: &HostName) -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    format!("{host}-{now}-{}", random_hex::<4>())
 }
 
 /// One agent over HTTP.
@@ -441,44 +429,6 @@ mod tests {
         let (port, _server) = serve_once(http_response("200 OK", "{}")).await;
         let err = local_host(port).status().await.unwrap_err();
         assert!(matches!(err, HostError::Protocol { status: 200, .. }), "{err}");
-    }
-
-    #[test]
-    fn signing_key_comes_from_the_flag_or_the_fleet_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let fleet = dir.path().join("fleet.yaml");
-        std::fs::write(dir.path().join("flake.nix"), "{ outputs = _: {}; }\n").unwrap();
-        std::fs::write(&fleet, "hosts:\n  web1:\n    address: 192.0.2.1\n").unwrap();
-        let ctx = FleetContext::load(&fleet).unwrap();
-        let err = load_signing_key(&ctx, None).unwrap_err();
-        assert_eq!(err.exit_code(), crate::error::EXIT_BAD_INPUT);
-        assert!(err.to_string().contains("no signing key"), "{err}");
-
-        std::fs::write(&fleet, "signing_key: keys/fleet.sec\nhosts:\n  web1:\n    address: 192.0.2.1\n").unwrap();
-        let ctx = FleetContext::load(&fleet).unwrap();
-        let err = load_signing_key(&ctx, None).unwrap_err();
-        assert_eq!(err.exit_code(), crate::error::EXIT_BAD_INPUT);
-        assert!(err.to_string().contains("keys/fleet.sec: cannot read the signing key"), "{err}");
-        std::fs::create_dir(dir.path().join("keys")).unwrap();
-        let secret = "fleet-1:KDMBMKAqiUJFbD3/iS4MPEYdsma2JqZ8GxXKR5OO2YCcbR9nUt4JMzyUabxepT0hySZ+UlrnUSHuxqIq00nETw==";
-        let mode = |path: &std::path::Path, mode| {
-            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
-        };
-        let private = |path: &std::path::Path| mode(path, 0o600);
-        let key = dir.path().join("keys/fleet.sec");
-        std::fs::write(&key, secret).unwrap();
-        mode(&key, 0o644);
-        let err = load_signing_key(&ctx, None).unwrap_err();
-        assert_eq!(err.exit_code(), crate::error::EXIT_BAD_INPUT);
-        assert!(err.to_string().contains("keys/fleet.sec: mode 0644 lets other users read it"), "{err}");
-        private(&key);
-        assert_eq!(load_signing_key(&ctx, None).unwrap().name, "fleet-1");
-
-        let bad = dir.path().join("bad.sec");
-        std::fs::write(&bad, "not a key").unwrap();
-        private(&bad);
-        let err = load_signing_key(&ctx, Some(&bad)).unwrap_err();
-        assert!(err.to_string().contains("bad.sec: not a Nix ed25519 secret key"), "{err}");
     }
 
     #[test]

@@ -1,251 +1,100 @@
-//! The command handlers: glue between the fleet context, the Nix layer and the report.
+//! The dispatcher: turns the parsed command line into typed options (a [`Selection`]
+//! matched against the inventory, [`EvalOptions`], each command's own options) and runs
+//! the command. Input is checked here, in the order each command has always reported
+//! it (a command that talks to agents reads the signing key first), so a command
+//! module starts with valid options and never sees [`Cli`].
 
-use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-use hostctl_nix::{Nix, NixError, Toplevel};
-use hostctl_schemas::ids::{AttrName, HostName, StorePath};
+use hostctl_nix::Nix;
 
-use crate::build::build_all;
+use crate::apply::ApplyOptions;
+use crate::bundle::BundleOptions;
+use crate::cache::ViaCache;
 use crate::cli::{Cli, Command, Select};
 use crate::context::FleetContext;
-use crate::deploy::Step;
 use crate::error::Error;
-use crate::evalcache::EvalCache;
-use crate::incremental::Incremental;
-use crate::pool::{evaluate, evaluate_with, pool_size, EvalJob};
-use crate::report::{HostReport, HostResult, Report};
-use crate::select::select;
-use crate::{apply, bundle, check, diff, history, rollback, status, Output};
+use crate::pipeline::EvalOptions;
+use crate::report::{NoFields, Printable, Report};
+use crate::rollback::RollbackOptions;
+use crate::rollback_target::Wanted;
+use crate::rollout::DEFAULT_PARALLEL;
+use crate::select::Selection;
+use crate::{apply, bundle, check, diff, eval_build, history, rollback, status, Output};
 
 /// Runs the parsed command; returns the report to print.
-pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Report, Error> {
-    let ctx = FleetContext::load(&cli.fleet)?;
+pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Box<dyn Printable>, Error> {
+    let ctx = FleetContext::load(&cli.fleet, cli.key.clone())?;
     if let Some(warning) = ctx.untracked_warning() {
         out.warn(&warning);
     }
-    match &cli.command {
-        Command::Eval(sel) => {
-            let evaluated = eval_selected(cli, &ctx, nix, sel).await?;
-            Ok(eval_report(&ctx, evaluated))
-        }
-        Command::Build(sel) => build(cli, &ctx, nix, sel).await,
-        Command::Check => check::check(&ctx, &nix).await,
-        Command::Apply(args) => apply::apply(cli, args, &ctx, nix, out).await,
-        Command::Status(sel) => status::status(cli, sel, &ctx, nix).await,
-        Command::Diff(sel) => diff::diff(cli, sel, &ctx, nix).await,
-        Command::Bundle(args) => bundle::bundle(cli, args, &ctx, nix).await,
-        Command::History(args) => history::history(cli, args, &ctx).await,
-        Command::Rollback(args) => rollback::rollback(cli, args, &ctx, nix, out).await,
-        // Written by `main` before a fleet is loaded (`crate::docs`).
-        Command::Completions(_) | Command::Man => Ok(Report::default()),
-    }
-}
-
-pub type Evaluated = BTreeMap<HostName, Result<Toplevel, String>>;
-
-/// Evaluates the selected hosts and checks each result against the inventory.
-pub async fn eval_selected(cli: &Cli, ctx: &FleetContext, nix: Arc<Nix>, sel: &Select) -> Result<Evaluated, Error> {
-    let hosts = select(&ctx.fleet.hosts, &sel.on, &ctx.fleet_file.display().to_string())?;
-    let jobs: Vec<EvalJob> = hosts
-        .iter()
-        .filter_map(|&name| {
-            let host = ctx.fleet.hosts.get(name)?;
-            Some(EvalJob { host: name.clone(), attr: host.configuration_attr(name) })
-        })
-        .collect();
-    let cache = eval_cache(cli, ctx, &nix).await;
-    let incremental = Incremental::new(ctx, &cache).map(Arc::new);
-    let (mut raw, jobs) = cached_results(&nix, &cache, incremental.as_deref(), jobs).await;
-    if !jobs.is_empty() {
-        let size = pool_size(cli.eval_jobs, jobs.len());
-        tracing::info!(hosts = jobs.len(), workers = size, cached = raw.len(), "evaluating");
-        let attrs: BTreeMap<HostName, AttrName> = jobs.iter().map(|j| (j.host.clone(), j.attr.clone())).collect();
-        let results = match incremental {
-            // Traced, so the next commit can reuse what did not change.
-            Some(inc) => {
-                let flake = ctx.flake.clone();
-                evaluate_with(jobs, size, move |job| {
-                    let (inc, nix, flake) = (inc.clone(), nix.clone(), flake.clone());
-                    async move { inc.evaluate(nix, flake, job).await }
-                })
-                .await
-            }
-            None => evaluate(nix, &ctx.flake, jobs, size).await,
-        };
-        for (name, result) in results {
-            if let (Ok(toplevel), Some(attr)) = (&result, attrs.get(&name)) {
-                cache.put(attr, toplevel);
-            }
-            raw.insert(name, result);
-        }
-    }
-    let mut evaluated = BTreeMap::new();
-    for &name in &hosts {
-        let result = match raw.remove(name) {
-            Some(Ok(toplevel)) => check_system(ctx, name, toplevel),
-            Some(Err(e)) => Err(eval_error(ctx, name, &e)),
-            None => Err(format!("host {name}: evaluation did not finish")),
-        };
-        evaluated.insert(name.clone(), result);
-    }
-    Ok(evaluated)
-}
-
-/// The evaluation cache for this run (disabled by `--no-eval-cache`, a dirty tree, or a
-/// Nix whose version cannot be read).
-async fn eval_cache(cli: &Cli, ctx: &FleetContext, nix: &Nix) -> EvalCache {
-    if cli.no_eval_cache {
-        return EvalCache::disabled();
-    }
-    match nix.version().await {
-        Ok(version) => EvalCache::for_fleet(ctx, &version.to_string(), nix.store()),
-        Err(_) => EvalCache::disabled(),
-    }
-}
-
-/// Splits `jobs` into results taken from `cache` or reused by incremental evaluation
-/// (only those whose `.drv` is still in the store) and the jobs still to evaluate.
-async fn cached_results(
-    nix: &Nix,
-    cache: &EvalCache,
-    incremental: Option<&Incremental>,
-    jobs: Vec<EvalJob>,
-) -> (BTreeMap<HostName, Result<Toplevel, NixError>>, Vec<EvalJob>) {
-    if !cache.is_enabled() {
-        return (BTreeMap::new(), jobs);
-    }
-    let (hits, mut misses): (Vec<_>, Vec<_>) =
-        jobs.into_iter().map(|job| (cache.get(&job.attr), job)).partition(|(hit, _)| hit.is_some());
-    let mut hits: Vec<(EvalJob, Toplevel)> = hits.into_iter().filter_map(|(hit, job)| Some((job, hit?))).collect();
-    let mut reused = BTreeMap::new();
-    if let Some(inc) = incremental {
-        let jobs: Vec<EvalJob> = misses.drain(..).map(|(_, job)| job).collect();
-        reused = inc.reuse(&jobs).await;
-        for job in jobs {
-            match reused.get(&job.host) {
-                Some(record) => hits.push((job, record.toplevel())),
-                None => misses.push((None, job)),
-            }
-        }
-    }
-    let drvs: Vec<StorePath> = hits.iter().map(|(_, t)| t.drv_path.clone()).collect();
-    // A collected .drv cannot be built: those hosts are evaluated again. If the store
-    // cannot be asked, nothing cached is trusted.
-    let invalid = match nix.invalid_paths(&drvs).await {
-        Ok(invalid) => invalid,
-        Err(_) => drvs.iter().map(ToString::to_string).collect(),
-    };
-    let mut found = BTreeMap::new();
-    for (job, toplevel) in hits {
-        if invalid.iter().any(|p| p == toplevel.drv_path.as_str()) {
-            misses.push((None, job));
-        } else {
-            if let (Some(inc), Some(record)) = (incremental, reused.remove(&job.host)) {
-                inc.adopt(&job.attr, record);
-            }
-            found.insert(job.host, Ok(toplevel));
-        }
-    }
-    tracing::info!(hosts = found.len(), "evaluations taken from the cache");
-    (found, misses.into_iter().map(|(_, job)| job).collect())
-}
-
-/// Nix's own message, prefixed with the host, plus a hint when the cause is an untracked file.
-fn eval_error(ctx: &FleetContext, name: &HostName, error: &hostctl_nix::NixError) -> String {
-    let message = error.nix_message().map_or_else(|| error.to_string(), str::to_owned);
-    let mut text = format!("host {name}: evaluation failed:\n{message}");
-    if let Some(hint) = ctx.explain_nix_error(&message) {
-        text.push('\n');
-        text.push_str(&hint);
-    }
-    text
-}
-
-/// An inventory `system` must match what the configuration evaluates to.
-fn check_system(ctx: &FleetContext, name: &HostName, toplevel: Toplevel) -> Result<Toplevel, String> {
-    let expected = ctx.fleet.hosts.get(name).and_then(|h| h.system.as_ref());
-    match (expected, toplevel.system.as_deref()) {
-        (Some(want), Some(got)) if want.as_str() != got => Err(format!(
-            "host {name}: {} says system {want}, but the configuration evaluates to {got}",
-            ctx.fleet_file.display()
-        )),
-        _ => Ok(toplevel),
-    }
-}
-
-pub fn base_entry(ctx: &FleetContext, result: HostResult) -> HostReport {
-    HostReport::new(result, ctx.rev(), ctx.lock_id().map(ToString::to_string))
-}
-
-fn eval_report(ctx: &FleetContext, evaluated: Evaluated) -> Report {
-    let mut report = Report::default();
-    for (name, result) in evaluated {
-        let entry = match result {
-            Ok(t) => {
-                let mut e = base_entry(ctx, HostResult::Evaluated)
-                    .field("drv_path", t.drv_path.as_str())
-                    .field("system", t.system.clone());
-                e.toplevel = Some(t.out_path.to_string());
-                e
-            }
-            Err(message) => failed(ctx, message),
-        };
-        report.hosts.insert(name.to_string(), entry);
-    }
-    report
-}
-
-pub fn failed(ctx: &FleetContext, message: String) -> HostReport {
-    let mut e = base_entry(ctx, HostResult::Failed);
-    e.error = Some(message);
-    e
-}
-
-/// A host that failed before anything was deployed: the step and the message.
-#[derive(Debug, Clone)]
-pub struct Failure {
-    pub step: Step,
-    pub message: String,
-}
-
-pub type Built = BTreeMap<HostName, Result<Toplevel, Failure>>;
-
-/// Evaluates and builds the selected hosts; each host gets its own result.
-pub async fn eval_and_build(cli: &Cli, ctx: &FleetContext, nix: Arc<Nix>, sel: &Select) -> Result<Built, Error> {
-    let evaluated = eval_selected(cli, ctx, nix.clone(), sel).await?;
-    let targets: BTreeMap<HostName, Toplevel> =
-        evaluated.iter().filter_map(|(h, r)| Some((h.clone(), r.as_ref().ok()?.clone()))).collect();
-    tracing::info!(hosts = targets.len(), "building");
-    let mut built = build_all(&nix, &targets).await?;
-    let fail = |step, message| Err(Failure { step, message });
-    Ok(evaluated
-        .into_iter()
-        .map(|(name, result)| {
-            let result = match (result, built.remove(&name)) {
-                (Ok(t), Some(Ok(()))) => Ok(t),
-                (Ok(_), Some(Err(log))) => fail(Step::Build, format!("host {name}: build failed:\n{log}")),
-                (Ok(_), None) => fail(Step::Build, format!("host {name}: build did not run")),
-                (Err(message), _) => fail(Step::Eval, message),
+    let eval = EvalOptions { jobs: cli.eval_jobs, cache: !cli.no_eval_cache };
+    let ctx = &ctx;
+    Ok(match &cli.command {
+        Command::Eval(sel) => Box::new(eval_build::eval(&eval, ctx, nix, &selection(ctx, sel)?).await?),
+        Command::Build(sel) => Box::new(eval_build::build(&eval, ctx, nix, &selection(ctx, sel)?).await?),
+        Command::Check => Box::new(check::check(ctx, &nix).await?),
+        Command::Apply(args) => {
+            ctx.signing_key()?;
+            let via_cache = match ViaCache::choose(args.via_cache.as_ref(), ctx.fleet.cache.as_ref()) {
+                Some(urls) if !args.dry_run => Some(ViaCache::new(urls, nix.clone(), &ctx.signing_key_path()?)?),
+                _ => None,
             };
-            (name, result)
-        })
-        .collect())
+            let opts = ApplyOptions {
+                eval,
+                selection: selection(ctx, &args.select)?,
+                mode: args.mode.unwrap_or(ctx.fleet.defaults.mode),
+                batch: args.batch.unwrap_or(ctx.fleet.rollout.batch),
+                max_failures: args.max_failures.unwrap_or(ctx.fleet.rollout.max_failures),
+                parallel: cli.parallel.map_or(DEFAULT_PARALLEL, NonZeroUsize::get),
+                dry_run: args.dry_run,
+                via_cache,
+                diff: args.diff,
+                yes: args.yes,
+            };
+            Box::new(apply::apply(opts, ctx, nix, out).await?)
+        }
+        Command::Status(sel) => {
+            ctx.signing_key()?;
+            Box::new(status::status(&eval, ctx, nix, &selection(ctx, sel)?).await?)
+        }
+        Command::Diff(sel) => {
+            ctx.signing_key()?;
+            Box::new(diff::diff(&eval, ctx, nix, &selection(ctx, sel)?).await?)
+        }
+        Command::Bundle(args) => {
+            ctx.signing_key()?;
+            ctx.host(&args.host)?;
+            let opts = BundleOptions {
+                host: args.host.clone(),
+                output: args.output.clone(),
+                mode: args.mode.unwrap_or(ctx.fleet.defaults.mode),
+            };
+            Box::new(bundle::bundle(&eval, &opts, ctx, nix).await?)
+        }
+        Command::History(args) => {
+            ctx.host(&args.host)?;
+            ctx.signing_key()?;
+            Box::new(history::history(&args.host, ctx).await?)
+        }
+        Command::Rollback(args) => {
+            let wanted = Wanted::from_args(args.to_lock.as_deref(), args.generation)?;
+            let mut hosts = args.hosts.clone();
+            hosts.sort();
+            hosts.dedup();
+            for name in &hosts {
+                ctx.host(name)?;
+            }
+            ctx.signing_key()?;
+            Box::new(rollback::rollback(RollbackOptions { hosts, wanted }, ctx, nix, out).await?)
+        }
+        // Written by `main` before a fleet is loaded (`crate::docs`).
+        Command::Completions(_) | Command::Man => Box::new(Report::<NoFields>::default()),
+    })
 }
 
-async fn build(cli: &Cli, ctx: &FleetContext, nix: Arc<Nix>, sel: &Select) -> Result<Report, Error> {
-    let built = eval_and_build(cli, ctx, nix, sel).await?;
-    let mut report = Report::default();
-    for (name, result) in built {
-        let entry = match result {
-            Ok(t) => {
-                let mut e = base_entry(ctx, HostResult::Built).field("drv_path", t.drv_path.as_str());
-                e.toplevel = Some(t.out_path.to_string());
-                e
-            }
-            Err(failure) => failed(ctx, failure.message),
-        };
-        report.hosts.insert(name.to_string(), entry);
-    }
-    Ok(report)
+/// `--on` matched against the inventory.
+fn selection(ctx: &FleetContext, sel: &Select) -> Result<Selection, Error> {
+    Ok(Selection::parse(&ctx.fleet.hosts, &sel.on, &ctx.fleet_file.display().to_string())?)
 }

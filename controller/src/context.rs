@@ -3,13 +3,17 @@
 //! Everything here is read-only; loading a fleet never changes a file.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use hostctl_nix::flake::{FlakeLock, FlakeSource};
 use hostctl_nix::FlakeRef;
 use hostctl_schemas::ids::{HostName, LockId};
-use hostctl_schemas::inventory::{load_fleet, Fleet, Host};
+use hostctl_schemas::inventory::{load_fleet, Fleet, HealthCheck, Host};
+use hostctl_schemas::signing::SecretKey;
 
+use crate::client::HttpHost;
 use crate::error::Error;
+use crate::host::HostError;
 
 /// The inventory plus what the controller knows about its flake before running Nix.
 #[derive(Debug)]
@@ -21,10 +25,15 @@ pub struct FleetContext {
     pub source: Option<FlakeSource>,
     /// The parsed `flake.lock`; `None` when the flake has no lock (no inputs) or is remote.
     pub lock: Option<FlakeLock>,
+    /// `--key FILE`: overrides the fleet file's `signing_key`.
+    key_file: Option<PathBuf>,
+    /// The signing key, read on first use and then shared by every agent client.
+    key: OnceLock<Arc<SecretKey>>,
 }
 
 impl FleetContext {
-    pub fn load(fleet_file: &Path) -> Result<Self, Error> {
+    /// Loads the fleet; `key_file` is `--key` (the signing key is read only when asked for).
+    pub fn load(fleet_file: &Path, key_file: Option<PathBuf>) -> Result<Self, Error> {
         let fleet = load_fleet(fleet_file)?;
         let base = fleet_file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let spec = fleet.flake.clone().unwrap_or_else(|| ".".to_owned());
@@ -43,7 +52,47 @@ impl FleetContext {
             Some(src) if src.lock_path().exists() => Some(FlakeLock::read(&src.lock_path())?),
             _ => None,
         };
-        Ok(Self { fleet_file: fleet_file.to_path_buf(), fleet, flake, source, lock })
+        Ok(Self {
+            fleet_file: fleet_file.to_path_buf(),
+            fleet,
+            flake,
+            source,
+            lock,
+            key_file,
+            key: OnceLock::new(),
+        })
+    }
+
+    /// The fleet's signing key: `--key FILE` (relative to the working directory) or
+    /// `signing_key` in fleet.yaml (relative to the fleet file's directory), read once.
+    /// A missing or unreadable key is bad input, reported with the file's name.
+    pub fn signing_key(&self) -> Result<Arc<SecretKey>, Error> {
+        if let Some(key) = self.key.get() {
+            return Ok(key.clone());
+        }
+        let key = Arc::new(SecretKey::load(&self.signing_key_path()?)?);
+        Ok(self.key.get_or_init(|| key).clone())
+    }
+
+    /// Where [`Self::signing_key`] reads the key from.
+    pub fn signing_key_path(&self) -> Result<PathBuf, Error> {
+        match (&self.key_file, &self.fleet.signing_key) {
+            (Some(path), _) => Ok(path.clone()),
+            (None, Some(relative)) => Ok(self.fleet_dir().join(relative)),
+            (None, None) => Err(Error::NoSigningKey { fleet: self.fleet_file.display().to_string() }),
+        }
+    }
+
+    /// The client for a host's agent, signing with the fleet key. The outer error
+    /// (unknown host, no key) stops the command; the inner one is this host's failure.
+    pub fn agent(&self, name: &HostName) -> Result<Result<HttpHost, HostError>, Error> {
+        let host = self.host(name)?;
+        Ok(HttpHost::new(name.clone(), &host.address, self.fleet.defaults.port, self.signing_key()?))
+    }
+
+    /// The host's `health` checks from the inventory.
+    pub fn health_checks(&self, name: &HostName) -> Vec<HealthCheck> {
+        self.fleet.hosts.get(name).map(|h| h.health.clone()).unwrap_or_default()
     }
 
     /// The revision being deployed: HEAD's commit, with `-dirty` when the tree has
@@ -116,7 +165,7 @@ fn is_remote_ref(spec: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_remote_ref;
+    use super::{is_remote_ref, FleetContext};
 
     #[test]
     fn remote_vs_local() {
@@ -127,5 +176,44 @@ mod tests {
         assert!(!is_remote_ref("/srv/infra"));
         assert!(!is_remote_ref("path:./infra"));
         assert!(!is_remote_ref("infra"));
+    }
+
+    #[test]
+    fn signing_key_comes_from_the_flag_or_the_fleet_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let fleet = dir.path().join("fleet.yaml");
+        std::fs::write(dir.path().join("flake.nix"), "{ outputs = _: {}; }\n").unwrap();
+        std::fs::write(&fleet, "hosts:\n  web1:\n    address: 192.0.2.1\n").unwrap();
+        let ctx = FleetContext::load(&fleet, None).unwrap();
+        let err = ctx.signing_key().unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::EXIT_BAD_INPUT);
+        assert!(err.to_string().contains("no signing key"), "{err}");
+
+        std::fs::write(&fleet, "signing_key: keys/fleet.sec\nhosts:\n  web1:\n    address: 192.0.2.1\n").unwrap();
+        let ctx = FleetContext::load(&fleet, None).unwrap();
+        let err = ctx.signing_key().unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::EXIT_BAD_INPUT);
+        assert!(err.to_string().contains("keys/fleet.sec: cannot read the signing key"), "{err}");
+        std::fs::create_dir(dir.path().join("keys")).unwrap();
+        let secret = "fleet-1:KDMBMKAqiUJFbD3/iS4MPEYdsma2JqZ8GxXKR5OO2YCcbR9nUt4JMzyUabxepT0hySZ+UlrnUSHuxqIq00nETw==";
+        let mode = |path: &std::path::Path, mode| {
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+        };
+        let private = |path: &std::path::Path| mode(path, 0o600);
+        let key = dir.path().join("keys/fleet.sec");
+        std::fs::write(&key, secret).unwrap();
+        mode(&key, 0o644);
+        let err = ctx.signing_key().unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::EXIT_BAD_INPUT);
+        assert!(err.to_string().contains("keys/fleet.sec: mode 0644 lets other users read it"), "{err}");
+        private(&key);
+        assert_eq!(ctx.signing_key().unwrap().name, "fleet-1");
+
+        let bad = dir.path().join("bad.sec");
+        std::fs::write(&bad, "not a key").unwrap();
+        private(&bad);
+        let ctx = FleetContext::load(&fleet, Some(bad)).unwrap();
+        let err = ctx.signing_key().unwrap_err();
+        assert!(err.to_string().contains("bad.sec: not a Nix ed25519 secret key"), "{err}");
     }
 }

@@ -5,14 +5,14 @@
 //! [`follow`] is the waiting part alone, which `rollback` shares.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use hostctl_schemas::api::deployments::{Deployment, DeploymentRequest, DeploymentState, CACHE_ERROR_PREFIX};
 use hostctl_schemas::ids::{HostName, LockId, StorePath};
 use hostctl_schemas::inventory::{HealthCheck, Mode};
 
 use crate::cache::ViaCache;
-use crate::client::random_hex;
+use crate::client::deployment_id;
 use crate::health::{self, CheckReport, Gate};
 use crate::host::{Host, HostError};
 use crate::progress;
@@ -127,12 +127,6 @@ impl Outcome {
         self.error = Some(error.into());
         self
     }
-}
-
-/// `<host>-<unix time>-<8 hex digits>`: unique per request, readable in logs.
-pub fn deployment_id(host: &HostName) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    format!("{host}-{now}-{}", random_hex::<4>())
 }
 
 /// Whether a host already running `toplevel` needs nothing: `switch` and `boot` would

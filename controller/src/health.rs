@@ -11,12 +11,12 @@ use hostctl_schemas::ids::HostName;
 use hostctl_schemas::inventory::{HealthCheck, HealthKind, Mode};
 use serde::Serialize;
 
-use crate::deploy::deployment_id;
+use crate::client::deployment_id;
 use crate::host::Host;
 use crate::progress;
 
 /// How one http check went.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct CheckReport {
     /// The URL.
     pub http: String,

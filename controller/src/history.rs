@@ -3,38 +3,47 @@
 //! generation. Read-only.
 
 use hostctl_schemas::api::deployments::{Deployment, DeploymentState};
-use hostctl_schemas::api::generations::GenerationsResponse;
-use serde_json::Value;
+use hostctl_schemas::api::generations::{Generation, GenerationsResponse};
+use hostctl_schemas::ids::HostName;
+use schemars::JsonSchema;
+use serde::Serialize;
 
-use crate::cli::{Cli, HistoryArgs};
-use crate::client::{load_signing_key, HttpHost};
 use crate::context::FleetContext;
 use crate::error::Error;
 use crate::host::{Host, HostError};
-use crate::report::{HostReport, HostResult, Report};
+use crate::report::{Fields, HostReport, HostResult, Report};
+use crate::clock::utc_iso8601;
 
-/// Runs `history`: one host, one request.
-pub async fn history(cli: &Cli, args: &HistoryArgs, ctx: &FleetContext) -> Result<Report, Error> {
-    let host = ctx.host(&args.host)?;
-    let key = load_signing_key(ctx, cli.key.as_deref())?;
-    let generations = match HttpHost::new(args.host.clone(), &host.address, ctx.fleet.defaults.port, key) {
+/// A `history` entry's own fields: the agent's records, unchanged; null when it could
+/// not be asked.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct HistoryFields {
+    /// Newest first.
+    pub deployments: Option<Vec<Deployment>>,
+    pub generations: Option<Vec<Generation>>,
+}
+
+impl Fields for HistoryFields {}
+
+/// Runs `history`: one host (known to the inventory), one request.
+pub async fn history(host: &HostName, ctx: &FleetContext) -> Result<Report<HistoryFields>, Error> {
+    let generations = match ctx.agent(host)? {
         Ok(client) => client.generations().await,
         Err(e) => Err(e),
     };
     let mut report = Report::default();
-    report.hosts.insert(args.host.to_string(), entry(generations));
+    report.hosts.insert(host.to_string(), entry(generations));
     Ok(report)
 }
 
 /// The host's entry: `rev`, `lock`, `toplevel` are those of its current generation;
 /// `deployments` and `generations` are the agent's records, unchanged.
-fn entry(answer: Result<GenerationsResponse, HostError>) -> HostReport {
+fn entry(answer: Result<GenerationsResponse, HostError>) -> HostReport<HistoryFields> {
     let g = match answer {
         Ok(g) => g,
         Err(e) => {
             let mut entry = HostReport::new(HostResult::Failed, None, None)
-                .field("deployments", Value::Null)
-                .field("generations", Value::Null);
+                .with(HistoryFields { deployments: None, generations: None });
             entry.error = Some(e.to_string());
             entry.summary = Some("unreachable".into());
             return entry;
@@ -42,14 +51,12 @@ fn entry(answer: Result<GenerationsResponse, HostError>) -> HostReport {
     };
     let current = g.generations.iter().find(|g| g.current);
     let lock = current.and_then(|c| c.lock.as_ref()).map(ToString::to_string);
-    let mut entry = HostReport::new(HostResult::Ok, current.and_then(|c| c.rev.clone()), lock)
-        .field("deployments", serde_json::to_value(&g.deployments).unwrap_or(Value::Null))
-        .field("generations", serde_json::to_value(&g.generations).unwrap_or(Value::Null));
+    let mut entry = HostReport::new(HostResult::Ok, current.and_then(|c| c.rev.clone()), lock);
     entry.toplevel = current.map(|c| c.toplevel.to_string());
     let generation = current.map_or_else(|| "none".to_owned(), |c| c.number.to_string());
     entry.summary = Some(format!("{} deployments, current generation {generation}", g.deployments.len()));
     entry.body = Some(table(&g.deployments));
-    entry
+    entry.with(HistoryFields { deployments: Some(g.deployments), generations: Some(g.generations) })
 }
 
 /// The deployments as an aligned table, newest first (the agent's order).
@@ -104,22 +111,6 @@ fn short_rev(rev: &str) -> String {
     format!("{}{dirty}", sha.chars().take(12).collect::<String>())
 }
 
-/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (UTC), without a date library: the civil
-/// date from the day count (Howard Hinnant's algorithm, proleptic Gregorian).
-pub fn utc_iso8601(unix: u64) -> String {
-    let (days, secs) = (unix / 86_400, unix % 86_400);
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,14 +119,6 @@ mod tests {
     use hostctl_schemas::inventory::Mode;
 
     const A: &str = "/nix/store/22222222222222222222222222222222-nixos-system-web";
-
-    #[test]
-    fn utc_times() {
-        assert_eq!(utc_iso8601(0), "1970-01-01T00:00:00Z");
-        assert_eq!(utc_iso8601(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(utc_iso8601(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(utc_iso8601(4_102_444_799), "2099-12-31T23:59:59Z");
-    }
 
     fn deployment(id: &str, created: u64, state: DeploymentState, rev: &str) -> Deployment {
         let request = DeploymentRequest {
@@ -187,6 +170,7 @@ mod tests {
         assert_eq!(lines[4], "  error: evaluating failed at 1a2b: boom", "{body}");
         assert_eq!(lines.len(), 5, "only failed deployments have an error line: {body}");
         let v = serde_json::to_value(&entry).unwrap();
+        crate::output_schemas::assert_entry_conforms("history", &v);
         assert_eq!((v["result"].as_str(), v["rev"].as_str(), v["toplevel"].as_str()), (Some("ok"), Some(rev), Some(A)));
         assert_eq!(v["deployments"][0]["id"], "web1-2");
         assert_eq!(v["deployments"][1]["state"], "rolled-back");
@@ -199,6 +183,7 @@ mod tests {
             message: "refused".into(),
         };
         let v = serde_json::to_value(super::entry(Err(down))).unwrap();
+        crate::output_schemas::assert_entry_conforms("history", &v);
         assert_eq!(
             (v["result"].as_str(), v["error"].as_str()),
             (Some("failed"), Some("web1: GET /v1/generations: refused"))

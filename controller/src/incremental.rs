@@ -463,7 +463,7 @@ fn needles(meta: &FlakeMetadata) -> Result<Vec<(&'static str, Vec<u8>)>, String>
 /// `YYYYMMDD` (UTC) of a Unix time: the start of `self.lastModifiedDate`.
 fn yyyymmdd(time: u64) -> String {
     // `YYYY-MM-DDThh:mm:ssZ` -> `YYYYMMDD`.
-    crate::history::utc_iso8601(time).chars().take(10).filter(char::is_ascii_digit).collect()
+    crate::clock::utc_iso8601(time).chars().take(10).filter(char::is_ascii_digit).collect()
 }
 
 /// Searches every file of `paths` (store paths, on disk at `prefix` + path) for any of

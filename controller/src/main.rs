@@ -7,12 +7,16 @@ mod cache;
 mod check;
 mod cli;
 mod client;
+mod clock;
+mod closure_diff;
 mod commands;
 mod context;
 mod deploy;
+mod deploy_report;
 mod diff;
 mod docs;
 mod error;
+mod eval_build;
 mod evalcache;
 mod evaltrace;
 mod flake_nix;
@@ -20,7 +24,10 @@ mod health;
 mod history;
 mod host;
 mod incremental;
+#[cfg(test)]
+mod output_schemas;
 mod pieces;
+mod pipeline;
 mod pool;
 mod progress;
 mod push;
@@ -40,7 +47,7 @@ use std::sync::Arc;
 use clap::Parser;
 use hostctl_nix::Nix;
 
-use crate::cli::{Cli, Command};
+use crate::cli::Cli;
 use crate::error::{EXIT_BAD_INPUT, EXIT_FAILED};
 
 /// Where human-facing text goes; stdout stays machine-readable with `--json`.
@@ -94,10 +101,8 @@ fn main() -> ExitCode {
                 eprintln!("error: cannot write output: {e}");
                 return ExitCode::from(EXIT_FAILED);
             }
-            if let (Command::Check, false) = (&cli.command, cli.json) {
-                if let Some(findings) = report.extra.get("findings") {
-                    eprint!("{}", check::render(findings));
-                }
+            if !cli.json {
+                eprint!("{}", report.notes());
             }
             ExitCode::from(report.exit_code())
         }

@@ -1,18 +1,20 @@
 //! Per-host results and how they are printed: one JSON document with `--json`, a plain
-//! table otherwise. The exit code is derived from the results here, nowhere else.
+//! table otherwise, both from the same typed entries. The exit code is derived from the
+//! results here, nowhere else.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use serde::Serialize;
-use serde_json::{Map, Value};
+use schemars::JsonSchema;
+use serde::{Serialize, Serializer};
 
+use crate::context::FleetContext;
 use crate::error::EXIT_FAILED;
 
 /// The `result` of one host: DESIGN.md's deployment values (`activated`, `unchanged`,
 /// `failed`, `rolled-back`, `skipped`); the read-only commands extend the set with
 /// `evaluated`, `built` and `ok`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum HostResult {
     Activated,
@@ -46,17 +48,48 @@ impl HostResult {
     }
 }
 
-/// One host's entry in the report.
-#[derive(Debug, Clone, Serialize)]
-pub struct HostReport {
+/// What a command adds to each host's entry: one struct (or an untagged enum) per
+/// command, flattened after the common fields.
+pub trait Fields: Serialize + JsonSchema {
+    /// An activation's output, printed below a failed host's line (`apply`, `rollback`).
+    fn log_tail(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// Command-level fields next to `hosts` (e.g. `check`'s `findings`).
+pub trait Extra: Serialize + JsonSchema {
+    /// Text for stderr after the human report (`check`'s findings).
+    fn notes(&self) -> String {
+        String::new()
+    }
+}
+
+/// No command-specific fields (`check`'s entries; a report without command-level fields).
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+pub struct NoFields {}
+
+impl Fields for NoFields {}
+impl Extra for NoFields {}
+
+/// One host's entry in the report: the fields every command has, then the command's own.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(bound(serialize = "E: Serialize"))]
+pub struct HostReport<E> {
     pub result: HostResult,
+    /// The flake revision (a commit, `-dirty` when the tree had changes).
     pub rev: Option<String>,
+    /// The flake lock's id.
     pub lock: Option<String>,
+    /// The NixOS system (toplevel store path).
     pub toplevel: Option<String>,
+    /// Why the host failed, when it did.
     pub error: Option<String>,
-    /// Command-specific fields (e.g. `drv_path`, `system`).
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    /// The command's fields; absent when the host failed before they could exist
+    /// (e.g. `build`'s `drv_path` when the evaluation failed). Written in sorted key
+    /// order, as they were when entries were maps.
+    #[serde(flatten, serialize_with = "sorted")]
+    pub fields: Option<E>,
     /// The human line's text after the result, when the command has more to say than
     /// the toplevel (e.g. `status`, `apply`); not part of the JSON.
     #[serde(skip)]
@@ -66,31 +99,58 @@ pub struct HostReport {
     pub body: Option<String>,
 }
 
-impl HostReport {
+impl<E> HostReport<E> {
     pub fn new(result: HostResult, rev: Option<String>, lock: Option<String>) -> Self {
-        Self { result, rev, lock, toplevel: None, error: None, extra: Map::new(), summary: None, body: None }
+        Self { result, rev, lock, toplevel: None, error: None, fields: None, summary: None, body: None }
     }
 
-    pub fn field(mut self, key: &str, value: impl Into<Value>) -> Self {
-        self.extra.insert(key.to_owned(), value.into());
+    /// An entry with the fleet's current revision and lock.
+    pub fn base(ctx: &FleetContext, result: HostResult) -> Self {
+        Self::new(result, ctx.rev(), ctx.lock_id().map(ToString::to_string))
+    }
+
+    /// A host that failed with `message`, before any command-specific fields existed.
+    pub fn failed(ctx: &FleetContext, message: String) -> Self {
+        Self { error: Some(message), ..Self::base(ctx, HostResult::Failed) }
+    }
+
+    pub fn with(mut self, fields: E) -> Self {
+        self.fields = Some(fields);
         self
     }
 }
 
 /// A command's result: one entry per selected host, plus command-level fields.
-#[derive(Debug, Default, Serialize)]
-pub struct Report {
-    pub hosts: BTreeMap<String, HostReport>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(bound(serialize = "E: Serialize, X: Serialize"))]
+pub struct Report<E, X = NoFields> {
+    pub hosts: BTreeMap<String, HostReport<E>>,
+    /// Written after `hosts`, in sorted key order.
+    #[serde(flatten, serialize_with = "sorted")]
+    pub extra: X,
     /// Findings that make the command fail even if every host succeeded (e.g. `check`).
     #[serde(skip)]
     pub failed: bool,
 }
 
-impl Report {
+impl<E, X: Default> Default for Report<E, X> {
+    fn default() -> Self {
+        Self { hosts: BTreeMap::new(), extra: X::default(), failed: false }
+    }
+}
+
+/// A finished command's report, whatever its entry type: what `main` prints.
+pub trait Printable {
     /// `0` if every host succeeded, `1` if any failed.
-    pub fn exit_code(&self) -> u8 {
+    fn exit_code(&self) -> u8;
+    /// Prints the report: JSON on stdout, or a line per host (errors indented below).
+    fn print(&self, json: bool, out: &mut dyn Write) -> std::io::Result<()>;
+    /// What goes to stderr after the human report.
+    fn notes(&self) -> String;
+}
+
+impl<E: Fields, X: Extra> Printable for Report<E, X> {
+    fn exit_code(&self) -> u8 {
         if self.failed || self.hosts.values().any(|h| h.result.is_failure()) {
             EXIT_FAILED
         } else {
@@ -98,22 +158,14 @@ impl Report {
         }
     }
 
-    /// Prints the report: JSON on stdout, or a line per host (errors indented below).
-    pub fn print(&self, json: bool, out: &mut dyn Write) -> std::io::Result<()> {
+    fn print(&self, json: bool, out: &mut dyn Write) -> std::io::Result<()> {
         if json {
             serde_json::to_writer_pretty(&mut *out, self)?;
             return writeln!(out);
         }
         let width = self.hosts.keys().map(String::len).max().unwrap_or(0);
         for (name, host) in &self.hosts {
-            let detail = host
-                .summary
-                .as_deref()
-                .or_else(|| {
-                    host.extra.get("drv_path").and_then(Value::as_str).filter(|_| host.result == HostResult::Evaluated)
-                })
-                .or(host.toplevel.as_deref())
-                .unwrap_or("");
+            let detail = host.summary.as_deref().or(host.toplevel.as_deref()).unwrap_or("");
             let line = format!("{name:width$}  {:<9}  {detail}", host.result.as_str());
             writeln!(out, "{}", line.trim_end())?;
             if let Some(error) = &host.error {
@@ -125,7 +177,8 @@ impl Report {
                 writeln!(out, "{}", format!("  {line}").trim_end())?;
             }
             // An activation's output explains its failure; `apply` puts it here.
-            if let Some(log) = host.extra.get("log_tail").and_then(Value::as_str).filter(|l| !l.trim().is_empty()) {
+            let log = host.fields.as_ref().and_then(Fields::log_tail).filter(|l| !l.trim().is_empty());
+            if let Some(log) = log {
                 writeln!(out, "{:width$}    activation log (tail):", "")?;
                 for line in log.lines() {
                     writeln!(out, "{:width$}      {line}", "")?;
@@ -134,16 +187,37 @@ impl Report {
         }
         Ok(())
     }
+
+    fn notes(&self) -> String {
+        self.extra.notes()
+    }
+}
+
+/// Serializes `value` through [`serde_json::Value`], whose maps are sorted: nested
+/// objects keep the key order `--json` has always had, while the field stays typed
+/// (and so in the JSON Schema).
+pub fn sorted<T: Serialize, S: Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
+    serde_json::to_value(value).map_err(serde::ser::Error::custom)?.serialize(serializer)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
+
+    #[derive(Debug, Serialize, JsonSchema)]
+    struct Drv {
+        drv_path: String,
+    }
+
+    impl Fields for Drv {}
 
     #[test]
     fn exit_code_and_json_shape() {
-        let mut report = Report::default();
-        let ok = HostReport::new(HostResult::Evaluated, Some("abc".into()), None).field("drv_path", "/nix/store/x.drv");
+        let mut report: Report<Drv> = Report::default();
+        let mut ok = HostReport::new(HostResult::Evaluated, Some("abc".into()), None)
+            .with(Drv { drv_path: "/nix/store/x.drv".into() });
+        ok.summary = Some("/nix/store/x.drv".into());
         report.hosts.insert("web1".into(), ok);
         assert_eq!(report.exit_code(), 0);
         let mut bad = HostReport::new(HostResult::Failed, None, None);
@@ -158,6 +232,9 @@ mod tests {
         assert_eq!(v["hosts"]["web1"]["drv_path"], "/nix/store/x.drv");
         assert_eq!(v["hosts"]["web2"]["error"], "boom\nsecond line");
         assert!(v["hosts"]["web1"]["error"].is_null());
+        assert!(v["hosts"]["web2"].get("drv_path").is_none(), "no fields: the keys are absent");
+        let keys: Vec<&str> = v["hosts"]["web1"].as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["drv_path", "error", "lock", "result", "rev", "toplevel"]);
 
         let mut buf = Vec::new();
         report.print(false, &mut buf).unwrap();

@@ -14,27 +14,53 @@ use std::sync::Arc;
 use hostctl_nix::flake::{FlakeRepo, FlakeSource};
 use hostctl_nix::Nix;
 use hostctl_schemas::api::generations::GenerationsResponse;
-use hostctl_schemas::api::rollback::RollbackRequest;
+use hostctl_schemas::api::rollback::{RollbackRequest, RollbackTarget};
 use hostctl_schemas::ids::{HostName, StorePath};
 use hostctl_schemas::inventory::HealthCheck;
+use schemars::JsonSchema;
 use serde::Serialize;
-use serde_json::Value;
 use tokio::task::JoinSet;
 
-use crate::apply::{host_checks, outcome_entry};
-use crate::cli::{Cli, RollbackArgs};
-use crate::client::{load_signing_key, HttpHost};
+use crate::client::{deployment_id, HttpHost};
 use crate::context::FleetContext;
-use crate::deploy::{deployment_id, follow, DeploySettings, Outcome, Step};
+use crate::deploy::{follow, DeploySettings, Outcome, Step};
+use crate::deploy_report::{self, OutcomeFields};
 use crate::error::Error;
 use crate::host::{Host, HostError};
 use crate::rebuild::{FlakeRebuild, Rebuild};
-use crate::report::{HostReport, HostResult, Report};
+use crate::report::{Fields, HostReport, HostResult, Report};
 use crate::rollback_target::{resolve, GitHistory, Resolved, Wanted};
 use crate::{health, progress, Output};
 
+/// `rollback`'s options: hosts known to the inventory (sorted, each once) and what to
+/// return them to.
+#[derive(Debug, Clone)]
+pub struct RollbackOptions {
+    pub hosts: Vec<HostName>,
+    pub wanted: Wanted,
+}
+
+/// A `rollback` entry's own fields: `apply`'s (without `batch`) plus where the host went.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct RollbackFields {
+    #[serde(flatten)]
+    pub outcome: OutcomeFields,
+    /// The agent no longer had the system: it was rebuilt from git.
+    pub rebuilt: bool,
+    /// The system the host returned to, when it did.
+    pub rolled_back_to: Option<Landed>,
+    /// What the agent was asked to return to; null when it was never asked.
+    pub target: Option<RollbackTarget>,
+}
+
+impl Fields for RollbackFields {
+    fn log_tail(&self) -> Option<&str> {
+        self.outcome.log_tail.as_deref()
+    }
+}
+
 /// Where a host ended up: `rolled_back_to` in the JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct Landed {
     pub toplevel: String,
     pub lock: Option<String>,
@@ -53,32 +79,22 @@ pub struct HostRollback {
     pub rebuilt: bool,
 }
 
-/// Runs `rollback`.
+/// Runs `rollback`; the hosts are in the inventory and the signing key has been read.
 pub async fn rollback(
-    cli: &Cli,
-    args: &RollbackArgs,
+    opts: RollbackOptions,
     ctx: &FleetContext,
     nix: Arc<Nix>,
     out: &mut Output,
-) -> Result<Report, Error> {
-    let wanted = Wanted::from_args(args.to_lock.as_deref(), args.generation)?;
-    let mut names = args.hosts.clone();
-    names.sort();
-    names.dedup();
-    for name in &names {
-        ctx.host(name)?;
-    }
-    let key = load_signing_key(ctx, cli.key.as_deref())?;
+) -> Result<Report<RollbackFields>, Error> {
     let mut report = Report::default();
     let mut hosts = BTreeMap::new();
-    for name in &names {
-        let Some(entry) = ctx.fleet.hosts.get(name) else { continue };
-        match HttpHost::new(name.clone(), &entry.address, ctx.fleet.defaults.port, key.clone()) {
+    for name in &opts.hosts {
+        match ctx.agent(name)? {
             Ok(h) => {
                 hosts.insert(name.clone(), Arc::new(h));
             }
             Err(e) => {
-                report.hosts.insert(name.to_string(), failed_entry(ctx, Step::Connect, e.to_string()));
+                report.hosts.insert(name.to_string(), failed_entry(Step::Connect, e.to_string()));
             }
         }
     }
@@ -89,13 +105,14 @@ pub async fn rollback(
                 known.insert(name, h);
             }
             Err(e) => {
-                report.hosts.insert(name.to_string(), failed_entry(ctx, Step::Connect, e.to_string()));
+                report.hosts.insert(name.to_string(), failed_entry(Step::Connect, e.to_string()));
             }
         }
     }
-    let plans = resolve_all(ctx.source.clone(), wanted, known).await?;
+    let plans = resolve_all(ctx.source.clone(), opts.wanted, known).await?;
     let settings = Arc::new(DeploySettings::new(ctx.fleet.defaults.mode, ctx.fleet.defaults.confirm_timeout));
-    let checks: BTreeMap<HostName, Vec<HealthCheck>> = plans.keys().map(|n| (n.clone(), host_checks(ctx, n))).collect();
+    let checks: BTreeMap<HostName, Vec<HealthCheck>> =
+        plans.keys().map(|n| (n.clone(), ctx.health_checks(n))).collect();
     for warning in
         health::warnings(checks.iter().map(|(n, c)| (n, c.as_slice())), settings.mode, settings.confirm_timeout)
     {
@@ -109,8 +126,8 @@ pub async fn rollback(
     let mut results = run_all(&plans, &hosts, &checks, settings, rebuild).await;
     for (name, plan) in &plans {
         let entry = match results.remove(name) {
-            Some(r) => entry(ctx, plan, &r),
-            None => failed_entry(ctx, Step::Rollback, format!("{name}: internal error: no result")),
+            Some(r) => entry(plan, &r),
+            None => failed_entry(Step::Rollback, format!("{name}: internal error: no result")),
         };
         report.hosts.insert(name.to_string(), entry);
     }
@@ -250,18 +267,22 @@ pub async fn run_host<H: Host, R: Rebuild>(
 
 /// A host's entry: `apply`'s fields (without `batch`) plus `target`, `rolled_back_to`
 /// and `rebuilt`; `rev`/`lock`/`toplevel` are those of the system returned to.
-fn entry(ctx: &FleetContext, plan: &Resolved, r: &HostRollback) -> HostReport {
+fn entry(plan: &Resolved, r: &HostRollback) -> HostReport<RollbackFields> {
     let toplevel =
         r.landed.as_ref().map(|l| l.toplevel.clone()).or_else(|| r.toplevel.as_ref().map(ToString::to_string));
-    let mut e = outcome_entry(ctx, toplevel, None, &r.outcome)
-        .field("target", serde_json::to_value(&plan.to).unwrap_or(Value::Null))
-        .field("rolled_back_to", serde_json::to_value(&r.landed).unwrap_or(Value::Null))
-        .field("rebuilt", r.rebuilt);
-    e.extra.remove("batch");
-    (e.rev, e.lock) = match &r.landed {
+    let (rev, lock) = match &r.landed {
         Some(l) => (l.rev.clone(), l.lock.clone()),
         None => (None, plan.lock.as_ref().map(ToString::to_string)),
     };
+    let mut e = HostReport::new(r.outcome.result, rev, lock).with(RollbackFields {
+        outcome: OutcomeFields::new(&r.outcome),
+        rebuilt: r.rebuilt,
+        rolled_back_to: r.landed.clone(),
+        target: Some(plan.to.clone()),
+    });
+    e.summary = Some(deploy_report::summary(&r.outcome, toplevel.as_deref()));
+    e.toplevel = toplevel;
+    e.error = r.outcome.error.clone();
     if let Some(l) = &r.landed {
         let short = |v: &Option<String>| v.as_deref().map_or("-".to_owned(), |v| v.chars().take(12).collect());
         let how = if r.rebuilt { ", rebuilt from git" } else { "" };
@@ -270,13 +291,16 @@ fn entry(ctx: &FleetContext, plan: &Resolved, r: &HostRollback) -> HostReport {
     e
 }
 
-fn failed_entry(ctx: &FleetContext, step: Step, message: String) -> HostReport {
-    let mut e = outcome_entry(ctx, None, None, &Outcome::failed(step, message))
-        .field("target", Value::Null)
-        .field("rolled_back_to", Value::Null)
-        .field("rebuilt", false);
-    e.extra.remove("batch");
-    (e.rev, e.lock) = (None, None);
+fn failed_entry(step: Step, message: String) -> HostReport<RollbackFields> {
+    let outcome = Outcome::failed(step, message);
+    let mut e = HostReport::new(HostResult::Failed, None, None).with(RollbackFields {
+        outcome: OutcomeFields::new(&outcome),
+        rebuilt: false,
+        rolled_back_to: None,
+        target: None,
+    });
+    e.summary = Some(deploy_report::summary(&outcome, None));
+    e.error = outcome.error;
     e
 }
 

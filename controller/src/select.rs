@@ -1,4 +1,6 @@
 //! `--on` selectors: a host name, a glob (`web*`, `db?`), or `@tag`; several are OR-ed.
+//! They are matched once, at the command line's edge, into a [`Selection`]: what runs
+//! after that sees host names, never selector strings.
 
 use std::collections::BTreeMap;
 
@@ -15,9 +17,31 @@ pub struct SelectError {
     pub known: String,
 }
 
+/// The hosts a command runs on: inventory names, in inventory order, each once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    hosts: Vec<HostName>,
+}
+
+impl Selection {
+    /// Matches `--on` selectors against the inventory (all hosts when there are none).
+    pub fn parse(hosts: &BTreeMap<HostName, Host>, selectors: &[String], fleet: &str) -> Result<Self, SelectError> {
+        Ok(Self { hosts: select(hosts, selectors, fleet)?.into_iter().cloned().collect() })
+    }
+
+    /// Exactly one host, already known to be in the inventory.
+    pub fn one(host: HostName) -> Self {
+        Self { hosts: vec![host] }
+    }
+
+    pub fn hosts(&self) -> &[HostName] {
+        &self.hosts
+    }
+}
+
 /// The hosts matched by `selectors` (all hosts when empty), in inventory order.
 /// Every selector must match at least one host: a typo must not silently deploy nothing.
-pub fn select<'a>(
+fn select<'a>(
     hosts: &'a BTreeMap<HostName, Host>,
     selectors: &[String],
     fleet: &str,

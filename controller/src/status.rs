@@ -8,22 +8,22 @@
 use std::sync::Arc;
 
 use hostctl_nix::Nix;
-use hostctl_schemas::api::status::{AgentState, PullStatus, StatusResponse};
+use hostctl_schemas::api::status::{AgentState, DamagedRecord, PullStatus, StatusResponse};
 use hostctl_schemas::ids::{HostName, LockId};
-use serde_json::Value;
+use schemars::JsonSchema;
+use serde::Serialize;
 use tokio::task::JoinSet;
 
-use crate::cli::{Cli, Select};
-use crate::client::{load_signing_key, HttpHost};
-use crate::commands::{eval_selected, Evaluated};
 use crate::context::FleetContext;
 use crate::error::Error;
 use crate::host::{Host, HostError};
-use crate::report::{HostReport, HostResult, Report};
-use crate::select::select;
+use crate::pipeline::{eval_selected, EvalOptions, Evaluated};
+use crate::report::{Fields, HostReport, HostResult, Report};
+use crate::select::Selection;
 
 /// Whether a host runs what the flake describes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
 pub enum Drift {
     InSync,
     Drifted,
@@ -51,15 +51,69 @@ pub fn drift(running: Option<&str>, expected: Option<&str>) -> Drift {
     }
 }
 
+/// A `status` entry's own fields: what the agent reports, or that it could not be asked.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum StatusFields {
+    Reachable(Box<ReachableFields>),
+    Unreachable(UnreachableFields),
+}
+
+impl Fields for StatusFields {}
+
+/// A host whose agent answered. `rev`, `lock` and `toplevel` (the common fields) are
+/// what it runs.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ReachableFields {
+    pub agent_version: String,
+    pub booted_system: Option<String>,
+    pub current_system: Option<String>,
+    /// Journal records the agent moved aside at start.
+    pub damaged_records: Vec<DamagedRecord>,
+    pub deployment: Option<String>,
+    pub drift: Drift,
+    /// Why drift is `unknown`: the configuration did not evaluate.
+    pub drift_error: Option<String>,
+    /// The flake's current lock.
+    pub expected_lock: Option<String>,
+    /// What the flake evaluates to now.
+    pub expected_toplevel: Option<String>,
+    pub generation: Option<u64>,
+    /// Whether the host is pinned to another lock than the flake's.
+    pub lock_drift: Option<bool>,
+    /// `push` or `pull`.
+    pub mode: &'static str,
+    pub pinned_lock: Option<String>,
+    /// A pull-mode agent's GitOps state.
+    pub pull: Option<PullStatus>,
+    pub reachable: bool,
+    pub state: AgentState,
+    pub system: String,
+}
+
+/// A host whose agent could not be asked (always `reachable: false`, and null `mode`,
+/// `pull` and `lock_drift`).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct UnreachableFields {
+    pub drift: Drift,
+    pub expected_lock: Option<String>,
+    pub expected_toplevel: Option<String>,
+    pub lock_drift: Option<bool>,
+    pub mode: Option<&'static str>,
+    pub pull: Option<Box<PullStatus>>,
+    pub reachable: bool,
+}
+
 /// Runs `status`: agents are asked while the flake evaluates.
-pub async fn status(cli: &Cli, sel: &Select, ctx: &FleetContext, nix: Arc<Nix>) -> Result<Report, Error> {
-    let key = load_signing_key(ctx, cli.key.as_deref())?;
-    let names: Vec<HostName> =
-        select(&ctx.fleet.hosts, &sel.on, &ctx.fleet_file.display().to_string())?.into_iter().cloned().collect();
+pub async fn status(
+    opts: &EvalOptions,
+    ctx: &FleetContext,
+    nix: Arc<Nix>,
+    selection: &Selection,
+) -> Result<Report<StatusFields>, Error> {
     let mut set = JoinSet::new();
-    for name in names {
-        let Some(host) = ctx.fleet.hosts.get(&name) else { continue };
-        let client = HttpHost::new(name.clone(), &host.address, ctx.fleet.defaults.port, key.clone());
+    for name in selection.hosts().iter().cloned() {
+        let client = ctx.agent(&name)?;
         set.spawn(async move {
             let status = match client {
                 Ok(client) => client.status().await,
@@ -69,7 +123,7 @@ pub async fn status(cli: &Cli, sel: &Select, ctx: &FleetContext, nix: Arc<Nix>) 
         });
     }
     let (evaluated, statuses) =
-        tokio::join!(eval_selected(cli, ctx, nix, sel), crate::tasks::collect_keyed(set, "status"));
+        tokio::join!(eval_selected(opts, ctx, nix, selection), crate::tasks::collect_keyed(set, "status"));
     let evaluated = evaluated?;
     let mut report = Report::default();
     for (name, status) in statuses {
@@ -93,7 +147,7 @@ fn entry(
     flake_lock: Option<&LockId>,
     name: &HostName,
     status: Result<StatusResponse, HostError>,
-) -> HostReport {
+) -> HostReport<StatusFields> {
     let expected_lock = flake_lock.map(ToString::to_string);
     let (expected, eval_error) = match evaluated.get(name) {
         Some(Ok(t)) => (Some(t.out_path.to_string()), None),
@@ -103,21 +157,23 @@ fn entry(
     let s = match status {
         Ok(s) => s,
         Err(e) => {
-            let mut entry = HostReport::new(HostResult::Failed, None, None)
-                .field("reachable", false)
-                .field("expected_toplevel", expected)
-                .field("drift", Drift::Unknown.as_str())
-                .field("expected_lock", expected_lock)
-                .field("lock_drift", Value::Null)
-                .field("mode", Value::Null)
-                .field("pull", Value::Null);
+            let mut entry = HostReport::new(HostResult::Failed, None, None).with(StatusFields::Unreachable(
+                UnreachableFields {
+                    drift: Drift::Unknown,
+                    expected_lock,
+                    expected_toplevel: expected,
+                    lock_drift: None,
+                    mode: None,
+                    pull: None,
+                    reachable: false,
+                },
+            ));
             entry.error = Some(e.to_string());
             entry.summary = Some("unreachable".into());
             return entry;
         }
     };
     let d = if eval_error.is_some() { Drift::Unknown } else { drift(s.toplevel.as_deref(), expected.as_deref()) };
-    let state = serde_json::to_value(s.state).unwrap_or(Value::Null);
     let lock_drift = lock_drift(&s, flake_lock);
     let mut summary = summary(&s, d);
     if lock_drift == Some(true) {
@@ -132,24 +188,27 @@ fn entry(
     summary.push_str(if s.pull.is_some() { ", mode pull" } else { ", mode push" });
     let mut body = s.pull.as_ref().map(|p| pull_lines(p, unix_now())).unwrap_or_default();
     body.push_str(&damaged_lines(&s.damaged_records));
-    let mut entry = HostReport::new(HostResult::Ok, s.rev, s.lock)
-        .field("reachable", true)
-        .field("mode", if s.pull.is_some() { "pull" } else { "push" })
-        .field("pull", serde_json::to_value(&s.pull).unwrap_or(Value::Null))
-        .field("state", state)
-        .field("generation", s.generation)
-        .field("deployment", s.deployment)
-        .field("system", s.system)
-        .field("pinned_lock", s.pinned_lock)
-        .field("current_system", s.current_system)
-        .field("booted_system", s.booted_system)
-        .field("agent_version", s.version)
-        .field("expected_toplevel", expected)
-        .field("drift", d.as_str())
-        .field("drift_error", eval_error)
-        .field("expected_lock", expected_lock)
-        .field("lock_drift", lock_drift)
-        .field("damaged_records", serde_json::to_value(&s.damaged_records).unwrap_or(Value::Null));
+    let fields = ReachableFields {
+        agent_version: s.version,
+        booted_system: s.booted_system,
+        current_system: s.current_system,
+        damaged_records: s.damaged_records,
+        deployment: s.deployment,
+        drift: d,
+        drift_error: eval_error,
+        expected_lock,
+        expected_toplevel: expected,
+        generation: s.generation,
+        lock_drift,
+        mode: if s.pull.is_some() { "pull" } else { "push" },
+        pinned_lock: s.pinned_lock,
+        pull: s.pull,
+        reachable: true,
+        state: s.state,
+        system: s.system,
+    };
+    let mut entry =
+        HostReport::new(HostResult::Ok, s.rev, s.lock).with(StatusFields::Reachable(Box::new(fields)));
     entry.toplevel = s.toplevel;
     entry.summary = Some(summary);
     entry.body = (!body.is_empty()).then_some(body);
@@ -193,7 +252,7 @@ fn pull_lines(p: &PullStatus, now: u64) -> String {
 }
 
 /// One line per journal record the agent moved aside at start: someone should look.
-fn damaged_lines(records: &[hostctl_schemas::api::status::DamagedRecord]) -> String {
+fn damaged_lines(records: &[DamagedRecord]) -> String {
     records.iter().map(|r| format!("journal: damaged record moved aside to {} ({})\n", r.moved_to, r.problem)).collect()
 }
 
@@ -249,6 +308,7 @@ mod tests {
             .unwrap()
             .ends_with(", pinned to lock cccccccccccc (flake: aaaaaaaaaaaa), mode push"));
         let v = serde_json::to_value(&e).unwrap();
+        crate::output_schemas::assert_entry_conforms("status", &v);
         assert_eq!((v["lock_drift"].as_bool(), v["expected_lock"].as_str()), (Some(true), Some(a.as_str())));
     }
 
@@ -280,6 +340,7 @@ mod tests {
         );
         assert_eq!(entry.body, None);
         let v = serde_json::to_value(&entry).unwrap();
+        crate::output_schemas::assert_entry_conforms("status", &v);
         assert_eq!(
             (v["result"].as_str(), v["drift"].as_str(), v["state"].as_str()),
             (Some("ok"), Some("in-sync"), Some("idle"))
@@ -291,12 +352,14 @@ mod tests {
         let down =
             HostError::Transport { host: "web1".into(), endpoint: "GET /v1/status".into(), message: "refused".into() };
         let v = serde_json::to_value(super::entry(&evaluated, None, &name, Err(down))).unwrap();
+        crate::output_schemas::assert_entry_conforms("status", &v);
         assert_eq!((v["result"].as_str(), v["drift"].as_str()), (Some("failed"), Some("unknown")));
         assert_eq!(v["error"], "web1: GET /v1/status: refused");
         assert!(v["mode"].is_null() && v["pull"].is_null());
 
         let broken: Evaluated = [(name.clone(), Err("host web1: evaluation failed".into()))].into();
         let v = serde_json::to_value(super::entry(&broken, None, &name, Ok(status_response()))).unwrap();
+        crate::output_schemas::assert_entry_conforms("status", &v);
         assert_eq!((v["result"].as_str(), v["drift"].as_str()), (Some("ok"), Some("unknown")));
         assert_eq!(v["drift_error"], "host web1: evaluation failed");
     }
@@ -331,6 +394,7 @@ mod tests {
             ]
         );
         let v = serde_json::to_value(&e).unwrap();
+        crate::output_schemas::assert_entry_conforms("status", &v);
         assert_eq!(v["mode"], "pull");
         assert_eq!(v["pull"]["branch"], "main");
         assert_eq!(v["pull"]["pending_lock"], "b".repeat(64));

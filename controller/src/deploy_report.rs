@@ -1,0 +1,68 @@
+//! A deployment's [`Outcome`] as report fields and a human summary: what `apply` and
+//! `rollback` entries share. Knows nothing of either command.
+
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::deploy::Outcome;
+use crate::health::CheckReport;
+use crate::progress;
+use crate::report::HostResult;
+
+/// How a host's deployment (or rollback) went; every key is present, null where it
+/// does not apply.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct OutcomeFields {
+    /// NAR bytes of the paths copied to the host.
+    pub bytes_copied: u64,
+    /// The deployment's id on the agent.
+    pub deployment: Option<String>,
+    /// The system profile generation the host ended on.
+    pub generation: Option<u64>,
+    /// The http health checks the controller ran.
+    pub health: Vec<CheckReport>,
+    /// The tail of the activation's output, when it explains a failure.
+    pub log_tail: Option<String>,
+    pub paths_copied: u64,
+    /// The toplevel the host ran before.
+    pub previous_toplevel: Option<String>,
+    /// Wall time the host took, in seconds (millisecond precision).
+    pub seconds: f64,
+    /// The step the host failed at (`connect`, `push`, `activate`, `health`, ...).
+    pub step: Option<&'static str>,
+    /// Compressed bytes sent.
+    pub wire_bytes: u64,
+}
+
+impl OutcomeFields {
+    pub fn new(o: &Outcome) -> Self {
+        Self {
+            bytes_copied: o.pushed.nar_bytes,
+            deployment: o.deployment.clone(),
+            generation: o.generation,
+            health: o.health.clone(),
+            log_tail: o.log_tail.clone(),
+            paths_copied: o.pushed.paths,
+            previous_toplevel: o.previous_toplevel.clone(),
+            seconds: (o.seconds * 1000.0).round() / 1000.0,
+            step: o.step.map(|s| s.as_str()),
+            wire_bytes: o.pushed.wire_bytes,
+        }
+    }
+}
+
+/// The human line's text after the result: the generation and what was copied, the
+/// toplevel kept, or the failed step.
+pub fn summary(o: &Outcome, toplevel: Option<&str>) -> String {
+    match (o.result, o.step) {
+        (HostResult::Activated, _) => format!(
+            "generation {}, {} paths ({}) copied",
+            o.generation.map_or_else(|| "-".to_owned(), |g| g.to_string()),
+            o.pushed.paths,
+            progress::bytes(o.pushed.nar_bytes)
+        ),
+        (HostResult::Unchanged, _) => toplevel.unwrap_or_default().to_owned(),
+        (_, Some(step)) => format!("at step {}", step.as_str()),
+        _ => String::new(),
+    }
+}
