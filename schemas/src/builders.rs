@@ -102,7 +102,7 @@ fn check_spec(spec: &str) -> Result<(), String> {
     }
     let mut fields = fields.into_iter();
     check_uri(fields.next().unwrap_or_default())?;
-    let checks: [(&str, fn(&str) -> Result<(), String>); 7] = [
+    let checks: [(&str, FieldCheck); 7] = [
         ("systems", check_systems),
         ("ssh key", check_absolute),
         ("max jobs", check_number),
@@ -118,6 +118,9 @@ fn check_spec(spec: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Checks one field's text; the error says what was expected.
+type FieldCheck = fn(&str) -> Result<(), String>;
 
 /// `ssh://[user@]host[:port][?params]` or the same with `ssh-ng://`.
 fn check_uri(uri: &str) -> Result<(), String> {
