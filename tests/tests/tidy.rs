@@ -11,6 +11,8 @@
 //! exempt from the spawn and name checks (not from length and `//!`). Comments are
 //! exempt from the name checks (documentation may name an interface).
 
+#![expect(clippy::panic, reason = "test code throughout (helpers too): a file that cannot be read must fail the test")]
+
 use std::fmt;
 use std::path::Path;
 
