@@ -125,13 +125,19 @@ type FieldCheck = fn(&str) -> Result<(), String>;
 /// `ssh://[user@]host[:port][?params]` or the same with `ssh-ng://`.
 fn check_uri(uri: &str) -> Result<(), String> {
     let Some(scheme) = BUILDER_SCHEMES.iter().find(|scheme| uri.starts_with(**scheme)) else {
-        return Err(format!("the store URI must start with {} (or the spec with `@` for a file)", BUILDER_SCHEMES.join(" or ")));
+        return Err(format!(
+            "the store URI must start with {} (or the spec with `@` for a file)",
+            BUILDER_SCHEMES.join(" or ")
+        ));
     };
     let rest = &uri[scheme.len()..];
     let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
     let (user, host) = authority.rsplit_once('@').map_or((None, authority), |(u, h)| (Some(u), h));
     if let Some(user) = user {
-        if user.is_empty() || user.starts_with('-') || !user.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        if user.is_empty()
+            || user.starts_with('-')
+            || !user.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
             return Err(format!("`{user}` is not a user name (letters, digits, `.`, `_`, `-`; not first `-`)"));
         }
     }

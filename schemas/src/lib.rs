@@ -7,8 +7,8 @@
 //! `fleet.yaml:7:5: hosts.web1.adress: unknown field `adress`, expected one of ...`.
 
 pub mod agent_config;
-pub mod builders;
 pub mod api;
+pub mod builders;
 pub mod duration;
 pub mod git_url;
 pub mod ids;

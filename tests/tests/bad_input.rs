@@ -166,7 +166,9 @@ fn bad_agent_configs_stop_serve_with_exit_2_before_it_creates_anything() {
         (format!("{}trusted_keys: [{key}]\n", base.replace("web1", "Web_1")), vec![":1:11: hostname", "`Web_1`"]),
         (format!("{base}trusted_keys: [{key}\n"), vec![":5:1: YAML syntax error", "line 4 column 15"]),
         (
-            format!("{base}trusted_keys: [{key}]\npull:\n  url: /srv/fleet\n  substituters: [\"https://c https://d\"]\n"),
+            format!(
+                "{base}trusted_keys: [{key}]\npull:\n  url: /srv/fleet\n  substituters: [\"https://c https://d\"]\n"
+            ),
             vec![":7:18: pull.substituters[0]: invalid cache URL `https://c https://d`", "whitespace"],
         ),
         (

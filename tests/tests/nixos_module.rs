@@ -56,7 +56,9 @@ fn the_agent_module_evaluates_to_a_hardened_unit_and_a_valid_agent_yaml() {
 #[test]
 fn the_flake_exposes_both_packages_per_system_the_module_and_an_overlay() {
     let Some(nixpkgs) = std::env::var_os("NIXPKGS").filter(|p| !p.is_empty()) else {
-        hostctl_tests::skip("NIXPKGS is not set: set NIXPKGS=/path/to/nixpkgs to evaluate this repository's flake offline");
+        hostctl_tests::skip(
+            "NIXPKGS is not set: set NIXPKGS=/path/to/nixpkgs to evaluate this repository's flake offline",
+        );
         return;
     };
     // The nix-systems pattern: a `systems` input that is a list of systems, overridden here.
