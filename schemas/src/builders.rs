@@ -144,10 +144,14 @@ fn check_uri(uri: &str) -> Result<(), String> {
     let (name, port) = match host.strip_prefix('[') {
         Some(v6) => match v6.split_once(']') {
             Some((addr, "")) => (addr, ""),
-            Some((addr, port)) => (addr, port.strip_prefix(':').unwrap_or("not a port")),
+            Some((addr, port)) => (addr, port.strip_prefix(':').filter(|p| !p.is_empty()).unwrap_or("not a port")),
             None => (v6, "not a port"),
         },
-        None => host.split_once(':').unwrap_or((host, "")),
+        None => match host.split_once(':') {
+            Some((name, "")) => (name, "not a port"),
+            Some(split) => split,
+            None => (host, ""),
+        },
     };
     let name_ok = !name.is_empty()
         && !name.starts_with('-')
@@ -211,6 +215,8 @@ mod tests {
             "ssh://builder@192.0.2.7 x86_64-linux - 4; @/etc/nix/machines",
             "ssh-ng://nix@b.example.com:2222 x86_64-linux,aarch64-linux /root/.ssh/id_ed25519 8 2 kvm,big-parallel kvm c3NoLWVkMjU1MTk=",
             "ssh://[2001:db8::1] - - - - - - -",
+            "ssh://[2001:db8::1]:22 x86_64-linux",
+            "ssh-ng://b:22",
             "ssh://a?remote-store=local&max-connections=1\nssh://b\t\taarch64-linux",
             "@/etc/nix/machines",
             " ssh://a ; ssh://b ",
@@ -237,6 +243,8 @@ mod tests {
             ("ssh://b/path", "is not [user@]host[:port]"),
             ("ssh://b:0", "is not [user@]host[:port]"),
             ("ssh://[::1]22", "is not [user@]host[:port]"),
+            ("ssh://[::1]:", "is not [user@]host[:port]"),
+            ("ssh://b:", "is not [user@]host[:port]"),
             ("ssh://b?x=1&=2", "`` is not a store parameter name"),
             ("ssh://b?a;b=1 x", "machine specification 2 `b=1 x`"),
             ("ssh://b x86_64", "systems `x86_64`"),
