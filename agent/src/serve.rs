@@ -62,7 +62,9 @@ impl ServeError {
 /// read or replaced by other users (the state directory is created 0700 when missing).
 /// `check-config` runs it too.
 pub fn check_private_paths(config: &AgentConfig) -> Result<(), hostctl_schemas::perms::PermError> {
-    use hostctl_schemas::perms::{check_private, Private};
+    use hostctl_schemas::perms::{judge, Private};
+    let euid = nix::unistd::geteuid().as_raw();
+    let check_private = |path: &std::path::Path, what, kind| judge(path, what, kind, std::fs::metadata(path), euid);
     check_private(&config.state_dir, "state_dir", Private::Dir)?;
     if let Some(pull) = &config.pull {
         if let Some(file) = &pull.webhook_secret_file {

@@ -33,10 +33,10 @@ pub struct Cli {
     /// Evaluate every host even when a clean commit's result is cached.
     #[arg(long, global = true)]
     pub no_eval_cache: bool,
-    /// Nix remote builders for the builds (Nix's `builders` setting, passed to `nix
-    /// build` as is: `ssh://builder x86_64-linux`, `@/etc/nix/machines`; "" builds locally).
+    /// Nix remote builders for the builds (Nix's `builders` setting, checked, then passed
+    /// to `nix build`: `ssh://builder x86_64-linux`, `@/etc/nix/machines`; "" builds locally).
     #[arg(long, global = true, value_name = "BUILDERS")]
-    pub builders: Option<String>,
+    pub builders: Option<hostctl_schemas::builders::Builders>,
     #[command(subcommand)]
     pub command: Command,
 }

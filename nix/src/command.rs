@@ -8,6 +8,7 @@
 use std::fmt;
 use std::path::{Component, Path};
 
+use hostctl_schemas::builders::Builders;
 use hostctl_schemas::ids::{AttrName, StorePath};
 use hostctl_schemas::key::PublicKey;
 
@@ -106,10 +107,10 @@ impl NixCommand {
     /// [`NixCommand::build_outputs`] with Nix's `builders` setting (`--builders VALUE`,
     /// one argv element: `ssh://host x86_64-linux ...; ...` or `@/etc/nix/machines`) so
     /// the builds can go to remote builders; `None` leaves the setting as configured.
-    pub fn build_outputs_on(version: NixVersion, drvs: &[StorePath], builders: Option<&str>) -> Self {
+    pub fn build_outputs_on(version: NixVersion, drvs: &[StorePath], builders: Option<&Builders>) -> Self {
         let mut cmd = Self::nix(["build", "--json", "--no-link", "--keep-going"]);
         if let Some(builders) = builders {
-            cmd.args.extend(["--builders".to_owned(), builders.to_owned()]);
+            cmd.args.extend(["--builders".to_owned(), builders.to_string()]);
         }
         for drv in drvs {
             cmd.args.push(derivation_outputs_installable(version, drv));
@@ -413,11 +414,11 @@ mod tests {
     fn builders_are_one_argv_element() {
         let drvs = [sp(DRV)];
         let builders = "ssh://builder@192.0.2.7 x86_64-linux - 4; @/etc/nix/machines";
-        let cmd = NixCommand::build_outputs_on(NixVersion::new(2, 8, 0), &drvs, Some(builders));
+        let cmd = NixCommand::build_outputs_on(NixVersion::new(2, 8, 0), &drvs, Some(&builders.parse().unwrap()));
         assert_eq!(cmd.argv(), ["nix", "build", "--json", "--no-link", "--keep-going", "--builders", builders, DRV]);
         let none = NixCommand::build_outputs_on(NixVersion::new(2, 8, 0), &drvs, None);
         assert_eq!(none, NixCommand::build_outputs(NixVersion::new(2, 8, 0), &drvs));
-        let empty = NixCommand::build_outputs_on(NixVersion::new(2, 8, 0), &drvs, Some(""));
+        let empty = NixCommand::build_outputs_on(NixVersion::new(2, 8, 0), &drvs, Some(&"".parse().unwrap()));
         assert_eq!(empty.args()[4..6], ["--builders", ""], "an empty value means: build locally only");
     }
 

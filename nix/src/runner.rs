@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 
+use hostctl_schemas::builders::Builders;
 use serde::de::DeserializeOwned;
 use tokio::process::Command;
 use tokio::sync::OnceCell;
@@ -59,7 +60,7 @@ pub struct Nix {
     store: Option<String>,
     options: Vec<(String, String)>,
     /// Nix's `builders` setting for `build_outputs` only (`--builders`).
-    builders: Option<String>,
+    builders: Option<Builders>,
     version: OnceCell<NixVersion>,
 }
 
@@ -93,15 +94,16 @@ impl Nix {
     }
 
     /// Has [`Nix::build_outputs`](crate::Nix::build_outputs) pass `--builders VALUE`
-    /// (remote builders; `Some("")`: build locally only); `None` keeps Nix's setting.
-    pub fn with_builders(mut self, builders: Option<String>) -> Self {
+    /// (remote builders, validated; the empty value: build locally only); `None` keeps
+    /// Nix's setting.
+    pub fn with_builders(mut self, builders: Option<Builders>) -> Self {
         self.builders = builders;
         self
     }
 
     /// The `builders` value builds get, if any.
-    pub fn builders(&self) -> Option<&str> {
-        self.builders.as_deref()
+    pub fn builders(&self) -> Option<&Builders> {
+        self.builders.as_ref()
     }
 
     /// The full argv this handle runs for `cmd`: program, global options, then its args.

@@ -247,9 +247,9 @@ pub struct PullConfig {
     /// Whether commits that change flake.lock are applied or held as pending.
     #[serde(default)]
     pub lock: LockPolicy,
-    /// Extra binary caches to build with.
+    /// Extra binary caches to build with (binary cache URLs, as in `caches`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub substituters: Vec<String>,
+    pub substituters: Vec<crate::inventory::CacheUrl>,
     /// Keys those caches sign with.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted_public_keys: Vec<PublicKey>,

@@ -8,6 +8,7 @@
 
 pub mod agent_config;
 pub mod api;
+pub mod builders;
 pub mod duration;
 pub mod git_url;
 pub mod ids;
@@ -22,6 +23,7 @@ pub mod yaml;
 pub use agent_config::{
     load_agent_config, parse_agent_config, AgentConfig, AgentConfigError, BinfmtConfig, Bus, LockPolicy, PullConfig,
 };
+pub use builders::{Builders, BuildersError};
 pub use duration::{Duration, DurationError};
 pub use ids::{Address, AttrName, HostName, InvalidId, LockId, StorePath, System, Tag};
 pub use inventory::{

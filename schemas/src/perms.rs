@@ -1,5 +1,8 @@
-//! Start-up permission checks for secrets (0600) and private state (0700): a file other
-//! users can read, or another user could replace, is refused with the `chmod` that fixes it.
+//! The start-up rule for secrets (0600) and private state (0700): a file other users can
+//! read, or another user could replace, is refused with the `chmod` that fixes it. The
+//! rule only decides; the `stat` and the effective uid come from the caller (the agent's
+//! `serve`/`check-config` for its paths, [`crate::signing::SecretKey::load`] for the key
+//! file it reads), so nothing here touches the file system.
 //!
 //! Both the controller (its signing key) and the agent (webhook secret, ssh key, state
 //! directory) refuse rather than repair: silently tightening a mode would hide that the
@@ -44,11 +47,19 @@ impl fmt::Display for PermError {
     }
 }
 
-/// Checks that `path` (named by `what`) is a `kind` that only the current user can read
-/// and change. A missing path is not an error here: callers report it when they open it.
-pub fn check_private(path: &Path, what: &str, kind: Private) -> Result<(), PermError> {
+/// Decides whether `path` (named by `what`) is a `kind` that only the user `euid` can read
+/// and change, from `stat` (`std::fs::metadata(path)`, done by the caller: this crate does
+/// no I/O of its own). A missing path is not an error here: callers report it when they
+/// open it.
+pub fn judge(
+    path: &Path,
+    what: &str,
+    kind: Private,
+    stat: std::io::Result<std::fs::Metadata>,
+    euid: u32,
+) -> Result<(), PermError> {
     let refuse = |problem: String| PermError { what: what.to_owned(), path: path.display().to_string(), problem };
-    let meta = match std::fs::metadata(path) {
+    let meta = match stat {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(refuse(format!("cannot check its permissions: {e}"))),
@@ -67,11 +78,10 @@ pub fn check_private(path: &Path, what: &str, kind: Private) -> Result<(), PermE
             if mode & 0o044 != 0 || mode & 0o011 != 0 { "read" } else { "change" },
         )));
     }
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != me {
+    if meta.uid() != euid {
         return Err(refuse(format!(
-            "it is owned by uid {}, not by uid {me} that runs this program, who alone may change it \
-             (run `chown {me} {shown}`)",
+            "it is owned by uid {}, not by uid {euid} that runs this program, who alone may change it \
+             (run `chown {euid} {shown}`)",
             meta.uid()
         )));
     }
@@ -88,6 +98,12 @@ mod tests {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
     }
 
+    /// The rule applied to `path` as it is now, for the user owning it.
+    fn check(path: &Path, what: &str, kind: Private) -> Result<(), PermError> {
+        let owner = std::fs::metadata(path).map_or(0, |m| m.uid());
+        judge(path, what, kind, std::fs::metadata(path), owner)
+    }
+
     #[test]
     fn private_files_and_dirs_pass_and_missing_ones_are_left_to_the_caller() {
         let dir = tempfile::tempdir().unwrap();
@@ -95,11 +111,11 @@ mod tests {
         std::fs::write(&key, "s").unwrap();
         for mode in [0o600, 0o400] {
             with_mode(&key, mode);
-            check_private(&key, "--key", Private::File).unwrap();
+            check(&key, "--key", Private::File).unwrap();
         }
         with_mode(dir.path(), 0o700);
-        check_private(dir.path(), "state_dir", Private::Dir).unwrap();
-        check_private(&dir.path().join("absent"), "state_dir", Private::Dir).unwrap();
+        check(dir.path(), "state_dir", Private::Dir).unwrap();
+        check(&dir.path().join("absent"), "state_dir", Private::Dir).unwrap();
     }
 
     #[test]
@@ -108,7 +124,7 @@ mod tests {
         let key = dir.path().join("fleet.sec");
         std::fs::write(&key, "s").unwrap();
         with_mode(&key, 0o644);
-        let err = check_private(&key, "pull.webhook_secret_file", Private::File).unwrap_err().to_string();
+        let err = check(&key, "pull.webhook_secret_file", Private::File).unwrap_err().to_string();
         let shown = key.display();
         assert_eq!(
             err,
@@ -118,10 +134,10 @@ mod tests {
             )
         );
         with_mode(&key, 0o620);
-        let err = check_private(&key, "--key", Private::File).unwrap_err().to_string();
+        let err = check(&key, "--key", Private::File).unwrap_err().to_string();
         assert!(err.contains("mode 0620 lets other users change it"), "{err}");
         with_mode(dir.path(), 0o755);
-        let err = check_private(dir.path(), "state_dir", Private::Dir).unwrap_err().to_string();
+        let err = check(dir.path(), "state_dir", Private::Dir).unwrap_err().to_string();
         assert!(err.contains("mode 0755") && err.contains("chmod 700"), "{err}");
     }
 
@@ -131,24 +147,30 @@ mod tests {
         let key = dir.path().join("key");
         std::fs::write(&key, "s").unwrap();
         with_mode(&key, 0o600);
-        let other = if nix::unistd::geteuid().is_root() { 65534 } else { 0 };
-        if std::os::unix::fs::chown(&key, Some(other), None).is_err() {
-            // Only root may give a file away; CI runs the tests as root.
-            return;
-        }
-        let err = check_private(&key, "pull.ssh_key_file", Private::File).unwrap_err().to_string();
-        assert!(err.contains(&format!("owned by uid {other}")), "{err}");
+        let owner = std::fs::metadata(&key).unwrap().uid();
+        let other = if owner == 0 { 65534 } else { 0 };
+        let err = judge(&key, "pull.ssh_key_file", Private::File, std::fs::metadata(&key), other).unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains(&format!("owned by uid {owner}, not by uid {other}")), "{err}");
+        assert!(err.ends_with(&format!("(run `chown {other} {}`)", key.display())), "{err}");
     }
 
     #[test]
     fn the_wrong_kind_of_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let err = check_private(dir.path(), "--key", Private::File).unwrap_err().to_string();
+        let err = check(dir.path(), "--key", Private::File).unwrap_err().to_string();
         assert!(err.ends_with("is not a regular file"), "{err}");
         let file = dir.path().join("f");
         std::fs::write(&file, "").unwrap();
         with_mode(&file, 0o600);
-        let err = check_private(&file, "state_dir", Private::Dir).unwrap_err().to_string();
+        let err = check(&file, "state_dir", Private::Dir).unwrap_err().to_string();
         assert!(err.ends_with("is not a directory"), "{err}");
+    }
+
+    #[test]
+    fn a_stat_that_fails_otherwise_is_refused() {
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let err = judge(Path::new("/k"), "--key", Private::File, Err(denied), 0).unwrap_err().to_string();
+        assert!(err.starts_with("--key /k: cannot check its permissions: "), "{err}");
     }
 }

@@ -44,9 +44,12 @@ pub enum SecretKeyError {
 
 impl SecretKey {
     /// Reads a key file as written by `nix key generate-secret`.
-    /// Refused if other users could read or change it (see [`crate::perms`]).
+    /// Refused if other users could read or change it (see [`crate::perms`]); its `stat`
+    /// is the one file-system access here besides reading it.
     pub fn load(path: &Path) -> Result<Self, SecretKeyError> {
-        crate::perms::check_private(path, "file", crate::perms::Private::File).map_err(SecretKeyError::Permissions)?;
+        let euid = nix::unistd::geteuid().as_raw();
+        crate::perms::judge(path, "file", crate::perms::Private::File, std::fs::metadata(path), euid)
+            .map_err(SecretKeyError::Permissions)?;
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path)
             .map_err(|e| SecretKeyError::Read { file: file.clone(), problem: e.to_string() })?;
@@ -230,8 +233,43 @@ mod tests {
         );
     }
 
+    /// A second key pair, from another seed, under `name`.
+    fn other_key(name: &str) -> SecretKey {
+        let signing = SigningKey::from_bytes(&[9u8; 32]);
+        let mut pair = [0u8; 64];
+        pair[..32].copy_from_slice(&[9u8; 32]);
+        pair[32..].copy_from_slice(&signing.verifying_key().to_bytes());
+        format!("{name}:{}", STANDARD.encode(pair)).parse().unwrap()
+    }
+
     #[test]
     fn a_key_from_another_name_is_refused() {
+        let k = key();
+        let h = k.sign_request(&request("GET", "/v1/status", 5, &body_sha256(b"")));
+        // The signer's very key bytes, trusted under another name: the name is what is
+        // trusted, so the signature's name is unknown.
+        let renamed = PublicKey { name: "fleet-other".into(), key: k.public().key };
+        assert_eq!(
+            verify_request(&[renamed], &h, "GET", "/v1/status", 5),
+            Err(AuthError::UnknownKey("fleet-test".into()))
+        );
+        // A signature claiming the trusted name of another key does not verify with it.
+        let mut claimed = h.clone();
+        claimed.key = "fleet-other".into();
+        let trusted = [other_key("fleet-other").public()];
+        assert_eq!(verify_request(&trusted, &claimed, "GET", "/v1/status", 5), Err(AuthError::BadSignature));
+        // Another key signing under the trusted name of this one.
+        let impostor = other_key("fleet-test");
+        let forged = impostor.sign_request(&request("GET", "/v1/status", 5, &body_sha256(b"")));
+        assert_eq!(verify_request(&[k.public()], &forged, "GET", "/v1/status", 5), Err(AuthError::BadSignature));
+        // Both keys trusted, each under its own name: each verifies only as itself.
+        let both = [k.public(), other_key("fleet-other").public()];
+        assert_eq!(verify_request(&both, &h, "GET", "/v1/status", 5), Ok(()));
+        assert_eq!(verify_request(&both, &claimed, "GET", "/v1/status", 5), Err(AuthError::BadSignature));
+    }
+
+    #[test]
+    fn a_trusted_name_with_other_key_bytes_is_refused() {
         let k = key();
         let mut public = k.public();
         public.key[0] ^= 1;

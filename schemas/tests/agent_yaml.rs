@@ -78,7 +78,8 @@ fn design_example_parses() {
     assert_eq!(pull.interval, Duration::from_secs(60));
     assert_eq!(pull.webhook_secret_file.as_deref(), Some(Path::new("/run/keys/hostctl-webhook")));
     assert_eq!(pull.lock, LockPolicy::Pinned);
-    assert_eq!(pull.substituters, ["https://cache.example.com"]);
+    let substituters: Vec<&str> = pull.substituters.iter().map(|u| u.as_str()).collect();
+    assert_eq!(substituters, ["https://cache.example.com"]);
     assert_eq!(pull.trusted_public_keys[0].to_string(), CACHE_KEY);
     let systems: Vec<&str> = config.binfmt.as_ref().unwrap().emulated_systems.iter().map(|s| s.as_str()).collect();
     assert_eq!(systems, ["aarch64-linux", "riscv64-linux"]);
@@ -196,6 +197,14 @@ fn bad_values() {
         ("pull:\n  url: x\n  branch: -main\n", "5:11: pull.branch: invalid branch `-main`"),
         ("pull:\n  url: --upload-pack=x\n", "4:8: pull.url: invalid git URL `--upload-pack=x`"),
         ("pull:\n  branch: main\n", "4:3: pull: missing field `url`"),
+        (
+            "pull:\n  url: x\n  substituters: [\"https://c.example.com https://evil\"]\n",
+            "5:18: pull.substituters[0]: invalid cache URL `https://c.example.com https://evil`: it must not contain whitespace",
+        ),
+        (
+            "pull:\n  url: x\n  substituters:\n    - https://c.example.com\n    - ssh://b\n",
+            "7:7: pull.substituters[1]: invalid cache URL `ssh://b`: expected a binary cache URL",
+        ),
         ("binfmt:\n  emulated_systems: [aarch64]\n", "4:22: binfmt.emulated_systems[0]: invalid system `aarch64`"),
         (
             "health:\n  - command: [true]\n    http: http://x\n",

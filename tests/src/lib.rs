@@ -28,6 +28,15 @@ pub mod userns;
 pub const NIX_CONFIG: &str = "experimental-features = nix-command flakes\nsubstituters =\n";
 
 /// The workspace root (this crate lives in `<root>/tests`).
+/// Says on stderr that the running test skips (all of it, or the part `why` names):
+/// straight to the stream, because libtest captures `eprintln!` of passing tests and a
+/// skip must be seen in the run's output.
+pub fn skip(why: &str) {
+    use std::io::Write as _;
+    let test = std::thread::current().name().unwrap_or("?").to_owned();
+    let _ = writeln!(std::io::stderr(), "skipping {test}: {why}");
+}
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }

@@ -54,7 +54,8 @@
 #
 # Environment knobs:
 #   NIX_TRIXIE_SUITE      suite to use (default: trixie)
-#   NIX_TRIXIE_MIRROR     mirror (default: http://deb.debian.org/debian)
+#   NIX_TRIXIE_MIRROR     Debian archive URL (default: the one this machine's apt
+#                         sources use for bookworm main; see apt_mirror below)
 #   NIX_TRIXIE_INSECURE=1 allow `[trusted=yes]` as a LAST RESORT if no keyring
 #                         with the trixie archive keys can be found (off by
 #                         default: the script fails instead).
@@ -62,7 +63,7 @@ set -euo pipefail
 
 DEST="${1:-/opt/hostctl-nix-trixie}"
 SUITE="${NIX_TRIXIE_SUITE:-trixie}"
-MIRROR="${NIX_TRIXIE_MIRROR:-http://deb.debian.org/debian}"
+MIRROR="${NIX_TRIXIE_MIRROR:-}"
 ARCH=amd64
 TRIPLET=x86_64-linux-gnu
 EXPECTED_VERSION_RE='^nix \(Nix\) 2\.26\.'
@@ -105,6 +106,57 @@ if command -v flock >/dev/null; then
         log "$DEST was installed by a concurrent run; nothing to do"
         exit 0
     fi
+fi
+
+# The Debian archive this machine's apt already uses, so that no mirror is named in the
+# repository: the first URI ending in /debian of a `deb` source for bookworm's `main`,
+# from /etc/apt/sources.list and sources.list.d (one-line `.list` and deb822 `.sources`).
+apt_mirror() {
+    local f found
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+        [ -r "$f" ] || continue
+        case "$f" in
+            *.sources) found="$(awk "$DEB822_MIRROR" "$f")" ;;
+            *) found="$(awk "$LIST_MIRROR" "$f")" ;;
+        esac
+        if [ -n "$found" ]; then
+            printf '%s\n' "$found"
+            return 0
+        fi
+    done
+    return 1
+}
+# shellcheck disable=SC2016 # awk programs, not shell
+LIST_MIRROR='
+/^[ \t]*deb[ \t]/ {
+    line = $0
+    sub(/^[ \t]*deb[ \t]+/, "", line)
+    sub(/^\[[^]]*\][ \t]*/, "", line)
+    n = split(line, w, /[ \t]+/)
+    main = 0
+    for (i = 3; i <= n; i++) if (w[i] == "main") main = 1
+    if (w[2] == "bookworm" && main && w[1] ~ /\/debian\/?$/) { sub(/\/$/, "", w[1]); print w[1]; exit }
+}'
+# shellcheck disable=SC2016 # awk programs, not shell
+DEB822_MIRROR='
+function has(list, word) { return (" " list " ") ~ ("[ \t]" word "[ \t]") }
+function flush(   n, u, i) {
+    if (has(f["types"], "deb") && has(f["suites"], "bookworm") && has(f["components"], "main") \
+        && tolower(f["enabled"]) !~ /^[ \t]*no[ \t]*$/) {
+        n = split(f["uris"], u, /[ \t]+/)
+        for (i = 1; i <= n; i++) if (u[i] ~ /\/debian\/?$/) { sub(/\/$/, "", u[i]); print u[i]; done = 1; exit }
+    }
+    split("", f); key = ""
+}
+/^#/ { next }
+/^[ \t]*$/ { flush(); next }
+/^[ \t]/ { if (key != "") f[key] = f[key] " " $0; next }
+{ i = index($0, ":"); if (i == 0) next; key = tolower(substr($0, 1, i - 1)); f[key] = substr($0, i + 1) }
+END { if (!done) flush() }'
+if [ -z "$MIRROR" ]; then
+    MIRROR="$(apt_mirror)" \
+        || die "no Debian archive for bookworm main in /etc/apt/sources.list{,.d}; set NIX_TRIXIE_MIRROR=URL"
+    log "using the Debian archive of this machine's apt sources: $MIRROR"
 fi
 
 [ "$(dpkg --print-architecture)" = "$ARCH" ] || die "only $ARCH hosts are supported"

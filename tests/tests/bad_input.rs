@@ -115,6 +115,15 @@ fn bad_command_lines_exit_2_naming_the_argument_and_change_nothing() {
         (vec!["history", "db9"], vec![&unknown_host]),
         (vec!["bundle", "web1"], vec!["--output"]),
         (vec!["completions", "tcsh"], vec!["'tcsh'", "<SHELL>"]),
+        // What Nix would misread in `--builders`: refused before Nix runs.
+        (vec!["build", "--builders", "ssh://b x86_64-linux # big"], vec!["--builders", "`#`", "comment"]),
+        (vec!["apply", "--builders", "ssh://b\r"], vec!["--builders", "control character"]),
+        (vec!["build", "--builders", "ssh://a;;ssh://b"], vec!["--builders", "machine specification 2 is empty"]),
+        (vec!["build", "--builders", " "], vec!["--builders", "machine specification 1 is empty", "--builders ''"]),
+        (vec!["build", "--builders", "ssh://-oProxyCommand=x"], vec!["--builders", "must not start with `-`"]),
+        (vec!["build", "--builders", "builder x86_64-linux"], vec!["--builders", "ssh:// or ssh-ng://"]),
+        (vec!["build", "--builders", "ssh://b x86_64-linux - four"], vec!["--builders", "max jobs `four`"]),
+        (vec!["build", "--builders", "ssh://b - - - - - - - x"], vec!["--builders", "9 fields"]),
     ];
     let before = (host_state(live.host(HOST)), fleet_files(&live));
     for (args, expected) in &cases {
@@ -156,6 +165,16 @@ fn bad_agent_configs_stop_serve_with_exit_2_before_it_creates_anything() {
         (format!("{base}trusted_keys: [{key}]\nbus: nowhere\n"), vec![":5:6: bus"]),
         (format!("{}trusted_keys: [{key}]\n", base.replace("web1", "Web_1")), vec![":1:11: hostname", "`Web_1`"]),
         (format!("{base}trusted_keys: [{key}\n"), vec![":5:1: YAML syntax error", "line 4 column 15"]),
+        (
+            format!(
+                "{base}trusted_keys: [{key}]\npull:\n  url: /srv/fleet\n  substituters: [\"https://c https://d\"]\n"
+            ),
+            vec![":7:18: pull.substituters[0]: invalid cache URL `https://c https://d`", "whitespace"],
+        ),
+        (
+            format!("{base}trusted_keys: [{key}]\npull:\n  url: /srv/fleet\n  substituters: [\"--option=x\"]\n"),
+            vec![":7:18: pull.substituters[0]: invalid cache URL `--option=x`"],
+        ),
     ];
     for (yaml, expected) in &cases {
         let config = dir.path().join("agent.yaml");

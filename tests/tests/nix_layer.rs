@@ -13,7 +13,6 @@
 )]
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -89,13 +88,7 @@ fn setup(flavor: Flavor) -> Option<Setup> {
             if std::env::var_os("CI").is_some() {
                 panic!("{why}: .ci/run must run tests/support/install-nix-trixie.sh first");
             }
-            // Straight to stderr: libtest captures `eprintln!` of passing tests, and a skip
-            // must be seen.
-            let test = std::thread::current().name().unwrap_or("?").to_owned();
-            let _ = writeln!(
-                std::io::stderr(),
-                "skipping {test}: {why}; run tests/support/install-nix-trixie.sh to test against it"
-            );
+            hostctl_tests::skip(&format!("{why}; run tests/support/install-nix-trixie.sh to test against it"));
             return None;
         }
     }

@@ -1,6 +1,7 @@
 //! The NixOS module `services.hostctl-agent` (agent/nixos/module.nix), evaluated in a
 //! real NixOS configuration. No nixpkgs is installable here, so the test needs
-//! `NIXPKGS=/path/to/nixpkgs` (tested with 20.09) and says so when it is not set.
+//! `NIXPKGS=/path/to/nixpkgs` (tested with 20.09); without it each test says on stderr
+//! that it skips (written past libtest's capture, so the skip shows in every run).
 
 #![allow(clippy::unwrap_used, clippy::panic, reason = "test code throughout: a failed step must fail the test")]
 
@@ -12,7 +13,7 @@ use serde_json::Value;
 #[test]
 fn the_agent_module_evaluates_to_a_hardened_unit_and_a_valid_agent_yaml() {
     let Some(nixpkgs) = std::env::var_os("NIXPKGS").filter(|p| !p.is_empty()) else {
-        eprintln!("skipped: set NIXPKGS=/path/to/nixpkgs (e.g. a nixpkgs 20.09 checkout) to evaluate the NixOS module");
+        hostctl_tests::skip("NIXPKGS is not set: set NIXPKGS=/path/to/nixpkgs (e.g. a nixpkgs 20.09 checkout) to evaluate the NixOS module");
         return;
     };
     let root = workspace_root();
@@ -55,7 +56,9 @@ fn the_agent_module_evaluates_to_a_hardened_unit_and_a_valid_agent_yaml() {
 #[test]
 fn the_flake_exposes_both_packages_per_system_the_module_and_an_overlay() {
     let Some(nixpkgs) = std::env::var_os("NIXPKGS").filter(|p| !p.is_empty()) else {
-        eprintln!("skipped: set NIXPKGS=/path/to/nixpkgs to evaluate this repository's flake offline");
+        hostctl_tests::skip(
+            "NIXPKGS is not set: set NIXPKGS=/path/to/nixpkgs to evaluate this repository's flake offline",
+        );
         return;
     };
     // The nix-systems pattern: a `systems` input that is a list of systems, overridden here.

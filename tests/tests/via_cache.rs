@@ -190,8 +190,7 @@ fn nix_2_26_bin() -> Option<PathBuf> {
         return Some(bin);
     }
     assert!(std::env::var_os("CI").is_none(), "{} is missing: run tests/support/install-nix-trixie.sh", bin.display());
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "skipping the Nix 2.26 part: {} is missing", bin.display());
+    hostctl_tests::skip(&format!("the Nix 2.26 part: {} is missing", bin.display()));
     None
 }
 

@@ -18,7 +18,7 @@ use hostctl_schemas::agent_config::{LockPolicy, PullConfig};
 use hostctl_schemas::api::deployments::DeploymentRequest;
 use hostctl_schemas::duration::Duration;
 use hostctl_schemas::ids::{AttrName, LockId, StorePath};
-use hostctl_schemas::inventory::Mode;
+use hostctl_schemas::inventory::{CacheUrl, Mode};
 
 /// What the lock policy says about a commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +79,8 @@ impl NixBuilder {
             nix = nix.with_store(store);
         }
         if !config.substituters.is_empty() {
-            nix = nix.with_option("substituters", config.substituters.join(" "));
+            let urls: Vec<&str> = config.substituters.iter().map(CacheUrl::as_str).collect();
+            nix = nix.with_option("substituters", urls.join(" "));
         }
         if !config.trusted_public_keys.is_empty() {
             let keys: Vec<String> = config.trusted_public_keys.iter().map(ToString::to_string).collect();
