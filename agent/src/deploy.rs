@@ -49,7 +49,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use hostctl_nix::profile::Profile;
 use hostctl_nix::Nix;
-use hostctl_schemas::api::deployments::{valid_id, ActivationOutcome, Deployment, DeploymentRequest, DeploymentState};
+use hostctl_schemas::api::deployments::{
+    valid_id, ActivationOutcome, Deployment, DeploymentRequest, DeploymentState, EndReason,
+};
 use hostctl_schemas::duration::Duration;
 use hostctl_schemas::ids::StorePath;
 use hostctl_schemas::inventory::{HealthCheck, Mode};
@@ -59,6 +61,7 @@ use crate::error::ApiFailure;
 use crate::events::Events;
 use crate::host::StoreFs;
 use crate::journal::{Journal, JournalError, Phase, Record};
+use crate::transition::{Ending, Failure, Transition};
 use crate::{health, unix_now, unix_now_ms};
 
 /// How often a running activation is checked on: soon after the start (most test and
@@ -179,7 +182,12 @@ impl Deployer {
         self.journal().get(id).cloned().ok_or_else(|| format!("deployment `{id}` vanished from the journal"))
     }
 
-    /// Changes a record in the journal (the error as text, for the background tasks).
+    /// Moves a record on by `transition` (the error as text, for the background tasks).
+    pub(crate) fn transition(&self, id: &str, transition: Transition) -> Result<Record, String> {
+        self.journal().transition(id, transition).map_err(|e| e.to_string())
+    }
+
+    /// Changes a record's data in the journal (the error as text, for the background tasks).
     pub(crate) fn update(&self, id: &str, change: impl FnOnce(&mut Record)) -> Result<Record, String> {
         self.journal().update(id, change).map_err(|e| e.to_string())
     }
@@ -281,11 +289,7 @@ impl Deployer {
                         "the confirmation window of deployment `{id}` closed at {deadline} (Unix time); it is being rolled back"
                     )));
                 }
-                let record = journal.update(id, |r| {
-                    r.deployment.state = DeploymentState::Confirmed;
-                    r.deployment.finished = Some(unix_now());
-                    r.phase = Phase::Done;
-                })?;
+                let record = journal.transition(id, Transition::Confirm)?;
                 tracing::info!(id, "deployment confirmed");
                 Ok(record.deployment)
             }
@@ -298,53 +302,50 @@ impl Deployer {
 
     /// Runs a queued deployment to its result.
     async fn run(self: Arc<Self>, id: String) {
-        if let Err(message) = self.fetch_if_needed(&id).await {
-            return self.fail_before_activation(&id, message).await;
+        if let Err(failure) = self.fetch_if_needed(&id).await {
+            return self.fail_before_activation(&id, failure).await;
         }
         match self.activate(&id).await {
             Ok(handle) => {
                 let status = self.watch(&handle).await;
                 self.after_activation(&id, status).await;
             }
-            Err(message) => self.fail_before_activation(&id, message).await,
+            Err(failure) => self.fail_before_activation(&id, failure).await,
         }
     }
 
     /// Sets the profile (switch/boot) and starts the activation; `Err` means
     /// `switch-to-configuration` did not run.
-    async fn activate(&self, id: &str) -> Result<ActivationHandle, String> {
-        let record = self.record(id)?;
+    async fn activate(&self, id: &str) -> Result<ActivationHandle, Failure> {
+        let record = self.record(id).map_err(Failure::journal)?;
         let d = &record.deployment;
         let mut generation = None;
         if creates_generation(d.mode) {
-            self.update(id, |r| {
-                r.deployment.state = DeploymentState::Activating;
-                r.phase = Phase::SettingProfile;
-            })?;
+            self.transition(id, Transition::SetProfile).map_err(Failure::journal)?;
+            let profile_failed = |e: String| Failure::new(EndReason::ProfileFailed, e);
             self.set_profile_journaled(id, &d.toplevel)
                 .await
-                .map_err(|e| format!("cannot add a generation to the profile {}: {e}", self.profile))?;
-            generation = self.profile.current_generation().map_err(|e| format!("cannot read {}: {e}", self.profile))?;
+                .map_err(|e| profile_failed(format!("cannot add a generation to the profile {}: {e}", self.profile)))?;
+            generation = self
+                .profile
+                .current_generation()
+                .map_err(|e| profile_failed(format!("cannot read {}: {e}", self.profile)))?;
         }
-        self.update(id, |r| {
-            r.deployment.state = DeploymentState::Activating;
-            r.deployment.generation = generation;
-            r.phase = Phase::ProfileSet;
-        })?;
+        self.transition(id, Transition::ProfileSet { generation }).map_err(Failure::journal)?;
         let (log, exit_file) = {
             let journal = self.journal();
             (journal.log_path(id), journal.exit_path(id))
         };
         let spec = ActivationSpec { program: self.switch_program(&d.toplevel), mode: d.mode, log, exit_file };
-        let prepared = self.services.prepare(&spec).map_err(|e| e.to_string())?;
+        let prepared = self
+            .services
+            .prepare(&spec)
+            .map_err(|e| Failure::new(EndReason::ActivationNotStarted, e.to_string()))?;
         // Armed and journaled before the activation may run (dropping `prepared` on an
         // error here cancels it): see the module documentation.
         let armed = awaits_confirmation(d.mode, record.confirm_timeout);
-        self.update(id, |r| {
-            r.activation = Some(prepared.handle.clone());
-            r.armed = armed;
-            r.phase = Phase::Activating;
-        })?;
+        self.transition(id, Transition::Activate { handle: prepared.handle.clone(), armed })
+            .map_err(Failure::journal)?;
         let handle = prepared.handle.clone();
         if let Err(e) = prepared.launch() {
             // The wrapper is gone; `watch` reports it as cancelled or vanished.
@@ -356,17 +357,18 @@ impl Deployer {
 
     /// Polls the activation until it has a result; past the activation time limit, kills
     /// its process group and returns why (the error says it timed out).
-    pub(crate) async fn watch(&self, handle: &ActivationHandle) -> Result<ActivationStatus, String> {
+    pub(crate) async fn watch(&self, handle: &ActivationHandle) -> Result<ActivationStatus, Failure> {
         let started = std::time::Instant::now();
         let mut pause = FIRST_POLL;
         loop {
             let status = self.services.status(handle);
-            match status.map_err(|e| format!("the activation's result is unknown: {e}"))? {
+            let unknown = |e| Failure::new(EndReason::ActivationLost, format!("the activation's result is unknown: {e}"));
+            match status.map_err(unknown)? {
                 ActivationStatus::Running => tokio::time::sleep(pause).await,
                 done => return Ok(done),
             }
             if let Some(limit) = self.options.activation_timeout.filter(|limit| started.elapsed() >= *limit) {
-                return Err(self.kill_timed_out(handle, limit).await);
+                return Err(Failure::new(EndReason::TimedOut, self.kill_timed_out(handle, limit).await));
             }
             pause = (pause * 2).min(POLL_INTERVAL);
         }
@@ -387,53 +389,56 @@ impl Deployer {
     }
 
     /// Continues from the activation's result (also after a restart).
-    pub(crate) async fn after_activation(self: &Arc<Self>, id: &str, status: Result<ActivationStatus, String>) {
+    pub(crate) async fn after_activation(self: &Arc<Self>, id: &str, status: Result<ActivationStatus, Failure>) {
         let mode = match self.record(id) {
             Ok(r) => r.deployment.mode,
             Err(e) => return tracing::error!(id, error = %e, "cannot continue the deployment"),
         };
-        let reason = match status {
+        let lost = |message: &str| Failure::new(EndReason::ActivationLost, message);
+        let failure = match status {
             Ok(ActivationStatus::Finished(code)) => match self.record_exit(id, mode, code) {
                 Ok(None) => return self.activated(id).await,
-                Ok(Some(reason)) | Err(reason) => reason,
+                Ok(Some(failure)) | Err(failure) => failure,
             },
             Ok(ActivationStatus::Cancelled) => {
-                return self.fail_before_activation(id, "the activation was cancelled before it started".into()).await
+                let why = Failure::new(EndReason::ActivationCancelled, "the activation was cancelled before it started");
+                return self.fail_before_activation(id, why).await;
             }
-            Ok(ActivationStatus::Vanished) => "the activation process ended without an exit status".to_owned(),
-            Ok(ActivationStatus::Running) => "the activation is still running".to_owned(),
-            Err(e) => e,
+            Ok(ActivationStatus::Vanished) => lost("the activation process ended without an exit status"),
+            Ok(ActivationStatus::Running) => lost("the activation is still running"),
+            Err(failure) => failure,
         };
-        self.roll_back(id, reason, DeploymentState::Failed).await;
+        self.roll_back(id, failure, DeploymentState::Failed).await;
     }
 
     /// Journals the exit status and output; returns why it failed, `None` for success.
-    fn record_exit(&self, id: &str, mode: Mode, code: i32) -> Result<Option<String>, String> {
+    fn record_exit(&self, id: &str, mode: Mode, code: i32) -> Result<Option<Failure>, Failure> {
         let tail = log_tail(&self.journal().log_path(id));
         self.update(id, |r| {
             let d = &mut r.deployment;
             d.exit_code = Some(code);
             d.outcome = Some(ActivationOutcome::from_exit_code(Some(code)));
             d.log_tail = tail;
-        })?;
+        })
+        .map_err(Failure::journal)?;
         tracing::info!(id, code, "activation finished");
-        Ok(failure_reason(mode, code))
+        Ok(failure_reason(mode, code).map(|why| Failure::new(EndReason::ActivationFailed, why)))
     }
 
     /// After a successful activation: health checks, then the confirmation window.
     async fn activated(self: &Arc<Self>, id: &str) {
         let result = self.check_health(id).await;
-        let next = result.and_then(|()| self.open_window(id));
+        let next = result.and_then(|()| self.open_window(id).map_err(Failure::journal));
         match next {
             Ok(Some(deadline)) => self.arm_timer(id.to_owned(), deadline),
             Ok(None) => {}
-            Err(reason) => self.roll_back(id, reason, DeploymentState::RolledBack).await,
+            Err(failure) => self.roll_back(id, failure, DeploymentState::RolledBack).await,
         }
     }
 
     /// Runs the agent's and the request's health checks (switch/test only).
-    async fn check_health(&self, id: &str) -> Result<(), String> {
-        let record = self.record(id)?;
+    async fn check_health(&self, id: &str) -> Result<(), Failure> {
+        let record = self.record(id).map_err(Failure::journal)?;
         if !changes_running_system(record.deployment.mode) {
             return Ok(());
         }
@@ -441,25 +446,15 @@ impl Deployer {
         if checks.is_empty() {
             return Ok(());
         }
-        self.update(id, |r| r.phase = Phase::Checking)?;
+        self.transition(id, Transition::Check).map_err(Failure::journal)?;
         let output = self.journal().health_log_path(id);
-        health::run_checks(&checks, &output).await
+        health::run_checks(&checks, &output).await.map_err(|e| Failure::new(EndReason::HealthCheckFailed, e))
     }
 
     /// Confirmed at once, or `awaiting-confirmation` until the returned deadline.
     fn open_window(&self, id: &str) -> Result<Option<u64>, String> {
-        let record = self.update(id, |r| {
-            let d = &mut r.deployment;
-            if r.armed {
-                d.state = DeploymentState::AwaitingConfirmation;
-                d.confirm_deadline = Some(deadline_after(r.confirm_timeout));
-                r.phase = Phase::AwaitingConfirmation;
-            } else {
-                d.state = DeploymentState::Confirmed;
-                d.finished = Some(unix_now());
-                r.phase = Phase::Done;
-            }
-        })?;
+        let deadline = deadline_after(self.record(id)?.confirm_timeout);
+        let record = self.transition(id, Transition::Activated { deadline })?;
         let d = &record.deployment;
         tracing::info!(id, state = state_name(d.state), deadline = ?d.confirm_deadline, "deployment activated");
         Ok(d.confirm_deadline.filter(|_| record.armed))
@@ -467,16 +462,17 @@ impl Deployer {
 
     /// Ends a deployment that never ran `switch-to-configuration`: the running system
     /// is untouched, and the profile goes back to the previous system if it changed.
-    pub(crate) async fn fail_before_activation(&self, id: &str, message: String) {
+    pub(crate) async fn fail_before_activation(&self, id: &str, failure: Failure) {
         let note = match self.restore_profile(id).await {
             Ok(note) => note,
             Err(e) => Some(e),
         };
-        let message = match note {
+        let Failure { reason, message } = failure;
+        let error = match note {
             Some(note) => format!("{message}; {note}"),
             None => message,
         };
-        self.finish(id, DeploymentState::Failed, message);
+        self.finish(id, Ending { state: DeploymentState::Failed, reason, error });
     }
 
     /// Points the profile at what it pointed at before (`previous_profile`) again if it
@@ -510,23 +506,16 @@ impl Deployer {
             .map_err(|e| format!("restoring the profile to {previous} failed: {e}"))
     }
 
-    /// Makes a deployment final with `state` and `error`.
-    pub(crate) fn finish(&self, id: &str, state: DeploymentState, error: String) {
-        tracing::warn!(id, state = state_name(state), %error, "deployment ended");
-        let end = |error: String| {
-            move |r: &mut Record| {
-                r.deployment.state = state;
-                r.deployment.error = Some(error);
-                r.deployment.finished = Some(unix_now());
-                r.phase = Phase::Done;
-            }
-        };
-        if let Err(e) = self.update(id, end(error.clone())) {
+    /// Makes a deployment final as `ending` says.
+    pub(crate) fn finish(&self, id: &str, ending: Ending) {
+        tracing::warn!(id, state = state_name(ending.state), reason = ?ending.reason, error = %ending.error, "deployment ended");
+        if let Err(e) = self.transition(id, Transition::End(ending.clone())) {
             // Ended in memory anyway (written before the next deployment is accepted), or
             // the agent would stay stuck on it: see `Journal::close_unwritten`.
             tracing::error!(id, error = %e, "cannot journal the end of the deployment");
-            let error = format!("{error}; journaling this end failed too, it is written before the next deployment");
-            if let Err(e) = self.journal().close_unwritten(id, end(error)) {
+            let error =
+                format!("{}; journaling this end failed too, it is written before the next deployment", ending.error);
+            if let Err(e) = self.journal().close_unwritten(id, Transition::End(Ending { error, ..ending })) {
                 tracing::error!(id, error = %e, "cannot end the deployment");
             }
         }

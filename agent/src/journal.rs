@@ -32,7 +32,7 @@ use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
-use hostctl_schemas::api::deployments::{Deployment, DeploymentState};
+use hostctl_schemas::api::deployments::{Deployment, DeploymentState, EndReason};
 use hostctl_schemas::api::rollback::RollbackTarget;
 use hostctl_schemas::duration::Duration;
 use hostctl_schemas::ids::StorePath;
@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use crate::activation::ActivationHandle;
 use crate::events::{AgentEvent, Events};
 use crate::orphan::ChildProcess;
+use crate::transition::{IllegalTransition, Transition};
 
 /// One deployment as the journal keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,7 +121,8 @@ impl Record {
     }
 }
 
-/// Where a deployment is; each marker is journaled before the step it names begins.
+/// Where a deployment is; each marker is journaled before the step it names begins. Only
+/// [`Record::apply`] (`transition.rs`) changes it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
@@ -153,6 +155,10 @@ pub struct RollbackRun {
     pub reason: String,
     /// `failed` (the activation failed) or `rolled-back` (unconfirmed, unhealthy, asked).
     pub end_state: DeploymentState,
+    /// Why, typed: the deployment's `end_reason` once the rollback ends (absent in
+    /// records of older agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<EndReason>,
     pub step: RollbackStep,
     /// The generation `nix-env --set PREVIOUS` created (switch/boot).
     #[serde(default)]
@@ -216,6 +222,8 @@ pub enum JournalError {
     Unknown(String),
     #[error("deployment `{0}` would still be open: only its end can be kept in memory")]
     StillOpen(String),
+    #[error(transparent)]
+    Illegal(#[from] IllegalTransition),
 }
 
 /// Creates `dir` (and parents) and makes it private to the agent (0700): it holds
@@ -344,14 +352,30 @@ impl Journal {
         Ok(record)
     }
 
-    /// Changes a record with `change`, on disk first, and returns the new version.
+    /// Moves a record on by `transition` (see `transition.rs`), on disk first, and returns
+    /// the new version; a transition its phase does not allow changes nothing.
+    pub fn transition(&mut self, id: &str, transition: Transition) -> Result<Record, JournalError> {
+        let mut record = self.records.get(id).cloned().ok_or_else(|| JournalError::Unknown(id.to_owned()))?;
+        let previous = record.deployment.state;
+        record.apply(transition)?;
+        self.store(previous, record)
+    }
+
+    /// Changes a record's data with `change` (never its phase, state or `armed`: those
+    /// change by [`Journal::transition`]), on disk first, and returns the new version.
     pub fn update(&mut self, id: &str, change: impl FnOnce(&mut Record)) -> Result<Record, JournalError> {
         let mut record = self.records.get(id).cloned().ok_or_else(|| JournalError::Unknown(id.to_owned()))?;
         let previous = record.deployment.state;
         change(&mut record);
+        self.store(previous, record)
+    }
+
+    /// Writes a changed record (it was `previous` before), then keeps and announces it.
+    fn store(&mut self, previous: DeploymentState, record: Record) -> Result<Record, JournalError> {
         self.write(&record)?;
-        self.unwritten.remove(id);
-        self.records.insert(id.to_owned(), record.clone());
+        let id = record.deployment.id.clone();
+        self.unwritten.remove(&id);
+        self.records.insert(id, record.clone());
         self.announce(Some(previous), &record);
         Ok(record)
     }
@@ -359,11 +383,11 @@ impl Journal {
     /// Ends deployment `id` with `change` in memory only, for when [`Journal::update`]
     /// could not write that end (a full disk): otherwise the agent would report it open,
     /// and refuse every new deployment, until restarted. The end is written before the
-    /// next insert. `change` must make the deployment final.
-    pub fn close_unwritten(&mut self, id: &str, change: impl FnOnce(&mut Record)) -> Result<Record, JournalError> {
+    /// next insert. `end` must make the deployment final.
+    pub fn close_unwritten(&mut self, id: &str, end: Transition) -> Result<Record, JournalError> {
         let mut record = self.records.get(id).cloned().ok_or_else(|| JournalError::Unknown(id.to_owned()))?;
         let previous = record.deployment.state;
-        change(&mut record);
+        record.apply(end)?;
         if record.is_open() {
             return Err(JournalError::StillOpen(id.to_owned()));
         }

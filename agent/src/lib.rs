@@ -38,6 +38,7 @@ pub mod serve;
 pub mod server;
 pub mod status;
 pub mod substitute;
+pub mod transition;
 pub mod systemd;
 
 /// The current Unix time in seconds (0 if the clock is before 1970, which no signature

@@ -243,6 +243,7 @@ async fn a_rollback_cut_short_is_finished() {
             r.rollback = Some(RollbackRun {
                 reason: "not confirmed within 30s".into(),
                 end_state: DeploymentState::RolledBack,
+                end_reason: Some(hostctl_schemas::api::deployments::EndReason::NotConfirmed),
                 step: RollbackStep::SettingProfile,
                 generation: None,
                 activation: None,

@@ -21,13 +21,14 @@
 
 use std::sync::Arc;
 
-use hostctl_schemas::api::deployments::{ActivationOutcome, DeploymentState};
+use hostctl_schemas::api::deployments::{ActivationOutcome, DeploymentState, EndReason};
 use hostctl_schemas::ids::StorePath;
 use hostctl_schemas::inventory::Mode;
 
 use crate::activation::{ActivationSpec, ActivationStatus};
 use crate::deploy::{creates_generation, state_name, Deployer};
-use crate::journal::{Phase, Record, RollbackRun, RollbackStep};
+use crate::journal::{Record, RollbackRun, RollbackStep};
+use crate::transition::{Ending, Failure, Transition};
 use crate::unix_now_ms;
 
 /// How many times the previous system's activation is started before giving up (it is
@@ -36,7 +37,7 @@ const ACTIVATION_ATTEMPTS: u32 = 3;
 
 impl Deployer {
     /// Rolls deployment `id` back now and waits for the rollback to finish.
-    pub(crate) async fn roll_back(self: &Arc<Self>, id: &str, reason: String, end_state: DeploymentState) {
+    pub(crate) async fn roll_back(self: &Arc<Self>, id: &str, reason: Failure, end_state: DeploymentState) {
         if self.begin_rollback(id, reason, end_state, None) {
             self.run_rollback(id).await;
         }
@@ -44,7 +45,7 @@ impl Deployer {
 
     /// Rolls back a deployment that is awaiting confirmation, at once (its timer ran out
     /// or `POST /v1/rollback` asked). `false` if it is no longer awaiting confirmation.
-    pub(crate) fn roll_back_pending(self: &Arc<Self>, id: &str, reason: String) -> bool {
+    pub(crate) fn roll_back_pending(self: &Arc<Self>, id: &str, reason: Failure) -> bool {
         let expect = Some(DeploymentState::AwaitingConfirmation);
         if !self.begin_rollback(id, reason, DeploymentState::RolledBack, expect) {
             return false;
@@ -62,7 +63,7 @@ impl Deployer {
     fn begin_rollback(
         &self,
         id: &str,
-        reason: String,
+        reason: Failure,
         end_state: DeploymentState,
         expect: Option<DeploymentState>,
     ) -> bool {
@@ -71,26 +72,25 @@ impl Deployer {
         if expect.is_some_and(|state| record.deployment.state != state) {
             return false;
         }
+        let Failure { reason: end_reason, message: reason } = reason;
         if let Err(why) = rollback_possible(record) {
             drop(journal);
-            self.finish(id, DeploymentState::Failed, format!("{reason}; {why}"));
+            let error = format!("{reason}; {why}");
+            self.finish(id, Ending { state: DeploymentState::Failed, reason: end_reason, error });
             return false;
         }
         tracing::warn!(id, %reason, end = state_name(end_state), "rolling back");
         let run = RollbackRun {
             reason,
             end_state,
+            end_reason: Some(end_reason),
             step: RollbackStep::Decided,
             generation: None,
             activation: None,
             activation_index: 0,
             done: false,
         };
-        let result = journal.update(id, |r| {
-            r.deployment.state = DeploymentState::Activating;
-            r.phase = Phase::RollingBack;
-            r.rollback = Some(run);
-        });
+        let result = journal.transition(id, Transition::RollBack(run));
         if let Err(e) = &result {
             tracing::error!(id, error = %e, "cannot journal the rollback");
         }
@@ -99,23 +99,29 @@ impl Deployer {
 
     /// Carries out (or, after a restart, continues) the journaled rollback of `id`.
     pub(crate) async fn run_rollback(self: &Arc<Self>, id: &str) {
-        let (end_state, error) = match self.rollback_steps(id).await {
+        let (state, reason, error) = match self.rollback_steps(id).await {
             Ok((run, done)) => {
-                if let Err(e) = self.update(id, |r| r.rollback.iter_mut().for_each(|run| run.done = true)) {
+                if let Err(e) = self.transition(id, Transition::RollbackDone) {
                     tracing::error!(id, error = %e, "cannot journal the end of the rollback");
                 }
-                (run.end_state, format!("{}; {done}", run.reason))
+                (run.end_state, run.end_reason, format!("{}; {done}", run.reason))
             }
-            Err((reason, problem)) => (DeploymentState::Failed, format!("{reason}; {problem}")),
+            Err((reason, end_reason, problem)) => (DeploymentState::Failed, end_reason, format!("{reason}; {problem}")),
         };
-        self.finish(id, end_state, error);
+        // Rollbacks journaled by older agents do not say why (typed).
+        let reason = reason.unwrap_or(EndReason::Other);
+        self.finish(id, Ending { state, reason, error });
     }
 
-    /// `Ok` with the rollback and what it did, or `Err((reason, problem))`.
-    async fn rollback_steps(&self, id: &str) -> Result<(RollbackRun, String), (String, String)> {
-        let record = self.record(id).map_err(|e| ("rollback interrupted".to_owned(), e))?;
-        let run = record.rollback.clone().ok_or(("rollback interrupted".to_owned(), "no rollback journaled".into()))?;
-        let fail = |problem: String| (run.reason.clone(), problem);
+    /// `Ok` with the rollback and what it did, or `Err((reason, typed reason, problem))`.
+    async fn rollback_steps(
+        &self,
+        id: &str,
+    ) -> Result<(RollbackRun, String), (String, Option<EndReason>, String)> {
+        let interrupted = |problem: String| ("rollback interrupted".to_owned(), Some(EndReason::JournalWriteFailed), problem);
+        let record = self.record(id).map_err(interrupted)?;
+        let run = record.rollback.clone().ok_or_else(|| interrupted("no rollback journaled".into()))?;
+        let fail = |problem: String| (run.reason.clone(), run.end_reason, problem);
         let plan = rollback_plan(&record);
         if plan.is_empty() {
             return Err(fail("no previous system".into()));
@@ -152,8 +158,9 @@ impl Deployer {
                     self.start_rollback_activation(record, index)?
                 }
             };
+            let watched = self.watch(&current).await;
             let again =
-                match self.watch(&current).await.map_err(|e| format!("rolling back to {toplevel} failed too: {e}"))? {
+                match watched.map_err(|e| format!("rolling back to {toplevel} failed too: {}", e.message))? {
                     ActivationStatus::Finished(code) if ActivationOutcome::from_exit_code(Some(code)).succeeded() => {
                         return Ok(())
                     }
@@ -208,13 +215,7 @@ impl Deployer {
         };
         let spec = ActivationSpec { program: self.switch_program(toplevel), mode: *mode, log, exit_file };
         let prepared = self.services.prepare(&spec).map_err(|e| format!("cannot re-activate {toplevel}: {e}"))?;
-        self.update(id, |r| {
-            if let Some(run) = r.rollback.as_mut() {
-                run.step = RollbackStep::Activating;
-                run.activation = Some(prepared.handle.clone());
-                run.activation_index = index;
-            }
-        })?;
+        self.transition(id, Transition::RollbackActivation { handle: prepared.handle.clone(), index })?;
         let handle = prepared.handle.clone();
         if let Err(e) = prepared.launch() {
             tracing::error!(id, error = %e, "cannot launch the rollback activation");
@@ -231,7 +232,7 @@ impl Deployer {
             let wait_ms = (u128::from(deadline) * 1000).saturating_sub(u128::from(unix_now_ms()));
             tokio::time::sleep(std::time::Duration::from_millis(u64::try_from(wait_ms).unwrap_or(u64::MAX))).await;
             let reason = match this.record(&id) {
-                Ok(r) => format!("not confirmed within {}", r.confirm_timeout),
+                Ok(r) => Failure::new(EndReason::NotConfirmed, format!("not confirmed within {}", r.confirm_timeout)),
                 Err(_) => return,
             };
             if this.roll_back_pending(&id, reason) {
@@ -286,14 +287,5 @@ fn rollback_possible(record: &Record) -> Result<(), String> {
 }
 
 fn set_step(deployer: &Deployer, id: &str, step: RollbackStep, generation: Option<u64>) -> Result<(), String> {
-    deployer
-        .update(id, |r| {
-            if let Some(run) = r.rollback.as_mut() {
-                run.step = step;
-                if generation.is_some() {
-                    run.generation = generation;
-                }
-            }
-        })
-        .map(|_| ())
+    deployer.transition(id, Transition::RollbackStep { step, generation }).map(|_| ())
 }

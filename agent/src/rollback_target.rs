@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use hostctl_schemas::api::deployments::{Deployment, DeploymentRequest, DeploymentState};
+use hostctl_schemas::api::deployments::{Deployment, DeploymentRequest, DeploymentState, EndReason};
 use hostctl_schemas::api::rollback::{RollbackRequest, RollbackTarget};
 use hostctl_schemas::ids::{LockId, StorePath};
 use hostctl_schemas::inventory::Mode;
@@ -25,6 +25,7 @@ use hostctl_schemas::inventory::Mode;
 use crate::deploy::{check_id, state_name, Deployer};
 use crate::error::ApiFailure;
 use crate::journal::Record;
+use crate::transition::Failure;
 use crate::unix_now;
 
 /// A resolved target: the system and where it came from.
@@ -65,7 +66,8 @@ impl Deployer {
         let id = &open.deployment.id;
         let state = open.deployment.state;
         if state == DeploymentState::AwaitingConfirmation && matches!(to, RollbackTarget::Previous(_)) {
-            if self.roll_back_pending(id, "rolled back on request".into()) {
+            let reason = Failure::new(EndReason::RollbackRequested, "rolled back on request");
+            if self.roll_back_pending(id, reason) {
                 return self.get(id).ok_or_else(|| ApiFailure::internal(format!("deployment `{id}` vanished")));
             }
             return Err(ApiFailure::conflict(format!("deployment `{id}` just left awaiting-confirmation; ask again")));

@@ -116,6 +116,7 @@ mod tests {
         Some(RollbackRun {
             reason: "x".into(),
             end_state: DeploymentState::RolledBack,
+            end_reason: None,
             step: RollbackStep::Activating,
             generation: None,
             activation: None,

@@ -16,24 +16,24 @@
 //! **Journal.** The fetch runs in the deployment's task under phase `substituting`
 //! (state `queued`), journaled before `nix copy` starts; the profile and the running
 //! system are not touched until it succeeded. A failure ends the deployment `failed`
-//! with an error starting `cache <URL>: ` and Nix's own message; a restart during the
-//! fetch ends it `failed` too (`recovery.rs`).
+//! with `end_reason` `cache-fetch-failed` and an error starting `cache <URL>: ` and Nix's
+//! own message; a restart during the fetch ends it the same way (`recovery.rs`).
 
 use std::time::Instant;
 
-use hostctl_schemas::api::deployments::{DeploymentRequest, CACHE_ERROR_PREFIX};
+use hostctl_schemas::api::deployments::{DeploymentRequest, EndReason};
 use hostctl_schemas::ids::StorePath;
 use hostctl_schemas::inventory::CacheUrl;
 
 use crate::deploy::Deployer;
 use crate::error::ApiFailure;
-use crate::journal::Phase;
+use crate::transition::{Failure, Transition};
 
 /// `cache <URL>: ` (or `cache: ` when unknown), the start of every fetch error.
 pub(crate) fn cache_error_start(cache: Option<&CacheUrl>) -> String {
     match cache {
-        Some(url) => format!("{CACHE_ERROR_PREFIX}{url}: "),
-        None => format!("{}: ", CACHE_ERROR_PREFIX.trim_end()),
+        Some(url) => format!("cache {url}: "),
+        None => "cache: ".to_owned(),
     }
 }
 
@@ -64,21 +64,22 @@ impl Deployer {
 
     /// Fetches the deployment's toplevel from its cache if the record names one and the
     /// store lacks it. `Err` is the deployment's error; nothing was changed but the store.
-    pub(crate) async fn fetch_if_needed(&self, id: &str) -> Result<(), String> {
-        let record = self.record(id)?;
+    pub(crate) async fn fetch_if_needed(&self, id: &str) -> Result<(), Failure> {
+        let record = self.record(id).map_err(Failure::journal)?;
         let Some(cache) = record.cache else { return Ok(()) };
         let toplevel = record.deployment.toplevel;
         let start = cache_error_start(Some(&cache));
+        let failed = |why: String| Failure::new(EndReason::CacheFetchFailed, format!("{start}{why}"));
         let missing = self.nix.invalid_paths(std::slice::from_ref(&toplevel)).await;
-        if missing.map_err(|e| format!("{start}cannot ask the store for {toplevel}: {e}"))?.is_empty() {
+        if missing.map_err(|e| failed(format!("cannot ask the store for {toplevel}: {e}")))?.is_empty() {
             return Ok(());
         }
-        self.update(id, |r| r.phase = Phase::Substituting)?;
+        self.transition(id, Transition::Substitute).map_err(Failure::journal)?;
         let started = Instant::now();
         tracing::info!(id, %cache, %toplevel, "fetching the system from the cache");
-        self.copy_from(&cache, &toplevel).await.map_err(|why| format!("{start}fetching {toplevel} failed: {why}"))?;
+        self.copy_from(&cache, &toplevel).await.map_err(|why| failed(format!("fetching {toplevel} failed: {why}")))?;
         if !self.switch_program(&toplevel).is_file() {
-            return Err(format!("{start}{toplevel} has no bin/switch-to-configuration; is it a NixOS system?"));
+            return Err(failed(format!("{toplevel} has no bin/switch-to-configuration; is it a NixOS system?")));
         }
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         tracing::info!(id, %cache, %toplevel, ms, "fetched the system from the cache");
@@ -171,6 +172,7 @@ mod tests {
         deployer.create(req).await.unwrap();
         let d = ended(&deployer, "d1").await;
         assert_eq!(d.state, DeploymentState::Failed);
+        assert_eq!(d.end_reason, Some(EndReason::CacheFetchFailed));
         let error = d.error.unwrap();
         assert!(
             error.starts_with(&format!("cache {listed}: fetching {system} failed: there is no binary cache at")),
@@ -190,10 +192,11 @@ mod tests {
         let mut req = request("d1", &system, Mode::Switch, 30);
         req.cache = Some(cache.clone());
         let mut record = crate::journal::Record::new(Deployment::queued(&req, None, 1), req.confirm_timeout);
-        (record.phase, record.cache) = (Phase::Substituting, Some(cache));
+        record.cache = Some(cache);
+        record.apply(Transition::Substitute).unwrap();
         let deployer = host.recovered_with(record).await;
         let d = deployer.get("d1").unwrap();
-        assert_eq!(d.state, DeploymentState::Failed);
+        assert_eq!((d.state, d.end_reason), (DeploymentState::Failed, Some(EndReason::CacheFetchFailed)));
         assert_eq!(
             d.error.as_deref(),
             Some(
