@@ -347,7 +347,7 @@ impl Deployer {
         self.transition(id, Transition::Activate { handle: prepared.handle.clone(), armed })
             .map_err(Failure::journal)?;
         let handle = prepared.handle.clone();
-        if let Err(e) = prepared.launch() {
+        if let Err(e) = prepared.launch().await {
             // The wrapper is gone; `watch` reports it as cancelled or vanished.
             tracing::error!(id, error = %e, "cannot launch the activation");
         }
@@ -361,7 +361,7 @@ impl Deployer {
         let started = std::time::Instant::now();
         let mut pause = FIRST_POLL;
         loop {
-            let status = self.services.status(handle);
+            let status = self.services.status(handle).await;
             let unknown = |e| Failure::new(EndReason::ActivationLost, format!("the activation's result is unknown: {e}"));
             match status.map_err(unknown)? {
                 ActivationStatus::Running => tokio::time::sleep(pause).await,
@@ -379,10 +379,7 @@ impl Deployer {
     async fn kill_timed_out(&self, handle: &ActivationHandle, limit: std::time::Duration) -> String {
         let why = format!("switch-to-configuration timed out: still running after {limit:?} (activation_timeout)");
         tracing::error!(pid = handle.pid, "{why}; killing its process group");
-        let services = Arc::clone(&self.services);
-        let target = handle.clone();
-        let killed = tokio::task::spawn_blocking(move || services.kill(&target)).await;
-        match killed.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+        match self.services.kill(handle).await {
             Ok(()) => format!("{why}; its process group was killed"),
             Err(e) => format!("{why}; killing it failed: {e}"),
         }

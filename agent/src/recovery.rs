@@ -93,7 +93,7 @@ impl Deployer {
             // The handle is journaled in the same write as the phase; without it nothing ran.
             return self.fail_before_activation(&id, stopped_before_activation()).await;
         };
-        match self.services.status(&handle) {
+        match self.services.status(&handle).await {
             Ok(ActivationStatus::Cancelled) => self.fail_before_activation(&id, stopped_before_activation()).await,
             Ok(ActivationStatus::Running) => {
                 tracing::info!(id, pid = handle.pid, "following an activation started before the restart");

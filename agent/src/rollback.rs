@@ -155,7 +155,7 @@ impl Deployer {
                 Some(h) => h,
                 None => {
                     started += 1;
-                    self.start_rollback_activation(record, index)?
+                    self.start_rollback_activation(record, index).await?
                 }
             };
             let watched = self.watch(&current).await;
@@ -201,7 +201,7 @@ impl Deployer {
     }
 
     /// Prepares step `index` of the plan, journals its handle, launches it.
-    fn start_rollback_activation(
+    async fn start_rollback_activation(
         &self,
         record: &Record,
         index: usize,
@@ -217,7 +217,7 @@ impl Deployer {
         let prepared = self.services.prepare(&spec).map_err(|e| format!("cannot re-activate {toplevel}: {e}"))?;
         self.transition(id, Transition::RollbackActivation { handle: prepared.handle.clone(), index })?;
         let handle = prepared.handle.clone();
-        if let Err(e) = prepared.launch() {
+        if let Err(e) = prepared.launch().await {
             tracing::error!(id, error = %e, "cannot launch the rollback activation");
         }
         tracing::info!(id, pid = handle.pid, %toplevel, %mode, "rollback activation started");
