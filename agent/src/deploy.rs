@@ -1,7 +1,13 @@
 //! Deployments: accepting a request, adding the profile generation, starting the
 //! activation, health checks, the confirmation window, and what happens when any of it
-//! fails (the rollback itself is in `rollback.rs`, restarts in `recovery.rs`,
-//! `POST /v1/rollback` in `rollback_target.rs`).
+//! fails (the rollback and `POST /v1/rollback` are in `rollback.rs`, restarts in
+//! `recovery.rs`).
+//!
+//! [`Deployer`] orchestrates; it owns its collaborators: the [`Journal`] (records on
+//! disk; every change a `transition.rs` transition or a data update), the
+//! [`Activator`] (profile, store, service manager) and the [`Substituter`] (fetching
+//! from caches). `rollback_target.rs` resolves `POST /v1/rollback` targets and
+//! `running.rs` says what runs now, both from what the journal and the activator read.
 //!
 //! States: `queued` → `activating` (profile, activation, health checks; also while a
 //! rollback re-activates the previous system) → `awaiting-confirmation` (switch/test with
@@ -57,17 +63,15 @@ use hostctl_schemas::ids::StorePath;
 use hostctl_schemas::inventory::{HealthCheck, Mode};
 
 use crate::activation::{log_tail, ActivationHandle, ActivationSpec, ActivationStatus, ServiceManager};
+use crate::activator::Activator;
 use crate::error::ApiFailure;
 use crate::events::Events;
 use crate::host::StoreFs;
 use crate::journal::{Journal, JournalError, Phase, Record};
+use crate::orphan::ChildProcess;
+use crate::substitute::Substituter;
 use crate::transition::{Ending, Failure, Transition};
 use crate::{health, unix_now, unix_now_ms};
-
-/// How often a running activation is checked on: soon after the start (most test and
-/// small switches are quick), then every [`POLL_INTERVAL`].
-const FIRST_POLL: std::time::Duration = std::time::Duration::from_millis(20);
-pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What the agent's configuration adds to every deployment.
 #[derive(Debug, Clone, Default)]
@@ -90,15 +94,13 @@ pub struct DeployerOptions {
     pub cache_keys: Vec<hostctl_schemas::key::PublicKey>,
 }
 
-/// Owns the journal and runs deployments.
+/// Owns the journal and its collaborators, and runs deployments.
 #[derive(Debug)]
 pub struct Deployer {
     journal: Mutex<Journal>,
     events: Events,
-    pub(crate) nix: Arc<Nix>,
-    pub(crate) profile: Profile,
-    store_fs: StoreFs,
-    pub(crate) services: Arc<dyn ServiceManager>,
+    pub(crate) activator: Activator,
+    substituter: Substituter,
     pub(crate) options: DeployerOptions,
 }
 
@@ -155,7 +157,9 @@ impl Deployer {
         let events = Events::new();
         let mut journal = journal;
         journal.set_events(events.clone());
-        Self { journal: Mutex::new(journal), events, nix, profile, store_fs, services, options }
+        let substituter = Substituter::new(Arc::clone(&nix), options.caches.clone(), options.cache_keys.clone());
+        let activator = Activator::new(nix, profile, store_fs, services, &options);
+        Self { journal: Mutex::new(journal), events, activator, substituter, options }
     }
 
     /// Where every journaled change is announced (see [`crate::events`]).
@@ -164,7 +168,7 @@ impl Deployer {
     }
 
     pub fn profile(&self) -> &Profile {
-        &self.profile
+        self.activator.profile()
     }
 
     pub(crate) fn journal(&self) -> MutexGuard<'_, Journal> {
@@ -227,8 +231,8 @@ impl Deployer {
     /// What a new deployment returns to: the system running now (its
     /// `previous_toplevel`) and what the profile points at now (its `previous_profile`).
     pub(crate) fn previous_systems(&self) -> Result<(Option<StorePath>, Option<StorePath>), ApiFailure> {
-        let running = self.running_toplevel(&self.records())?;
-        Ok((running, self.profile_toplevel()?))
+        let running = crate::running::running_toplevel(&self.activator, &self.records())?;
+        Ok((running, self.activator.profile_toplevel()?))
     }
 
     /// Journals a new deployment unless another one is open, and starts it.
@@ -256,23 +260,35 @@ impl Deployer {
         Ok(record.deployment)
     }
 
-    /// 400 unless the toplevel is in the store and has `bin/switch-to-configuration`.
-    pub(crate) async fn check_toplevel(&self, toplevel: &StorePath) -> Result<(), ApiFailure> {
-        if !self.nix.invalid_paths(std::slice::from_ref(toplevel)).await?.is_empty() {
-            return Err(ApiFailure::bad_request(format!(
-                "toplevel: {toplevel} is not in this host's store; import its closure first"
-            )));
+    /// Checks where the request's system comes from: without a cache it must be in the
+    /// store already (400 otherwise); a cache must be one of `caches` (400), and then a
+    /// missing toplevel is fetched once the deployment runs.
+    async fn check_source(&self, request: &DeploymentRequest) -> Result<(), ApiFailure> {
+        if let Some(cache) = &request.cache {
+            self.substituter.check_listed(cache)?;
+            if self.substituter.lacks(&request.toplevel).await? {
+                return Ok(());
+            }
         }
-        if !self.switch_program(toplevel).is_file() {
-            return Err(ApiFailure::bad_request(format!(
-                "toplevel: {toplevel} has no bin/switch-to-configuration; is it a NixOS system?"
-            )));
-        }
-        Ok(())
+        self.activator.check_toplevel(&request.toplevel).await
     }
 
-    pub(crate) fn switch_program(&self, toplevel: &StorePath) -> std::path::PathBuf {
-        self.store_fs.real_path(toplevel).join("bin/switch-to-configuration")
+    /// Fetches the deployment's toplevel from its cache if the record names one and the
+    /// store lacks it. `Err` is the deployment's error; nothing was changed but the store.
+    async fn fetch_if_needed(&self, id: &str) -> Result<(), Failure> {
+        let record = self.record(id).map_err(Failure::journal)?;
+        let Some(cache) = record.cache else { return Ok(()) };
+        let toplevel = record.deployment.toplevel;
+        let program = self.activator.switch_program(&toplevel);
+        let begin = || self.transition(id, Transition::Substitute).map(drop).map_err(Failure::journal);
+        self.substituter.fetch_if_missing(id, &cache, &toplevel, &program, begin).await
+    }
+
+    /// `nix-env --set TOPLEVEL` for deployment `id`, journaling the `nix-env` process
+    /// before waiting on it (see `orphan.rs`).
+    pub(crate) async fn set_profile_journaled(&self, id: &str, toplevel: &StorePath) -> Result<(), String> {
+        let mut journal_child = |child: ChildProcess| self.update(id, |r| r.nix_child = Some(child)).map(drop);
+        self.activator.set_profile(toplevel, &mut journal_child).await
     }
 
     /// Confirms a deployment awaiting confirmation (idempotent for a confirmed one). A
@@ -307,7 +323,7 @@ impl Deployer {
         }
         match self.activate(&id).await {
             Ok(handle) => {
-                let status = self.watch(&handle).await;
+                let status = self.activator.watch(&handle).await;
                 self.after_activation(&id, status).await;
             }
             Err(failure) => self.fail_before_activation(&id, failure).await,
@@ -323,24 +339,22 @@ impl Deployer {
         if creates_generation(d.mode) {
             self.transition(id, Transition::SetProfile).map_err(Failure::journal)?;
             let profile_failed = |e: String| Failure::new(EndReason::ProfileFailed, e);
-            self.set_profile_journaled(id, &d.toplevel)
-                .await
-                .map_err(|e| profile_failed(format!("cannot add a generation to the profile {}: {e}", self.profile)))?;
+            self.set_profile_journaled(id, &d.toplevel).await.map_err(|e| {
+                profile_failed(format!("cannot add a generation to the profile {}: {e}", self.profile()))
+            })?;
             generation = self
-                .profile
+                .profile()
                 .current_generation()
-                .map_err(|e| profile_failed(format!("cannot read {}: {e}", self.profile)))?;
+                .map_err(|e| profile_failed(format!("cannot read {}: {e}", self.profile())))?;
         }
         self.transition(id, Transition::ProfileSet { generation }).map_err(Failure::journal)?;
         let (log, exit_file) = {
             let journal = self.journal();
             (journal.log_path(id), journal.exit_path(id))
         };
-        let spec = ActivationSpec { program: self.switch_program(&d.toplevel), mode: d.mode, log, exit_file };
-        let prepared = self
-            .services
-            .prepare(&spec)
-            .map_err(|e| Failure::new(EndReason::ActivationNotStarted, e.to_string()))?;
+        let spec = ActivationSpec { program: self.activator.switch_program(&d.toplevel), mode: d.mode, log, exit_file };
+        let prepared =
+            self.activator.prepare(&spec).map_err(|e| Failure::new(EndReason::ActivationNotStarted, e.to_string()))?;
         // Armed and journaled before the activation may run (dropping `prepared` on an
         // error here cancels it): see the module documentation.
         let armed = awaits_confirmation(d.mode, record.confirm_timeout);
@@ -353,36 +367,6 @@ impl Deployer {
         }
         tracing::info!(id, pid = handle.pid, mode = %d.mode, armed, "activation started");
         Ok(handle)
-    }
-
-    /// Polls the activation until it has a result; past the activation time limit, kills
-    /// its process group and returns why (the error says it timed out).
-    pub(crate) async fn watch(&self, handle: &ActivationHandle) -> Result<ActivationStatus, Failure> {
-        let started = std::time::Instant::now();
-        let mut pause = FIRST_POLL;
-        loop {
-            let status = self.services.status(handle).await;
-            let unknown = |e| Failure::new(EndReason::ActivationLost, format!("the activation's result is unknown: {e}"));
-            match status.map_err(unknown)? {
-                ActivationStatus::Running => tokio::time::sleep(pause).await,
-                done => return Ok(done),
-            }
-            if let Some(limit) = self.options.activation_timeout.filter(|limit| started.elapsed() >= *limit) {
-                return Err(Failure::new(EndReason::TimedOut, self.kill_timed_out(handle, limit).await));
-            }
-            pause = (pause * 2).min(POLL_INTERVAL);
-        }
-    }
-
-    /// Kills an activation that ran past `limit` (its whole process group) and waits until
-    /// it is gone; returns the deployment's error.
-    async fn kill_timed_out(&self, handle: &ActivationHandle, limit: std::time::Duration) -> String {
-        let why = format!("switch-to-configuration timed out: still running after {limit:?} (activation_timeout)");
-        tracing::error!(pid = handle.pid, "{why}; killing its process group");
-        match self.services.kill(handle).await {
-            Ok(()) => format!("{why}; its process group was killed"),
-            Err(e) => format!("{why}; killing it failed: {e}"),
-        }
     }
 
     /// Continues from the activation's result (also after a restart).
@@ -398,7 +382,8 @@ impl Deployer {
                 Ok(Some(failure)) | Err(failure) => failure,
             },
             Ok(ActivationStatus::Cancelled) => {
-                let why = Failure::new(EndReason::ActivationCancelled, "the activation was cancelled before it started");
+                let why =
+                    Failure::new(EndReason::ActivationCancelled, "the activation was cancelled before it started");
                 return self.fail_before_activation(id, why).await;
             }
             Ok(ActivationStatus::Vanished) => lost("the activation process ended without an exit status"),
@@ -480,7 +465,8 @@ impl Deployer {
         if !creates_generation(record.deployment.mode) {
             return Ok(None);
         }
-        let current = self.profile.current().map_err(|e| format!("cannot read the profile {}: {e}", self.profile))?;
+        let profile = self.profile();
+        let current = profile.current().map_err(|e| format!("cannot read the profile {profile}: {e}"))?;
         if let Some((n, Some(t))) = &current {
             if *t == record.deployment.toplevel && record.deployment.generation.is_none() {
                 // `nix-env --set` ran but the agent died before journaling the number:

@@ -2,10 +2,11 @@
 //! glue and integration tests can run the HTTP server in-process.
 //!
 //! Request path: [`server`] routes → [`auth`] (signature, nonce, body hash; [`body`] reads
-//! bodies within limits) → handlers in [`routes`] and [`import`] → [`deploy`] (deployments:
-//! [`journal`] + [`activation`] (as [`systemd`] units or detached children) + [`health`];
-//! [`rollback`] re-activates the previous system, [`recovery`] resumes after a restart,
-//! [`rollback_target`] serves `POST /v1/rollback`), [`host`] (what the host runs),
+//! bodies within limits) → handlers in [`routes`] and [`import`] → [`deploy`] (deployments,
+//! moved on only by [`transition`]s: [`journal`] + [`activator`] (profile, store,
+//! [`activation`] as [`systemd`] units or detached children) + [`substitute`] + [`health`];
+//! [`rollback`] re-activates the previous system and serves `POST /v1/rollback` (targets
+//! from [`rollback_target`]), [`recovery`] resumes after a restart), [`host`] (what the host runs),
 //! `hostctl_nix::export_stream` (the import stream validator), [`pull`] (pull mode: fetch, webhook,
 //! build, hand-off to [`deploy`]).
 //! [`dbus`] publishes the status on D-Bus (`org.hostctl.Agent1`) and serves
@@ -13,6 +14,7 @@
 //! wires it up and handles signals.
 
 pub mod activation;
+pub mod activator;
 pub mod auth;
 pub mod binfmt;
 pub mod body;
@@ -38,8 +40,8 @@ pub mod serve;
 pub mod server;
 pub mod status;
 pub mod substitute;
-pub mod transition;
 pub mod systemd;
+pub mod transition;
 
 /// The current Unix time in seconds (0 if the clock is before 1970, which no signature
 /// check accepts anyway).

@@ -196,8 +196,10 @@ fn serve(config: AgentConfig) -> Result<(), AgentError> {
 
 /// `binfmt`: one reconcile of the configuration's `binfmt:` section.
 fn binfmt(path: &Path, cfg: &AgentConfig, json: bool, dry_run: bool) -> Result<(), AgentError> {
-    let section =
-        cfg.binfmt.as_ref().ok_or_else(|| AgentError::unusable(path, "no `binfmt:` section (binfmt.emulated_systems)"))?;
+    let section = cfg
+        .binfmt
+        .as_ref()
+        .ok_or_else(|| AgentError::unusable(path, "no `binfmt:` section (binfmt.emulated_systems)"))?;
     let plan = hostctl_agent::binfmt::plan(section).map_err(|e| AgentError::unusable(path, e))?;
     let report = hostctl_agent::binfmt::reconcile(&plan, dry_run);
     if json {

@@ -49,7 +49,7 @@ impl Deployer {
             tracing::info!(id, phase = ?record.phase, "recovering a deployment left open");
             // A profile change the killed agent started may still be running: it must
             // not move the profile after recovery decided where it points.
-            self.stop_leftover_nix(&id, record.nix_child).await;
+            crate::orphan::stop_leftover_nix(&id, record.nix_child).await;
             match record.phase {
                 Phase::Accepted => self.finish(
                     &id,
@@ -71,7 +71,8 @@ impl Deployer {
                 Phase::Activating => self.recover_activation(record).await,
                 Phase::Checking => {
                     let this = Arc::clone(self);
-                    let reason = Failure::new(EndReason::AgentRestarted, "the agent restarted during the health checks");
+                    let reason =
+                        Failure::new(EndReason::AgentRestarted, "the agent restarted during the health checks");
                     tokio::spawn(async move { this.roll_back(&id, reason, DeploymentState::RolledBack).await });
                 }
                 Phase::AwaitingConfirmation => self.recover_window(&record),
@@ -93,13 +94,13 @@ impl Deployer {
             // The handle is journaled in the same write as the phase; without it nothing ran.
             return self.fail_before_activation(&id, stopped_before_activation()).await;
         };
-        match self.services.status(&handle).await {
+        match self.activator.status(&handle).await {
             Ok(ActivationStatus::Cancelled) => self.fail_before_activation(&id, stopped_before_activation()).await,
             Ok(ActivationStatus::Running) => {
                 tracing::info!(id, pid = handle.pid, "following an activation started before the restart");
                 let this = Arc::clone(self);
                 tokio::spawn(async move {
-                    let status = this.watch(&handle).await;
+                    let status = this.activator.watch(&handle).await;
                     this.after_activation(&id, status).await;
                 });
             }

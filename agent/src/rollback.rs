@@ -18,18 +18,25 @@
 //! see `deploy.rs`), with `error` = the reason + what was done. A deployment with no
 //! previous system (the host's first) cannot be rolled back: it ends `failed` and its
 //! profile and running system are left as they are, which the error says.
+//!
+//! `POST /v1/rollback` ([`Deployer::rollback`]) is here too: "previous" while a
+//! deployment awaits confirmation rolls that one back; otherwise it deploys the target
+//! `rollback_target.rs` resolves, as a new deployment.
 
 use std::sync::Arc;
 
-use hostctl_schemas::api::deployments::{ActivationOutcome, DeploymentState, EndReason};
+use hostctl_schemas::api::deployments::{ActivationOutcome, Deployment, DeploymentRequest, DeploymentState, EndReason};
+use hostctl_schemas::api::rollback::{RollbackRequest, RollbackTarget};
 use hostctl_schemas::ids::StorePath;
 use hostctl_schemas::inventory::Mode;
 
 use crate::activation::{ActivationSpec, ActivationStatus};
-use crate::deploy::{creates_generation, state_name, Deployer};
+use crate::deploy::{check_id, creates_generation, state_name, Deployer};
+use crate::error::ApiFailure;
 use crate::journal::{Record, RollbackRun, RollbackStep};
+use crate::rollback_target::{RollbackTargets, Target};
 use crate::transition::{Ending, Failure, Transition};
-use crate::unix_now_ms;
+use crate::{unix_now, unix_now_ms};
 
 /// How many times the previous system's activation is started before giving up (it is
 /// started again when it never ran, or vanished without an exit status).
@@ -114,11 +121,9 @@ impl Deployer {
     }
 
     /// `Ok` with the rollback and what it did, or `Err((reason, typed reason, problem))`.
-    async fn rollback_steps(
-        &self,
-        id: &str,
-    ) -> Result<(RollbackRun, String), (String, Option<EndReason>, String)> {
-        let interrupted = |problem: String| ("rollback interrupted".to_owned(), Some(EndReason::JournalWriteFailed), problem);
+    async fn rollback_steps(&self, id: &str) -> Result<(RollbackRun, String), (String, Option<EndReason>, String)> {
+        let interrupted =
+            |problem: String| ("rollback interrupted".to_owned(), Some(EndReason::JournalWriteFailed), problem);
         let record = self.record(id).map_err(interrupted)?;
         let run = record.rollback.clone().ok_or_else(|| interrupted("no rollback journaled".into()))?;
         let fail = |problem: String| (run.reason.clone(), run.end_reason, problem);
@@ -158,23 +163,22 @@ impl Deployer {
                     self.start_rollback_activation(record, index).await?
                 }
             };
-            let watched = self.watch(&current).await;
-            let again =
-                match watched.map_err(|e| format!("rolling back to {toplevel} failed too: {}", e.message))? {
-                    ActivationStatus::Finished(code) if ActivationOutcome::from_exit_code(Some(code)).succeeded() => {
-                        return Ok(())
-                    }
-                    ActivationStatus::Finished(code) => {
-                        return Err(format!(
+            let watched = self.activator.watch(&current).await;
+            let again = match watched.map_err(|e| format!("rolling back to {toplevel} failed too: {}", e.message))? {
+                ActivationStatus::Finished(code) if ActivationOutcome::from_exit_code(Some(code)).succeeded() => {
+                    return Ok(())
+                }
+                ActivationStatus::Finished(code) => {
+                    return Err(format!(
                         "rolling back to {toplevel} failed too: its switch-to-configuration {mode} exited with {code}"
                     ))
-                    }
-                    // It never ran, or was killed mid-way: re-activating the previous system
-                    // is idempotent, so start it again.
-                    ActivationStatus::Cancelled | ActivationStatus::Vanished | ActivationStatus::Running => {
-                        "its activation ended without an exit status"
-                    }
-                };
+                }
+                // It never ran, or was killed mid-way: re-activating the previous system
+                // is idempotent, so start it again.
+                ActivationStatus::Cancelled | ActivationStatus::Vanished | ActivationStatus::Running => {
+                    "its activation ended without an exit status"
+                }
+            };
             if started >= ACTIVATION_ATTEMPTS {
                 return Err(format!("rolling back to {toplevel} failed too: {again}"));
             }
@@ -189,13 +193,14 @@ impl Deployer {
         let mut generation = None;
         if let Some(previous) = record.profile_before().filter(|_| creates_generation(record.deployment.mode)) {
             set_step(self, id, RollbackStep::SettingProfile, None)?;
-            let now = self.profile.current().map_err(|e| format!("cannot read the profile {}: {e}", self.profile))?;
+            let profile = self.profile();
+            let now = profile.current().map_err(|e| format!("cannot read the profile {profile}: {e}"))?;
             if now.as_ref().and_then(|(_, t)| t.as_ref()) != Some(previous) {
                 self.set_profile_journaled(id, previous)
                     .await
                     .map_err(|e| format!("rolling back the profile to {previous} failed: {e}"))?;
             }
-            generation = self.profile.current_generation().map_err(|e| format!("cannot read {}: {e}", self.profile))?;
+            generation = profile.current_generation().map_err(|e| format!("cannot read {profile}: {e}"))?;
         }
         set_step(self, id, RollbackStep::ProfileSet, generation)
     }
@@ -213,8 +218,8 @@ impl Deployer {
             let journal = self.journal();
             (journal.rollback_log_path(id), journal.rollback_exit_path(id))
         };
-        let spec = ActivationSpec { program: self.switch_program(toplevel), mode: *mode, log, exit_file };
-        let prepared = self.services.prepare(&spec).map_err(|e| format!("cannot re-activate {toplevel}: {e}"))?;
+        let spec = ActivationSpec { program: self.activator.switch_program(toplevel), mode: *mode, log, exit_file };
+        let prepared = self.activator.prepare(&spec).map_err(|e| format!("cannot re-activate {toplevel}: {e}"))?;
         self.transition(id, Transition::RollbackActivation { handle: prepared.handle.clone(), index })?;
         let handle = prepared.handle.clone();
         if let Err(e) = prepared.launch().await {
@@ -239,6 +244,85 @@ impl Deployer {
                 tracing::warn!(id, "confirmation window closed without a confirmation");
             }
         });
+    }
+}
+
+/// `POST /v1/rollback`: deploying an earlier system (`rollback_target.rs` resolves which).
+impl Deployer {
+    /// Handles `POST /v1/rollback`: 202 with the rollback's deployment (or with the
+    /// pending deployment that is now being rolled back).
+    pub async fn rollback(self: &Arc<Self>, request: RollbackRequest) -> Result<Deployment, ApiFailure> {
+        if let Some(id) = &request.id {
+            check_id(id)?;
+            if let Some(existing) = self.journal().get(id) {
+                return match &existing.rollback_target {
+                    Some(target) if *target == request.to => Ok(existing.deployment.clone()),
+                    _ => Err(ApiFailure::conflict(format!("deployment `{id}` exists with other content"))),
+                };
+            }
+        }
+        let records = self.records();
+        if let Some(open) = records.iter().find(|r| r.is_open()) {
+            return self.rollback_open(open, &request.to);
+        }
+        let targets = RollbackTargets::new(&self.activator);
+        let target = targets.resolve(&records, &request.to)?;
+        targets.check_still_valid(&target).await?;
+        let record = self.rollback_record(&records, &request, target)?;
+        self.accept(record)
+    }
+
+    /// A rollback request while a deployment is open.
+    fn rollback_open(self: &Arc<Self>, open: &Record, to: &RollbackTarget) -> Result<Deployment, ApiFailure> {
+        let id = &open.deployment.id;
+        let state = open.deployment.state;
+        if state == DeploymentState::AwaitingConfirmation && matches!(to, RollbackTarget::Previous(_)) {
+            let reason = Failure::new(EndReason::RollbackRequested, "rolled back on request");
+            if self.roll_back_pending(id, reason) {
+                return self.get(id).ok_or_else(|| ApiFailure::internal(format!("deployment `{id}` vanished")));
+            }
+            return Err(ApiFailure::conflict(format!("deployment `{id}` just left awaiting-confirmation; ask again")));
+        }
+        let hint = if state == DeploymentState::AwaitingConfirmation {
+            "; roll it back with \"previous\" or confirm it first"
+        } else {
+            "; wait for it to finish"
+        };
+        Err(ApiFailure::conflict(format!("deployment `{id}` is {}{hint}", state_name(state))))
+    }
+
+    /// The journal record of the rollback deployment: mode switch, the target's identity,
+    /// the request's (or the agent's) window, the newest deployment's health checks.
+    fn rollback_record(
+        &self,
+        records: &[Record],
+        request: &RollbackRequest,
+        target: Target,
+    ) -> Result<Record, ApiFailure> {
+        let id = match &request.id {
+            Some(id) => id.clone(),
+            None => format!("rollback-{}-{}", unix_now(), self.journal().next_seq()),
+        };
+        let confirm_timeout = request.confirm_timeout.unwrap_or(self.options.confirm_timeout);
+        let deployment_request = DeploymentRequest {
+            id,
+            toplevel: target.toplevel,
+            rev: target.rev,
+            lock: target.lock,
+            mode: Mode::Switch,
+            confirm_timeout,
+            health: Vec::new(),
+            cache: None,
+        };
+        let (running, profile) = self.previous_systems()?;
+        let mut deployment = Deployment::queued(&deployment_request, running, unix_now());
+        deployment.rollback_of = Some(target.description);
+        let mut record = Record::new(deployment, confirm_timeout);
+        record.previous_profile = profile;
+        // The inventory's command checks for this host came with its latest deployment.
+        record.health = records.last().map(|r| r.health.clone()).unwrap_or_default();
+        record.rollback_target = Some(request.to.clone());
+        Ok(record)
     }
 }
 

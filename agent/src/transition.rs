@@ -139,11 +139,9 @@ impl Phase {
     pub fn open_state(self) -> Option<DeploymentState> {
         match self {
             Phase::Accepted | Phase::Substituting => Some(DeploymentState::Queued),
-            Phase::SettingProfile
-            | Phase::ProfileSet
-            | Phase::Activating
-            | Phase::Checking
-            | Phase::RollingBack => Some(DeploymentState::Activating),
+            Phase::SettingProfile | Phase::ProfileSet | Phase::Activating | Phase::Checking | Phase::RollingBack => {
+                Some(DeploymentState::Activating)
+            }
             Phase::AwaitingConfirmation => Some(DeploymentState::AwaitingConfirmation),
             Phase::Done => None,
         }

@@ -130,7 +130,10 @@ fn a_rollback_runs_its_steps_and_ends_as_decided() {
     assert_eq!(r.deployment.state, DeploymentState::Activating, "still open until it ends");
     r.apply(end(DeploymentState::RolledBack, EndReason::NotConfirmed)).unwrap();
     let d = &r.deployment;
-    assert_eq!((r.phase, d.state, d.end_reason), (Phase::Done, DeploymentState::RolledBack, Some(EndReason::NotConfirmed)));
+    assert_eq!(
+        (r.phase, d.state, d.end_reason),
+        (Phase::Done, DeploymentState::RolledBack, Some(EndReason::NotConfirmed))
+    );
     assert_eq!(d.error.as_deref(), Some("why"));
 }
 
@@ -142,7 +145,10 @@ fn every_open_phase_can_end() {
         assert_eq!(Some(r.deployment.state), phase.open_state());
         r.apply(end(DeploymentState::Failed, EndReason::AgentRestarted)).unwrap();
         let d = &r.deployment;
-        assert_eq!((r.phase, d.state, d.end_reason), (Phase::Done, DeploymentState::Failed, Some(EndReason::AgentRestarted)));
+        assert_eq!(
+            (r.phase, d.state, d.end_reason),
+            (Phase::Done, DeploymentState::Failed, Some(EndReason::AgentRestarted))
+        );
         assert!(d.finished.is_some());
     }
     // A record some earlier agent left `done` but open can still be closed.

@@ -123,12 +123,14 @@ async fn via_a_cache_nothing_is_pushed_and_the_request_names_it() {
     assert_eq!(host.deploys.lock().unwrap()[0].cache, Some(url));
 
     let error = "cache file:///var/cache/fleet: fetching /nix/store/x failed: lacks a valid signature";
-    let host =
-        FakeHost::new("web2", Script {
+    let host = FakeHost::new(
+        "web2",
+        Script {
             activation_fails: Some((error.into(), String::new())),
             end_reason: Some(EndReason::CacheFetchFailed),
             ..Script::default()
-        });
+        },
+    );
     let outcome = deploy_host(&host, &store, &FakeStore::toplevel(), &[], &s).await;
     assert_eq!((outcome.result, outcome.step), (HostResult::Failed, Some(Step::Push)));
     assert_eq!(outcome.error, Some(format!("web2: {error}")));

@@ -131,29 +131,29 @@ impl SystemdUnits {
     async fn query(&self, unit: &str) -> Result<UnitView, CallError> {
         self.bus
             .call(|conn| async move {
-            let manager = ManagerProxy::new(&conn).await?;
-            let path = match manager.get_unit(unit).await {
-                Ok(path) => path,
-                Err(zbus::Error::MethodError(error, _, _)) if error.as_str() == NO_SUCH_UNIT => {
-                    return Ok(UnitView::Missing)
+                let manager = ManagerProxy::new(&conn).await?;
+                let path = match manager.get_unit(unit).await {
+                    Ok(path) => path,
+                    Err(zbus::Error::MethodError(error, _, _)) if error.as_str() == NO_SUCH_UNIT => {
+                        return Ok(UnitView::Missing)
+                    }
+                    Err(e) => return Err(e),
+                };
+                let unit =
+                    UnitProxy::builder(&conn).path(path.clone())?.cache_properties(CacheProperties::No).build().await?;
+                let active_state = unit.active_state().await?;
+                let (job, _) = unit.job().await?;
+                let mut view = UnitView::Loaded { active_state, job, exec_main_code: 0, exec_main_status: 0 };
+                if !view.running() {
+                    let service =
+                        ServiceProxy::builder(&conn).path(path)?.cache_properties(CacheProperties::No).build().await?;
+                    let (code, status) = (service.exec_main_code().await?, service.exec_main_status().await?);
+                    if let UnitView::Loaded { exec_main_code, exec_main_status, .. } = &mut view {
+                        (*exec_main_code, *exec_main_status) = (code, status);
+                    }
                 }
-                Err(e) => return Err(e),
-            };
-            let unit =
-                UnitProxy::builder(&conn).path(path.clone())?.cache_properties(CacheProperties::No).build().await?;
-            let active_state = unit.active_state().await?;
-            let (job, _) = unit.job().await?;
-            let mut view = UnitView::Loaded { active_state, job, exec_main_code: 0, exec_main_status: 0 };
-            if !view.running() {
-                let service =
-                    ServiceProxy::builder(&conn).path(path)?.cache_properties(CacheProperties::No).build().await?;
-                let (code, status) = (service.exec_main_code().await?, service.exec_main_status().await?);
-                if let UnitView::Loaded { exec_main_code, exec_main_status, .. } = &mut view {
-                    (*exec_main_code, *exec_main_status) = (code, status);
-                }
-            }
-            Ok(view)
-        })
+                Ok(view)
+            })
             .await
     }
 
