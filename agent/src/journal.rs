@@ -224,6 +224,8 @@ pub enum JournalError {
     StillOpen(String),
     #[error(transparent)]
     Illegal(#[from] IllegalTransition),
+    #[error("deployment `{0}`: its phase, state or dead man's switch change only by a transition")]
+    NotATransition(String),
 }
 
 /// Creates `dir` (and parents) and makes it private to the agent (0700): it holds
@@ -361,12 +363,18 @@ impl Journal {
         self.store(previous, record)
     }
 
-    /// Changes a record's data with `change` (never its phase, state or `armed`: those
-    /// change by [`Journal::transition`]), on disk first, and returns the new version.
+    /// Changes a record's data with `change`, on disk first, and returns the new version.
+    /// A change of its phase, state or `armed` is refused: those change only by
+    /// [`Journal::transition`].
     pub fn update(&mut self, id: &str, change: impl FnOnce(&mut Record)) -> Result<Record, JournalError> {
         let mut record = self.records.get(id).cloned().ok_or_else(|| JournalError::Unknown(id.to_owned()))?;
         let previous = record.deployment.state;
+        let lifecycle = |r: &Record| (r.phase, r.deployment.state, r.armed);
+        let before = lifecycle(&record);
         change(&mut record);
+        if lifecycle(&record) != before {
+            return Err(JournalError::NotATransition(id.to_owned()));
+        }
         self.store(previous, record)
     }
 
@@ -511,6 +519,8 @@ pub(crate) mod tests {
     use hostctl_schemas::api::deployments::{DeploymentRequest, DeploymentState};
     use hostctl_schemas::inventory::Mode;
 
+    use crate::transition::Ending;
+
     pub(crate) fn deployment(id: &str) -> Deployment {
         let request = DeploymentRequest {
             id: id.to_owned(),
@@ -534,13 +544,21 @@ pub(crate) mod tests {
         assert_eq!(mode, 0o700);
         journal.insert(deployment("b"), Duration::from_secs(0)).unwrap();
         journal.insert(deployment("a"), Duration::from_secs(30)).unwrap();
-        journal.update("b", |r| r.deployment.state = DeploymentState::Confirmed).unwrap();
+        let confirmed = |r: &mut Record| r.deployment.state = DeploymentState::Confirmed;
+        assert!(matches!(journal.update("b", confirmed), Err(JournalError::NotATransition(_))), "only by a transition");
+        journal.update("b", |r| r.deployment.rev = Some("def".into())).unwrap();
+        let end = Ending { state: DeploymentState::Failed, reason: EndReason::AgentRestarted, error: "x".into() };
+        journal.transition("b", Transition::End(end)).unwrap();
         assert!(matches!(journal.update("zz", |_| {}), Err(JournalError::Unknown(_))));
 
         let loaded = Journal::open(&jdir).unwrap();
         let ids: Vec<_> = loaded.records().iter().map(|r| r.deployment.id.clone()).collect();
         assert_eq!(ids, ["b", "a"]);
-        assert_eq!(loaded.get("b").unwrap().deployment.state, DeploymentState::Confirmed);
+        let b = &loaded.get("b").unwrap().deployment;
+        assert_eq!(
+            (b.state, b.end_reason, b.rev.as_deref()),
+            (DeploymentState::Failed, Some(EndReason::AgentRestarted), Some("def"))
+        );
         assert_eq!(loaded.get("a").unwrap().confirm_timeout, Duration::from_secs(30));
         assert_eq!(loaded.next_seq, 2);
     }
