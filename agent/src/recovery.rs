@@ -6,14 +6,14 @@
 //! an open deployment (journaled as `nix_child`, see `orphan.rs`) is killed and waited
 //! for, so the profile is read and restored only once nothing else can change it.
 //!
-//! | phase | what the host may look like | what recovery does |
+//! | phase | what the host may look like | what recovery does (`end_reason`) |
 //! | --- | --- | --- |
-//! | `accepted` | untouched | `failed` |
-//! | `substituting` | untouched (some store paths fetched from the cache) | `failed` ("restarted while fetching"); a `nix copy` the killed agent left running only adds signed store paths |
-//! | `setting-profile`, `profile-set` | profile maybe at the new system; running system untouched | profile back to what it pointed at before (`previous_profile`, `nix-env --set`), `failed` ("agent stopped before activation") |
-//! | `activating` | `switch-to-configuration` running or done | follow it / read its exit file, then as without a restart (health checks, window); lost (no exit status) → roll back, `failed`; cancelled (never let go) → as `profile-set` |
-//! | `checking` | new system active, checks cut short | roll back, `rolled-back` |
-//! | `awaiting-confirmation` | new system active | wait until the journaled `confirm_deadline`; passed → roll back at once |
+//! | `accepted` | untouched | `failed` (`agent-restarted`) |
+//! | `substituting` | untouched (some store paths fetched from the cache) | `failed` ("restarted while fetching", `cache-fetch-failed`); a `nix copy` the killed agent left running only adds signed store paths |
+//! | `setting-profile`, `profile-set` | profile maybe at the new system; running system untouched | profile back to what it pointed at before (`previous_profile`, `nix-env --set`), `failed` ("agent stopped before activation", `agent-restarted`) |
+//! | `activating` | `switch-to-configuration` running or done | follow it / read its exit file, then as without a restart (health checks, window); lost (no exit status) → roll back, `failed` (`activation-lost`); cancelled (never let go) → as `profile-set` |
+//! | `checking` | new system active, checks cut short | roll back, `rolled-back` (`agent-restarted`) |
+//! | `awaiting-confirmation` | new system active | wait until the journaled `confirm_deadline`; passed → roll back at once (`not-confirmed`) |
 //! | `rolling-back` | part-way back | continue from the journaled rollback step |
 //!
 //! Leftover import streams in `state_dir/tmp` are removed by the importer at start; an
@@ -35,7 +35,7 @@ fn stopped_before_activation() -> Failure {
     Failure::new(EndReason::AgentRestarted, "agent stopped before activation")
 }
 
-/// Ends deployment `id` `failed` because of a restart.
+/// A `failed` end because of a restart.
 fn restarted(reason: EndReason, error: String) -> Ending {
     Ending { state: DeploymentState::Failed, reason, error }
 }
