@@ -19,13 +19,16 @@
 //! `crate::systemd::Managers` routes a journaled handle to the manager it names.
 
 use std::fs::File;
-use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
-use std::os::unix::process::CommandExt as _;
+use std::future::Future;
+use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::pin::Pin;
+use std::process::Stdio;
 
 use hostctl_schemas::inventory::Mode;
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt as _;
+use tokio::process::Command;
 
 use crate::orphan::{process_start_time, ChildProcess};
 
@@ -110,32 +113,40 @@ pub enum ActivationError {
     UnknownManager(String),
 }
 
-/// Starts activations so they survive the agent, and reports on them.
+/// A service manager's answer to come (boxed, so `dyn ServiceManager` works).
+pub type Answer<'a, T> = Pin<Box<dyn Future<Output = Result<T, ActivationError>> + Send + 'a>>;
+
+/// What lets a prepared activation go, not started before it is awaited.
+pub type Launch = Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
+
+/// Starts activations so they survive the agent, and reports on them. Asking runs on
+/// the agent's runtime and waits without holding a worker (systemd may take seconds).
 pub trait ServiceManager: Send + Sync + std::fmt::Debug {
     /// Creates the activation without running `switch-to-configuration` yet: that starts
     /// only on [`Prepared::launch`], and never if the [`Prepared`] is dropped or the agent
-    /// dies first (the activation then reports [`ActivationStatus::Cancelled`]).
+    /// dies first (the activation then reports [`ActivationStatus::Cancelled`]). It only
+    /// removes files and spawns, so it need not wait.
     fn prepare(&self, spec: &ActivationSpec) -> Result<Prepared, ActivationError>;
-    fn status(&self, handle: &ActivationHandle) -> Result<ActivationStatus, ActivationError>;
+    fn status<'a>(&'a self, handle: &'a ActivationHandle) -> Answer<'a, ActivationStatus>;
     /// Kills the activation with everything it started (a hung `switch-to-configuration`)
     /// and returns once it is gone; it then reports [`ActivationStatus::Vanished`].
-    fn kill(&self, handle: &ActivationHandle) -> Result<(), ActivationError>;
+    fn kill<'a>(&'a self, handle: &'a ActivationHandle) -> Answer<'a, ()>;
 }
 
 /// An activation that exists (its handle can be journaled) but has not started.
 pub struct Prepared {
     pub handle: ActivationHandle,
-    go: Box<dyn FnOnce() -> std::io::Result<()> + Send>,
+    go: Launch,
 }
 
 impl Prepared {
-    pub fn new(handle: ActivationHandle, go: Box<dyn FnOnce() -> std::io::Result<()> + Send>) -> Self {
+    pub fn new(handle: ActivationHandle, go: Launch) -> Self {
         Self { handle, go }
     }
 
     /// Lets `switch-to-configuration` run.
-    pub fn launch(self) -> Result<ActivationHandle, ActivationError> {
-        (self.go)().map_err(|source| ActivationError::Launch { what: self.handle.describe(), source })?;
+    pub async fn launch(self) -> Result<ActivationHandle, ActivationError> {
+        self.go.await.map_err(|source| ActivationError::Launch { what: self.handle.describe(), source })?;
         Ok(self.handle)
     }
 }
@@ -170,6 +181,8 @@ impl ServiceManager for DetachedChild {
         let spawn_err =
             |source| ActivationError::Spawn { program: spec.program.display().to_string(), mode: spec.mode, source };
         let _ = std::fs::remove_file(&spec.exit_file);
+        // tokio's `Command`: its pipe is written without blocking a runtime worker, and
+        // the runtime reaps the wrapper.
         let mut child = Command::new("/bin/sh")
             .arg("-c")
             .arg(WRAPPER)
@@ -188,12 +201,12 @@ impl ServiceManager for DetachedChild {
             .process_group(0)
             .spawn()
             .map_err(spawn_err)?;
-        let pid = child.id();
+        let pid = child.id().unwrap_or_default();
         let gate = child.stdin.take();
         // Reap the wrapper when it exits so it does not linger as a zombie; the result
         // itself is read from the exit file, which also works after a restart.
-        std::thread::spawn(move || {
-            let _ = child.wait();
+        tokio::spawn(async move {
+            let _ = child.wait().await;
         });
         let handle = ActivationHandle {
             manager: DETACHED_CHILD.to_owned(),
@@ -203,51 +216,62 @@ impl ServiceManager for DetachedChild {
             exit_file: spec.exit_file.clone(),
             unit: None,
         };
-        let go = move || {
+        let go = async move {
             let mut gate = gate.ok_or_else(|| std::io::Error::other("the wrapper has no stdin pipe"))?;
-            gate.write_all(b"go\n")
+            gate.write_all(b"go\n").await?;
+            gate.flush().await
         };
-        Ok(Prepared::new(handle, Box::new(go)))
+        Ok(Prepared::new(handle, Box::pin(go)))
     }
 
-    fn status(&self, handle: &ActivationHandle) -> Result<ActivationStatus, ActivationError> {
-        if let Some(done) = read_exit_file(&handle.exit_file)? {
-            return Ok(done);
-        }
-        let alive = match (process_start_time(handle.pid), handle.start_time) {
-            (Some(now), Some(then)) => now == then,
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
-        if alive {
-            return Ok(ActivationStatus::Running);
-        }
-        // It may have renamed the exit file between the two checks.
-        Ok(read_exit_file(&handle.exit_file)?.unwrap_or(ActivationStatus::Vanished))
+    fn status<'a>(&'a self, handle: &'a ActivationHandle) -> Answer<'a, ActivationStatus> {
+        Box::pin(async move { detached_status(handle) })
     }
 
-    /// SIGKILL to the wrapper's process group (its id is the wrapper's pid), if the
-    /// wrapper is still the process the handle names; then waits until it is gone.
-    fn kill(&self, handle: &ActivationHandle) -> Result<(), ActivationError> {
-        let process = ChildProcess { pid: handle.pid, start_time: handle.start_time };
-        let pgid = i32::try_from(handle.pid).map(nix::unistd::Pid::from_raw);
-        let kill_err = |problem: String| ActivationError::Kill { pid: handle.pid, problem };
-        if process.is_alive() {
-            let pgid = pgid.map_err(|e| kill_err(e.to_string()))?;
-            match nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL) {
-                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-                Err(e) => return Err(kill_err(e.to_string())),
-            }
-        }
-        let start = std::time::Instant::now();
-        while process.is_alive() {
-            if start.elapsed() > KILL_WAIT {
-                return Err(kill_err(format!("still there {KILL_WAIT:?} after SIGKILL")));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        Ok(())
+    fn kill<'a>(&'a self, handle: &'a ActivationHandle) -> Answer<'a, ()> {
+        Box::pin(kill_group(handle))
     }
+}
+
+/// A detached child's status: its exit file, else whether the wrapper still runs (both
+/// read from files, at once).
+fn detached_status(handle: &ActivationHandle) -> Result<ActivationStatus, ActivationError> {
+    if let Some(done) = read_exit_file(&handle.exit_file)? {
+        return Ok(done);
+    }
+    let alive = match (process_start_time(handle.pid), handle.start_time) {
+        (Some(now), Some(then)) => now == then,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if alive {
+        return Ok(ActivationStatus::Running);
+    }
+    // It may have renamed the exit file between the two checks.
+    Ok(read_exit_file(&handle.exit_file)?.unwrap_or(ActivationStatus::Vanished))
+}
+
+/// SIGKILL to the wrapper's process group (its id is the wrapper's pid), if the wrapper
+/// is still the process the handle names; then waits until it is gone.
+async fn kill_group(handle: &ActivationHandle) -> Result<(), ActivationError> {
+    let process = ChildProcess { pid: handle.pid, start_time: handle.start_time };
+    let pgid = i32::try_from(handle.pid).map(nix::unistd::Pid::from_raw);
+    let kill_err = |problem: String| ActivationError::Kill { pid: handle.pid, problem };
+    if process.is_alive() {
+        let pgid = pgid.map_err(|e| kill_err(e.to_string()))?;
+        match nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+            Err(e) => return Err(kill_err(e.to_string())),
+        }
+    }
+    let start = std::time::Instant::now();
+    while process.is_alive() {
+        if start.elapsed() > KILL_WAIT {
+            return Err(kill_err(format!("still there {KILL_WAIT:?} after SIGKILL")));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Ok(())
 }
 
 /// How long a killed activation may take to disappear.
@@ -306,10 +330,10 @@ mod tests {
         path
     }
 
-    fn wait(handle: &ActivationHandle) -> ActivationStatus {
+    async fn wait(handle: &ActivationHandle) -> ActivationStatus {
         for _ in 0..200 {
-            match DetachedChild.status(handle).unwrap() {
-                ActivationStatus::Running => std::thread::sleep(Duration::from_millis(25)),
+            match DetachedChild.status(handle).await.unwrap() {
+                ActivationStatus::Running => tokio::time::sleep(Duration::from_millis(25)).await,
                 done => return done,
             }
         }
@@ -320,75 +344,75 @@ mod tests {
         ActivationSpec { program, mode, log: dir.join("x.log"), exit_file: dir.join("x.exit") }
     }
 
-    #[test]
-    fn runs_detached_and_reports_exit_code_and_output() {
+    #[tokio::test]
+    async fn runs_detached_and_reports_exit_code_and_output() {
         let dir = tempfile::tempdir().unwrap();
         let program =
             script(dir.path(), r#"echo "mode $1 bootloader=[$NIXOS_INSTALL_BOOTLOADER]"; echo oops >&2; exit 4"#);
-        let handle = DetachedChild.prepare(&spec(dir.path(), program, Mode::Test)).unwrap().launch().unwrap();
-        assert_eq!(wait(&handle), ActivationStatus::Finished(4));
+        let handle = DetachedChild.prepare(&spec(dir.path(), program, Mode::Test)).unwrap().launch().await.unwrap();
+        assert_eq!(wait(&handle).await, ActivationStatus::Finished(4));
         assert_eq!(log_tail(&handle.log), "mode test bootloader=[]\noops");
         assert!(!dir.path().join("x.exit.tmp").exists());
     }
 
-    #[test]
-    fn the_activation_has_its_own_process_group() {
+    #[tokio::test]
+    async fn the_activation_has_its_own_process_group() {
         let dir = tempfile::tempdir().unwrap();
         let program = script(dir.path(), "sleep 1");
-        let handle = DetachedChild.prepare(&spec(dir.path(), program, Mode::Switch)).unwrap().launch().unwrap();
-        assert_eq!(DetachedChild.status(&handle).unwrap(), ActivationStatus::Running);
+        let handle = DetachedChild.prepare(&spec(dir.path(), program, Mode::Switch)).unwrap().launch().await.unwrap();
+        assert_eq!(DetachedChild.status(&handle).await.unwrap(), ActivationStatus::Running);
         let pid = nix::unistd::Pid::from_raw(i32::try_from(handle.pid).unwrap());
         // A group of its own: signals to the agent's group (Ctrl-C, `kill -- -PGID`) miss it.
         assert_eq!(nix::unistd::getpgid(Some(pid)).unwrap(), pid);
         assert_ne!(nix::unistd::getpgid(None).unwrap(), pid);
-        assert_eq!(wait(&handle), ActivationStatus::Finished(0));
+        assert_eq!(wait(&handle).await, ActivationStatus::Finished(0));
     }
 
-    #[test]
-    fn kill_stops_the_whole_process_group() {
+    #[tokio::test]
+    async fn kill_stops_the_whole_process_group() {
         let dir = tempfile::tempdir().unwrap();
         let pid_file = dir.path().join("pid");
         let program = script(dir.path(), &format!("sleep 600 & echo $! > {}; wait", pid_file.display()));
-        let handle = DetachedChild.prepare(&spec(dir.path(), program, Mode::Switch)).unwrap().launch().unwrap();
+        let handle = DetachedChild.prepare(&spec(dir.path(), program, Mode::Switch)).unwrap().launch().await.unwrap();
         for _ in 0..200 {
             if std::fs::read_to_string(&pid_file).is_ok_and(|t| t.ends_with('\n')) {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let sleep_pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
         assert!(process_start_time(sleep_pid).is_some(), "the activation's own child runs");
-        DetachedChild.kill(&handle).unwrap();
-        assert_eq!(DetachedChild.status(&handle).unwrap(), ActivationStatus::Vanished);
+        DetachedChild.kill(&handle).await.unwrap();
+        assert_eq!(DetachedChild.status(&handle).await.unwrap(), ActivationStatus::Vanished);
         for _ in 0..200 {
             if process_start_time(sleep_pid).is_none() {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(process_start_time(sleep_pid).is_none(), "the activation's child was killed with it");
-        DetachedChild.kill(&handle).unwrap();
+        DetachedChild.kill(&handle).await.unwrap();
     }
 
-    #[test]
-    fn a_prepared_activation_runs_nothing_until_launched() {
+    #[tokio::test]
+    async fn a_prepared_activation_runs_nothing_until_launched() {
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().join("ran");
         let program = script(dir.path(), &format!("touch {}", marker.display()));
         let prepared = DetachedChild.prepare(&spec(dir.path(), program, Mode::Switch)).unwrap();
         let handle = prepared.handle.clone();
-        std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(DetachedChild.status(&handle).unwrap(), ActivationStatus::Running, "waiting at the gate");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(DetachedChild.status(&handle).await.unwrap(), ActivationStatus::Running, "waiting at the gate");
         assert!(!marker.exists());
         // Dropping it is what the agent's death does to the gate: end of file.
         drop(prepared);
-        assert_eq!(wait(&handle), ActivationStatus::Cancelled);
+        assert_eq!(wait(&handle).await, ActivationStatus::Cancelled);
         assert!(!marker.exists(), "switch-to-configuration never ran");
         assert!(!dir.path().join("x.log").exists());
     }
 
-    #[test]
-    fn a_killed_activation_without_exit_file_vanishes() {
+    #[tokio::test]
+    async fn a_killed_activation_without_exit_file_vanishes() {
         let dir = tempfile::tempdir().unwrap();
         let handle = ActivationHandle {
             manager: "detached-child".into(),
@@ -398,11 +422,11 @@ mod tests {
             exit_file: dir.path().join("none.exit"),
             unit: None,
         };
-        assert_eq!(DetachedChild.status(&handle).unwrap(), ActivationStatus::Vanished);
+        assert_eq!(DetachedChild.status(&handle).await.unwrap(), ActivationStatus::Vanished);
         std::fs::write(&handle.exit_file, "100\n").unwrap();
-        assert_eq!(DetachedChild.status(&handle).unwrap(), ActivationStatus::Finished(100));
+        assert_eq!(DetachedChild.status(&handle).await.unwrap(), ActivationStatus::Finished(100));
         std::fs::write(&handle.exit_file, "x").unwrap();
-        assert!(DetachedChild.status(&handle).is_err());
+        assert!(DetachedChild.status(&handle).await.is_err());
     }
 
     #[test]

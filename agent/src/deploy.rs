@@ -1,7 +1,13 @@
 //! Deployments: accepting a request, adding the profile generation, starting the
 //! activation, health checks, the confirmation window, and what happens when any of it
-//! fails (the rollback itself is in `rollback.rs`, restarts in `recovery.rs`,
-//! `POST /v1/rollback` in `rollback_target.rs`).
+//! fails (the rollback and `POST /v1/rollback` are in `rollback.rs`, restarts in
+//! `recovery.rs`).
+//!
+//! [`Deployer`] orchestrates; it owns its collaborators: the [`Journal`] (records on
+//! disk; every change a `transition.rs` transition or a data update), the
+//! [`Activator`] (profile, store, service manager) and the [`Substituter`] (fetching
+//! from caches). `rollback_target.rs` resolves `POST /v1/rollback` targets and
+//! `running.rs` says what runs now, both from what the journal and the activator read.
 //!
 //! States: `queued` → `activating` (profile, activation, health checks; also while a
 //! rollback re-activates the previous system) → `awaiting-confirmation` (switch/test with
@@ -49,22 +55,23 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use hostctl_nix::profile::Profile;
 use hostctl_nix::Nix;
-use hostctl_schemas::api::deployments::{valid_id, ActivationOutcome, Deployment, DeploymentRequest, DeploymentState};
+use hostctl_schemas::api::deployments::{
+    valid_id, ActivationOutcome, Deployment, DeploymentRequest, DeploymentState, EndReason,
+};
 use hostctl_schemas::duration::Duration;
 use hostctl_schemas::ids::StorePath;
 use hostctl_schemas::inventory::{HealthCheck, Mode};
 
 use crate::activation::{log_tail, ActivationHandle, ActivationSpec, ActivationStatus, ServiceManager};
+use crate::activator::Activator;
 use crate::deploy_error::DeployError;
 use crate::events::Events;
 use crate::host::StoreFs;
 use crate::journal::{Journal, Phase, Record};
+use crate::orphan::ChildProcess;
+use crate::substitute::Substituter;
+use crate::transition::{Ending, Failure, Transition};
 use crate::{health, unix_now, unix_now_ms};
-
-/// How often a running activation is checked on: soon after the start (most test and
-/// small switches are quick), then every [`POLL_INTERVAL`].
-const FIRST_POLL: std::time::Duration = std::time::Duration::from_millis(20);
-pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What the agent's configuration adds to every deployment.
 #[derive(Debug, Clone, Default)]
@@ -87,17 +94,16 @@ pub struct DeployerOptions {
     pub cache_keys: Vec<hostctl_schemas::key::PublicKey>,
 }
 
-/// Owns the journal and runs deployments.
+/// Owns the journal and its collaborators, and runs deployments.
 #[derive(Debug)]
 pub struct Deployer {
     journal: Mutex<Journal>,
     events: Events,
-    pub(crate) nix: Arc<Nix>,
-    pub(crate) profile: Profile,
-    store_fs: StoreFs,
-    pub(crate) services: Arc<dyn ServiceManager>,
+    pub(crate) activator: Activator,
+    substituter: Substituter,
     pub(crate) options: DeployerOptions,
 }
+
 
 /// Whether a mode adds a profile generation (`test` and `dry-activate` do not).
 pub(crate) fn creates_generation(mode: Mode) -> bool {
@@ -146,7 +152,9 @@ impl Deployer {
         let events = Events::new();
         let mut journal = journal;
         journal.set_events(events.clone());
-        Self { journal: Mutex::new(journal), events, nix, profile, store_fs, services, options }
+        let substituter = Substituter::new(Arc::clone(&nix), options.caches.clone(), options.cache_keys.clone());
+        let activator = Activator::new(nix, profile, store_fs, services, &options);
+        Self { journal: Mutex::new(journal), events, activator, substituter, options }
     }
 
     /// Where every journaled change is announced (see [`crate::events`]).
@@ -155,7 +163,7 @@ impl Deployer {
     }
 
     pub fn profile(&self) -> &Profile {
-        &self.profile
+        self.activator.profile()
     }
 
     pub(crate) fn journal(&self) -> MutexGuard<'_, Journal> {
@@ -173,7 +181,12 @@ impl Deployer {
         self.journal().get(id).cloned().ok_or_else(|| format!("deployment `{id}` vanished from the journal"))
     }
 
-    /// Changes a record in the journal (the error as text, for the background tasks).
+    /// Moves a record on by `transition` (the error as text, for the background tasks).
+    pub(crate) fn transition(&self, id: &str, transition: Transition) -> Result<Record, String> {
+        self.journal().transition(id, transition).map_err(|e| e.to_string())
+    }
+
+    /// Changes a record's data in the journal (the error as text, for the background tasks).
     pub(crate) fn update(&self, id: &str, change: impl FnOnce(&mut Record)) -> Result<Record, String> {
         self.journal().update(id, change).map_err(|e| e.to_string())
     }
@@ -213,8 +226,8 @@ impl Deployer {
     /// What a new deployment returns to: the system running now (its
     /// `previous_toplevel`) and what the profile points at now (its `previous_profile`).
     pub(crate) fn previous_systems(&self) -> Result<(Option<StorePath>, Option<StorePath>), DeployError> {
-        let running = self.running_toplevel(&self.records())?;
-        Ok((running, self.profile_toplevel()?))
+        let running = crate::running::running_toplevel(&self.activator, &self.records())?;
+        Ok((running, self.activator.profile_toplevel()?))
     }
 
     /// Journals a new deployment unless another one is open, and starts it.
@@ -242,23 +255,35 @@ impl Deployer {
         Ok(record.deployment)
     }
 
-    /// 400 unless the toplevel is in the store and has `bin/switch-to-configuration`.
-    pub(crate) async fn check_toplevel(&self, toplevel: &StorePath) -> Result<(), DeployError> {
-        if !self.nix.invalid_paths(std::slice::from_ref(toplevel)).await?.is_empty() {
-            return Err(DeployError::invalid(format!(
-                "toplevel: {toplevel} is not in this host's store; import its closure first"
-            )));
+    /// Checks where the request's system comes from: without a cache it must be in the
+    /// store already (400 otherwise); a cache must be one of `caches` (400), and then a
+    /// missing toplevel is fetched once the deployment runs.
+    async fn check_source(&self, request: &DeploymentRequest) -> Result<(), DeployError> {
+        if let Some(cache) = &request.cache {
+            self.substituter.check_listed(cache)?;
+            if self.substituter.lacks(&request.toplevel).await? {
+                return Ok(());
+            }
         }
-        if !self.switch_program(toplevel).is_file() {
-            return Err(DeployError::invalid(format!(
-                "toplevel: {toplevel} has no bin/switch-to-configuration; is it a NixOS system?"
-            )));
-        }
-        Ok(())
+        self.activator.check_toplevel(&request.toplevel).await
     }
 
-    pub(crate) fn switch_program(&self, toplevel: &StorePath) -> std::path::PathBuf {
-        self.store_fs.real_path(toplevel).join("bin/switch-to-configuration")
+    /// Fetches the deployment's toplevel from its cache if the record names one and the
+    /// store lacks it. `Err` is the deployment's error; nothing was changed but the store.
+    async fn fetch_if_needed(&self, id: &str) -> Result<(), Failure> {
+        let record = self.record(id).map_err(Failure::journal)?;
+        let Some(cache) = record.cache else { return Ok(()) };
+        let toplevel = record.deployment.toplevel;
+        let program = self.activator.switch_program(&toplevel);
+        let begin = || self.transition(id, Transition::Substitute).map(drop).map_err(Failure::journal);
+        self.substituter.fetch_if_missing(id, &cache, &toplevel, &program, begin).await
+    }
+
+    /// `nix-env --set TOPLEVEL` for deployment `id`, journaling the `nix-env` process
+    /// before waiting on it (see `orphan.rs`).
+    pub(crate) async fn set_profile_journaled(&self, id: &str, toplevel: &StorePath) -> Result<(), String> {
+        let mut journal_child = |child: ChildProcess| self.update(id, |r| r.nix_child = Some(child)).map(drop);
+        self.activator.set_profile(toplevel, &mut journal_child).await
     }
 
     /// Confirms a deployment awaiting confirmation (idempotent for a confirmed one). A
@@ -275,11 +300,7 @@ impl Deployer {
                         "the confirmation window of deployment `{id}` closed at {deadline} (Unix time); it is being rolled back"
                     )));
                 }
-                let record = journal.update(id, |r| {
-                    r.deployment.state = DeploymentState::Confirmed;
-                    r.deployment.finished = Some(unix_now());
-                    r.phase = Phase::Done;
-                })?;
+                let record = journal.transition(id, Transition::Confirm)?;
                 tracing::info!(id, "deployment confirmed");
                 Ok(record.deployment)
             }
@@ -292,55 +313,50 @@ impl Deployer {
 
     /// Runs a queued deployment to its result.
     async fn run(self: Arc<Self>, id: String) {
-        if let Err(message) = self.fetch_if_needed(&id).await {
-            return self.fail_before_activation(&id, message).await;
+        if let Err(failure) = self.fetch_if_needed(&id).await {
+            return self.fail_before_activation(&id, failure).await;
         }
         match self.activate(&id).await {
             Ok(handle) => {
-                let status = self.watch(&handle).await;
+                let status = self.activator.watch(&handle).await;
                 self.after_activation(&id, status).await;
             }
-            Err(message) => self.fail_before_activation(&id, message).await,
+            Err(failure) => self.fail_before_activation(&id, failure).await,
         }
     }
 
     /// Sets the profile (switch/boot) and starts the activation; `Err` means
     /// `switch-to-configuration` did not run.
-    async fn activate(&self, id: &str) -> Result<ActivationHandle, String> {
-        let record = self.record(id)?;
+    async fn activate(&self, id: &str) -> Result<ActivationHandle, Failure> {
+        let record = self.record(id).map_err(Failure::journal)?;
         let d = &record.deployment;
         let mut generation = None;
         if creates_generation(d.mode) {
-            self.update(id, |r| {
-                r.deployment.state = DeploymentState::Activating;
-                r.phase = Phase::SettingProfile;
+            self.transition(id, Transition::SetProfile).map_err(Failure::journal)?;
+            let profile_failed = |e: String| Failure::new(EndReason::ProfileFailed, e);
+            self.set_profile_journaled(id, &d.toplevel).await.map_err(|e| {
+                profile_failed(format!("cannot add a generation to the profile {}: {e}", self.profile()))
             })?;
-            self.set_profile_journaled(id, &d.toplevel)
-                .await
-                .map_err(|e| format!("cannot add a generation to the profile {}: {e}", self.profile))?;
-            generation = self.profile.current_generation().map_err(|e| format!("cannot read {}: {e}", self.profile))?;
+            generation = self
+                .profile()
+                .current_generation()
+                .map_err(|e| profile_failed(format!("cannot read {}: {e}", self.profile())))?;
         }
-        self.update(id, |r| {
-            r.deployment.state = DeploymentState::Activating;
-            r.deployment.generation = generation;
-            r.phase = Phase::ProfileSet;
-        })?;
+        self.transition(id, Transition::ProfileSet { generation }).map_err(Failure::journal)?;
         let (log, exit_file) = {
             let journal = self.journal();
             (journal.log_path(id), journal.exit_path(id))
         };
-        let spec = ActivationSpec { program: self.switch_program(&d.toplevel), mode: d.mode, log, exit_file };
-        let prepared = self.services.prepare(&spec).map_err(|e| e.to_string())?;
+        let spec = ActivationSpec { program: self.activator.switch_program(&d.toplevel), mode: d.mode, log, exit_file };
+        let prepared =
+            self.activator.prepare(&spec).map_err(|e| Failure::new(EndReason::ActivationNotStarted, e.to_string()))?;
         // Armed and journaled before the activation may run (dropping `prepared` on an
         // error here cancels it): see the module documentation.
         let armed = awaits_confirmation(d.mode, record.confirm_timeout);
-        self.update(id, |r| {
-            r.activation = Some(prepared.handle.clone());
-            r.armed = armed;
-            r.phase = Phase::Activating;
-        })?;
+        self.transition(id, Transition::Activate { handle: prepared.handle.clone(), armed })
+            .map_err(Failure::journal)?;
         let handle = prepared.handle.clone();
-        if let Err(e) = prepared.launch() {
+        if let Err(e) = prepared.launch().await {
             // The wrapper is gone; `watch` reports it as cancelled or vanished.
             tracing::error!(id, error = %e, "cannot launch the activation");
         }
@@ -348,86 +364,58 @@ impl Deployer {
         Ok(handle)
     }
 
-    /// Polls the activation until it has a result; past the activation time limit, kills
-    /// its process group and returns why (the error says it timed out).
-    pub(crate) async fn watch(&self, handle: &ActivationHandle) -> Result<ActivationStatus, String> {
-        let started = std::time::Instant::now();
-        let mut pause = FIRST_POLL;
-        loop {
-            let status = self.services.status(handle);
-            match status.map_err(|e| format!("the activation's result is unknown: {e}"))? {
-                ActivationStatus::Running => tokio::time::sleep(pause).await,
-                done => return Ok(done),
-            }
-            if let Some(limit) = self.options.activation_timeout.filter(|limit| started.elapsed() >= *limit) {
-                return Err(self.kill_timed_out(handle, limit).await);
-            }
-            pause = (pause * 2).min(POLL_INTERVAL);
-        }
-    }
-
-    /// Kills an activation that ran past `limit` (its whole process group) and waits until
-    /// it is gone; returns the deployment's error.
-    async fn kill_timed_out(&self, handle: &ActivationHandle, limit: std::time::Duration) -> String {
-        let why = format!("switch-to-configuration timed out: still running after {limit:?} (activation_timeout)");
-        tracing::error!(pid = handle.pid, "{why}; killing its process group");
-        let services = Arc::clone(&self.services);
-        let target = handle.clone();
-        let killed = tokio::task::spawn_blocking(move || services.kill(&target)).await;
-        match killed.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
-            Ok(()) => format!("{why}; its process group was killed"),
-            Err(e) => format!("{why}; killing it failed: {e}"),
-        }
-    }
-
     /// Continues from the activation's result (also after a restart).
-    pub(crate) async fn after_activation(self: &Arc<Self>, id: &str, status: Result<ActivationStatus, String>) {
+    pub(crate) async fn after_activation(self: &Arc<Self>, id: &str, status: Result<ActivationStatus, Failure>) {
         let mode = match self.record(id) {
             Ok(r) => r.deployment.mode,
             Err(e) => return tracing::error!(id, error = %e, "cannot continue the deployment"),
         };
-        let reason = match status {
+        let lost = |message: &str| Failure::new(EndReason::ActivationLost, message);
+        let failure = match status {
             Ok(ActivationStatus::Finished(code)) => match self.record_exit(id, mode, code) {
                 Ok(None) => return self.activated(id).await,
-                Ok(Some(reason)) | Err(reason) => reason,
+                Ok(Some(failure)) | Err(failure) => failure,
             },
             Ok(ActivationStatus::Cancelled) => {
-                return self.fail_before_activation(id, "the activation was cancelled before it started".into()).await
+                let why =
+                    Failure::new(EndReason::ActivationCancelled, "the activation was cancelled before it started");
+                return self.fail_before_activation(id, why).await;
             }
-            Ok(ActivationStatus::Vanished) => "the activation process ended without an exit status".to_owned(),
-            Ok(ActivationStatus::Running) => "the activation is still running".to_owned(),
-            Err(e) => e,
+            Ok(ActivationStatus::Vanished) => lost("the activation process ended without an exit status"),
+            Ok(ActivationStatus::Running) => lost("the activation is still running"),
+            Err(failure) => failure,
         };
-        self.roll_back(id, reason, DeploymentState::Failed).await;
+        self.roll_back(id, failure, DeploymentState::Failed).await;
     }
 
     /// Journals the exit status and output; returns why it failed, `None` for success.
-    fn record_exit(&self, id: &str, mode: Mode, code: i32) -> Result<Option<String>, String> {
+    fn record_exit(&self, id: &str, mode: Mode, code: i32) -> Result<Option<Failure>, Failure> {
         let tail = log_tail(&self.journal().log_path(id));
         self.update(id, |r| {
             let d = &mut r.deployment;
             d.exit_code = Some(code);
             d.outcome = Some(ActivationOutcome::from_exit_code(Some(code)));
             d.log_tail = tail;
-        })?;
+        })
+        .map_err(Failure::journal)?;
         tracing::info!(id, code, "activation finished");
-        Ok(failure_reason(mode, code))
+        Ok(failure_reason(mode, code).map(|why| Failure::new(EndReason::ActivationFailed, why)))
     }
 
     /// After a successful activation: health checks, then the confirmation window.
     async fn activated(self: &Arc<Self>, id: &str) {
         let result = self.check_health(id).await;
-        let next = result.and_then(|()| self.open_window(id));
+        let next = result.and_then(|()| self.open_window(id).map_err(Failure::journal));
         match next {
             Ok(Some(deadline)) => self.arm_timer(id.to_owned(), deadline),
             Ok(None) => {}
-            Err(reason) => self.roll_back(id, reason, DeploymentState::RolledBack).await,
+            Err(failure) => self.roll_back(id, failure, DeploymentState::RolledBack).await,
         }
     }
 
     /// Runs the agent's and the request's health checks (switch/test only).
-    async fn check_health(&self, id: &str) -> Result<(), String> {
-        let record = self.record(id)?;
+    async fn check_health(&self, id: &str) -> Result<(), Failure> {
+        let record = self.record(id).map_err(Failure::journal)?;
         if !changes_running_system(record.deployment.mode) {
             return Ok(());
         }
@@ -435,25 +423,15 @@ impl Deployer {
         if checks.is_empty() {
             return Ok(());
         }
-        self.update(id, |r| r.phase = Phase::Checking)?;
+        self.transition(id, Transition::Check).map_err(Failure::journal)?;
         let output = self.journal().health_log_path(id);
-        health::run_checks(&checks, &output).await
+        health::run_checks(&checks, &output).await.map_err(|e| Failure::new(EndReason::HealthCheckFailed, e))
     }
 
     /// Confirmed at once, or `awaiting-confirmation` until the returned deadline.
     fn open_window(&self, id: &str) -> Result<Option<u64>, String> {
-        let record = self.update(id, |r| {
-            let d = &mut r.deployment;
-            if r.armed {
-                d.state = DeploymentState::AwaitingConfirmation;
-                d.confirm_deadline = Some(deadline_after(r.confirm_timeout));
-                r.phase = Phase::AwaitingConfirmation;
-            } else {
-                d.state = DeploymentState::Confirmed;
-                d.finished = Some(unix_now());
-                r.phase = Phase::Done;
-            }
-        })?;
+        let deadline = deadline_after(self.record(id)?.confirm_timeout);
+        let record = self.transition(id, Transition::Activated { deadline })?;
         let d = &record.deployment;
         tracing::info!(id, state = state_name(d.state), deadline = ?d.confirm_deadline, "deployment activated");
         Ok(d.confirm_deadline.filter(|_| record.armed))
@@ -461,16 +439,17 @@ impl Deployer {
 
     /// Ends a deployment that never ran `switch-to-configuration`: the running system
     /// is untouched, and the profile goes back to the previous system if it changed.
-    pub(crate) async fn fail_before_activation(&self, id: &str, message: String) {
+    pub(crate) async fn fail_before_activation(&self, id: &str, failure: Failure) {
         let note = match self.restore_profile(id).await {
             Ok(note) => note,
             Err(e) => Some(e),
         };
-        let message = match note {
+        let Failure { reason, message } = failure;
+        let error = match note {
             Some(note) => format!("{message}; {note}"),
             None => message,
         };
-        self.finish(id, DeploymentState::Failed, message);
+        self.finish(id, Ending { state: DeploymentState::Failed, reason, error });
     }
 
     /// Points the profile at what it pointed at before (`previous_profile`) again if it
@@ -481,7 +460,8 @@ impl Deployer {
         if !creates_generation(record.deployment.mode) {
             return Ok(None);
         }
-        let current = self.profile.current().map_err(|e| format!("cannot read the profile {}: {e}", self.profile))?;
+        let profile = self.profile();
+        let current = profile.current().map_err(|e| format!("cannot read the profile {profile}: {e}"))?;
         if let Some((n, Some(t))) = &current {
             if *t == record.deployment.toplevel && record.deployment.generation.is_none() {
                 // `nix-env --set` ran but the agent died before journaling the number:
@@ -504,23 +484,16 @@ impl Deployer {
             .map_err(|e| format!("restoring the profile to {previous} failed: {e}"))
     }
 
-    /// Makes a deployment final with `state` and `error`.
-    pub(crate) fn finish(&self, id: &str, state: DeploymentState, error: String) {
-        tracing::warn!(id, state = state_name(state), %error, "deployment ended");
-        let end = |error: String| {
-            move |r: &mut Record| {
-                r.deployment.state = state;
-                r.deployment.error = Some(error);
-                r.deployment.finished = Some(unix_now());
-                r.phase = Phase::Done;
-            }
-        };
-        if let Err(e) = self.update(id, end(error.clone())) {
+    /// Makes a deployment final as `ending` says.
+    pub(crate) fn finish(&self, id: &str, ending: Ending) {
+        tracing::warn!(id, state = state_name(ending.state), reason = ?ending.reason, error = %ending.error, "deployment ended");
+        if let Err(e) = self.transition(id, Transition::End(ending.clone())) {
             // Ended in memory anyway (written before the next deployment is accepted), or
             // the agent would stay stuck on it: see `Journal::close_unwritten`.
             tracing::error!(id, error = %e, "cannot journal the end of the deployment");
-            let error = format!("{error}; journaling this end failed too, it is written before the next deployment");
-            if let Err(e) = self.journal().close_unwritten(id, end(error)) {
+            let error =
+                format!("{}; journaling this end failed too, it is written before the next deployment", ending.error);
+            if let Err(e) = self.journal().close_unwritten(id, Transition::End(Ending { error, ..ending })) {
                 tracing::error!(id, error = %e, "cannot end the deployment");
             }
         }

@@ -202,6 +202,7 @@ async fn a_failing_first_switch_fails_with_nothing_to_return_to() {
         (d.state, d.exit_code, d.outcome),
         (DeploymentState::Failed, Some(4), Some(ActivationOutcome::UnitsFailed))
     );
+    assert_eq!(d.end_reason, Some(EndReason::ActivationFailed));
     let error = d.error.unwrap();
     assert!(error.starts_with("switch-to-configuration switch exited with 4: some units failed"), "{error}");
     assert!(error.contains("nothing to roll back to"), "{error}");
@@ -257,7 +258,7 @@ async fn an_unconfirmed_switch_is_rolled_back_after_its_window() {
     assert!(deployer.records()[1].armed);
 
     let d = ended(&deployer, "d2").await;
-    assert_eq!(d.state, DeploymentState::RolledBack, "{d:?}");
+    assert_eq!((d.state, d.end_reason), (DeploymentState::RolledBack, Some(EndReason::NotConfirmed)), "{d:?}");
     assert_eq!(d.error, Some(format!("not confirmed within 1s; re-activated the previous system {old}")));
     assert!(crate::unix_now() >= deadline);
     assert_eq!(host.current(), Some((3, Some(old))), "the newest generation is the previous system");
@@ -304,7 +305,7 @@ async fn failing_health_checks_roll_back() {
     req.health = vec![command_check(&["sh", "-c", "echo degraded; exit 1"], 2000)];
     deployer.create(req).await.unwrap();
     let d = ended(&deployer, "d2").await;
-    assert_eq!(d.state, DeploymentState::RolledBack, "{d:?}");
+    assert_eq!((d.state, d.end_reason), (DeploymentState::RolledBack, Some(EndReason::HealthCheckFailed)), "{d:?}");
     assert_eq!(
         d.error.unwrap(),
         format!(

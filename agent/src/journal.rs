@@ -32,7 +32,7 @@ use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
-use hostctl_schemas::api::deployments::{Deployment, DeploymentState};
+use hostctl_schemas::api::deployments::{Deployment, DeploymentState, EndReason};
 use hostctl_schemas::api::rollback::RollbackTarget;
 use hostctl_schemas::duration::Duration;
 use hostctl_schemas::ids::StorePath;
@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use crate::activation::ActivationHandle;
 use crate::events::{AgentEvent, Events};
 use crate::orphan::ChildProcess;
+use crate::transition::{IllegalTransition, Transition};
 
 /// One deployment as the journal keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,7 +121,8 @@ impl Record {
     }
 }
 
-/// Where a deployment is; each marker is journaled before the step it names begins.
+/// Where a deployment is; each marker is journaled before the step it names begins. Only
+/// [`Record::apply`] (`transition.rs`) changes it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
@@ -153,6 +155,10 @@ pub struct RollbackRun {
     pub reason: String,
     /// `failed` (the activation failed) or `rolled-back` (unconfirmed, unhealthy, asked).
     pub end_state: DeploymentState,
+    /// Why, typed: the deployment's `end_reason` once the rollback ends (absent in
+    /// records of older agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<EndReason>,
     pub step: RollbackStep,
     /// The generation `nix-env --set PREVIOUS` created (switch/boot).
     #[serde(default)]
@@ -216,6 +222,10 @@ pub enum JournalError {
     Unknown(String),
     #[error("deployment `{0}` would still be open: only its end can be kept in memory")]
     StillOpen(String),
+    #[error(transparent)]
+    Illegal(#[from] IllegalTransition),
+    #[error("deployment `{0}`: its phase, state or dead man's switch change only by a transition")]
+    NotATransition(String),
 }
 
 /// Creates `dir` (and parents) and makes it private to the agent (0700): it holds
@@ -344,14 +354,36 @@ impl Journal {
         Ok(record)
     }
 
-    /// Changes a record with `change`, on disk first, and returns the new version.
+    /// Moves a record on by `transition` (see `transition.rs`), on disk first, and returns
+    /// the new version; a transition its phase does not allow changes nothing.
+    pub fn transition(&mut self, id: &str, transition: Transition) -> Result<Record, JournalError> {
+        let mut record = self.records.get(id).cloned().ok_or_else(|| JournalError::Unknown(id.to_owned()))?;
+        let previous = record.deployment.state;
+        record.apply(transition)?;
+        self.store(previous, record)
+    }
+
+    /// Changes a record's data with `change`, on disk first, and returns the new version.
+    /// A change of its phase, state or `armed` is refused: those change only by
+    /// [`Journal::transition`].
     pub fn update(&mut self, id: &str, change: impl FnOnce(&mut Record)) -> Result<Record, JournalError> {
         let mut record = self.records.get(id).cloned().ok_or_else(|| JournalError::Unknown(id.to_owned()))?;
         let previous = record.deployment.state;
+        let lifecycle = |r: &Record| (r.phase, r.deployment.state, r.armed);
+        let before = lifecycle(&record);
         change(&mut record);
+        if lifecycle(&record) != before {
+            return Err(JournalError::NotATransition(id.to_owned()));
+        }
+        self.store(previous, record)
+    }
+
+    /// Writes a changed record (it was `previous` before), then keeps and announces it.
+    fn store(&mut self, previous: DeploymentState, record: Record) -> Result<Record, JournalError> {
         self.write(&record)?;
-        self.unwritten.remove(id);
-        self.records.insert(id.to_owned(), record.clone());
+        let id = record.deployment.id.clone();
+        self.unwritten.remove(&id);
+        self.records.insert(id, record.clone());
         self.announce(Some(previous), &record);
         Ok(record)
     }
@@ -359,11 +391,11 @@ impl Journal {
     /// Ends deployment `id` with `change` in memory only, for when [`Journal::update`]
     /// could not write that end (a full disk): otherwise the agent would report it open,
     /// and refuse every new deployment, until restarted. The end is written before the
-    /// next insert. `change` must make the deployment final.
-    pub fn close_unwritten(&mut self, id: &str, change: impl FnOnce(&mut Record)) -> Result<Record, JournalError> {
+    /// next insert. `end` must make the deployment final.
+    pub fn close_unwritten(&mut self, id: &str, end: Transition) -> Result<Record, JournalError> {
         let mut record = self.records.get(id).cloned().ok_or_else(|| JournalError::Unknown(id.to_owned()))?;
         let previous = record.deployment.state;
-        change(&mut record);
+        record.apply(end)?;
         if record.is_open() {
             return Err(JournalError::StillOpen(id.to_owned()));
         }
@@ -487,6 +519,8 @@ pub(crate) mod tests {
     use hostctl_schemas::api::deployments::{DeploymentRequest, DeploymentState};
     use hostctl_schemas::inventory::Mode;
 
+    use crate::transition::Ending;
+
     pub(crate) fn deployment(id: &str) -> Deployment {
         let request = DeploymentRequest {
             id: id.to_owned(),
@@ -510,13 +544,21 @@ pub(crate) mod tests {
         assert_eq!(mode, 0o700);
         journal.insert(deployment("b"), Duration::from_secs(0)).unwrap();
         journal.insert(deployment("a"), Duration::from_secs(30)).unwrap();
-        journal.update("b", |r| r.deployment.state = DeploymentState::Confirmed).unwrap();
+        let confirmed = |r: &mut Record| r.deployment.state = DeploymentState::Confirmed;
+        assert!(matches!(journal.update("b", confirmed), Err(JournalError::NotATransition(_))), "only by a transition");
+        journal.update("b", |r| r.deployment.rev = Some("def".into())).unwrap();
+        let end = Ending { state: DeploymentState::Failed, reason: EndReason::AgentRestarted, error: "x".into() };
+        journal.transition("b", Transition::End(end)).unwrap();
         assert!(matches!(journal.update("zz", |_| {}), Err(JournalError::Unknown(_))));
 
         let loaded = Journal::open(&jdir).unwrap();
         let ids: Vec<_> = loaded.records().iter().map(|r| r.deployment.id.clone()).collect();
         assert_eq!(ids, ["b", "a"]);
-        assert_eq!(loaded.get("b").unwrap().deployment.state, DeploymentState::Confirmed);
+        let b = &loaded.get("b").unwrap().deployment;
+        assert_eq!(
+            (b.state, b.end_reason, b.rev.as_deref()),
+            (DeploymentState::Failed, Some(EndReason::AgentRestarted), Some("def"))
+        );
         assert_eq!(loaded.get("a").unwrap().confirm_timeout, Duration::from_secs(30));
         assert_eq!(loaded.next_seq, 2);
     }

@@ -147,10 +147,15 @@ fn an_end_that_cannot_be_written_is_kept_in_memory_and_written_before_the_next_i
     let on_disk = fs::read(dir.path().join("a.json")).unwrap();
     // A directory where the write goes makes every write of `a` fail, as a full disk does.
     fs::create_dir(dir.path().join("a.json.tmp")).unwrap();
-    let fail = |r: &mut super::Record| r.deployment.state = DeploymentState::Failed;
-    assert!(journal.update("a", fail).is_err());
+    use crate::transition::{Ending, Transition};
+    let fail = Transition::End(Ending {
+        state: DeploymentState::Failed,
+        reason: hostctl_schemas::api::deployments::EndReason::AgentRestarted,
+        error: "x".into(),
+    });
+    assert!(journal.transition("a", fail.clone()).is_err());
     assert!(journal.get("a").unwrap().is_open(), "a failed update changes nothing");
-    let still_open = journal.close_unwritten("a", |_| {}).unwrap_err().to_string();
+    let still_open = journal.close_unwritten("a", Transition::Substitute).unwrap_err().to_string();
     assert!(still_open.contains("would still be open"), "{still_open}");
 
     journal.close_unwritten("a", fail).unwrap();

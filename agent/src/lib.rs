@@ -5,10 +5,11 @@
 //! [`http::body`] reads bodies within limits) → one handler module per endpoint in
 //! [`http`], which calls down into the domain modules and maps their errors to HTTP:
 //! [`import`] (the all-or-nothing store import), [`bundle`], [`generations`], [`status`],
-//! [`metrics`], [`pull::webhook`], [`deploy`] (deployments, refused with [`deploy_error`]:
-//! [`journal`] + [`activation`] (as [`systemd`] units or detached children) + [`health`];
-//! [`rollback`] re-activates the previous system, [`recovery`] resumes after a restart,
-//! [`rollback_target`] serves `POST /v1/rollback`), [`host`] (what the host runs),
+//! [`metrics`], [`pull::webhook`], [`deploy`] (deployments, refused with [`deploy_error`],
+//! moved on only by [`transition`]s: [`journal`] + [`activator`] (profile, store,
+//! [`activation`] as [`systemd`] units or detached children) + [`substitute`] + [`health`];
+//! [`rollback`] re-activates the previous system and serves `POST /v1/rollback` (targets
+//! from [`rollback_target`]), [`recovery`] resumes after a restart), [`host`] (what the host runs),
 //! `hostctl_nix::export_stream` (the import stream validator), [`pull`] (pull mode: fetch, webhook,
 //! build, hand-off to [`deploy`]).
 //! [`dbus`] publishes the status on D-Bus (`org.hostctl.Agent1`) and serves
@@ -17,6 +18,7 @@
 //! wires it up and handles signals.
 
 pub mod activation;
+pub mod activator;
 pub mod binfmt;
 pub mod bundle;
 pub mod bundle_client;
@@ -42,6 +44,7 @@ pub mod serve;
 pub mod status;
 pub mod substitute;
 pub mod systemd;
+pub mod transition;
 
 /// The current Unix time in seconds (0 if the clock is before 1970, which no signature
 /// check accepts anyway).

@@ -6,11 +6,58 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::path::Path;
+
 use clap::{Parser, Subcommand};
-use hostctl_schemas::agent_config::{load_agent_config, AgentConfig, Bus};
+use hostctl_schemas::agent_config::{load_agent_config, AgentConfig, AgentConfigError, Bus};
 
 /// Exit code for bad input (here: a bad configuration), as for `hostctl`.
 const EXIT_BAD_INPUT: u8 = 2;
+/// Exit code for work that could not be done (or a deployment that did not succeed).
+const EXIT_FAILED: u8 = 1;
+
+/// Why a subcommand did not succeed; [`AgentError::exit_code`] is the one place errors
+/// become exit codes.
+#[derive(Debug, thiserror::Error)]
+enum AgentError {
+    #[error(transparent)]
+    Config(#[from] AgentConfigError),
+    /// The configuration `file` loads but cannot be used as it is.
+    #[error("{file}: {problem}")]
+    Unusable { file: String, problem: String },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error(transparent)]
+    Status(#[from] hostctl_agent::dbus::client::ClientError),
+    #[error(transparent)]
+    Import(#[from] hostctl_agent::bundle_client::ImportError),
+    #[error(transparent)]
+    Serve(#[from] hostctl_agent::serve::ServeError),
+    #[error("cannot print the configuration: {0}")]
+    Print(serde_json::Error),
+    /// The command printed its result, which is a failure (a deployment not confirmed,
+    /// emulation the kernel refused): nothing more to say.
+    #[error("")]
+    Reported,
+}
+
+impl AgentError {
+    fn unusable(file: &Path, problem: impl std::fmt::Display) -> Self {
+        Self::Unusable { file: file.display().to_string(), problem: problem.to_string() }
+    }
+
+    fn exit_code(&self) -> u8 {
+        match self {
+            Self::Config(_) | Self::Unusable { .. } => EXIT_BAD_INPUT,
+            Self::Status(e) if e.is_bad_input() => EXIT_BAD_INPUT,
+            Self::Import(e) if e.is_bad_input() => EXIT_BAD_INPUT,
+            Self::Serve(e) if e.is_bad_input() => EXIT_BAD_INPUT,
+            Self::Runtime(_) | Self::Status(_) | Self::Import(_) | Self::Serve(_) | Self::Print(_) | Self::Reported => {
+                EXIT_FAILED
+            }
+        }
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(name = "hostctl-agent", version, about = "hostctl's per-host agent")]
@@ -80,135 +127,80 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_BAD_INPUT } else { 0 });
         }
     };
-    match cli.command {
-        Command::Serve { config } => match load(&config) {
-            Ok(cfg) => serve(cfg),
-            Err(code) => code,
-        },
-        Command::CheckConfig { config, json } => match load(&config) {
-            Ok(cfg) => check_config(&config, &cfg, json),
-            Err(code) => code,
-        },
-        Command::Status { json, config, bus } => status(json, config, bus),
-        Command::Import { file, config } => match load(&config) {
-            Ok(cfg) => import(&cfg, &file),
-            Err(code) => code,
-        },
-        Command::Binfmt { config, json, dry_run } => match load(&config) {
-            Ok(cfg) => binfmt(&config, &cfg, json, dry_run),
-            Err(code) => code,
-        },
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if !matches!(e, AgentError::Reported) {
+                eprintln!("error: {e}");
+            }
+            ExitCode::from(e.exit_code())
+        }
     }
+}
+
+fn run(command: Command) -> Result<(), AgentError> {
+    match command {
+        Command::Serve { config } => serve(load(&config)?),
+        Command::CheckConfig { config, json } => check_config(&config, &load(&config)?, json),
+        Command::Status { json, config, bus } => status(json, config, bus),
+        Command::Import { file, config } => import(&load(&config)?, &file),
+        Command::Binfmt { config, json, dry_run } => binfmt(&config, &load(&config)?, json, dry_run),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, AgentError> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(AgentError::Runtime)
 }
 
 /// `status`: exit 2 for a bad configuration or bus address, 1 if the agent is not reachable.
-fn status(json: bool, config: Option<PathBuf>, bus: Option<Bus>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(hostctl_agent::dbus::client::status(bus, config.as_deref(), json)) {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(if e.is_bad_input() { EXIT_BAD_INPUT } else { 1 })
-        }
-    }
+fn status(json: bool, config: Option<PathBuf>, bus: Option<Bus>) -> Result<(), AgentError> {
+    let text = runtime()?.block_on(hostctl_agent::dbus::client::status(bus, config.as_deref(), json))?;
+    print!("{text}");
+    Ok(())
 }
 
 /// `import`: the deployment's end decides the exit code.
-fn import(config: &AgentConfig, file: &std::path::Path) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(hostctl_agent::bundle_client::import(config, file)) {
-        Ok(d) => {
-            println!("{}", hostctl_agent::bundle_client::describe(&d));
-            let confirmed = d.state == hostctl_schemas::api::deployments::DeploymentState::Confirmed;
-            ExitCode::from(if confirmed { 0 } else { 1 })
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(if e.is_bad_input() { EXIT_BAD_INPUT } else { 1 })
-        }
+fn import(config: &AgentConfig, file: &Path) -> Result<(), AgentError> {
+    let d = runtime()?.block_on(hostctl_agent::bundle_client::import(config, file))?;
+    println!("{}", hostctl_agent::bundle_client::describe(&d));
+    if d.state == hostctl_schemas::api::deployments::DeploymentState::Confirmed {
+        Ok(())
+    } else {
+        Err(AgentError::Reported)
     }
 }
 
 /// Loads the configuration; a bad one is reported (file:line:column) as bad input, as
 /// is a health check the agent cannot run.
-fn load(path: &std::path::Path) -> Result<AgentConfig, ExitCode> {
-    let config = load_agent_config(path).map_err(|e| {
-        eprintln!("error: {e}");
-        ExitCode::from(EXIT_BAD_INPUT)
-    })?;
-    hostctl_agent::health::refuse_http("health", &config.health).map_err(|e| {
-        eprintln!("error: {}: {e}", path.display());
-        ExitCode::from(EXIT_BAD_INPUT)
-    })?;
+fn load(path: &Path) -> Result<AgentConfig, AgentError> {
+    let config = load_agent_config(path)?;
+    hostctl_agent::health::refuse_http("health", &config.health).map_err(|e| AgentError::unusable(path, e))?;
     if let Some(pull) = &config.pull {
-        pull.check(path).map_err(|e| {
-            eprintln!("error: {e}");
-            ExitCode::from(EXIT_BAD_INPUT)
-        })?;
+        pull.check(path)?;
     }
     if let Some(binfmt) = &config.binfmt {
-        hostctl_agent::binfmt::plan(binfmt).map_err(|e| {
-            eprintln!("error: {}: {e}", path.display());
-            ExitCode::from(EXIT_BAD_INPUT)
-        })?;
+        hostctl_agent::binfmt::plan(binfmt).map_err(|e| AgentError::unusable(path, e))?;
     }
     Ok(config)
 }
 
-fn serve(config: AgentConfig) -> ExitCode {
+fn serve(config: AgentConfig) -> Result<(), AgentError> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Plain lines for journald when stderr is not a terminal.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(hostctl_agent::serve::serve(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            if e.is_bad_input() {
-                ExitCode::from(EXIT_BAD_INPUT)
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(AgentError::Runtime)?;
+    Ok(runtime.block_on(hostctl_agent::serve::serve(config))?)
 }
 
 /// `binfmt`: one reconcile of the configuration's `binfmt:` section.
-fn binfmt(path: &std::path::Path, cfg: &AgentConfig, json: bool, dry_run: bool) -> ExitCode {
-    let Some(section) = &cfg.binfmt else {
-        eprintln!("error: {}: no `binfmt:` section (binfmt.emulated_systems)", path.display());
-        return ExitCode::from(EXIT_BAD_INPUT);
-    };
-    let plan = match hostctl_agent::binfmt::plan(section) {
-        Ok(plan) => plan,
-        Err(e) => {
-            eprintln!("error: {}: {e}", path.display());
-            return ExitCode::from(EXIT_BAD_INPUT);
-        }
-    };
+fn binfmt(path: &Path, cfg: &AgentConfig, json: bool, dry_run: bool) -> Result<(), AgentError> {
+    let section = cfg
+        .binfmt
+        .as_ref()
+        .ok_or_else(|| AgentError::unusable(path, "no `binfmt:` section (binfmt.emulated_systems)"))?;
+    let plan = hostctl_agent::binfmt::plan(section).map_err(|e| AgentError::unusable(path, e))?;
     let report = hostctl_agent::binfmt::reconcile(&plan, dry_run);
     if json {
         match serde_json::to_string_pretty(&report) {
@@ -221,28 +213,19 @@ fn binfmt(path: &std::path::Path, cfg: &AgentConfig, json: bool, dry_run: bool) 
         }
     }
     if report.errors.is_empty() {
-        ExitCode::SUCCESS
+        Ok(())
     } else {
-        ExitCode::FAILURE
+        Err(AgentError::Reported)
     }
 }
 
-fn check_config(path: &std::path::Path, cfg: &AgentConfig, json: bool) -> ExitCode {
+fn check_config(path: &Path, cfg: &AgentConfig, json: bool) -> Result<(), AgentError> {
     // What `serve` would refuse at start, reported before a restart meets it.
-    if let Err(e) = hostctl_agent::serve::check_private_paths(cfg) {
-        eprintln!("error: {}: {e}", path.display());
-        return ExitCode::from(EXIT_BAD_INPUT);
-    }
+    hostctl_agent::serve::check_private_paths(cfg).map_err(|e| AgentError::unusable(path, e))?;
     if json {
-        match serde_json::to_string_pretty(cfg) {
-            Ok(text) => println!("{text}"),
-            Err(e) => {
-                eprintln!("error: cannot print the configuration: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
+        println!("{}", serde_json::to_string_pretty(cfg).map_err(AgentError::Print)?);
     } else {
         println!("{}: ok (hostname {}, {} trusted key(s))", path.display(), cfg.hostname, cfg.trusted_keys.len());
     }
-    ExitCode::SUCCESS
+    Ok(())
 }

@@ -14,12 +14,9 @@
 
 use std::time::{Duration, Instant};
 
-use hostctl_schemas::ids::StorePath;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
-
-use crate::deploy::Deployer;
 
 /// How long a killed process may take to disappear before recovery gives up on it.
 const GONE_WITHIN: Duration = Duration::from_secs(10);
@@ -86,29 +83,17 @@ pub async fn stop_leftover(process: &ChildProcess) -> Result<bool, String> {
     Ok(true)
 }
 
-impl Deployer {
-    /// `nix-env --set TOPLEVEL` on the profile for deployment `id`, journaling the
-    /// `nix-env` process before waiting on it (see the module documentation).
-    pub(crate) async fn set_profile_journaled(&self, id: &str, toplevel: &StorePath) -> Result<(), String> {
-        let mut journal_child = |pid: u32| {
-            let child = ChildProcess::observe(pid);
-            self.update(id, |r| r.nix_child = Some(child)).map(|_| ()).map_err(std::io::Error::other)
-        };
-        self.nix.set_profile_observed(&self.profile, toplevel, &mut journal_child).await.map_err(|e| e.to_string())
-    }
-
-    /// Stops the profile-changing Nix process a previous agent left running for `id`, if
-    /// any: recovery calls this before it reads the profile.
-    pub(crate) async fn stop_leftover_nix(&self, id: &str, child: Option<ChildProcess>) {
-        let Some(child) = child else { return };
-        match stop_leftover(&child).await {
-            Ok(true) => {
-                tracing::warn!(id, pid = child.pid, "killed a profile change left running by the previous agent")
-            }
-            Ok(false) => {}
-            Err(e) => {
-                tracing::error!(id, pid = child.pid, error = %e, "cannot stop the previous agent's profile change")
-            }
+/// Stops the profile-changing Nix process a previous agent left running for deployment
+/// `id`, if any: recovery calls this before it reads the profile.
+pub async fn stop_leftover_nix(id: &str, child: Option<ChildProcess>) {
+    let Some(child) = child else { return };
+    match stop_leftover(&child).await {
+        Ok(true) => {
+            tracing::warn!(id, pid = child.pid, "killed a profile change left running by the previous agent")
+        }
+        Ok(false) => {}
+        Err(e) => {
+            tracing::error!(id, pid = child.pid, error = %e, "cannot stop the previous agent's profile change")
         }
     }
 }

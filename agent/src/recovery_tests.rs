@@ -42,7 +42,7 @@ impl Crashed {
     }
 
     /// Starts `new`'s real activation detached, as the crashed agent did.
-    fn start_activation(&self) -> crate::activation::ActivationHandle {
+    async fn start_activation(&self) -> crate::activation::ActivationHandle {
         let journal = Journal::open(&self.host.journal_dir()).unwrap();
         let program = StoreFs::from_store_url(Some(&self.host.store)).real_path(&self.new);
         let spec = ActivationSpec {
@@ -51,7 +51,7 @@ impl Crashed {
             log: journal.log_path("d1"),
             exit_file: journal.exit_path("d1"),
         };
-        DetachedChild.prepare(&spec).unwrap().launch().unwrap()
+        DetachedChild.prepare(&spec).unwrap().launch().await.unwrap()
     }
 
     async fn set_profile_to_new(&self) {
@@ -131,7 +131,7 @@ async fn a_first_deployment_cut_short_keeps_its_profile_and_says_so() {
 async fn a_running_activation_is_followed_into_the_confirmation_window() {
     let c = Crashed::new(0, "1").await;
     c.set_profile_to_new().await;
-    let handle = c.start_activation();
+    let handle = c.start_activation().await;
     let deployer = c
         .restart(Phase::Activating, DeploymentState::Activating, |r| {
             r.activation = Some(handle);
@@ -153,7 +153,7 @@ async fn a_failed_or_lost_activation_found_after_a_restart_rolls_back() {
     // It finished with exit 4 while the agent was away.
     let c = Crashed::new(4, "0").await;
     c.set_profile_to_new().await;
-    let handle = c.start_activation();
+    let handle = c.start_activation().await;
     std::thread::sleep(std::time::Duration::from_millis(300));
     let deployer = c.restart(Phase::Activating, DeploymentState::Activating, |r| r.activation = Some(handle)).await;
     let d = ended(&deployer, "d1").await;
@@ -243,6 +243,7 @@ async fn a_rollback_cut_short_is_finished() {
             r.rollback = Some(RollbackRun {
                 reason: "not confirmed within 30s".into(),
                 end_state: DeploymentState::RolledBack,
+                end_reason: Some(hostctl_schemas::api::deployments::EndReason::NotConfirmed),
                 step: RollbackStep::SettingProfile,
                 generation: None,
                 activation: None,

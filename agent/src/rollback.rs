@@ -18,17 +18,25 @@
 //! see `deploy.rs`), with `error` = the reason + what was done. A deployment with no
 //! previous system (the host's first) cannot be rolled back: it ends `failed` and its
 //! profile and running system are left as they are, which the error says.
+//!
+//! `POST /v1/rollback` ([`Deployer::rollback`]) is here too: "previous" while a
+//! deployment awaits confirmation rolls that one back; otherwise it deploys the target
+//! `rollback_target.rs` resolves, as a new deployment.
 
 use std::sync::Arc;
 
-use hostctl_schemas::api::deployments::{ActivationOutcome, DeploymentState};
+use hostctl_schemas::api::deployments::{ActivationOutcome, Deployment, DeploymentRequest, DeploymentState, EndReason};
+use hostctl_schemas::api::rollback::{RollbackRequest, RollbackTarget};
 use hostctl_schemas::ids::StorePath;
 use hostctl_schemas::inventory::Mode;
 
 use crate::activation::{ActivationSpec, ActivationStatus};
-use crate::deploy::{creates_generation, state_name, Deployer};
-use crate::journal::{Phase, Record, RollbackRun, RollbackStep};
-use crate::unix_now_ms;
+use crate::deploy::{check_id, creates_generation, state_name, Deployer};
+use crate::deploy_error::DeployError;
+use crate::journal::{Record, RollbackRun, RollbackStep};
+use crate::rollback_target::{RollbackTargets, Target};
+use crate::transition::{Ending, Failure, Transition};
+use crate::{unix_now, unix_now_ms};
 
 /// How many times the previous system's activation is started before giving up (it is
 /// started again when it never ran, or vanished without an exit status).
@@ -36,7 +44,7 @@ const ACTIVATION_ATTEMPTS: u32 = 3;
 
 impl Deployer {
     /// Rolls deployment `id` back now and waits for the rollback to finish.
-    pub(crate) async fn roll_back(self: &Arc<Self>, id: &str, reason: String, end_state: DeploymentState) {
+    pub(crate) async fn roll_back(self: &Arc<Self>, id: &str, reason: Failure, end_state: DeploymentState) {
         if self.begin_rollback(id, reason, end_state, None) {
             self.run_rollback(id).await;
         }
@@ -44,7 +52,7 @@ impl Deployer {
 
     /// Rolls back a deployment that is awaiting confirmation, at once (its timer ran out
     /// or `POST /v1/rollback` asked). `false` if it is no longer awaiting confirmation.
-    pub(crate) fn roll_back_pending(self: &Arc<Self>, id: &str, reason: String) -> bool {
+    pub(crate) fn roll_back_pending(self: &Arc<Self>, id: &str, reason: Failure) -> bool {
         let expect = Some(DeploymentState::AwaitingConfirmation);
         if !self.begin_rollback(id, reason, DeploymentState::RolledBack, expect) {
             return false;
@@ -62,7 +70,7 @@ impl Deployer {
     fn begin_rollback(
         &self,
         id: &str,
-        reason: String,
+        reason: Failure,
         end_state: DeploymentState,
         expect: Option<DeploymentState>,
     ) -> bool {
@@ -71,26 +79,25 @@ impl Deployer {
         if expect.is_some_and(|state| record.deployment.state != state) {
             return false;
         }
+        let Failure { reason: end_reason, message: reason } = reason;
         if let Err(why) = rollback_possible(record) {
             drop(journal);
-            self.finish(id, DeploymentState::Failed, format!("{reason}; {why}"));
+            let error = format!("{reason}; {why}");
+            self.finish(id, Ending { state: DeploymentState::Failed, reason: end_reason, error });
             return false;
         }
         tracing::warn!(id, %reason, end = state_name(end_state), "rolling back");
         let run = RollbackRun {
             reason,
             end_state,
+            end_reason: Some(end_reason),
             step: RollbackStep::Decided,
             generation: None,
             activation: None,
             activation_index: 0,
             done: false,
         };
-        let result = journal.update(id, |r| {
-            r.deployment.state = DeploymentState::Activating;
-            r.phase = Phase::RollingBack;
-            r.rollback = Some(run);
-        });
+        let result = journal.transition(id, Transition::RollBack(run));
         if let Err(e) = &result {
             tracing::error!(id, error = %e, "cannot journal the rollback");
         }
@@ -99,23 +106,27 @@ impl Deployer {
 
     /// Carries out (or, after a restart, continues) the journaled rollback of `id`.
     pub(crate) async fn run_rollback(self: &Arc<Self>, id: &str) {
-        let (end_state, error) = match self.rollback_steps(id).await {
+        let (state, reason, error) = match self.rollback_steps(id).await {
             Ok((run, done)) => {
-                if let Err(e) = self.update(id, |r| r.rollback.iter_mut().for_each(|run| run.done = true)) {
+                if let Err(e) = self.transition(id, Transition::RollbackDone) {
                     tracing::error!(id, error = %e, "cannot journal the end of the rollback");
                 }
-                (run.end_state, format!("{}; {done}", run.reason))
+                (run.end_state, run.end_reason, format!("{}; {done}", run.reason))
             }
-            Err((reason, problem)) => (DeploymentState::Failed, format!("{reason}; {problem}")),
+            Err((reason, end_reason, problem)) => (DeploymentState::Failed, end_reason, format!("{reason}; {problem}")),
         };
-        self.finish(id, end_state, error);
+        // Rollbacks journaled by older agents do not say why (typed).
+        let reason = reason.unwrap_or(EndReason::Other);
+        self.finish(id, Ending { state, reason, error });
     }
 
-    /// `Ok` with the rollback and what it did, or `Err((reason, problem))`.
-    async fn rollback_steps(&self, id: &str) -> Result<(RollbackRun, String), (String, String)> {
-        let record = self.record(id).map_err(|e| ("rollback interrupted".to_owned(), e))?;
-        let run = record.rollback.clone().ok_or(("rollback interrupted".to_owned(), "no rollback journaled".into()))?;
-        let fail = |problem: String| (run.reason.clone(), problem);
+    /// `Ok` with the rollback and what it did, or `Err((reason, typed reason, problem))`.
+    async fn rollback_steps(&self, id: &str) -> Result<(RollbackRun, String), (String, Option<EndReason>, String)> {
+        let interrupted =
+            |problem: String| ("rollback interrupted".to_owned(), Some(EndReason::JournalWriteFailed), problem);
+        let record = self.record(id).map_err(interrupted)?;
+        let run = record.rollback.clone().ok_or_else(|| interrupted("no rollback journaled".into()))?;
+        let fail = |problem: String| (run.reason.clone(), run.end_reason, problem);
         let plan = rollback_plan(&record);
         if plan.is_empty() {
             return Err(fail("no previous system".into()));
@@ -149,25 +160,25 @@ impl Deployer {
                 Some(h) => h,
                 None => {
                     started += 1;
-                    self.start_rollback_activation(record, index)?
+                    self.start_rollback_activation(record, index).await?
                 }
             };
-            let again =
-                match self.watch(&current).await.map_err(|e| format!("rolling back to {toplevel} failed too: {e}"))? {
-                    ActivationStatus::Finished(code) if ActivationOutcome::from_exit_code(Some(code)).succeeded() => {
-                        return Ok(())
-                    }
-                    ActivationStatus::Finished(code) => {
-                        return Err(format!(
+            let watched = self.activator.watch(&current).await;
+            let again = match watched.map_err(|e| format!("rolling back to {toplevel} failed too: {}", e.message))? {
+                ActivationStatus::Finished(code) if ActivationOutcome::from_exit_code(Some(code)).succeeded() => {
+                    return Ok(())
+                }
+                ActivationStatus::Finished(code) => {
+                    return Err(format!(
                         "rolling back to {toplevel} failed too: its switch-to-configuration {mode} exited with {code}"
                     ))
-                    }
-                    // It never ran, or was killed mid-way: re-activating the previous system
-                    // is idempotent, so start it again.
-                    ActivationStatus::Cancelled | ActivationStatus::Vanished | ActivationStatus::Running => {
-                        "its activation ended without an exit status"
-                    }
-                };
+                }
+                // It never ran, or was killed mid-way: re-activating the previous system
+                // is idempotent, so start it again.
+                ActivationStatus::Cancelled | ActivationStatus::Vanished | ActivationStatus::Running => {
+                    "its activation ended without an exit status"
+                }
+            };
             if started >= ACTIVATION_ATTEMPTS {
                 return Err(format!("rolling back to {toplevel} failed too: {again}"));
             }
@@ -182,19 +193,20 @@ impl Deployer {
         let mut generation = None;
         if let Some(previous) = record.profile_before().filter(|_| creates_generation(record.deployment.mode)) {
             set_step(self, id, RollbackStep::SettingProfile, None)?;
-            let now = self.profile.current().map_err(|e| format!("cannot read the profile {}: {e}", self.profile))?;
+            let profile = self.profile();
+            let now = profile.current().map_err(|e| format!("cannot read the profile {profile}: {e}"))?;
             if now.as_ref().and_then(|(_, t)| t.as_ref()) != Some(previous) {
                 self.set_profile_journaled(id, previous)
                     .await
                     .map_err(|e| format!("rolling back the profile to {previous} failed: {e}"))?;
             }
-            generation = self.profile.current_generation().map_err(|e| format!("cannot read {}: {e}", self.profile))?;
+            generation = profile.current_generation().map_err(|e| format!("cannot read {profile}: {e}"))?;
         }
         set_step(self, id, RollbackStep::ProfileSet, generation)
     }
 
     /// Prepares step `index` of the plan, journals its handle, launches it.
-    fn start_rollback_activation(
+    async fn start_rollback_activation(
         &self,
         record: &Record,
         index: usize,
@@ -206,17 +218,11 @@ impl Deployer {
             let journal = self.journal();
             (journal.rollback_log_path(id), journal.rollback_exit_path(id))
         };
-        let spec = ActivationSpec { program: self.switch_program(toplevel), mode: *mode, log, exit_file };
-        let prepared = self.services.prepare(&spec).map_err(|e| format!("cannot re-activate {toplevel}: {e}"))?;
-        self.update(id, |r| {
-            if let Some(run) = r.rollback.as_mut() {
-                run.step = RollbackStep::Activating;
-                run.activation = Some(prepared.handle.clone());
-                run.activation_index = index;
-            }
-        })?;
+        let spec = ActivationSpec { program: self.activator.switch_program(toplevel), mode: *mode, log, exit_file };
+        let prepared = self.activator.prepare(&spec).map_err(|e| format!("cannot re-activate {toplevel}: {e}"))?;
+        self.transition(id, Transition::RollbackActivation { handle: prepared.handle.clone(), index })?;
         let handle = prepared.handle.clone();
-        if let Err(e) = prepared.launch() {
+        if let Err(e) = prepared.launch().await {
             tracing::error!(id, error = %e, "cannot launch the rollback activation");
         }
         tracing::info!(id, pid = handle.pid, %toplevel, %mode, "rollback activation started");
@@ -231,13 +237,92 @@ impl Deployer {
             let wait_ms = (u128::from(deadline) * 1000).saturating_sub(u128::from(unix_now_ms()));
             tokio::time::sleep(std::time::Duration::from_millis(u64::try_from(wait_ms).unwrap_or(u64::MAX))).await;
             let reason = match this.record(&id) {
-                Ok(r) => format!("not confirmed within {}", r.confirm_timeout),
+                Ok(r) => Failure::new(EndReason::NotConfirmed, format!("not confirmed within {}", r.confirm_timeout)),
                 Err(_) => return,
             };
             if this.roll_back_pending(&id, reason) {
                 tracing::warn!(id, "confirmation window closed without a confirmation");
             }
         });
+    }
+}
+
+/// `POST /v1/rollback`: deploying an earlier system (`rollback_target.rs` resolves which).
+impl Deployer {
+    /// Handles `POST /v1/rollback`: 202 with the rollback's deployment (or with the
+    /// pending deployment that is now being rolled back).
+    pub async fn rollback(self: &Arc<Self>, request: RollbackRequest) -> Result<Deployment, DeployError> {
+        if let Some(id) = &request.id {
+            check_id(id)?;
+            if let Some(existing) = self.journal().get(id) {
+                return match &existing.rollback_target {
+                    Some(target) if *target == request.to => Ok(existing.deployment.clone()),
+                    _ => Err(DeployError::conflict(format!("deployment `{id}` exists with other content"))),
+                };
+            }
+        }
+        let records = self.records();
+        if let Some(open) = records.iter().find(|r| r.is_open()) {
+            return self.rollback_open(open, &request.to);
+        }
+        let targets = RollbackTargets::new(&self.activator);
+        let target = targets.resolve(&records, &request.to)?;
+        targets.check_still_valid(&target).await?;
+        let record = self.rollback_record(&records, &request, target)?;
+        self.accept(record)
+    }
+
+    /// A rollback request while a deployment is open.
+    fn rollback_open(self: &Arc<Self>, open: &Record, to: &RollbackTarget) -> Result<Deployment, DeployError> {
+        let id = &open.deployment.id;
+        let state = open.deployment.state;
+        if state == DeploymentState::AwaitingConfirmation && matches!(to, RollbackTarget::Previous(_)) {
+            let reason = Failure::new(EndReason::RollbackRequested, "rolled back on request");
+            if self.roll_back_pending(id, reason) {
+                return self.get(id).ok_or_else(|| DeployError::internal(format!("deployment `{id}` vanished")));
+            }
+            return Err(DeployError::conflict(format!("deployment `{id}` just left awaiting-confirmation; ask again")));
+        }
+        let hint = if state == DeploymentState::AwaitingConfirmation {
+            "; roll it back with \"previous\" or confirm it first"
+        } else {
+            "; wait for it to finish"
+        };
+        Err(DeployError::conflict(format!("deployment `{id}` is {}{hint}", state_name(state))))
+    }
+
+    /// The journal record of the rollback deployment: mode switch, the target's identity,
+    /// the request's (or the agent's) window, the newest deployment's health checks.
+    fn rollback_record(
+        &self,
+        records: &[Record],
+        request: &RollbackRequest,
+        target: Target,
+    ) -> Result<Record, DeployError> {
+        let id = match &request.id {
+            Some(id) => id.clone(),
+            None => format!("rollback-{}-{}", unix_now(), self.journal().next_seq()),
+        };
+        let confirm_timeout = request.confirm_timeout.unwrap_or(self.options.confirm_timeout);
+        let deployment_request = DeploymentRequest {
+            id,
+            toplevel: target.toplevel,
+            rev: target.rev,
+            lock: target.lock,
+            mode: Mode::Switch,
+            confirm_timeout,
+            health: Vec::new(),
+            cache: None,
+        };
+        let (running, profile) = self.previous_systems()?;
+        let mut deployment = Deployment::queued(&deployment_request, running, unix_now());
+        deployment.rollback_of = Some(target.description);
+        let mut record = Record::new(deployment, confirm_timeout);
+        record.previous_profile = profile;
+        // The inventory's command checks for this host came with its latest deployment.
+        record.health = records.last().map(|r| r.health.clone()).unwrap_or_default();
+        record.rollback_target = Some(request.to.clone());
+        Ok(record)
     }
 }
 
@@ -286,14 +371,5 @@ fn rollback_possible(record: &Record) -> Result<(), String> {
 }
 
 fn set_step(deployer: &Deployer, id: &str, step: RollbackStep, generation: Option<u64>) -> Result<(), String> {
-    deployer
-        .update(id, |r| {
-            if let Some(run) = r.rollback.as_mut() {
-                run.step = step;
-                if generation.is_some() {
-                    run.generation = generation;
-                }
-            }
-        })
-        .map(|_| ())
+    deployer.transition(id, Transition::RollbackStep { step, generation }).map(|_| ())
 }

@@ -15,17 +15,14 @@
 //! (it ends `rolled-back`, "rolled back on request") and returns it; other targets are a
 //! 409 until it is confirmed or rolled back, as is any request while one is activating.
 
-use std::sync::Arc;
-
-use hostctl_schemas::api::deployments::{Deployment, DeploymentRequest, DeploymentState};
-use hostctl_schemas::api::rollback::{RollbackRequest, RollbackTarget};
+use hostctl_schemas::api::deployments::DeploymentState;
+use hostctl_schemas::api::rollback::RollbackTarget;
 use hostctl_schemas::ids::{LockId, StorePath};
 use hostctl_schemas::inventory::Mode;
 
-use crate::deploy::{check_id, state_name, Deployer};
+use crate::activator::Activator;
 use crate::deploy_error::DeployError;
 use crate::journal::Record;
-use crate::unix_now;
 
 /// A resolved target: the system and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,45 +34,16 @@ pub struct Target {
     pub description: String,
 }
 
-impl Deployer {
-    /// Handles `POST /v1/rollback`: 202 with the rollback's deployment (or with the
-    /// pending deployment that is now being rolled back).
-    pub async fn rollback(self: &Arc<Self>, request: RollbackRequest) -> Result<Deployment, DeployError> {
-        if let Some(id) = &request.id {
-            check_id(id)?;
-            if let Some(existing) = self.journal().get(id) {
-                return match &existing.rollback_target {
-                    Some(target) if *target == request.to => Ok(existing.deployment.clone()),
-                    _ => Err(DeployError::conflict(format!("deployment `{id}` exists with other content"))),
-                };
-            }
-        }
-        let records = self.records();
-        if let Some(open) = records.iter().find(|r| r.is_open()) {
-            return self.rollback_open(open, &request.to);
-        }
-        let target = self.resolve(&records, &request.to)?;
-        self.check_still_valid(&target).await?;
-        let record = self.rollback_record(&records, &request, target)?;
-        self.accept(record)
-    }
+/// Resolves `POST /v1/rollback` targets from the journal's records and what the
+/// activator reads (the profile's generations, the store).
+#[derive(Debug, Clone, Copy)]
+pub struct RollbackTargets<'a> {
+    activator: &'a Activator,
+}
 
-    /// A rollback request while a deployment is open.
-    fn rollback_open(self: &Arc<Self>, open: &Record, to: &RollbackTarget) -> Result<Deployment, DeployError> {
-        let id = &open.deployment.id;
-        let state = open.deployment.state;
-        if state == DeploymentState::AwaitingConfirmation && matches!(to, RollbackTarget::Previous(_)) {
-            if self.roll_back_pending(id, "rolled back on request".into()) {
-                return self.get(id).ok_or_else(|| DeployError::internal(format!("deployment `{id}` vanished")));
-            }
-            return Err(DeployError::conflict(format!("deployment `{id}` just left awaiting-confirmation; ask again")));
-        }
-        let hint = if state == DeploymentState::AwaitingConfirmation {
-            "; roll it back with \"previous\" or confirm it first"
-        } else {
-            "; wait for it to finish"
-        };
-        Err(DeployError::conflict(format!("deployment `{id}` is {}{hint}", state_name(state))))
+impl<'a> RollbackTargets<'a> {
+    pub fn new(activator: &'a Activator) -> Self {
+        Self { activator }
     }
 
     /// The target's system, from the journal or the profile; 404 if there is none.
@@ -95,8 +63,8 @@ impl Deployer {
 
     fn resolve_generation(&self, records: &[Record], n: u64) -> Result<Target, DeployError> {
         let read_err = |e: std::io::Error| DeployError::internal(format!("cannot read generation {n}: {e}"));
-        let toplevel = self.profile.generation_target(n).map_err(read_err)?.ok_or_else(|| {
-            DeployError::not_found(format!("generation {n} of the profile {} does not exist", self.profile))
+        let toplevel = self.activator.profile().generation_target(n).map_err(read_err)?.ok_or_else(|| {
+            DeployError::not_found(format!("generation {n} of the profile {} does not exist", self.activator.profile()))
         })?;
         let origin = system_origin(records, &toplevel);
         let description = match origin {
@@ -112,9 +80,9 @@ impl Deployer {
     }
 
     /// 404 unless the target's system is still valid in the store.
-    async fn check_still_valid(&self, target: &Target) -> Result<(), DeployError> {
-        let invalid = self.nix.invalid_paths(std::slice::from_ref(&target.toplevel)).await?;
-        if !invalid.is_empty() || !self.switch_program(&target.toplevel).is_file() {
+    pub async fn check_still_valid(&self, target: &Target) -> Result<(), DeployError> {
+        let invalid = self.activator.nix().invalid_paths(std::slice::from_ref(&target.toplevel)).await?;
+        if !invalid.is_empty() || !self.activator.switch_program(&target.toplevel).is_file() {
             return Err(DeployError::not_found(format!(
                 "the system of {} ({}) is no longer in this host's store (garbage-collected); \
                  rebuild it and deploy it instead",
@@ -122,40 +90,6 @@ impl Deployer {
             )));
         }
         Ok(())
-    }
-
-    /// The journal record of the rollback deployment: mode switch, the target's identity,
-    /// the request's (or the agent's) window, the newest deployment's health checks.
-    fn rollback_record(
-        &self,
-        records: &[Record],
-        request: &RollbackRequest,
-        target: Target,
-    ) -> Result<Record, DeployError> {
-        let id = match &request.id {
-            Some(id) => id.clone(),
-            None => format!("rollback-{}-{}", unix_now(), self.journal().next_seq()),
-        };
-        let confirm_timeout = request.confirm_timeout.unwrap_or(self.options.confirm_timeout);
-        let deployment_request = DeploymentRequest {
-            id,
-            toplevel: target.toplevel,
-            rev: target.rev,
-            lock: target.lock,
-            mode: Mode::Switch,
-            confirm_timeout,
-            health: Vec::new(),
-            cache: None,
-        };
-        let (running, profile) = self.previous_systems()?;
-        let mut deployment = Deployment::queued(&deployment_request, running, unix_now());
-        deployment.rollback_of = Some(target.description);
-        let mut record = Record::new(deployment, confirm_timeout);
-        record.previous_profile = profile;
-        // The inventory's command checks for this host came with its latest deployment.
-        record.health = records.last().map(|r| r.health.clone()).unwrap_or_default();
-        record.rollback_target = Some(request.to.clone());
-        Ok(record)
     }
 }
 

@@ -9,7 +9,8 @@ use hostctl_schemas::ids::LockId;
 
 use super::*;
 use crate::deploy::tests::{ended, request, settled, TestHost};
-use crate::deploy::DeployerOptions;
+use crate::deploy::{Deployer, DeployerOptions};
+use std::sync::Arc;
 
 fn lock(c: char) -> LockId {
     c.to_string().repeat(64).parse().unwrap()

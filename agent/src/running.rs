@@ -16,7 +16,7 @@ use hostctl_schemas::api::deployments::DeploymentState;
 use hostctl_schemas::ids::StorePath;
 use hostctl_schemas::inventory::Mode;
 
-use crate::deploy::Deployer;
+use crate::activator::Activator;
 use crate::deploy_error::DeployError;
 use crate::journal::Record;
 
@@ -50,45 +50,23 @@ pub fn running_from_journal(records: &[Record]) -> Option<StorePath> {
     sorted.into_iter().rev().find_map(left_running).cloned()
 }
 
-impl Deployer {
-    /// The system running now (see the module documentation).
-    pub(crate) fn running_toplevel(&self, records: &[Record]) -> Result<Option<StorePath>, DeployError> {
-        if let Some(current) = self.current_system_link() {
-            return Ok(Some(current));
-        }
-        if let Some(running) = running_from_journal(records) {
-            if self.switch_program(&running).is_file() {
-                return Ok(Some(running));
-            }
-            // Not a system a rollback could return to; the profile's may be.
-            if let Some(profile) = self.profile_toplevel()?.filter(|p| self.switch_program(p).is_file()) {
-                tracing::warn!(
-                    toplevel = %running,
-                    "the journal names a running system that is not in the store; using the profile's"
-                );
-                return Ok(Some(profile));
-            }
+/// The system running now (see the module documentation).
+pub(crate) fn running_toplevel(activator: &Activator, records: &[Record]) -> Result<Option<StorePath>, DeployError> {
+    if let Some(current) = activator.current_system_link() {
+        return Ok(Some(current));
+    }
+    if let Some(running) = running_from_journal(records) {
+        if activator.switch_program(&running).is_file() {
             return Ok(Some(running));
         }
-        self.profile_toplevel()
+        // Not a system a rollback could return to; the profile's may be.
+        if let Some(profile) = activator.profile_toplevel()?.filter(|p| activator.switch_program(p).is_file()) {
+            tracing::warn!(toplevel = %running, "the journal names a running system that is not in the store; using the profile's");
+            return Ok(Some(profile));
+        }
+        return Ok(Some(running));
     }
-
-    /// What the profile points at now.
-    pub(crate) fn profile_toplevel(&self) -> Result<Option<StorePath>, DeployError> {
-        let current = self
-            .profile
-            .current()
-            .map_err(|e| DeployError::internal(format!("cannot read the profile {}: {e}", self.profile)))?;
-        Ok(current.and_then(|(_, toplevel)| toplevel))
-    }
-
-    /// `/run/current-system` (or the configured link) if it points at a NixOS system in
-    /// this host's store.
-    fn current_system_link(&self) -> Option<StorePath> {
-        let target = std::fs::read_link(self.options.current_system.as_ref()?).ok()?;
-        let toplevel: StorePath = target.to_str()?.parse().ok()?;
-        self.switch_program(&toplevel).is_file().then_some(toplevel)
-    }
+    activator.profile_toplevel()
 }
 
 #[cfg(test)]
@@ -116,6 +94,7 @@ mod tests {
         Some(RollbackRun {
             reason: "x".into(),
             end_state: DeploymentState::RolledBack,
+            end_reason: None,
             step: RollbackStep::Activating,
             generation: None,
             activation: None,

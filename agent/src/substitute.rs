@@ -16,69 +16,91 @@
 //! **Journal.** The fetch runs in the deployment's task under phase `substituting`
 //! (state `queued`), journaled before `nix copy` starts; the profile and the running
 //! system are not touched until it succeeded. A failure ends the deployment `failed`
-//! with an error starting `cache <URL>: ` and Nix's own message; a restart during the
-//! fetch ends it `failed` too (`recovery.rs`).
+//! with `end_reason` `cache-fetch-failed` and an error starting `cache <URL>: ` and Nix's
+//! own message; a restart during the fetch ends it the same way (`recovery.rs`).
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
-use hostctl_schemas::api::deployments::{DeploymentRequest, CACHE_ERROR_PREFIX};
+use hostctl_nix::Nix;
+use hostctl_schemas::api::deployments::EndReason;
 use hostctl_schemas::ids::StorePath;
 use hostctl_schemas::inventory::CacheUrl;
+use hostctl_schemas::key::PublicKey;
 
-use crate::deploy::Deployer;
 use crate::deploy_error::DeployError;
-use crate::journal::Phase;
+use crate::transition::Failure;
 
 /// `cache <URL>: ` (or `cache: ` when unknown), the start of every fetch error.
 pub(crate) fn cache_error_start(cache: Option<&CacheUrl>) -> String {
     match cache {
-        Some(url) => format!("{CACHE_ERROR_PREFIX}{url}: "),
-        None => format!("{}: ", CACHE_ERROR_PREFIX.trim_end()),
+        Some(url) => format!("cache {url}: "),
+        None => "cache: ".to_owned(),
     }
 }
 
-impl Deployer {
-    /// Checks where the request's system comes from: without a cache it must be in the
-    /// store already (400 otherwise); a cache must be one of `caches` (400), and then a
-    /// missing toplevel is fetched once the deployment runs.
-    pub(crate) async fn check_source(&self, request: &DeploymentRequest) -> Result<(), DeployError> {
-        let Some(cache) = &request.cache else {
-            return self.check_toplevel(&request.toplevel).await;
-        };
-        if !self.options.caches.contains(cache) {
-            let listed = if self.options.caches.is_empty() {
-                "it lists none".to_owned()
-            } else {
-                self.options.caches.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-            };
-            return Err(DeployError::invalid(format!(
-                "cache: `{cache}` is not one of this agent's `caches` (agent.yaml; {listed}); add it there to let \
-                 deployments fetch from it"
-            )));
-        }
-        if self.nix.invalid_paths(std::slice::from_ref(&request.toplevel)).await?.is_empty() {
-            return self.check_toplevel(&request.toplevel).await;
-        }
-        Ok(())
+/// Fetches systems from the caches the agent lists; it knows nothing of the journal
+/// (the deployer passes what journals the `substituting` phase).
+#[derive(Debug)]
+pub struct Substituter {
+    nix: Arc<Nix>,
+    /// The agent's `caches`.
+    caches: Vec<CacheUrl>,
+    /// What fetched paths must be signed with.
+    keys: Vec<PublicKey>,
+}
+
+impl Substituter {
+    pub fn new(nix: Arc<Nix>, caches: Vec<CacheUrl>, keys: Vec<PublicKey>) -> Self {
+        Self { nix, caches, keys }
     }
 
-    /// Fetches the deployment's toplevel from its cache if the record names one and the
-    /// store lacks it. `Err` is the deployment's error; nothing was changed but the store.
-    pub(crate) async fn fetch_if_needed(&self, id: &str) -> Result<(), String> {
-        let record = self.record(id)?;
-        let Some(cache) = record.cache else { return Ok(()) };
-        let toplevel = record.deployment.toplevel;
-        let start = cache_error_start(Some(&cache));
-        let missing = self.nix.invalid_paths(std::slice::from_ref(&toplevel)).await;
-        if missing.map_err(|e| format!("{start}cannot ask the store for {toplevel}: {e}"))?.is_empty() {
+    /// 400 unless `cache` is one of the agent's `caches`.
+    pub fn check_listed(&self, cache: &CacheUrl) -> Result<(), DeployError> {
+        if self.caches.contains(cache) {
             return Ok(());
         }
-        self.update(id, |r| r.phase = Phase::Substituting)?;
+        let listed = if self.caches.is_empty() {
+            "it lists none".to_owned()
+        } else {
+            self.caches.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        };
+        Err(DeployError::invalid(format!(
+            "cache: `{cache}` is not one of this agent's `caches` (agent.yaml; {listed}); add it there to let \
+             deployments fetch from it"
+        )))
+    }
+
+    /// Whether the store lacks `toplevel`.
+    pub async fn lacks(&self, toplevel: &StorePath) -> Result<bool, DeployError> {
+        Ok(!self.nix.invalid_paths(std::slice::from_ref(toplevel)).await?.is_empty())
+    }
+
+    /// Fetches `toplevel` from `cache` for deployment `id` if the store lacks it, after
+    /// `begin` (journaling the phase) succeeded; `program` is its
+    /// `switch-to-configuration`, which must exist afterwards. `Err` is the deployment's
+    /// error; nothing was changed but the store.
+    pub async fn fetch_if_missing(
+        &self,
+        id: &str,
+        cache: &CacheUrl,
+        toplevel: &StorePath,
+        program: &Path,
+        begin: impl FnOnce() -> Result<(), Failure>,
+    ) -> Result<(), Failure> {
+        let start = cache_error_start(Some(cache));
+        let failed = |why: String| Failure::new(EndReason::CacheFetchFailed, format!("{start}{why}"));
+        let missing = self.nix.invalid_paths(std::slice::from_ref(toplevel)).await;
+        if missing.map_err(|e| failed(format!("cannot ask the store for {toplevel}: {e}")))?.is_empty() {
+            return Ok(());
+        }
+        begin()?;
         let started = Instant::now();
         tracing::info!(id, %cache, %toplevel, "fetching the system from the cache");
-        self.copy_from(&cache, &toplevel).await.map_err(|why| format!("{start}fetching {toplevel} failed: {why}"))?;
-        if !self.switch_program(&toplevel).is_file() {
-            return Err(format!("{start}{toplevel} has no bin/switch-to-configuration; is it a NixOS system?"));
+        self.copy_from(cache, toplevel).await.map_err(|why| failed(format!("fetching {toplevel} failed: {why}")))?;
+        if !program.is_file() {
+            return Err(failed(format!("{toplevel} has no bin/switch-to-configuration; is it a NixOS system?")));
         }
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         tracing::info!(id, %cache, %toplevel, ms, "fetched the system from the cache");
@@ -94,15 +116,13 @@ impl Deployer {
                 return Err(format!("there is no binary cache at {dir} ({} does not exist)", info.display()));
             }
         }
-        let keys = &self.options.cache_keys;
-        self.nix.copy_from(cache.as_str(), std::slice::from_ref(toplevel), keys).await.map_err(|e| e.to_string())
+        self.nix.copy_from(cache.as_str(), std::slice::from_ref(toplevel), &self.keys).await.map_err(|e| e.to_string())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use hostctl_schemas::api::deployments::DeploymentState;
-    use crate::deploy_error::DeployError;
     use hostctl_schemas::inventory::Mode;
 
     use super::*;
@@ -163,7 +183,7 @@ mod tests {
         let mut req = request("d1", &system, Mode::Switch, 0);
         req.cache = Some(url("https://elsewhere.example.com"));
         let err = deployer.create(req.clone()).await.unwrap_err();
-        assert!(matches!(err, DeployError::Invalid(_)));
+        assert!(matches!(err, DeployError::Invalid(_)), "{err:?}");
         assert!(err.to_string().contains("`https://elsewhere.example.com` is not one of this agent's `caches`"), "{err:?}");
         assert!(deployer.get("d1").is_none(), "nothing journaled");
 
@@ -171,6 +191,7 @@ mod tests {
         deployer.create(req).await.unwrap();
         let d = ended(&deployer, "d1").await;
         assert_eq!(d.state, DeploymentState::Failed);
+        assert_eq!(d.end_reason, Some(EndReason::CacheFetchFailed));
         let error = d.error.unwrap();
         assert!(
             error.starts_with(&format!("cache {listed}: fetching {system} failed: there is no binary cache at")),
@@ -190,10 +211,11 @@ mod tests {
         let mut req = request("d1", &system, Mode::Switch, 30);
         req.cache = Some(cache.clone());
         let mut record = crate::journal::Record::new(Deployment::queued(&req, None, 1), req.confirm_timeout);
-        (record.phase, record.cache) = (Phase::Substituting, Some(cache));
+        record.cache = Some(cache);
+        record.apply(crate::transition::Transition::Substitute).unwrap();
         let deployer = host.recovered_with(record).await;
         let d = deployer.get("d1").unwrap();
-        assert_eq!(d.state, DeploymentState::Failed);
+        assert_eq!((d.state, d.end_reason), (DeploymentState::Failed, Some(EndReason::CacheFetchFailed)));
         assert_eq!(
             d.error.as_deref(),
             Some(

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hostctl_schemas::api::deployments::{Deployment, DeploymentRequest, DeploymentState, CACHE_ERROR_PREFIX};
+use hostctl_schemas::api::deployments::{Deployment, DeploymentRequest, DeploymentState, EndReason};
 use hostctl_schemas::ids::{HostName, LockId, StorePath};
 use hostctl_schemas::inventory::{HealthCheck, Mode};
 
@@ -250,11 +250,10 @@ fn finish(host: &HostName, mut outcome: Outcome, d: Deployment, gate: Gate) -> O
         };
     }
     // The agent could not fetch the system from the cache: nothing ran, the transfer failed.
-    if let (DeploymentState::Failed, Some(e)) = (d.state, d.error.as_deref()) {
-        if e.starts_with(CACHE_ERROR_PREFIX) {
-            outcome.log_tail = log_tail;
-            return outcome.with_error(Step::Push, format!("{host}: {e}")).into_failed();
-        }
+    if let (DeploymentState::Failed, Some(EndReason::CacheFetchFailed)) = (d.state, d.end_reason) {
+        outcome.log_tail = log_tail;
+        let e = d.error.as_deref().unwrap_or("fetching the system from the cache failed");
+        return outcome.with_error(Step::Push, format!("{host}: {e}")).into_failed();
     }
     // The agent's own error when it gave one (it names the exit code itself), else
     // what its record says.
@@ -273,9 +272,8 @@ fn finish(host: &HostName, mut outcome: Outcome, d: Deployment, gate: Gate) -> O
         // Activated, but not confirmed in time (or not healthy): magic rollback.
         DeploymentState::RolledBack => {
             let why = d.error.clone().unwrap_or_else(|| "the deployment was not confirmed in time".into());
-            // The agent's own (`command`) checks failing: its error says so, and the
-            // step should too. (The API has no structured reason for a rollback yet.)
-            let step = if why.starts_with("health check") { Step::Health } else { Step::Confirm };
+            // The agent's own (`command`) checks failing: the step says so.
+            let step = if d.end_reason == Some(EndReason::HealthCheckFailed) { Step::Health } else { Step::Confirm };
             outcome = outcome.with_error(step, format!("{host}: rolled back: {why}"));
             outcome.result = HostResult::RolledBack;
         }

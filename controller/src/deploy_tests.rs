@@ -87,6 +87,7 @@ fn final_states_map_to_results() {
     assert_eq!(o.error.as_deref(), Some("web1: rolled back: the deployment was not confirmed in time"));
     let mut d = final_deployment(DeploymentState::RolledBack, Some(ActivationOutcome::Ok));
     d.error = Some("health check `false` failed: exit status 1 (1 attempt)".into());
+    d.end_reason = Some(EndReason::HealthCheckFailed);
     let o = finish(&host, Outcome::new(HostResult::Activated), d, Gate::default());
     assert_eq!((o.result, o.step), (HostResult::RolledBack, Some(Step::Health)), "the agent's command check");
     let o = end(DeploymentState::RolledBack, Some(ActivationOutcome::UnitsFailed));
@@ -122,8 +123,14 @@ async fn via_a_cache_nothing_is_pushed_and_the_request_names_it() {
     assert_eq!(host.deploys.lock().unwrap()[0].cache, Some(url));
 
     let error = "cache file:///var/cache/fleet: fetching /nix/store/x failed: lacks a valid signature";
-    let host =
-        FakeHost::new("web2", Script { activation_fails: Some((error.into(), String::new())), ..Script::default() });
+    let host = FakeHost::new(
+        "web2",
+        Script {
+            activation_fails: Some((error.into(), String::new())),
+            end_reason: Some(EndReason::CacheFetchFailed),
+            ..Script::default()
+        },
+    );
     let outcome = deploy_host(&host, &store, &FakeStore::toplevel(), &[], &s).await;
     assert_eq!((outcome.result, outcome.step), (HostResult::Failed, Some(Step::Push)));
     assert_eq!(outcome.error, Some(format!("web2: {error}")));

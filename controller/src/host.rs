@@ -128,6 +128,8 @@ pub mod fake {
         pub lacks: Vec<StorePath>,
         /// The deployment ends `failed` with this error and log.
         pub activation_fails: Option<(String, String)>,
+        /// ... and this `end_reason`.
+        pub end_reason: Option<hostctl_schemas::api::deployments::EndReason>,
         /// The deployment waits for confirmation before it is `confirmed`.
         pub needs_confirmation: bool,
         /// Answers of successive `probe` calls (then 200 for ever).
@@ -235,6 +237,7 @@ pub mod fake {
                 (DeploymentState::Queued, Some((error, log))) => {
                     d.error = Some(error.clone());
                     d.log_tail = log.clone();
+                    d.end_reason = self.script.end_reason;
                     DeploymentState::Failed
                 }
                 (DeploymentState::Queued, None) if self.script.needs_confirmation => {
@@ -277,6 +280,7 @@ pub mod fake {
                 if matches!(request.to, RollbackTarget::Previous(_)) {
                     d.state = DeploymentState::RolledBack;
                     d.error = Some("rolled back on request".into());
+                    d.end_reason = Some(hostctl_schemas::api::deployments::EndReason::RollbackRequested);
                     return Ok(d.clone());
                 }
             }

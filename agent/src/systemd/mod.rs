@@ -24,7 +24,7 @@
 //! switch as gone would start a rollback racing it; the activation time limit bounds the
 //! wait.
 
-mod bridge;
+mod connection;
 mod proxies;
 mod select;
 pub mod unit;
@@ -37,9 +37,10 @@ use hostctl_schemas::agent_config::Bus;
 use zbus::proxy::CacheProperties;
 
 use crate::activation::{
-    read_exit_file, ActivationError, ActivationHandle, ActivationSpec, ActivationStatus, Prepared, ServiceManager,
+    read_exit_file, ActivationError, ActivationHandle, ActivationSpec, ActivationStatus, Answer, Prepared,
+    ServiceManager,
 };
-use bridge::{Bridge, CallError};
+use connection::{BusConnection, CallError};
 use proxies::{ManagerProxy, ServiceProxy, UnitProxy};
 pub use select::Managers;
 
@@ -62,9 +63,8 @@ const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// documentation.
 #[derive(Debug)]
 pub struct SystemdUnits {
-    bus: Bus,
-    /// Started on first use.
-    bridge: Mutex<Option<Arc<Bridge>>>,
+    /// Connected on first use.
+    bus: BusConnection,
     /// Units whose `StartTransientUnit` systemd refused: they never ran.
     refused: Arc<Mutex<HashSet<String>>>,
 }
@@ -115,17 +115,12 @@ pub fn decide(view: &UnitView, exit_file: &Path, log: &Path) -> Result<Activatio
 impl SystemdUnits {
     /// Talks to the systemd on `bus` (connected on first use).
     pub fn new(bus: Bus) -> Self {
-        Self { bus, bridge: Mutex::new(None), refused: Arc::new(Mutex::new(HashSet::new())) }
+        Self { bus: BusConnection::new(bus), refused: Arc::new(Mutex::new(HashSet::new())) }
     }
 
-    fn bridge(&self, unit: &str) -> Result<Arc<Bridge>, ActivationError> {
-        let mut slot = self.bridge.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(bridge) = slot.as_ref() {
-            return Ok(Arc::clone(bridge));
-        }
-        let bridge = Arc::new(Bridge::start(self.bus.clone()).map_err(|e| systemd_error(unit, &e))?);
-        *slot = Some(Arc::clone(&bridge));
-        Ok(bridge)
+    /// `system`, `session` or the bus address, for messages.
+    pub fn describe_bus(&self) -> String {
+        connection::describe(self.bus.bus())
     }
 
     fn was_refused(&self, unit: &str) -> bool {
@@ -133,33 +128,74 @@ impl SystemdUnits {
     }
 
     /// The unit as systemd sees it now.
-    fn query(&self, unit: &str) -> Result<UnitView, CallError> {
-        let bridge = self.bridge(unit).map_err(|e| CallError::NoAnswer(e.to_string()))?;
-        let name = unit.to_owned();
-        bridge.call(move |conn| async move {
-            let manager = ManagerProxy::new(&conn).await?;
-            let path = match manager.get_unit(&name).await {
-                Ok(path) => path,
-                Err(zbus::Error::MethodError(error, _, _)) if error.as_str() == NO_SUCH_UNIT => {
-                    return Ok(UnitView::Missing)
+    async fn query(&self, unit: &str) -> Result<UnitView, CallError> {
+        self.bus
+            .call(|conn| async move {
+                let manager = ManagerProxy::new(&conn).await?;
+                let path = match manager.get_unit(unit).await {
+                    Ok(path) => path,
+                    Err(zbus::Error::MethodError(error, _, _)) if error.as_str() == NO_SUCH_UNIT => {
+                        return Ok(UnitView::Missing)
+                    }
+                    Err(e) => return Err(e),
+                };
+                let unit =
+                    UnitProxy::builder(&conn).path(path.clone())?.cache_properties(CacheProperties::No).build().await?;
+                let active_state = unit.active_state().await?;
+                let (job, _) = unit.job().await?;
+                let mut view = UnitView::Loaded { active_state, job, exec_main_code: 0, exec_main_status: 0 };
+                if !view.running() {
+                    let service =
+                        ServiceProxy::builder(&conn).path(path)?.cache_properties(CacheProperties::No).build().await?;
+                    let (code, status) = (service.exec_main_code().await?, service.exec_main_status().await?);
+                    if let UnitView::Loaded { exec_main_code, exec_main_status, .. } = &mut view {
+                        (*exec_main_code, *exec_main_status) = (code, status);
+                    }
                 }
-                Err(e) => return Err(e),
-            };
-            let unit =
-                UnitProxy::builder(&conn).path(path.clone())?.cache_properties(CacheProperties::No).build().await?;
-            let active_state = unit.active_state().await?;
-            let (job, _) = unit.job().await?;
-            let mut view = UnitView::Loaded { active_state, job, exec_main_code: 0, exec_main_status: 0 };
-            if !view.running() {
-                let service =
-                    ServiceProxy::builder(&conn).path(path)?.cache_properties(CacheProperties::No).build().await?;
-                let (code, status) = (service.exec_main_code().await?, service.exec_main_status().await?);
-                if let UnitView::Loaded { exec_main_code, exec_main_status, .. } = &mut view {
-                    (*exec_main_code, *exec_main_status) = (code, status);
-                }
+                Ok(view)
+            })
+            .await
+    }
+
+    async fn status_of(&self, handle: &ActivationHandle) -> Result<ActivationStatus, ActivationError> {
+        if let Some(done) = read_exit_file(&handle.exit_file)? {
+            return Ok(done);
+        }
+        let unit = unit_of(handle)?;
+        if self.was_refused(unit) {
+            return Ok(ActivationStatus::Cancelled);
+        }
+        // A broken connection is made again by the second try.
+        let view = match self.query(unit).await {
+            Ok(view) => Ok(view),
+            Err(_) => self.query(unit).await,
+        };
+        match view {
+            Ok(view) => decide(&view, &handle.exit_file, &handle.log),
+            Err(e) => {
+                tracing::warn!(unit, error = %e, "cannot ask systemd about the activation; taking it as still running");
+                Ok(ActivationStatus::Running)
             }
-            Ok(view)
-        })
+        }
+    }
+
+    async fn kill_unit(&self, handle: &ActivationHandle) -> Result<(), ActivationError> {
+        let unit = unit_of(handle)?;
+        let killed =
+            self.bus.call(|conn| async move { ManagerProxy::new(&conn).await?.kill_unit(unit, "all", SIGKILL).await });
+        match killed.await {
+            Ok(()) => {}
+            Err(e) if e.is(NO_SUCH_UNIT) => {}
+            Err(e) => return Err(systemd_error(unit, &format!("KillUnit: {e}"))),
+        }
+        let start = std::time::Instant::now();
+        while self.status_of(handle).await? == ActivationStatus::Running {
+            if start.elapsed() > KILL_WAIT {
+                return Err(systemd_error(unit, &format!("still running {KILL_WAIT:?} after KillUnit SIGKILL")));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Ok(())
     }
 }
 
@@ -192,7 +228,7 @@ impl ServiceManager for SystemdUnits {
         remove(&unit, &spec.log)?;
         let locale_archive = std::env::var("LOCALE_ARCHIVE").ok();
         let properties = unit::properties(spec, unit::environment(locale_archive.as_deref()));
-        let bridge = self.bridge(&unit)?;
+        let bus = self.bus.clone();
         let handle = ActivationHandle {
             manager: MANAGER.to_owned(),
             pid: 0,
@@ -202,12 +238,15 @@ impl ServiceManager for SystemdUnits {
             unit: Some(unit.clone()),
         };
         let refused = Arc::clone(&self.refused);
-        let go = move || {
-            let name = unit.clone();
-            let started = bridge.call(move |conn| async move {
-                let manager = ManagerProxy::new(&conn).await?;
-                manager.start_transient_unit(&name, "fail", &properties, &[]).await
-            });
+        let go = async move {
+            let name = unit.as_str();
+            let properties = &properties;
+            let started = bus
+                .call(|conn| async move {
+                    let manager = ManagerProxy::new(&conn).await?;
+                    manager.start_transient_unit(name, "fail", properties, &[]).await
+                })
+                .await;
             match started {
                 Ok(job) => {
                     tracing::info!(unit, job = %job.as_str(), "transient unit started");
@@ -222,46 +261,15 @@ impl ServiceManager for SystemdUnits {
                 }
             }
         };
-        Ok(Prepared::new(handle, Box::new(go)))
+        Ok(Prepared::new(handle, Box::pin(go)))
     }
 
-    fn status(&self, handle: &ActivationHandle) -> Result<ActivationStatus, ActivationError> {
-        if let Some(done) = read_exit_file(&handle.exit_file)? {
-            return Ok(done);
-        }
-        let unit = unit_of(handle)?;
-        if self.was_refused(unit) {
-            return Ok(ActivationStatus::Cancelled);
-        }
-        // A broken connection is made again by the second try.
-        match self.query(unit).or_else(|_| self.query(unit)) {
-            Ok(view) => decide(&view, &handle.exit_file, &handle.log),
-            Err(e) => {
-                tracing::warn!(unit, error = %e, "cannot ask systemd about the activation; taking it as still running");
-                Ok(ActivationStatus::Running)
-            }
-        }
+    fn status<'a>(&'a self, handle: &'a ActivationHandle) -> Answer<'a, ActivationStatus> {
+        Box::pin(self.status_of(handle))
     }
 
-    fn kill(&self, handle: &ActivationHandle) -> Result<(), ActivationError> {
-        let unit = unit_of(handle)?;
-        let name = unit.to_owned();
-        let killed = self
-            .bridge(unit)?
-            .call(move |conn| async move { ManagerProxy::new(&conn).await?.kill_unit(&name, "all", SIGKILL).await });
-        match killed {
-            Ok(()) => {}
-            Err(e) if e.is(NO_SUCH_UNIT) => {}
-            Err(e) => return Err(systemd_error(unit, &format!("KillUnit: {e}"))),
-        }
-        let start = std::time::Instant::now();
-        while self.status(handle)? == ActivationStatus::Running {
-            if start.elapsed() > KILL_WAIT {
-                return Err(systemd_error(unit, &format!("still running {KILL_WAIT:?} after KillUnit SIGKILL")));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        Ok(())
+    fn kill<'a>(&'a self, handle: &'a ActivationHandle) -> Answer<'a, ()> {
+        Box::pin(self.kill_unit(handle))
     }
 }
 

@@ -9,8 +9,8 @@ use hostctl_schemas::agent_config::{AgentConfig, ServiceManagerKind};
 
 use super::{SystemdUnits, MANAGER};
 use crate::activation::{
-    ActivationError, ActivationHandle, ActivationSpec, ActivationStatus, DetachedChild, Prepared, ServiceManager,
-    DETACHED_CHILD,
+    ActivationError, ActivationHandle, ActivationSpec, ActivationStatus, Answer, DetachedChild, Prepared,
+    ServiceManager, DETACHED_CHILD,
 };
 
 /// Exists when systemd is the init system (what `sd_booted()` checks).
@@ -37,7 +37,7 @@ impl Managers {
             ServiceManagerKind::Detached => false,
             ServiceManagerKind::Auto => booted.is_dir(),
         };
-        let bus = super::bridge::describe(&systemd.bus);
+        let bus = systemd.describe_bus();
         if use_systemd {
             tracing::info!(configured = kind.as_str(), bus, "activations run as systemd transient units");
         } else {
@@ -69,12 +69,18 @@ impl ServiceManager for Managers {
         }
     }
 
-    fn status(&self, handle: &ActivationHandle) -> Result<ActivationStatus, ActivationError> {
-        self.owner(handle)?.status(handle)
+    fn status<'a>(&'a self, handle: &'a ActivationHandle) -> Answer<'a, ActivationStatus> {
+        match self.owner(handle) {
+            Ok(owner) => owner.status(handle),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
     }
 
-    fn kill(&self, handle: &ActivationHandle) -> Result<(), ActivationError> {
-        self.owner(handle)?.kill(handle)
+    fn kill<'a>(&'a self, handle: &'a ActivationHandle) -> Answer<'a, ()> {
+        match self.owner(handle) {
+            Ok(owner) => owner.kill(handle),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
     }
 }
 
@@ -100,8 +106,8 @@ mod tests {
         assert!(managers(ServiceManagerKind::Systemd, &dir.path().join("none")).uses_systemd());
     }
 
-    #[test]
-    fn a_detached_handle_is_followed_by_a_systemd_agent() {
+    #[tokio::test]
+    async fn a_detached_handle_is_followed_by_a_systemd_agent() {
         // An activation started by an agent that ran without systemd, then restarted with
         // `service_manager: systemd`.
         let dir = tempfile::tempdir().unwrap();
@@ -114,20 +120,20 @@ mod tests {
             log: dir.path().join("a.log"),
             exit_file: dir.path().join("a.exit"),
         };
-        let handle = DetachedChild.prepare(&spec).unwrap().launch().unwrap();
+        let handle = DetachedChild.prepare(&spec).unwrap().launch().await.unwrap();
         let systemd = managers(ServiceManagerKind::Systemd, dir.path());
         for _ in 0..200 {
-            if systemd.status(&handle).unwrap() != ActivationStatus::Running {
+            if systemd.status(&handle).await.unwrap() != ActivationStatus::Running {
                 break;
             }
-            std::thread::sleep(std::time::Duration::from_millis(25));
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
-        assert_eq!(systemd.status(&handle).unwrap(), ActivationStatus::Finished(100));
-        systemd.kill(&handle).unwrap();
+        assert_eq!(systemd.status(&handle).await.unwrap(), ActivationStatus::Finished(100));
+        systemd.kill(&handle).await.unwrap();
 
         let mut unknown = handle.clone();
         unknown.manager = "launchd".into();
-        let e = systemd.status(&unknown).unwrap_err().to_string();
+        let e = systemd.status(&unknown).await.unwrap_err().to_string();
         assert!(e.contains("`launchd`"), "{e}");
     }
 }

@@ -95,31 +95,31 @@ fn prepare_only_names_the_unit_and_clears_the_previous_files() {
     assert!(!f.log.exists() && !f.exit.exists());
 }
 
-#[test]
-fn without_a_bus_a_launch_fails_and_the_activation_never_ran() {
+#[tokio::test]
+async fn without_a_bus_a_launch_fails_and_the_activation_never_ran() {
     let f = files();
     let systemd = unreachable();
     let prepared = systemd.prepare(&spec(&f)).unwrap();
     let handle = prepared.handle.clone();
-    let e = prepared.launch().unwrap_err().to_string();
+    let e = prepared.launch().await.unwrap_err().to_string();
     assert!(e.contains("StartTransientUnit hostctl-activate-d1-") && e.contains("cannot connect"), "{e}");
-    assert_eq!(systemd.status(&handle).unwrap(), ActivationStatus::Cancelled);
+    assert_eq!(systemd.status(&handle).await.unwrap(), ActivationStatus::Cancelled);
 }
 
-#[test]
-fn without_a_bus_the_exit_file_still_decides_and_otherwise_it_runs_on() {
+#[tokio::test]
+async fn without_a_bus_the_exit_file_still_decides_and_otherwise_it_runs_on() {
     let f = files();
     let systemd = unreachable();
     let handle = systemd.prepare(&spec(&f)).unwrap().handle;
     // A restarted agent that cannot reach systemd: it must not declare a live switch gone.
-    assert_eq!(systemd.status(&handle).unwrap(), ActivationStatus::Running);
+    assert_eq!(systemd.status(&handle).await.unwrap(), ActivationStatus::Running);
     std::fs::write(&f.exit, "0\n").unwrap();
-    assert_eq!(systemd.status(&handle).unwrap(), ActivationStatus::Finished(0));
+    assert_eq!(systemd.status(&handle).await.unwrap(), ActivationStatus::Finished(0));
     std::fs::remove_file(&f.exit).unwrap();
-    let e = systemd.kill(&handle).unwrap_err().to_string();
+    let e = systemd.kill(&handle).await.unwrap_err().to_string();
     assert!(e.contains("KillUnit") && e.contains("cannot connect"), "{e}");
     let no_unit = ActivationHandle { unit: None, ..handle };
-    assert!(systemd.status(&no_unit).unwrap_err().to_string().contains("names no unit"));
+    assert!(systemd.status(&no_unit).await.unwrap_err().to_string().contains("names no unit"));
 }
 
 #[test]

@@ -59,16 +59,12 @@ pub struct DeploymentRequest {
     /// agent accepts only a URL listed in its `caches` (else 400), fetches before
     /// anything else happens (`nix copy --from`, state `queued`), and takes only paths
     /// signed by its `trusted_keys` or `pull.trusted_public_keys`; a failed fetch fails
-    /// the deployment with an error starting with [`CACHE_ERROR_PREFIX`], nothing
-    /// activated. Left out when unset, so older agents (which refuse unknown fields) only
+    /// the deployment with `end_reason` [`EndReason::CacheFetchFailed`] (its error starts
+    /// with `cache <URL>: `), nothing activated. Left out when unset, so older agents (which refuse unknown fields) only
     /// see it when it is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheUrl>,
 }
-
-/// How the error of a deployment whose fetch from its `cache` failed begins, so the
-/// controller can name the step (`push`): `cache <URL>: ...`.
-pub const CACHE_ERROR_PREFIX: &str = "cache ";
 
 /// A deployment's state (DESIGN.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -87,6 +83,43 @@ impl DeploymentState {
     pub fn is_final(self) -> bool {
         matches!(self, DeploymentState::Confirmed | DeploymentState::Failed | DeploymentState::RolledBack)
     }
+}
+
+/// Why a deployment ended `failed` or `rolled-back`: what started its end (whether a
+/// rollback then worked is its state; `error` says both in words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndReason {
+    /// Fetching the system from the request's `cache` failed, or an agent restart cut it
+    /// short; nothing was activated.
+    CacheFetchFailed,
+    /// Adding the profile generation (`nix-env --set`) failed; nothing was activated.
+    ProfileFailed,
+    /// The activation could not be created; nothing was activated.
+    ActivationNotStarted,
+    /// The activation was cancelled before `switch-to-configuration` ran.
+    ActivationCancelled,
+    /// `switch-to-configuration` exited with a failure status (see `outcome`).
+    ActivationFailed,
+    /// The activation ended without an exit status, or its result could not be read.
+    ActivationLost,
+    /// `switch-to-configuration` ran longer than the agent's `activation_timeout` and
+    /// was killed.
+    TimedOut,
+    /// A `command` health check failed.
+    HealthCheckFailed,
+    /// Not confirmed within its window.
+    NotConfirmed,
+    /// `POST /v1/rollback` `"previous"` rolled it back.
+    RollbackRequested,
+    /// The agent restarted at a step it does not resume (before the activation, during
+    /// the health checks).
+    AgentRestarted,
+    /// The agent's journal could not be written (or read) at a step.
+    JournalWriteFailed,
+    /// Not known: a reason newer than this program, or a rollback an older agent began.
+    #[serde(other)]
+    Other,
 }
 
 /// What `switch-to-configuration` reported, from its exit code.
@@ -158,6 +191,10 @@ pub struct Deployment {
     /// For a rollback: the deployment or generation it returned from, in words.
     #[serde(default)]
     pub rollback_of: Option<String>,
+    /// Why a `failed` or `rolled-back` deployment ended; `None` before it ended, for
+    /// `confirmed` ones, and from agents older than this field.
+    #[serde(default)]
+    pub end_reason: Option<EndReason>,
 }
 
 impl Deployment {
@@ -180,6 +217,7 @@ impl Deployment {
             error: None,
             confirm_deadline: None,
             rollback_of: None,
+            end_reason: None,
         }
     }
 }
