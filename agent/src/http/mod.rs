@@ -20,6 +20,7 @@ pub mod error;
 mod generations;
 mod hooks;
 mod metrics;
+pub mod nonce;
 mod paths_import;
 mod paths_missing;
 mod rollback;
