@@ -15,6 +15,7 @@
 pub mod auth;
 pub mod body;
 mod bundles;
+pub mod connections;
 mod deployments;
 pub mod error;
 mod generations;
