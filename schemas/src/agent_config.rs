@@ -529,7 +529,10 @@ mod tests {
     fn connection_caps_default_and_refuse_zero() {
         let base = "hostname: web1\ntrusted_keys: [\"k:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"]\n";
         let config = parse_agent_config(base, Path::new("agent.yaml")).unwrap();
-        assert_eq!((config.max_connections, config.max_connections_per_peer), (DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_PEER));
+        assert_eq!(
+            (config.max_connections, config.max_connections_per_peer),
+            (DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_PEER)
+        );
         let set = format!("{base}max_connections: 10\nmax_connections_per_peer: 2\n");
         let config = parse_agent_config(&set, Path::new("agent.yaml")).unwrap();
         assert_eq!((config.max_connections.get(), config.max_connections_per_peer.get()), (10, 2));

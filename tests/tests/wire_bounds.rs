@@ -5,6 +5,8 @@
 //! answered within 2 s; idle bundle uploads do not block a valid bundle; a webhook
 //! declaring 2 GiB gets 413 at once; a streamed body that stops sending fails.
 
+#![expect(clippy::unwrap_used, reason = "test code throughout (helpers too): a failed step must fail the test")]
+
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -104,7 +106,11 @@ fn a_client_sending_headers_one_byte_per_second_is_cut_off_after_ten_seconds() {
 
 /// `hold-connections` (tests/src/bin) inside host `name`, holding `count` half-sent
 /// requests to its agent from the host's own address; returns once they are opened.
-fn hold_connections(live: &LiveFleet, name: &str, count: usize) -> (Child, std::io::Lines<std::io::BufReader<std::process::ChildStdout>>) {
+fn hold_connections(
+    live: &LiveFleet,
+    name: &str,
+    count: usize,
+) -> (Child, std::io::Lines<std::io::BufReader<std::process::ChildStdout>>) {
     use std::io::BufRead as _;
     let host = live.host(name);
     let mut child = Command::new("ip")
@@ -139,7 +145,9 @@ fn eleven_hundred_half_open_connections_from_one_address_do_not_starve_a_signed_
         let start = Instant::now();
         let r = Request::new("GET", "/v1/status", b"").signed(&key).send_with_timeout(&a, Duration::from_secs(2));
         let took = start.elapsed();
-        let r = r.unwrap_or_else(|e| panic!("round {round}: no answer within 2 s ({e}); agent log:\n{}", live.host("web1").agent_log()));
+        let r = r.unwrap_or_else(|e| {
+            panic!("round {round}: no answer within 2 s ({e}); agent log:\n{}", live.host("web1").agent_log())
+        });
         assert_eq!(r.status, 200, "{}", r.body);
         assert!(took < Duration::from_secs(2), "round {round}: answered after {took:?}");
         eprintln!("signed status with 1,100 half-open connections held: {took:?}");
@@ -174,7 +182,8 @@ fn idle_bundle_uploads_do_not_block_a_valid_bundle() {
     let start = Instant::now();
     // Answered once the deployment ended; well before the idle uploads' 30 s stall
     // timeout would free anything.
-    let r = Request::new("POST", "/v1/bundles", &bundle).send_with_timeout(&live.agent_addr("web1"), Duration::from_secs(25));
+    let r = Request::new("POST", "/v1/bundles", &bundle)
+        .send_with_timeout(&live.agent_addr("web1"), Duration::from_secs(25));
     let r = r.unwrap_or_else(|e| panic!("the valid bundle got no answer ({e}) after {:?}", start.elapsed()));
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains("\"confirmed\""), "{}", r.body);
@@ -241,6 +250,7 @@ fn an_import_body_that_stops_sending_fails_after_thirty_seconds() {
     assert!(took >= Duration::from_secs(28), "{took:?}");
     // Its spool file is gone.
     let tmp = live.host("web1").root.join("state/agent/tmp");
-    let left: Vec<_> = std::fs::read_dir(&tmp).map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect()).unwrap_or_default();
+    let left: Vec<_> =
+        std::fs::read_dir(&tmp).map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect()).unwrap_or_default();
     assert!(left.is_empty(), "left in {}: {left:?}", tmp.display());
 }

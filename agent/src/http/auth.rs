@@ -22,8 +22,8 @@ use hostctl_schemas::signing::{verify_request, AuthError, SignatureHeaders};
 
 use super::body::{check_declared_length, read_limited};
 use super::error::ApiFailure;
-pub use super::nonce::{NonceCache, NonceClaim, NonceError, NONCE_CAPACITY};
 use super::nonce::SharedNonces;
+pub use super::nonce::{NonceCache, NonceClaim, NonceError, NONCE_CAPACITY};
 
 /// Why a request was not authenticated (always a 401).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -40,9 +40,8 @@ pub async fn hook(
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let delivery = DELIVERY_HEADERS.iter().chain([&GITLAB_DELIVERY_HEADER]).find_map(|h| header(h));
     let event = EVENT_HEADERS.iter().find_map(|h| header(h));
-    let received = auth
-        .receive(proof(&headers), event, delivery, &body, &puller.config().branch)
-        .map_err(|e| match e {
+    let received =
+        auth.receive(proof(&headers), event, delivery, &body, &puller.config().branch).map_err(|e| match e {
             HookError::Unauthorized(why) => ApiFailure::unauthorized(why),
             HookError::NotAPush(why) => ApiFailure::bad_request(why),
         })?;

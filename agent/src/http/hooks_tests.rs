@@ -153,8 +153,7 @@ async fn a_github_ping_is_answered_200_without_a_fetch() {
     let s = server(true).await;
     let ping = r#"{"zen":"Design for failure.","hook_id":1}"#;
     let signature = sign(ping.as_bytes());
-    let (status, body) =
-        s.post_with(ping, &[("X-Hub-Signature-256", &signature), ("X-GitHub-Event", "ping")]).await;
+    let (status, body) = s.post_with(ping, &[("X-Hub-Signature-256", &signature), ("X-GitHub-Event", "ping")]).await;
     assert_eq!(status, 200, "{body}");
     let response: HookResponse = serde_json::from_str(&body).unwrap();
     assert!(!response.accepted && response.reason.unwrap().contains("ping"));
@@ -163,11 +162,13 @@ async fn a_github_ping_is_answered_200_without_a_fetch() {
     let wrong = sign(b"other");
     assert_eq!(s.post_with(ping, &[("X-Hub-Signature-256", &wrong), ("X-GitHub-Event", "ping")]).await.0, 401);
     // Another event than a push is acknowledged, not fetched.
-    let (status, body) = s.post_with(MAIN, &[("X-Hub-Signature-256", &sign(MAIN.as_bytes())), ("X-GitHub-Event", "issues")]).await;
+    let (status, body) =
+        s.post_with(MAIN, &[("X-Hub-Signature-256", &sign(MAIN.as_bytes())), ("X-GitHub-Event", "issues")]).await;
     assert_eq!(status, 200, "{body}");
     assert!(!s.woken().await);
     // A push named as such is the push it always was.
-    let (status, _) = s.post_with(MAIN, &[("X-Hub-Signature-256", &sign(MAIN.as_bytes())), ("X-GitHub-Event", "push")]).await;
+    let (status, _) =
+        s.post_with(MAIN, &[("X-Hub-Signature-256", &sign(MAIN.as_bytes())), ("X-GitHub-Event", "push")]).await;
     assert_eq!(status, 202);
     assert!(s.woken().await);
 }

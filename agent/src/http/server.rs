@@ -101,9 +101,8 @@ fn notice_dead_peers(stream: &TcpStream) {
         .with_retries(3);
     let socket = socket2::SockRef::from(stream);
     // Best effort: without keepalive the connection still works, it is only noticed later.
-    if let Err(e) = socket
-        .set_tcp_keepalive(&keepalive)
-        .and_then(|()| socket.set_tcp_user_timeout(Some(Duration::from_secs(30))))
+    if let Err(e) =
+        socket.set_tcp_keepalive(&keepalive).and_then(|()| socket.set_tcp_user_timeout(Some(Duration::from_secs(30))))
     {
         tracing::debug!(error = %e, "cannot enable TCP keepalive on a connection");
     }

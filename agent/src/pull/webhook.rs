@@ -67,7 +67,8 @@ impl HookAuth {
     /// the token's length or its first differing byte.
     fn verify_token(&self, token: &str) -> Result<(), &'static str> {
         let digest = |bytes: &[u8]| {
-            let mut mac = Hmac::<Sha256>::new_from_slice(b"hostctl gitlab token").map_err(|_| "unusable webhook secret")?;
+            let mut mac =
+                Hmac::<Sha256>::new_from_slice(b"hostctl gitlab token").map_err(|_| "unusable webhook secret")?;
             mac.update(bytes);
             Ok::<_, &'static str>(mac)
         };
@@ -78,7 +79,7 @@ impl HookAuth {
     /// Checks a delivery's proof of the secret, whichever forge sent it.
     pub fn verify_proof(&self, proof: Option<Proof<'_>>, body: &[u8]) -> Result<(), &'static str> {
         match proof {
-            None => Err("missing signature header (X-Hub-Signature-256, X-Gitea-Signature, X-Forgejo-Signature or \
+            None => Err("missing X-Hub-Signature-256 header (or X-Gitea-Signature, X-Forgejo-Signature, \
                          X-Gitlab-Token)"),
             Some(Proof::HubSignature(header)) => self.verify(Some(header), body),
             Some(Proof::HexSignature(hex_sig)) => self.verify_hex(hex_sig, body),
@@ -185,7 +186,9 @@ impl HookAuth {
     ) -> Result<Delivery, HookError> {
         self.verify_proof(proof, body).map_err(HookError::Unauthorized)?;
         match event_kind(event) {
-            Some(Ok(())) => return Ok(Delivery::Ignored("ping: the webhook works; pushes will trigger a fetch".into())),
+            Some(Ok(())) => {
+                return Ok(Delivery::Ignored("ping: the webhook works; pushes will trigger a fetch".into()))
+            }
             Some(Err(reason)) => return Ok(Delivery::Ignored(reason)),
             None => {}
         }
