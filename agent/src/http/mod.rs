@@ -20,6 +20,7 @@ mod deployments;
 pub mod error;
 mod generations;
 mod hooks;
+mod linger;
 mod metrics;
 pub mod nonce;
 mod paths_import;

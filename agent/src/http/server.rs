@@ -2,7 +2,8 @@
 //! accepts connections itself (axum's `serve` has no header timeout): each one is admitted
 //! within the caps of [`super::connections`] or closed at once, gets TCP keepalive, must
 //! send its request headers within [`HEADER_TIMEOUT`] (and, kept alive, its next ones
-//! within it too), and ends gracefully on shutdown (in-flight requests, imports included,
+//! within it too), is closed lingering ([`super::linger`]: an early 413 reaches a client
+//! still sending), and ends gracefully on shutdown (in-flight requests, imports included,
 //! complete).
 
 use std::future::Future;
@@ -15,6 +16,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::connections::Admission;
+use super::linger::Lingering;
 use super::state::AppState;
 
 /// How long a connection has to send a request's headers, counted from when the agent
@@ -62,7 +64,8 @@ pub async fn serve(
             }
         };
         notice_dead_peers(&stream);
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service(&router)));
+        let io = TokioIo::new(Lingering::new(stream));
+        let connection = graceful.watch(http.serve_connection(io, service(&router)));
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
