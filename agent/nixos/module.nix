@@ -126,6 +126,10 @@ in
         RestrictRealtime = true;
         SystemCallArchitectures = "native";
         UMask = "0077";
+        # systemd's default soft limit is 1024 open files; the agent caps its API
+        # connections (`max_connections`, 512 by default) well below this, and imports,
+        # the journal and Nix need the rest.
+        LimitNOFILE = 65536;
       };
     };
   };

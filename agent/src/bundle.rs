@@ -63,6 +63,15 @@ impl Head {
         self.newlines >= 3
     }
 
+    /// Bytes collected so far.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
     /// Refuses a header already longer than any valid one (before reading more).
     pub fn check_length(&self) -> Result<(), BundleFailure> {
         if self.bytes.len() > MAX_HEAD {

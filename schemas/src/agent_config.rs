@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -32,6 +33,16 @@ pub struct AgentConfig {
     /// Address and port of the HTTP API.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Connections the API keeps open at once; one more is closed as soon as it is
+    /// accepted. Keep it well below the agent's open-file limit (the NixOS module sets
+    /// `LimitNOFILE=65536`; a plain systemd service gets 1024), which imports, the
+    /// journal and Nix also draw on.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: NonZeroUsize,
+    /// Connections one peer address keeps open at once; one more from it is closed as
+    /// soon as it is accepted, so one client cannot take every connection slot.
+    #[serde(default = "default_max_connections_per_peer")]
+    pub max_connections_per_peer: NonZeroUsize,
     /// Controller keys whose signed requests are accepted; at least one is required.
     #[serde(deserialize_with = "deserialize_trusted_keys")]
     #[schemars(extend("minItems" = 1))]
@@ -84,6 +95,25 @@ pub const DEFAULT_PROFILE: &str = "/nix/var/nix/profiles/system";
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT))
+}
+/// Default of `max_connections`: half the 1024 open files a systemd service gets by default.
+pub const DEFAULT_MAX_CONNECTIONS: NonZeroUsize = nonzero(512);
+/// Default of `max_connections_per_peer`: room for a controller's burst (the load test
+/// sends 200 requests at once from one address) while one address can hold at most half
+/// of `max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: NonZeroUsize = nonzero(256);
+
+const fn nonzero(n: usize) -> NonZeroUsize {
+    match NonZeroUsize::new(n) {
+        Some(n) => n,
+        None => NonZeroUsize::MIN,
+    }
+}
+fn default_max_connections() -> NonZeroUsize {
+    DEFAULT_MAX_CONNECTIONS
+}
+fn default_max_connections_per_peer() -> NonZeroUsize {
+    DEFAULT_MAX_CONNECTIONS_PER_PEER
 }
 fn default_state_dir() -> PathBuf {
     PathBuf::from(DEFAULT_STATE_DIR)
@@ -493,6 +523,21 @@ mod tests {
         assert!(check_git_url("https://git.example.com/infra.git").is_ok());
         assert!(check_git_url("--upload-pack=x").is_err());
         assert!(check_git_url("").is_err());
+    }
+
+    #[test]
+    fn connection_caps_default_and_refuse_zero() {
+        let base = "hostname: web1\ntrusted_keys: [\"k:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"]\n";
+        let config = parse_agent_config(base, Path::new("agent.yaml")).unwrap();
+        assert_eq!(
+            (config.max_connections, config.max_connections_per_peer),
+            (DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_PEER)
+        );
+        let set = format!("{base}max_connections: 10\nmax_connections_per_peer: 2\n");
+        let config = parse_agent_config(&set, Path::new("agent.yaml")).unwrap();
+        assert_eq!((config.max_connections.get(), config.max_connections_per_peer.get()), (10, 2));
+        let err = parse_agent_config(&format!("{base}max_connections: 0\n"), Path::new("agent.yaml")).unwrap_err();
+        assert!(err.to_string().contains("max_connections"), "{err}");
     }
 
     #[test]

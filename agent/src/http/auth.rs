@@ -4,10 +4,11 @@
 //! and checks the body against its signed SHA-256. Every failure is a 401.
 //!
 //! Invariant: a handler only ever runs for a request signed by a trusted key whose nonce
-//! was new; buffered bodies are checked before the handler sees them, streamed bodies
-//! (imports) by the handler through [`Authenticated::check_body`] before any use.
+//! was new; buffered bodies are checked before the handler sees them and only then is the
+//! nonce recorded; streamed bodies (imports) hold their nonce claimed while they arrive and
+//! are checked by the handler through [`Authenticated::check_body`] (which records the
+//! nonce) before any use, so a streamed route must call it before it changes anything.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
@@ -17,85 +18,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hostctl_schemas::agent_config::PublicKey;
 use hostctl_schemas::api::headers;
-use hostctl_schemas::signing::{verify_request, AuthError, SignatureHeaders, TIMESTAMP_WINDOW_SECS};
+use hostctl_schemas::signing::{verify_request, AuthError, SignatureHeaders};
 
 use super::body::{check_declared_length, read_limited};
 use super::error::ApiFailure;
-
-/// How many nonces the agent remembers at once: at most this many signed requests per
-/// timestamp window (2 × 120 s). Beyond it requests are refused rather than a nonce being
-/// forgotten early, which would reopen the replay window.
-pub const NONCE_CAPACITY: usize = 100_000;
-
-/// How often expired nonces are swept out even when the cache is not full, in seconds.
-const SWEEP_INTERVAL_SECS: u64 = 30;
-
-/// Nonces seen within the timestamp window, each remembered until a request carrying it
-/// would be stale anyway. The table keeps the size of the busiest window (at most
-/// [`NONCE_CAPACITY`] entries, ~3 MiB): handing it back after a burst only fragments the
-/// heap when the next burst grows it again.
-#[derive(Debug)]
-pub struct NonceCache {
-    /// Nonce ([`nonce_key`]) -> last Unix second at which a request with it could still be
-    /// accepted.
-    seen: HashMap<[u8; 16], u64>,
-    capacity: usize,
-    last_sweep: u64,
-}
-
-/// What the cache keeps of a nonce: the first 128 bits of its SHA-256, 16 bytes inline
-/// (an entry of 24 bytes instead of 32 plus a heap string: under load the cache holds
-/// every nonce of the last two minutes, and 10,000 requests grew a string map by ~1 MiB,
-/// 8% of the agent). The same nonce always gives the same key, so a replay is always
-/// caught; two different nonces sharing a key (chance ~2^-128 per pair) would only refuse
-/// the second request.
-fn nonce_key(nonce: &str) -> [u8; 16] {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(nonce.as_bytes());
-    let mut key = [0u8; 16];
-    key.copy_from_slice(&digest[..16]);
-    key
-}
-
-/// Why a nonce was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum NonceError {
-    #[error("nonce was already used (replayed request)")]
-    Replayed,
-    #[error("too many signed requests within the timestamp window ({0} nonces remembered); retry later")]
-    Full(usize),
-}
-
-impl NonceCache {
-    pub fn new(capacity: usize) -> Self {
-        Self { seen: HashMap::new(), capacity, last_sweep: 0 }
-    }
-
-    /// Records `nonce` of a request signed at `timestamp`, or refuses it.
-    pub fn check_and_remember(&mut self, nonce: &str, timestamp: u64, now: u64) -> Result<(), NonceError> {
-        let key = nonce_key(nonce);
-        if self.seen.get(&key).is_some_and(|until| *until >= now) {
-            return Err(NonceError::Replayed);
-        }
-        if self.seen.len() >= self.capacity || now.saturating_sub(self.last_sweep) >= SWEEP_INTERVAL_SECS {
-            self.seen.retain(|_, until| *until >= now);
-            self.last_sweep = now;
-        }
-        if self.seen.len() >= self.capacity {
-            return Err(NonceError::Full(self.capacity));
-        }
-        self.seen.insert(key, timestamp.saturating_add(TIMESTAMP_WINDOW_SECS));
-        Ok(())
-    }
-
-    pub fn len(&self) -> usize {
-        self.seen.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
-    }
-}
+use super::nonce::SharedNonces;
+pub use super::nonce::{NonceCache, NonceClaim, NonceError, NONCE_CAPACITY};
 
 /// Why a request was not authenticated (always a 401).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -112,23 +40,57 @@ impl From<AuthFailure> for ApiFailure {
     }
 }
 
-/// What a handler learns about an authenticated request (a request extension).
+/// A request whose signature and clock verified; its nonce is not recorded yet: that
+/// waits until its body matched the signed hash too.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Name of the trusted key that signed.
+    pub key: String,
+    /// The signed SHA-256 of the body.
+    pub content_sha256: String,
+    nonce: String,
+    timestamp: u64,
+}
+
+impl Verified {
+    /// Checks a body's SHA-256 (hex) against the signed one.
+    pub fn check_body(&self, sha256: &str) -> Result<(), AuthFailure> {
+        if sha256.eq_ignore_ascii_case(&self.content_sha256) {
+            Ok(())
+        } else {
+            Err(AuthFailure::Signature(AuthError::BodyMismatch))
+        }
+    }
+}
+
+/// What a handler learns about an authenticated request (a request extension). For a
+/// streamed body its nonce is only claimed: [`Authenticated::check_body`] records it.
+#[derive(Debug, Clone)]
 pub struct Authenticated {
     /// Name of the trusted key that signed.
     pub key: String,
     /// The signed SHA-256 of the body.
     pub content_sha256: String,
+    /// The claimed nonce of a streamed body, taken by `check_body`.
+    claim: Arc<Mutex<Option<NonceClaim>>>,
 }
 
 impl Authenticated {
-    /// Checks a body's SHA-256 (hex) against the signed one.
+    fn new(verified: Verified, claim: Option<NonceClaim>) -> Self {
+        Self { key: verified.key, content_sha256: verified.content_sha256, claim: Arc::new(Mutex::new(claim)) }
+    }
+
+    /// Checks a body's SHA-256 (hex) against the signed one; a match records the
+    /// request's nonce as used, a mismatch releases it for the genuine request.
     pub fn check_body(&self, sha256: &str) -> Result<(), ApiFailure> {
-        if sha256.eq_ignore_ascii_case(&self.content_sha256) {
-            Ok(())
-        } else {
-            Err(AuthFailure::Signature(AuthError::BodyMismatch).into())
+        let claim = self.claim.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if !sha256.eq_ignore_ascii_case(&self.content_sha256) {
+            return Err(AuthFailure::Signature(AuthError::BodyMismatch).into());
         }
+        if let Some(claim) = claim {
+            claim.commit();
+        }
+        Ok(())
     }
 }
 
@@ -136,7 +98,7 @@ impl Authenticated {
 #[derive(Debug)]
 pub struct Authenticator {
     trusted: Vec<PublicKey>,
-    nonces: Mutex<NonceCache>,
+    nonces: SharedNonces,
 }
 
 impl Authenticator {
@@ -145,26 +107,45 @@ impl Authenticator {
     }
 
     pub fn with_capacity(trusted: Vec<PublicKey>, capacity: usize) -> Self {
-        Self { trusted, nonces: Mutex::new(NonceCache::new(capacity)) }
+        Self { trusted, nonces: SharedNonces::new(capacity) }
     }
 
-    /// Checks the signature headers of a request to `path` (path and query as sent). The
-    /// nonce is remembered only once the signature verifies, so unsigned traffic cannot
-    /// fill the cache.
+    /// Checks the signature headers of a request to `path` (path and query as sent) and
+    /// that its nonce is unused; records nothing ([`Authenticator::remember`] and
+    /// [`Authenticator::claim`] do, once the signature verified, so unsigned traffic
+    /// cannot fill the cache).
+    pub fn verify(&self, headers: &HeaderMap, method: &str, path: &str, now: u64) -> Result<Verified, AuthFailure> {
+        let signature = signature_headers(headers)?;
+        verify_request(&self.trusted, &signature, method, path, now)?;
+        let timestamp: u64 = signature.timestamp.parse().map_err(|_| AuthError::Malformed(headers::TIMESTAMP))?;
+        // Refused before the body is read: a replay costs no transfer.
+        self.nonces.lock().check_unused(&signature.nonce, now)?;
+        Ok(Verified { key: signature.key, content_sha256: signature.content_sha256, nonce: signature.nonce, timestamp })
+    }
+
+    /// Records the nonce of a request whose body verified; refuses it if another request
+    /// with the same nonce got there first.
+    pub fn remember(&self, verified: &Verified, now: u64) -> Result<(), AuthFailure> {
+        Ok(self.nonces.lock().check_and_remember(&verified.nonce, verified.timestamp, now)?)
+    }
+
+    /// Claims the nonce of a request whose body is streamed to the handler.
+    pub fn claim(&self, verified: &Verified, now: u64) -> Result<NonceClaim, AuthFailure> {
+        Ok(self.nonces.claim(&verified.nonce, verified.timestamp, now)?)
+    }
+
+    /// [`Authenticator::verify`] and [`Authenticator::remember`] for a request whose body
+    /// is already known to match (tests, bodiless checks).
     pub fn authenticate(
         &self,
         headers: &HeaderMap,
         method: &str,
         path: &str,
         now: u64,
-    ) -> Result<Authenticated, AuthFailure> {
-        let signature = signature_headers(headers)?;
-        verify_request(&self.trusted, &signature, method, path, now)?;
-        let timestamp: u64 = signature.timestamp.parse().map_err(|_| AuthError::Malformed(headers::TIMESTAMP))?;
-        // A poisoned lock only means another request panicked mid-insert; the map is fine.
-        let mut nonces = self.nonces.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        nonces.check_and_remember(&signature.nonce, timestamp, now)?;
-        Ok(Authenticated { key: signature.key, content_sha256: signature.content_sha256 })
+    ) -> Result<Verified, AuthFailure> {
+        let verified = self.verify(headers, method, path, now)?;
+        self.remember(&verified, now)?;
+        Ok(verified)
     }
 }
 
@@ -212,17 +193,19 @@ pub async fn signed(State(route): State<SignedRoute>, request: Request, next: Ne
 async fn authenticate_request(route: &SignedRoute, request: Request) -> Result<Request, ApiFailure> {
     let (mut parts, body) = request.into_parts();
     let path = parts.uri.path_and_query().map_or_else(|| parts.uri.path(), |pq| pq.as_str()).to_owned();
-    let authenticated = route.auth.authenticate(&parts.headers, parts.method.as_str(), &path, crate::unix_now())?;
-    let body = match route.body {
+    let verified = route.auth.verify(&parts.headers, parts.method.as_str(), &path, crate::unix_now())?;
+    let (body, claim) = match route.body {
         BodyPolicy::Buffered(limit) => {
             check_declared_length(&parts.headers, limit)?;
             let (bytes, sha256) = read_limited(body, limit).await?;
-            authenticated.check_body(&sha256)?;
-            Body::from(bytes)
+            verified.check_body(&sha256)?;
+            // Only now: a body altered in transit must not burn the genuine nonce.
+            route.auth.remember(&verified, crate::unix_now())?;
+            (Body::from(bytes), None)
         }
-        BodyPolicy::Streamed => body,
+        BodyPolicy::Streamed => (body, Some(route.auth.claim(&verified, crate::unix_now())?)),
     };
-    parts.extensions.insert(authenticated);
+    parts.extensions.insert(Authenticated::new(verified, claim));
     Ok(Request::from_parts(parts, body))
 }
 
@@ -268,7 +251,7 @@ mod tests {
         let ok = auth().authenticate(&h, "POST", "/v1/paths/missing", NOW).unwrap();
         assert_eq!(ok.key, "fleet-1");
         ok.check_body(&body_sha256(b"{}")).unwrap();
-        let err = ok.check_body(&body_sha256(b"{ }")).unwrap_err();
+        let err = ApiFailure::from(ok.check_body(&body_sha256(b"{ }")).unwrap_err());
         assert_eq!(err.code, hostctl_schemas::api::ErrorCode::Unauthorized, "tampered body");
     }
 
@@ -295,17 +278,42 @@ mod tests {
         assert!(message.contains("replayed"), "{message}");
     }
 
-    #[test]
-    fn nonce_cache_refuses_replays_and_forgets_expired() {
-        let mut cache = NonceCache::new(2);
-        cache.check_and_remember(NONCE, 1000, 1000).unwrap();
-        assert_eq!(cache.check_and_remember(NONCE, 1000, 1001), Err(NonceError::Replayed));
-        cache.check_and_remember("b", 1000, 1000).unwrap();
-        assert_eq!(cache.check_and_remember("c", 1000, 1000), Err(NonceError::Full(2)), "refuses, forgets nothing");
-        assert_eq!(cache.check_and_remember(NONCE, 1000, 1000 + TIMESTAMP_WINDOW_SECS), Err(NonceError::Replayed));
-        // Once the window is over, the old entries go and new nonces fit again.
-        let later = 1000 + TIMESTAMP_WINDOW_SECS + 1;
-        cache.check_and_remember("c", later, later).unwrap();
-        assert_eq!(cache.len(), 1);
+    fn request(headers: HeaderMap, method: &str, path: &str, body: &[u8]) -> Request {
+        let mut request = Request::builder().method(method).uri(path).body(Body::from(body.to_vec())).unwrap();
+        *request.headers_mut() = headers;
+        request
+    }
+
+    #[tokio::test]
+    async fn an_altered_body_does_not_burn_the_nonce() {
+        let route = SignedRoute { auth: Arc::new(auth()), body: BodyPolicy::Buffered(1024) };
+        let path = "/v1/paths/missing";
+        let h = signed_headers(TRUSTED_SECRET, "POST", path, crate::unix_now(), NONCE, b"{\"paths\":[]}");
+        let altered = authenticate_request(&route, request(h.clone(), "POST", path, b"{\"paths\":[1]}")).await;
+        assert_eq!(altered.unwrap_err().code, hostctl_schemas::api::ErrorCode::Unauthorized);
+        authenticate_request(&route, request(h.clone(), "POST", path, b"{\"paths\":[]}")).await.unwrap();
+        let replayed = authenticate_request(&route, request(h, "POST", path, b"{\"paths\":[]}")).await.unwrap_err();
+        assert!(replayed.message.contains("replayed"), "{}", replayed.message);
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_claims_the_nonce_until_it_is_checked() {
+        let route = SignedRoute { auth: Arc::new(auth()), body: BodyPolicy::Streamed };
+        let path = "/v1/paths/import";
+        let h = signed_headers(TRUSTED_SECRET, "POST", path, crate::unix_now(), NONCE, b"export");
+        let first = authenticate_request(&route, request(h.clone(), "POST", path, b"altered")).await.unwrap();
+        let claimed = first.extensions().get::<Authenticated>().unwrap().clone();
+        // While the first copy streams, a second one is refused.
+        let second = authenticate_request(&route, request(h.clone(), "POST", path, b"export")).await.unwrap_err();
+        assert!(second.message.contains("being received"), "{}", second.message);
+        // The altered body fails its check and releases the nonce...
+        claimed.check_body(&body_sha256(b"altered")).unwrap_err();
+        drop((first, claimed));
+        // ...so the genuine request is accepted, and records it.
+        let genuine = authenticate_request(&route, request(h.clone(), "POST", path, b"export")).await.unwrap();
+        genuine.extensions().get::<Authenticated>().unwrap().check_body(&body_sha256(b"export")).unwrap();
+        drop(genuine);
+        let replayed = authenticate_request(&route, request(h, "POST", path, b"export")).await.unwrap_err();
+        assert!(replayed.message.contains("already used"), "{}", replayed.message);
     }
 }

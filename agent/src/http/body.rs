@@ -1,6 +1,8 @@
-//! Request bodies read within a size limit: buffered in memory (JSON endpoints, parsed by
-//! [`parse_json`]) or streamed to a file while hashing (imports). Both hash what they read, so the caller can check
-//! the signed `x-hostctl-content-sha256` before using a byte of it.
+//! Request bodies read within a size limit and a stall timeout: buffered in memory (JSON
+//! endpoints, parsed by [`parse_json`]) or streamed to a file while hashing (imports). Both
+//! hash what they read, so the caller can check the signed `x-hostctl-content-sha256`
+//! before using a byte of it. A declared `Content-Length` over the limit is refused
+//! before anything is read ([`check_declared_length`]).
 
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -18,6 +20,13 @@ use super::error::ApiFailure;
 /// /v1/bundles`), in bytes.
 pub const IMPORT_BODY_LIMIT: u64 = 64 * 1024 * 1024 * 1024;
 
+/// The longest a request body may send nothing: the next bytes of a body (an import can
+/// run for an hour) must come within it, or the request fails and its connection, file
+/// descriptor and spool file are freed. As long as the kernel's dead-link timeout
+/// (`TCP_USER_TIMEOUT`, `super::server`), so a live client that stopped sending is cut
+/// off like a dead one.
+pub const BODY_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Why a body could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -25,6 +34,8 @@ pub enum BodyError {
     TooLarge { limit: u64 },
     #[error("cannot read the request body: {0}")]
     Read(String),
+    #[error("the request body sent nothing for {} s", BODY_STALL_TIMEOUT.as_secs())]
+    Stalled,
     #[error("cannot write the request body to {file}: {source}")]
     Write {
         file: String,
@@ -37,7 +48,7 @@ impl From<BodyError> for ApiFailure {
     fn from(e: BodyError) -> Self {
         match e {
             BodyError::TooLarge { limit } => ApiFailure::too_large(limit),
-            BodyError::Read(_) => ApiFailure::bad_request(e.to_string()),
+            BodyError::Read(_) | BodyError::Stalled => ApiFailure::bad_request(e.to_string()),
             BodyError::Write { .. } => ApiFailure::internal(e.to_string()),
         }
     }
@@ -68,10 +79,18 @@ pub fn check_declared_length(headers: &HeaderMap, limit: u64) -> Result<(), Body
     }
 }
 
-/// The next data chunk of `body` (trailers are skipped), `None` at its end.
+/// The next data chunk of `body` (trailers are skipped), `None` at its end; fails when
+/// nothing arrives for [`BODY_STALL_TIMEOUT`].
 pub async fn next_chunk(body: &mut Body) -> Option<Result<Bytes, BodyError>> {
+    next_chunk_within(body, BODY_STALL_TIMEOUT).await
+}
+
+async fn next_chunk_within(body: &mut Body, stall: std::time::Duration) -> Option<Result<Bytes, BodyError>> {
     loop {
-        let frame = poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await?;
+        let frame = match tokio::time::timeout(stall, poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx))).await {
+            Ok(frame) => frame?,
+            Err(_) => return Some(Err(BodyError::Stalled)),
+        };
         match frame {
             Ok(frame) => {
                 if let Ok(data) = frame.into_data() {
@@ -138,6 +157,29 @@ mod tests {
         headers.insert(header::CONTENT_LENGTH, "10".parse().unwrap());
         assert!(check_declared_length(&headers, 10).is_ok());
         assert!(check_declared_length(&headers, 9).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_fails() {
+        /// Sends its bytes, then nothing, without ending.
+        struct Stalling(Option<Bytes>);
+        impl HttpBody for Stalling {
+            type Data = Bytes;
+            type Error = std::convert::Infallible;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+                match self.0.take() {
+                    Some(bytes) => std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(bytes)))),
+                    None => std::task::Poll::Pending,
+                }
+            }
+        }
+        let mut body = Body::new(Stalling(Some(Bytes::from_static(b"abc"))));
+        let stall = std::time::Duration::from_millis(50);
+        assert_eq!(&next_chunk_within(&mut body, stall).await.unwrap().unwrap()[..], b"abc");
+        assert!(matches!(next_chunk_within(&mut body, stall).await, Some(Err(BodyError::Stalled))));
     }
 
     #[tokio::test]

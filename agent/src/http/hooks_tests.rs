@@ -1,5 +1,6 @@
-//! `POST /v1/hooks/git` over in-process HTTP: good, bad and missing signatures, replayed
-//! deliveries, other branches, and 404 without pull mode. "Nothing fetched" is checked
+//! `POST /v1/hooks/git` over in-process HTTP: good, bad and missing signatures (GitHub,
+//! Gitea/Forgejo, GitLab), pings and other events, replayed deliveries, other branches,
+//! a declared length over the limit, and 404 without pull mode. "Nothing fetched" is checked
 //! as "the pull task was not woken" (the server runs without the pull task).
 
 use std::path::Path;
@@ -52,9 +53,13 @@ async fn server(pull: bool) -> Server {
 }
 
 fn sign(body: &[u8]) -> String {
+    format!("sha256={}", hex_hmac(body))
+}
+
+fn hex_hmac(body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(SECRET).unwrap();
     mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    hex::encode(mac.finalize().into_bytes())
 }
 
 impl Server {
@@ -65,6 +70,16 @@ impl Server {
         }
         if let Some(delivery) = delivery {
             request = request.header("X-GitHub-Delivery", delivery);
+        }
+        let response = request.send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    /// A POST with exactly `headers`.
+    async fn post_with(&self, body: &str, headers: &[(&str, &str)]) -> (u16, String) {
+        let mut request = self.client.post(format!("{}{PATH}", self.base)).body(body.to_owned());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         let response = request.send().await.unwrap();
         (response.status().as_u16(), response.text().await.unwrap())
@@ -131,4 +146,78 @@ async fn other_branch_is_ignored_and_bad_json_is_400() {
 async fn no_pull_mode_is_404() {
     let s = server(false).await;
     assert_eq!(s.post(MAIN, Some(sign(MAIN.as_bytes())), None).await.0, 404);
+}
+
+#[tokio::test]
+async fn a_github_ping_is_answered_200_without_a_fetch() {
+    let s = server(true).await;
+    let ping = r#"{"zen":"Design for failure.","hook_id":1}"#;
+    let signature = sign(ping.as_bytes());
+    let (status, body) = s.post_with(ping, &[("X-Hub-Signature-256", &signature), ("X-GitHub-Event", "ping")]).await;
+    assert_eq!(status, 200, "{body}");
+    let response: HookResponse = serde_json::from_str(&body).unwrap();
+    assert!(!response.accepted && response.reason.unwrap().contains("ping"));
+    assert!(!s.woken().await);
+    // Still signed: a ping with a wrong signature is refused.
+    let wrong = sign(b"other");
+    assert_eq!(s.post_with(ping, &[("X-Hub-Signature-256", &wrong), ("X-GitHub-Event", "ping")]).await.0, 401);
+    // Another event than a push is acknowledged, not fetched.
+    let (status, body) =
+        s.post_with(MAIN, &[("X-Hub-Signature-256", &sign(MAIN.as_bytes())), ("X-GitHub-Event", "issues")]).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!s.woken().await);
+    // A push named as such is the push it always was.
+    let (status, _) =
+        s.post_with(MAIN, &[("X-Hub-Signature-256", &sign(MAIN.as_bytes())), ("X-GitHub-Event", "push")]).await;
+    assert_eq!(status, 202);
+    assert!(s.woken().await);
+}
+
+#[tokio::test]
+async fn gitea_and_forgejo_pushes_are_accepted_with_their_hex_signature() {
+    let s = server(true).await;
+    let hmac = hex_hmac(MAIN.as_bytes());
+    for (signature, event, delivery) in [
+        ("X-Gitea-Signature", "X-Gitea-Event", "X-Gitea-Delivery"),
+        ("X-Forgejo-Signature", "X-Forgejo-Event", "X-Forgejo-Delivery"),
+    ] {
+        let (status, body) = s.post_with(MAIN, &[(signature, &hmac), (event, "push"), (delivery, signature)]).await;
+        assert_eq!(status, 202, "{signature}: {body}");
+        assert!(s.woken().await, "{signature}");
+        // With the `sha256=` prefix or over another body, it is not their signature.
+        assert_eq!(s.post_with(MAIN, &[(signature, &sign(MAIN.as_bytes()))]).await.0, 401, "{signature}");
+        assert_eq!(s.post_with(MAIN, &[(signature, &hex_hmac(b"other"))]).await.0, 401, "{signature}");
+    }
+    assert!(!s.woken().await);
+}
+
+#[tokio::test]
+async fn gitlab_pushes_are_accepted_with_the_secret_token() {
+    let s = server(true).await;
+    let secret = std::str::from_utf8(SECRET).unwrap();
+    let push = [("X-Gitlab-Token", secret), ("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Event-UUID", "g1")];
+    let (status, body) = s.post_with(MAIN, &push).await;
+    assert_eq!(status, 202, "{body}");
+    assert!(s.woken().await);
+    // The same delivery again is ignored.
+    assert_eq!(s.post_with(MAIN, &push).await.0, 200);
+    for wrong in ["s3cre", "s3cret2", "S3CRET", ""] {
+        let (status, body) = s.post_with(MAIN, &[("X-Gitlab-Token", wrong), ("X-Gitlab-Event", "Push Hook")]).await;
+        assert_eq!(status, 401, "token {wrong:?}: {body}");
+    }
+    assert!(!s.woken().await);
+}
+
+#[tokio::test]
+async fn a_declared_length_over_the_limit_is_413_before_any_byte() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let s = server(true).await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!("POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 2147483648\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
 }

@@ -15,11 +15,14 @@
 pub mod auth;
 pub mod body;
 mod bundles;
+pub mod connections;
 mod deployments;
 pub mod error;
 mod generations;
 mod hooks;
+mod linger;
 mod metrics;
+pub mod nonce;
 mod paths_import;
 mod paths_missing;
 mod rollback;

@@ -1,8 +1,9 @@
 //! A forge's push webhook (served as `POST /v1/hooks/git` by `crate::http::hooks`),
-//! authenticated by HMAC-SHA256 of the raw body with the agent's webhook secret, not by a
-//! controller signature: [`HookAuth::receive`] checks a delivery and says whether to
-//! fetch. A verified push to the tracked branch only wakes the pull task, which fetches by
-//! itself: the payload's revision is never trusted.
+//! authenticated with the agent's webhook secret, not by a controller signature, in each
+//! forge's way ([`Proof`]: GitHub's `X-Hub-Signature-256`, Gitea's and Forgejo's hex
+//! HMAC-SHA256 of the raw body, GitLab's `X-Gitlab-Token`): [`HookAuth::receive`] checks a
+//! delivery and says whether to fetch. A verified push to the tracked branch only wakes
+//! the pull task, which fetches by itself: the payload's revision is never trusted.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
@@ -52,6 +53,40 @@ impl HookAuth {
         mac.verify_slice(&signature).map_err(|_| "bad webhook signature")
     }
 
+    /// Checks a hex HMAC-SHA256 of the body without prefix (`X-Gitea-Signature`,
+    /// `X-Forgejo-Signature`), in constant time.
+    fn verify_hex(&self, hex_sig: &str, body: &[u8]) -> Result<(), &'static str> {
+        let signature = hex::decode(hex_sig.trim()).map_err(|_| "X-Gitea-Signature is not hex")?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).map_err(|_| "unusable webhook secret")?;
+        mac.update(body);
+        mac.verify_slice(&signature).map_err(|_| "bad webhook signature")
+    }
+
+    /// Checks GitLab's `X-Gitlab-Token` (the secret itself) in constant time: both sides
+    /// are hashed with a key of their own first, so the comparison takes as long whatever
+    /// the token's length or its first differing byte.
+    fn verify_token(&self, token: &str) -> Result<(), &'static str> {
+        let digest = |bytes: &[u8]| {
+            let mut mac =
+                Hmac::<Sha256>::new_from_slice(b"hostctl gitlab token").map_err(|_| "unusable webhook secret")?;
+            mac.update(bytes);
+            Ok::<_, &'static str>(mac)
+        };
+        let expected = digest(&self.secret)?.finalize().into_bytes();
+        digest(token.as_bytes())?.verify_slice(&expected).map_err(|_| "bad X-Gitlab-Token")
+    }
+
+    /// Checks a delivery's proof of the secret, whichever forge sent it.
+    pub fn verify_proof(&self, proof: Option<Proof<'_>>, body: &[u8]) -> Result<(), &'static str> {
+        match proof {
+            None => Err("missing X-Hub-Signature-256 header (or X-Gitea-Signature, X-Forgejo-Signature, \
+                         X-Gitlab-Token)"),
+            Some(Proof::HubSignature(header)) => self.verify(Some(header), body),
+            Some(Proof::HexSignature(hex_sig)) => self.verify_hex(hex_sig, body),
+            Some(Proof::Token(token)) => self.verify_token(token),
+        }
+    }
+
     /// Remembers a delivery id; `false` if it was seen before.
     fn first_delivery(&self, id: &str) -> bool {
         let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -66,6 +101,29 @@ impl HookAuth {
         seen.order.push_back(id.to_owned());
         seen.set.insert(id.to_owned());
         true
+    }
+}
+
+/// How a delivery proves it knows the webhook secret, by forge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof<'a> {
+    /// GitHub (Gitea and Forgejo send it too): `X-Hub-Signature-256: sha256=<hex HMAC>`.
+    HubSignature(&'a str),
+    /// Gitea and Forgejo: `X-Gitea-Signature` / `X-Forgejo-Signature: <hex HMAC>`.
+    HexSignature(&'a str),
+    /// GitLab: `X-Gitlab-Token: <the secret>`.
+    Token(&'a str),
+}
+
+/// What a delivery's event header (`X-GitHub-Event`, `X-Gitea-Event`,
+/// `X-Forgejo-Event`, `X-Gitlab-Event`) asks for; without one, the body is taken as a push.
+fn event_kind(event: Option<&str>) -> Option<Result<(), String>> {
+    match event?.trim() {
+        "push" | "Push Hook" => None,
+        // GitHub's first delivery to a new hook: answered 200 so the forge shows it as
+        // working; nothing to fetch.
+        "ping" => Some(Ok(())),
+        other => Some(Err(format!("event `{other}` is not a push"))),
     }
 }
 
@@ -114,17 +172,26 @@ pub enum Delivery {
 }
 
 impl HookAuth {
-    /// Checks a delivery: the signature over the raw `body` first, then the payload; a
-    /// delivery id (`delivery`) is remembered only once the signature verified, so
-    /// strangers cannot make the agent ignore a real delivery.
+    /// Checks a delivery: the proof of the secret first, then the event and the payload;
+    /// a delivery id (`delivery`) is remembered only once the proof verified, so strangers
+    /// cannot make the agent ignore a real delivery. A `ping` or another event than a push
+    /// is answered without a fetch.
     pub fn receive(
         &self,
-        signature: Option<&str>,
+        proof: Option<Proof<'_>>,
+        event: Option<&str>,
         delivery: Option<&str>,
         body: &[u8],
         branch: &str,
     ) -> Result<Delivery, HookError> {
-        self.verify(signature, body).map_err(HookError::Unauthorized)?;
+        self.verify_proof(proof, body).map_err(HookError::Unauthorized)?;
+        match event_kind(event) {
+            Some(Ok(())) => {
+                return Ok(Delivery::Ignored("ping: the webhook works; pushes will trigger a fetch".into()))
+            }
+            Some(Err(reason)) => return Ok(Delivery::Ignored(reason)),
+            None => {}
+        }
         let other_ref = push_for_branch(body, branch).map_err(HookError::NotAPush)?;
         if let Some(id) = delivery {
             if !self.first_delivery(id) {

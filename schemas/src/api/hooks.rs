@@ -1,14 +1,17 @@
 //! `POST /v1/hooks/git` — NOT signed with a controller key: a forge's push webhook,
-//! verified by HMAC-SHA256 of the raw body with the agent's `pull.webhook_secret_file`
-//! (`X-Hub-Signature-256: sha256=<hex>`, compared in constant time). Pull mode only
-//! (404 otherwise). GitHub and Gitea/Forgejo payloads: only `ref` is read; a delivery id
-//! (`X-GitHub-Delivery` / `X-Gitea-Delivery`) seen before is ignored, and a push to
-//! another branch is ignored. It only triggers a fetch: the agent never trusts a
-//! revision named in the payload without fetching it.
+//! verified with the agent's `pull.webhook_secret_file`: HMAC-SHA256 of the raw body
+//! (`X-Hub-Signature-256: sha256=<hex>`; Gitea/Forgejo also `X-Gitea-Signature` /
+//! `X-Forgejo-Signature: <hex>`) or GitLab's `X-Gitlab-Token` (the secret), compared in
+//! constant time. Pull mode only (404 otherwise). GitHub, Gitea/Forgejo and GitLab
+//! payloads: only `ref` is read; a delivery id (`X-GitHub-Delivery` / `X-Gitea-Delivery`
+//! / ...) seen before is ignored, and a push to another branch is ignored. It only
+//! triggers a fetch: the agent never trusts a revision named in the payload without
+//! fetching it.
 //!
 //! Responses: 202 `{"accepted": true}` (a fetch was triggered), 200 `{"accepted": false,
-//! "reason": ...}` (ignored: other branch, repeated delivery), 401 (missing or bad
-//! signature), 400 (not JSON / no `ref`), 413 (body over [`BODY_LIMIT`]).
+//! "reason": ...}` (ignored: a ping or another event, other branch, repeated delivery),
+//! 401 (missing or bad signature), 400 (not JSON / no `ref`), 413 (declared or actual body
+//! over [`BODY_LIMIT`]).
 
 use serde::{Deserialize, Serialize};
 
