@@ -51,7 +51,9 @@ pub async fn import(config: &AgentConfig, file: &Path) -> Result<Deployment, Imp
     let body = tokio::fs::File::open(file).await.map_err(|source| ImportError::File { file: name.clone(), source })?;
     let addr = local_address(config);
     let unreachable = |message: String| ImportError::Unreachable { addr: addr.to_string(), message };
-    let response = reqwest::Client::new()
+    // The agent is on loopback: a proxy from the environment must not be asked for it.
+    let client = reqwest::Client::builder().no_proxy().build().map_err(|e| unreachable(e.to_string()))?;
+    let response = client
         .post(format!("http://{addr}{PATH}"))
         .body(reqwest::Body::from(body))
         .send()

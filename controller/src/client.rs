@@ -51,8 +51,17 @@ pub struct HttpHost {
 /// rather than left to reqwest's defaults, which happen to match today.
 const DEAD_LINK_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long an idle connection to an agent is kept for reuse.
+const AGENT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
 fn new_client() -> Result<Client, reqwest::Error> {
     Client::builder()
+        // A proxy in the operator's environment is for their own traffic: through it,
+        // agent requests would fail with errors that blame the agent.
+        .no_proxy()
+        // Below the agent's 10 s idle timeout, so a request never goes out on a
+        // connection the agent is closing.
+        .pool_idle_timeout(AGENT_IDLE_TIMEOUT)
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_keepalive(DEAD_LINK_TIMEOUT / 2)
         .tcp_user_timeout(DEAD_LINK_TIMEOUT)

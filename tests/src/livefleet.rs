@@ -78,10 +78,15 @@ impl LiveFleet {
 
     /// `hostctl --key <key> ARGS...` against this fleet.
     pub fn hostctl(&self, args: &[&str]) -> HostctlRun {
+        HostctlRun::from(run(&mut self.hostctl_command(args)))
+    }
+
+    /// The command [`LiveFleet::hostctl`] runs, for tests that change its environment.
+    pub fn hostctl_command(&self, args: &[&str]) -> Command {
         let key = self.key_file.display().to_string();
         let mut all = vec!["--key", key.as_str()];
         all.extend_from_slice(args);
-        self.fleet.hostctl(&all)
+        self.fleet.hostctl_command(&all, &[])
     }
 
     /// Changes a host's configuration (its motd) so it builds a new toplevel; commits.

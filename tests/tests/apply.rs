@@ -2,6 +2,7 @@
 //! Nix, real git, real HTTP, each host with its own store.
 
 use hostctl_tests::livefleet::LiveFleet;
+use hostctl_tests::{run, HostctlRun};
 use serde_json::Value;
 
 fn result(v: &Value, host: &str) -> String {
@@ -124,4 +125,20 @@ fn modes_test_and_boot_do_what_nixos_rebuild_does() {
     assert_eq!(read("current-system"), tested, "boot does not switch the running system");
     assert_eq!(generations(), 1, "boot adds a generation");
     assert!(live.switch_log("web1").contains(&format!("boot web1 {booted}")), "{}", live.switch_log("web1"));
+}
+
+/// A proxy in the operator's environment is for the operator's own traffic: agent
+/// connections go straight to the host (issue 14). The proxy here refuses every
+/// connection, so a client that used it could not reach the agent at all.
+#[test]
+fn agent_traffic_ignores_the_operators_proxy() {
+    let live = LiveFleet::start(&["web1"]);
+    let mut cmd = live.hostctl_command(&["--json", "status", "--on", "web1"]);
+    for var in ["http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"] {
+        cmd.env(var, "http://127.0.0.1:9");
+    }
+    cmd.env_remove("no_proxy").env_remove("NO_PROXY");
+    let status = HostctlRun::from(run(&mut cmd));
+    status.expect_code(0);
+    assert_eq!(result(&status.json(), "web1"), "ok", "{}", status.json());
 }
