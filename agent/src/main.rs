@@ -242,7 +242,8 @@ fn check_config(path: &std::path::Path, cfg: &AgentConfig, json: bool) -> ExitCo
             }
         }
     } else {
-        println!("{}: ok (hostname {}, {} trusted key(s))", path.display(), cfg.hostname, cfg.trusted_keys.len());
+        let keys = hostctl_schemas::text::plural(cfg.trusted_keys.len(), "trusted key", "trusted keys");
+        println!("{}: ok (hostname {}, {keys})", path.display(), cfg.hostname);
     }
     ExitCode::SUCCESS
 }

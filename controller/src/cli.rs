@@ -175,8 +175,14 @@ mod tests {
     #[test]
     fn counts_say_what_is_allowed() {
         for (args, want) in [
-            (&["hostctl", "apply", "--parallel", "0"][..], "error: invalid value '0' for '--parallel <N>': must be at least 1"),
-            (&["hostctl", "--eval-jobs", "0", "eval"], "error: invalid value '0' for '--eval-jobs <N>': must be at least 1"),
+            (
+                &["hostctl", "apply", "--parallel", "0"][..],
+                "error: invalid value '0' for '--parallel <N>': must be at least 1",
+            ),
+            (
+                &["hostctl", "--eval-jobs", "0", "eval"],
+                "error: invalid value '0' for '--eval-jobs <N>': must be at least 1",
+            ),
             (
                 &["hostctl", "apply", "--parallel", "-2"],
                 "error: invalid value '-2' for '--parallel <N>': expected a whole number, at least 1",

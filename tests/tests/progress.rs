@@ -8,15 +8,16 @@ use std::process::Command;
 
 use hostctl_tests::livefleet::LiveFleet;
 
-/// Whether `line` is `HH:MM:SS.mmm host: text`.
+/// Whether `line` is `HH:MM:SS.mmmZ host: text` (the `Z`: the time is UTC).
 fn timestamped(line: &str, host: &str) -> bool {
     let b = line.as_bytes();
-    line.len() > 13
+    line.len() > 14
         && b[2] == b':'
         && b[5] == b':'
         && b[8] == b'.'
+        && b[12] == b'Z'
         && line[..12].chars().filter(char::is_ascii_digit).count() == 9
-        && line[13..].starts_with(&format!("{host}: "))
+        && line[14..].starts_with(&format!("{host}: "))
 }
 
 #[test]
@@ -36,7 +37,7 @@ fn plain_progress_names_each_step_and_shows_the_failing_log() {
         ("db1", "failed at activate"),
     ] {
         assert!(
-            lines.iter().any(|l| timestamped(l, host) && l[13 + host.len() + 2..].starts_with(step)),
+            lines.iter().any(|l| timestamped(l, host) && l[14 + host.len() + 2..].starts_with(step)),
             "no `{host}: {step}` line:\n{}",
             run.stderr
         );
