@@ -214,7 +214,10 @@ fn targets(
             },
             (Ok(_), false) => Outcome::failed(Step::Connect, format!("{name}: not in the inventory")),
             (Err(Failure { step, message }), _) => {
-                progress::step(name, format!("{} failed", step.as_str()));
+                // The evaluation pool has already said `evaluation failed`: once is enough.
+                if *step != Step::Eval {
+                    progress::step(name, format!("{} failed", step.as_str()));
+                }
                 Outcome::failed(*step, message.clone())
             }
         };

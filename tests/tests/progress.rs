@@ -48,6 +48,20 @@ fn plain_progress_names_each_step_and_shows_the_failing_log() {
 }
 
 #[test]
+fn a_host_that_does_not_evaluate_is_reported_failed_once() {
+    let live = LiveFleet::start(&["web1"]);
+    // `ghost` is in the inventory but has no `nixosConfigurations.ghost`.
+    live.write_inventory("  ghost:\n    address: 192.0.2.77\n");
+    let run = live.hostctl(&["--json", "apply"]);
+    run.expect_code(1);
+    let ghost: Vec<&str> =
+        run.stderr.lines().filter(|l| timestamped(l, "ghost")).map(|l| &l[14 + "ghost: ".len()..]).collect();
+    let failures: Vec<&&str> = ghost.iter().filter(|l| l.contains("failed")).collect();
+    assert_eq!(failures, [&"evaluation failed"], "one failure line for ghost:\n{}", run.stderr);
+    assert!(ghost.contains(&"evaluating"), "{}", run.stderr);
+}
+
+#[test]
 fn on_a_terminal_each_host_gets_a_redrawn_line_with_a_final_mark() {
     let live = LiveFleet::start(&["web1"]);
     // `script` runs the command on a pty (so stderr is a terminal) and copies its output.
