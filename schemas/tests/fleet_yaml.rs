@@ -366,7 +366,11 @@ fn ports_are_1_to_65535_with_one_message() {
 
 #[test]
 fn a_port_in_the_address_is_sent_to_defaults_port() {
-    for (address, host) in [("1.2.3.4:22", "1.2.3.4"), ("web1.example.com:7420", "web1.example.com"), ("\"[2001:db8::1]:22\"", "2001:db8::1")] {
+    for (address, host) in [
+        ("1.2.3.4:22", "1.2.3.4"),
+        ("web1.example.com:7420", "web1.example.com"),
+        ("\"[2001:db8::1]:22\"", "2001:db8::1"),
+    ] {
         let shown = address.trim_matches('"');
         fails_with(
             &format!("hosts:\n  web1:\n    address: {address}\n"),

@@ -1,7 +1,9 @@
 //! The NixOS module `services.hostctl-agent` (agent/nixos/module.nix), evaluated in a
-//! real NixOS configuration. No nixpkgs is installable here, so the test needs
-//! `NIXPKGS=/path/to/nixpkgs` (tested with 20.09); without it each test says on stderr
-//! that it skips (written past libtest's capture, so the skip shows in every run).
+//! real NixOS configuration. No nixpkgs is installable here, so those tests need
+//! `NIXPKGS=/path/to/nixpkgs` (tested with 20.09); without it each says on stderr that
+//! it skips (written past libtest's capture, so the skip shows in every run). What needs
+//! no nixpkgs always runs: the module parses, and evaluated with a stand-in `lib` it
+//! declares exactly agent.yaml's keys and writes an agent.yaml the agent accepts.
 
 #![allow(clippy::unwrap_used, clippy::panic, reason = "test code throughout: a failed step must fail the test")]
 
@@ -9,6 +11,54 @@ use std::process::Command;
 
 use hostctl_tests::{binary, workspace_root, NIX_CONFIG};
 use serde_json::Value;
+
+fn nix_instantiate(args: &[&str], file: &std::path::Path, module: &std::path::Path) -> std::process::Output {
+    Command::new("nix-instantiate")
+        .env("NIX_CONFIG", NIX_CONFIG)
+        .args(args)
+        .arg(file)
+        .arg("--argstr")
+        .arg("module")
+        .arg(module)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn without_nixpkgs_the_module_parses_declares_agent_yaml_keys_and_writes_a_valid_agent_yaml() {
+    let root = workspace_root();
+    let module = root.join("agent/nixos/module.nix");
+    let parse = Command::new("nix-instantiate").arg("--parse").arg(&module).output().unwrap();
+    assert!(parse.status.success(), "{}", String::from_utf8_lossy(&parse.stderr));
+    let source = std::fs::read_to_string(&module).unwrap();
+    assert!(!source.contains("lib.literalExample ''"), "literalExample is used only as the 20.09 fallback");
+
+    let out =
+        nix_instantiate(&["--eval", "--strict", "--json"], &root.join("tests/nix/stub-eval-agent-module.nix"), &module);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["failedAssertions"], serde_json::json!([]));
+    // Every top-level key of agent.yaml is an option of `settings`, and nothing else is,
+    // so a misspelt key fails when the host configuration is evaluated.
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("schemas/json/agent.schema.json")).unwrap()).unwrap();
+    let mut keys: Vec<&str> = schema["properties"].as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    let declared: Vec<&str> = v["settingsKeys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap()).collect();
+    assert_eq!(declared, keys);
+
+    let yaml = v["agentYaml"].as_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agent.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let check =
+        Command::new(binary("hostctl-agent")).args(["check-config", "--json", "--config"]).arg(&file).output().unwrap();
+    assert!(check.status.success(), "{yaml}\n{}", String::from_utf8_lossy(&check.stderr));
+    let config: Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!((config["hostname"].as_str(), config["confirm_timeout"].as_str()), (Some("web1"), Some("45s")));
+    assert_eq!(config["binfmt"]["emulated_systems"], serde_json::json!(["aarch64-linux"]));
+    assert!(config.get("store").is_none_or(Value::is_null), "unset settings are left out: {yaml}");
+}
 
 #[test]
 fn the_agent_module_evaluates_to_a_hardened_unit_and_a_valid_agent_yaml() {
@@ -51,6 +101,31 @@ fn the_agent_module_evaluates_to_a_hardened_unit_and_a_valid_agent_yaml() {
     assert_eq!((config["hostname"].as_str(), config["confirm_timeout"].as_str()), (Some("web1"), Some("45s")));
     assert_eq!(config["binfmt"]["emulated_systems"], serde_json::json!(["aarch64-linux"]));
     assert_eq!(config["service_manager"], "systemd");
+}
+
+#[test]
+fn a_key_agent_yaml_does_not_have_fails_the_host_evaluation() {
+    let Some(nixpkgs) = std::env::var_os("NIXPKGS").filter(|p| !p.is_empty()) else {
+        hostctl_tests::skip("NIXPKGS is not set: set NIXPKGS=/path/to/nixpkgs to evaluate the NixOS module");
+        return;
+    };
+    let root = workspace_root();
+    let out = Command::new("nix-instantiate")
+        .env("NIX_CONFIG", NIX_CONFIG)
+        .args(["--eval", "--strict", "--json"])
+        .arg(root.join("tests/nix/eval-agent-module.nix"))
+        .arg("--argstr")
+        .arg("nixpkgs")
+        .arg(&nixpkgs)
+        .arg("--argstr")
+        .arg("module")
+        .arg(root.join("agent/nixos/module.nix"))
+        .args(["--arg", "wrongKey", "true"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a misspelt settings key evaluated");
+    assert!(stderr.contains("services.hostctl-agent.settings.colour") && stderr.contains("does not exist"), "{stderr}");
 }
 
 #[test]
