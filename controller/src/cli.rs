@@ -95,8 +95,10 @@ pub struct RollbackArgs {
     #[arg(required = true, value_name = "HOST")]
     pub hosts: Vec<HostName>,
     /// A lock id (64 hex, or a unique prefix of at least 12 of a lock in the host's
-    /// history) or a git revision of the flake (commit, tag, branch). Default: the
-    /// previous lock (the newest earlier deployment with a different lock).
+    /// history) or a git revision of the flake (commit, tag, branch), which stands for its
+    /// flake.lock: the host returns to the newest system it confirmed with that lock, not
+    /// to that revision's configuration. Default: the previous lock (the newest earlier
+    /// deployment with a different lock).
     #[arg(long, value_name = "LOCK|REV", conflicts_with = "generation")]
     pub to_lock: Option<String>,
     /// A generation of the host's system profile.
