@@ -7,21 +7,41 @@
 
 #![allow(clippy::unwrap_used, clippy::panic, reason = "test code throughout: a failed step must fail the test")]
 
-use std::process::Command;
+use std::ffi::OsStr;
+use std::process::{Command, Output};
 
 use hostctl_tests::{binary, workspace_root, NIX_CONFIG};
 use serde_json::Value;
 
-fn nix_instantiate(args: &[&str], file: &std::path::Path, module: &std::path::Path) -> std::process::Output {
+/// `nix-instantiate --eval --strict --json FILE --argstr module agent/nixos/module.nix EXTRA...`.
+fn eval_module(file: &str, extra: &[&OsStr]) -> Output {
+    let root = workspace_root();
     Command::new("nix-instantiate")
         .env("NIX_CONFIG", NIX_CONFIG)
-        .args(args)
-        .arg(file)
+        .args(["--eval", "--strict", "--json"])
+        .arg(root.join(file))
         .arg("--argstr")
         .arg("module")
-        .arg(module)
+        .arg(root.join("agent/nixos/module.nix"))
+        .args(extra)
         .output()
         .unwrap()
+}
+
+/// `hostctl-agent check-config --json` on an agent.yaml the module wrote: it must pass
+/// with what the evaluations set. Returns the configuration as the agent read it.
+fn checked_agent_yaml(yaml: &str) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agent.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let check =
+        Command::new(binary("hostctl-agent")).args(["check-config", "--json", "--config"]).arg(&file).output().unwrap();
+    assert!(check.status.success(), "{yaml}\n{}", String::from_utf8_lossy(&check.stderr));
+    let config: Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!((config["hostname"].as_str(), config["confirm_timeout"].as_str()), (Some("web1"), Some("45s")));
+    assert_eq!(config["binfmt"]["emulated_systems"], serde_json::json!(["aarch64-linux"]));
+    assert_eq!(config["service_manager"], "systemd");
+    config
 }
 
 #[test]
@@ -33,8 +53,7 @@ fn without_nixpkgs_the_module_parses_declares_agent_yaml_keys_and_writes_a_valid
     let source = std::fs::read_to_string(&module).unwrap();
     assert!(!source.contains("lib.literalExample ''"), "literalExample is used only as the 20.09 fallback");
 
-    let out =
-        nix_instantiate(&["--eval", "--strict", "--json"], &root.join("tests/nix/stub-eval-agent-module.nix"), &module);
+    let out = eval_module("tests/nix/stub-eval-agent-module.nix", &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["failedAssertions"], serde_json::json!([]));
@@ -48,15 +67,7 @@ fn without_nixpkgs_the_module_parses_declares_agent_yaml_keys_and_writes_a_valid
     assert_eq!(declared, keys);
 
     let yaml = v["agentYaml"].as_str().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("agent.yaml");
-    std::fs::write(&file, yaml).unwrap();
-    let check =
-        Command::new(binary("hostctl-agent")).args(["check-config", "--json", "--config"]).arg(&file).output().unwrap();
-    assert!(check.status.success(), "{yaml}\n{}", String::from_utf8_lossy(&check.stderr));
-    let config: Value = serde_json::from_slice(&check.stdout).unwrap();
-    assert_eq!((config["hostname"].as_str(), config["confirm_timeout"].as_str()), (Some("web1"), Some("45s")));
-    assert_eq!(config["binfmt"]["emulated_systems"], serde_json::json!(["aarch64-linux"]));
+    let config = checked_agent_yaml(yaml);
     assert!(config.get("store").is_none_or(Value::is_null), "unset settings are left out: {yaml}");
 }
 
@@ -66,19 +77,7 @@ fn the_agent_module_evaluates_to_a_hardened_unit_and_a_valid_agent_yaml() {
         hostctl_tests::skip("NIXPKGS is not set: set NIXPKGS=/path/to/nixpkgs (e.g. a nixpkgs 20.09 checkout) to evaluate the NixOS module");
         return;
     };
-    let root = workspace_root();
-    let out = Command::new("nix-instantiate")
-        .env("NIX_CONFIG", NIX_CONFIG)
-        .args(["--eval", "--strict", "--json"])
-        .arg(root.join("tests/nix/eval-agent-module.nix"))
-        .arg("--argstr")
-        .arg("nixpkgs")
-        .arg(&nixpkgs)
-        .arg("--argstr")
-        .arg("module")
-        .arg(root.join("agent/nixos/module.nix"))
-        .output()
-        .unwrap();
+    let out = eval_module("tests/nix/eval-agent-module.nix", &["--argstr".as_ref(), "nixpkgs".as_ref(), &nixpkgs]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["failedAssertions"], serde_json::json!([]));
@@ -88,19 +87,8 @@ fn the_agent_module_evaluates_to_a_hardened_unit_and_a_valid_agent_yaml() {
     assert_eq!(v["ports"], serde_json::json!([7420]));
     assert!(v["dbusPackages"].as_array().unwrap().iter().any(|p| p == "hostctl-agent-dbus-policy"));
     assert_eq!(v["nixExtraOptions"], "!include /etc/nix/hostctl-binfmt.conf\n");
-
     // What the module writes is an agent.yaml the real agent accepts.
-    let yaml = v["agentYaml"].as_str().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("agent.yaml");
-    std::fs::write(&file, yaml).unwrap();
-    let check =
-        Command::new(binary("hostctl-agent")).args(["check-config", "--json", "--config"]).arg(&file).output().unwrap();
-    assert!(check.status.success(), "{yaml}\n{}", String::from_utf8_lossy(&check.stderr));
-    let config: Value = serde_json::from_slice(&check.stdout).unwrap();
-    assert_eq!((config["hostname"].as_str(), config["confirm_timeout"].as_str()), (Some("web1"), Some("45s")));
-    assert_eq!(config["binfmt"]["emulated_systems"], serde_json::json!(["aarch64-linux"]));
-    assert_eq!(config["service_manager"], "systemd");
+    checked_agent_yaml(v["agentYaml"].as_str().unwrap());
 }
 
 #[test]
@@ -109,20 +97,9 @@ fn a_key_agent_yaml_does_not_have_fails_the_host_evaluation() {
         hostctl_tests::skip("NIXPKGS is not set: set NIXPKGS=/path/to/nixpkgs to evaluate the NixOS module");
         return;
     };
-    let root = workspace_root();
-    let out = Command::new("nix-instantiate")
-        .env("NIX_CONFIG", NIX_CONFIG)
-        .args(["--eval", "--strict", "--json"])
-        .arg(root.join("tests/nix/eval-agent-module.nix"))
-        .arg("--argstr")
-        .arg("nixpkgs")
-        .arg(&nixpkgs)
-        .arg("--argstr")
-        .arg("module")
-        .arg(root.join("agent/nixos/module.nix"))
-        .args(["--arg", "wrongKey", "true"])
-        .output()
-        .unwrap();
+    let args: [&OsStr; 6] =
+        ["--argstr".as_ref(), "nixpkgs".as_ref(), &nixpkgs, "--arg".as_ref(), "wrongKey".as_ref(), "true".as_ref()];
+    let out = eval_module("tests/nix/eval-agent-module.nix", &args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a misspelt settings key evaluated");
     assert!(stderr.contains("services.hostctl-agent.settings.colour") && stderr.contains("does not exist"), "{stderr}");

@@ -4,7 +4,7 @@
 //! `follows` line in effect, what `--to-lock REV` means). Hosts, flake inputs and the
 //! network it needs are not here.
 
-#![expect(clippy::unwrap_used, reason = "test code throughout: a failed step must fail the test")]
+#![expect(clippy::unwrap_used, clippy::panic, reason = "test code throughout: a failed step must fail the test")]
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
@@ -23,11 +23,7 @@ fn blocks(text: &str, heading: &str, lang: &str) -> Vec<String> {
     let section = &text[start + 1..];
     let section = &section[..section[3..].find("\n## ").map_or(section.len(), |end| end + 3)];
     let fence = format!("```{lang}\n");
-    section
-        .split(&fence)
-        .skip(1)
-        .map(|rest| rest[..rest.find("```").unwrap()].to_owned())
-        .collect()
+    section.split(&fence).skip(1).map(|rest| rest[..rest.find("```").unwrap()].to_owned()).collect()
 }
 
 fn mode(path: &Path) -> u32 {
