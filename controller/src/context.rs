@@ -135,11 +135,11 @@ impl FleetContext {
         }
         let dir = self.source.as_ref().map(|s| s.dir.display().to_string()).unwrap_or_default();
         let list: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        let (verb, them) = if files.len() == 1 { ("is", "it") } else { ("are", "them") };
         Some(format!(
-            "{} in {dir} {} not tracked by git, so Nix does not see them: {}\n  \
-             (a flake only contains git-tracked files; run `git add` on them if the configuration needs them)",
+            "{} in {dir} {verb} not tracked by git, so Nix does not see {them}: {}\n  \
+             (a flake only contains git-tracked files; run `git add` on {them} if the configuration needs {them})",
             plural(files.len(), "file", "files"),
-            if files.len() == 1 { "is" } else { "are" },
             list.join(", ")
         ))
     }
