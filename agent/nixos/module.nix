@@ -1,14 +1,51 @@
 # services.hostctl-agent: the hostctl agent on a NixOS host.
 #
-# `settings` is agent.yaml (see docs/CONFIG.md), written as JSON (a subset of YAML) so
-# the module needs no YAML library and works on old and new nixpkgs alike.
+# `settings` is agent.yaml (see docs/CONFIG.md): its top-level keys are declared as
+# options, so a misspelt key fails when the host configuration is evaluated, not when
+# the agent starts on the host. It is written as JSON (a subset of YAML) so the module
+# needs no YAML library and works on old and new nixpkgs alike (20.09 has no
+# lib.literalExpression, only the since-deprecated lib.literalExample).
 { config, lib, pkgs, ... }:
 let
   cfg = config.services.hostctl-agent;
   inherit (lib) mkEnableOption mkIf mkOption types;
+  literalExpression = lib.literalExpression or lib.literalExample;
 
   stateDir = "/var/lib/hostctl-agent";
   binfmtConf = "/etc/nix/hostctl-binfmt.conf";
+
+  # Any JSON value, for the keys whose inside the agent checks (pull, binfmt, health).
+  json = (pkgs.formats.json { }).type;
+
+  # An agent.yaml key; null (the default) leaves it out, so the agent's default applies.
+  setting = type: description: mkOption { type = types.nullOr type; default = null; inherit description; };
+
+  settingsModule = {
+    options = {
+      hostname = setting types.str "This host's name in the fleet (default: networking.hostName).";
+      listen = setting types.str "IP:PORT of the HTTP API (default: listenAddress and port).";
+      trusted_keys = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        description = "Controller public keys (`name:base64`) whose signed requests are accepted; at least one.";
+      };
+      state_dir = setting types.str "Where the agent keeps its journal (default: ${stateDir}).";
+      profile = setting types.str "The system profile whose generations the agent manages.";
+      store = setting types.str "Nix store URL; default: the system store.";
+      confirm_timeout = setting types.str "How long to wait for confirmation before rolling back (e.g. `30s`).";
+      activation_timeout = setting types.str "How long one activation may run (e.g. `10m`).";
+      bus = setting types.str "D-Bus bus: `system`, `session` or an address (default: system).";
+      service_manager = setting (types.enum [ "auto" "systemd" "detached" ])
+        "What runs activations (default here: systemd).";
+      health = setting (types.listOf json) "Checks that must pass after activation.";
+      pull = setting json "GitOps mode: pull the flake repository and apply its commits.";
+      binfmt = setting json "binfmt_misc emulation (default: from emulatedSystems).";
+      caches = setting (types.listOf types.str) "Binary cache URLs a deployment request may name.";
+    };
+  };
+
+  # What the user set: unset keys (null) and the module system's own `_module` go.
+  userSettings = lib.filterAttrs (name: value: name != "_module" && value != null) cfg.settings;
 
   # What the module decides, under what the user wrote.
   settings = lib.recursiveUpdate
@@ -21,7 +58,7 @@ let
     } // lib.optionalAttrs (cfg.emulatedSystems != [ ]) {
       binfmt = { emulated_systems = cfg.emulatedSystems; nix_conf = binfmtConf; };
     })
-    cfg.settings;
+    userSettings;
 
   configFile = pkgs.writeText "hostctl-agent.yaml" (builtins.toJSON settings);
 
@@ -42,18 +79,19 @@ in
     };
 
     settings = mkOption {
-      type = types.attrs;
+      type = types.submodule settingsModule;
       default = { };
-      example = lib.literalExample ''
+      example = literalExpression ''
         {
           trusted_keys = [ "fleet-1:ZmxlZXQta2V5LWV4YW1wbGUtbm90LWEtcmVhbC1rZXkhISE=" ];
           pull = { url = "https://git.example.com/infra.git"; branch = "main"; };
         }
       '';
       description = ''
-        agent.yaml, as Nix values (docs/CONFIG.md lists every key). `trusted_keys` is
-        required. `hostname`, `listen`, `state_dir`, `bus`, `service_manager` and `binfmt`
-        are set from the other options unless given here.
+        agent.yaml, as Nix values (docs/CONFIG.md lists every key); a key agent.yaml does
+        not have is an error here. `trusted_keys` is required. `hostname`, `listen`,
+        `state_dir`, `bus`, `service_manager` and `binfmt` are set from the other options
+        unless given here.
       '';
     };
 

@@ -225,7 +225,8 @@ fn check_config(path: &Path, cfg: &AgentConfig, json: bool) -> Result<(), AgentE
     if json {
         println!("{}", serde_json::to_string_pretty(cfg).map_err(AgentError::Print)?);
     } else {
-        println!("{}: ok (hostname {}, {} trusted key(s))", path.display(), cfg.hostname, cfg.trusted_keys.len());
+        let keys = hostctl_schemas::text::plural(cfg.trusted_keys.len(), "trusted key", "trusted keys");
+        println!("{}: ok (hostname {}, {keys})", path.display(), cfg.hostname);
     }
     Ok(())
 }

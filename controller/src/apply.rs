@@ -9,6 +9,7 @@ use std::sync::Arc;
 use hostctl_nix::Nix;
 use hostctl_schemas::ids::HostName;
 use hostctl_schemas::inventory::{Batch, Mode};
+use hostctl_schemas::text::plural;
 use schemars::JsonSchema;
 use serde::Serialize;
 
@@ -181,7 +182,7 @@ async fn show_diff_and_ask(
     if yes {
         return Ok(());
     }
-    let _ = write!(stderr, "Apply to {} host(s)? [y/N] ", diffs.len());
+    let _ = write!(stderr, "Apply to {}? [y/N] ", plural(diffs.len(), "host", "hosts"));
     let _ = stderr.flush();
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer).map_err(|e| Error::Declined(format!("cannot read the answer: {e}")))?;
@@ -213,7 +214,10 @@ fn targets(
             },
             (Ok(_), false) => Outcome::failed(Step::Connect, format!("{name}: not in the inventory")),
             (Err(Failure { step, message }), _) => {
-                progress::step(name, format!("{} failed", step.as_str()));
+                // The evaluation pool has already said `evaluation failed`: once is enough.
+                if *step != Step::Eval {
+                    progress::step(name, format!("{} failed", step.as_str()));
+                }
                 Outcome::failed(*step, message.clone())
             }
         };
@@ -273,7 +277,9 @@ pub fn plan_entry(
     e.toplevel = toplevel;
     e.summary = Some(match plan {
         Plan::Unchanged { .. } => "would be unchanged".to_owned(),
-        Plan::Activate { .. } => format!("would activate, copying {paths} paths ({})", progress::bytes(bytes)),
+        Plan::Activate { .. } => {
+            format!("would activate, copying {} ({})", plural(paths, "path", "paths"), progress::bytes(bytes))
+        }
         Plan::Failed { step, .. } => format!("at step {}", step.as_str()),
     });
     if let Plan::Failed { error, .. } = plan {
@@ -357,7 +363,7 @@ mod tests {
         let mut rolled = failed.clone();
         (rolled.result, rolled.step) = (HostResult::RolledBack, Some(Step::Confirm));
         assert_eq!(json(&outcome_entry(&ctx, None, None, &rolled))["result"], "rolled-back");
-        let mut skipped = Outcome::failed(Step::Deploy, "not attempted: rollout stopped after 1 failures");
+        let mut skipped = Outcome::failed(Step::Deploy, "not attempted: rollout stopped after 1 failure");
         (skipped.result, skipped.step) = (HostResult::Skipped, None);
         assert_eq!(json(&outcome_entry(&ctx, None, Some(2), &skipped))["result"], "skipped");
     }
@@ -368,6 +374,9 @@ mod tests {
         let plan = Plan::Activate { current: None, paths: 3, nar_bytes: 2048 };
         let entry = plan_entry(&ctx, Some(TOP.into()), Some(1), &plan);
         assert_eq!(entry.summary.as_deref(), Some("would activate, copying 3 paths (2.0 KiB)"));
+        let one = Plan::Activate { current: None, paths: 1, nar_bytes: 512 };
+        let summary = plan_entry(&ctx, Some(TOP.into()), Some(1), &one).summary;
+        assert_eq!(summary.as_deref(), Some("would activate, copying 1 path (512 B)"));
         let v = json(&entry);
         assert_eq!((v["result"].as_str(), v["plan"].as_str()), (Some("ok"), Some("activate")));
         assert_eq!((v["paths_to_copy"].as_u64(), v["bytes_to_copy"].as_u64()), (Some(3), Some(2048)));

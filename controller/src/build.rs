@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use hostctl_nix::{Nix, NixError, Toplevel};
 use hostctl_schemas::ids::{HostName, StorePath};
+use hostctl_schemas::text::plural;
 
 /// Builds every toplevel; a host's result is `Err(message)` if its output is not in the
 /// store afterwards. A Nix failure that is not about a build (e.g. Nix missing) is `Err`.
@@ -24,7 +25,7 @@ pub async fn build_all(
         return Ok(BTreeMap::new());
     }
     for host in targets.keys() {
-        crate::progress::step(host, format!("building ({} systems in one nix build)", drvs.len()));
+        crate::progress::step(host, format!("building ({} in one nix build)", plural(drvs.len(), "system", "systems")));
     }
     let batch_error = match nix.build_outputs(&drvs).await {
         Ok(_) => None,

@@ -12,6 +12,7 @@ use hostctl_nix::Nix;
 use hostctl_schemas::api::bundles::{header, Manifest};
 use hostctl_schemas::ids::{HostName, StorePath};
 use hostctl_schemas::inventory::Mode;
+use hostctl_schemas::text::plural;
 use schemars::JsonSchema;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt as _;
@@ -63,7 +64,8 @@ pub async fn bundle(
                 let mut e =
                     HostReport::base(ctx, HostResult::Built).with(BundleFields { bundle: bundle.clone(), bytes, paths });
                 e.toplevel = Some(t.out_path.to_string());
-                e.summary = Some(format!("{bundle} ({paths} paths, {})", crate::progress::bytes(bytes)));
+                e.summary =
+                    Some(format!("{bundle} ({}, {})", plural(paths, "path", "paths"), crate::progress::bytes(bytes)));
                 e
             }
             Err(message) => HostReport::failed(ctx, format!("{}: {message}", opts.host)),

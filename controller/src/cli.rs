@@ -25,10 +25,10 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub key: Option<PathBuf>,
     /// Evaluations to run at once (default: from cores and free memory).
-    #[arg(long, global = true, value_name = "N", allow_negative_numbers = true)]
+    #[arg(long, global = true, value_name = "N", allow_negative_numbers = true, value_parser = at_least_one)]
     pub eval_jobs: Option<NonZeroUsize>,
     /// Hosts deployed at once within a batch (default 100).
-    #[arg(long, global = true, value_name = "N", allow_negative_numbers = true)]
+    #[arg(long, global = true, value_name = "N", allow_negative_numbers = true, value_parser = at_least_one)]
     pub parallel: Option<NonZeroUsize>,
     /// Evaluate every host even when a clean commit's result is cached.
     #[arg(long, global = true)]
@@ -39,6 +39,20 @@ pub struct Cli {
     pub builders: Option<hostctl_schemas::builders::Builders>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// A count of things run at once: clap names the option and the value, this says
+/// what is allowed (`NonZeroUsize`'s own error is "number would be zero for non-zero type").
+fn at_least_one(text: &str) -> Result<NonZeroUsize, String> {
+    match text.parse::<usize>() {
+        Ok(n) => NonZeroUsize::new(n).ok_or_else(|| "must be at least 1".to_owned()),
+        Err(_) => Err("expected a whole number, at least 1".to_owned()),
+    }
+}
+
+/// A count that may be 0, in words rather than the integer type's range.
+fn whole_number<T: std::str::FromStr>(text: &str) -> Result<T, String> {
+    text.parse().map_err(|_| "expected a whole number, 0 or more".to_owned())
 }
 
 #[derive(Debug, Subcommand)]
@@ -81,12 +95,14 @@ pub struct RollbackArgs {
     #[arg(required = true, value_name = "HOST")]
     pub hosts: Vec<HostName>,
     /// A lock id (64 hex, or a unique prefix of at least 12 of a lock in the host's
-    /// history) or a git revision of the flake (commit, tag, branch). Default: the
-    /// previous lock (the newest earlier deployment with a different lock).
+    /// history) or a git revision of the flake (commit, tag, branch), which stands for its
+    /// flake.lock: the host returns to the newest system it confirmed with that lock, not
+    /// to that revision's configuration. Default: the previous lock (the newest earlier
+    /// deployment with a different lock).
     #[arg(long, value_name = "LOCK|REV", conflicts_with = "generation")]
     pub to_lock: Option<String>,
     /// A generation of the host's system profile.
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = whole_number::<u64>)]
     pub generation: Option<u64>,
 }
 
@@ -121,7 +137,7 @@ pub struct ApplyArgs {
     #[arg(long, value_name = "N|P%", allow_negative_numbers = true)]
     pub batch: Option<Batch>,
     /// Failed hosts tolerated before the rollout stops (default: `rollout.max_failures`).
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = whole_number::<u32>)]
     pub max_failures: Option<u32>,
     /// Evaluate and build, then show what each host would get; change nothing.
     #[arg(long)]
@@ -143,4 +159,46 @@ pub struct Select {
     /// A host name, a glob (`web*`) or `@tag`; repeat to OR. Default: all hosts.
     #[arg(long = "on", value_name = "SEL")]
     pub on: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::Cli;
+
+    fn error(args: &[&str]) -> String {
+        match Cli::try_parse_from(args) {
+            Ok(cli) => format!("parsed: {cli:?}"),
+            Err(e) => e.to_string().lines().next().unwrap_or_default().to_owned(),
+        }
+    }
+
+    #[test]
+    fn counts_say_what_is_allowed() {
+        for (args, want) in [
+            (
+                &["hostctl", "apply", "--parallel", "0"][..],
+                "error: invalid value '0' for '--parallel <N>': must be at least 1",
+            ),
+            (
+                &["hostctl", "--eval-jobs", "0", "eval"],
+                "error: invalid value '0' for '--eval-jobs <N>': must be at least 1",
+            ),
+            (
+                &["hostctl", "apply", "--parallel", "-2"],
+                "error: invalid value '-2' for '--parallel <N>': expected a whole number, at least 1",
+            ),
+            (
+                &["hostctl", "apply", "--max-failures", "-1"],
+                "error: invalid value '-1' for '--max-failures <N>': expected a whole number, 0 or more",
+            ),
+            (
+                &["hostctl", "rollback", "web1", "--generation", "abc"],
+                "error: invalid value 'abc' for '--generation <N>': expected a whole number, 0 or more",
+            ),
+        ] {
+            assert_eq!(error(args), want, "{args:?}");
+        }
+    }
 }

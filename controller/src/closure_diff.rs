@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use hostctl_nix::Nix;
 use hostctl_schemas::ids::{HostName, StorePath};
+use hostctl_schemas::text::plural;
 use schemars::JsonSchema;
 use serde::Serialize;
 use tokio::task::JoinSet;
@@ -182,7 +183,8 @@ impl HostDiff {
             (_, true) => format!("{} (runs it already)", self.toplevel),
             (None, _) => format!("nothing running -> {} ({})", self.toplevel, crate::progress::bytes(self.new_size)),
             (Some(_), _) => {
-                format!("{} packages changed, closure {}", self.changes.len(), signed_bytes(self.size_delta()))
+                let packages = plural(self.changes.len(), "package", "packages");
+                format!("{packages} changed, closure {}", signed_bytes(self.size_delta()))
             }
         }
     }

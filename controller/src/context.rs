@@ -10,6 +10,7 @@ use hostctl_nix::FlakeRef;
 use hostctl_schemas::ids::{HostName, LockId};
 use hostctl_schemas::inventory::{load_fleet, Fleet, HealthCheck, Host};
 use hostctl_schemas::signing::SecretKey;
+use hostctl_schemas::text::plural;
 
 use crate::client::HttpHost;
 use crate::error::Error;
@@ -134,10 +135,11 @@ impl FleetContext {
         }
         let dir = self.source.as_ref().map(|s| s.dir.display().to_string()).unwrap_or_default();
         let list: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        let (verb, them) = if files.len() == 1 { ("is", "it") } else { ("are", "them") };
         Some(format!(
-            "{} file(s) in {dir} are not tracked by git, so Nix does not see them: {}\n  \
-             (a flake only contains git-tracked files; run `git add` on them if the configuration needs them)",
-            files.len(),
+            "{} in {dir} {verb} not tracked by git, so Nix does not see {them}: {}\n  \
+             (a flake only contains git-tracked files; run `git add` on {them} if the configuration needs {them})",
+            plural(files.len(), "file", "files"),
             list.join(", ")
         ))
     }

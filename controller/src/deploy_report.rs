@@ -1,6 +1,7 @@
 //! A deployment's [`Outcome`] as report fields and a human summary: what `apply` and
 //! `rollback` entries share. Knows nothing of either command.
 
+use hostctl_schemas::text::plural;
 use schemars::JsonSchema;
 use serde::Serialize;
 
@@ -56,9 +57,9 @@ impl OutcomeFields {
 pub fn summary(o: &Outcome, toplevel: Option<&str>) -> String {
     match (o.result, o.step) {
         (HostResult::Activated, _) => format!(
-            "generation {}, {} paths ({}) copied",
+            "generation {}, {} ({}) copied",
             o.generation.map_or_else(|| "-".to_owned(), |g| g.to_string()),
-            o.pushed.paths,
+            plural(o.pushed.paths, "path", "paths"),
             progress::bytes(o.pushed.nar_bytes)
         ),
         (HostResult::Unchanged, _) => toplevel.unwrap_or_default().to_owned(),

@@ -5,6 +5,7 @@
 use hostctl_schemas::api::deployments::{Deployment, DeploymentState};
 use hostctl_schemas::api::generations::{Generation, GenerationsResponse};
 use hostctl_schemas::ids::HostName;
+use hostctl_schemas::text::plural;
 use schemars::JsonSchema;
 use serde::Serialize;
 
@@ -54,7 +55,8 @@ fn entry(answer: Result<GenerationsResponse, HostError>) -> HostReport<HistoryFi
     let mut entry = HostReport::new(HostResult::Ok, current.and_then(|c| c.rev.clone()), lock);
     entry.toplevel = current.map(|c| c.toplevel.to_string());
     let generation = current.map_or_else(|| "none".to_owned(), |c| c.number.to_string());
-    entry.summary = Some(format!("{} deployments, current generation {generation}", g.deployments.len()));
+    let deployments = plural(g.deployments.len(), "deployment", "deployments");
+    entry.summary = Some(format!("{deployments}, current generation {generation}"));
     entry.body = Some(table(&g.deployments));
     entry.with(HistoryFields { deployments: Some(g.deployments), generations: Some(g.generations) })
 }

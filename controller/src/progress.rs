@@ -1,7 +1,7 @@
 //! Progress: what each host is doing, as events on a channel, drawn by one renderer on
 //! stderr (stdout stays free for `--json`). On a terminal, one line per host redrawn in
 //! place (indicatif); otherwise, e.g. in CI logs and pipes, plain timestamped lines
-//! (`13:07:12.345 web1: pushing 12 paths (3.4 MiB)`). A host that ends failed gets the
+//! (`13:07:12.345Z web1: pushing 12 paths (3.4 MiB)`, UTC as the `Z` says). A host that ends failed gets the
 //! last lines of the failing step's log under it.
 //!
 //! Invariant: progress never fails a command and never writes to stdout; with no renderer
@@ -95,7 +95,7 @@ impl Drop for Renderer {
     }
 }
 
-/// Plain lines with a UTC time of day.
+/// Plain lines with a UTC time of day (`13:07:12.345Z`).
 struct Plain;
 
 impl Plain {
@@ -116,11 +116,14 @@ impl Plain {
     }
 }
 
-/// `HH:MM:SS.mmm` (UTC) now.
+/// `HH:MM:SS.mmmZ` now; the `Z` (ISO 8601's UTC) says these are not local times.
 fn time_of_day() -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let (secs, millis) = (now.as_secs() % 86_400, now.subsec_millis());
-    format!("{:02}:{:02}:{:02}.{millis:03}", secs / 3600, secs / 60 % 60, secs % 60)
+    utc_time_of_day(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default())
+}
+
+fn utc_time_of_day(since_epoch: std::time::Duration) -> String {
+    let (secs, millis) = (since_epoch.as_secs() % 86_400, since_epoch.subsec_millis());
+    format!("{:02}:{:02}:{:02}.{millis:03}Z", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 /// One redrawn line per host.
@@ -193,9 +196,12 @@ mod tests {
     }
 
     #[test]
-    fn times_of_day_are_fixed_width() {
+    fn times_of_day_are_fixed_width_and_marked_utc() {
         let t = super::time_of_day();
-        assert_eq!(t.len(), 12, "{t}");
-        assert_eq!((&t[2..3], &t[5..6], &t[8..9]), (":", ":", "."));
+        assert_eq!(t.len(), 13, "{t}");
+        assert_eq!((&t[2..3], &t[5..6], &t[8..9], &t[12..]), (":", ":", ".", "Z"));
+        let at = std::time::Duration::from_millis(1_765_113_432_345);
+        assert_eq!(super::utc_time_of_day(at), "13:17:12.345Z");
+        assert_eq!(super::utc_time_of_day(std::time::Duration::ZERO), "00:00:00.000Z");
     }
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use hostctl_nix::Nix;
 use hostctl_schemas::ids::StorePath;
+use hostctl_schemas::text::plural;
 use tokio::sync::OnceCell;
 
 use crate::host::{ExportBody, Host, HostError};
@@ -156,7 +157,10 @@ pub async fn push_closure<H: Host, S: LocalStore>(
     }
     let sizes = store.nar_sizes(&missing).await.map_err(PushError::Local)?;
     let nar_bytes: u64 = missing.iter().filter_map(|p| sizes.get(p.as_str())).sum();
-    progress::step(host.name(), format!("pushing {} paths ({})", missing.len(), progress::bytes(nar_bytes)));
+    progress::step(
+        host.name(),
+        format!("pushing {} ({})", plural(missing.len(), "path", "paths"), progress::bytes(nar_bytes)),
+    );
     let mut stats = PushStats { paths: missing.len() as u64, nar_bytes, wire_bytes: 0 };
     let chunks = import_chunks(&missing, &sizes);
     let (total, mut sent) = (chunks.len(), 0usize);

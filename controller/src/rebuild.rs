@@ -105,9 +105,9 @@ impl FlakeRebuild {
             let Some(commit) = search.commit else {
                 return Err(format!(
                     "the system of lock {lock} is no longer on the host, and no commit of {} has that flake.lock \
-                     ({} commits searched, HEAD and its first parents)",
+                     ({} searched, HEAD and its first parents)",
                     repo.workdir().display(),
-                    search.searched
+                    hostctl_schemas::text::plural(search.searched, "commit", "commits")
                 ));
             };
             let flake = FlakeRef::git_file_at(repo.workdir(), &commit, repo.subdir()).map_err(|e| e.to_string())?;

@@ -8,6 +8,7 @@ use hostctl_schemas::api::deployments::{Deployment, DeploymentState};
 use hostctl_schemas::api::generations::GenerationsResponse;
 use hostctl_schemas::api::rollback::{Previous, RollbackTarget};
 use hostctl_schemas::ids::{HostName, LockId};
+use hostctl_schemas::text::plural;
 
 use crate::error::Error;
 
@@ -169,10 +170,10 @@ fn resolve_lock(host: &HostName, lock: LockId, history: &GenerationsResponse, gi
         let rev_hint = recorded_rev(history, &lock);
         return Ok(Resolved { to, lock: Some(lock), rev_hint, describe });
     }
-    let n = history.deployments.len();
+    let n = plural(history.deployments.len(), "deployment", "deployments");
     let unknown = |where_: String| {
         Error::Target(format!(
-            "lock {lock}: not in {host}'s deployment history ({n} deployments) and {where_}; nothing was changed"
+            "lock {lock}: not in {host}'s deployment history ({n}) and {where_}; nothing was changed"
         ))
     };
     let git = git.map_err(|why| unknown(format!("no git history to search: {why}")))?;
@@ -180,9 +181,9 @@ fn resolve_lock(host: &HostName, lock: LockId, history: &GenerationsResponse, gi
     match search.commit {
         Some(commit) => Ok(Resolved { to, lock: Some(lock), rev_hint: Some(commit), describe }),
         None => Err(unknown(format!(
-            "no commit of {} has it ({} commits searched, HEAD and its first parents)",
+            "no commit of {} has it ({} searched, HEAD and its first parents)",
             git.describe(),
-            search.searched
+            plural(search.searched, "commit", "commits")
         ))),
     }
 }
@@ -212,9 +213,9 @@ fn resolve_prefix(
     match resolve_rev(prefix, git)? {
         Ok(found) => Ok(found),
         Err(searched) => Err(Error::Target(format!(
-            "--to-lock `{prefix}`: no lock in {host}'s deployment history ({} deployments) starts with it, \
+            "--to-lock `{prefix}`: no lock in {host}'s deployment history ({}) starts with it, \
              and it is not a revision of {searched}; nothing was changed",
-            history.deployments.len()
+            plural(history.deployments.len(), "deployment", "deployments")
         ))),
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use hostctl_schemas::ids::{HostName, StorePath};
 use hostctl_schemas::inventory::{HealthCheck, Mode};
+use hostctl_schemas::text::plural;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -61,7 +62,10 @@ pub fn plan_batches<T>(targets: Vec<T>, batch_size: usize) -> Vec<Vec<T>> {
 
 /// The outcome of a host the rollout never reached.
 fn skipped(failures: usize) -> Outcome {
-    let mut o = Outcome::failed(Step::Deploy, format!("not attempted: rollout stopped after {failures} failures"));
+    let mut o = Outcome::failed(
+        Step::Deploy,
+        format!("not attempted: rollout stopped after {}", plural(failures, "failure", "failures")),
+    );
     o.result = HostResult::Skipped;
     o.step = None;
     o
@@ -276,7 +280,7 @@ mod tests {
         for n in ["b1", "b2"] {
             let (batch, outcome) = result(n);
             assert_eq!((batch, outcome.result), (2, HostResult::Skipped));
-            assert_eq!(outcome.error.as_deref(), Some("not attempted: rollout stopped after 1 failures"));
+            assert_eq!(outcome.error.as_deref(), Some("not attempted: rollout stopped after 1 failure"));
         }
         assert!(hosts[2].calls().is_empty() && hosts[3].calls().is_empty(), "skipped hosts are not contacted");
     }

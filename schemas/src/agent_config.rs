@@ -31,7 +31,7 @@ pub struct AgentConfig {
     /// This host's name in the fleet; also the `nixosConfigurations` attribute in pull mode.
     pub hostname: HostName,
     /// Address and port of the HTTP API.
-    #[serde(default = "default_listen")]
+    #[serde(default = "default_listen", deserialize_with = "deserialize_listen")]
     pub listen: SocketAddr,
     /// Connections the API keeps open at once; one more is closed as soon as it is
     /// accepted. Keep it well below the agent's open-file limit (the NixOS module sets
@@ -126,6 +126,33 @@ fn default_confirm_timeout() -> Duration {
 }
 fn default_activation_timeout() -> Duration {
     Duration::from_secs(600)
+}
+
+/// How `listen` is written, for messages.
+const LISTEN_FORM: &str = "expected IP:PORT such as 0.0.0.0:7420 or [::]:7420";
+
+/// Names the value and the expected form, where serde's `SocketAddr` says only
+/// "invalid socket address syntax".
+fn deserialize_listen<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    struct ListenVisitor;
+
+    impl serde::de::Visitor<'_> for ListenVisitor {
+        type Value = SocketAddr;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("IP:PORT such as 0.0.0.0:7420 or [::]:7420")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SocketAddr, E> {
+            v.parse().map_err(|_| E::custom(format_args!("{v:?} is not a socket address; {LISTEN_FORM}")))
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<SocketAddr, E> {
+            Err(E::custom(format_args!("\"{v}\" is not a socket address; {LISTEN_FORM}")))
+        }
+    }
+
+    d.deserialize_str(ListenVisitor)
 }
 
 /// Checks inside `visit_seq` so an empty list is reported at its own location.

@@ -18,6 +18,7 @@ pub mod key;
 pub mod perms;
 pub mod reference;
 pub mod signing;
+pub mod text;
 pub mod yaml;
 
 pub use agent_config::{

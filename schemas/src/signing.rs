@@ -62,6 +62,9 @@ impl SecretKey {
             return Err("the name before ':' must be non-empty, without spaces");
         }
         let bytes = STANDARD.decode(encoded).map_err(|_| "the part after ':' is not base64")?;
+        if bytes.len() == crate::key::PUBLIC_KEY_LEN {
+            return Err("this is a public key (32 bytes); the secret key file is the one `nix key generate-secret` wrote");
+        }
         let pair = <[u8; 64]>::try_from(bytes.as_slice()).map_err(|_| "the key is not 64 bytes")?;
         let key = SigningKey::from_keypair_bytes(&pair).map_err(|_| "the public half does not match the secret")?;
         Ok(Self { name: name.to_owned(), key })
@@ -301,7 +304,11 @@ mod tests {
         assert!("nocolon".parse::<SecretKey>().is_err());
         assert!(":AAAA".parse::<SecretKey>().is_err());
         assert!("k:not base64!".parse::<SecretKey>().is_err());
-        assert!(format!("k:{}", STANDARD.encode([1u8; 32])).parse::<SecretKey>().is_err(), "32 bytes is a public key");
+        let public = format!("k:{}", STANDARD.encode([1u8; 32]));
+        assert_eq!(
+            SecretKey::parse(&public).err(),
+            Some("this is a public key (32 bytes); the secret key file is the one `nix key generate-secret` wrote")
+        );
         assert!(format!("k:{}", STANDARD.encode([1u8; 64])).parse::<SecretKey>().is_err(), "halves must match");
         assert_eq!(format!("{:?}", key()), "SecretKey(fleet-test)");
     }

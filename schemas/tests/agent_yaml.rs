@@ -187,7 +187,18 @@ fn unknown_keys() {
 fn bad_values() {
     let cases = [
         ("hostname: Web1\n", "1:11: hostname: invalid host name `Web1`"),
-        ("listen: 7420\n", "3:9: listen: invalid socket address syntax"),
+        (
+            "listen: 7420\n",
+            "3:9: listen: \"7420\" is not a socket address; expected IP:PORT such as 0.0.0.0:7420 or [::]:7420",
+        ),
+        (
+            "listen: 0.0.0.0\n",
+            "3:9: listen: \"0.0.0.0\" is not a socket address; expected IP:PORT such as 0.0.0.0:7420 or [::]:7420",
+        ),
+        (
+            "listen: \"::1:7420\"\n",
+            "3:9: listen: \"::1:7420\" is not a socket address; expected IP:PORT such as 0.0.0.0:7420 or [::]:7420",
+        ),
         ("bus: /run/bus\n", "3:6: bus: invalid bus `/run/bus`: `/run/bus` has no `transport:` prefix"),
         ("confirm_timeout: 1m30\n", "3:18: confirm_timeout: invalid duration `1m30`"),
         (
@@ -283,5 +294,33 @@ fn caches_allow_list() {
     fails_with(
         &format!("{MINIMAL}caches: [\"https://c.example.com?trusted=1\"]\n"),
         "/etc/hostctl/agent.yaml:3:10: caches[0]: invalid cache URL `https://c.example.com?trusted=1`: the store parameter `trusted` is not allowed here (hostctl signs with the fleet key; agents accept only paths signed by keys they trust)",
+    );
+}
+
+#[test]
+fn listen_names_the_value_and_the_expected_form() {
+    fails_with(
+        &format!("{MINIMAL}listen: 0.0.0.0\n"),
+        "/etc/hostctl/agent.yaml:3:9: listen: \"0.0.0.0\" is not a socket address; expected IP:PORT such as 0.0.0.0:7420 or [::]:7420",
+    );
+    fails_with(
+        &format!("{MINIMAL}listen: [1]\n"),
+        "/etc/hostctl/agent.yaml:3:9: listen: invalid type: sequence, expected IP:PORT such as 0.0.0.0:7420 or [::]:7420",
+    );
+}
+
+#[test]
+fn a_secret_key_where_a_public_key_belongs_says_how_to_get_the_public_one() {
+    let secret = "fleet-1:gNgRQcyOORWnF62sCLtUIoxHv5xXeguYEpSH0Ai3dwxfjgECXDsHw1sCnxKdNqQunX+UH417SB8kiSkwld1g6A==";
+    let problem = "an ed25519 public key is 32 bytes, this decodes to 64: this looks like a Nix secret key \
+                   (64 bytes, 88 base64 characters), which must stay on the controller; its public key is printed \
+                   by `nix --extra-experimental-features nix-command key convert-secret-to-public < SECRET_KEY_FILE`";
+    fails_with(
+        &format!("hostname: web1\ntrusted_keys:\n  - \"{secret}\"\n"),
+        &format!("/etc/hostctl/agent.yaml:3:5: trusted_keys[0]: invalid public key `{secret}`: {problem}"),
+    );
+    fails_with(
+        &format!("{MINIMAL}pull:\n  url: x\n  trusted_public_keys: [\"{secret}\"]\n"),
+        &format!("/etc/hostctl/agent.yaml:5:25: pull.trusted_public_keys[0]: invalid public key `{secret}`: {problem}"),
     );
 }

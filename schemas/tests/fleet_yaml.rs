@@ -246,7 +246,7 @@ fn missing_address_and_wrong_shapes() {
     );
     fails_with(
         "defaults:\n  port: 70000\nhosts:\n  a:\n    address: a\n",
-        "examples/fleet/fleet.yaml:2:9: defaults.port: invalid value: integer `70000`, expected u16",
+        "examples/fleet/fleet.yaml:2:9: defaults.port: port 70000 is out of range: expected a port number from 1 to 65535",
     );
     fails_with(
         "defaults:\n  mode: reboot\nhosts:\n  a:\n    address: a\n",
@@ -345,4 +345,41 @@ fn cache_block() {
         "cache:\n  uri: file:///c\nhosts:\n  a:\n    address: a\n",
         "examples/fleet/fleet.yaml:2:3: cache.uri: unknown field `uri`, expected `url` or `substituter`",
     );
+}
+
+#[test]
+fn ports_are_1_to_65535_with_one_message() {
+    for (value, want) in [
+        ("0", "port 0 is out of range: expected a port number from 1 to 65535"),
+        ("-1", "port -1 is out of range: expected a port number from 1 to 65535"),
+        ("\"7420\"", "invalid type: string \"7420\", expected a port number from 1 to 65535"),
+    ] {
+        fails_with(
+            &format!("defaults:\n  port: {value}\nhosts:\n  a:\n    address: a\n"),
+            &format!("examples/fleet/fleet.yaml:2:9: defaults.port: {want}"),
+        );
+    }
+    let fleet = parse("defaults:\n  port: 65535\nhosts:\n  a:\n    address: a\n").unwrap();
+    assert_eq!(fleet.defaults.port, 65535);
+    assert_eq!(parse("defaults:\n  port: 1\nhosts:\n  a:\n    address: a\n").unwrap().defaults.port, 1);
+}
+
+#[test]
+fn a_port_in_the_address_is_sent_to_defaults_port() {
+    for (address, host) in [
+        ("1.2.3.4:22", "1.2.3.4"),
+        ("web1.example.com:7420", "web1.example.com"),
+        ("\"[2001:db8::1]:22\"", "2001:db8::1"),
+    ] {
+        let shown = address.trim_matches('"');
+        fails_with(
+            &format!("hosts:\n  web1:\n    address: {address}\n"),
+            &format!(
+                "examples/fleet/fleet.yaml:3:14: hosts.web1.address: invalid address `{shown}`: the port does not belong \
+                 in the address; write `address: {host}` and set the port as `defaults.port`"
+            ),
+        );
+    }
+    // An IPv6 address ending in digits is an address, not an address and a port.
+    assert_eq!(parse("hosts:\n  web1:\n    address: \"2001:db8::22\"\n").unwrap().hosts.len(), 1);
 }

@@ -1,7 +1,8 @@
 # Evaluates agent/nixos/module.nix in a NixOS configuration built from the nixpkgs at
 # `nixpkgs` (a path, given with --argstr) and returns what tests/tests/nixos_module.rs
 # checks. Nothing is built: the agent package is a derivation that is never realised.
-{ nixpkgs, module }:
+# `wrongKey` adds a key agent.yaml does not have, which must fail the evaluation.
+{ nixpkgs, module, wrongKey ? false }:
 let
   system = "x86_64-linux";
   fakeAgent = derivation { name = "hostctl-agent-fake"; inherit system; builder = "/bin/sh"; args = [ "-c" "exit 1" ]; };
@@ -21,7 +22,7 @@ let
           settings = {
             trusted_keys = [ "fleet-1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=" ];
             confirm_timeout = "45s";
-          };
+          } // (if wrongKey then { colour = "blue"; } else { });
         };
       }
     ];

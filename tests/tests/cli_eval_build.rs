@@ -118,7 +118,9 @@ fn untracked_files_are_named_in_a_warning_and_a_hint() {
     fleet.write("hosts/web3.nix", "{ system = \"x86_64-linux\"; roles = [ ]; motd = \"new\"; }\n");
     let run = fleet.hostctl(&["--json", "eval"]);
     run.expect_code(0);
-    assert!(run.stderr.contains("not tracked by git, so Nix does not see them: hosts/web3.nix"), "{}", run.stderr);
+    let warning = "is not tracked by git, so Nix does not see it: hosts/web3.nix\n  \
+                   (a flake only contains git-tracked files; run `git add` on it if the configuration needs it)";
+    assert!(run.stderr.contains("1 file in ") && run.stderr.contains(warning), "{}", run.stderr);
     assert_eq!(hosts(&run.json()).len(), 4, "web3 is invisible to Nix until added");
 
     // A tracked file that reads an untracked one: Nix says "does not exist".

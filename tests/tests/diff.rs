@@ -87,7 +87,7 @@ fn apply_diff_shows_the_changes_and_applies_only_when_told_yes() {
         run.expect_code(2);
         assert!(run.stderr.contains("hostctl-example-role-postgresql: ∅ → ε"), "{}", run.stderr);
         assert!(
-            run.stderr.contains("Apply to 1 host(s)? [y/N]") && run.stderr.contains("not applied"),
+            run.stderr.contains("Apply to 1 host? [y/N]") && run.stderr.contains("not applied"),
             "{}",
             run.stderr
         );

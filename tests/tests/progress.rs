@@ -8,15 +8,16 @@ use std::process::Command;
 
 use hostctl_tests::livefleet::LiveFleet;
 
-/// Whether `line` is `HH:MM:SS.mmm host: text`.
+/// Whether `line` is `HH:MM:SS.mmmZ host: text` (the `Z`: the time is UTC).
 fn timestamped(line: &str, host: &str) -> bool {
     let b = line.as_bytes();
-    line.len() > 13
+    line.len() > 14
         && b[2] == b':'
         && b[5] == b':'
         && b[8] == b'.'
+        && b[12] == b'Z'
         && line[..12].chars().filter(char::is_ascii_digit).count() == 9
-        && line[13..].starts_with(&format!("{host}: "))
+        && line[14..].starts_with(&format!("{host}: "))
 }
 
 #[test]
@@ -36,7 +37,7 @@ fn plain_progress_names_each_step_and_shows_the_failing_log() {
         ("db1", "failed at activate"),
     ] {
         assert!(
-            lines.iter().any(|l| timestamped(l, host) && l[13 + host.len() + 2..].starts_with(step)),
+            lines.iter().any(|l| timestamped(l, host) && l[14 + host.len() + 2..].starts_with(step)),
             "no `{host}: {step}` line:\n{}",
             run.stderr
         );
@@ -44,6 +45,20 @@ fn plain_progress_names_each_step_and_shows_the_failing_log() {
     let tail: Vec<&&str> = lines.iter().filter(|l| timestamped(l, "db1") && l.contains("db1:   | ")).collect();
     assert!(tail.iter().any(|l| l.contains("fails on purpose")), "db1's log tail is shown:\n{}", run.stderr);
     assert!(serde_json::from_str::<serde_json::Value>(&run.stdout).is_ok(), "stdout is only the JSON report");
+}
+
+#[test]
+fn a_host_that_does_not_evaluate_is_reported_failed_once() {
+    let live = LiveFleet::start(&["web1"]);
+    // `ghost` is in the inventory but has no `nixosConfigurations.ghost`.
+    live.write_inventory("  ghost:\n    address: 192.0.2.77\n");
+    let run = live.hostctl(&["--json", "apply"]);
+    run.expect_code(1);
+    let ghost: Vec<&str> =
+        run.stderr.lines().filter(|l| timestamped(l, "ghost")).map(|l| &l[14 + "ghost: ".len()..]).collect();
+    let failures: Vec<&&str> = ghost.iter().filter(|l| l.contains("failed")).collect();
+    assert_eq!(failures, [&"evaluation failed"], "one failure line for ghost:\n{}", run.stderr);
+    assert!(ghost.contains(&"evaluating"), "{}", run.stderr);
 }
 
 #[test]

@@ -59,9 +59,26 @@ fn check_dns_name(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `host:port` or `[v6]:port`: the host part, when `s` carries a port.
+fn without_port(s: &str) -> Option<&str> {
+    let (host, port) = s.rsplit_once(':')?;
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let plain = host.parse::<IpAddr>().is_ok() || (!host.contains(':') && check_dns_name(host).is_ok());
+    plain.then_some(host)
+}
+
 impl FromStr for Address {
     type Err = InvalidId;
     fn from_str(s: &str) -> Result<Self, InvalidId> {
+        if let Some(host) = without_port(s) {
+            let reason = format!(
+                "the port does not belong in the address; write `address: {host}` and set the port as `defaults.port`"
+            );
+            return Err(InvalidId::new("address", s, reason));
+        }
         if s.parse::<IpAddr>().is_err() {
             check_dns_name(s).map_err(|reason| InvalidId::new("address", s, reason))?;
         }

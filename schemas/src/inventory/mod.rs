@@ -3,6 +3,7 @@
 
 mod cache;
 mod health;
+mod port;
 mod rollout;
 
 use std::collections::BTreeMap;
@@ -54,7 +55,9 @@ pub struct Fleet {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default, expecting = "a mapping of `port`, `mode` and `confirm_timeout`")]
 pub struct Defaults {
-    /// Port the agents listen on.
+    /// Port the agents listen on, 1 to 65535.
+    #[serde(deserialize_with = "port::deserialize_port")]
+    #[schemars(range(min = 1))]
     pub port: u16,
     /// How a new configuration is activated.
     pub mode: Mode,
