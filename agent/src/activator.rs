@@ -18,7 +18,6 @@ use hostctl_schemas::ids::StorePath;
 use crate::activation::{
     ActivationError, ActivationHandle, ActivationSpec, ActivationStatus, Prepared, ServiceManager,
 };
-use crate::deploy::DeployerOptions;
 use crate::deploy_error::DeployError;
 use crate::host::StoreFs;
 use crate::orphan::ChildProcess;
@@ -43,15 +42,16 @@ pub struct Activator {
 }
 
 impl Activator {
-    /// Takes the activation time limit and the running-system link from `options`.
+    /// `activation_timeout`: how long one `switch-to-configuration` may run (`None`: no
+    /// limit); `current_system`: the link naming the running system (`None`: not read).
     pub fn new(
         nix: Arc<Nix>,
         profile: Profile,
         store_fs: StoreFs,
         services: Arc<dyn ServiceManager>,
-        options: &DeployerOptions,
+        activation_timeout: Option<std::time::Duration>,
+        current_system: Option<PathBuf>,
     ) -> Self {
-        let (activation_timeout, current_system) = (options.activation_timeout, options.current_system.clone());
         Self { nix, profile, store_fs, services, activation_timeout, current_system }
     }
 

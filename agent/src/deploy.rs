@@ -153,7 +153,14 @@ impl Deployer {
         let mut journal = journal;
         journal.set_events(events.clone());
         let substituter = Substituter::new(Arc::clone(&nix), options.caches.clone(), options.cache_keys.clone());
-        let activator = Activator::new(nix, profile, store_fs, services, &options);
+        let activator = Activator::new(
+            nix,
+            profile,
+            store_fs,
+            services,
+            options.activation_timeout,
+            options.current_system.clone(),
+        );
         Self { journal: Mutex::new(journal), events, activator, substituter, options }
     }
 
