@@ -41,6 +41,9 @@ let
       pull = setting json "GitOps mode: pull the flake repository and apply its commits.";
       binfmt = setting json "binfmt_misc emulation (default: from emulatedSystems).";
       caches = setting (types.listOf types.str) "Binary cache URLs a deployment request may name.";
+      max_connections = setting types.ints.positive "Open API connections at most (default 512).";
+      max_connections_per_peer = setting types.ints.positive
+        "Open API connections per peer address at most (default 256).";
     };
   };
 

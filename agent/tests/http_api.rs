@@ -16,8 +16,17 @@ use support::{export, paths_header, Signing, TestAgent, OTHER_SECRET};
 
 const MADE_UP: &str = "/nix/store/00000000000000000000000000000000-hostctl-made-up";
 
-/// Up to `n` entries of the real `/nix/store` (most are valid paths).
+/// Up to `n` entries of the real `/nix/store` (most are valid paths). On a machine whose
+/// store is still empty, one small text file is added first, so there is a valid path to
+/// ask about.
 fn real_store_entries(n: usize) -> Vec<StorePath> {
+    let empty = std::fs::read_dir("/nix/store").map_or(true, |mut d| d.next().is_none());
+    if empty {
+        let file = tempfile::Builder::new().prefix("hostctl-http-api-").tempfile().unwrap();
+        std::fs::write(file.path(), "a valid path for http_api.rs\n").unwrap();
+        let out = std::process::Command::new("nix-store").arg("--add").arg(file.path()).output().unwrap();
+        assert!(out.status.success(), "nix-store --add: {}", String::from_utf8_lossy(&out.stderr));
+    }
     let mut entries: Vec<StorePath> =
         std::fs::read_dir("/nix/store").unwrap().filter_map(|e| e.ok()?.path().to_str()?.parse().ok()).collect();
     entries.sort();

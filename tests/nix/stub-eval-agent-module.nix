@@ -31,6 +31,7 @@ let
       listOf = t: { listOf = t; };
       nullOr = t: { nullOr = t; };
       enum = values: { enum = values; };
+      ints = { positive = "positive int"; };
       submodule = m: { submodule = m; };
     };
   };
