@@ -201,7 +201,7 @@ impl LiveFleet {
     /// A request to a host's agent signed with the fleet key, on a new connection.
     pub fn agent_request(&self, name: &str, method: &str, path: &str, body: &[u8]) -> std::io::Result<Response> {
         Request::new(method, path, body)
-            .signed(&self.secret_key())
+            .signed(&self.secret_key(), name)
             .send_with_timeout(&self.agent_addr(name), AGENT_TIMEOUT)
     }
 

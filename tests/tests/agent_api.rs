@@ -31,24 +31,24 @@ fn unauthenticated_requests_get_401_and_change_nothing() {
     let a = addr(&live);
     let key = live.secret_key();
 
-    let ok = Request::new("GET", "/v1/status", b"").signed(&key).send(&a).unwrap();
+    let ok = Request::new("GET", "/v1/status", b"").signed(&key, "web1").send(&a).unwrap();
     assert_eq!(ok.status, 200, "{}", ok.body);
 
     let cases = [
         ("unsigned", Request::new("POST", "/v1/deployments", &deployment_body()), "missing header x-hostctl-key"),
         (
             "wrong key",
-            Request::new("POST", "/v1/deployments", &deployment_body()).signed(&other_key([7; 32]).unwrap()),
+            Request::new("POST", "/v1/deployments", &deployment_body()).signed(&other_key([7; 32]).unwrap(), "web1"),
             "key `intruder` is not among the agent's trusted keys",
         ),
         (
             "stale",
-            Request::new("POST", "/v1/deployments", &deployment_body()).signed_at(&key, now() - 3600),
+            Request::new("POST", "/v1/deployments", &deployment_body()).signed_at(&key, "web1", now() - 3600),
             "away from the agent's clock",
         ),
         (
             "future",
-            Request::new("POST", "/v1/deployments", &deployment_body()).signed_at(&key, now() + 3600),
+            Request::new("POST", "/v1/deployments", &deployment_body()).signed_at(&key, "web1", now() + 3600),
             "away from the agent's clock",
         ),
     ];
@@ -58,21 +58,21 @@ fn unauthenticated_requests_get_401_and_change_nothing() {
         assert!(r.body.contains("\"error\":\"unauthorized\"") && r.body.contains(message), "{what}: {}", r.body);
     }
 
-    let mut tampered = Request::new("POST", "/v1/paths/missing", br#"{"paths":[]}"#).signed(&key);
+    let mut tampered = Request::new("POST", "/v1/paths/missing", br#"{"paths":[]}"#).signed(&key, "web1");
     tampered.body = br#"{"paths":[ ]}"#.to_vec();
     let r = tampered.send(&a).unwrap();
     assert_eq!(r.status, 401, "body changed after signing: {}", r.body);
     assert!(r.body.contains("body does not match its x-hostctl-content-sha256"), "{}", r.body);
 
-    let once = Request::new("GET", "/v1/generations", b"").signed(&key);
+    let once = Request::new("GET", "/v1/generations", b"").signed(&key, "web1");
     assert_eq!(once.send(&a).unwrap().status, 200);
     let replay = once.send(&a).unwrap();
     assert_eq!(replay.status, 401, "replayed: {}", replay.body);
     assert!(replay.body.contains("nonce was already used (replayed request)"), "{}", replay.body);
 
-    let gens = Request::new("GET", "/v1/generations", b"").signed(&key).send(&a).unwrap();
+    let gens = Request::new("GET", "/v1/generations", b"").signed(&key, "web1").send(&a).unwrap();
     assert!(!gens.body.contains("intruder"), "no deployment was created: {}", gens.body);
-    let dep = Request::new("GET", "/v1/deployments/intruder-1", b"").signed(&key).send(&a).unwrap();
+    let dep = Request::new("GET", "/v1/deployments/intruder-1", b"").signed(&key, "web1").send(&a).unwrap();
     assert_eq!(dep.status, 404, "{}", dep.body);
 }
 
@@ -85,7 +85,7 @@ fn bad_store_paths_get_400() {
         ["/nix/store/../etc/passwd", "/etc/passwd", "/nix/store/00000000000000000000000000000000-x/bin", "relative"]
     {
         let body = format!(r#"{{"paths":["{bad}"]}}"#);
-        let r = Request::new("POST", "/v1/paths/missing", body.as_bytes()).signed(&key).send(&a).unwrap();
+        let r = Request::new("POST", "/v1/paths/missing", body.as_bytes()).signed(&key, "web1").send(&a).unwrap();
         assert_eq!(r.status, 400, "{bad}: {}", r.body);
         assert!(r.body.contains("bad-request"), "{bad}: {}", r.body);
         assert!(r.body.contains(&format!("paths[0]: invalid store path `{bad}`")), "{bad}: {}", r.body);
@@ -108,7 +108,7 @@ fn a_truncated_import_registers_nothing() {
     for cut in [compressed.len() / 2, compressed.len() - 8] {
         let r = Request::new("POST", "/v1/paths/import", &compressed[..cut])
             .header("x-hostctl-paths", &paths.join(" "))
-            .signed(&key)
+            .signed(&key, "web1")
             .send(&a)
             .unwrap();
         assert_eq!(r.status, 400, "truncated at {cut}: {}", r.body);
@@ -120,7 +120,7 @@ fn a_truncated_import_registers_nothing() {
     }
     let r = Request::new("POST", "/v1/paths/import", &compressed)
         .header("x-hostctl-paths", &paths.join(" "))
-        .signed(&key)
+        .signed(&key, "web1")
         .send(&a)
         .unwrap();
     assert_eq!(r.status, 200, "the whole stream imports: {}", r.body);

@@ -302,7 +302,7 @@ fn import_closure(live: &LiveFleet, host: &str, toplevel: &str) {
     let (missing, compressed) = live.export_missing(host, toplevel);
     let r = Request::new("POST", "/v1/paths/import", &compressed)
         .header("x-hostctl-paths", &missing.join(" "))
-        .signed(&live.secret_key())
+        .signed(&live.secret_key(), host)
         .send(&live.agent_addr(host))
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
