@@ -1,10 +1,14 @@
 //! Agent API v1 security and input checks, over raw HTTP against a real agent on a
 //! simulated host: unsigned, wrongly signed, stale and replayed requests get 401 and
-//! change nothing; bad store paths get 400; a truncated import registers nothing.
+//! change nothing; a request signed for one host is refused by another; bad store paths
+//! get 400; a truncated import registers nothing.
+
+use std::time::Duration;
 
 use hostctl_schemas::signing::SecretKey;
-use hostctl_tests::http::{now, Request};
+use hostctl_tests::http::{now, Request, Response};
 use hostctl_tests::livefleet::LiveFleet;
+use serde_json::{json, Value};
 
 fn addr(live: &LiveFleet) -> String {
     let h = live.host("web1");
@@ -125,4 +129,99 @@ fn a_truncated_import_registers_nothing() {
         .unwrap();
     assert_eq!(r.status, 200, "the whole stream imports: {}", r.body);
     assert!(live.host("web1").run_in(&["nix-store", "--check-validity", &toplevel]).status.success());
+}
+
+/// A store path of this machine that an agent takes for a NixOS system: its
+/// `switch-to-configuration` exits 0.
+fn fake_system(tag: &str) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tmp.path().join(format!("bound-system-{tag}")).join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(bin.join("switch-to-configuration"), "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(bin.join("switch-to-configuration"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new("nix-store").arg("--add").arg(bin.parent().unwrap()).output().unwrap();
+    assert!(out.status.success(), "nix-store --add: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Imports `system` into host `name` over the API, as hostctl pushes it.
+fn import(live: &LiveFleet, name: &str, system: &str) {
+    let (missing, body) = live.export_missing(name, system);
+    let import = Request::new("POST", "/v1/paths/import", &body)
+        .header("x-hostctl-paths", &missing.join(" "))
+        .signed(&live.secret_key(), name)
+        .send(&live.agent_addr(name))
+        .unwrap();
+    assert_eq!(import.status, 200, "import into {name}: {}", import.body);
+}
+
+/// Imports `system` into host `name` and deploys it there, confirmed.
+fn deployed(live: &LiveFleet, name: &str, system: &str, id: &str) {
+    import(live, name, system);
+    let body = json!({"id": id, "toplevel": system, "mode": "switch", "confirm_timeout": "0s"}).to_string();
+    live.agent_json(name, "POST", "/v1/deployments", body.as_bytes());
+    live.wait_for_deployment(name, id, Duration::from_secs(30), |s| s == "confirmed");
+}
+
+/// What a refused request must leave alone on a host: its agent's status, generations
+/// and deployments.
+fn observed(live: &LiveFleet, name: &str) -> (Value, Vec<Value>, Vec<String>) {
+    (live.agent_status(name), live.generations(name), live.deployment_ids(name))
+}
+
+fn message(r: &Response) -> String {
+    serde_json::from_str::<Value>(&r.body).unwrap()["message"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Issue 14, defect 1: a deployment, its confirmation and a rollback signed for web1 (as
+/// the controller sent them, captured on the way) are sent byte for byte to web2, which
+/// trusts the same fleet key and has the same systems: refused with 401, nothing changes
+/// on web2, and web1 still accepts them afterwards (nothing was recorded on web2, and
+/// the requests are web1's own). Replayed to web1 again, as a compromised web1 could:
+/// refused as replayed.
+#[test]
+fn a_request_signed_for_one_host_is_refused_by_another_and_changes_nothing() {
+    let live = LiveFleet::start(&["web1", "web2"]);
+    let (a, b) = (fake_system("a"), fake_system("b"));
+    for name in ["web1", "web2"] {
+        deployed(&live, name, &a, "a-1");
+        import(&live, name, &b);
+    }
+
+    let key = live.secret_key();
+    let deploy = json!({"id": "b-1", "toplevel": b, "mode": "switch", "confirm_timeout": "60s"}).to_string();
+    let captured = [
+        Request::new("POST", "/v1/deployments", deploy.as_bytes()).signed(&key, "web1"),
+        Request::new("POST", "/v1/deployments/b-1/confirm", b"").signed(&key, "web1"),
+        Request::new("POST", "/v1/rollback", br#"{"to":"previous","id":"back-1","confirm_timeout":"0s"}"#)
+            .signed(&key, "web1"),
+    ];
+    let (web1, web2) = (live.agent_addr("web1"), live.agent_addr("web2"));
+    let before = observed(&live, "web2");
+    for request in &captured {
+        let r = request.send(&web2).unwrap();
+        assert_eq!(r.status, 401, "{} {} replayed to web2: {}", request.method, request.path, r.body);
+        assert_eq!(message(&r), r#"request is for host "web1", this is "web2""#);
+    }
+    assert_eq!(observed(&live, "web2"), before, "a request for web1 changed web2");
+    assert_eq!(live.host("web2").profile_system(), Some(a.clone()));
+
+    // web1 takes each of them, in its window, as the controller meant it.
+    let [deploy, confirm, rollback] = &captured;
+    let r = deploy.send(&web1).unwrap();
+    assert_eq!(r.status, 202, "{}", r.body);
+    live.wait_for_deployment("web1", "b-1", Duration::from_secs(30), |s| s == "awaiting-confirmation");
+    let r = confirm.send(&web1).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    live.wait_for_deployment("web1", "b-1", Duration::from_secs(30), |s| s == "confirmed");
+    assert_eq!(live.host("web1").profile_system(), Some(b.clone()));
+    let r = rollback.send(&web1).unwrap();
+    assert_eq!(r.status, 202, "{}", r.body);
+    live.wait_for_deployment("web1", "back-1", Duration::from_secs(30), |s| s == "confirmed");
+    assert_eq!(live.host("web1").profile_system(), Some(a));
+
+    // Forwarded by web1 itself, a second time: its nonce is spent.
+    let r = deploy.send(&web1).unwrap();
+    assert_eq!((r.status, message(&r)), (401, "nonce was already used (replayed request)".to_owned()));
 }
