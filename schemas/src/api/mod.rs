@@ -28,7 +28,7 @@ pub struct ApiError {
 pub enum ErrorCode {
     /// 400: the request is malformed or names an invalid value (e.g. a bad store path).
     BadRequest,
-    /// 401: missing, invalid, stale or replayed signature.
+    /// 401: missing, invalid, stale or replayed signature, or signed for another host.
     Unauthorized,
     /// 404: no such route or object.
     NotFound,
