@@ -133,6 +133,7 @@ fn a_truncated_import_registers_nothing() {
 
 /// A store path of this machine that an agent takes for a NixOS system: its
 /// `switch-to-configuration` exits 0.
+#[expect(clippy::unwrap_used, reason = "test helper: a panic is a test failure")]
 fn fake_system(tag: &str) -> String {
     use std::os::unix::fs::PermissionsExt as _;
     let tmp = tempfile::tempdir().unwrap();
@@ -145,20 +146,9 @@ fn fake_system(tag: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// Imports `system` into host `name` over the API, as hostctl pushes it.
-fn import(live: &LiveFleet, name: &str, system: &str) {
-    let (missing, body) = live.export_missing(name, system);
-    let import = Request::new("POST", "/v1/paths/import", &body)
-        .header("x-hostctl-paths", &missing.join(" "))
-        .signed(&live.secret_key(), name)
-        .send(&live.agent_addr(name))
-        .unwrap();
-    assert_eq!(import.status, 200, "import into {name}: {}", import.body);
-}
-
 /// Imports `system` into host `name` and deploys it there, confirmed.
 fn deployed(live: &LiveFleet, name: &str, system: &str, id: &str) {
-    import(live, name, system);
+    live.import_closure(name, system);
     let body = json!({"id": id, "toplevel": system, "mode": "switch", "confirm_timeout": "0s"}).to_string();
     live.agent_json(name, "POST", "/v1/deployments", body.as_bytes());
     live.wait_for_deployment(name, id, Duration::from_secs(30), |s| s == "confirmed");
@@ -170,6 +160,7 @@ fn observed(live: &LiveFleet, name: &str) -> (Value, Vec<Value>, Vec<String>) {
     (live.agent_status(name), live.generations(name), live.deployment_ids(name))
 }
 
+#[expect(clippy::unwrap_used, reason = "test helper: a panic is a test failure")]
 fn message(r: &Response) -> String {
     serde_json::from_str::<Value>(&r.body).unwrap()["message"].as_str().unwrap_or_default().to_owned()
 }
@@ -186,7 +177,7 @@ fn a_request_signed_for_one_host_is_refused_by_another_and_changes_nothing() {
     let (a, b) = (fake_system("a"), fake_system("b"));
     for name in ["web1", "web2"] {
         deployed(&live, name, &a, "a-1");
-        import(&live, name, &b);
+        live.import_closure(name, &b);
     }
 
     let key = live.secret_key();
