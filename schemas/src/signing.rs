@@ -313,9 +313,15 @@ mod tests {
         // Relabelled for web2: the signature was made over web1.
         let mut relabelled = h.clone();
         relabelled.host = "web2".into();
-        assert_eq!(verify_request(&trusted, &relabelled, &WEB2, "POST", "/v1/rollback", 5), Err(AuthError::BadSignature));
+        assert_eq!(
+            verify_request(&trusted, &relabelled, &WEB2, "POST", "/v1/rollback", 5),
+            Err(AuthError::BadSignature)
+        );
         relabelled.host = "not a host".into();
-        assert_eq!(check(&trusted, &relabelled, "POST", "/v1/rollback", 5), Err(AuthError::Malformed("x-hostctl-host")));
+        assert_eq!(
+            check(&trusted, &relabelled, "POST", "/v1/rollback", 5),
+            Err(AuthError::Malformed("x-hostctl-host"))
+        );
     }
 
     #[test]
@@ -325,7 +331,8 @@ mod tests {
         let sha = body_sha256(b"");
         let r = request("GET", "/v1/status", 5, &sha);
         // Exactly what a controller from before issue 14 sent: v1's string, no host.
-        let v1 = format!("hostctl-request-v1\n{}\n{}\n{}\n{}\n{}", r.method, r.path, r.timestamp, r.nonce, r.content_sha256);
+        let v1 =
+            format!("hostctl-request-v1\n{}\n{}\n{}\n{}\n{}", r.method, r.path, r.timestamp, r.nonce, r.content_sha256);
         let old = SignatureHeaders {
             version: "1".into(),
             key: k.name.clone(),
@@ -395,10 +402,7 @@ mod tests {
         // The signer's very key bytes, trusted under another name: the name is what is
         // trusted, so the signature's name is unknown.
         let renamed = PublicKey { name: "fleet-other".into(), key: k.public().key };
-        assert_eq!(
-            check(&[renamed], &h, "GET", "/v1/status", 5),
-            Err(AuthError::UnknownKey("fleet-test".into()))
-        );
+        assert_eq!(check(&[renamed], &h, "GET", "/v1/status", 5), Err(AuthError::UnknownKey("fleet-test".into())));
         // A signature claiming the trusted name of another key does not verify with it.
         let mut claimed = h.clone();
         claimed.key = "fleet-other".into();

@@ -4,10 +4,11 @@
 //! ([`NonceCache`]), and checks the body against its signed SHA-256. Every failure is a 401.
 //!
 //! Invariant: a handler only ever runs for a request signed by a trusted key for this
-//! host whose nonce was new (a request signed for another host records nothing); buffered bodies are checked before the handler sees them and only then is the
-//! nonce recorded; streamed bodies (imports) hold their nonce claimed while they arrive and
-//! are checked by the handler through [`Authenticated::check_body`] (which records the
-//! nonce) before any use, so a streamed route must call it before it changes anything.
+//! host whose nonce was new (a request signed for another host records nothing);
+//! buffered bodies are checked before the handler sees them and only then is the nonce
+//! recorded; streamed bodies (imports) hold their nonce claimed while they arrive and are
+//! checked by the handler through [`Authenticated::check_body`] (which records the nonce)
+//! before any use, so a streamed route must call it before it changes anything.
 
 use std::sync::{Arc, Mutex};
 

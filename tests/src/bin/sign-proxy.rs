@@ -164,7 +164,8 @@ fn prepare(incoming: &Incoming, options: &Options) -> (Vec<(String, Vec<u8>)>, &
         headers.push(("x-hub-signature-256".to_owned(), hub_signature(secret, &incoming.body).into_bytes()));
     }
     if sign {
-        let signed = Request::new(&incoming.method, &incoming.target, &incoming.body).signed(&options.key, &options.host);
+        let signed =
+            Request::new(&incoming.method, &incoming.target, &incoming.body).signed(&options.key, &options.host);
         headers.extend(signed.headers.into_iter().map(|(n, v)| (n, v.into_bytes())));
     }
     let how = match (sign, hmac) {

@@ -45,7 +45,11 @@ fn bad_signature_headers_are_401_naming_the_header_and_change_nothing() {
         ("signature not base64", with("x-hostctl-signature", "!!!"), "header x-hostctl-signature is malformed"),
         ("no target host", without("x-hostctl-host"), "missing header x-hostctl-host"),
         ("target host not a host name", with("x-hostctl-host", "Web 1"), "header x-hostctl-host is malformed"),
-        ("no scheme version (a v1 controller)", without("x-hostctl-signature-version"), "upgrade hostctl on the controller"),
+        (
+            "no scheme version (a v1 controller)",
+            without("x-hostctl-signature-version"),
+            "upgrade hostctl on the controller",
+        ),
         ("unknown scheme version", with("x-hostctl-signature-version", "9"), "signed with scheme version `9`"),
         (
             "signed for another host",
@@ -71,7 +75,11 @@ fn bad_signature_headers_are_401_naming_the_header_and_change_nothing() {
             Request::new("POST", path, &body).signed(&key_from_seed("hostctl-test", 7), HOST),
             "signature does not verify",
         ),
-        ("too old", Request::new("POST", path, &body).signed_at(&key, HOST, now() - 600), "away from the agent's clock"),
+        (
+            "too old",
+            Request::new("POST", path, &body).signed_at(&key, HOST, now() - 600),
+            "away from the agent's clock",
+        ),
         (
             "in the future",
             Request::new("POST", path, &body).signed_at(&key, HOST, now() + 600),
