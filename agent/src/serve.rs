@@ -122,7 +122,7 @@ impl Agent {
         let tmp = config.state_dir.join("tmp");
         let importer = Importer::new(Arc::clone(&nix), tmp.clone())
             .map_err(|source| ServeError::Dir { dir: tmp.display().to_string(), source })?;
-        let auth = Arc::new(Authenticator::new(config.trusted_keys.clone()));
+        let auth = Arc::new(Authenticator::new(config.hostname.clone(), config.trusted_keys.clone()));
         let pull = crate::pull::Puller::from_config(&config, Arc::clone(&deployer)).map_err(ServeError::Config)?;
         // Refused like a bad `health` entry: emulation that cannot work must not start.
         let binfmt = match &config.binfmt {

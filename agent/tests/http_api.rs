@@ -94,6 +94,12 @@ async fn unsigned_wrongly_signed_stale_tampered_and_replayed_requests_are_401() 
     let tampered = post(Some(Signing { signed_body: Some(b"{\"paths\":[]}".to_vec()), ..client.signing() })).await;
     assert_eq!((tampered.status, tampered.message()), (401, "body does not match its x-hostctl-content-sha256"));
 
+    // Signed for another host of the fleet: refused before its nonce is recorded.
+    let elsewhere = client.signing();
+    let other = post(Some(Signing { host: "web2", ..elsewhere.clone() })).await;
+    assert_eq!((other.status, other.message()), (401, r#"request is for host "web2", this is "web1""#));
+    assert_eq!(post(Some(elsewhere)).await.status, 200, "the nonce was not burned");
+
     let once = client.signing();
     assert_eq!(post(Some(once.clone())).await.status, 200);
     let replay = post(Some(once)).await;

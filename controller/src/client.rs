@@ -10,7 +10,7 @@ use hostctl_schemas::api::generations::{self, GenerationsResponse};
 use hostctl_schemas::api::paths::{self, ImportResponse, MissingRequest, MissingResponse};
 use hostctl_schemas::api::rollback::{self, RollbackRequest};
 use hostctl_schemas::api::status::{self, StatusResponse};
-use hostctl_schemas::api::{headers, ApiError};
+use hostctl_schemas::api::ApiError;
 use hostctl_schemas::ids::{Address, HostName, StorePath};
 use hostctl_schemas::signing::{body_sha256, RequestToSign, SecretKey, SignatureHeaders};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
@@ -91,7 +91,7 @@ impl HttpHost {
         let sha = body_sha256(body.as_deref().unwrap_or_default());
         let mut request = client
             .request(method.clone(), format!("{}{path}", self.base))
-            .headers(signed_headers(&self.key, method.as_str(), path, &sha))
+            .headers(signed_headers(&self.key, &self.name, method.as_str(), path, &sha))
             .timeout(REQUEST_TIMEOUT);
         if let Some(body) = body {
             request = request.header(CONTENT_TYPE, "application/json").body(body);
@@ -175,7 +175,7 @@ impl Host for HttpHost {
         let response = self
             .client
             .post(format!("{}{path}", self.base))
-            .headers(signed_headers(&self.key, "POST", path, &body.sha256))
+            .headers(signed_headers(&self.key, &self.name, "POST", path, &body.sha256))
             .header(CONTENT_TYPE, "application/zstd")
             .header(paths::IMPORT_PATHS_HEADER, listed)
             .timeout(IMPORT_TIMEOUT)
@@ -235,24 +235,19 @@ impl Host for HttpHost {
     }
 }
 
-/// The signature headers for one request: now, a fresh 16-byte nonce, the body hash.
-pub fn signed_headers(key: &SecretKey, method: &str, path: &str, content_sha256: &str) -> HeaderMap {
+/// The signature headers for one request to `host` (its agent refuses a request signed
+/// for another): now, a fresh 16-byte nonce, the body hash.
+pub fn signed_headers(key: &SecretKey, host: &HostName, method: &str, path: &str, content_sha256: &str) -> HeaderMap {
     let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let nonce = random_hex::<16>();
-    let signed = key.sign_request(&RequestToSign { method, path, timestamp, nonce: &nonce, content_sha256 });
+    let signed = key.sign_request(&RequestToSign { host, method, path, timestamp, nonce: &nonce, content_sha256 });
     to_header_map(&signed)
 }
 
 fn to_header_map(h: &SignatureHeaders) -> HeaderMap {
     let mut map = HeaderMap::new();
-    for (name, value) in [
-        (headers::KEY, &h.key),
-        (headers::TIMESTAMP, &h.timestamp),
-        (headers::NONCE, &h.nonce),
-        (headers::CONTENT_SHA256, &h.content_sha256),
-        (headers::SIGNATURE, &h.signature),
-    ] {
-        // Every value is a key name, digits, hex or base64: always valid header text.
+    for (name, value) in h.pairs() {
+        // Every value is a key or host name, digits, hex or base64: always valid header text.
         if let Ok(value) = HeaderValue::from_str(value) {
             map.insert(HeaderName::from_static(name), value);
         }
@@ -305,6 +300,7 @@ fn head(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hostctl_schemas::api::headers;
     use hostctl_schemas::signing::verify_request;
 
     fn key() -> SecretKey {
@@ -318,28 +314,38 @@ mod tests {
         map.get(name).unwrap_or_else(|| panic!("{name} missing")).to_str().unwrap().to_owned()
     }
 
+    /// The signature headers as an agent reads them, through `get`.
+    fn received(get: impl Fn(&'static str) -> String) -> SignatureHeaders {
+        SignatureHeaders {
+            version: get(headers::VERSION),
+            key: get(headers::KEY),
+            host: get(headers::HOST),
+            timestamp: get(headers::TIMESTAMP),
+            nonce: get(headers::NONCE),
+            content_sha256: get(headers::CONTENT_SHA256),
+            signature: get(headers::SIGNATURE),
+        }
+    }
+
     #[test]
     fn signed_headers_verify_with_the_public_key() {
         let k = key();
         let body = br#"{"paths":[]}"#;
-        let map = signed_headers(&k, "POST", "/v1/paths/missing", &body_sha256(body));
-        let got = SignatureHeaders {
-            key: header(&map, headers::KEY),
-            timestamp: header(&map, headers::TIMESTAMP),
-            nonce: header(&map, headers::NONCE),
-            content_sha256: header(&map, headers::CONTENT_SHA256),
-            signature: header(&map, headers::SIGNATURE),
-        };
+        let (web1, web2): (HostName, HostName) = ("web1".parse().unwrap(), "web2".parse().unwrap());
+        let map = signed_headers(&k, &web1, "POST", "/v1/paths/missing", &body_sha256(body));
+        let got = received(|name| header(&map, name));
         assert_eq!(got.key, "fleet-1");
+        assert_eq!((got.version.as_str(), got.host.as_str()), ("2", "web1"));
         assert_eq!(got.nonce.len(), 32);
         assert_eq!(got.content_sha256, body_sha256(body));
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
         let trusted = [k.public()];
-        assert_eq!(verify_request(&trusted, &got, "POST", "/v1/paths/missing", now), Ok(()));
-        assert!(verify_request(&trusted, &got, "POST", "/v1/deployments", now).is_err());
-        assert!(verify_request(&trusted, &got, "GET", "/v1/paths/missing", now).is_err());
+        assert_eq!(verify_request(&trusted, &got, &web1, "POST", "/v1/paths/missing", now), Ok(()));
+        assert!(verify_request(&trusted, &got, &web2, "POST", "/v1/paths/missing", now).is_err());
+        assert!(verify_request(&trusted, &got, &web1, "POST", "/v1/deployments", now).is_err());
+        assert!(verify_request(&trusted, &got, &web1, "GET", "/v1/paths/missing", now).is_err());
 
-        let again = signed_headers(&k, "POST", "/v1/paths/missing", &body_sha256(body));
+        let again = signed_headers(&k, &web1, "POST", "/v1/paths/missing", &body_sha256(body));
         assert_ne!(header(&again, headers::NONCE), got.nonce, "a fresh nonce per request");
     }
 
@@ -402,17 +408,12 @@ mod tests {
         assert_eq!(local_host(port).missing(&[p]).await.unwrap(), []);
         let (request_line, headers, body) = server.await.unwrap();
         assert_eq!(request_line, "POST /v1/paths/missing HTTP/1.1");
-        let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap();
-        let signed = SignatureHeaders {
-            key: get(headers::KEY),
-            timestamp: get(headers::TIMESTAMP),
-            nonce: get(headers::NONCE),
-            content_sha256: get(headers::CONTENT_SHA256),
-            signature: get(headers::SIGNATURE),
-        };
+        let signed = received(|name| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap());
         assert_eq!(signed.content_sha256, body_sha256(&body), "the hash covers the bytes sent");
+        assert_eq!(signed.host, "web1", "signed for the host it is sent to");
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-        assert_eq!(verify_request(&[key().public()], &signed, "POST", "/v1/paths/missing", now), Ok(()));
+        let web1 = "web1".parse().unwrap();
+        assert_eq!(verify_request(&[key().public()], &signed, &web1, "POST", "/v1/paths/missing", now), Ok(()));
         let sent: MissingRequest = serde_json::from_slice(&body).unwrap();
         assert_eq!(sent.paths.len(), 1);
     }

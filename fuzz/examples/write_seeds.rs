@@ -5,12 +5,13 @@
 
 use std::path::Path;
 
-use hostctl_fuzz::request_signature::{Request, NOW};
+use hostctl_fuzz::request_signature::{Request, HOST, NOW};
 use hostctl_fuzz::webhook::signature_header;
 
 fn main() -> Result<(), String> {
     let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
     let key = hostctl_fuzz::fleet_key()?;
+    let host = HOST.parse().map_err(|e| format!("{HOST}: {e}"))?;
     let requests: [(&str, &str, &str, &[u8]); 4] = [
         ("get-status", "GET", "/v1/status", b""),
         ("post-paths-missing", "POST", "/v1/paths/missing", br#"{"paths":["/nix/store/3xc0nknfzcmg7grd2n1crdfbaw5cwbyg-file.txt"]}"#),
@@ -19,7 +20,7 @@ fn main() -> Result<(), String> {
     ];
     for (i, (name, method, path, body)) in requests.into_iter().enumerate() {
         let nonce = format!("{:032x}", 0x0011_2233_4455_6677_8899_aabb_ccdd_eeff_u128 + i as u128);
-        let request = Request::signed(&key, method, path, body, NOW - 30 + 20 * i as u64, &nonce);
+        let request = Request::signed(&key, &host, (method, path, body), NOW - 30 + 20 * i as u64, &nonce);
         write(&seeds.join("request_signature").join(format!("{name}.req")), &request.encode())?;
     }
     let deliveries: [(&str, &[u8]); 4] = [

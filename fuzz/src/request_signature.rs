@@ -1,18 +1,21 @@
 //! Target `request_signature`: `schemas::signing::verify_request` plus the body-hash
-//! comparison the agent's `auth.rs` makes after it. Input: seven lines (method, path,
-//! `x-hostctl-key`, `-timestamp`, `-nonce`, `-content-sha256`, `-signature`) and the body.
+//! comparison the agent's `auth.rs` makes after it, on the agent of host [`HOST`]. Input:
+//! nine lines (method, path, `x-hostctl-key`, `-timestamp`, `-nonce`, `-content-sha256`,
+//! `-signature`, `-signature-version`, `-host`) and the body.
 //!
 //! Properties: (1) the request as given is accepted only if its signature is exactly the
-//! fleet key's signature of it (a signature not made with the key is never accepted), the
-//! timestamp is in the window and the body matches its hash; (2) the same method, path
-//! and body signed with the key are accepted, and every copy with one byte changed
-//! (anywhere in method, path, headers or body) or with a random signature is refused.
+//! fleet key's signature of it for [`HOST`] (a signature not made with the key, or made
+//! for another host, is never accepted), the timestamp is in the window and the body
+//! matches its hash; (2) the same method, path and body signed with the key for [`HOST`]
+//! are accepted, and every copy with one byte changed (anywhere in method, path, headers
+//! or body) or with a random signature is refused.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use hostctl_schemas::ids::HostName;
 use hostctl_schemas::signing::{
     body_sha256, canonical_request, verify_request, AuthError, RequestToSign, SecretKey, SignatureHeaders,
-    TIMESTAMP_WINDOW_SECS,
+    SIGNATURE_VERSION, TIMESTAMP_WINDOW_SECS,
 };
 use sha2::{Digest, Sha256};
 
@@ -20,6 +23,13 @@ use super::{ensure, fleet_key, split_lines, Verdict};
 
 /// The agent's clock in this target; the seeds are signed at this time.
 pub const NOW: u64 = 1_700_000_000;
+
+/// The agent's `hostname` in this target; the seeds are signed for it.
+pub const HOST: &str = "web1";
+
+fn host() -> Result<HostName, String> {
+    HOST.parse().map_err(|e| format!("{HOST}: {e}"))
+}
 
 /// Whether the agent accepts the request as given (signature and body) at [`NOW`].
 pub fn accepts(data: &[u8]) -> bool {
@@ -32,18 +42,19 @@ pub fn accepts(data: &[u8]) -> bool {
 pub struct Request {
     pub method: Vec<u8>,
     pub path: Vec<u8>,
-    /// key, timestamp, nonce, content_sha256, signature
-    pub headers: [Vec<u8>; 5],
+    /// key, timestamp, nonce, content_sha256, signature, version, host (as
+    /// `hostctl_schemas::api::headers::ALL`)
+    pub headers: [Vec<u8>; 7],
     pub body: Vec<u8>,
 }
 
 impl Request {
     pub fn parse(data: &[u8]) -> Option<Self> {
-        let (f, body) = split_lines(data, 7)?;
+        let (f, body) = split_lines(data, 9)?;
         Some(Self {
             method: f[0].to_vec(),
             path: f[1].to_vec(),
-            headers: [f[2].to_vec(), f[3].to_vec(), f[4].to_vec(), f[5].to_vec(), f[6].to_vec()],
+            headers: [2, 3, 4, 5, 6, 7, 8].map(|i| f[i].to_vec()),
             body: body.to_vec(),
         })
     }
@@ -59,15 +70,22 @@ impl Request {
         out
     }
 
-    /// `method`, `path` and `body` signed with `key` at `timestamp` with `nonce`, as the
-    /// controller's client signs them.
-    pub fn signed(key: &SecretKey, method: &str, path: &str, body: &[u8], timestamp: u64, nonce: &str) -> Self {
+    /// `method`, `path` and `body` signed with `key` for `host` at `timestamp` with
+    /// `nonce`, as the controller's client signs them.
+    pub fn signed(
+        key: &SecretKey,
+        host: &HostName,
+        (method, path, body): (&str, &str, &[u8]),
+        timestamp: u64,
+        nonce: &str,
+    ) -> Self {
         let content_sha256 = body_sha256(body);
-        let h = key.sign_request(&RequestToSign { method, path, timestamp, nonce, content_sha256: &content_sha256 });
+        let h =
+            key.sign_request(&RequestToSign { host, method, path, timestamp, nonce, content_sha256: &content_sha256 });
         Self {
             method: method.as_bytes().to_vec(),
             path: path.as_bytes().to_vec(),
-            headers: [h.key, h.timestamp, h.nonce, h.content_sha256, h.signature].map(String::into_bytes),
+            headers: h.pairs().map(|(_, value)| value.as_bytes().to_vec()),
             body: body.to_vec(),
         }
     }
@@ -76,8 +94,10 @@ impl Request {
     /// `None` when a field is not text (an HTTP header that is not text is refused earlier).
     fn verify(&self, key: &SecretKey) -> Option<Result<(), AuthError>> {
         let text = |b: &[u8]| std::str::from_utf8(b).ok().map(str::to_owned);
-        let [k, t, n, c, s] = &self.headers;
+        let [k, t, n, c, s, v, h] = &self.headers;
         let headers = SignatureHeaders {
+            version: text(v)?,
+            host: text(h)?,
             key: text(k)?,
             timestamp: text(t)?,
             nonce: text(n)?,
@@ -85,7 +105,7 @@ impl Request {
             signature: text(s)?,
         };
         let (method, path) = (text(&self.method)?, text(&self.path)?);
-        let verdict = verify_request(&[key.public()], &headers, &method, &path, NOW).and_then(|()| {
+        let verdict = verify_request(&[key.public()], &headers, &host().ok()?, &method, &path, NOW).and_then(|()| {
             let matches = body_sha256(&self.body).eq_ignore_ascii_case(&headers.content_sha256);
             if matches {
                 Ok(())
@@ -116,7 +136,11 @@ fn as_given(key: &SecretKey, r: &Request) -> Verdict {
     }
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     let timestamp: u64 = text(&r.headers[1]).parse().map_err(|_| "accepted an unparsable timestamp".to_owned())?;
+    ensure(text(&r.headers[5]) == SIGNATURE_VERSION.to_string(), || "accepted another scheme".to_owned())?;
+    ensure(text(&r.headers[6]) == HOST, || format!("accepted a request for host {:?}", text(&r.headers[6])))?;
+    let host = host()?;
     let request = RequestToSign {
+        host: &host,
         method: &text(&r.method),
         path: &text(&r.path),
         timestamp,
@@ -137,7 +161,7 @@ fn signed_and_mutated(key: &SecretKey, data: &[u8]) -> Verdict {
     let (method, path) = (String::from_utf8_lossy(fields[0]), String::from_utf8_lossy(fields[1]));
     let timestamp = NOW - TIMESTAMP_WINDOW_SECS + u64::from(digest[0]) % (2 * TIMESTAMP_WINDOW_SECS + 1);
     let nonce = hex::encode(&digest[..16]);
-    let genuine = Request::signed(key, &method, &path, body, timestamp, &nonce);
+    let genuine = Request::signed(key, &host()?, (&method, &path, body), timestamp, &nonce);
     ensure(genuine.verify(key) == Some(Ok(())), || format!("a genuine request is refused: {genuine:?}"))?;
 
     // Every position of every field, walked in a data-dependent order with a non-zero flip.

@@ -29,6 +29,8 @@ pub type AgentConfigError = YamlError;
 #[schemars(title = "hostctl agent configuration (agent.yaml)")]
 pub struct AgentConfig {
     /// This host's name in the fleet; also the `nixosConfigurations` attribute in pull mode.
+    /// Requests must be signed for this name: the controller signs for the host's name
+    /// in fleet.yaml, so the two must be equal (otherwise 401 `request is for host …`).
     pub hostname: HostName,
     /// Address and port of the HTTP API.
     #[serde(default = "default_listen", deserialize_with = "deserialize_listen")]

@@ -1,7 +1,16 @@
 //! Request signing for agent API v1: ed25519 keys in Nix's `name:base64` format (so
-//! `nix key generate-secret` keys work), over the method, path, timestamp, nonce and body
-//! hash. Pure computation: the agent adds the replay check (nonces seen), the controller
-//! adds the clock and the randomness.
+//! `nix key generate-secret` keys work), over the scheme version, the target host, the
+//! method, path, timestamp, nonce and body hash. Pure computation: the agent adds the
+//! replay check (nonces seen), the controller adds the clock and the randomness.
+//!
+//! Scheme versions (the first line of the signed string, and `x-hostctl-signature-version`):
+//! - v1 (before issue 14) named no host, so a request captured on its way to one host
+//!   was accepted by every host trusting the fleet key. Refused now, with a message that
+//!   the controller must be upgraded.
+//! - v2 (this one) adds the target host name: an agent accepts only requests signed for
+//!   its own `hostname` ([`verify_request`]).
+//! - v3 will add the target agent's identity key once agents serve TLS with one, so a
+//!   request is bound to the very agent the controller pinned, not only to its name.
 
 use std::fmt;
 use std::path::Path;
@@ -12,10 +21,14 @@ use base64::Engine as _;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
+use crate::ids::HostName;
 use crate::key::PublicKey;
 
 /// How far a request's timestamp may be from the agent's clock, in seconds.
 pub const TIMESTAMP_WINDOW_SECS: u64 = 120;
+
+/// The signing scheme this build signs with and the only one it accepts.
+pub const SIGNATURE_VERSION: u32 = 2;
 
 /// A Nix-format ed25519 secret key: `name:base64(seed ‖ public key)` (64 bytes).
 pub struct SecretKey {
@@ -84,7 +97,9 @@ impl SecretKey {
     pub fn sign_request(&self, request: &RequestToSign<'_>) -> SignatureHeaders {
         let signature = self.key.sign(canonical_request(request).as_bytes());
         SignatureHeaders {
+            version: SIGNATURE_VERSION.to_string(),
             key: self.name.clone(),
+            host: request.host.to_string(),
             timestamp: request.timestamp.to_string(),
             nonce: request.nonce.to_owned(),
             content_sha256: request.content_sha256.to_owned(),
@@ -103,6 +118,8 @@ impl FromStr for SecretKey {
 /// What a signature covers.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestToSign<'a> {
+    /// The host the request is for: the agent's `hostname`, the fleet's name for it.
+    pub host: &'a HostName,
     pub method: &'a str,
     /// Path and query as sent, e.g. `/v1/deployments/abc`.
     pub path: &'a str,
@@ -115,11 +132,31 @@ pub struct RequestToSign<'a> {
 /// The signature headers of a request (names in [`crate::api::headers`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignatureHeaders {
+    /// The scheme, [`SIGNATURE_VERSION`] when signed by this build.
+    pub version: String,
     pub key: String,
+    /// The host the request was signed for.
+    pub host: String,
     pub timestamp: String,
     pub nonce: String,
     pub content_sha256: String,
     pub signature: String,
+}
+
+impl SignatureHeaders {
+    /// The headers to send, by name.
+    pub fn pairs(&self) -> [(&'static str, &str); 7] {
+        use crate::api::headers;
+        [
+            (headers::KEY, &self.key),
+            (headers::TIMESTAMP, &self.timestamp),
+            (headers::NONCE, &self.nonce),
+            (headers::CONTENT_SHA256, &self.content_sha256),
+            (headers::SIGNATURE, &self.signature),
+            (headers::VERSION, &self.version),
+            (headers::HOST, &self.host),
+        ]
+    }
 }
 
 /// SHA-256 of a body, lowercase hex.
@@ -128,14 +165,26 @@ pub fn body_sha256(body: &[u8]) -> String {
 }
 
 /// The exact bytes that are signed. A version prefix keeps signatures from ever being
-/// valid under a later scheme.
+/// valid under another scheme; no field can hold a newline (a host name cannot, HTTP
+/// header values and request targets cannot), so the fields cannot be shifted.
 pub fn canonical_request(r: &RequestToSign<'_>) -> String {
-    format!("hostctl-request-v1\n{}\n{}\n{}\n{}\n{}", r.method, r.path, r.timestamp, r.nonce, r.content_sha256)
+    format!(
+        "hostctl-request-v{SIGNATURE_VERSION}\n{}\n{}\n{}\n{}\n{}\n{}",
+        r.host, r.method, r.path, r.timestamp, r.nonce, r.content_sha256
+    )
 }
 
 /// Why a request's signature was refused (all answered with 401).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
+    /// Signed by a controller from before issue 14 (no version header, no host).
+    #[error("request is signed with the old scheme v1, which does not name the host it is for; this agent accepts only v{SIGNATURE_VERSION}: upgrade hostctl on the controller")]
+    SchemeV1,
+    #[error("request is signed with scheme version `{0}`; this agent accepts only v{SIGNATURE_VERSION}: run the same hostctl version on the controller and the agent")]
+    UnknownScheme(String),
+    /// Signed for another host (the signature itself verified).
+    #[error("request is for host \"{signed_for}\", this is \"{this}\"")]
+    OtherHost { signed_for: String, this: String },
     #[error("missing header {0}")]
     MissingHeader(&'static str),
     #[error("header {0} is malformed")]
@@ -152,15 +201,28 @@ pub enum AuthError {
     BodyMismatch,
 }
 
-/// Checks a request's signature headers against the trusted keys and the clock. The
-/// caller then checks the nonce against the ones seen and the body against the hash.
+/// Checks a request's signature headers against the trusted keys, the clock and this
+/// agent's host name `this_host`. The caller then checks the nonce against the ones seen
+/// and the body against the hash.
+///
+/// The signature is checked over the host the request names, then that host against
+/// `this_host`: the outcome is the one of checking it over `this_host`, but a genuine
+/// request for another host is told which, and unsigned traffic learns nothing.
 pub fn verify_request(
     trusted: &[PublicKey],
     headers: &SignatureHeaders,
+    this_host: &HostName,
     method: &str,
     path: &str,
     now: u64,
 ) -> Result<(), AuthError> {
+    if headers.version != SIGNATURE_VERSION.to_string() {
+        return Err(match headers.version.as_str() {
+            "1" => AuthError::SchemeV1,
+            other => AuthError::UnknownScheme(other.chars().take(20).collect()),
+        });
+    }
+    let host: HostName = headers.host.parse().map_err(|_| AuthError::Malformed(crate::api::headers::HOST))?;
     let timestamp: u64 = headers.timestamp.parse().map_err(|_| AuthError::Malformed("x-hostctl-timestamp"))?;
     let skew = now.abs_diff(timestamp);
     if skew > TIMESTAMP_WINDOW_SECS {
@@ -179,9 +241,19 @@ pub fn verify_request(
     let sig_bytes = STANDARD.decode(&headers.signature).map_err(|_| AuthError::Malformed("x-hostctl-signature"))?;
     let signature = Signature::from_slice(&sig_bytes).map_err(|_| AuthError::Malformed("x-hostctl-signature"))?;
     let verifying = VerifyingKey::from_bytes(&key.key).map_err(|_| AuthError::BadSignature)?;
-    let request =
-        RequestToSign { method, path, timestamp, nonce: &headers.nonce, content_sha256: &headers.content_sha256 };
-    verifying.verify_strict(canonical_request(&request).as_bytes(), &signature).map_err(|_| AuthError::BadSignature)
+    let request = RequestToSign {
+        host: &host,
+        method,
+        path,
+        timestamp,
+        nonce: &headers.nonce,
+        content_sha256: &headers.content_sha256,
+    };
+    verifying.verify_strict(canonical_request(&request).as_bytes(), &signature).map_err(|_| AuthError::BadSignature)?;
+    if host != *this_host {
+        return Err(AuthError::OtherHost { signed_for: host.to_string(), this: this_host.to_string() });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -201,8 +273,89 @@ mod tests {
     const NIX_SECRET: &str = "KDMBMKAqiUJFbD3/iS4MPEYdsma2JqZ8GxXKR5OO2YCcbR9nUt4JMzyUabxepT0hySZ+UlrnUSHuxqIq00nETw==";
     const NIX_PUBLIC: &str = "fleet-1:nG0fZ1LeCTM8lGm8XqU9IckmflJa51Eh7saiKtNJxE8=";
 
+    static WEB1: std::sync::LazyLock<HostName> = std::sync::LazyLock::new(|| "web1".parse().unwrap());
+    static WEB2: std::sync::LazyLock<HostName> = std::sync::LazyLock::new(|| "web2".parse().unwrap());
+
     fn request<'a>(method: &'a str, path: &'a str, timestamp: u64, body: &'a str) -> RequestToSign<'a> {
-        RequestToSign { method, path, timestamp, nonce: "00112233445566778899aabbccddeeff", content_sha256: body }
+        let nonce = "00112233445566778899aabbccddeeff";
+        RequestToSign { host: &WEB1, method, path, timestamp, nonce, content_sha256: body }
+    }
+
+    /// [`verify_request`] on the agent of host `web1`.
+    fn check(trusted: &[PublicKey], h: &SignatureHeaders, method: &str, path: &str, now: u64) -> Result<(), AuthError> {
+        verify_request(trusted, h, &WEB1, method, path, now)
+    }
+
+    #[test]
+    fn the_signed_string_names_the_scheme_and_the_host_first() {
+        let sha = body_sha256(b"");
+        let r = request("GET", "/v1/status", 5, &sha);
+        assert_eq!(
+            canonical_request(&r),
+            format!("hostctl-request-v2\nweb1\nGET\n/v1/status\n5\n00112233445566778899aabbccddeeff\n{sha}")
+        );
+        let h = key().sign_request(&r);
+        assert_eq!((h.version.as_str(), h.host.as_str()), ("2", "web1"));
+        let names: Vec<&str> = h.pairs().iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, crate::api::headers::ALL);
+    }
+
+    #[test]
+    fn a_request_signed_for_one_host_is_refused_by_another() {
+        let k = key();
+        let trusted = [k.public()];
+        let h = k.sign_request(&request("POST", "/v1/rollback", 5, &body_sha256(b"{}")));
+        assert_eq!(verify_request(&trusted, &h, &WEB1, "POST", "/v1/rollback", 5), Ok(()));
+        // Sent as is to web2: the signature is genuine, the host is not web2.
+        assert_eq!(
+            verify_request(&trusted, &h, &WEB2, "POST", "/v1/rollback", 5),
+            Err(AuthError::OtherHost { signed_for: "web1".into(), this: "web2".into() })
+        );
+        let message = AuthError::OtherHost { signed_for: "web1".into(), this: "web2".into() }.to_string();
+        assert_eq!(message, r#"request is for host "web1", this is "web2""#);
+        // Relabelled for web2: the signature was made over web1.
+        let mut relabelled = h.clone();
+        relabelled.host = "web2".into();
+        assert_eq!(
+            verify_request(&trusted, &relabelled, &WEB2, "POST", "/v1/rollback", 5),
+            Err(AuthError::BadSignature)
+        );
+        relabelled.host = "not a host".into();
+        assert_eq!(
+            check(&trusted, &relabelled, "POST", "/v1/rollback", 5),
+            Err(AuthError::Malformed("x-hostctl-host"))
+        );
+    }
+
+    #[test]
+    fn the_v1_scheme_and_unknown_schemes_are_refused() {
+        let k = key();
+        let trusted = [k.public()];
+        let sha = body_sha256(b"");
+        let r = request("GET", "/v1/status", 5, &sha);
+        // Exactly what a controller from before issue 14 sent: v1's string, no host.
+        let v1 =
+            format!("hostctl-request-v1\n{}\n{}\n{}\n{}\n{}", r.method, r.path, r.timestamp, r.nonce, r.content_sha256);
+        let old = SignatureHeaders {
+            version: "1".into(),
+            key: k.name.clone(),
+            host: String::new(),
+            timestamp: "5".into(),
+            nonce: r.nonce.into(),
+            content_sha256: r.content_sha256.into(),
+            signature: k.sign_bytes(v1.as_bytes()),
+        };
+        let err = check(&trusted, &old, "GET", "/v1/status", 5).unwrap_err();
+        assert_eq!(err, AuthError::SchemeV1);
+        assert!(err.to_string().contains("upgrade hostctl on the controller"), "{err}");
+        // A v2 signature claiming another version, and a v1 one claiming v2.
+        let mut h = k.sign_request(&r);
+        h.version = "3".into();
+        assert_eq!(check(&trusted, &h, "GET", "/v1/status", 5), Err(AuthError::UnknownScheme("3".into())));
+        let mut relabelled = old;
+        relabelled.version = "2".into();
+        relabelled.host = "web1".into();
+        assert_eq!(check(&trusted, &relabelled, "GET", "/v1/status", 5), Err(AuthError::BadSignature));
     }
 
     #[test]
@@ -211,27 +364,27 @@ mod tests {
         let trusted = [k.public()];
         let body = body_sha256(b"{}");
         let h = k.sign_request(&request("POST", "/v1/deployments", 1000, &body));
-        assert_eq!(verify_request(&trusted, &h, "POST", "/v1/deployments", 1000), Ok(()));
-        assert_eq!(verify_request(&trusted, &h, "POST", "/v1/deployments", 1000 + TIMESTAMP_WINDOW_SECS), Ok(()));
-        assert_eq!(verify_request(&trusted, &h, "GET", "/v1/deployments", 1000), Err(AuthError::BadSignature));
-        assert_eq!(verify_request(&trusted, &h, "POST", "/v1/status", 1000), Err(AuthError::BadSignature));
-        assert_eq!(verify_request(&trusted, &h, "POST", "/v1/deployments", 1200), Err(AuthError::Stale { skew: 200 }));
+        assert_eq!(check(&trusted, &h, "POST", "/v1/deployments", 1000), Ok(()));
+        assert_eq!(check(&trusted, &h, "POST", "/v1/deployments", 1000 + TIMESTAMP_WINDOW_SECS), Ok(()));
+        assert_eq!(check(&trusted, &h, "GET", "/v1/deployments", 1000), Err(AuthError::BadSignature));
+        assert_eq!(check(&trusted, &h, "POST", "/v1/status", 1000), Err(AuthError::BadSignature));
+        assert_eq!(check(&trusted, &h, "POST", "/v1/deployments", 1200), Err(AuthError::Stale { skew: 200 }));
         let mut other = h.clone();
         other.content_sha256 = body_sha256(b"{ }");
-        assert_eq!(verify_request(&trusted, &other, "POST", "/v1/deployments", 1000), Err(AuthError::BadSignature));
+        assert_eq!(check(&trusted, &other, "POST", "/v1/deployments", 1000), Err(AuthError::BadSignature));
         let mut other = h.clone();
         other.nonce = "ffffffffffffffffffffffffffffffff".into();
-        assert_eq!(verify_request(&trusted, &other, "POST", "/v1/deployments", 1000), Err(AuthError::BadSignature));
+        assert_eq!(check(&trusted, &other, "POST", "/v1/deployments", 1000), Err(AuthError::BadSignature));
         let mut other = h.clone();
         other.key = "someone".into();
         assert_eq!(
-            verify_request(&trusted, &other, "POST", "/v1/deployments", 1000),
+            check(&trusted, &other, "POST", "/v1/deployments", 1000),
             Err(AuthError::UnknownKey("someone".into()))
         );
         let mut other = h;
         other.signature = "bm90IGEgc2lnbmF0dXJl".into();
         assert_eq!(
-            verify_request(&trusted, &other, "POST", "/v1/deployments", 1000),
+            check(&trusted, &other, "POST", "/v1/deployments", 1000),
             Err(AuthError::Malformed("x-hostctl-signature"))
         );
     }
@@ -252,23 +405,20 @@ mod tests {
         // The signer's very key bytes, trusted under another name: the name is what is
         // trusted, so the signature's name is unknown.
         let renamed = PublicKey { name: "fleet-other".into(), key: k.public().key };
-        assert_eq!(
-            verify_request(&[renamed], &h, "GET", "/v1/status", 5),
-            Err(AuthError::UnknownKey("fleet-test".into()))
-        );
+        assert_eq!(check(&[renamed], &h, "GET", "/v1/status", 5), Err(AuthError::UnknownKey("fleet-test".into())));
         // A signature claiming the trusted name of another key does not verify with it.
         let mut claimed = h.clone();
         claimed.key = "fleet-other".into();
         let trusted = [other_key("fleet-other").public()];
-        assert_eq!(verify_request(&trusted, &claimed, "GET", "/v1/status", 5), Err(AuthError::BadSignature));
+        assert_eq!(check(&trusted, &claimed, "GET", "/v1/status", 5), Err(AuthError::BadSignature));
         // Another key signing under the trusted name of this one.
         let impostor = other_key("fleet-test");
         let forged = impostor.sign_request(&request("GET", "/v1/status", 5, &body_sha256(b"")));
-        assert_eq!(verify_request(&[k.public()], &forged, "GET", "/v1/status", 5), Err(AuthError::BadSignature));
+        assert_eq!(check(&[k.public()], &forged, "GET", "/v1/status", 5), Err(AuthError::BadSignature));
         // Both keys trusted, each under its own name: each verifies only as itself.
         let both = [k.public(), other_key("fleet-other").public()];
-        assert_eq!(verify_request(&both, &h, "GET", "/v1/status", 5), Ok(()));
-        assert_eq!(verify_request(&both, &claimed, "GET", "/v1/status", 5), Err(AuthError::BadSignature));
+        assert_eq!(check(&both, &h, "GET", "/v1/status", 5), Ok(()));
+        assert_eq!(check(&both, &claimed, "GET", "/v1/status", 5), Err(AuthError::BadSignature));
     }
 
     #[test]
@@ -277,7 +427,7 @@ mod tests {
         let mut public = k.public();
         public.key[0] ^= 1;
         let h = k.sign_request(&request("GET", "/v1/status", 5, &body_sha256(b"")));
-        assert_eq!(verify_request(&[public], &h, "GET", "/v1/status", 5), Err(AuthError::BadSignature));
+        assert_eq!(check(&[public], &h, "GET", "/v1/status", 5), Err(AuthError::BadSignature));
     }
 
     #[test]

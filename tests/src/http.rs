@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hostctl_schemas::ids::HostName;
 use hostctl_schemas::signing::{body_sha256, RequestToSign, SecretKey, SignatureHeaders};
 
 /// A response: status code and body text.
@@ -28,30 +29,27 @@ impl Request {
         Self { method: method.to_owned(), path: path.to_owned(), headers: Vec::new(), body: body.to_vec() }
     }
 
-    /// Adds signature headers made with `key`, as if sent at unix time `at`.
-    pub fn signed_at(mut self, key: &SecretKey, at: u64) -> Self {
+    /// Adds signature headers made with `key` for host `host`'s agent (every other
+    /// agent refuses it), as if sent at unix time `at`.
+    pub fn signed_at(mut self, key: &SecretKey, host: &str, at: u64) -> Self {
         let nonce = format!("{:032x}", nonce_seed());
         let hash = body_sha256(&self.body);
+        let host: HostName = host.parse().unwrap_or_else(|e| crate::fail(&format!("signing for {host:?}: {e}")));
         let h: SignatureHeaders = key.sign_request(&RequestToSign {
+            host: &host,
             method: &self.method,
             path: &self.path,
             timestamp: at,
             nonce: &nonce,
             content_sha256: &hash,
         });
-        self.headers.extend([
-            ("x-hostctl-key".to_owned(), h.key),
-            ("x-hostctl-timestamp".to_owned(), h.timestamp),
-            ("x-hostctl-nonce".to_owned(), h.nonce),
-            ("x-hostctl-content-sha256".to_owned(), h.content_sha256),
-            ("x-hostctl-signature".to_owned(), h.signature),
-        ]);
+        self.headers.extend(h.pairs().map(|(name, value)| (name.to_owned(), value.to_owned())));
         self
     }
 
-    /// Signed now.
-    pub fn signed(self, key: &SecretKey) -> Self {
-        self.signed_at(key, now())
+    /// Signed now, for host `host`.
+    pub fn signed(self, key: &SecretKey, host: &str) -> Self {
+        self.signed_at(key, host, now())
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Self {

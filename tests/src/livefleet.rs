@@ -121,6 +121,21 @@ impl LiveFleet {
         (missing, compressed)
     }
 
+    /// Imports `toplevel`'s missing closure into host `name` through the agent API, as
+    /// hostctl pushes it; fails the test unless the agent answers 200.
+    pub fn import_closure(&self, name: &str, toplevel: &str) {
+        let (missing, compressed) = self.export_missing(name, toplevel);
+        let r = Request::new("POST", "/v1/paths/import", &compressed)
+            .header("x-hostctl-paths", &missing.join(" "))
+            .signed(&self.secret_key(), name)
+            .send(&self.agent_addr(name));
+        match r {
+            Ok(r) if r.status == 200 => {}
+            Ok(r) => fail(&format!("import of {toplevel} into {name}: {} {}", r.status, r.body)),
+            Err(e) => fail(&format!("import of {toplevel} into {name}: {e}")),
+        }
+    }
+
     /// What the example's `switch-to-configuration` recorded on a host.
     pub fn switch_log(&self, name: &str) -> String {
         std::fs::read_to_string(self.host(name).root.join("state/switch.log")).unwrap_or_default()
@@ -201,7 +216,7 @@ impl LiveFleet {
     /// A request to a host's agent signed with the fleet key, on a new connection.
     pub fn agent_request(&self, name: &str, method: &str, path: &str, body: &[u8]) -> std::io::Result<Response> {
         Request::new(method, path, body)
-            .signed(&self.secret_key())
+            .signed(&self.secret_key(), name)
             .send_with_timeout(&self.agent_addr(name), AGENT_TIMEOUT)
     }
 

@@ -39,13 +39,14 @@ impl Kind {
         }
     }
 
-    /// The request, signed now with `key` where the kind is signed; `i` makes the unknown
-    /// deployment ids distinct.
-    pub fn request(self, key: &SecretKey, i: usize) -> Request {
+    /// The request, signed now with `key` for host `hostname` where the kind is signed;
+    /// `i` makes the unknown deployment ids distinct.
+    pub fn request(self, key: &SecretKey, hostname: &str, i: usize) -> Request {
+        let signed = |path: &str| Request::new("GET", path, b"").signed(key, hostname);
         match self {
-            Kind::Status => Request::new("GET", "/v1/status", b"").signed(key),
-            Kind::Generations => Request::new("GET", "/v1/generations", b"").signed(key),
-            Kind::UnknownDeployment => Request::new("GET", &format!("/v1/deployments/no-such-{i}"), b"").signed(key),
+            Kind::Status => signed("/v1/status"),
+            Kind::Generations => signed("/v1/generations"),
+            Kind::UnknownDeployment => signed(&format!("/v1/deployments/no-such-{i}")),
             Kind::Unsigned => Request::new("GET", "/v1/status", b""),
             Kind::Metrics => Request::new("GET", "/metrics", b""),
         }
@@ -124,7 +125,7 @@ pub fn concurrent_status(addr: &str, hostname: &str, key: &SecretKey, n: usize, 
     std::thread::scope(|scope| {
         let threads: Vec<_> = (0..n)
             .map(|_| {
-                let request = Kind::Status.request(key, 0);
+                let request = Kind::Status.request(key, hostname, 0);
                 let barrier = Arc::clone(&barrier);
                 scope.spawn(move || {
                     barrier.wait();
@@ -156,7 +157,7 @@ pub fn mix(
                         .step_by(workers)
                         .map(|i| {
                             let kind = Kind::of(i);
-                            send_checked(kind, &kind.request(key, i), addr, hostname, timeout)
+                            send_checked(kind, &kind.request(key, hostname, i), addr, hostname, timeout)
                         })
                         .collect::<Vec<_>>()
                 })

@@ -407,7 +407,7 @@ fn serve(mut command: Command, config: &Path, log: &Path) -> Served {
 }
 
 fn get_status(addr: &str, key: &SecretKey) -> Option<Value> {
-    let response = Request::new("GET", "/v1/status", b"").signed(key).send(addr).ok()?;
+    let response = Request::new("GET", "/v1/status", b"").signed(key, "binfmt-test").send(addr).ok()?;
     (response.status == 200).then(|| serde_json::from_str(&response.body).unwrap())
 }
 

@@ -21,7 +21,6 @@
 
 use std::time::{Duration, Instant};
 
-use hostctl_tests::http::Request;
 use hostctl_tests::invariants::{self, Running};
 use hostctl_tests::livefleet::LiveFleet;
 use hostctl_tests::simhost::{GcHold, SwitchGate};
@@ -297,17 +296,6 @@ fn killed_while_importing_leaves_no_half_paths() {
     apply_again_activates(&live, &a);
 }
 
-/// Imports `toplevel`'s closure into a host through the agent API, as hostctl does.
-fn import_closure(live: &LiveFleet, host: &str, toplevel: &str) {
-    let (missing, compressed) = live.export_missing(host, toplevel);
-    let r = Request::new("POST", "/v1/paths/import", &compressed)
-        .header("x-hostctl-paths", &missing.join(" "))
-        .signed(&live.secret_key())
-        .send(&live.agent_addr(host))
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", r.body);
-}
-
 #[test]
 fn killed_while_setting_the_profile_keeps_the_previous_system() {
     let (mut live, a) = applied_then_changed("5s");
@@ -315,7 +303,7 @@ fn killed_while_setting_the_profile_keeps_the_previous_system() {
     build.expect_code(0);
     let b = build.json()["hosts"]["web1"]["toplevel"].as_str().unwrap().to_owned();
     // With the closure already there, the first thing that waits is `nix-env --set`.
-    import_closure(&live, "web1", &b);
+    live.import_closure("web1", &b);
     let known = live.deployment_ids("web1");
     let mut hold = GcHold::hold(live.host("web1"));
     let mut apply = live.spawn_hostctl(&["--json", "apply"]);
@@ -387,7 +375,7 @@ fn a_profile_change_outliving_the_killed_agent_does_not_undo_recovery() {
     let build = live.hostctl(&["--json", "build", "--on", "web1"]);
     build.expect_code(0);
     let b = build.json()["hosts"]["web1"]["toplevel"].as_str().unwrap().to_owned();
-    import_closure(&live, "web1", &b);
+    live.import_closure("web1", &b);
     let known = live.deployment_ids("web1");
     let mut hold = GcHold::hold(live.host("web1"));
     let mut apply = live.spawn_hostctl(&["--json", "apply"]);

@@ -252,7 +252,7 @@ fn send_part_of_import(live: &LiveFleet, host: &str, missing: &[String], body: &
     let request = Request::new("POST", "/v1/paths/import", body)
         .header("x-hostctl-paths", &missing.join(" "))
         .header("content-type", "application/zstd")
-        .signed(&live.secret_key());
+        .signed(&live.secret_key(), host);
     let mut head = format!("POST /v1/paths/import HTTP/1.1\r\nhost: {}\r\n", live.agent_addr(host));
     for (name, value) in &request.headers {
         head.push_str(&format!("{name}: {value}\r\n"));
@@ -356,7 +356,7 @@ fn killed_between_import_and_deployment_keeps_the_imported_closure() {
     let (missing, body) = live.export_missing("web1", &b["web1"]);
     let r = Request::new("POST", "/v1/paths/import", &body)
         .header("x-hostctl-paths", &missing.join(" "))
-        .signed(&live.secret_key())
+        .signed(&live.secret_key(), "web1")
         .send(&live.agent_addr("web1"))
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);

@@ -54,7 +54,7 @@ fn a_body_altered_after_signing_does_not_burn_the_nonce() {
     let (a, key) = (live.agent_addr("web1"), live.secret_key());
 
     // A buffered body: refused for the altered body, then the genuine one is served.
-    let genuine = Request::new("POST", "/v1/paths/missing", br#"{"paths":[]}"#).signed(&key);
+    let genuine = Request::new("POST", "/v1/paths/missing", br#"{"paths":[]}"#).signed(&key, "web1");
     let mut altered = genuine.clone();
     altered.body = br#"{"paths":[ ]}"#.to_vec();
     let r = altered.send(&a).unwrap();
@@ -67,8 +67,9 @@ fn a_body_altered_after_signing_does_not_burn_the_nonce() {
 
     // A streamed import: the same, the nonce held only while the body arrives.
     let (paths, compressed) = closure_export(&live);
-    let genuine =
-        Request::new("POST", "/v1/paths/import", &compressed).header("x-hostctl-paths", &paths.join(" ")).signed(&key);
+    let genuine = Request::new("POST", "/v1/paths/import", &compressed)
+        .header("x-hostctl-paths", &paths.join(" "))
+        .signed(&key, "web1");
     let mut altered = genuine.clone();
     let last = altered.body.len() - 1;
     altered.body[last] ^= 1;
@@ -143,7 +144,8 @@ fn eleven_hundred_half_open_connections_from_one_address_do_not_starve_a_signed_
     let (a, key) = (live.agent_addr("web1"), live.secret_key());
     for round in 0..3 {
         let start = Instant::now();
-        let r = Request::new("GET", "/v1/status", b"").signed(&key).send_with_timeout(&a, Duration::from_secs(2));
+        let r =
+            Request::new("GET", "/v1/status", b"").signed(&key, "web1").send_with_timeout(&a, Duration::from_secs(2));
         let took = start.elapsed();
         let r = r.unwrap_or_else(|e| {
             panic!("round {round}: no answer within 2 s ({e}); agent log:\n{}", live.host("web1").agent_log())
@@ -226,7 +228,8 @@ fn an_import_body_that_stops_sending_fails_after_thirty_seconds() {
     let live = LiveFleet::start(&["web1"]);
     let key = live.secret_key();
     let path = "/nix/store/00000000000000000000000000000000-x";
-    let request = Request::new("POST", "/v1/paths/import", &[0u8; 1024]).header("x-hostctl-paths", path).signed(&key);
+    let request =
+        Request::new("POST", "/v1/paths/import", &[0u8; 1024]).header("x-hostctl-paths", path).signed(&key, "web1");
     let mut stream = connect(&live, "web1");
     let mut head = format!("POST /v1/paths/import HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n", 1024 * 1024);
     for (name, value) in &request.headers {

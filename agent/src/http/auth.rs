@@ -1,13 +1,14 @@
 //! Request authentication: every API route goes through [`signed`], which checks the
-//! ed25519 signature against the configured trusted keys and the clock
-//! ([`hostctl_schemas::signing::verify_request`]), refuses replayed nonces ([`NonceCache`]),
-//! and checks the body against its signed SHA-256. Every failure is a 401.
+//! ed25519 signature against the configured trusted keys, the clock and this host's
+//! `hostname` ([`hostctl_schemas::signing::verify_request`]), refuses replayed nonces
+//! ([`NonceCache`]), and checks the body against its signed SHA-256. Every failure is a 401.
 //!
-//! Invariant: a handler only ever runs for a request signed by a trusted key whose nonce
-//! was new; buffered bodies are checked before the handler sees them and only then is the
-//! nonce recorded; streamed bodies (imports) hold their nonce claimed while they arrive and
-//! are checked by the handler through [`Authenticated::check_body`] (which records the
-//! nonce) before any use, so a streamed route must call it before it changes anything.
+//! Invariant: a handler only ever runs for a request signed by a trusted key for this
+//! host whose nonce was new (a request signed for another host records nothing);
+//! buffered bodies are checked before the handler sees them and only then is the nonce
+//! recorded; streamed bodies (imports) hold their nonce claimed while they arrive and are
+//! checked by the handler through [`Authenticated::check_body`] (which records the nonce)
+//! before any use, so a streamed route must call it before it changes anything.
 
 use std::sync::{Arc, Mutex};
 
@@ -18,7 +19,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hostctl_schemas::agent_config::PublicKey;
 use hostctl_schemas::api::headers;
-use hostctl_schemas::signing::{verify_request, AuthError, SignatureHeaders};
+use hostctl_schemas::ids::HostName;
+use hostctl_schemas::signing::{verify_request, AuthError, SignatureHeaders, SIGNATURE_VERSION};
 
 use super::body::{check_declared_length, read_limited};
 use super::error::ApiFailure;
@@ -94,20 +96,22 @@ impl Authenticated {
     }
 }
 
-/// The trusted keys and the nonces seen: shared by every route.
+/// This host's name, the trusted keys and the nonces seen: shared by every route.
 #[derive(Debug)]
 pub struct Authenticator {
+    /// Requests must be signed for this host (agent.yaml `hostname`).
+    host: HostName,
     trusted: Vec<PublicKey>,
     nonces: SharedNonces,
 }
 
 impl Authenticator {
-    pub fn new(trusted: Vec<PublicKey>) -> Self {
-        Self::with_capacity(trusted, NONCE_CAPACITY)
+    pub fn new(host: HostName, trusted: Vec<PublicKey>) -> Self {
+        Self::with_capacity(host, trusted, NONCE_CAPACITY)
     }
 
-    pub fn with_capacity(trusted: Vec<PublicKey>, capacity: usize) -> Self {
-        Self { trusted, nonces: SharedNonces::new(capacity) }
+    pub fn with_capacity(host: HostName, trusted: Vec<PublicKey>, capacity: usize) -> Self {
+        Self { host, trusted, nonces: SharedNonces::new(capacity) }
     }
 
     /// Checks the signature headers of a request to `path` (path and query as sent) and
@@ -116,7 +120,7 @@ impl Authenticator {
     /// cannot fill the cache).
     pub fn verify(&self, headers: &HeaderMap, method: &str, path: &str, now: u64) -> Result<Verified, AuthFailure> {
         let signature = signature_headers(headers)?;
-        verify_request(&self.trusted, &signature, method, path, now)?;
+        verify_request(&self.trusted, &signature, &self.host, method, path, now)?;
         let timestamp: u64 = signature.timestamp.parse().map_err(|_| AuthError::Malformed(headers::TIMESTAMP))?;
         // Refused before the body is read: a replay costs no transfer.
         self.nonces.lock().check_unused(&signature.nonce, now)?;
@@ -149,19 +153,24 @@ impl Authenticator {
     }
 }
 
-/// Reads the five signature headers (names in [`headers`]).
+/// Reads the signature headers (names in [`headers`]), in the order that explains a
+/// refusal best: an unsigned request lacks `x-hostctl-key`; one signed by a controller
+/// from before the scheme had a version has the five v1 headers and no version, which
+/// [`verify_request`] refuses as v1 (so the missing host header is not what it is told).
 fn signature_headers(map: &HeaderMap) -> Result<SignatureHeaders, AuthError> {
-    let get = |name: &'static str| -> Result<String, AuthError> {
-        let value = map.get(name).ok_or(AuthError::MissingHeader(name))?;
-        value.to_str().map(str::to_owned).map_err(|_| AuthError::Malformed(name))
+    let optional = |name: &'static str| -> Result<Option<String>, AuthError> {
+        map.get(name).map(|value| value.to_str().map(str::to_owned).map_err(|_| AuthError::Malformed(name))).transpose()
     };
-    Ok(SignatureHeaders {
-        key: get(headers::KEY)?,
-        timestamp: get(headers::TIMESTAMP)?,
-        nonce: get(headers::NONCE)?,
-        content_sha256: get(headers::CONTENT_SHA256)?,
-        signature: get(headers::SIGNATURE)?,
-    })
+    let get = |name: &'static str| optional(name)?.ok_or(AuthError::MissingHeader(name));
+    let (key, timestamp, nonce) = (get(headers::KEY)?, get(headers::TIMESTAMP)?, get(headers::NONCE)?);
+    let (content_sha256, signature) = (get(headers::CONTENT_SHA256)?, get(headers::SIGNATURE)?);
+    let version = optional(headers::VERSION)?.unwrap_or_else(|| "1".to_owned());
+    let host = match optional(headers::HOST)? {
+        Some(host) => host,
+        None if version == SIGNATURE_VERSION.to_string() => return Err(AuthError::MissingHeader(headers::HOST)),
+        None => String::new(),
+    };
+    Ok(SignatureHeaders { version, key, host, timestamp, nonce, content_sha256, signature })
 }
 
 /// How a route's body is handled once the request is authenticated.
@@ -223,26 +232,64 @@ mod tests {
     const NOW: u64 = 1_800_000_000;
     const NONCE: &str = "00112233445566778899aabbccddeeff";
 
+    /// The authenticator of host `web1`.
     fn auth() -> Authenticator {
         let key: SecretKey = TRUSTED_SECRET.parse().unwrap();
-        Authenticator::new(vec![key.public()])
+        Authenticator::new("web1".parse().unwrap(), vec![key.public()])
     }
 
     fn signed_headers(secret: &str, method: &str, path: &str, timestamp: u64, nonce: &str, body: &[u8]) -> HeaderMap {
+        signed_for("web1", secret, method, path, timestamp, nonce, body)
+    }
+
+    fn signed_for(
+        host: &str,
+        secret: &str,
+        method: &str,
+        path: &str,
+        timestamp: u64,
+        nonce: &str,
+        body: &[u8],
+    ) -> HeaderMap {
         let key: SecretKey = secret.parse().unwrap();
-        let sha = body_sha256(body);
-        let h = key.sign_request(&RequestToSign { method, path, timestamp, nonce, content_sha256: &sha });
+        let (host, sha) = (host.parse().unwrap(), body_sha256(body));
+        let h = key.sign_request(&RequestToSign { host: &host, method, path, timestamp, nonce, content_sha256: &sha });
         let mut map = HeaderMap::new();
-        for (name, value) in [
-            (headers::KEY, h.key),
-            (headers::TIMESTAMP, h.timestamp),
-            (headers::NONCE, h.nonce),
-            (headers::CONTENT_SHA256, h.content_sha256),
-            (headers::SIGNATURE, h.signature),
-        ] {
+        for (name, value) in h.pairs() {
             map.insert(name, value.parse().unwrap());
         }
         map
+    }
+
+    #[test]
+    fn a_request_for_another_host_is_refused_and_burns_no_nonce() {
+        let a = auth();
+        let path = "/v1/rollback";
+        let for_web2 = signed_for("web2", TRUSTED_SECRET, "POST", path, NOW, NONCE, b"{}");
+        let err = a.authenticate(&for_web2, "POST", path, NOW).unwrap_err();
+        let message = ApiFailure::from(err).message;
+        assert_eq!(message, r#"request is for host "web2", this is "web1""#);
+        // Relabelled as for web1: the signature covers the host.
+        let mut relabelled = for_web2.clone();
+        relabelled.insert(headers::HOST, "web1".parse().unwrap());
+        assert_eq!(a.authenticate(&relabelled, "POST", path, NOW), Err(AuthError::BadSignature.into()));
+        // The same nonce in a request for web1 is still new.
+        let for_web1 = signed_headers(TRUSTED_SECRET, "POST", path, NOW, NONCE, b"{}");
+        a.authenticate(&for_web1, "POST", path, NOW).unwrap();
+    }
+
+    #[test]
+    fn a_request_signed_with_scheme_v1_is_refused_with_what_to_do() {
+        let mut v1 = signed_headers(TRUSTED_SECRET, "GET", "/v1/status", NOW, NONCE, b"");
+        v1.remove(headers::VERSION);
+        v1.remove(headers::HOST);
+        let err = auth().authenticate(&v1, "GET", "/v1/status", NOW).unwrap_err();
+        assert_eq!(err, AuthError::SchemeV1.into());
+        assert!(ApiFailure::from(err).message.contains("upgrade hostctl on the controller"));
+        let mut no_host = signed_headers(TRUSTED_SECRET, "GET", "/v1/status", NOW, NONCE, b"");
+        no_host.remove(headers::HOST);
+        let err = auth().authenticate(&no_host, "GET", "/v1/status", NOW).unwrap_err();
+        assert_eq!(err, AuthError::MissingHeader(headers::HOST).into());
     }
 
     #[test]

@@ -10,7 +10,6 @@ use hostctl_agent::activation::DetachedChild;
 use hostctl_agent::serve::Agent;
 use hostctl_nix::Nix;
 use hostctl_schemas::agent_config::parse_agent_config;
-use hostctl_schemas::api::headers;
 use hostctl_schemas::ids::StorePath;
 use hostctl_schemas::signing::{body_sha256, RequestToSign, SecretKey};
 use reqwest::Method;
@@ -80,6 +79,8 @@ pub fn now() -> u64 {
 #[derive(Clone)]
 pub struct Signing {
     pub secret: &'static str,
+    /// The host the request is signed for (the test agent is `web1`).
+    pub host: &'static str,
     pub timestamp: u64,
     pub nonce: String,
     /// The body the signature claims (may differ from the one sent).
@@ -111,7 +112,7 @@ pub struct Client {
 
 impl Client {
     pub fn signing(&self) -> Signing {
-        Signing { secret: self.secret, timestamp: now(), nonce: nonce(), signed_body: None }
+        Signing { secret: self.secret, host: "web1", timestamp: now(), nonce: nonce(), signed_body: None }
     }
 
     /// A request signed properly.
@@ -131,16 +132,16 @@ impl Client {
     pub fn signed_headers(&self, method: &str, path: &str, body: &[u8]) -> Vec<(&'static str, String)> {
         let key: SecretKey = self.secret.parse().unwrap();
         let sha = body_sha256(body);
-        let nonce = nonce();
-        let h =
-            key.sign_request(&RequestToSign { method, path, timestamp: now(), nonce: &nonce, content_sha256: &sha });
-        vec![
-            (headers::KEY, h.key),
-            (headers::TIMESTAMP, h.timestamp),
-            (headers::NONCE, h.nonce),
-            (headers::CONTENT_SHA256, h.content_sha256),
-            (headers::SIGNATURE, h.signature),
-        ]
+        let (nonce, host) = (nonce(), "web1".parse().unwrap());
+        let h = key.sign_request(&RequestToSign {
+            host: &host,
+            method,
+            path,
+            timestamp: now(),
+            nonce: &nonce,
+            content_sha256: &sha,
+        });
+        h.pairs().into_iter().map(|(name, value)| (name, value.to_owned())).collect()
     }
 
     /// A request signed as `signing` says (or not at all), with extra headers.
@@ -157,18 +158,16 @@ impl Client {
             let key: SecretKey = s.secret.parse().unwrap();
             let sha = body_sha256(s.signed_body.as_deref().unwrap_or(body));
             let h = key.sign_request(&RequestToSign {
+                host: &s.host.parse().unwrap(),
                 method: method.as_str(),
                 path,
                 timestamp: s.timestamp,
                 nonce: &s.nonce,
                 content_sha256: &sha,
             });
-            request = request
-                .header(headers::KEY, h.key)
-                .header(headers::TIMESTAMP, h.timestamp)
-                .header(headers::NONCE, h.nonce)
-                .header(headers::CONTENT_SHA256, h.content_sha256)
-                .header(headers::SIGNATURE, h.signature);
+            for (name, value) in h.pairs() {
+                request = request.header(name, value);
+            }
         }
         for (name, value) in extra {
             request = request.header(*name, value);

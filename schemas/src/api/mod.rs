@@ -28,7 +28,7 @@ pub struct ApiError {
 pub enum ErrorCode {
     /// 400: the request is malformed or names an invalid value (e.g. a bad store path).
     BadRequest,
-    /// 401: missing, invalid, stale or replayed signature.
+    /// 401: missing, invalid, stale or replayed signature, or signed for another host.
     Unauthorized,
     /// 404: no such route or object.
     NotFound,
@@ -55,6 +55,11 @@ impl ErrorCode {
 
 /// Headers carrying a request's signature ([`crate::signing`]).
 pub mod headers {
+    /// The signing scheme, [`crate::signing::SIGNATURE_VERSION`]; a request without it
+    /// was signed with v1, which agents refuse.
+    pub const VERSION: &str = "x-hostctl-signature-version";
+    /// The host the request is for (the agent's `hostname`), covered by the signature.
+    pub const HOST: &str = "x-hostctl-host";
     /// Name of the controller key that signed (the `name` of `name:base64`).
     pub const KEY: &str = "x-hostctl-key";
     /// Unix time in seconds when the request was signed.
@@ -65,4 +70,6 @@ pub mod headers {
     pub const CONTENT_SHA256: &str = "x-hostctl-content-sha256";
     /// Base64 ed25519 signature over [`crate::signing::canonical_request`].
     pub const SIGNATURE: &str = "x-hostctl-signature";
+    /// Every header a signed request carries, in the order the agent reads them.
+    pub const ALL: [&str; 7] = [KEY, TIMESTAMP, NONCE, CONTENT_SHA256, SIGNATURE, VERSION, HOST];
 }

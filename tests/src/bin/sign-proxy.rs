@@ -7,8 +7,9 @@
 //! check that unsigned or wrongly signed requests are refused. One request per connection;
 //! the agent's response is relayed byte for byte.
 //!
-//! `sign-proxy --listen 127.0.0.1:0 --agent 127.0.0.1:7420 --key fleet.sec
-//! [--webhook-secret FILE] [--placeholder WORD]`: prints `http://ADDR` (the bound address)
+//! `sign-proxy --listen 127.0.0.1:0 --agent 127.0.0.1:7420 --host NAME --key fleet.sec
+//! [--webhook-secret FILE] [--placeholder WORD]`: `--host` is the agent's `hostname`,
+//! which requests are signed for; prints `http://ADDR` (the bound address)
 //! on stdout once it listens, and one line per request on stderr.
 
 use std::io::{BufRead as _, BufReader, Read, Write};
@@ -29,14 +30,15 @@ const MAX_HEAD: usize = 256 * 1024;
 const AGENT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Signature headers a signed request gets fresh: whatever the client sent is dropped.
-const SIGNATURE_HEADERS: [&str; 5] =
-    ["x-hostctl-key", "x-hostctl-timestamp", "x-hostctl-nonce", "x-hostctl-content-sha256", "x-hostctl-signature"];
+const SIGNATURE_HEADERS: [&str; 7] = hostctl_schemas::api::headers::ALL;
 /// Connection-level headers the proxy sets itself.
 const HOP_HEADERS: [&str; 5] = ["connection", "keep-alive", "transfer-encoding", "content-length", "host"];
 
 struct Options {
     listen: String,
     agent: String,
+    /// The agent's `hostname`: the host requests are signed for.
+    host: String,
     key: SecretKey,
     webhook_secret: Option<Vec<u8>>,
     placeholder: String,
@@ -77,14 +79,15 @@ fn main() -> ExitCode {
 }
 
 fn parse_args(args: Vec<String>) -> Result<Options, String> {
-    let (mut listen, mut agent, mut key, mut webhook, mut placeholder) =
-        ("127.0.0.1:0".to_owned(), None, None, None, "sign-proxy".to_owned());
+    let (mut listen, mut agent, mut host, mut key, mut webhook, mut placeholder) =
+        ("127.0.0.1:0".to_owned(), None, None, None, None, "sign-proxy".to_owned());
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--listen" => listen = value()?,
             "--agent" => agent = Some(value()?),
+            "--host" => host = Some(value()?),
             "--key" => key = Some(PathBuf::from(value()?)),
             "--webhook-secret" => webhook = Some(PathBuf::from(value()?)),
             "--placeholder" => placeholder = value()?,
@@ -92,6 +95,8 @@ fn parse_args(args: Vec<String>) -> Result<Options, String> {
         }
     }
     let agent = agent.ok_or("--agent HOST:PORT is required")?;
+    let host: String = host.ok_or("--host NAME (the agent's hostname) is required")?;
+    host.parse::<hostctl_schemas::ids::HostName>().map_err(|e| format!("--host {host}: {e}"))?;
     let key = SecretKey::load(&key.ok_or("--key FILE is required")?).map_err(|e| e.to_string())?;
     let webhook_secret = match webhook {
         Some(file) => Some(
@@ -103,7 +108,7 @@ fn parse_args(args: Vec<String>) -> Result<Options, String> {
         ),
         None => None,
     };
-    Ok(Options { listen, agent, key, webhook_secret, placeholder })
+    Ok(Options { listen, agent, host, key, webhook_secret, placeholder })
 }
 
 /// One request as the client sent it (header values as raw bytes: clients may send
@@ -159,7 +164,8 @@ fn prepare(incoming: &Incoming, options: &Options) -> (Vec<(String, Vec<u8>)>, &
         headers.push(("x-hub-signature-256".to_owned(), hub_signature(secret, &incoming.body).into_bytes()));
     }
     if sign {
-        let signed = Request::new(&incoming.method, &incoming.target, &incoming.body).signed(&options.key);
+        let signed =
+            Request::new(&incoming.method, &incoming.target, &incoming.body).signed(&options.key, &options.host);
         headers.extend(signed.headers.into_iter().map(|(n, v)| (n, v.into_bytes())));
     }
     let how = match (sign, hmac) {

@@ -19,7 +19,7 @@ fn bad_signature_headers_are_401_naming_the_header_and_change_nothing() {
     import(&live, &system);
     let body = deployment_body("intruder-1", &system);
     let path = "/v1/deployments";
-    let signed = || Request::new("POST", path, &body).signed(&key);
+    let signed = || Request::new("POST", path, &body).signed(&key, HOST);
     let without = |name: &str| {
         let mut r = signed();
         r.headers.retain(|(n, _)| n != name);
@@ -43,26 +43,52 @@ fn bad_signature_headers_are_401_naming_the_header_and_change_nothing() {
         ("nonce not hex", with("x-hostctl-nonce", "not-a-nonce"), "header x-hostctl-nonce is malformed"),
         ("body hash not hex", with("x-hostctl-content-sha256", "xyz"), "header x-hostctl-content-sha256 is malformed"),
         ("signature not base64", with("x-hostctl-signature", "!!!"), "header x-hostctl-signature is malformed"),
+        ("no target host", without("x-hostctl-host"), "missing header x-hostctl-host"),
+        ("target host not a host name", with("x-hostctl-host", "Web 1"), "header x-hostctl-host is malformed"),
+        (
+            "no scheme version (a v1 controller)",
+            without("x-hostctl-signature-version"),
+            "upgrade hostctl on the controller",
+        ),
+        ("unknown scheme version", with("x-hostctl-signature-version", "9"), "signed with scheme version `9`"),
+        (
+            "signed for another host",
+            Request::new("POST", path, &body).signed(&key, "web2"),
+            r#"request is for host "web2", this is "web1""#,
+        ),
+        (
+            "signed for another host, relabelled",
+            {
+                let mut r = Request::new("POST", path, &body).signed(&key, "web2");
+                r.headers.iter_mut().filter(|(n, _)| n == "x-hostctl-host").for_each(|(_, v)| *v = HOST.to_owned());
+                r
+            },
+            "signature does not verify",
+        ),
         (
             "unknown key",
-            Request::new("POST", path, &body).signed(&key_from_seed("intruder", 7)),
+            Request::new("POST", path, &body).signed(&key_from_seed("intruder", 7), HOST),
             "key `intruder` is not among the agent's trusted keys",
         ),
         (
             "trusted name, other key",
-            Request::new("POST", path, &body).signed(&key_from_seed("hostctl-test", 7)),
+            Request::new("POST", path, &body).signed(&key_from_seed("hostctl-test", 7), HOST),
             "signature does not verify",
         ),
-        ("too old", Request::new("POST", path, &body).signed_at(&key, now() - 600), "away from the agent's clock"),
+        (
+            "too old",
+            Request::new("POST", path, &body).signed_at(&key, HOST, now() - 600),
+            "away from the agent's clock",
+        ),
         (
             "in the future",
-            Request::new("POST", path, &body).signed_at(&key, now() + 600),
+            Request::new("POST", path, &body).signed_at(&key, HOST, now() + 600),
             "away from the agent's clock",
         ),
         (
             "signed for another path",
             {
-                let mut r = Request::new("POST", "/v1/rollback", &body).signed(&key);
+                let mut r = Request::new("POST", "/v1/rollback", &body).signed(&key, HOST);
                 r.path = path.to_owned();
                 r
             },
@@ -71,7 +97,7 @@ fn bad_signature_headers_are_401_naming_the_header_and_change_nothing() {
         (
             "signed for another method",
             {
-                let mut r = Request::new("PUT", path, &body).signed(&key);
+                let mut r = Request::new("PUT", path, &body).signed(&key, HOST);
                 r.method = "POST".to_owned();
                 r
             },
@@ -200,18 +226,18 @@ fn bad_api_bodies_are_refused_naming_the_field_and_change_nothing() {
     import(&live, &system);
     let not_a_system = local_path("bad-input-not-a-system", &[("README", "no\n", false)]);
     import(&live, &not_a_system);
-    let r = Request::new("POST", "/v1/deployments", &deployment_body("good-1", &system)).signed(&key).send(&addr);
+    let r = Request::new("POST", "/v1/deployments", &deployment_body("good-1", &system)).signed(&key, HOST).send(&addr);
     assert_eq!(r.unwrap().status, 202);
     live.wait_for_deployment(HOST, "good-1", Duration::from_secs(30), |s| s == "confirmed");
     let before = host_state(live.host(HOST));
 
     for (what, body, status, expected) in deployment_cases(&system, &not_a_system) {
-        let r = Request::new("POST", "/v1/deployments", body.as_bytes()).signed(&key).send(&addr).unwrap();
+        let r = Request::new("POST", "/v1/deployments", body.as_bytes()).signed(&key, HOST).send(&addr).unwrap();
         let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
         expect_api(&r, what, status, &expected);
     }
     for (what, method, path, body, status, expected) in OTHER_CASES {
-        let r = Request::new(method, path, body.as_bytes()).signed(&key).send(&addr).unwrap();
+        let r = Request::new(method, path, body.as_bytes()).signed(&key, HOST).send(&addr).unwrap();
         expect_api(&r, what, status, &[expected]);
     }
     assert_eq!(host_state(live.host(HOST)), before, "a refused body changed the host");

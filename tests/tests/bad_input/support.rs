@@ -114,7 +114,7 @@ pub fn fake_system(tag: &str) -> String {
 pub use hostctl_tests::livefleet::compressed_export;
 
 pub fn import_request(body: &[u8], header_paths: &str, key: &SecretKey) -> Request {
-    Request::new("POST", "/v1/paths/import", body).header("x-hostctl-paths", header_paths).signed(key)
+    Request::new("POST", "/v1/paths/import", body).header("x-hostctl-paths", header_paths).signed(key, HOST)
 }
 
 /// Imports `path` into the host over the API (as `hostctl apply` pushes it).

@@ -34,7 +34,7 @@ fn bad_import_streams_register_nothing_and_name_the_path() {
     let cases: Vec<(&str, Request, Vec<String>)> = vec![
         (
             "no x-hostctl-paths",
-            Request::new("POST", "/v1/paths/import", &stream).signed(&key),
+            Request::new("POST", "/v1/paths/import", &stream).signed(&key, HOST),
             vec!["missing header x-hostctl-paths".into()],
         ),
         (
