@@ -2,6 +2,8 @@
 //! controller) or `command` check (run by the agent) rolls the host back and stops the
 //! rollout, and the summary names the hosts that were never touched; a passing check
 //! (served from inside the host's own network namespace) lets the host be confirmed.
+//! `https://` checks trust the roots `SSL_CERT_FILE` names, and a failure through a proxy
+//! names it.
 
 #![allow(
     clippy::expect_used,
