@@ -29,6 +29,7 @@ mod output_schemas;
 mod pieces;
 mod pipeline;
 mod pool;
+mod probe;
 mod progress;
 mod push;
 mod rebuild;

@@ -12,16 +12,23 @@ use crate::simhost::SimHost;
 /// host's own `/nix`), a 30 s confirmation window, the session bus, and detached
 /// activations (never the machine's systemd, should it run one).
 pub fn agent_config(host: &SimHost, trusted_key: &str) -> String {
+    agent_config_trusting(host, &[trusted_key])
+}
+
+/// [`agent_config`] trusting each of `trusted_keys` (e.g. the old and the new fleet key
+/// while the fleet key changes).
+pub fn agent_config_trusting(host: &SimHost, trusted_keys: &[&str]) -> String {
     // JSON strings are valid YAML double-quoted scalars: no escaping rules of our own.
     let quote = |s: &str| serde_json::Value::String(s.to_owned()).to_string();
     let listen = SocketAddr::from((host.addr, host.port)).to_string();
     let state_dir = host.root.join("state/agent");
+    let keys: Vec<String> = trusted_keys.iter().map(|k| quote(k)).collect();
     format!(
         "hostname: {}\nlisten: {}\ntrusted_keys: [{}]\nstate_dir: {}\nprofile: {}\nconfirm_timeout: 30s\nbus: session\n\
          service_manager: detached\n",
         quote(&host.name),
         quote(&listen),
-        quote(trusted_key),
+        keys.join(", "),
         quote(&state_dir.to_string_lossy()),
         quote("/nix/var/nix/profiles/system"),
     )

@@ -21,6 +21,7 @@ pub mod private_bus;
 pub mod simhost;
 pub mod slots;
 pub mod sshd;
+pub mod tls;
 pub mod tmpfs;
 pub mod userns;
 

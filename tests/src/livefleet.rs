@@ -34,9 +34,7 @@ impl LiveFleet {
         let fleet = TestFleet::new();
         prepare(&fleet);
         let key_file = fleet.tmp.path().join("fleet.sec");
-        let secret = nix_stdout(&fleet, &["key", "generate-secret", "--key-name", "hostctl-test"], None);
-        crate::write_secret(&key_file, &secret);
-        let public_key = nix_stdout(&fleet, &["key", "convert-secret-to-public"], Some(&secret)).trim().to_owned();
+        let public_key = generate_key(&fleet, "hostctl-test", &key_file);
         let mut hosts = Vec::new();
         for name in names {
             let mut host = SimHost::create(name);
@@ -74,6 +72,14 @@ impl LiveFleet {
     /// The signing key, for tests that sign requests themselves.
     pub fn secret_key(&self) -> SecretKey {
         SecretKey::load(&self.key_file).unwrap_or_else(|e| fail(&e.to_string()))
+    }
+
+    /// A new fleet key named `name` (`nix key generate-secret`), its secret written 0600 to
+    /// `<fleet tmp>/<name>.sec`: the file and the public key (`name:base64`).
+    pub fn new_key(&self, name: &str) -> (PathBuf, String) {
+        let file = self.fleet.tmp.path().join(format!("{name}.sec"));
+        let public = generate_key(&self.fleet, name, &file);
+        (file, public)
     }
 
     /// `hostctl --key <key> ARGS...` against this fleet.
@@ -140,6 +146,13 @@ impl LiveFleet {
     pub fn switch_log(&self, name: &str) -> String {
         std::fs::read_to_string(self.host(name).root.join("state/switch.log")).unwrap_or_default()
     }
+}
+
+/// `nix key generate-secret --key-name NAME` into `secret_file` (0600); the public key.
+fn generate_key(fleet: &TestFleet, name: &str, secret_file: &std::path::Path) -> String {
+    let secret = nix_stdout(fleet, &["key", "generate-secret", "--key-name", name], None);
+    crate::write_secret(secret_file, &secret);
+    nix_stdout(fleet, &["key", "convert-secret-to-public"], Some(&secret)).trim().to_owned()
 }
 
 /// `nix ARGS` in the fleet directory with `stdin`; its stdout. Fails the caller on error.

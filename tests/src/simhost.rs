@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 mod background;
 
-pub use crate::agent_yaml::{agent_config, agent_config_with, PullSettings};
+pub use crate::agent_yaml::{agent_config, agent_config_trusting, agent_config_with, PullSettings};
 pub use crate::gates::{GcHold, SwitchGate};
 pub use background::Background;
 

@@ -2,7 +2,7 @@
 # Installs what hostctl's example and tests need on a fresh Debian machine, if missing:
 # git, Nix (Debian's nix-bin), a C compiler, iproute2 and python3 (simulated hosts).
 # With --test, also what the tests use (dbus, qemu-user-static, an aarch64 cross
-# compiler, sshd, strace) and the private Nix 2.26 the Nix-layer tests run against. Installs
+# compiler, sshd, strace, openssl) and the private Nix 2.26 the Nix-layer tests run against. Installs
 # only as root; otherwise says what is missing.
 set -euo pipefail
 
@@ -22,6 +22,7 @@ if [ "${1:-}" = --test ]; then
   command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-server) # pull over ssh://
   command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
   command -v strace >/dev/null 2>&1 || need+=(strace)                      # incremental evaluation traces nix eval
+  command -v openssl >/dev/null 2>&1 || need+=(openssl)                    # certificates for https health checks
 fi
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

@@ -2,6 +2,8 @@
 //! controller) or `command` check (run by the agent) rolls the host back and stops the
 //! rollout, and the summary names the hosts that were never touched; a passing check
 //! (served from inside the host's own network namespace) lets the host be confirmed.
+//! `https://` checks trust the roots `SSL_CERT_FILE` names, and a failure through a proxy
+//! names it.
 
 #![allow(
     clippy::expect_used,
@@ -12,6 +14,8 @@
 
 use hostctl_tests::invariants::{self, Running};
 use hostctl_tests::livefleet::LiveFleet;
+use hostctl_tests::tls::TestCa;
+use hostctl_tests::{run, HostctlRun};
 use serde_json::Value;
 
 /// The confirmation window in these tests: long, so that a rollback well before it ran
@@ -325,4 +329,67 @@ fn a_command_check_over_its_timeout_fails_and_is_stopped() {
         .collect();
     assert!(sleeping.is_empty(), "the timed-out check was stopped, not left running: pids {sleeping:?}");
     invariants::check(&live, "web1", &a, &toplevel(&v, "web1")).expect(Running::Old, "rolled back: check too slow");
+}
+
+/// `hostctl --json apply` with the environment a health check over TLS sees: the CA file
+/// `SSL_CERT_FILE` names as the trusted roots, and the proxy variables from `proxy` (none
+/// otherwise, whatever the test's own environment holds).
+fn apply_with_roots(live: &LiveFleet, roots: &std::path::Path, proxy: Option<&str>) -> HostctlRun {
+    let mut cmd = live.hostctl_command(&["--json", "apply"]);
+    cmd.env("SSL_CERT_FILE", roots);
+    for var in ["http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"] {
+        match proxy {
+            Some(url) => cmd.env(var, url),
+            None => cmd.env_remove(var),
+        };
+    }
+    cmd.env_remove("no_proxy").env_remove("NO_PROXY");
+    HostctlRun::from(run(&mut cmd))
+}
+
+/// `https://` checks (issue 14): the controller verifies the server's certificate against
+/// the roots it trusts (`SSL_CERT_FILE` here), so a certificate from a CA it trusts lets
+/// the host be confirmed, and one from any other CA fails the gate with the certificate
+/// problem named; a check sent through a proxy that fails names the proxy.
+#[test]
+fn an_https_check_confirms_with_a_trusted_certificate_and_rolls_back_otherwise() {
+    let live = LiveFleet::start(&["web1"]);
+    let host = live.host("web1");
+    let (ca, stranger) = (TestCa::new("hostctl test CA"), TestCa::new("someone else's CA"));
+    let _server = host.start_tls_health_server(8443, &ca.server_cert(host.addr, "web1"));
+    host.set_healthy(true);
+    let url = host.health_https_url(8443);
+    let check = format!("    health:\n      - http: {url}\n        timeout: 2s\n        retries: 0\n");
+    live.write_inventory_with(WINDOW, |_| check.clone(), "");
+    live.fleet.commit("web1 has an https health endpoint");
+
+    let run = apply_with_roots(&live, &ca.cert(), None);
+    run.expect_code(0);
+    let v = run.json();
+    assert_eq!(result(&v, "web1"), "activated", "{v}");
+    assert_eq!(v["hosts"]["web1"]["health"][0]["ok"], true, "{v}");
+    let a = toplevel(&v, "web1");
+    assert!(host.health_log().contains("GET /healthz"), "the controller asked over TLS: {}", host.health_log());
+
+    live.change_host("web1", "web1 B, checked by a controller that trusts another CA");
+    let run = apply_with_roots(&live, &stranger.cert(), None);
+    run.expect_code(1);
+    let v = run.json();
+    assert_eq!(result(&v, "web1"), "rolled-back", "{}", v["hosts"]["web1"]);
+    assert_eq!(v["hosts"]["web1"]["step"], "health", "{}", v["hosts"]["web1"]);
+    let error = v["hosts"]["web1"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("certificate was refused: UnknownIssuer") && error.contains("SSL_CERT_FILE"), "{error}");
+    assert_eq!(host.current_system(), a, "web1 runs A again");
+    assert_rolled_back_early(&live, "web1", &toplevel(&v, "web1"));
+    invariants::check(&live, "web1", &a, &toplevel(&v, "web1"))
+        .expect(Running::Old, "rolled back: untrusted certificate");
+
+    // A proxy that refuses every connection: the check fails, and says through what.
+    let run = apply_with_roots(&live, &ca.cert(), Some("http://127.0.0.1:9"));
+    run.expect_code(1);
+    let v = run.json();
+    assert_eq!(result(&v, "web1"), "rolled-back", "{}", v["hosts"]["web1"]);
+    let error = v["hosts"]["web1"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("cannot connect via proxy http://127.0.0.1:9: "), "{error}");
+    assert_eq!(host.current_system(), a, "web1 runs A again");
 }

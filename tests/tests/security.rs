@@ -1,6 +1,7 @@
 //! Security at start and in the logs (docs/SECURITY.md): secrets and state that other users
 //! could read are refused with exit 2 and nothing changed; an agent with no trusted key does
-//! not start; no secret (fleet key, webhook secret) ever reaches a log, an output or a record.
+//! not start; no secret (fleet key, webhook secret) ever reaches a log, an output or a record;
+//! the fleet key changes over by trusting the old and the new key, then only the new.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use hostctl_tests::http::{hub_signature, push_payload, Request};
 use hostctl_tests::livefleet::LiveFleet;
+use hostctl_tests::simhost::agent_config_trusting;
 use hostctl_tests::{binary, run, write_secret, HostctlRun};
 
 #[expect(clippy::unwrap_used, reason = "test helper: a panic is a test failure")]
@@ -190,4 +192,61 @@ fn no_secret_reaches_a_log_an_output_or_a_record() {
         }
         assert!(!text.contains(&signature), "a webhook signature appears in {place}");
     }
+}
+
+/// `hostctl --key KEY --json status`: the run and web1's entry.
+fn status_with(live: &LiveFleet, key: &Path) -> (HostctlRun, serde_json::Value) {
+    let key = key.to_string_lossy();
+    let out = live.fleet.hostctl(&["--key", &key, "--json", "status"]);
+    let host = serde_json::from_str::<serde_json::Value>(&out.stdout).map(|v| v["hosts"]["web1"].clone());
+    (out, host.unwrap_or_default())
+}
+
+/// Changing the fleet key (docs/SECURITY.md, "Rotating the fleet key"): an agent that
+/// trusts the old and the new key takes requests signed with either; once the old key is
+/// removed from `trusted_keys` and the agent restarted, requests signed with it are
+/// refused (401, nothing done) and the new key keeps working, deployments included.
+#[test]
+fn the_fleet_key_changes_over_by_trusting_both_then_removing_the_old() {
+    let mut live = LiveFleet::start(&["web1"]);
+    let (old_file, old_public) = (live.key_file.clone(), live.public_key.clone());
+    let (new_file, new_public) = live.new_key("hostctl-test-2");
+    let restart_trusting = |live: &mut LiveFleet, keys: &[&str]| {
+        let host = live.host_mut("web1");
+        let yaml = agent_config_trusting(host, keys);
+        host.stop_agent();
+        host.start_agent(&yaml);
+    };
+
+    restart_trusting(&mut live, &[&old_public, &new_public]);
+    for key in [&old_file, &new_file] {
+        let (out, web1) = status_with(&live, key);
+        out.expect_code(0);
+        assert_eq!(web1["result"], "ok", "signed with {}: {web1}", key.display());
+    }
+
+    restart_trusting(&mut live, &[&new_public]);
+    // The operator's signing key is the new one from now on (the harness's own requests too).
+    live.key_file = new_file.clone();
+    let generations = live.host("web1").profile_generations();
+    let (out, web1) = status_with(&live, &old_file);
+    out.expect_code(1);
+    assert_eq!(web1["result"], "failed", "{web1}");
+    let error = web1["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("HTTP 401") && error.contains("key `hostctl-test` is not among the agent's trusted keys"),
+        "{error}"
+    );
+    let refused = live.fleet.hostctl(&["--key", &old_file.to_string_lossy(), "--json", "apply"]);
+    refused.expect_code(1);
+    assert_eq!(refused.json()["hosts"]["web1"]["step"], "connect", "{}", refused.stdout);
+    assert!(live.deployments("web1").is_empty(), "a request signed with the old key did something");
+    assert_eq!(live.host("web1").profile_generations(), generations);
+
+    let (out, web1) = status_with(&live, &new_file);
+    out.expect_code(0);
+    assert_eq!(web1["result"], "ok", "{web1}");
+    let applied = live.hostctl(&["--json", "apply"]);
+    applied.expect_code(0);
+    assert_eq!(applied.json()["hosts"]["web1"]["result"], "activated", "{}", applied.stdout);
 }

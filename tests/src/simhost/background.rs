@@ -1,6 +1,7 @@
 //! Processes a test runs in a simulated host beside its agent: the health server whose
-//! answer a test switches between 200 and 404, and any other listening process (a server
-//! that never answers, say), each killed by pid when its [`Background`] guard drops.
+//! answer a test switches between 200 and 404 (over HTTP, or HTTPS with a test
+//! certificate), and any other listening process (a server that never answers, say), each
+//! killed by pid when its [`Background`] guard drops.
 
 use std::fs::{File, OpenOptions};
 use std::net::{SocketAddr, TcpStream};
@@ -10,6 +11,21 @@ use std::time::{Duration, Instant};
 
 use super::{SimHost, GATE_TIMEOUT};
 use crate::fail;
+use crate::tls::ServerCert;
+
+/// `python3 -c` this, `ADDR PORT DIR CERT KEY`: http.server's file server for DIR behind
+/// TLS, one log line per request on stderr as `python3 -m http.server` writes them. A
+/// client that refuses the certificate fails `accept` only for its own connection.
+const TLS_SERVER: &str = r#"
+import functools, http.server, ssl, sys
+addr, port, root, cert, key = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=root)
+server = http.server.ThreadingHTTPServer((addr, port), handler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+"#;
 
 impl SimHost {
     /// ROOT/health: what [`SimHost::start_health_server`] serves.
@@ -46,6 +62,26 @@ impl SimHost {
         let (port_s, addr_s) = (port.to_string(), self.addr.to_string());
         let dir = self.health_dir().to_string_lossy().into_owned();
         let argv = ["python3", "-m", "http.server", &port_s, "--bind", &addr_s, "--directory", &dir];
+        let log_path = self.root.join("health.log");
+        let log =
+            File::create(&log_path).unwrap_or_else(|e| fail(&format!("cannot create {}: {e}", log_path.display())));
+        self.spawn_listening(&argv, port, log, &log_path)
+    }
+
+    /// `https://ADDR:PORT/healthz`.
+    pub fn health_https_url(&self, port: u16) -> String {
+        format!("https://{}:{port}/healthz", self.addr)
+    }
+
+    /// Like [`SimHost::start_health_server`], over TLS with `cert` (made for this host's
+    /// address by [`crate::tls::TestCa::server_cert`]): `https://ADDR:port/healthz`.
+    pub fn start_tls_health_server(&self, port: u16, cert: &ServerCert) -> Background {
+        std::fs::create_dir_all(self.health_dir())
+            .unwrap_or_else(|e| fail(&format!("cannot create {}: {e}", self.health_dir().display())));
+        let (port_s, addr_s) = (port.to_string(), self.addr.to_string());
+        let dir = self.health_dir().to_string_lossy().into_owned();
+        let (cert_s, key_s) = (cert.cert.to_string_lossy().into_owned(), cert.key.to_string_lossy().into_owned());
+        let argv = ["python3", "-c", TLS_SERVER, &addr_s, &port_s, &dir, &cert_s, &key_s];
         let log_path = self.root.join("health.log");
         let log =
             File::create(&log_path).unwrap_or_else(|e| fail(&format!("cannot create {}: {e}", log_path.display())));
