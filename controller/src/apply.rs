@@ -120,7 +120,7 @@ pub async fn apply(
         max_failures: opts.max_failures,
         parallel: opts.parallel,
     };
-    let mut report = ApplyReport::default();
+    let mut report = ApplyReport { tally: true, ..ApplyReport::default() };
     report.extra.mode = settings.mode.as_str();
     report.extra.dry_run = opts.dry_run;
     let (targets, failed_before) = targets(ctx, &built, &mut report)?;

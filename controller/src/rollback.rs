@@ -86,7 +86,7 @@ pub async fn rollback(
     nix: Arc<Nix>,
     out: &mut Output,
 ) -> Result<Report<RollbackFields>, Error> {
-    let mut report = Report::default();
+    let mut report = Report { tally: true, ..Report::default() };
     let mut hosts = BTreeMap::new();
     for name in &opts.hosts {
         match ctx.agent(name)? {

@@ -87,12 +87,14 @@ pub struct ReachableFields {
     /// A pull-mode agent's GitOps state.
     pub pull: Option<PullStatus>,
     pub reachable: bool,
+    /// Always false: the agent answered.
+    pub refused: bool,
     pub state: AgentState,
     pub system: String,
 }
 
-/// A host whose agent could not be asked (always `reachable: false`, and null `mode`,
-/// `pull` and `lock_drift`).
+/// A host whose agent could not be asked (`reachable: false`), or refused to answer
+/// (`refused: true`); null `mode`, `pull` and `lock_drift`.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct UnreachableFields {
     pub drift: Drift,
@@ -101,7 +103,11 @@ pub struct UnreachableFields {
     pub lock_drift: Option<bool>,
     pub mode: Option<&'static str>,
     pub pull: Option<Box<PullStatus>>,
+    /// False when the agent could not be asked; true when it refused (`refused`).
     pub reachable: bool,
+    /// The agent answered HTTP 401: it does not accept this controller's key (or the
+    /// request's signature); `error` has its reason.
+    pub refused: bool,
 }
 
 /// Runs `status`: agents are asked while the flake evaluates.
@@ -125,7 +131,7 @@ pub async fn status(
     let (evaluated, statuses) =
         tokio::join!(eval_selected(opts, ctx, nix, selection), crate::tasks::collect_keyed(set, "status"));
     let evaluated = evaluated?;
-    let mut report = Report::default();
+    let mut report = Report { tally: true, ..Report::default() };
     for (name, status) in statuses {
         report.hosts.insert(name.to_string(), entry(&evaluated, ctx.lock_id(), &name, status));
     }
@@ -156,22 +162,7 @@ fn entry(
     };
     let s = match status {
         Ok(s) => s,
-        Err(e) => {
-            let mut entry = HostReport::new(HostResult::Failed, None, None).with(StatusFields::Unreachable(
-                UnreachableFields {
-                    drift: Drift::Unknown,
-                    expected_lock,
-                    expected_toplevel: expected,
-                    lock_drift: None,
-                    mode: None,
-                    pull: None,
-                    reachable: false,
-                },
-            ));
-            entry.error = Some(e.to_string());
-            entry.summary = Some("unreachable".into());
-            return entry;
-        }
+        Err(e) => return not_answered(&e, expected_lock, expected),
     };
     let d = if eval_error.is_some() { Drift::Unknown } else { drift(s.toplevel.as_deref(), expected.as_deref()) };
     let lock_drift = lock_drift(&s, flake_lock);
@@ -204,6 +195,7 @@ fn entry(
         pinned_lock: s.pinned_lock,
         pull: s.pull,
         reachable: true,
+        refused: false,
         state: s.state,
         system: s.system,
     };
@@ -212,6 +204,27 @@ fn entry(
     entry.toplevel = s.toplevel;
     entry.summary = Some(summary);
     entry.body = (!body.is_empty()).then_some(body);
+    entry
+}
+
+/// A host whose agent did not answer (`unreachable`), or answered HTTP 401 (`refused`:
+/// it is reachable but does not accept this controller's key or request; the agent's
+/// reason is in `error`). Both are `failed`.
+fn not_answered(e: &HostError, expected_lock: Option<String>, expected: Option<String>) -> HostReport<StatusFields> {
+    let refused = e.status() == Some(401);
+    let fields = UnreachableFields {
+        drift: Drift::Unknown,
+        expected_lock,
+        expected_toplevel: expected,
+        lock_drift: None,
+        mode: None,
+        pull: None,
+        reachable: refused,
+        refused,
+    };
+    let mut entry = HostReport::new(HostResult::Failed, None, None).with(StatusFields::Unreachable(fields));
+    entry.error = Some(e.to_string());
+    entry.summary = Some(if refused { "refused" } else { "unreachable" }.into());
     entry
 }
 
@@ -356,6 +369,22 @@ mod tests {
         assert_eq!((v["result"].as_str(), v["drift"].as_str()), (Some("failed"), Some("unknown")));
         assert_eq!(v["error"], "web1: GET /v1/status: refused");
         assert!(v["mode"].is_null() && v["pull"].is_null());
+        assert_eq!((v["reachable"].as_bool(), v["refused"].as_bool()), (Some(false), Some(false)));
+
+        let refused = HostError::Api {
+            host: "web1".into(),
+            endpoint: "GET /v1/status".into(),
+            status: 401,
+            code: Some(hostctl_schemas::api::ErrorCode::Unauthorized),
+            message: "no trusted key matches".into(),
+        };
+        let e = super::entry(&evaluated, None, &name, Err(refused));
+        assert_eq!(e.summary.as_deref(), Some("refused"));
+        let v = serde_json::to_value(&e).unwrap();
+        crate::output_schemas::assert_entry_conforms("status", &v);
+        assert_eq!((v["result"].as_str(), v["drift"].as_str()), (Some("failed"), Some("unknown")));
+        assert_eq!((v["reachable"].as_bool(), v["refused"].as_bool()), (Some(true), Some(true)));
+        assert_eq!(v["error"], "web1: GET /v1/status: HTTP 401 (unauthorized): no trusted key matches");
 
         let broken: Evaluated = [(name.clone(), Err("host web1: evaluation failed".into()))].into();
         let v = serde_json::to_value(super::entry(&broken, None, &name, Ok(status_response()))).unwrap();
