@@ -227,6 +227,13 @@ impl<E: Fields, X: Extra> Printable for Report<E, X> {
     }
 }
 
+/// A revision as human output shows it: the commit's first 12 characters, keeping the
+/// `-dirty` mark the JSON has (`1a2b3c4d5e6f-dirty`).
+pub fn short_rev(rev: &str) -> String {
+    let (sha, dirty) = rev.strip_suffix("-dirty").map_or((rev, ""), |s| (s, "-dirty"));
+    format!("{}{dirty}", sha.chars().take(12).collect::<String>())
+}
+
 /// Serializes `value` through [`serde_json::Value`], whose maps are sorted: nested
 /// objects keep the key order `--json` has always had, while the field stays typed
 /// (and so in the JSON Schema).
@@ -276,6 +283,14 @@ mod tests {
         assert!(text.contains("web1  evaluated  /nix/store/x.drv"), "{text}");
         assert!(text.contains("      second line"), "{text}");
         assert_eq!(report.notes(), "", "no tally unless the command asks for one");
+    }
+
+    #[test]
+    fn short_revs_keep_the_dirty_mark() {
+        let sha = "1a2b3c4d5e6f7a8b9c0d1a2b3c4d5e6f7a8b9c0d";
+        assert_eq!(short_rev(sha), "1a2b3c4d5e6f");
+        assert_eq!(short_rev(&format!("{sha}-dirty")), "1a2b3c4d5e6f-dirty");
+        assert_eq!(short_rev("abc-dirty"), "abc-dirty");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::deploy_report::{self, OutcomeFields};
 use crate::error::Error;
 use crate::host::{Host, HostError};
 use crate::rebuild::{FlakeRebuild, Rebuild};
-use crate::report::{Fields, HostReport, HostResult, Report};
+use crate::report::{short_rev, Fields, HostReport, HostResult, Report};
 use crate::rollback_target::{resolve, GitHistory, Resolved, Wanted};
 use crate::{health, progress, Output};
 
@@ -286,7 +286,8 @@ fn entry(plan: &Resolved, r: &HostRollback) -> HostReport<RollbackFields> {
     if let Some(l) = &r.landed {
         let short = |v: &Option<String>| v.as_deref().map_or("-".to_owned(), |v| v.chars().take(12).collect());
         let how = if r.rebuilt { ", rebuilt from git" } else { "" };
-        e.summary = Some(format!("{} (lock {}, rev {}{how})", l.toplevel, short(&l.lock), short(&l.rev)));
+        let rev = l.rev.as_deref().map_or_else(|| "-".to_owned(), short_rev);
+        e.summary = Some(format!("{} (lock {}, rev {rev}{how})", l.toplevel, short(&l.lock)));
     }
     e
 }

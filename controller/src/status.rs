@@ -18,7 +18,7 @@ use crate::context::FleetContext;
 use crate::error::Error;
 use crate::host::{Host, HostError};
 use crate::pipeline::{eval_selected, EvalOptions, Evaluated};
-use crate::report::{Fields, HostReport, HostResult, Report};
+use crate::report::{short_rev, Fields, HostReport, HostResult, Report};
 use crate::select::Selection;
 
 /// Whether a host runs what the flake describes.
@@ -277,8 +277,9 @@ fn summary(s: &StatusResponse, d: Drift) -> String {
         AgentState::AwaitingConfirmation => "awaiting-confirmation",
     };
     let short = |v: &Option<String>| v.as_deref().map_or("-".to_owned(), |v| v.chars().take(12).collect());
+    let rev = s.rev.as_deref().map_or_else(|| "-".to_owned(), short_rev);
     let generation = s.generation.map_or_else(|| "-".to_owned(), |g| g.to_string());
-    format!("{state}, generation {generation}, {}, rev {}, lock {}", d.as_str(), short(&s.rev), short(&s.lock))
+    format!("{state}, generation {generation}, {}, rev {rev}, lock {}", d.as_str(), short(&s.lock))
 }
 
 #[cfg(test)]
@@ -352,6 +353,10 @@ mod tests {
             Some("idle, generation 3, in-sync, rev 1a2b3c4d5e6f, lock 0123456789ab, mode push")
         );
         assert_eq!(entry.body, None);
+        let mut dirty = status_response();
+        dirty.rev = Some("1a2b3c4d5e6f7a8b9c0d-dirty".into());
+        let summary = super::entry(&evaluated, None, &name, Ok(dirty)).summary.unwrap();
+        assert!(summary.contains(", rev 1a2b3c4d5e6f-dirty, lock "), "as in the JSON: {summary}");
         let v = serde_json::to_value(&entry).unwrap();
         crate::output_schemas::assert_entry_conforms("status", &v);
         assert_eq!(
