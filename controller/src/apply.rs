@@ -109,6 +109,9 @@ pub async fn apply(
     let mut settings = DeploySettings::new(opts.mode, ctx.fleet.defaults.confirm_timeout);
     settings.rev = ctx.rev();
     settings.lock = ctx.lock_id().cloned();
+    if let Some(warning) = ctx.dirty_warning() {
+        out.warn(&warning);
+    }
     let built = eval_and_build(&opts.eval, ctx, nix.clone(), &opts.selection).await?;
     // One local store for the diff and the push: each closure is queried once.
     let store = Arc::new(NixStore::new(nix.clone()));

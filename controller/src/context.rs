@@ -144,6 +144,16 @@ impl FleetContext {
         ))
     }
 
+    /// The warning about uncommitted changes, if any: `check`'s `dirty-tree` finding, and
+    /// what `apply` says before it evaluates.
+    pub fn dirty_warning(&self) -> Option<String> {
+        let git = self.source.as_ref()?.git.as_ref()?;
+        let files: Vec<String> = git.dirty.iter().map(|p| p.display().to_string()).collect();
+        (!files.is_empty()).then(|| {
+            format!("uncommitted changes in {}: a deployment from here has no exact revision", files.join(", "))
+        })
+    }
+
     /// A hint for Nix's message when it names a path that is merely untracked: Nix
     /// reports those as "path ... does not exist" (2.8: "getting status of ..."), which
     /// hides the real cause.

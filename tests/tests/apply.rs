@@ -180,3 +180,17 @@ fn status_tells_a_refusing_agent_from_an_unreachable_one() {
     assert!(human.stdout.contains("web2  failed     unreachable\n"), "{}", human.stdout);
     assert_eq!(human.stderr.lines().last(), Some("2 failed"), "{}", human.stderr);
 }
+
+/// `apply` from a tree with uncommitted changes says so first, in `check`'s words: what
+/// it deploys has no exact revision.
+#[test]
+fn apply_warns_about_a_dirty_tree_before_evaluating() {
+    let live = LiveFleet::start(&["web1"]);
+    let web1 = live.fleet.read("hosts/web1.nix").replace("web frontend", "edited frontend");
+    live.fleet.write("hosts/web1.nix", &web1);
+    let run = live.hostctl(&["apply", "--dry-run"]);
+    run.expect_code(0);
+    let warning = "warning: uncommitted changes in hosts/web1.nix: a deployment from here has no exact revision";
+    assert_eq!(run.stderr.lines().next(), Some(warning), "first, before evaluating: {}", run.stderr);
+    assert_eq!(run.stderr.matches("uncommitted changes").count(), 1, "once: {}", run.stderr);
+}
