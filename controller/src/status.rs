@@ -110,9 +110,10 @@ pub struct UnreachableFields {
     pub refused: bool,
 }
 
-/// Runs `status`: agents are asked while the flake evaluates.
+/// Runs `status`: agents are asked while the flake evaluates. Without `opts`
+/// (`--no-drift`) nothing is evaluated: drift is `unknown`, the `expected_*` fields null.
 pub async fn status(
-    opts: &EvalOptions,
+    opts: Option<&EvalOptions>,
     ctx: &FleetContext,
     nix: Arc<Nix>,
     selection: &Selection,
@@ -128,12 +129,18 @@ pub async fn status(
             (name, status)
         });
     }
-    let (evaluated, statuses) =
-        tokio::join!(eval_selected(opts, ctx, nix, selection), crate::tasks::collect_keyed(set, "status"));
+    let evaluate = async {
+        match opts {
+            Some(opts) => eval_selected(opts, ctx, nix, selection).await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let (evaluated, statuses) = tokio::join!(evaluate, crate::tasks::collect_keyed(set, "status"));
     let evaluated = evaluated?;
+    let flake_lock = evaluated.as_ref().and(ctx.lock_id());
     let mut report = Report { tally: true, ..Report::default() };
     for (name, status) in statuses {
-        report.hosts.insert(name.to_string(), entry(&evaluated, ctx.lock_id(), &name, status));
+        report.hosts.insert(name.to_string(), entry(evaluated.as_ref(), flake_lock, &name, status));
     }
     Ok(report)
 }
@@ -149,16 +156,18 @@ pub fn lock_drift(s: &StatusResponse, flake_lock: Option<&LockId>) -> Option<boo
 /// agent), not what the flake holds; `expected_toplevel` and `expected_lock` are the
 /// flake's.
 fn entry(
-    evaluated: &Evaluated,
+    evaluated: Option<&Evaluated>,
     flake_lock: Option<&LockId>,
     name: &HostName,
     status: Result<StatusResponse, HostError>,
 ) -> HostReport<StatusFields> {
     let expected_lock = flake_lock.map(ToString::to_string);
-    let (expected, eval_error) = match evaluated.get(name) {
-        Some(Ok(t)) => (Some(t.out_path.to_string()), None),
-        Some(Err(e)) => (None, Some(e.clone())),
-        None => (None, Some(format!("host {name}: not evaluated"))),
+    let (expected, eval_error) = match evaluated.map(|e| e.get(name)) {
+        // `--no-drift`: not evaluated on purpose, which is no error.
+        None => (None, None),
+        Some(Some(Ok(t))) => (Some(t.out_path.to_string()), None),
+        Some(Some(Err(e))) => (None, Some(e.clone())),
+        Some(None) => (None, Some(format!("host {name}: not evaluated"))),
     };
     let s = match status {
         Ok(s) => s,
@@ -315,7 +324,7 @@ mod tests {
         let evaluated: Evaluated = [(name.clone(), Err("not evaluated".into()))].into();
         let mut s = status_response();
         s.pinned_lock = Some("c".repeat(64));
-        let e = entry(&evaluated, Some(&a), &name, Ok(s));
+        let e = entry(Some(&evaluated), Some(&a), &name, Ok(s));
         assert!(e
             .summary
             .as_deref()
@@ -347,7 +356,7 @@ mod tests {
             system: None,
         };
         let evaluated: Evaluated = [(name.clone(), Ok(toplevel))].into();
-        let entry = entry(&evaluated, None, &name, Ok(status_response()));
+        let entry = entry(Some(&evaluated), None, &name, Ok(status_response()));
         assert_eq!(
             entry.summary.as_deref(),
             Some("idle, generation 3, in-sync, rev 1a2b3c4d5e6f, lock 0123456789ab, mode push")
@@ -355,7 +364,7 @@ mod tests {
         assert_eq!(entry.body, None);
         let mut dirty = status_response();
         dirty.rev = Some("1a2b3c4d5e6f7a8b9c0d-dirty".into());
-        let summary = super::entry(&evaluated, None, &name, Ok(dirty)).summary.unwrap();
+        let summary = super::entry(Some(&evaluated), None, &name, Ok(dirty)).summary.unwrap();
         assert!(summary.contains(", rev 1a2b3c4d5e6f-dirty, lock "), "as in the JSON: {summary}");
         let v = serde_json::to_value(&entry).unwrap();
         crate::output_schemas::assert_entry_conforms("status", &v);
@@ -369,7 +378,7 @@ mod tests {
 
         let down =
             HostError::Transport { host: "web1".into(), endpoint: "GET /v1/status".into(), message: "refused".into() };
-        let v = serde_json::to_value(super::entry(&evaluated, None, &name, Err(down))).unwrap();
+        let v = serde_json::to_value(super::entry(Some(&evaluated), None, &name, Err(down))).unwrap();
         crate::output_schemas::assert_entry_conforms("status", &v);
         assert_eq!((v["result"].as_str(), v["drift"].as_str()), (Some("failed"), Some("unknown")));
         assert_eq!(v["error"], "web1: GET /v1/status: refused");
@@ -383,7 +392,7 @@ mod tests {
             code: Some(hostctl_schemas::api::ErrorCode::Unauthorized),
             message: "no trusted key matches".into(),
         };
-        let e = super::entry(&evaluated, None, &name, Err(refused));
+        let e = super::entry(Some(&evaluated), None, &name, Err(refused));
         assert_eq!(e.summary.as_deref(), Some("refused"));
         let v = serde_json::to_value(&e).unwrap();
         crate::output_schemas::assert_entry_conforms("status", &v);
@@ -392,10 +401,18 @@ mod tests {
         assert_eq!(v["error"], "web1: GET /v1/status: HTTP 401 (unauthorized): no trusted key matches");
 
         let broken: Evaluated = [(name.clone(), Err("host web1: evaluation failed".into()))].into();
-        let v = serde_json::to_value(super::entry(&broken, None, &name, Ok(status_response()))).unwrap();
+        let v = serde_json::to_value(super::entry(Some(&broken), None, &name, Ok(status_response()))).unwrap();
         crate::output_schemas::assert_entry_conforms("status", &v);
         assert_eq!((v["result"].as_str(), v["drift"].as_str()), (Some("ok"), Some("unknown")));
         assert_eq!(v["drift_error"], "host web1: evaluation failed");
+
+        // `--no-drift`: nothing evaluated, and no error for it.
+        let v = serde_json::to_value(super::entry(None, None, &name, Ok(status_response()))).unwrap();
+        crate::output_schemas::assert_entry_conforms("status", &v);
+        assert_eq!((v["result"].as_str(), v["drift"].as_str()), (Some("ok"), Some("unknown")));
+        for field in ["drift_error", "expected_toplevel", "expected_lock", "lock_drift"] {
+            assert!(v[field].is_null(), "{field}: {v}");
+        }
     }
 
     #[test]
@@ -414,7 +431,7 @@ mod tests {
             last_fetch: Some(unix_now() - 3),
             last_error: Some("evaluating failed:\nline 2\nline 3".into()),
         });
-        let e = entry(&evaluated, None, &name, Ok(s));
+        let e = entry(Some(&evaluated), None, &name, Ok(s));
         assert!(e.summary.as_deref().unwrap().ends_with(", mode pull"), "{:?}", e.summary);
         let body = e.body.clone().unwrap();
         let lines: Vec<&str> = body.lines().collect();
@@ -443,7 +460,7 @@ mod tests {
             fetched_commit: None,
             ..serde_json::from_value(v["pull"].clone()).unwrap()
         });
-        let body = entry(&evaluated, None, &name, Ok(quiet)).body.unwrap();
+        let body = entry(Some(&evaluated), None, &name, Ok(quiet)).body.unwrap();
         assert_eq!(body, "pull: main of root@git.example.com:fleet.git (lock pinned): fetched -, applied aaaaaaaaaaaa, last fetch never\n");
     }
 }

@@ -194,3 +194,32 @@ fn apply_warns_about_a_dirty_tree_before_evaluating() {
     assert_eq!(run.stderr.lines().next(), Some(warning), "first, before evaluating: {}", run.stderr);
     assert_eq!(run.stderr.matches("uncommitted changes").count(), 1, "once: {}", run.stderr);
 }
+
+/// `status --no-drift` only asks the agents: no `nix eval` runs, and the flake's side
+/// (drift, lock drift, what it evaluates to) is unknown.
+#[test]
+fn status_no_drift_asks_the_agents_without_evaluating() {
+    let live = LiveFleet::start(&["web1"]);
+    let (path, log) = hostctl_tests::watching_nix(live.fleet.tmp.path());
+    let status = |args: &[&str]| {
+        let mut cmd = live.hostctl_command(args);
+        cmd.env("PATH", &path);
+        HostctlRun::from(run(&mut cmd))
+    };
+    let evaluated = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    let quick = status(&["--json", "status", "--no-drift"]);
+    quick.expect_code(0);
+    let web1 = &quick.json()["hosts"]["web1"];
+    assert_eq!((web1["result"].as_str(), web1["reachable"].as_bool()), (Some("ok"), Some(true)), "{web1}");
+    assert_eq!(web1["drift"], "unknown", "{web1}");
+    for field in ["expected_toplevel", "expected_lock", "lock_drift", "drift_error"] {
+        assert!(web1[field].is_null(), "{field}: {web1}");
+    }
+    assert_eq!(evaluated(), "", "nothing evaluated");
+
+    let full = status(&["--json", "status"]);
+    full.expect_code(0);
+    assert!(evaluated().lines().any(|h| h == "web1"), "the wrapper sees evaluations: {}", evaluated());
+    assert!(full.json()["hosts"]["web1"]["expected_toplevel"].is_string(), "{}", full.json());
+}
