@@ -3,7 +3,9 @@
 //! whether the lock it is pinned to is the flake's current lock (after a rollback to an
 //! older lock it is not, until the next `apply`). Pull-mode agents add their GitOps state
 //! (`mode`, `pull`: tracked branch, fetched and applied commits, pending lock change).
-//! Read-only: evaluation only, no build, nothing sent that changes a host.
+//! Read-only: evaluation only (none with `--no-drift`), no build, nothing sent that
+//! changes a host. An agent that answers HTTP 401 is `refused`, one that does not answer
+//! `unreachable`.
 
 use std::sync::Arc;
 
