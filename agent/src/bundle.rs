@@ -134,8 +134,11 @@ impl ExportFile {
     /// A new temporary file in the import directory for `manifest`'s export.
     pub fn create(importer: &Importer, manifest: &Manifest) -> Result<Self, BundleFailure> {
         let tmp_dir = importer.tmp_dir.clone();
-        let file =
-            tempfile::Builder::new().prefix("bundle-").suffix(".zst").tempfile_in(&tmp_dir).map_err(|e| io(&tmp_dir, e))?;
+        let file = tempfile::Builder::new()
+            .prefix("bundle-")
+            .suffix(".zst")
+            .tempfile_in(&tmp_dir)
+            .map_err(|e| io(&tmp_dir, e))?;
         let out = tokio::fs::File::from_std(file.reopen().map_err(|e| io(&tmp_dir, e))?);
         let (signed_len, signed_sha256) = (manifest.export_len, manifest.export_sha256.clone());
         Ok(Self { file, out, hasher: Sha256::new(), len: 0, tmp_dir, signed_len, signed_sha256 })

@@ -104,7 +104,6 @@ pub struct Deployer {
     pub(crate) options: DeployerOptions,
 }
 
-
 /// Whether a mode adds a profile generation (`test` and `dry-activate` do not).
 pub(crate) fn creates_generation(mode: Mode) -> bool {
     matches!(mode, Mode::Switch | Mode::Boot)
@@ -216,9 +215,9 @@ impl Deployer {
         check_id(&request.id)?;
         health::refuse_http("health", &request.health).map_err(DeployError::invalid)?;
         if let Some(existing) = self.journal().get(&request.id) {
-            return same_request(existing, &request)
-                .then(|| existing.deployment.clone())
-                .ok_or_else(|| DeployError::conflict(format!("deployment `{}` exists with other content", request.id)));
+            return same_request(existing, &request).then(|| existing.deployment.clone()).ok_or_else(|| {
+                DeployError::conflict(format!("deployment `{}` exists with other content", request.id))
+            });
         }
         self.check_source(&request).await?;
         let (running, profile) = self.previous_systems()?;

@@ -57,12 +57,7 @@ fn generation_time(link: &std::path::Path) -> u64 {
 /// A generation with the deployment that created it, if the journal has one: the
 /// deployment that set the profile to it, or the one whose rollback did (then `rev` and
 /// `lock` are those of the system it returned to, from the deployment that made it).
-pub fn join_generation(
-    line: &GenerationLine,
-    toplevel: StorePath,
-    time: u64,
-    records: &[Record],
-) -> Generation {
+pub fn join_generation(line: &GenerationLine, toplevel: StorePath, time: u64, records: &[Record]) -> Generation {
     let made_by = made_generation(records, line.number, &toplevel);
     let rolled_back = made_by.is_none().then(|| rollback_generation(records, line.number, &toplevel)).flatten();
     let identity = made_by.or_else(|| rolled_back.and_then(|_| system_origin(records, &toplevel)));

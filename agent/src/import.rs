@@ -67,7 +67,8 @@ impl Importer {
     /// received (removed when dropped), and a handle to write it with.
     pub fn spool_file(&self) -> Result<(tempfile::NamedTempFile, std::fs::File), ImportError> {
         let tmp_err = |e| self.tmp_error(e);
-        let file = tempfile::Builder::new().prefix("import-").suffix(".zst").tempfile_in(&self.tmp_dir).map_err(tmp_err)?;
+        let file =
+            tempfile::Builder::new().prefix("import-").suffix(".zst").tempfile_in(&self.tmp_dir).map_err(tmp_err)?;
         let writer = file.reopen().map_err(tmp_err)?;
         Ok((file, writer))
     }

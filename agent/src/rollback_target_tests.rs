@@ -1,9 +1,9 @@
 //! `POST /v1/rollback` at the deployer: targets by lock, generation and "previous",
 //! unknown and garbage-collected targets, and the pending deployment rolled back at once.
 
+use crate::deploy_error::DeployError;
 use hostctl_schemas::api::deployments::DeploymentState;
 use hostctl_schemas::api::rollback::{Previous, RollbackRequest, RollbackTarget};
-use crate::deploy_error::DeployError;
 use hostctl_schemas::duration::Duration;
 use hostctl_schemas::ids::LockId;
 

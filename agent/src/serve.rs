@@ -171,7 +171,8 @@ pub async fn serve(config: AgentConfig) -> Result<(), ServeError> {
     // are still followed.
     let services = Arc::new(crate::systemd::Managers::for_config(&config));
     let agent = Agent::new(config, services)?;
-    let listener = crate::http::server::listen(addr).map_err(|source| ServeError::Bind { addr: addr.to_string(), source })?;
+    let listener =
+        crate::http::server::listen(addr).map_err(|source| ServeError::Bind { addr: addr.to_string(), source })?;
     tracing::info!(%addr, state_dir = %agent.state.agent.config.state_dir.display(), "hostctl-agent listening");
     let shutdown = async move {
         tokio::select! {

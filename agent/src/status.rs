@@ -6,10 +6,10 @@ use hostctl_schemas::agent_config::DEFAULT_BINFMT_MOUNT;
 use hostctl_schemas::api::deployments::DeploymentState;
 use hostctl_schemas::api::status::{AgentState, StatusResponse};
 
-use crate::host::{nix_system, read_link_text, BOOTED_SYSTEM, CURRENT_SYSTEM};
-use crate::journal::Record;
 use crate::generations::system_of_generation;
 use crate::handles::Handles;
+use crate::host::{nix_system, read_link_text, BOOTED_SYSTEM, CURRENT_SYSTEM};
+use crate::journal::Record;
 
 /// What `GET /v1/status` answers now (the D-Bus properties come from the same snapshot).
 pub fn snapshot(app: &Handles) -> Result<StatusResponse, String> {

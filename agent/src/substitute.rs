@@ -184,7 +184,10 @@ mod tests {
         req.cache = Some(url("https://elsewhere.example.com"));
         let err = deployer.create(req.clone()).await.unwrap_err();
         assert!(matches!(err, DeployError::Invalid(_)), "{err:?}");
-        assert!(err.to_string().contains("`https://elsewhere.example.com` is not one of this agent's `caches`"), "{err:?}");
+        assert!(
+            err.to_string().contains("`https://elsewhere.example.com` is not one of this agent's `caches`"),
+            "{err:?}"
+        );
         assert!(deployer.get("d1").is_none(), "nothing journaled");
 
         req.cache = Some(listed.clone());

@@ -109,18 +109,18 @@ pub async fn apply(
     let mut settings = DeploySettings::new(opts.mode, ctx.fleet.defaults.confirm_timeout);
     settings.rev = ctx.rev();
     settings.lock = ctx.lock_id().cloned();
+    if let Some(warning) = ctx.dirty_warning() {
+        out.warn(&warning);
+    }
     let built = eval_and_build(&opts.eval, ctx, nix.clone(), &opts.selection).await?;
     // One local store for the diff and the push: each closure is queried once.
     let store = Arc::new(NixStore::new(nix.clone()));
     if opts.diff {
         show_diff_and_ask(ctx, nix.clone(), store.clone(), &built, opts.yes).await?;
     }
-    let policy = Policy {
-        batch_size: opts.batch.size(built.len()),
-        max_failures: opts.max_failures,
-        parallel: opts.parallel,
-    };
-    let mut report = ApplyReport::default();
+    let policy =
+        Policy { batch_size: opts.batch.size(built.len()), max_failures: opts.max_failures, parallel: opts.parallel };
+    let mut report = ApplyReport { tally: true, ..ApplyReport::default() };
     report.extra.mode = settings.mode.as_str();
     report.extra.dry_run = opts.dry_run;
     let (targets, failed_before) = targets(ctx, &built, &mut report)?;

@@ -61,8 +61,11 @@ pub async fn bundle(
         Some(Ok(t)) => match write(ctx, opts, &key, NixStore::new(nix), &t.out_path).await {
             Ok((paths, bytes)) => {
                 let bundle = opts.output.display().to_string();
-                let mut e =
-                    HostReport::base(ctx, HostResult::Built).with(BundleFields { bundle: bundle.clone(), bytes, paths });
+                let mut e = HostReport::base(ctx, HostResult::Built).with(BundleFields {
+                    bundle: bundle.clone(),
+                    bytes,
+                    paths,
+                });
                 e.toplevel = Some(t.out_path.to_string());
                 e.summary =
                     Some(format!("{bundle} ({}, {})", plural(paths, "path", "paths"), crate::progress::bytes(bytes)));

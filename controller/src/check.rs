@@ -119,17 +119,8 @@ fn git_findings(ctx: &FleetContext) -> Vec<Finding> {
             message: "the repository has no commit yet".into(),
         });
     }
-    if !git.dirty.is_empty() {
-        let files: Vec<String> = git.dirty.iter().map(|p| p.display().to_string()).collect();
-        findings.push(Finding {
-            severity: Severity::Warning,
-            kind: "dirty-tree",
-            location: Some(dir),
-            message: format!(
-                "uncommitted changes in {}: a deployment from here has no exact revision",
-                files.join(", ")
-            ),
-        });
+    if let Some(message) = ctx.dirty_warning() {
+        findings.push(Finding { severity: Severity::Warning, kind: "dirty-tree", location: Some(dir), message });
     }
     findings
 }

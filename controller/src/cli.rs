@@ -66,7 +66,7 @@ pub enum Command {
     /// Evaluate, build, push and activate, batch by batch.
     Apply(ApplyArgs),
     /// What each agent reports, and drift from the flake.
-    Status(Select),
+    Status(StatusArgs),
     /// Per host, the closure difference from the running system to the new one.
     Diff(Select),
     /// Return hosts to an earlier system: the previous lock, a lock, a revision or a generation.
@@ -117,6 +117,15 @@ pub struct BundleArgs {
     /// Activation mode (default: the fleet's).
     #[arg(long, value_name = "M")]
     pub mode: Option<Mode>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub select: Select,
+    /// Only ask the agents: skip evaluating the flake (drift is `unknown`).
+    #[arg(long)]
+    pub no_drift: bool,
 }
 
 #[derive(Debug, Args)]

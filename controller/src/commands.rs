@@ -55,9 +55,10 @@ pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Box<dyn P
             };
             Box::new(apply::apply(opts, ctx, nix, out).await?)
         }
-        Command::Status(sel) => {
+        Command::Status(args) => {
             ctx.signing_key()?;
-            Box::new(status::status(&eval, ctx, nix, &selection(ctx, sel)?).await?)
+            let eval = (!args.no_drift).then_some(eval);
+            Box::new(status::status(eval.as_ref(), ctx, nix, &selection(ctx, &args.select)?).await?)
         }
         Command::Diff(sel) => {
             ctx.signing_key()?;

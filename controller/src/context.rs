@@ -53,15 +53,7 @@ impl FleetContext {
             Some(src) if src.lock_path().exists() => Some(FlakeLock::read(&src.lock_path())?),
             _ => None,
         };
-        Ok(Self {
-            fleet_file: fleet_file.to_path_buf(),
-            fleet,
-            flake,
-            source,
-            lock,
-            key_file,
-            key: OnceLock::new(),
-        })
+        Ok(Self { fleet_file: fleet_file.to_path_buf(), fleet, flake, source, lock, key_file, key: OnceLock::new() })
     }
 
     /// The fleet's signing key: `--key FILE` (relative to the working directory) or
@@ -142,6 +134,16 @@ impl FleetContext {
             plural(files.len(), "file", "files"),
             list.join(", ")
         ))
+    }
+
+    /// The warning about uncommitted changes, if any: `check`'s `dirty-tree` finding, and
+    /// what `apply` says before it evaluates.
+    pub fn dirty_warning(&self) -> Option<String> {
+        let git = self.source.as_ref()?.git.as_ref()?;
+        let files: Vec<String> = git.dirty.iter().map(|p| p.display().to_string()).collect();
+        (!files.is_empty()).then(|| {
+            format!("uncommitted changes in {}: a deployment from here has no exact revision", files.join(", "))
+        })
     }
 
     /// A hint for Nix's message when it names a path that is merely untracked: Nix

@@ -17,7 +17,6 @@ use crate::push::NixStore;
 use crate::report::{Fields, HostReport, HostResult, Report};
 use crate::select::Selection;
 
-
 /// A `diff` entry's own fields.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct DiffFields {

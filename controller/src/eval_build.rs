@@ -69,8 +69,8 @@ pub async fn build(
     for (name, result) in eval_and_build(opts, ctx, nix, selection).await? {
         let entry = match result {
             Ok(t) => {
-                let mut e = HostReport::base(ctx, HostResult::Built)
-                    .with(BuildFields { drv_path: t.drv_path.to_string() });
+                let mut e =
+                    HostReport::base(ctx, HostResult::Built).with(BuildFields { drv_path: t.drv_path.to_string() });
                 e.toplevel = Some(t.out_path.to_string());
                 e
             }

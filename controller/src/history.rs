@@ -9,11 +9,11 @@ use hostctl_schemas::text::plural;
 use schemars::JsonSchema;
 use serde::Serialize;
 
+use crate::clock::utc_iso8601;
 use crate::context::FleetContext;
 use crate::error::Error;
 use crate::host::{Host, HostError};
-use crate::report::{Fields, HostReport, HostResult, Report};
-use crate::clock::utc_iso8601;
+use crate::report::{short_rev, Fields, HostReport, HostResult, Report};
 
 /// A `history` entry's own fields: the agent's records, unchanged; null when it could
 /// not be asked.
@@ -105,12 +105,6 @@ fn row(d: &Deployment) -> [String; 8] {
         d.generation.map_or_else(dash, |g| g.to_string()),
         d.toplevel.to_string(),
     ]
-}
-
-/// The first 12 characters of a commit id, keeping a `-dirty` mark.
-fn short_rev(rev: &str) -> String {
-    let (sha, dirty) = rev.strip_suffix("-dirty").map_or((rev, ""), |s| (s, "-dirty"));
-    format!("{}{dirty}", sha.chars().take(12).collect::<String>())
 }
 
 #[cfg(test)]

@@ -80,11 +80,8 @@ fn alternatives(root: &Value, schema: &Value) -> Vec<(Vec<String>, Vec<String>)>
         }
     };
     let own = (names(schema.get("properties")), names(schema.get("required")));
-    let branches: Vec<&Value> = ["anyOf", "oneOf"]
-        .iter()
-        .filter_map(|k| schema.get(*k).and_then(Value::as_array))
-        .flatten()
-        .collect();
+    let branches: Vec<&Value> =
+        ["anyOf", "oneOf"].iter().filter_map(|k| schema.get(*k).and_then(Value::as_array)).flatten().collect();
     if branches.is_empty() {
         return vec![own];
     }
@@ -113,9 +110,9 @@ pub fn assert_entry_conforms(command: &str, entry: &Value) {
 #[test]
 fn sample_entries_fit_their_schemas() {
     use crate::deploy::{Outcome, Step};
+    use crate::deploy_report::OutcomeFields;
     use crate::report::{HostReport, HostResult};
     use crate::rollback::Landed;
-    use crate::deploy_report::OutcomeFields;
     /// The entry as `--json` writes it, checked against the command's schema.
     fn check<E: serde::Serialize>(command: &str, entry: HostReport<E>) -> String {
         let text = serde_json::to_string(&entry).unwrap();

@@ -28,6 +28,18 @@ pub enum HostResult {
 }
 
 impl HostResult {
+    /// Every result, in the order the tally line counts them.
+    const ALL: [HostResult; 8] = [
+        HostResult::Activated,
+        HostResult::Unchanged,
+        HostResult::Failed,
+        HostResult::RolledBack,
+        HostResult::Skipped,
+        HostResult::Evaluated,
+        HostResult::Built,
+        HostResult::Ok,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             HostResult::Activated => "activated",
@@ -131,11 +143,27 @@ pub struct Report<E, X = NoFields> {
     /// Findings that make the command fail even if every host succeeded (e.g. `check`).
     #[serde(skip)]
     pub failed: bool,
+    /// Whether the human output ends with a tally of the results on stderr
+    /// (`3 activated, 1 unchanged, 1 failed`): commands that act on many hosts at once.
+    #[serde(skip)]
+    pub tally: bool,
 }
 
 impl<E, X: Default> Default for Report<E, X> {
     fn default() -> Self {
-        Self { hosts: BTreeMap::new(), extra: X::default(), failed: false }
+        Self { hosts: BTreeMap::new(), extra: X::default(), failed: false, tally: false }
+    }
+}
+
+impl<E, X> Report<E, X> {
+    /// `3 activated, 1 unchanged, 1 failed`: the non-zero counts, in [`HostResult`]'s
+    /// order; empty when there are no hosts.
+    pub fn tally_line(&self) -> String {
+        let counts = HostResult::ALL.iter().filter_map(|&result| {
+            let n = self.hosts.values().filter(|h| h.result == result).count();
+            (n > 0).then(|| format!("{n} {}", result.as_str()))
+        });
+        counts.collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -189,8 +217,21 @@ impl<E: Fields, X: Extra> Printable for Report<E, X> {
     }
 
     fn notes(&self) -> String {
-        self.extra.notes()
+        let mut notes = self.extra.notes();
+        let tally = self.tally_line();
+        if self.tally && !tally.is_empty() {
+            notes.push_str(&tally);
+            notes.push('\n');
+        }
+        notes
     }
+}
+
+/// A revision as human output shows it: the commit's first 12 characters, keeping the
+/// `-dirty` mark the JSON has (`1a2b3c4d5e6f-dirty`).
+pub fn short_rev(rev: &str) -> String {
+    let (sha, dirty) = rev.strip_suffix("-dirty").map_or((rev, ""), |s| (s, "-dirty"));
+    format!("{}{dirty}", sha.chars().take(12).collect::<String>())
 }
 
 /// Serializes `value` through [`serde_json::Value`], whose maps are sorted: nested
@@ -241,5 +282,33 @@ mod tests {
         let text = String::from_utf8(buf).unwrap();
         assert!(text.contains("web1  evaluated  /nix/store/x.drv"), "{text}");
         assert!(text.contains("      second line"), "{text}");
+        assert_eq!(report.notes(), "", "no tally unless the command asks for one");
+    }
+
+    #[test]
+    fn short_revs_keep_the_dirty_mark() {
+        let sha = "1a2b3c4d5e6f7a8b9c0d1a2b3c4d5e6f7a8b9c0d";
+        assert_eq!(short_rev(sha), "1a2b3c4d5e6f");
+        assert_eq!(short_rev(&format!("{sha}-dirty")), "1a2b3c4d5e6f-dirty");
+        assert_eq!(short_rev("abc-dirty"), "abc-dirty");
+    }
+
+    #[test]
+    fn the_tally_counts_non_zero_results_in_a_fixed_order() {
+        let mut report: Report<Drv> = Report { tally: true, ..Report::default() };
+        assert_eq!(report.notes(), "", "no hosts, no tally");
+        for (name, result) in [
+            ("a", HostResult::Failed),
+            ("b", HostResult::Unchanged),
+            ("c", HostResult::Activated),
+            ("d", HostResult::Activated),
+            ("e", HostResult::Activated),
+        ] {
+            report.hosts.insert(name.into(), HostReport::new(result, None, None));
+        }
+        assert_eq!(report.notes(), "3 activated, 1 unchanged, 1 failed\n");
+        let mut buf = Vec::new();
+        report.print(true, &mut buf).unwrap();
+        assert!(!String::from_utf8(buf).unwrap().contains("activated,"), "not in the JSON");
     }
 }

@@ -28,7 +28,7 @@ use crate::deploy_report::{self, OutcomeFields};
 use crate::error::Error;
 use crate::host::{Host, HostError};
 use crate::rebuild::{FlakeRebuild, Rebuild};
-use crate::report::{Fields, HostReport, HostResult, Report};
+use crate::report::{short_rev, Fields, HostReport, HostResult, Report};
 use crate::rollback_target::{resolve, GitHistory, Resolved, Wanted};
 use crate::{health, progress, Output};
 
@@ -86,7 +86,7 @@ pub async fn rollback(
     nix: Arc<Nix>,
     out: &mut Output,
 ) -> Result<Report<RollbackFields>, Error> {
-    let mut report = Report::default();
+    let mut report = Report { tally: true, ..Report::default() };
     let mut hosts = BTreeMap::new();
     for name in &opts.hosts {
         match ctx.agent(name)? {
@@ -286,7 +286,8 @@ fn entry(plan: &Resolved, r: &HostRollback) -> HostReport<RollbackFields> {
     if let Some(l) = &r.landed {
         let short = |v: &Option<String>| v.as_deref().map_or("-".to_owned(), |v| v.chars().take(12).collect());
         let how = if r.rebuilt { ", rebuilt from git" } else { "" };
-        e.summary = Some(format!("{} (lock {}, rev {}{how})", l.toplevel, short(&l.lock), short(&l.rev)));
+        let rev = l.rev.as_deref().map_or_else(|| "-".to_owned(), short_rev);
+        e.summary = Some(format!("{} (lock {}, rev {rev}{how})", l.toplevel, short(&l.lock)));
     }
     e
 }

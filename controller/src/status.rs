@@ -3,7 +3,9 @@
 //! whether the lock it is pinned to is the flake's current lock (after a rollback to an
 //! older lock it is not, until the next `apply`). Pull-mode agents add their GitOps state
 //! (`mode`, `pull`: tracked branch, fetched and applied commits, pending lock change).
-//! Read-only: evaluation only, no build, nothing sent that changes a host.
+//! Read-only: evaluation only (none with `--no-drift`), no build, nothing sent that
+//! changes a host. An agent that answers HTTP 401 is `refused`, one that does not answer
+//! `unreachable`.
 
 use std::sync::Arc;
 
@@ -18,7 +20,7 @@ use crate::context::FleetContext;
 use crate::error::Error;
 use crate::host::{Host, HostError};
 use crate::pipeline::{eval_selected, EvalOptions, Evaluated};
-use crate::report::{Fields, HostReport, HostResult, Report};
+use crate::report::{short_rev, Fields, HostReport, HostResult, Report};
 use crate::select::Selection;
 
 /// Whether a host runs what the flake describes.
@@ -87,12 +89,14 @@ pub struct ReachableFields {
     /// A pull-mode agent's GitOps state.
     pub pull: Option<PullStatus>,
     pub reachable: bool,
+    /// Always false: the agent answered.
+    pub refused: bool,
     pub state: AgentState,
     pub system: String,
 }
 
-/// A host whose agent could not be asked (always `reachable: false`, and null `mode`,
-/// `pull` and `lock_drift`).
+/// A host whose agent could not be asked (`reachable: false`), or refused to answer
+/// (`refused: true`); null `mode`, `pull` and `lock_drift`.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct UnreachableFields {
     pub drift: Drift,
@@ -101,12 +105,17 @@ pub struct UnreachableFields {
     pub lock_drift: Option<bool>,
     pub mode: Option<&'static str>,
     pub pull: Option<Box<PullStatus>>,
+    /// False when the agent could not be asked; true when it refused (`refused`).
     pub reachable: bool,
+    /// The agent answered HTTP 401: it does not accept this controller's key (or the
+    /// request's signature); `error` has its reason.
+    pub refused: bool,
 }
 
-/// Runs `status`: agents are asked while the flake evaluates.
+/// Runs `status`: agents are asked while the flake evaluates. Without `opts`
+/// (`--no-drift`) nothing is evaluated: drift is `unknown`, the `expected_*` fields null.
 pub async fn status(
-    opts: &EvalOptions,
+    opts: Option<&EvalOptions>,
     ctx: &FleetContext,
     nix: Arc<Nix>,
     selection: &Selection,
@@ -122,12 +131,18 @@ pub async fn status(
             (name, status)
         });
     }
-    let (evaluated, statuses) =
-        tokio::join!(eval_selected(opts, ctx, nix, selection), crate::tasks::collect_keyed(set, "status"));
+    let evaluate = async {
+        match opts {
+            Some(opts) => eval_selected(opts, ctx, nix, selection).await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let (evaluated, statuses) = tokio::join!(evaluate, crate::tasks::collect_keyed(set, "status"));
     let evaluated = evaluated?;
-    let mut report = Report::default();
+    let flake_lock = evaluated.as_ref().and(ctx.lock_id());
+    let mut report = Report { tally: true, ..Report::default() };
     for (name, status) in statuses {
-        report.hosts.insert(name.to_string(), entry(&evaluated, ctx.lock_id(), &name, status));
+        report.hosts.insert(name.to_string(), entry(evaluated.as_ref(), flake_lock, &name, status));
     }
     Ok(report)
 }
@@ -143,35 +158,22 @@ pub fn lock_drift(s: &StatusResponse, flake_lock: Option<&LockId>) -> Option<boo
 /// agent), not what the flake holds; `expected_toplevel` and `expected_lock` are the
 /// flake's.
 fn entry(
-    evaluated: &Evaluated,
+    evaluated: Option<&Evaluated>,
     flake_lock: Option<&LockId>,
     name: &HostName,
     status: Result<StatusResponse, HostError>,
 ) -> HostReport<StatusFields> {
     let expected_lock = flake_lock.map(ToString::to_string);
-    let (expected, eval_error) = match evaluated.get(name) {
-        Some(Ok(t)) => (Some(t.out_path.to_string()), None),
-        Some(Err(e)) => (None, Some(e.clone())),
-        None => (None, Some(format!("host {name}: not evaluated"))),
+    let (expected, eval_error) = match evaluated.map(|e| e.get(name)) {
+        // `--no-drift`: not evaluated on purpose, which is no error.
+        None => (None, None),
+        Some(Some(Ok(t))) => (Some(t.out_path.to_string()), None),
+        Some(Some(Err(e))) => (None, Some(e.clone())),
+        Some(None) => (None, Some(format!("host {name}: not evaluated"))),
     };
     let s = match status {
         Ok(s) => s,
-        Err(e) => {
-            let mut entry = HostReport::new(HostResult::Failed, None, None).with(StatusFields::Unreachable(
-                UnreachableFields {
-                    drift: Drift::Unknown,
-                    expected_lock,
-                    expected_toplevel: expected,
-                    lock_drift: None,
-                    mode: None,
-                    pull: None,
-                    reachable: false,
-                },
-            ));
-            entry.error = Some(e.to_string());
-            entry.summary = Some("unreachable".into());
-            return entry;
-        }
+        Err(e) => return not_answered(&e, expected_lock, expected),
     };
     let d = if eval_error.is_some() { Drift::Unknown } else { drift(s.toplevel.as_deref(), expected.as_deref()) };
     let lock_drift = lock_drift(&s, flake_lock);
@@ -204,14 +206,35 @@ fn entry(
         pinned_lock: s.pinned_lock,
         pull: s.pull,
         reachable: true,
+        refused: false,
         state: s.state,
         system: s.system,
     };
-    let mut entry =
-        HostReport::new(HostResult::Ok, s.rev, s.lock).with(StatusFields::Reachable(Box::new(fields)));
+    let mut entry = HostReport::new(HostResult::Ok, s.rev, s.lock).with(StatusFields::Reachable(Box::new(fields)));
     entry.toplevel = s.toplevel;
     entry.summary = Some(summary);
     entry.body = (!body.is_empty()).then_some(body);
+    entry
+}
+
+/// A host whose agent did not answer (`unreachable`), or answered HTTP 401 (`refused`:
+/// it is reachable but does not accept this controller's key or request; the agent's
+/// reason is in `error`). Both are `failed`.
+fn not_answered(e: &HostError, expected_lock: Option<String>, expected: Option<String>) -> HostReport<StatusFields> {
+    let refused = e.status() == Some(401);
+    let fields = UnreachableFields {
+        drift: Drift::Unknown,
+        expected_lock,
+        expected_toplevel: expected,
+        lock_drift: None,
+        mode: None,
+        pull: None,
+        reachable: refused,
+        refused,
+    };
+    let mut entry = HostReport::new(HostResult::Failed, None, None).with(StatusFields::Unreachable(fields));
+    entry.error = Some(e.to_string());
+    entry.summary = Some(if refused { "refused" } else { "unreachable" }.into());
     entry
 }
 
@@ -264,8 +287,9 @@ fn summary(s: &StatusResponse, d: Drift) -> String {
         AgentState::AwaitingConfirmation => "awaiting-confirmation",
     };
     let short = |v: &Option<String>| v.as_deref().map_or("-".to_owned(), |v| v.chars().take(12).collect());
+    let rev = s.rev.as_deref().map_or_else(|| "-".to_owned(), short_rev);
     let generation = s.generation.map_or_else(|| "-".to_owned(), |g| g.to_string());
-    format!("{state}, generation {generation}, {}, rev {}, lock {}", d.as_str(), short(&s.rev), short(&s.lock))
+    format!("{state}, generation {generation}, {}, rev {rev}, lock {}", d.as_str(), short(&s.lock))
 }
 
 #[cfg(test)]
@@ -301,7 +325,7 @@ mod tests {
         let evaluated: Evaluated = [(name.clone(), Err("not evaluated".into()))].into();
         let mut s = status_response();
         s.pinned_lock = Some("c".repeat(64));
-        let e = entry(&evaluated, Some(&a), &name, Ok(s));
+        let e = entry(Some(&evaluated), Some(&a), &name, Ok(s));
         assert!(e
             .summary
             .as_deref()
@@ -333,12 +357,16 @@ mod tests {
             system: None,
         };
         let evaluated: Evaluated = [(name.clone(), Ok(toplevel))].into();
-        let entry = entry(&evaluated, None, &name, Ok(status_response()));
+        let entry = entry(Some(&evaluated), None, &name, Ok(status_response()));
         assert_eq!(
             entry.summary.as_deref(),
             Some("idle, generation 3, in-sync, rev 1a2b3c4d5e6f, lock 0123456789ab, mode push")
         );
         assert_eq!(entry.body, None);
+        let mut dirty = status_response();
+        dirty.rev = Some("1a2b3c4d5e6f7a8b9c0d-dirty".into());
+        let summary = super::entry(Some(&evaluated), None, &name, Ok(dirty)).summary.unwrap();
+        assert!(summary.contains(", rev 1a2b3c4d5e6f-dirty, lock "), "as in the JSON: {summary}");
         let v = serde_json::to_value(&entry).unwrap();
         crate::output_schemas::assert_entry_conforms("status", &v);
         assert_eq!(
@@ -351,17 +379,41 @@ mod tests {
 
         let down =
             HostError::Transport { host: "web1".into(), endpoint: "GET /v1/status".into(), message: "refused".into() };
-        let v = serde_json::to_value(super::entry(&evaluated, None, &name, Err(down))).unwrap();
+        let v = serde_json::to_value(super::entry(Some(&evaluated), None, &name, Err(down))).unwrap();
         crate::output_schemas::assert_entry_conforms("status", &v);
         assert_eq!((v["result"].as_str(), v["drift"].as_str()), (Some("failed"), Some("unknown")));
         assert_eq!(v["error"], "web1: GET /v1/status: refused");
         assert!(v["mode"].is_null() && v["pull"].is_null());
+        assert_eq!((v["reachable"].as_bool(), v["refused"].as_bool()), (Some(false), Some(false)));
+
+        let refused = HostError::Api {
+            host: "web1".into(),
+            endpoint: "GET /v1/status".into(),
+            status: 401,
+            code: Some(hostctl_schemas::api::ErrorCode::Unauthorized),
+            message: "no trusted key matches".into(),
+        };
+        let e = super::entry(Some(&evaluated), None, &name, Err(refused));
+        assert_eq!(e.summary.as_deref(), Some("refused"));
+        let v = serde_json::to_value(&e).unwrap();
+        crate::output_schemas::assert_entry_conforms("status", &v);
+        assert_eq!((v["result"].as_str(), v["drift"].as_str()), (Some("failed"), Some("unknown")));
+        assert_eq!((v["reachable"].as_bool(), v["refused"].as_bool()), (Some(true), Some(true)));
+        assert_eq!(v["error"], "web1: GET /v1/status: HTTP 401 (unauthorized): no trusted key matches");
 
         let broken: Evaluated = [(name.clone(), Err("host web1: evaluation failed".into()))].into();
-        let v = serde_json::to_value(super::entry(&broken, None, &name, Ok(status_response()))).unwrap();
+        let v = serde_json::to_value(super::entry(Some(&broken), None, &name, Ok(status_response()))).unwrap();
         crate::output_schemas::assert_entry_conforms("status", &v);
         assert_eq!((v["result"].as_str(), v["drift"].as_str()), (Some("ok"), Some("unknown")));
         assert_eq!(v["drift_error"], "host web1: evaluation failed");
+
+        // `--no-drift`: nothing evaluated, and no error for it.
+        let v = serde_json::to_value(super::entry(None, None, &name, Ok(status_response()))).unwrap();
+        crate::output_schemas::assert_entry_conforms("status", &v);
+        assert_eq!((v["result"].as_str(), v["drift"].as_str()), (Some("ok"), Some("unknown")));
+        for field in ["drift_error", "expected_toplevel", "expected_lock", "lock_drift"] {
+            assert!(v[field].is_null(), "{field}: {v}");
+        }
     }
 
     #[test]
@@ -380,7 +432,7 @@ mod tests {
             last_fetch: Some(unix_now() - 3),
             last_error: Some("evaluating failed:\nline 2\nline 3".into()),
         });
-        let e = entry(&evaluated, None, &name, Ok(s));
+        let e = entry(Some(&evaluated), None, &name, Ok(s));
         assert!(e.summary.as_deref().unwrap().ends_with(", mode pull"), "{:?}", e.summary);
         let body = e.body.clone().unwrap();
         let lines: Vec<&str> = body.lines().collect();
@@ -409,7 +461,7 @@ mod tests {
             fetched_commit: None,
             ..serde_json::from_value(v["pull"].clone()).unwrap()
         });
-        let body = entry(&evaluated, None, &name, Ok(quiet)).body.unwrap();
+        let body = entry(Some(&evaluated), None, &name, Ok(quiet)).body.unwrap();
         assert_eq!(body, "pull: main of root@git.example.com:fleet.git (lock pinned): fetched -, applied aaaaaaaaaaaa, last fetch never\n");
     }
 }

@@ -76,7 +76,9 @@ impl SecretKey {
         }
         let bytes = STANDARD.decode(encoded).map_err(|_| "the part after ':' is not base64")?;
         if bytes.len() == crate::key::PUBLIC_KEY_LEN {
-            return Err("this is a public key (32 bytes); the secret key file is the one `nix key generate-secret` wrote");
+            return Err(
+                "this is a public key (32 bytes); the secret key file is the one `nix key generate-secret` wrote",
+            );
         }
         let pair = <[u8; 64]>::try_from(bytes.as_slice()).map_err(|_| "the key is not 64 bytes")?;
         let key = SigningKey::from_keypair_bytes(&pair).map_err(|_| "the public half does not match the secret")?;

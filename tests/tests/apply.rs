@@ -1,7 +1,7 @@
 //! `hostctl apply` and `hostctl status` against real agents on simulated hosts: real
 //! Nix, real git, real HTTP, each host with its own store.
 
-use hostctl_tests::livefleet::LiveFleet;
+use hostctl_tests::livefleet::{nix_stdout, LiveFleet};
 use hostctl_tests::{run, HostctlRun};
 use serde_json::Value;
 
@@ -36,6 +36,9 @@ fn apply_activates_then_is_unchanged_then_changes_only_what_changed() {
         assert_eq!(result(&v2, host), "unchanged", "{host}: {}", v2["hosts"][host]);
         assert_eq!(v2["hosts"][host]["paths_copied"].as_u64().unwrap_or(0), 0);
     }
+    let human = live.hostctl(&["apply"]);
+    human.expect_code(0);
+    assert_eq!(human.stderr.lines().last(), Some("3 unchanged"), "a final tally: {}", human.stderr);
 
     live.change_host("web2", "web2 after a change");
     let third = live.hostctl(&["--json", "apply"]);
@@ -141,4 +144,82 @@ fn agent_traffic_ignores_the_operators_proxy() {
     let status = HostctlRun::from(run(&mut cmd));
     status.expect_code(0);
     assert_eq!(result(&status.json(), "web1"), "ok", "{}", status.json());
+}
+
+/// An agent that does not trust the controller's key answers HTTP 401: `status` reports
+/// it as `refused` (reachable, with the agent's reason), not as `unreachable`.
+#[test]
+fn status_tells_a_refusing_agent_from_an_unreachable_one() {
+    let live = LiveFleet::start(&["web1", "web2"]);
+    let other = live.fleet.tmp.path().join("other.sec");
+    let secret = nix_stdout(&live.fleet, &["key", "generate-secret", "--key-name", "other"], None);
+    hostctl_tests::write_secret(&other, &secret);
+    let other = other.display().to_string();
+    live.host("web2").set_link(false);
+    let status = |json: bool| {
+        let mut args = vec!["--key", other.as_str(), "status"];
+        if json {
+            args.insert(2, "--json");
+        }
+        HostctlRun::from(run(&mut live.fleet.hostctl_command(&args, &[])))
+    };
+
+    let json = status(true);
+    json.expect_code(1);
+    let v = json.json();
+    let web1 = &v["hosts"]["web1"];
+    assert_eq!((result(&v, "web1").as_str(), web1["refused"].as_bool()), ("failed", Some(true)), "{web1}");
+    assert_eq!(web1["reachable"].as_bool(), Some(true), "{web1}");
+    assert!(web1["error"].as_str().unwrap_or("").contains("HTTP 401"), "{web1}");
+    let web2 = &v["hosts"]["web2"];
+    assert_eq!((web2["reachable"].as_bool(), web2["refused"].as_bool()), (Some(false), Some(false)), "{web2}");
+
+    let human = status(false);
+    human.expect_code(1);
+    assert!(human.stdout.contains("web1  failed     refused\n"), "{}", human.stdout);
+    assert!(human.stdout.contains("web2  failed     unreachable\n"), "{}", human.stdout);
+    assert_eq!(human.stderr.lines().last(), Some("2 failed"), "{}", human.stderr);
+}
+
+/// `apply` from a tree with uncommitted changes says so first, in `check`'s words: what
+/// it deploys has no exact revision.
+#[test]
+fn apply_warns_about_a_dirty_tree_before_evaluating() {
+    let live = LiveFleet::start(&["web1"]);
+    let web1 = live.fleet.read("hosts/web1.nix").replace("web frontend", "edited frontend");
+    live.fleet.write("hosts/web1.nix", &web1);
+    let run = live.hostctl(&["apply", "--dry-run"]);
+    run.expect_code(0);
+    let warning = "warning: uncommitted changes in hosts/web1.nix: a deployment from here has no exact revision";
+    assert_eq!(run.stderr.lines().next(), Some(warning), "first, before evaluating: {}", run.stderr);
+    assert_eq!(run.stderr.matches("uncommitted changes").count(), 1, "once: {}", run.stderr);
+}
+
+/// `status --no-drift` only asks the agents: no `nix eval` runs, and the flake's side
+/// (drift, lock drift, what it evaluates to) is unknown.
+#[test]
+fn status_no_drift_asks_the_agents_without_evaluating() {
+    let live = LiveFleet::start(&["web1"]);
+    let (path, log) = hostctl_tests::watching_nix(live.fleet.tmp.path());
+    let status = |args: &[&str]| {
+        let mut cmd = live.hostctl_command(args);
+        cmd.env("PATH", &path);
+        HostctlRun::from(run(&mut cmd))
+    };
+    let evaluated = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    let quick = status(&["--json", "status", "--no-drift"]);
+    quick.expect_code(0);
+    let web1 = &quick.json()["hosts"]["web1"];
+    assert_eq!((web1["result"].as_str(), web1["reachable"].as_bool()), (Some("ok"), Some(true)), "{web1}");
+    assert_eq!(web1["drift"], "unknown", "{web1}");
+    for field in ["expected_toplevel", "expected_lock", "lock_drift", "drift_error"] {
+        assert!(web1[field].is_null(), "{field}: {web1}");
+    }
+    assert_eq!(evaluated(), "", "nothing evaluated");
+
+    let full = status(&["--json", "status"]);
+    full.expect_code(0);
+    assert!(evaluated().lines().any(|h| h == "web1"), "the wrapper sees evaluations: {}", evaluated());
+    assert!(full.json()["hosts"]["web1"]["expected_toplevel"].is_string(), "{}", full.json());
 }

@@ -86,11 +86,7 @@ fn apply_diff_shows_the_changes_and_applies_only_when_told_yes() {
         let run = hostctl_answering(&live, &["--json", "apply", "--diff"], answer);
         run.expect_code(2);
         assert!(run.stderr.contains("hostctl-example-role-postgresql: ∅ → ε"), "{}", run.stderr);
-        assert!(
-            run.stderr.contains("Apply to 1 host? [y/N]") && run.stderr.contains("not applied"),
-            "{}",
-            run.stderr
-        );
+        assert!(run.stderr.contains("Apply to 1 host? [y/N]") && run.stderr.contains("not applied"), "{}", run.stderr);
         assert_eq!(live.host("web1").current_system(), running, "{answer:?} changed nothing");
     }
     let run = hostctl_answering(&live, &["--json", "apply", "--diff"], "y\n");

@@ -61,10 +61,7 @@ pub fn router(state: AppState) -> Router {
         .route(status_api::PATH, signed_route(get(status::status), small))
         .route(paths::MISSING_PATH, signed_route(post(paths_missing::missing), buffered(paths::MISSING_BODY_LIMIT)))
         .route(paths::IMPORT_PATH, signed_route(post(paths_import::import), BodyPolicy::Streamed))
-        .route(
-            deployment_api::PATH,
-            signed_route(post(deployments::create), buffered(deployment_api::BODY_LIMIT)),
-        )
+        .route(deployment_api::PATH, signed_route(post(deployments::create), buffered(deployment_api::BODY_LIMIT)))
         .route(&deployment_api::path_of("{id}"), signed_route(get(deployments::get), small))
         .route(&deployment_api::confirm_path_of("{id}"), signed_route(post(deployments::confirm), small))
         .route(rollback_api::PATH, signed_route(post(rollback::rollback), buffered(rollback_api::BODY_LIMIT)))
