@@ -22,8 +22,6 @@ const HEX_SIGNATURE_HEADERS: [&str; 2] = ["x-gitea-signature", "x-forgejo-signat
 const GITLAB_TOKEN_HEADER: &str = "x-gitlab-token";
 /// The event's name, by forge.
 const EVENT_HEADERS: [&str; 4] = ["x-github-event", "x-gitea-event", "x-forgejo-event", "x-gitlab-event"];
-/// GitLab's delivery id (the others are in [`DELIVERY_HEADERS`]).
-const GITLAB_DELIVERY_HEADER: &str = "x-gitlab-event-uuid";
 
 pub async fn hook(
     State(app): State<AppState>,
@@ -38,7 +36,7 @@ pub async fn hook(
     // The HMAC covers the raw bytes, so the whole body is read (within the limit) first.
     let (body, _) = read_limited(body, BODY_LIMIT as u64).await?;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let delivery = DELIVERY_HEADERS.iter().chain([&GITLAB_DELIVERY_HEADER]).find_map(|h| header(h));
+    let delivery = DELIVERY_HEADERS.iter().find_map(|h| header(h));
     let event = EVENT_HEADERS.iter().find_map(|h| header(h));
     let received =
         auth.receive(proof(&headers), event, delivery, &body, &puller.config().branch).map_err(|e| match e {

@@ -115,15 +115,16 @@ pub enum Proof<'a> {
     Token(&'a str),
 }
 
-/// What a delivery's event header (`X-GitHub-Event`, `X-Gitea-Event`,
-/// `X-Forgejo-Event`, `X-Gitlab-Event`) asks for; without one, the body is taken as a push.
-fn event_kind(event: Option<&str>) -> Option<Result<(), String>> {
+/// Why a delivery's event (`X-GitHub-Event`, `X-Gitea-Event`, `X-Forgejo-Event`,
+/// `X-Gitlab-Event`) is answered without a fetch; `None` for a push, and without an
+/// event header the body is taken as a push.
+fn ignored_event(event: Option<&str>) -> Option<String> {
     match event?.trim() {
         "push" | "Push Hook" => None,
         // GitHub's first delivery to a new hook: answered 200 so the forge shows it as
         // working; nothing to fetch.
-        "ping" => Some(Ok(())),
-        other => Some(Err(format!("event `{other}` is not a push"))),
+        "ping" => Some("ping: the webhook works; pushes will trigger a fetch".into()),
+        other => Some(format!("event `{other}` is not a push")),
     }
 }
 
@@ -185,12 +186,8 @@ impl HookAuth {
         branch: &str,
     ) -> Result<Delivery, HookError> {
         self.verify_proof(proof, body).map_err(HookError::Unauthorized)?;
-        match event_kind(event) {
-            Some(Ok(())) => {
-                return Ok(Delivery::Ignored("ping: the webhook works; pushes will trigger a fetch".into()))
-            }
-            Some(Err(reason)) => return Ok(Delivery::Ignored(reason)),
-            None => {}
+        if let Some(reason) = ignored_event(event) {
+            return Ok(Delivery::Ignored(reason));
         }
         let other_ref = push_for_branch(body, branch).map_err(HookError::NotAPush)?;
         if let Some(id) = delivery {

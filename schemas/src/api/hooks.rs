@@ -24,8 +24,9 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 /// The signature header (GitHub, Gitea and Forgejo all send it).
 pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
 
-/// Delivery-id headers, checked in this order.
-pub const DELIVERY_HEADERS: [&str; 3] = ["x-github-delivery", "x-gitea-delivery", "x-forgejo-delivery"];
+/// Delivery-id headers, checked in this order (GitLab's last).
+pub const DELIVERY_HEADERS: [&str; 4] =
+    ["x-github-delivery", "x-gitea-delivery", "x-forgejo-delivery", "x-gitlab-event-uuid"];
 
 /// Response body for 200/202.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
