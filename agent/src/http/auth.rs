@@ -57,11 +57,16 @@ pub struct Verified {
 impl Verified {
     /// Checks a body's SHA-256 (hex) against the signed one.
     pub fn check_body(&self, sha256: &str) -> Result<(), AuthFailure> {
-        if sha256.eq_ignore_ascii_case(&self.content_sha256) {
-            Ok(())
-        } else {
-            Err(AuthFailure::Signature(AuthError::BodyMismatch))
-        }
+        body_matches(&self.content_sha256, sha256)
+    }
+}
+
+/// A body's SHA-256 (hex, either case) against the signed one.
+fn body_matches(signed: &str, sha256: &str) -> Result<(), AuthFailure> {
+    if sha256.eq_ignore_ascii_case(signed) {
+        Ok(())
+    } else {
+        Err(AuthFailure::Signature(AuthError::BodyMismatch))
     }
 }
 
@@ -86,9 +91,7 @@ impl Authenticated {
     /// request's nonce as used, a mismatch releases it for the genuine request.
     pub fn check_body(&self, sha256: &str) -> Result<(), ApiFailure> {
         let claim = self.claim.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-        if !sha256.eq_ignore_ascii_case(&self.content_sha256) {
-            return Err(AuthFailure::Signature(AuthError::BodyMismatch).into());
-        }
+        body_matches(&self.content_sha256, sha256)?;
         if let Some(claim) = claim {
             claim.commit();
         }
