@@ -140,7 +140,7 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<(), AgentError> {
     match command {
-        Command::Serve { config } => serve(load(&config)?),
+        Command::Serve { config } => serve(&config, load(&config)?),
         Command::CheckConfig { config, json } => check_config(&config, &load(&config)?, json),
         Command::Status { json, config, bus } => status(json, config, bus),
         Command::Import { file, config } => import(&load(&config)?, &file),
@@ -184,14 +184,20 @@ fn load(path: &Path) -> Result<AgentConfig, AgentError> {
     Ok(config)
 }
 
-fn serve(config: AgentConfig) -> Result<(), AgentError> {
+/// `serve`; what it refuses in the configuration names the file, as `check-config` does.
+fn serve(path: &Path, config: AgentConfig) -> Result<(), AgentError> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Plain lines for journald when stderr is not a terminal.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(AgentError::Runtime)?;
-    Ok(runtime.block_on(hostctl_agent::serve::serve(config))?)
+    runtime.block_on(hostctl_agent::serve::serve(config)).map_err(|e| match e {
+        e @ (hostctl_agent::serve::ServeError::Config(_) | hostctl_agent::serve::ServeError::Permissions(_)) => {
+            AgentError::unusable(path, e)
+        }
+        e => AgentError::Serve(e),
+    })
 }
 
 /// `binfmt`: one reconcile of the configuration's `binfmt:` section.
@@ -221,7 +227,7 @@ fn binfmt(path: &Path, cfg: &AgentConfig, json: bool, dry_run: bool) -> Result<(
 
 fn check_config(path: &Path, cfg: &AgentConfig, json: bool) -> Result<(), AgentError> {
     // What `serve` would refuse at start, reported before a restart meets it.
-    hostctl_agent::serve::check_private_paths(cfg).map_err(|e| AgentError::unusable(path, e))?;
+    hostctl_agent::serve::check_startable(cfg).map_err(|e| AgentError::unusable(path, e))?;
     if json {
         println!("{}", serde_json::to_string_pretty(cfg).map_err(AgentError::Print)?);
     } else {

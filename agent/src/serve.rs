@@ -60,7 +60,6 @@ impl ServeError {
 
 /// Refuses to start when the state directory or a secret the configuration names could be
 /// read or replaced by other users (the state directory is created 0700 when missing).
-/// `check-config` runs it too.
 pub fn check_private_paths(config: &AgentConfig) -> Result<(), hostctl_schemas::perms::PermError> {
     use hostctl_schemas::perms::{judge, Private};
     let euid = nix::unistd::geteuid().as_raw();
@@ -77,6 +76,27 @@ pub fn check_private_paths(config: &AgentConfig) -> Result<(), hostctl_schemas::
     Ok(())
 }
 
+/// Everything `serve` refuses in its configuration before it starts, and `check-config`
+/// reports the same way (one function, so the two cannot disagree): secrets and the state
+/// directory others could read, `http` health checks, an unreadable webhook secret, an ssh
+/// URL without its key, binfmt emulation that cannot work. Returns the binfmt plan.
+pub fn check_startable(config: &AgentConfig) -> Result<Option<crate::binfmt::Plan>, ServeError> {
+    check_private_paths(config)?;
+    // An `http` check the agent cannot run must not silently pass.
+    crate::health::refuse_http("health", &config.health).map_err(ServeError::Config)?;
+    if let Some(pull) = &config.pull {
+        if let Some(path) = &pull.webhook_secret_file {
+            crate::pull::webhook::HookAuth::load(path).map_err(ServeError::Config)?;
+        }
+        crate::pull::ssh::SshAuth::from_config(pull).map_err(ServeError::Config)?;
+    }
+    // Refused like a bad `health` entry: emulation that cannot work must not start.
+    match &config.binfmt {
+        Some(section) => Ok(Some(crate::binfmt::plan(section).map_err(|e| ServeError::Config(e.to_string()))?)),
+        None => Ok(None),
+    }
+}
+
 /// A configured agent, ready to serve.
 #[derive(Debug)]
 pub struct Agent {
@@ -88,7 +108,7 @@ impl Agent {
     /// Prepares the state directory (0700), the profile's directory, the journal and the
     /// Nix handle (`store` from the configuration, if any).
     pub fn new(config: AgentConfig, services: Arc<dyn ServiceManager>) -> Result<Self, ServeError> {
-        check_private_paths(&config)?;
+        let binfmt = check_startable(&config)?;
         create_private_dir(&config.state_dir)?;
         let profile = Profile::new(&config.profile)?;
         if let Some(parent) = profile.as_path().parent() {
@@ -102,9 +122,6 @@ impl Agent {
         let nix = Arc::new(nix);
         let journal = Journal::open(&config.state_dir.join("deployments"))?;
         let store_fs = StoreFs::from_store_url(config.store.as_deref());
-        // Refused here as well as by `check-config`: an `http` check the agent cannot run
-        // must not silently pass.
-        crate::health::refuse_http("health", &config.health).map_err(ServeError::Config)?;
         let options = DeployerOptions {
             health: config.health.clone(),
             confirm_timeout: config.confirm_timeout,
@@ -124,11 +141,6 @@ impl Agent {
             .map_err(|source| ServeError::Dir { dir: tmp.display().to_string(), source })?;
         let auth = Arc::new(Authenticator::new(config.hostname.clone(), config.trusted_keys.clone()));
         let pull = crate::pull::Puller::from_config(&config, Arc::clone(&deployer)).map_err(ServeError::Config)?;
-        // Refused like a bad `health` entry: emulation that cannot work must not start.
-        let binfmt = match &config.binfmt {
-            Some(section) => Some(crate::binfmt::plan(section).map_err(|e| ServeError::Config(e.to_string()))?),
-            None => None,
-        };
         let agent = Handles { config: Arc::new(config), nix, deployer, importer: Arc::new(importer), pull };
         Ok(Self { state: AppState { agent, auth }, binfmt })
     }

@@ -30,6 +30,9 @@ pub struct FleetContext {
     key_file: Option<PathBuf>,
     /// The signing key, read on first use and then shared by every agent client.
     key: OnceLock<Arc<SecretKey>>,
+    /// The store path Nix copied the flake's source to, asked on the first error that
+    /// mentions a store path (`None`: Nix could not say).
+    source_store: tokio::sync::OnceCell<Option<String>>,
 }
 
 impl FleetContext {
@@ -53,7 +56,7 @@ impl FleetContext {
             Some(src) if src.lock_path().exists() => Some(FlakeLock::read(&src.lock_path())?),
             _ => None,
         };
-        Ok(Self { fleet_file: fleet_file.to_path_buf(), fleet, flake, source, lock, key_file, key: OnceLock::new() })
+        Ok(Self { fleet_file: fleet_file.to_path_buf(), fleet, flake, source, lock, key_file, key: OnceLock::new(), source_store: Default::default() })
     }
 
     /// The fleet's signing key: `--key FILE` (relative to the working directory) or
@@ -144,6 +147,23 @@ impl FleetContext {
         (!files.is_empty()).then(|| {
             format!("uncommitted changes in {}: a deployment from here has no exact revision", files.join(", "))
         })
+    }
+
+    /// Nix's `message` with the flake's store copy (`/nix/store/…-source`) replaced by the
+    /// directory it was copied from (the repository's work tree for a git flake).
+    pub async fn local_paths(&self, nix: &hostctl_nix::Nix, message: &str) -> String {
+        let Some(source) = self.source.as_ref().filter(|_| message.contains("-source")) else {
+            return message.to_owned();
+        };
+        let store = self
+            .source_store
+            .get_or_init(|| async { nix.flake_metadata(&self.flake).await.ok().map(|m| m.path.to_string()) })
+            .await;
+        let root = source.git.as_ref().map_or(source.dir.as_path(), |git| git.workdir.as_path());
+        match store {
+            Some(store) => crate::source_paths::replace_store_prefix(message, store, root),
+            None => message.to_owned(),
+        }
     }
 
     /// A hint for Nix's message when it names a path that is merely untracked: Nix

@@ -53,6 +53,19 @@ pub enum Error {
     /// `--via-cache` / `cache:` cannot be used as given.
     #[error(transparent)]
     Cache(#[from] crate::cache::KeyPathError),
+    /// Nix cannot be run at all: said once for the run, not once per host.
+    #[error("cannot run Nix (`{argv}`): {source}; hostctl needs `nix` on PATH (Debian: `apt-get install nix-bin`)")]
+    NixMissing {
+        argv: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `flake.lock` does not match `flake.nix`'s inputs: said once for the run, with Nix's
+    /// message, not once per host.
+    #[error(
+        "{lock}: does not match the inputs of flake.nix (run `nix flake lock` in {dir} and commit flake.lock); Nix said:\n{message}"
+    )]
+    StaleLock { lock: String, dir: String, message: String },
     /// `apply --diff` was not confirmed: nothing was changed.
     #[error("not applied: {0}; nothing was changed")]
     Declined(String),
@@ -71,8 +84,9 @@ impl Error {
             | Error::UnknownHost { .. }
             | Error::Target(_)
             | Error::Cache(_)
+            | Error::StaleLock { .. }
             | Error::Declined(_) => EXIT_BAD_INPUT,
-            Error::Nix(_) | Error::Output(_) | Error::GitHistory(_) => EXIT_FAILED,
+            Error::Nix(_) | Error::NixMissing { .. } | Error::Output(_) | Error::GitHistory(_) => EXIT_FAILED,
         }
     }
 }

@@ -38,6 +38,7 @@ mod rollback;
 mod rollback_target;
 mod rollout;
 mod select;
+mod source_paths;
 mod status;
 mod tasks;
 

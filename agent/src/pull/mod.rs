@@ -121,10 +121,7 @@ impl Puller {
         let attr = AttrName::from(&config.hostname);
         let builder = NixBuilder::new(config.store.as_deref(), pull, mirror.path().to_owned(), attr);
         let hook = match &pull.webhook_secret_file {
-            Some(path) => Some(
-                HookAuth::from_file(path)
-                    .map_err(|e| format!("pull.webhook_secret_file: cannot read {}: {e}", path.display()))?,
-            ),
+            Some(path) => Some(HookAuth::load(path)?),
             None => None,
         };
         Self::new(pull.clone(), mirror, Arc::new(builder), deployer, hook).map(|p| Some(Arc::new(p)))
