@@ -12,17 +12,19 @@ use hostctl_schemas::inventory::{Batch, CacheUrl, Mode};
 #[derive(Debug, Parser)]
 #[command(name = "hostctl", version, about = "Declarative NixOS fleet manager")]
 pub struct Cli {
-    /// The fleet inventory.
-    #[arg(long, global = true, default_value = "fleet.yaml", value_name = "FILE")]
-    pub fleet: PathBuf,
+    /// The fleet inventory. Default: `$HOSTCTL_FLEET`, else the first `fleet.yaml` in the
+    /// working directory or a directory above it.
+    #[arg(long, global = true, env = "HOSTCTL_FLEET", value_name = "FILE")]
+    pub fleet: Option<PathBuf>,
     /// Print one JSON document on stdout.
     #[arg(long, global = true)]
     pub json: bool,
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// The key that signs requests to agents (default: `signing_key` in the fleet file).
-    #[arg(long, global = true, value_name = "FILE")]
+    /// The key that signs requests to agents. Default: `$HOSTCTL_KEY`, else `signing_key`
+    /// in the fleet file.
+    #[arg(long, global = true, env = "HOSTCTL_KEY", value_name = "FILE")]
     pub key: Option<PathBuf>,
     /// Evaluations to run at once (default: from cores and free memory).
     #[arg(long, global = true, value_name = "N", allow_negative_numbers = true, value_parser = at_least_one)]
@@ -37,6 +39,12 @@ pub struct Cli {
     /// to `nix build`: `ssh://builder x86_64-linux`, `@/etc/nix/machines`; "" builds locally).
     #[arg(long, global = true, value_name = "BUILDERS")]
     pub builders: Option<hostctl_schemas::builders::Builders>,
+    /// Pass `--show-trace` to every `nix` invocation (evaluation errors with Nix's trace).
+    #[arg(long, global = true)]
+    pub show_trace: bool,
+    /// Set a Nix setting for every Nix invocation (`--option NAME VALUE`); repeatable.
+    #[arg(long, global = true, num_args = 2, value_names = ["NAME", "VALUE"], allow_hyphen_values = true)]
+    pub nix_option: Vec<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -91,9 +99,10 @@ pub struct CompletionsArgs {
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
-    /// The hosts to roll back (names from the fleet file).
+    /// The hosts to roll back: names, globs (`web*`), `@tag`s or tag globs (`@web-*`),
+    /// comma lists (`web1,web2`); as `--on`, each must match a host.
     #[arg(required = true, value_name = "HOST")]
-    pub hosts: Vec<HostName>,
+    pub hosts: Vec<String>,
     /// A lock id (64 hex, or a unique prefix of at least 12 of a lock in the host's
     /// history) or a git revision of the flake (commit, tag, branch), which stands for its
     /// flake.lock: the host returns to the newest system it confirmed with that lock, not
@@ -130,9 +139,10 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
-    /// The host (a name from the fleet file).
-    #[arg(value_name = "HOST")]
-    pub host: HostName,
+    /// The hosts: names, globs (`web*`), `@tag`s or tag globs (`@web-*`), comma lists
+    /// (`web1,web2`); as `--on`, each must match a host.
+    #[arg(required = true, value_name = "HOST")]
+    pub hosts: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -165,7 +175,8 @@ pub struct ApplyArgs {
 
 #[derive(Debug, Args)]
 pub struct Select {
-    /// A host name, a glob (`web*`) or `@tag`; repeat to OR. Default: all hosts.
+    /// A host name, a glob (`web*`), `@tag` or tag glob (`@web-*`), or a comma list of
+    /// them (`web1,web2`); repeat to OR. Default: all hosts.
     #[arg(long = "on", value_name = "SEL")]
     pub on: Vec<String>,
 }

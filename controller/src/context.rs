@@ -83,7 +83,7 @@ impl FleetContext {
     /// (unknown host, no key) stops the command; the inner one is this host's failure.
     pub fn agent(&self, name: &HostName) -> Result<Result<HttpHost, HostError>, Error> {
         let host = self.host(name)?;
-        Ok(HttpHost::new(name.clone(), &host.address, self.fleet.defaults.port, self.signing_key()?))
+        Ok(HttpHost::new(name.clone(), &host.address, host.agent_port(&self.fleet.defaults), self.signing_key()?))
     }
 
     /// The host's `health` checks from the inventory.
@@ -106,10 +106,15 @@ impl FleetContext {
 
     /// The inventory entry of a host named on the command line; an unknown name is bad input.
     pub fn host(&self, name: &HostName) -> Result<&Host, Error> {
-        self.fleet.hosts.get(name).ok_or_else(|| Error::UnknownHost {
-            host: name.to_string(),
-            fleet: self.fleet_file.display().to_string(),
-            known: self.fleet.hosts.keys().map(HostName::as_str).collect::<Vec<_>>().join(", "),
+        self.fleet.hosts.get(name).ok_or_else(|| {
+            let names = self.fleet.hosts.keys().map(HostName::as_str);
+            let hint = crate::select::did_you_mean(name.as_str(), names.clone());
+            Error::UnknownHost {
+                host: name.to_string(),
+                fleet: self.fleet_file.display().to_string(),
+                hint: hint.map_or_else(String::new, |h| format!(" (did you mean {h}?)")),
+                known: names.collect::<Vec<_>>().join(", "),
+            }
         })
     }
 
@@ -180,6 +185,17 @@ impl FleetContext {
             )
         })
     }
+}
+
+/// The fleet file when neither `--fleet` nor `HOSTCTL_FLEET` names one: the first
+/// `fleet.yaml` in the working directory or a directory above it (as git finds `.git`),
+/// so hostctl works from anywhere inside the fleet's repository.
+pub fn find_fleet_file() -> Result<PathBuf, Error> {
+    let cwd = std::env::current_dir().map_err(|e| Error::NoFleet { dir: format!(". ({e})") })?;
+    cwd.ancestors()
+        .map(|dir| dir.join("fleet.yaml"))
+        .find(|file| file.is_file())
+        .ok_or_else(|| Error::NoFleet { dir: cwd.display().to_string() })
 }
 
 /// A flake reference that is not a local path (`github:o/r`, `git+https://...`).

@@ -1,10 +1,9 @@
-//! `hostctl history HOST`: the host's deployments, newest first, as its agent's journal
+//! `hostctl history HOST...`: each selected host's deployments, newest first, as its agent's journal
 //! records them (`GET /v1/generations`): time, id, rev, lock, toplevel, mode, result,
 //! generation. Read-only.
 
 use hostctl_schemas::api::deployments::{Deployment, DeploymentState};
 use hostctl_schemas::api::generations::{Generation, GenerationsResponse};
-use hostctl_schemas::ids::HostName;
 use hostctl_schemas::text::plural;
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -14,6 +13,8 @@ use crate::context::FleetContext;
 use crate::error::Error;
 use crate::host::{Host, HostError};
 use crate::report::{short_rev, Fields, HostReport, HostResult, Report};
+use crate::select::Selection;
+use crate::tasks::collect_keyed;
 
 /// A `history` entry's own fields: the agent's records, unchanged; null when it could
 /// not be asked.
@@ -26,14 +27,32 @@ pub struct HistoryFields {
 
 impl Fields for HistoryFields {}
 
-/// Runs `history`: one host (known to the inventory), one request.
-pub async fn history(host: &HostName, ctx: &FleetContext) -> Result<Report<HistoryFields>, Error> {
-    let generations = match ctx.agent(host)? {
-        Ok(client) => client.generations().await,
-        Err(e) => Err(e),
-    };
+/// Runs `history`: one request per selected host, in parallel.
+pub async fn history(selection: &Selection, ctx: &FleetContext) -> Result<Report<HistoryFields>, Error> {
+    let mut set = tokio::task::JoinSet::new();
+    for host in selection.hosts() {
+        let client = ctx.agent(host)?;
+        let host = host.clone();
+        set.spawn(async move {
+            let generations = match client {
+                Ok(client) => client.generations().await,
+                Err(e) => Err(e),
+            };
+            (host, generations)
+        });
+    }
+    let mut answers = collect_keyed(set, "history").await;
     let mut report = Report::default();
-    report.hosts.insert(host.to_string(), entry(generations));
+    for host in selection.hosts() {
+        let answer = answers.remove(host).unwrap_or_else(|| {
+            Err(HostError::Transport {
+                host: host.to_string(),
+                endpoint: "GET /v1/generations".into(),
+                message: "the request did not finish".into(),
+            })
+        });
+        report.hosts.insert(host.to_string(), entry(answer));
+    }
     Ok(report)
 }
 

@@ -138,7 +138,17 @@ pub async fn status(
         }
     };
     let (evaluated, statuses) = tokio::join!(evaluate, crate::tasks::collect_keyed(set, "status"));
-    let evaluated = evaluated?;
+    let evaluated = match evaluated {
+        // What stops evaluation for the whole fleet leaves the agents' answers standing:
+        // each host's drift is unknown, with the cause's first line.
+        Err(e @ (Error::StaleLock { .. } | Error::NixMissing { .. })) => {
+            let text = e.to_string();
+            let cause = text.lines().next().unwrap_or_default();
+            let hosts = selection.hosts().iter();
+            Some(hosts.map(|h| (h.clone(), Err(format!("host {h}: not evaluated: {cause}")))).collect())
+        }
+        other => other?,
+    };
     let flake_lock = evaluated.as_ref().and(ctx.lock_id());
     let mut report = Report { tally: true, ..Report::default() };
     for (name, status) in statuses {

@@ -33,6 +33,35 @@ impl Program {
     }
 }
 
+/// A Nix setting passed as `--option NAME VALUE` (`hostctl --nix-option`): the name is a
+/// setting's name (letters, digits, `-`, not starting with `-`), so it cannot be read as a flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NixOption {
+    name: String,
+    value: String,
+}
+
+/// A name that is not a Nix setting's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a Nix setting name (letters, digits and `-`, e.g. `max-jobs`)")]
+pub struct NixOptionError(pub String);
+
+impl NixOption {
+    pub fn new(name: &str, value: &str) -> Result<Self, NixOptionError> {
+        let ok = name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        ok.then(|| Self { name: name.to_owned(), value: value.to_owned() }).ok_or_else(|| NixOptionError(name.to_owned()))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+}
+
 /// Selects what we need from a NixOS toplevel in one evaluation. `system` is the
 /// derivation's own attribute; `or null` keeps hand-made toplevels without it working.
 /// The key must not be `outPath`: `toJSON` turns any attrset with one into that string.

@@ -348,7 +348,7 @@ fn cache_block() {
 }
 
 #[test]
-fn ports_are_1_to_65535_with_one_message() {
+fn ports_are_1_to_65535_with_one_message_and_a_hosts_own_port_wins() {
     for (value, want) in [
         ("0", "port 0 is out of range: expected a port number from 1 to 65535"),
         ("-1", "port -1 is out of range: expected a port number from 1 to 65535"),
@@ -359,6 +359,20 @@ fn ports_are_1_to_65535_with_one_message() {
             &format!("examples/fleet/fleet.yaml:2:9: defaults.port: {want}"),
         );
     }
+    for (value, want) in [
+        ("0", "port 0 is out of range: expected a port number from 1 to 65535"),
+        ("70000", "port 70000 is out of range: expected a port number from 1 to 65535"),
+        ("web", "invalid type: string \"web\", expected a port number from 1 to 65535"),
+    ] {
+        fails_with(
+            &format!("hosts:\n  a:\n    address: a\n    port: {value}\n"),
+            &format!("examples/fleet/fleet.yaml:4:11: hosts.a.port: {want}"),
+        );
+    }
+    let fleet = parse("defaults:\n  port: 8000\nhosts:\n  a:\n    address: a\n    port: 9000\n  b:\n    address: b\n")
+        .unwrap();
+    let port = |h: &str| fleet.hosts[&h.parse().unwrap()].agent_port(&fleet.defaults);
+    assert_eq!((port("a"), port("b")), (9000, 8000), "a host's port overrides defaults.port");
     let fleet = parse("defaults:\n  port: 65535\nhosts:\n  a:\n    address: a\n").unwrap();
     assert_eq!(fleet.defaults.port, 65535);
     assert_eq!(parse("defaults:\n  port: 1\nhosts:\n  a:\n    address: a\n").unwrap().defaults.port, 1);
@@ -376,7 +390,8 @@ fn a_port_in_the_address_is_sent_to_defaults_port() {
             &format!("hosts:\n  web1:\n    address: {address}\n"),
             &format!(
                 "examples/fleet/fleet.yaml:3:14: hosts.web1.address: invalid address `{shown}`: the port does not belong \
-                 in the address; write `address: {host}` and set the port as `defaults.port`"
+                 in the address; write `address: {host}` and set the port as `port` (this host) or \
+                 `defaults.port` (every host)"
             ),
         );
     }

@@ -9,7 +9,14 @@ fn bad_fleet(fleet: &TestFleet, yaml: &str, expected: &[&str]) {
     fleet.write("fleet.yaml", yaml);
     let run = fleet.hostctl(&["--json", "eval"]);
     run.expect_code(2);
-    assert!(run.stdout.is_empty(), "no report for bad input: {}", run.stdout);
+    // No report, but `--json` still gets one document: the error, as on stderr.
+    let message = run.stderr.trim_end().strip_prefix("error: ").unwrap_or_default().to_owned();
+    assert_eq!(
+        run.json(),
+        serde_json::json!({"error": {"kind": "inventory", "message": message, "exit_code": 2}}),
+        "{}",
+        run.stderr
+    );
     assert_eq!(fleet.read("fleet.yaml"), yaml, "the bad fleet.yaml was left as it was");
     for part in expected {
         assert!(run.stderr.contains(part), "expected {part:?} in:\n{}", run.stderr);

@@ -63,6 +63,15 @@ fn a_stale_lock_is_reported_once_for_the_run() {
     assert_eq!(run.stderr.matches("requires lock file changes").count(), 1, "{}", run.stderr);
     assert!(!run.stderr.contains("host web1"), "no per-host copy: {}", run.stderr);
     assert!(run.stdout.is_empty(), "{}", run.stdout);
+    // Under --json the same error is the one document on stdout, with the same exit code.
+    let json = fleet.hostctl(&["--json", "eval"]);
+    json.expect_code(2);
+    let v = json.json();
+    assert_eq!(v["error"]["kind"], "stale-lock", "{v}");
+    assert_eq!(v["error"]["exit_code"], 2, "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(expected.strip_prefix("error: ").is_some_and(|e| message.starts_with(e)), "{message}");
+    assert_eq!(v.as_object().unwrap().len(), 1, "only `error`: {v}");
 }
 
 #[test]
@@ -135,4 +144,22 @@ fn nix_errors_name_the_working_tree_file() {
     assert!(run.stdout.contains("undefined variable 'undefinedThing'"), "{}", run.stdout);
     assert!(run.stdout.contains(&format!("at {}:6:10:", file.display())), "{}", run.stdout);
     assert!(!run.stdout.contains("-source/hosts"), "{}", run.stdout);
+}
+
+#[test]
+fn status_still_asks_the_agents_when_the_lock_is_stale() {
+    let fleet = TestFleet::new();
+    add_unlocked_input(&fleet);
+    // Nothing listens on port 1: refused at once rather than a TEST-NET timeout.
+    let yaml = fleet.read("fleet.yaml").replace("    address: 192.0.2.11\n", "    address: 127.0.0.1\n    port: 1\n");
+    fleet.write("fleet.yaml", &yaml);
+    fleet.commit("stale lock; web1 on loopback");
+    let key = fleet.tmp.path().join("fleet.sec");
+    let secret = hostctl_tests::livefleet::nix_stdout(&fleet, &["key", "generate-secret", "--key-name", "t"], None);
+    hostctl_tests::write_secret(&key, &secret);
+    let run = fleet.hostctl(&["--json", "--key", key.to_str().unwrap(), "status", "--on", "web1"]);
+    run.expect_code(1);
+    let v = run.json();
+    assert_eq!(v["hosts"]["web1"]["result"], "failed", "{v}");
+    assert_eq!(v["hosts"]["web1"]["reachable"], false, "the agent was asked: {v}");
 }
