@@ -56,7 +56,16 @@ impl FleetContext {
             Some(src) if src.lock_path().exists() => Some(FlakeLock::read(&src.lock_path())?),
             _ => None,
         };
-        Ok(Self { fleet_file: fleet_file.to_path_buf(), fleet, flake, source, lock, key_file, key: OnceLock::new(), source_store: Default::default() })
+        Ok(Self {
+            fleet_file: fleet_file.to_path_buf(),
+            fleet,
+            flake,
+            source,
+            lock,
+            key_file,
+            key: OnceLock::new(),
+            source_store: Default::default(),
+        })
     }
 
     /// The fleet's signing key: `--key FILE` (relative to the working directory) or

@@ -34,7 +34,11 @@ impl Selection {
 
     /// Matches selectors given as HOST arguments (`rollback`, `history`); errors name
     /// the selector alone.
-    pub fn parse_args(hosts: &BTreeMap<HostName, Host>, selectors: &[String], fleet: &str) -> Result<Self, SelectError> {
+    pub fn parse_args(
+        hosts: &BTreeMap<HostName, Host>,
+        selectors: &[String],
+        fleet: &str,
+    ) -> Result<Self, SelectError> {
         Self::parse_labelled(hosts, selectors, fleet, "")
     }
 
@@ -44,8 +48,8 @@ impl Selection {
         fleet: &str,
         label: &'static str,
     ) -> Result<Self, SelectError> {
-        let chosen = select(hosts, selectors, fleet)
-            .map_err(|(selector, reason)| SelectError { label, selector, reason })?;
+        let chosen =
+            select(hosts, selectors, fleet).map_err(|(selector, reason)| SelectError { label, selector, reason })?;
         Ok(Self { hosts: chosen.into_iter().cloned().collect() })
     }
 
@@ -100,13 +104,16 @@ fn no_match(hosts: &BTreeMap<HostName, Host>, selector: &str, fleet: &str) -> St
     match selector.strip_prefix('@') {
         Some(tag) => {
             let tags: BTreeSet<&str> = hosts.values().flat_map(|h| h.tags.iter().map(|t| t.as_str())).collect();
-            let hint = did_you_mean(tag, tags.iter().copied()).map_or_else(String::new, |t| format!(" (did you mean @{t}?)"));
-            let known = if tags.is_empty() { "none".to_owned() } else { tags.into_iter().collect::<Vec<_>>().join(", ") };
+            let hint =
+                did_you_mean(tag, tags.iter().copied()).map_or_else(String::new, |t| format!(" (did you mean @{t}?)"));
+            let known =
+                if tags.is_empty() { "none".to_owned() } else { tags.into_iter().collect::<Vec<_>>().join(", ") };
             format!("no host has this tag{hint}; tags in {fleet}: {known}")
         }
         None => {
             let names = hosts.keys().map(HostName::as_str);
-            let hint = did_you_mean(selector, names.clone()).map_or_else(String::new, |n| format!(" (did you mean {n}?)"));
+            let hint =
+                did_you_mean(selector, names.clone()).map_or_else(String::new, |n| format!(" (did you mean {n}?)"));
             format!("matches no host{hint}; hosts in {fleet}: {}", names.collect::<Vec<_>>().join(", "))
         }
     }
@@ -133,8 +140,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in rows.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        rows[0][j] = j;
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
@@ -226,10 +233,7 @@ mod tests {
         let err = names(&["@db-*"]).unwrap_err();
         assert_eq!(err.to_string(), "--on @db-*: no host has this tag; tags in fleet.yaml: db, eu, us, web");
         let err = names(&["web1,,db1"]).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "--on web1,,db1: an empty selector (a comma list needs a selector between commas)"
-        );
+        assert_eq!(err.to_string(), "--on web1,,db1: an empty selector (a comma list needs a selector between commas)");
         assert!(names(&[""]).is_err());
         let fleet = parse_fleet(FLEET, Path::new("fleet.yaml")).unwrap();
         let err = Selection::parse_args(&fleet.hosts, &["db2".to_owned()], "fleet.yaml").unwrap_err();

@@ -50,7 +50,8 @@ impl NixOption {
     pub fn new(name: &str, value: &str) -> Result<Self, NixOptionError> {
         let ok = name.starts_with(|c: char| c.is_ascii_alphanumeric())
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-        ok.then(|| Self { name: name.to_owned(), value: value.to_owned() }).ok_or_else(|| NixOptionError(name.to_owned()))
+        ok.then(|| Self { name: name.to_owned(), value: value.to_owned() })
+            .ok_or_else(|| NixOptionError(name.to_owned()))
     }
 
     pub fn name(&self) -> &str {

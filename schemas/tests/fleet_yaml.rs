@@ -369,9 +369,9 @@ fn ports_are_1_to_65535_with_one_message_and_a_hosts_own_port_wins() {
             &format!("examples/fleet/fleet.yaml:4:11: hosts.a.port: {want}"),
         );
     }
-    let fleet = parse("defaults:\n  port: 8000\nhosts:\n  a:\n    address: a\n    port: 9000\n  b:\n    address: b\n")
-        .unwrap();
-    let port = |h: &str| fleet.hosts[&h.parse().unwrap()].agent_port(&fleet.defaults);
+    let fleet =
+        parse("defaults:\n  port: 8000\nhosts:\n  a:\n    address: a\n    port: 9000\n  b:\n    address: b\n").unwrap();
+    let port = |h: &str| fleet.hosts[h].agent_port(&fleet.defaults);
     assert_eq!((port("a"), port("b")), (9000, 8000), "a host's port overrides defaults.port");
     let fleet = parse("defaults:\n  port: 65535\nhosts:\n  a:\n    address: a\n").unwrap();
     assert_eq!(fleet.defaults.port, 65535);

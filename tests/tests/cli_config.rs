@@ -38,7 +38,13 @@ fn fleet_yaml_is_found_upward_and_hostctl_fleet_names_another() {
 
     // HOSTCTL_FLEET over the search, --fleet over HOSTCTL_FLEET.
     let other = fleet.path("other.yaml");
-    std::fs::write(&other, fleet.read("fleet.yaml").replace("  web1:", "  web7:\n    address: 192.0.2.17\n    configuration: web1\n  web1:")).unwrap();
+    std::fs::write(
+        &other,
+        fleet
+            .read("fleet.yaml")
+            .replace("  web1:", "  web7:\n    address: 192.0.2.17\n    configuration: web1\n  web1:"),
+    )
+    .unwrap();
     let mut cmd = fleet.hostctl_in(&sub, &["--json", "eval", "--on", "web7"]);
     let run = HostctlRun::from(hostctl_tests::run(cmd.env("HOSTCTL_FLEET", &other)));
     assert_eq!(hosts(&run), ["web7"]);

@@ -78,7 +78,10 @@ fn a_selector_that_matches_nothing_is_bad_input() {
         ("wbe1", format!("--on wbe1: matches no host (did you mean web1?); hosts in {file}: arm1, db1, web1, web2")),
         ("db1,dc1", format!("--on dc1: matches no host (did you mean db1?); hosts in {file}: arm1, db1, web1, web2")),
         ("@asia", format!("--on @asia: no host has this tag; tags in {file}: arm, db, edge, eu, us, web")),
-        ("@ue", format!("--on @ue: no host has this tag (did you mean @eu?); tags in {file}: arm, db, edge, eu, us, web")),
+        (
+            "@ue",
+            format!("--on @ue: no host has this tag (did you mean @eu?); tags in {file}: arm, db, edge, eu, us, web"),
+        ),
         ("@db-*", format!("--on @db-*: no host has this tag; tags in {file}: arm, db, edge, eu, us, web")),
     ] {
         let run = fleet.hostctl(&["eval", "--on", "web1", "--on", sel]);
