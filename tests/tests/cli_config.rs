@@ -101,27 +101,3 @@ fn a_hosts_own_port_overrides_defaults_port() {
     let request = accept.join().unwrap();
     assert!(request.starts_with("GET /v1/status"), "hostctl asked web1 on port {port}: {request:?}");
 }
-
-#[test]
-fn nix_options_and_show_trace_reach_nix() {
-    let fleet = TestFleet::new();
-    let web1 = fleet.read("hosts/web1.nix").replace("motd = \"", "motd = undefinedThing + \"");
-    fleet.write("hosts/web1.nix", &web1);
-    fleet.commit("web1 refers to nothing");
-    let plain = fleet.hostctl(&["eval", "--on", "web1"]);
-    plain.expect_code(1);
-    assert!(!plain.stdout.contains("while evaluating"), "{}", plain.stdout);
-    assert!(!plain.stdout.contains("unknown setting"), "{}", plain.stdout);
-
-    let run = fleet.hostctl(&["--show-trace", "--nix-option", "hostctl-probe", "1", "eval", "--on", "web1"]);
-    run.expect_code(1);
-    assert!(run.stdout.contains("unknown setting 'hostctl-probe'"), "--option reached nix: {}", run.stdout);
-    assert!(run.stdout.contains("… while evaluating"), "--show-trace reached nix: {}", run.stdout);
-
-    let bad = fleet.hostctl(&["--nix-option", "-x", "y", "eval"]);
-    bad.expect_code(2);
-    assert_eq!(
-        bad.stderr,
-        "error: --nix-option: `-x` is not a Nix setting name (letters, digits and `-`, e.g. `max-jobs`)\n"
-    );
-}

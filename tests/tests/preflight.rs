@@ -1,7 +1,8 @@
 //! Pre-flight that tells the truth, on a copy of the example fleet with real Nix and git:
 //! a fleet-wide problem (a stale `flake.lock`, no `nix`) is said once, not once per host;
 //! a missing `strace` is a visible warning; `check` keeps its git and lock findings when
-//! its own evaluation fails; Nix errors name working-tree files.
+//! its own evaluation fails; Nix errors name working-tree files; `--show-trace` and
+//! `--nix-option` reach Nix.
 
 #![allow(
     clippy::expect_used,
@@ -133,7 +134,7 @@ fn check_keeps_git_and_lock_findings_when_its_evaluation_fails() {
 }
 
 #[test]
-fn nix_errors_name_the_working_tree_file() {
+fn nix_errors_name_working_tree_files_and_nix_flags_pass_through() {
     let fleet = TestFleet::new();
     let web1 = fleet.read("hosts/web1.nix").replace("motd = \"", "motd = undefinedThing + \"");
     fleet.write("hosts/web1.nix", &web1);
@@ -144,6 +145,20 @@ fn nix_errors_name_the_working_tree_file() {
     assert!(run.stdout.contains("undefined variable 'undefinedThing'"), "{}", run.stdout);
     assert!(run.stdout.contains(&format!("at {}:6:10:", file.display())), "{}", run.stdout);
     assert!(!run.stdout.contains("-source/hosts"), "{}", run.stdout);
+    assert!(!run.stdout.contains("while evaluating"), "{}", run.stdout);
+    assert!(!run.stdout.contains("unknown setting"), "{}", run.stdout);
+
+    let run = fleet.hostctl(&["--show-trace", "--nix-option", "hostctl-probe", "1", "eval", "--on", "web1"]);
+    run.expect_code(1);
+    assert!(run.stdout.contains("unknown setting 'hostctl-probe'"), "--option reached nix: {}", run.stdout);
+    assert!(run.stdout.contains("… while evaluating"), "--show-trace reached nix: {}", run.stdout);
+
+    let bad = fleet.hostctl(&["--nix-option", "-x", "y", "eval"]);
+    bad.expect_code(2);
+    assert_eq!(
+        bad.stderr,
+        "error: --nix-option: `-x` is not a Nix setting name (letters, digits and `-`, e.g. `max-jobs`)\n"
+    );
 }
 
 #[test]
