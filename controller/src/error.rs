@@ -85,7 +85,7 @@ pub struct ErrorDocument {
 
 #[derive(Debug, serde::Serialize, schemars::JsonSchema)]
 pub struct ErrorBody {
-    /// What kind of error, stable for scripts: `inventory`, `select`, `no-fleet`,
+    /// What kind of error, stable for scripts: `inventory`, `select`, `no-fleet`, `nix-failed`,
     /// `signing-key`, `stale-lock`, `nix-missing`, ...
     pub kind: &'static str,
     /// The message hostctl prints on stderr (without `error: `).
@@ -106,7 +106,7 @@ impl Error {
             Error::Select(_) | Error::UnknownHost { .. } => "select",
             Error::Flake(_) | Error::FlakeRef { .. } => "flake",
             Error::Lock(_) => "lock",
-            Error::Nix(_) => "nix",
+            Error::Nix(_) => "nix-failed",
             Error::Key(_) | Error::NoSigningKey { .. } => "signing-key",
             Error::Target(_) => "rollback-target",
             Error::GitHistory(_) => "git-history",
