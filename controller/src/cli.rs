@@ -6,44 +6,49 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use clap_complete::engine::ArgValueCompleter;
 use hostctl_schemas::ids::HostName;
 use hostctl_schemas::inventory::{Batch, CacheUrl, Mode};
+
+/// Where `--help` and the man pages list the options every subcommand takes, apart from
+/// the subcommand's own.
+const GLOBAL: &str = "Global options";
 
 #[derive(Debug, Parser)]
 #[command(name = "hostctl", version, about = "Declarative NixOS fleet manager")]
 pub struct Cli {
     /// The fleet inventory. Default: `$HOSTCTL_FLEET`, else the first `fleet.yaml` in the
     /// working directory or a directory above it.
-    #[arg(long, global = true, env = "HOSTCTL_FLEET", value_name = "FILE")]
+    #[arg(long, global = true, help_heading = GLOBAL, env = "HOSTCTL_FLEET", value_name = "FILE")]
     pub fleet: Option<PathBuf>,
     /// Print one JSON document on stdout.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, help_heading = GLOBAL, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// The key that signs requests to agents. Default: `$HOSTCTL_KEY`, else `signing_key`
     /// in the fleet file.
-    #[arg(long, global = true, env = "HOSTCTL_KEY", value_name = "FILE")]
+    #[arg(long, global = true, help_heading = GLOBAL, env = "HOSTCTL_KEY", value_name = "FILE")]
     pub key: Option<PathBuf>,
     /// Evaluations to run at once (default: from cores and free memory).
-    #[arg(long, global = true, value_name = "N", allow_negative_numbers = true, value_parser = at_least_one)]
+    #[arg(long, global = true, help_heading = GLOBAL, value_name = "N", allow_negative_numbers = true, value_parser = at_least_one)]
     pub eval_jobs: Option<NonZeroUsize>,
     /// Hosts deployed at once within a batch (default 100).
-    #[arg(long, global = true, value_name = "N", allow_negative_numbers = true, value_parser = at_least_one)]
+    #[arg(long, global = true, help_heading = GLOBAL, value_name = "N", allow_negative_numbers = true, value_parser = at_least_one)]
     pub parallel: Option<NonZeroUsize>,
     /// Evaluate every host even when a clean commit's result is cached.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub no_eval_cache: bool,
     /// Nix remote builders for the builds (Nix's `builders` setting, checked, then passed
     /// to `nix build`: `ssh://builder x86_64-linux`, `@/etc/nix/machines`; "" builds locally).
-    #[arg(long, global = true, value_name = "BUILDERS")]
+    #[arg(long, global = true, help_heading = GLOBAL, value_name = "BUILDERS")]
     pub builders: Option<hostctl_schemas::builders::Builders>,
     /// Pass `--show-trace` to every `nix` invocation (evaluation errors with Nix's trace).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub show_trace: bool,
     /// Set a Nix setting for every Nix invocation (`--option NAME VALUE`); repeatable.
-    #[arg(long, global = true, num_args = 2, value_names = ["NAME", "VALUE"], allow_hyphen_values = true)]
+    #[arg(long, global = true, help_heading = GLOBAL, num_args = 2, value_names = ["NAME", "VALUE"], allow_hyphen_values = true)]
     pub nix_option: Vec<String>,
     #[command(subcommand)]
     pub command: Command,
@@ -66,28 +71,66 @@ fn whole_number<T: std::str::FromStr>(text: &str) -> Result<T, String> {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Evaluate each selected host: host -> .drv path.
+    #[command(after_help = "Examples:\n  hostctl eval --on web1\n  hostctl --show-trace eval --on @web")]
     Eval(Select),
     /// Build each selected host: host -> toplevel store path.
+    #[command(after_help = "Examples:\n  hostctl build\n  hostctl --builders 'ssh://builder x86_64-linux' build --on @web")]
     Build(Select),
     /// Lint the fleet: inventory vs flake, lock hygiene, git state.
+    #[command(after_help = "Examples:\n  hostctl check\n  hostctl --fleet infra/fleet.yaml --json check")]
     Check,
     /// Evaluate, build, push and activate, batch by batch.
+    #[command(
+        after_help = "Examples:\n  hostctl apply --on web1,web2\n  hostctl apply --on @web --batch 25% --diff\n  hostctl apply --dry-run"
+    )]
     Apply(ApplyArgs),
     /// What each agent reports, and drift from the flake.
+    #[command(after_help = "Examples:\n  hostctl status\n  hostctl status --on @db --no-drift --json")]
     Status(StatusArgs),
     /// Per host, the closure difference from the running system to the new one.
+    #[command(after_help = "Examples:\n  hostctl diff --on web1")]
     Diff(Select),
     /// Return hosts to an earlier system: the previous lock, a lock, a revision or a generation.
+    #[command(
+        after_help = "Examples:\n  hostctl rollback web1\n  hostctl rollback @web --to-lock v1.4\n  hostctl rollback db1 --generation 41"
+    )]
     Rollback(RollbackArgs),
     /// Deployments of a host, newest first: time, rev, lock, toplevel, mode, result.
+    #[command(after_help = "Examples:\n  hostctl history web1\n  hostctl history @web --json")]
     History(HistoryArgs),
     /// Write one signed file with a host's closure and deployment, for a host without
     /// network (`hostctl-agent import FILE` on the host).
+    #[command(after_help = "Example:\n  hostctl bundle kiosk1 -o kiosk1.bundle   # then on kiosk1: hostctl-agent import kiosk1.bundle")]
     Bundle(BundleArgs),
-    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout; it
+    /// completes subcommands, options, and host names and `@tag`s from the fleet file.
+    #[command(after_help = "Example:\n  hostctl completions bash > /etc/bash_completion.d/hostctl")]
     Completions(CompletionsArgs),
-    /// Print the hostctl(1) man page (roff) on stdout.
-    Man,
+    /// Print a man page (roff) on stdout: hostctl(1), or hostctl-SUBCOMMAND(1); or write
+    /// them all into a directory.
+    #[command(after_help = "Examples:\n  hostctl man apply | man -l -\n  hostctl man --dir /usr/local/share/man/man1")]
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The subcommand whose page to print (default: the hostctl(1) page).
+    #[arg(value_name = "SUBCOMMAND", value_parser = man_page, conflicts_with = "dir")]
+    pub page: Option<String>,
+    /// Write every page (hostctl.1, hostctl-apply.1, ...) into this existing directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// A subcommand that has a page, named in the error with the pages there are.
+fn man_page(text: &str) -> Result<String, String> {
+    use clap::CommandFactory as _;
+    let names = hostctl_schemas::man::page_names(&Cli::command());
+    if names.iter().any(|n| n == text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("no such subcommand; pages: {}", names.join(", ")))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -101,7 +144,7 @@ pub struct CompletionsArgs {
 pub struct RollbackArgs {
     /// The hosts to roll back: names, globs (`web*`), `@tag`s or tag globs (`@web-*`),
     /// comma lists (`web1,web2`); as `--on`, each must match a host.
-    #[arg(required = true, value_name = "HOST")]
+    #[arg(required = true, value_name = "HOST", add = ArgValueCompleter::new(crate::complete::hosts))]
     pub hosts: Vec<String>,
     /// A lock id (64 hex, or a unique prefix of at least 12 of a lock in the host's
     /// history) or a git revision of the flake (commit, tag, branch), which stands for its
@@ -141,7 +184,7 @@ pub struct StatusArgs {
 pub struct HistoryArgs {
     /// The hosts: names, globs (`web*`), `@tag`s or tag globs (`@web-*`), comma lists
     /// (`web1,web2`); as `--on`, each must match a host.
-    #[arg(required = true, value_name = "HOST")]
+    #[arg(required = true, value_name = "HOST", add = ArgValueCompleter::new(crate::complete::hosts))]
     pub hosts: Vec<String>,
 }
 
@@ -177,7 +220,7 @@ pub struct ApplyArgs {
 pub struct Select {
     /// A host name, a glob (`web*`), `@tag` or tag glob (`@web-*`), or a comma list of
     /// them (`web1,web2`); repeat to OR. Default: all hosts.
-    #[arg(long = "on", value_name = "SEL")]
+    #[arg(long = "on", value_name = "SEL", add = ArgValueCompleter::new(crate::complete::hosts))]
     pub on: Vec<String>,
 }
 

@@ -103,7 +103,7 @@ pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Box<dyn P
             Box::new(rollback::rollback(RollbackOptions { hosts, wanted }, ctx, nix, out).await?)
         }
         // Written by `main` before a fleet is loaded (`crate::docs`).
-        Command::Completions(_) | Command::Man => Box::new(Report::<NoFields>::default()),
+        Command::Completions(_) | Command::Man(_) => Box::new(Report::<NoFields>::default()),
     })
 }
 

@@ -10,6 +10,7 @@ mod client;
 mod clock;
 mod closure_diff;
 mod commands;
+mod complete;
 mod context;
 mod deploy;
 mod deploy_report;
@@ -64,6 +65,8 @@ impl Output {
 }
 
 fn main() -> ExitCode {
+    // Answers the completion script (`COMPLETE=SHELL hostctl -- WORDS`) and exits; else a no-op.
+    clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command).complete();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
