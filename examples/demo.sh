@@ -9,7 +9,17 @@
 # `hostctl-demo-<n>`, veth `hdemo<n>a` (here) / `hdemo<n>b` (inside), 198.51.100.4k/30
 # for slot k = 60 + n (here .4k+1, the host .4k+2). An existing netns is an error, never
 # deleted. Everything this script created is removed at exit, also on Ctrl-C or failure.
+#
+# `demo.sh --keep`: at the end the hosts keep running and the script prints commands to
+# try on them (status, history, diff, rollback) from another shell; it removes everything
+# when Enter is pressed here (or on Ctrl-C, or `kill PID`, which it also prints).
 set -euo pipefail
+keep=0
+case "${1:-}" in
+  --keep) keep=1 ;;
+  "") ;;
+  *) echo "usage: demo.sh [--keep]" >&2; exit 2 ;;
+esac
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
@@ -284,3 +294,27 @@ for n in "${!names[@]}"; do
   cat "${host_roots[$n]}/state/switch.log" 2>/dev/null || echo "(none)"
 done
 step "done"
+
+if ((keep)); then
+  q() { printf '%q' "$1"; }
+  cat >&2 <<EOF
+
+=== the simulated hosts keep running; try, in another shell as root:
+  cd $(q "$fleet")
+  export HOSTCTL_KEY=$(q "$key") NIX_CONFIG=$(q "$NIX_CONFIG")
+  $(q "$hostctl") status
+  $(q "$hostctl") history web2
+  $(q "$hostctl") diff          # nothing yet: edit hosts/web1.nix (its motd) first
+  $(q "$hostctl") apply --on web1
+  $(q "$hostctl") rollback web2 --generation 1
+  $(q "$hostctl") history web2
+Agent logs: $(for r in "${host_roots[@]}"; do printf '%s ' "$(q "$r/agent.log")"; done)
+To tear everything down: press Enter here, or Ctrl-C, or \`kill $$'.
+EOF
+  if [ -t 0 ]; then
+    read -r _ || true
+  else
+    # No terminal to read from: wait for a signal (handled between sleeps).
+    while :; do sleep 1; done
+  fi
+fi

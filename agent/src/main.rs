@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::io::Write as _;
 use std::path::Path;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +40,11 @@ enum AgentError {
     /// emulation the kernel refused): nothing more to say.
     #[error("")]
     Reported,
+    /// An argument clap could not check (the page of `man`).
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot write output: {0}")]
+    Output(std::io::Error),
 }
 
 impl AgentError {
@@ -48,11 +54,11 @@ impl AgentError {
 
     fn exit_code(&self) -> u8 {
         match self {
-            Self::Config(_) | Self::Unusable { .. } => EXIT_BAD_INPUT,
+            Self::Config(_) | Self::Unusable { .. } | Self::Usage(_) => EXIT_BAD_INPUT,
             Self::Status(e) if e.is_bad_input() => EXIT_BAD_INPUT,
             Self::Import(e) if e.is_bad_input() => EXIT_BAD_INPUT,
             Self::Serve(e) if e.is_bad_input() => EXIT_BAD_INPUT,
-            Self::Runtime(_) | Self::Status(_) | Self::Import(_) | Self::Serve(_) | Self::Print(_) | Self::Reported => {
+            Self::Runtime(_) | Self::Status(_) | Self::Import(_) | Self::Serve(_) | Self::Print(_) | Self::Reported | Self::Output(_) => {
                 EXIT_FAILED
             }
         }
@@ -117,6 +123,52 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Print a man page (roff) on stdout: hostctl-agent(1), or hostctl-agent-SUBCOMMAND(1);
+    /// or write them all into a directory.
+    Man {
+        /// The subcommand whose page to print (default: the hostctl-agent(1) page).
+        #[arg(value_name = "SUBCOMMAND", conflicts_with = "dir")]
+        page: Option<String>,
+        /// Write every page (hostctl-agent.1, hostctl-agent-serve.1, ...) into this existing
+        /// directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// What every page says beyond the options: the exit codes of [`AgentError::exit_code`].
+const MAN_SECTIONS: &[hostctl_schemas::man::Section<'static>] = &[
+    hostctl_schemas::man::Section {
+        title: "EXIT STATUS",
+        items: &[
+            ("0", "Success (for import: the deployment was confirmed)."),
+            ("1", "The work could not be done, or its result is a failure (import: failed or rolled back; binfmt: the kernel refused)."),
+            ("2", "Bad input: a bad configuration, bus address or bundle (signature, host, age, hash); nothing was changed."),
+        ],
+    },
+    hostctl_schemas::man::Section {
+        title: "ENVIRONMENT",
+        items: &[("RUST_LOG", "Log filter for stderr (default `info`), e.g. `hostctl_agent=debug`.")],
+    },
+    hostctl_schemas::man::Section {
+        title: "FILES",
+        items: &[
+            ("/etc/hostctl/agent.yaml", "The agent configuration (--config); `hostctl-agent check-config` validates it."),
+            ("/var/lib/hostctl-agent", "The default `state_dir`: the deployment journal and records."),
+        ],
+    },
+];
+
+/// `man`: a page on stdout, or every page into `dir` (their paths on stdout).
+fn man(page: Option<&str>, dir: Option<&Path>) -> Result<(), AgentError> {
+    use clap::CommandFactory as _;
+    let mut stdout = std::io::stdout().lock();
+    let written = match dir {
+        Some(dir) => hostctl_schemas::man::write_dir(Cli::command(), dir, MAN_SECTIONS)
+            .and_then(|files| files.iter().try_for_each(|f| writeln!(stdout, "{}", f.display()))),
+        None => hostctl_schemas::man::render(Cli::command(), page, MAN_SECTIONS, &mut stdout),
+    };
+    written.map_err(|e| if e.kind() == std::io::ErrorKind::InvalidInput { AgentError::Usage(e.to_string()) } else { AgentError::Output(e) })
 }
 
 fn main() -> ExitCode {
@@ -145,6 +197,7 @@ fn run(command: Command) -> Result<(), AgentError> {
         Command::Status { json, config, bus } => status(json, config, bus),
         Command::Import { file, config } => import(&load(&config)?, &file),
         Command::Binfmt { config, json, dry_run } => binfmt(&config, &load(&config)?, json, dry_run),
+        Command::Man { page, dir } => man(page.as_deref(), dir.as_deref()),
     }
 }
 

@@ -12,7 +12,7 @@ use clap_complete::engine::CompletionCandidate;
 /// (`web1,we`), each host name and `@tag` that continues what is typed.
 pub fn hosts(current: &OsStr) -> Vec<CompletionCandidate> {
     let Some(current) = current.to_str() else { return Vec::new() };
-    let (done, typed) = current.rsplit_once(',').map_or(("", current), |(done, typed)| (done, typed));
+    let (done, typed) = current.split_at(current.rfind(',').map_or(0, |comma| comma + 1));
     let Some(fleet) = fleet_file(std::env::args_os()).and_then(|path| hostctl_schemas::load_fleet(&path).ok()) else {
         return Vec::new();
     };
