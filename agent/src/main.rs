@@ -58,9 +58,13 @@ impl AgentError {
             Self::Status(e) if e.is_bad_input() => EXIT_BAD_INPUT,
             Self::Import(e) if e.is_bad_input() => EXIT_BAD_INPUT,
             Self::Serve(e) if e.is_bad_input() => EXIT_BAD_INPUT,
-            Self::Runtime(_) | Self::Status(_) | Self::Import(_) | Self::Serve(_) | Self::Print(_) | Self::Reported | Self::Output(_) => {
-                EXIT_FAILED
-            }
+            Self::Runtime(_)
+            | Self::Status(_)
+            | Self::Import(_)
+            | Self::Serve(_)
+            | Self::Print(_)
+            | Self::Reported
+            | Self::Output(_) => EXIT_FAILED,
         }
     }
 }
@@ -168,7 +172,13 @@ fn man(page: Option<&str>, dir: Option<&Path>) -> Result<(), AgentError> {
             .and_then(|files| files.iter().try_for_each(|f| writeln!(stdout, "{}", f.display()))),
         None => hostctl_schemas::man::render(Cli::command(), page, MAN_SECTIONS, &mut stdout),
     };
-    written.map_err(|e| if e.kind() == std::io::ErrorKind::InvalidInput { AgentError::Usage(e.to_string()) } else { AgentError::Output(e) })
+    written.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::InvalidInput {
+            AgentError::Usage(e.to_string())
+        } else {
+            AgentError::Output(e)
+        }
+    })
 }
 
 fn main() -> ExitCode {

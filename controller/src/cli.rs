@@ -74,7 +74,9 @@ pub enum Command {
     #[command(after_help = "Examples:\n  hostctl eval --on web1\n  hostctl --show-trace eval --on @web")]
     Eval(Select),
     /// Build each selected host: host -> toplevel store path.
-    #[command(after_help = "Examples:\n  hostctl build\n  hostctl --builders 'ssh://builder x86_64-linux' build --on @web")]
+    #[command(
+        after_help = "Examples:\n  hostctl build\n  hostctl --builders 'ssh://builder x86_64-linux' build --on @web"
+    )]
     Build(Select),
     /// Lint the fleet: inventory vs flake, lock hygiene, git state.
     #[command(after_help = "Examples:\n  hostctl check\n  hostctl --fleet infra/fleet.yaml --json check")]
@@ -100,7 +102,9 @@ pub enum Command {
     History(HistoryArgs),
     /// Write one signed file with a host's closure and deployment, for a host without
     /// network (`hostctl-agent import FILE` on the host).
-    #[command(after_help = "Example:\n  hostctl bundle kiosk1 -o kiosk1.bundle   # then on kiosk1: hostctl-agent import kiosk1.bundle")]
+    #[command(
+        after_help = "Example:\n  hostctl bundle kiosk1 -o kiosk1.bundle   # then on kiosk1: hostctl-agent import kiosk1.bundle"
+    )]
     Bundle(BundleArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout; it
     /// completes subcommands, options, and host names and `@tag`s from the fleet file.

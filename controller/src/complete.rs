@@ -52,7 +52,13 @@ mod tests {
     #[test]
     fn a_typed_fleet_wins() {
         let args = |a: &[&str]| a.iter().map(Into::into).collect::<Vec<std::ffi::OsString>>().into_iter();
-        assert_eq!(fleet_file(args(&["hostctl", "--", "hostctl", "--fleet", "a.yaml", "history", ""])), Some("a.yaml".into()));
-        assert_eq!(fleet_file(args(&["hostctl", "--", "hostctl", "--fleet=b.yaml", "apply", "--on", ""])), Some("b.yaml".into()));
+        assert_eq!(
+            fleet_file(args(&["hostctl", "--", "hostctl", "--fleet", "a.yaml", "history", ""])),
+            Some("a.yaml".into())
+        );
+        assert_eq!(
+            fleet_file(args(&["hostctl", "--", "hostctl", "--fleet=b.yaml", "apply", "--on", ""])),
+            Some("b.yaml".into())
+        );
     }
 }

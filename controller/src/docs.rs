@@ -29,12 +29,21 @@ fn sections() -> [Section<'static>; 3] {
             title: "ENVIRONMENT",
             items: &[
                 ("HOSTCTL_FLEET", "The fleet file when --fleet is not given."),
-                ("HOSTCTL_KEY", "The signing key file when --key is not given (before `signing_key` in the fleet file)."),
+                (
+                    "HOSTCTL_KEY",
+                    "The signing key file when --key is not given (before `signing_key` in the fleet file).",
+                ),
                 ("RUST_LOG", "Log filter for stderr (e.g. `hostctl=debug`); overrides -v."),
                 ("SSL_CERT_FILE", "CA certificates for `https://` health checks, instead of the system's."),
                 ("HOSTCTL_CACHE_DIR", "Where the evaluation cache lives (its `eval` subdirectory)."),
-                ("XDG_CACHE_HOME, HOME", "The evaluation cache otherwise: $XDG_CACHE_HOME/hostctl/eval or ~/.cache/hostctl/eval."),
-                ("COMPLETE", "Set by the completion script that `hostctl completions SHELL` prints; not for direct use."),
+                (
+                    "XDG_CACHE_HOME, HOME",
+                    "The evaluation cache otherwise: $XDG_CACHE_HOME/hostctl/eval or ~/.cache/hostctl/eval.",
+                ),
+                (
+                    "COMPLETE",
+                    "Set by the completion script that `hostctl completions SHELL` prints; not for direct use.",
+                ),
             ],
         },
         Section {
@@ -46,7 +55,10 @@ fn sections() -> [Section<'static>; 3] {
                      directory or a directory above it. Relative paths in it (flake, signing_key) are relative to \
                      its directory.",
                 ),
-                ("flake.nix, flake.lock", "The flake the fleet file's `flake` names; its lock is what deployments record."),
+                (
+                    "flake.nix, flake.lock",
+                    "The flake the fleet file's `flake` names; its lock is what deployments record.",
+                ),
             ],
         },
     ]
@@ -65,9 +77,8 @@ pub fn write(command: &Command, out: &mut dyn Write) -> Option<std::io::Result<(
             })
         }
         Command::Man(args) => Some(match &args.dir {
-            Some(dir) => hostctl_schemas::man::write_dir(Cli::command(), dir, &sections()).and_then(|files| {
-                files.iter().try_for_each(|file| writeln!(out, "{}", file.display()))
-            }),
+            Some(dir) => hostctl_schemas::man::write_dir(Cli::command(), dir, &sections())
+                .and_then(|files| files.iter().try_for_each(|file| writeln!(out, "{}", file.display()))),
             None => hostctl_schemas::man::render(Cli::command(), args.page.as_deref(), &sections(), out),
         }),
         _ => None,
@@ -105,11 +116,21 @@ mod tests {
             assert!(page.contains(&format!(".TH hostctl-{name} 1")), "{name}");
             for arg in sub.get_arguments() {
                 if let Some(long) = arg.get_long() {
-                    assert!(page.contains(&format!("\\fB\\-\\-{}\\fR", long.replace('-', "\\-"))), "{name} lacks --{long}");
+                    assert!(
+                        page.contains(&format!("\\fB\\-\\-{}\\fR", long.replace('-', "\\-"))),
+                        "{name} lacks --{long}"
+                    );
                     seen += 1;
                 }
             }
-            for want in [".SH \"GLOBAL OPTIONS\"", "\\-\\-fleet", ".SH \"EXIT STATUS\"", ".SH \"ENVIRONMENT\"", ".SH \"FILES\"", "HOSTCTL_KEY"] {
+            for want in [
+                ".SH \"GLOBAL OPTIONS\"",
+                "\\-\\-fleet",
+                ".SH \"EXIT STATUS\"",
+                ".SH \"ENVIRONMENT\"",
+                ".SH \"FILES\"",
+                "HOSTCTL_KEY",
+            ] {
                 assert!(page.contains(want), "{name} lacks {want}");
             }
             assert!(root.contains(&format!("\\fBhostctl\\-{}\\fR(1)", name.replace('-', "\\-"))), "root lacks {name}");
@@ -130,7 +151,10 @@ mod tests {
     #[test]
     fn an_unknown_page_is_refused_with_the_pages_there_are() {
         let err = Cli::try_parse_from(["hostctl", "man", "aply"]).unwrap_err().to_string();
-        assert!(err.starts_with("error: invalid value 'aply' for '[SUBCOMMAND]': no such subcommand; pages: eval, build"), "{err}");
+        assert!(
+            err.starts_with("error: invalid value 'aply' for '[SUBCOMMAND]': no such subcommand; pages: eval, build"),
+            "{err}"
+        );
         assert_eq!(Cli::try_parse_from(["hostctl", "man", "aply"]).unwrap_err().exit_code(), 2);
     }
 

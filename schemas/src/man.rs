@@ -48,8 +48,7 @@ pub fn write_dir(root: clap::Command, dir: &Path, sections: &[Section<'_>]) -> s
         let path = dir.join(format!("{}.1", title(cmd)));
         let mut text = Vec::new();
         page(&root, cmd, sections, &mut text)?;
-        std::fs::write(&path, text)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        std::fs::write(&path, text).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         written.push(path);
     }
     Ok(written)
@@ -67,7 +66,12 @@ fn title(cmd: &clap::Command) -> &str {
     cmd.get_display_name().unwrap_or_else(|| cmd.get_name())
 }
 
-fn page(root: &clap::Command, cmd: &clap::Command, sections: &[Section<'_>], out: &mut dyn Write) -> std::io::Result<()> {
+fn page(
+    root: &clap::Command,
+    cmd: &clap::Command,
+    sections: &[Section<'_>],
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     let source = format!("{} {}", root.get_name(), root.get_version().unwrap_or_default());
     let man = clap_mangen::Man::new(cmd.clone()).source(source);
     man.render_title(out)?;
@@ -99,7 +103,10 @@ fn page(root: &clap::Command, cmd: &clap::Command, sections: &[Section<'_>], out
 /// The root page lists every subcommand's page; a subcommand's page points back to the root.
 fn see_also(root: &clap::Command, cmd: &clap::Command, out: &mut dyn Write) -> std::io::Result<()> {
     let names: Vec<String> = if std::ptr::eq(root, cmd) {
-        root.get_subcommands().filter(|c| !c.is_hide_set()).map(|c| format!("\\fB{}\\fR(1)", escape(title(c)))).collect()
+        root.get_subcommands()
+            .filter(|c| !c.is_hide_set())
+            .map(|c| format!("\\fB{}\\fR(1)", escape(title(c))))
+            .collect()
     } else {
         vec![format!("\\fB{}\\fR(1)", escape(title(root)))]
     };
@@ -144,7 +151,15 @@ mod tests {
     fn a_subcommand_page_has_its_own_and_the_global_options_and_the_sections() {
         let page = text(Some("go"));
         assert!(page.contains(".TH tool\\-go 1") || page.contains(".TH tool-go 1"), "{page}");
-        for want in ["far", "global\\-flag", ".SH EXAMPLES", "\\&.starts with", ".SH \"EXIT STATUS\"", "bad \\e input", "\\fBtool\\fR(1)"] {
+        for want in [
+            "far",
+            "global\\-flag",
+            ".SH EXAMPLES",
+            "\\&.starts with",
+            ".SH \"EXIT STATUS\"",
+            "bad \\e input",
+            "\\fBtool\\fR(1)",
+        ] {
             assert!(page.contains(want), "{want} missing in\n{page}");
         }
     }

@@ -63,8 +63,12 @@ printf '%s\n' "${COMPREPLY[@]}""#;
         .output()
         .unwrap();
     assert!(out.status.success(), "bash: {}", String::from_utf8_lossy(&out.stderr));
-    let mut words: Vec<String> =
-        String::from_utf8(out.stdout).unwrap().lines().filter(|l| !l.is_empty()).map(|l| l.trim_end().to_owned()).collect();
+    let mut words: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.trim_end().to_owned())
+        .collect();
     words.sort();
     words
 }
@@ -82,7 +86,10 @@ fn bash_completes_host_names_and_tags_from_the_fleet_file() {
     let sub = dir.path().join("hosts/web1");
     std::fs::create_dir_all(&sub).unwrap();
     assert_eq!(bash_completes(&sub, &["hostctl", "apply", "--on", "w"]), ["web1", "web2"]);
-    assert_eq!(bash_completes(&sub, &["hostctl", "apply", "--on", "web1,"]), ["web1,@db", "web1,@eu", "web1,@web", "web1,db1", "web1,web1", "web1,web2"]);
+    assert_eq!(
+        bash_completes(&sub, &["hostctl", "apply", "--on", "web1,"]),
+        ["web1,@db", "web1,@eu", "web1,@web", "web1,db1", "web1,web1", "web1,web2"]
+    );
     assert_eq!(bash_completes(dir.path(), &["hostctl", "history", "@"]), ["@db", "@eu", "@web"]);
     assert_eq!(bash_completes(dir.path(), &["hostctl", "rollback", "d"]), ["db1"]);
     assert_eq!(bash_completes(dir.path(), &["hostctl", "status", "--on", "d"]), ["db1"]);
@@ -94,7 +101,10 @@ fn bash_completes_host_names_and_tags_from_the_fleet_file() {
     assert!(bash_completes(empty.path(), &["hostctl", "history", "w"]).is_empty());
     // A typed --fleet wins over the search.
     let fleet = dir.path().join("fleet.yaml");
-    assert_eq!(bash_completes(empty.path(), &["hostctl", "--fleet", fleet.to_str().unwrap(), "history", "web"]), ["web1", "web2"]);
+    assert_eq!(
+        bash_completes(empty.path(), &["hostctl", "--fleet", fleet.to_str().unwrap(), "history", "web"]),
+        ["web1", "web2"]
+    );
 }
 
 /// groff's warnings about `page`, or `None` when groff is not installed.
@@ -150,7 +160,14 @@ fn hostctl_agent_has_man_pages_too() {
     let out = Command::new(binary("hostctl-agent")).args(["man", "--dir"]).arg(dir.path()).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let serve = std::fs::read_to_string(dir.path().join("hostctl-agent-serve.1")).unwrap();
-    for want in ["\\-\\-config", ".SH \"EXIT STATUS\"", ".SH \"ENVIRONMENT\"", "RUST_LOG", ".SH \"FILES\"", "/etc/hostctl/agent.yaml"] {
+    for want in [
+        "\\-\\-config",
+        ".SH \"EXIT STATUS\"",
+        ".SH \"ENVIRONMENT\"",
+        "RUST_LOG",
+        ".SH \"FILES\"",
+        "/etc/hostctl/agent.yaml",
+    ] {
         assert!(serve.contains(want), "hostctl-agent-serve.1 lacks {want}:\n{serve}");
     }
     if let Some(warnings) = groff_warnings(&serve) {
