@@ -52,6 +52,7 @@ pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Box<dyn P
                 via_cache,
                 diff: args.diff,
                 yes: args.yes,
+                allow_unsigned: args.allow_unsigned,
             };
             Box::new(apply::apply(opts, ctx, nix, out).await?)
         }
@@ -88,7 +89,7 @@ pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Box<dyn P
                 ctx.host(name)?;
             }
             ctx.signing_key()?;
-            Box::new(rollback::rollback(RollbackOptions { hosts, wanted }, ctx, nix, out).await?)
+            Box::new(rollback::rollback(RollbackOptions { hosts, wanted, allow_unsigned: args.allow_unsigned }, ctx, nix, out).await?)
         }
         // Written by `main` before a fleet is loaded (`crate::docs`).
         Command::Completions(_) | Command::Man => Box::new(Report::<NoFields>::default()),

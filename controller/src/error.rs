@@ -56,6 +56,12 @@ pub enum Error {
     /// `apply --diff` was not confirmed: nothing was changed.
     #[error("not applied: {0}; nothing was changed")]
     Declined(String),
+    /// The commit fails a host's signature policy (`commits`), without `--allow-unsigned`.
+    #[error("{0}")]
+    CommitRefused(String),
+    /// A signature policy that cannot be used (key file unreadable, no repository).
+    #[error("{0}")]
+    CommitPolicy(String),
 }
 
 impl Error {
@@ -71,7 +77,9 @@ impl Error {
             | Error::UnknownHost { .. }
             | Error::Target(_)
             | Error::Cache(_)
-            | Error::Declined(_) => EXIT_BAD_INPUT,
+            | Error::Declined(_)
+            | Error::CommitRefused(_)
+            | Error::CommitPolicy(_) => EXIT_BAD_INPUT,
             Error::Nix(_) | Error::Output(_) | Error::GitHistory(_) => EXIT_FAILED,
         }
     }

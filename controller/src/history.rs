@@ -126,6 +126,7 @@ mod tests {
             confirm_timeout: hostctl_schemas::duration::Duration::from_secs(30),
             health: Vec::new(),
             cache: None,
+            commit_signature: None,
         };
         Deployment { state, generation: Some(2), ..Deployment::queued(&request, None, created) }
     }

@@ -6,6 +6,7 @@ mod bundle;
 mod cache;
 mod check;
 mod cli;
+mod commit_policy;
 mod client;
 mod clock;
 mod closure_diff;

@@ -431,6 +431,7 @@ mod tests {
             pending_lock: Some("b".repeat(64).parse().unwrap()),
             last_fetch: Some(unix_now() - 3),
             last_error: Some("evaluating failed:\nline 2\nline 3".into()),
+            refused: None,
         });
         let e = entry(Some(&evaluated), None, &name, Ok(s));
         assert!(e.summary.as_deref().unwrap().ends_with(", mode pull"), "{:?}", e.summary);
@@ -457,6 +458,7 @@ mod tests {
             pending_commit: None,
             pending_lock: None,
             last_error: None,
+            refused: None,
             last_fetch: None,
             fetched_commit: None,
             ..serde_json::from_value(v["pull"].clone()).unwrap()

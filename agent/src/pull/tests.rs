@@ -188,6 +188,7 @@ fn confirmed(s: &Setup, id: &str, rev: &str, lock: &LockId) {
         confirm_timeout: Duration::from_secs(0),
         health: Vec::new(),
         cache: None,
+        commit_signature: None,
     };
     let mut deployment = Deployment::queued(&request, None, 1);
     deployment.state = DeploymentState::Confirmed;

@@ -107,4 +107,8 @@ pub struct PullStatus {
     /// Unix time of the last fetch attempt and its error, if it failed.
     pub last_fetch: Option<u64>,
     pub last_error: Option<String>,
+    /// The newest fetched commit the signature policy (`pull.commits`) refused, and why;
+    /// nothing of it was evaluated. Cleared when a later commit passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<crate::commits::CommitRefusal>,
 }

@@ -49,6 +49,10 @@ pub struct Fleet {
     /// A binary cache `apply` pushes the closures to once, for the agents to fetch from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<FleetCache>,
+    /// Which commits `apply` (and `rollback` when it rebuilds) may deploy: signature
+    /// policy for every host; a host's own `commits` replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commits: Option<crate::commits::CommitPolicy>,
 }
 
 /// Settings that apply to every host.
@@ -140,6 +144,9 @@ pub struct Host {
     /// Checks that must pass after activation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health: Vec<HealthCheck>,
+    /// This host's signature policy, replacing the fleet's `commits`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commits: Option<crate::commits::CommitPolicy>,
 }
 
 impl Host {
