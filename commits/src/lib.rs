@@ -125,7 +125,8 @@ impl Trust {
         Ok(Some(signer))
     }
 
-    /// Every first-parent ancestor of `head` after `since` (all of them without it).
+    /// Every first-parent ancestor of `head` after `since` (all of them without it). The
+    /// chain is read first, so a `since` off the chain is reported as such.
     fn check_chain(&self, repo: &Repository, head: Oid, now: i64) -> Result<(), CommitRefusal> {
         let since = match &self.policy.since {
             Some(since) => Some(Oid::from_str(since).map_err(|e| {
@@ -133,34 +134,40 @@ impl Trust {
             })?),
             None => None,
         };
-        let mut current = head;
-        loop {
-            if Some(current) == since {
-                return Ok(());
-            }
-            if current != head {
-                self.verify_one(repo, current, now).map_err(|f| {
-                    let mut refusal = f.about(current);
-                    refusal.message = format!("chain broken at {current}: {}", refusal.message);
-                    refusal.reason = RefusalReason::ChainBroken;
-                    refusal
-                })?;
-            }
-            let commit = repo.find_commit(current).map_err(|e| {
-                Failure::new(RefusalReason::ChainBroken, format!("cannot read commit {current}: {e}")).about(head)
+        for ancestor in first_parents(repo, head, since)?.into_iter().skip(1) {
+            self.verify_one(repo, ancestor, now).map_err(|f| {
+                let mut refusal = f.about(ancestor);
+                refusal.message = format!("chain broken at {ancestor}: {}", refusal.message);
+                refusal.reason = RefusalReason::ChainBroken;
+                refusal
             })?;
-            match commit.parent_id(0) {
-                Ok(parent) => current = parent,
-                Err(_) => {
-                    return match since {
-                        Some(since) => Err(Failure::new(
-                            RefusalReason::SinceNotFound,
-                            format!("`since` {since} is not a first-parent ancestor of it"),
-                        )
-                        .about(head)),
-                        None => Ok(()),
-                    }
-                }
+        }
+        Ok(())
+    }
+}
+
+/// `head` and its first-parent ancestors, newest first, down to the commit after `since`
+/// (to the root without it).
+fn first_parents(repo: &Repository, head: Oid, since: Option<Oid>) -> Result<Vec<Oid>, CommitRefusal> {
+    let mut chain = Vec::new();
+    let mut current = head;
+    loop {
+        if Some(current) == since {
+            return Ok(chain);
+        }
+        chain.push(current);
+        let commit = repo.find_commit(current).map_err(|e| {
+            Failure::new(RefusalReason::ChainBroken, format!("cannot read commit {current}: {e}")).about(head)
+        })?;
+        match (commit.parent_id(0), since) {
+            (Ok(parent), _) => current = parent,
+            (Err(_), None) => return Ok(chain),
+            (Err(_), Some(since)) => {
+                return Err(Failure::new(
+                    RefusalReason::SinceNotFound,
+                    format!("`since` {since} is not a first-parent ancestor of it"),
+                )
+                .about(head))
             }
         }
     }

@@ -91,6 +91,8 @@ pub struct ReachableFields {
     pub reachable: bool,
     /// Always false: the agent answered.
     pub refused: bool,
+    /// Who signed `rev` (when a signature policy checked it).
+    pub signer: Option<hostctl_schemas::commits::Signer>,
     pub state: AgentState,
     pub system: String,
 }
@@ -188,6 +190,9 @@ fn entry(
         ));
     }
     summary.push_str(if s.pull.is_some() { ", mode pull" } else { ", mode push" });
+    if let Some(signer) = &s.signer {
+        summary.push_str(&format!(", signed by {}", signer.name));
+    }
     let mut body = s.pull.as_ref().map(|p| pull_lines(p, unix_now())).unwrap_or_default();
     body.push_str(&damaged_lines(&s.damaged_records));
     let fields = ReachableFields {
@@ -207,6 +212,7 @@ fn entry(
         pull: s.pull,
         reachable: true,
         refused: false,
+        signer: s.signer,
         state: s.state,
         system: s.system,
     };
@@ -261,6 +267,13 @@ fn pull_lines(p: &PullStatus, now: u64) -> String {
             "pull: pending lock change to {} at commit {}: approve with `hostctl apply`\n",
             short(p.pending_lock.as_ref().map(LockId::as_str)),
             short(p.pending_commit.as_deref()),
+        ));
+    }
+    if let Some(refused) = &p.refused {
+        out.push_str(&format!(
+            "pull: refused commit {} ({}): the signature policy; nothing of it was built\n",
+            short(Some(&refused.commit)),
+            refused.reason.as_str()
         ));
     }
     if let Some(error) = &p.last_error {

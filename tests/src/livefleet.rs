@@ -358,6 +358,7 @@ impl LiveFleet {
             webhook_secret: Some(Self::WEBHOOK_SECRET.to_owned()),
             lock: lock.to_owned(),
             ssh: None,
+            commits: None,
         }
     }
 

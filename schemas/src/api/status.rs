@@ -50,6 +50,10 @@ pub struct StatusResponse {
     /// loaded again) so the agent could go on. Empty when the journal was whole.
     #[serde(default)]
     pub damaged_records: Vec<DamagedRecord>,
+    /// Who signed `rev`, when a signature policy checked it (the current deployment's
+    /// `signer`); `None` otherwise and from older agents.
+    #[serde(default)]
+    pub signer: Option<crate::commits::Signer>,
 }
 
 /// A journal record moved aside at start because it could not be read.
@@ -84,6 +88,7 @@ impl StatusResponse {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pull: None,
             damaged_records: Vec::new(),
+            signer: None,
         }
     }
 }
