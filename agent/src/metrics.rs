@@ -48,12 +48,9 @@ pub fn render(status: &StatusResponse, records: &[Record], pull: Option<&PullOut
             &[("url", &pull.url), ("branch", &pull.branch), ("lock_policy", &pull.lock_policy)],
             1,
         );
-        for (step, outcome) in [
-            ("fetch", outcomes.fetch),
-            ("verify", outcomes.verify),
-            ("eval", outcomes.eval),
-            ("build", outcomes.build),
-        ] {
+        for (step, outcome) in
+            [("fetch", outcomes.fetch), ("verify", outcomes.verify), ("eval", outcomes.eval), ("build", outcomes.build)]
+        {
             step_metrics(&mut out, &format!("hostctl_pull_last_{step}"), &format!("the last {step}"), outcome);
         }
         out.family(

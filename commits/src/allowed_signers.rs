@@ -82,7 +82,9 @@ fn parse_line(line: &str, number: usize) -> Result<AllowedSigner, String> {
         key_type
     };
     if !is_key_type(key_type) {
-        return Err(format!("expected a key type such as ssh-ed25519 after the principals and options, found `{key_type}`"));
+        return Err(format!(
+            "expected a key type such as ssh-ed25519 after the principals and options, found `{key_type}`"
+        ));
     }
     let (base64, _comment) = next_field(rest);
     if base64.is_empty() {
@@ -139,7 +141,9 @@ fn parse_options(field: &str) -> Result<Options, String> {
             ("namespaces", Some(v)) => options.namespaces = Some(v.split(',').map(str::to_owned).collect()),
             ("valid-after", Some(v)) => options.valid_after = Some(parse_time(v)?),
             ("valid-before", Some(v)) => options.valid_before = Some(parse_time(v)?),
-            ("namespaces" | "valid-after" | "valid-before", None) => return Err(format!("option `{name}` needs a value")),
+            ("namespaces" | "valid-after" | "valid-before", None) => {
+                return Err(format!("option `{name}` needs a value"))
+            }
             _ => {
                 return Err(format!(
                     "unknown option `{name}`: expected namespaces=, valid-after= or valid-before= (or a key type)"

@@ -33,7 +33,11 @@ impl Failure {
     }
 
     fn about(self, commit: Oid) -> CommitRefusal {
-        CommitRefusal { reason: self.reason, commit: commit.to_string(), message: format!("commit {commit}: {}", self.why) }
+        CommitRefusal {
+            reason: self.reason,
+            commit: commit.to_string(),
+            message: format!("commit {commit}: {}", self.why),
+        }
     }
 }
 
@@ -130,7 +134,8 @@ impl Trust {
     fn check_chain(&self, repo: &Repository, head: Oid, now: i64) -> Result<(), CommitRefusal> {
         let since = match &self.policy.since {
             Some(since) => Some(Oid::from_str(since).map_err(|e| {
-                Failure::new(RefusalReason::SinceNotFound, format!("`since` {since} is not a commit id: {e}")).about(head)
+                Failure::new(RefusalReason::SinceNotFound, format!("`since` {since} is not a commit id: {e}"))
+                    .about(head)
             })?),
             None => None,
         };

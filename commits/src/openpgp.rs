@@ -23,8 +23,10 @@ pub struct Keyring {
 impl Keyring {
     /// Reads armored public keys (one or more blocks); each key's self-signatures must verify.
     pub fn parse(text: &str, file: &Path) -> Result<Self, String> {
-        let (keys, _) = SignedPublicKey::from_string_many(text).map_err(|e| format!("not armored OpenPGP public keys: {e}"))?;
-        let keys: Vec<SignedPublicKey> = keys.collect::<Result<_, _>>().map_err(|e| format!("cannot read a key: {e}"))?;
+        let (keys, _) =
+            SignedPublicKey::from_string_many(text).map_err(|e| format!("not armored OpenPGP public keys: {e}"))?;
+        let keys: Vec<SignedPublicKey> =
+            keys.collect::<Result<_, _>>().map_err(|e| format!("cannot read a key: {e}"))?;
         if keys.is_empty() {
             return Err("no OpenPGP public key in it".into());
         }

@@ -40,7 +40,10 @@ pub(crate) fn verify(
     if lines.is_empty() {
         return Err(Failure::new(
             RefusalReason::UnknownSigner,
-            format!("its SSH key {fingerprint} is allowed in {} only for other namespaces than `git`", signers.file.display()),
+            format!(
+                "its SSH key {fingerprint} is allowed in {} only for other namespaces than `git`",
+                signers.file.display()
+            ),
         ));
     }
     key.verify(NAMESPACE, payload, &sig).map_err(|e| {
@@ -80,5 +83,6 @@ fn out_of_window(line: &AllowedSigner, fingerprint: &str, commit_time: i64, file
 
 /// Unix seconds as ISO 8601 UTC.
 pub(crate) fn utc(seconds: i64) -> String {
-    chrono::DateTime::from_timestamp(seconds, 0).map_or_else(|| seconds.to_string(), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+    chrono::DateTime::from_timestamp(seconds, 0)
+        .map_or_else(|| seconds.to_string(), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
 }

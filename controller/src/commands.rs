@@ -89,7 +89,15 @@ pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Box<dyn P
                 ctx.host(name)?;
             }
             ctx.signing_key()?;
-            Box::new(rollback::rollback(RollbackOptions { hosts, wanted, allow_unsigned: args.allow_unsigned }, ctx, nix, out).await?)
+            Box::new(
+                rollback::rollback(
+                    RollbackOptions { hosts, wanted, allow_unsigned: args.allow_unsigned },
+                    ctx,
+                    nix,
+                    out,
+                )
+                .await?,
+            )
         }
         // Written by `main` before a fleet is loaded (`crate::docs`).
         Command::Completions(_) | Command::Man => Box::new(Report::<NoFields>::default()),

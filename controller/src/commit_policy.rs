@@ -61,7 +61,9 @@ pub fn check(
     for (why, names) in &refused {
         let message = format!("refused by the commit-signature policy of {}: {why}", names.join(", "));
         if !allow_unsigned {
-            return Err(Error::CommitRefused(format!("{message}; nothing was changed (--allow-unsigned deploys it anyway)")));
+            return Err(Error::CommitRefused(format!(
+                "{message}; nothing was changed (--allow-unsigned deploys it anyway)"
+            )));
         }
         warn(&format!("{message}; deploying anyway (--allow-unsigned), recorded in each host's journal"));
     }
@@ -130,9 +132,10 @@ fn verdict_at(
     };
     let rev = match commit {
         Checked::Commit(rev) => rev.to_owned(),
-        Checked::Head => git.rev.clone().ok_or_else(|| {
-            Error::CommitPolicy(format!("{fleet}: commits: the repository has no commit to check"))
-        })?,
+        Checked::Head => git
+            .rev
+            .clone()
+            .ok_or_else(|| Error::CommitPolicy(format!("{fleet}: commits: the repository has no commit to check")))?,
     };
     if matches!(commit, Checked::Head) && policy.require_signature && !git.is_clean() {
         let files: Vec<String> = git.dirty.iter().map(|p| p.display().to_string()).collect();
@@ -145,7 +148,8 @@ fn verdict_at(
             ),
         }));
     }
-    let unreadable = |e: git2::Error| Error::CommitPolicy(format!("{}: cannot read commit {rev}: {e}", git.workdir.display()));
+    let unreadable =
+        |e: git2::Error| Error::CommitPolicy(format!("{}: cannot read commit {rev}: {e}", git.workdir.display()));
     let repo = Repository::open(&git.workdir).map_err(unreadable)?;
     let oid = Oid::from_str(&rev).map_err(unreadable)?;
     Ok(trust.check(&repo, oid, hostctl_commits::unix_now()).map(|signer| signer.map(CommitSignature::Signed)))

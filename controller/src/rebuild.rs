@@ -75,7 +75,9 @@ impl Rebuild for FlakeRebuild {
         };
         let signature = match self.commits.commit(name, &commit) {
             Ok(signature) => signature,
-            Err(message) => return Rebuilt::failed(Step::Rollback, format!("{name}: commit {commit}: {message}"), Some(commit)),
+            Err(message) => {
+                return Rebuilt::failed(Step::Rollback, format!("{name}: commit {commit}: {message}"), Some(commit))
+            }
         };
         progress::step(
             name,

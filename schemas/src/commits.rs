@@ -46,7 +46,11 @@ impl CommitPolicy {
     /// The policy with its key files relative to `base` (the fleet file's directory).
     pub fn relative_to(&self, base: &Path) -> Self {
         let join = |p: &Option<PathBuf>| p.as_ref().map(|p| base.join(p));
-        Self { allowed_signers: join(&self.allowed_signers), openpgp_keyring: join(&self.openpgp_keyring), ..self.clone() }
+        Self {
+            allowed_signers: join(&self.allowed_signers),
+            openpgp_keyring: join(&self.openpgp_keyring),
+            ..self.clone()
+        }
     }
 
     /// What one field cannot check alone: a required signature needs a key to trust.

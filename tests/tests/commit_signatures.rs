@@ -15,6 +15,7 @@ struct Repo {
     dir: PathBuf,
 }
 
+#[expect(clippy::unwrap_used, reason = "test helper: a panic is a test failure")]
 impl Repo {
     fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
@@ -35,7 +36,11 @@ impl Repo {
         commit(&self.dir, signing, message)
     }
 
-    fn check(&self, policy: &CommitPolicy, commit: &str) -> Result<Option<hostctl_schemas::commits::Signer>, hostctl_schemas::commits::CommitRefusal> {
+    fn check(
+        &self,
+        policy: &CommitPolicy,
+        commit: &str,
+    ) -> Result<Option<hostctl_schemas::commits::Signer>, hostctl_schemas::commits::CommitRefusal> {
         let trust = Trust::load(policy).unwrap();
         let repo = git2::Repository::open(&self.dir).unwrap();
         trust.check(&repo, git2::Oid::from_str(commit).unwrap(), hostctl_commits::unix_now())
@@ -46,7 +51,12 @@ fn ssh_policy(signers: &Path) -> CommitPolicy {
     CommitPolicy { require_signature: true, allowed_signers: Some(signers.to_owned()), ..CommitPolicy::default() }
 }
 
-fn refused(result: Result<Option<hostctl_schemas::commits::Signer>, hostctl_schemas::commits::CommitRefusal>, reason: RefusalReason, commit: &str) -> String {
+#[expect(clippy::expect_used, reason = "test helper: a panic is a test failure")]
+fn refused(
+    result: Result<Option<hostctl_schemas::commits::Signer>, hostctl_schemas::commits::CommitRefusal>,
+    reason: RefusalReason,
+    commit: &str,
+) -> String {
     let refusal = result.expect_err("refused");
     assert_eq!((refusal.reason, refusal.commit.as_str()), (reason, commit), "{}", refusal.message);
     assert!(refusal.message.contains(commit), "{}", refusal.message);
@@ -100,7 +110,8 @@ fn ssh_keys_outside_their_validity_or_namespace_are_refused() {
     let other_ns = repo.file("other_ns", &alice.allowed_line("alice@example.com", "namespaces=\"file\""));
     let why = refused(repo.check(&ssh_policy(&other_ns), &commit), RefusalReason::UnknownSigner, &commit);
     assert!(why.contains("namespaces"), "{why}");
-    let window = repo.file("window", &alice.allowed_line("alice@example.com", "valid-after=20200101,valid-before=29990101Z"));
+    let window =
+        repo.file("window", &alice.allowed_line("alice@example.com", "valid-after=20200101,valid-before=29990101Z"));
     assert!(repo.check(&ssh_policy(&window), &commit).unwrap().is_some());
 }
 
@@ -111,8 +122,7 @@ fn openpgp_signatures_by_valid_keys_pass_expired_and_revoked_keys_are_refused() 
     let alice = gpg.generate("Alice <alice@example.com>", "1y");
     let good = repo.commit(Signing::Openpgp(&gpg, &alice), "by alice");
     let keyring = repo.file("keyring.asc", &gpg.export(&alice));
-    let policy =
-        CommitPolicy { require_signature: true, openpgp_keyring: Some(keyring), ..CommitPolicy::default() };
+    let policy = CommitPolicy { require_signature: true, openpgp_keyring: Some(keyring), ..CommitPolicy::default() };
     let signer = repo.check(&policy, &good).unwrap().unwrap();
     assert_eq!((signer.kind, signer.name.as_str()), (SignatureKind::Openpgp, "Alice <alice@example.com>"));
     assert_eq!(signer.fingerprint, alice);
@@ -124,7 +134,8 @@ fn openpgp_signatures_by_valid_keys_pass_expired_and_revoked_keys_are_refused() 
 
     // Revoked after it signed: the keyring now carries the revocation.
     gpg.revoke(&alice);
-    let revoked = CommitPolicy { openpgp_keyring: Some(repo.file("revoked.asc", &gpg.export(&alice))), ..policy.clone() };
+    let revoked =
+        CommitPolicy { openpgp_keyring: Some(repo.file("revoked.asc", &gpg.export(&alice))), ..policy.clone() };
     refused(repo.check(&revoked, &good), RefusalReason::Revoked, &good);
 
     // A key made in 2020 that expired a day later, signing (in 2020) while it was valid.

@@ -14,6 +14,7 @@ use serde_json::Value;
 const HOST: &str = "web1";
 
 /// Changes web1's motd and commits it as `signing` says; returns the commit.
+#[expect(clippy::unwrap_used, reason = "test helper: a panic is a test failure")]
 fn push_motd(live: &LiveFleet, motd: &str, signing: Signing<'_>) -> String {
     let file = "hosts/web1.nix";
     let text = live.fleet.read(file);
@@ -25,6 +26,7 @@ fn push_motd(live: &LiveFleet, motd: &str, signing: Signing<'_>) -> String {
     id
 }
 
+#[expect(clippy::unwrap_used, reason = "test helper: a panic is a test failure")]
 fn history(live: &LiveFleet) -> Vec<Value> {
     let run = live.hostctl(&["--json", "history", HOST]);
     run.expect_code(0);
@@ -66,7 +68,8 @@ fn unsigned_commits_are_refused_before_evaluation_and_signed_ones_deploy() {
     let evaluations = std::fs::read_to_string(&evaluated).unwrap_or_default();
     let unsigned = push_motd(&live, "unsigned", Signing::Unsigned);
     live.push_webhook(HOST, "main", &unsigned);
-    let pull = live.wait_pull(HOST, "refused", Duration::from_secs(30), |p| p["refused"]["commit"] == unsigned.as_str());
+    let pull =
+        live.wait_pull(HOST, "refused", Duration::from_secs(30), |p| p["refused"]["commit"] == unsigned.as_str());
     assert_eq!(pull["refused"]["reason"], "unsigned", "{pull}");
     assert!(pull["last_error"].as_str().unwrap().contains("not signed"), "{pull}");
     assert_eq!(pull["applied_commit"], signed.as_str());
@@ -84,7 +87,11 @@ fn unsigned_commits_are_refused_before_evaluation_and_signed_ones_deploy() {
     // Signed on top of the unsigned one: the chain since `since` is broken.
     let on_top = push_motd(&live, "signed on top", Signing::Ssh(&alice));
     live.push_webhook(HOST, "main", &on_top);
-    let pull = live.wait_pull(HOST, "refused", Duration::from_secs(30), |p| p["refused"]["commit"] == unsigned.as_str() && p["fetched_commit"] == on_top.as_str() && p["last_error"].as_str().is_some_and(|e| e.contains("chain broken")));
+    let pull = live.wait_pull(HOST, "refused", Duration::from_secs(30), |p| {
+        p["refused"]["commit"] == unsigned.as_str()
+            && p["fetched_commit"] == on_top.as_str()
+            && p["last_error"].as_str().is_some_and(|e| e.contains("chain broken"))
+    });
     assert_eq!(pull["refused"]["reason"], "chain-broken", "{pull}");
     let status = live.hostctl(&["status", "--no-drift"]);
     assert!(status.stdout.contains("refused"), "{}", status.stdout);

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 const HOSTS: [&str; 2] = ["web1", "web2"];
 
+#[expect(clippy::unwrap_used, reason = "test helper: a panic is a test failure")]
 fn newest(live: &LiveFleet, host: &str) -> Value {
     let run = live.hostctl(&["--json", "history", host]);
     run.expect_code(0);
@@ -67,13 +68,17 @@ fn apply_refuses_unsigned_heads_unless_allowed_and_records_signers() {
         let text = live.fleet.read(&file);
         let start = text.find("motd = \"").map(|i| i + 8).unwrap();
         let end = text[start..].find('"').map(|i| start + i).unwrap();
-        live.fleet.write(&file, &format!("{}signed by alice{}", &text[..start], &text[end..]));
+        live.fleet.write(&file, &format!("{}signed on top{}", &text[..start], &text[end..]));
     }
     let head = commit(&live.fleet.dir, Signing::Ssh(&alice), "signed on top");
     live.hostctl(&["--json", "apply"]).expect_code(0);
     for host in HOSTS {
         let d = newest(&live, host);
-        assert_eq!((d["rev"].as_str(), d["signer"]["name"].as_str()), (Some(head.as_str()), Some("alice@example.com")), "{d}");
+        assert_eq!(
+            (d["rev"].as_str(), d["signer"]["name"].as_str()),
+            (Some(head.as_str()), Some("alice@example.com")),
+            "{d}"
+        );
     }
     let status = live.hostctl(&["status", "--no-drift"]);
     assert!(status.stdout.contains("signed by alice@example.com"), "{}", status.stdout);

@@ -26,11 +26,11 @@ pub mod webhook;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use hostctl_schemas::agent_config::{AgentConfig, PullConfig};
 use hostctl_commits::Trust;
+use hostctl_schemas::agent_config::{AgentConfig, PullConfig};
 use hostctl_schemas::api::deployments::{CommitSignature, DeploymentState};
-use hostctl_schemas::commits::{CommitRefusal, Signer};
 use hostctl_schemas::api::status::PullStatus;
+use hostctl_schemas::commits::{CommitRefusal, Signer};
 use hostctl_schemas::ids::{AttrName, LockId, StorePath};
 use hostctl_schemas::inventory::Mode;
 use tokio::sync::Notify;

@@ -22,9 +22,7 @@ use crate::unix_now;
 /// The policy's keys, read from their files; `None` when no policy checks anything.
 pub fn load_trust(pull: &PullConfig) -> Result<Option<Trust>, String> {
     match &pull.commits {
-        Some(policy) if policy.is_active() => {
-            Trust::load(policy).map(Some).map_err(|e| format!("pull.commits: {e}"))
-        }
+        Some(policy) if policy.is_active() => Trust::load(policy).map(Some).map_err(|e| format!("pull.commits: {e}")),
         _ => Ok(None),
     }
 }
