@@ -38,7 +38,7 @@ pub fn check(
     let mut signatures = BTreeMap::new();
     let mut refused: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for name in hosts {
-        let Some(policy) = policy_of(ctx, name) else { continue };
+        let Some(policy) = policy_of(ctx, name)? else { continue };
         let verdict = match verdicts.iter().find(|(p, _)| *p == policy) {
             Some((_, verdict)) => verdict.clone(),
             None => {
@@ -81,9 +81,15 @@ pub struct RebuildCheck {
 }
 
 impl RebuildCheck {
-    pub fn new(ctx: &FleetContext, hosts: &[HostName], allow_unsigned: bool) -> Self {
-        let ctx_policies = hosts.iter().filter_map(|n| Some((n.clone(), policy_of(ctx, n)?))).collect();
-        Self { ctx_policies, source: ctx.source.clone(), fleet: ctx.fleet_file.clone(), allow_unsigned }
+    /// The hosts' policies; an unusable one (see [`check`]) is bad input.
+    pub fn new(ctx: &FleetContext, hosts: &[HostName], allow_unsigned: bool) -> Result<Self, Error> {
+        let mut ctx_policies = BTreeMap::new();
+        for name in hosts {
+            if let Some(policy) = policy_of(ctx, name)? {
+                ctx_policies.insert(name.clone(), policy);
+            }
+        }
+        Ok(Self { ctx_policies, source: ctx.source.clone(), fleet: ctx.fleet_file.clone(), allow_unsigned })
     }
 
     /// What `host`'s request says of `commit`; the refusal (or an unusable policy) as text.
@@ -102,10 +108,13 @@ impl RebuildCheck {
 }
 
 /// A host's policy, key files relative to the fleet file; `None` if it checks nothing.
-fn policy_of(ctx: &FleetContext, name: &HostName) -> Option<CommitPolicy> {
-    let host = ctx.fleet.hosts.get(name)?.commits.as_ref();
-    let policy = host.or(ctx.fleet.commits.as_ref())?;
-    policy.is_active().then(|| policy.relative_to(ctx.fleet_dir()))
+/// Tags naming different policies, or a required signature without keys, is bad input.
+fn policy_of(ctx: &FleetContext, name: &HostName) -> Result<Option<CommitPolicy>, Error> {
+    let Some((policy, key)) = hostctl_schemas::commits::host_policy(&ctx.fleet, name, &ctx.fleet_file)? else {
+        return Ok(None);
+    };
+    policy.check(&ctx.fleet_file, &key)?;
+    Ok(policy.is_active().then(|| policy.relative_to(ctx.fleet_dir())))
 }
 
 /// The policy's verdict on the commit; a key file it cannot use is bad input.

@@ -89,6 +89,8 @@ pub async fn rollback(
     out: &mut Output,
 ) -> Result<Report<RollbackFields>, Error> {
     let mut report = Report { tally: true, ..Report::default() };
+    // Checked before any host is asked: a policy that cannot be used is bad input.
+    let commits = crate::commit_policy::RebuildCheck::new(ctx, &opts.hosts, opts.allow_unsigned)?;
     let mut hosts = BTreeMap::new();
     for name in &opts.hosts {
         match ctx.agent(name)? {
@@ -124,7 +126,7 @@ pub async fn rollback(
         nix,
         source: ctx.source.clone(),
         hosts: plans.keys().filter_map(|n| Some((n.clone(), attr_and_system(ctx, n)?))).collect(),
-        commits: crate::commit_policy::RebuildCheck::new(ctx, &opts.hosts, opts.allow_unsigned),
+        commits,
     });
     let mut results = run_all(&plans, &hosts, &checks, settings, rebuild).await;
     for (name, plan) in &plans {

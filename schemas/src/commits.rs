@@ -67,6 +67,32 @@ impl CommitPolicy {
     }
 }
 
+/// Host `name`'s policy in `fleet` with its key path (for messages): its own `commits`,
+/// else that of its tags in `tag_commits`, else the fleet's `commits`. Two of its tags
+/// naming different policies is an error (`file: hosts.<name>: ...`).
+pub fn host_policy<'a>(
+    fleet: &'a crate::inventory::Fleet,
+    name: &crate::ids::HostName,
+    file: &Path,
+) -> Result<Option<(&'a CommitPolicy, String)>, YamlError> {
+    let Some(host) = fleet.hosts.get(name) else { return Ok(None) };
+    if let Some(own) = &host.commits {
+        return Ok(Some((own, format!("hosts.{name}.commits"))));
+    }
+    let mut tagged = host.tags.iter().filter_map(|t| Some((t, fleet.tag_commits.get(t)?)));
+    if let Some((tag, policy)) = tagged.next() {
+        if let Some((other, _)) = tagged.find(|(_, p)| *p != policy) {
+            return Err(YamlError::invalid(
+                file,
+                format!("hosts.{name}"),
+                format!("its tags `{tag}` and `{other}` have different `tag_commits` policies: set the host's own `commits`"),
+            ));
+        }
+        return Ok(Some((policy, format!("tag_commits.{tag}"))));
+    }
+    Ok(fleet.commits.as_ref().map(|p| (p, "commits".to_owned())))
+}
+
 /// A commit id as git prints it: 40 (SHA-1) or 64 (SHA-256) lowercase hex digits.
 pub fn is_commit_id(s: &str) -> bool {
     (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
@@ -203,6 +229,43 @@ mod tests {
         let keyed = CommitPolicy { allowed_signers: Some("s".into()), ..policy };
         assert!(keyed.check(Path::new("agent.yaml"), "pull.commits").is_ok());
         assert_eq!(keyed.relative_to(Path::new("/etc")).allowed_signers, Some(PathBuf::from("/etc/s")));
+    }
+
+    #[test]
+    fn records_and_requests_without_signature_fields_still_load() {
+        use crate::api::deployments::{CommitSignature, Deployment, DeploymentRequest, EndReason};
+        let request = r#"{"id":"d1","toplevel":"/nix/store/22222222222222222222222222222222-nixos-system-web","rev":null,"lock":null,"mode":"switch","confirm_timeout":"30s"}"#;
+        let request: DeploymentRequest = serde_json::from_str(request).unwrap();
+        assert_eq!(request.commit_signature, None);
+        assert!(!serde_json::to_string(&request).unwrap().contains("commit_signature"), "left out when unset");
+        let old = Deployment::queued(&request, None, 1);
+        let mut json = serde_json::to_value(&old).unwrap();
+        for field in ["signer", "unsigned_override", "commit_refusal", "end_reason"] {
+            json.as_object_mut().unwrap().remove(field);
+        }
+        assert_eq!(serde_json::from_value::<Deployment>(json).unwrap(), old);
+        let signer =
+            Signer { kind: SignatureKind::Ssh, name: "alice@example.com".into(), fingerprint: "SHA256:x".into() };
+        let signed = DeploymentRequest { commit_signature: Some(CommitSignature::Signed(signer.clone())), ..request };
+        assert_eq!(Deployment::queued(&signed, None, 1).signer, Some(signer));
+        assert_eq!(serde_json::from_str::<EndReason>("\"commit-refused\"").unwrap(), EndReason::CommitRefused);
+    }
+
+    #[test]
+    fn a_hosts_policy_is_its_own_then_its_tags_then_the_fleets() {
+        let yaml = "commits: {allowed_signers: fleet}\ntag_commits:\n  db: {allowed_signers: db}\n  eu: {allowed_signers: eu}\n\
+                    hosts:\n  web1: {address: a}\n  db1: {address: b, tags: [db]}\n  db2: {address: c, tags: [db], commits: {allowed_signers: own}}\n\
+                    \x20 db3: {address: d, tags: [db, eu]}\n";
+        let fleet = crate::inventory::parse_fleet(yaml, Path::new("fleet.yaml")).unwrap();
+        let of = |h: &str| {
+            host_policy(&fleet, &h.parse().unwrap(), Path::new("fleet.yaml"))
+                .map(|p| p.map(|(p, key)| (p.allowed_signers.clone().unwrap(), key)))
+        };
+        assert_eq!(of("web1").unwrap(), Some((PathBuf::from("fleet"), "commits".to_owned())));
+        assert_eq!(of("db1").unwrap(), Some((PathBuf::from("db"), "tag_commits.db".to_owned())));
+        assert_eq!(of("db2").unwrap(), Some((PathBuf::from("own"), "hosts.db2.commits".to_owned())));
+        let err = of("db3").unwrap_err().to_string();
+        assert!(err.starts_with("fleet.yaml: hosts.db3: its tags `db` and `eu` have different"), "{err}");
     }
 
     #[test]

@@ -188,3 +188,81 @@ fn unusable_key_files_are_named() {
         .to_string();
     assert!(err.contains("keyring.asc: "), "{err}");
 }
+
+#[test]
+fn bad_agent_policies_exit_2_naming_the_file_and_key() {
+    let repo = Repo::new();
+    let alice = SshKey::generate(repo.tmp.path(), "alice");
+    let good = repo.file("allowed_signers", &alice.allowed_line("alice@example.com", ""));
+    let bad = repo.file("bad_signers", &alice.allowed_line("alice@example.com", "valid-after=yesterday"));
+    let base = "hostname: web1\ntrusted_keys: [\"fleet-1:DVtPvRyvUPbu/+Sn4hlrm4Lt/mYSsmlDciUrSupuJ3s=\"]\npull:\n  url: /srv/fleet.git\n  commits:\n";
+    let missing = repo.tmp.path().join("missing");
+    let cases = [
+        (
+            format!("    allowed_signers: {}\n    since: main\n", good.display()),
+            "7:12: pull.commits.since: `main` is not a full commit id".to_owned(),
+        ),
+        (
+            "    require_signature: true\n".to_owned(),
+            "pull.commits: require_signature needs `allowed_signers` or `openpgp_keyring`".to_owned(),
+        ),
+        (
+            format!("    allowed_signers: {}\n", missing.display()),
+            format!("pull.commits: {}: cannot read", missing.display()),
+        ),
+        (
+            format!("    allowed_signers: {}\n", bad.display()),
+            format!("{}:1: `yesterday` is not a time", bad.display()),
+        ),
+        ("    signers: x\n".to_owned(), "6:5: pull.commits.signers: unknown field".to_owned()),
+    ];
+    for (commits, expected) in cases {
+        let path = repo.file("agent.yaml", &format!("{base}{commits}"));
+        let out = hostctl_tests::run(
+            std::process::Command::new(hostctl_tests::binary("hostctl-agent"))
+                .arg("check-config")
+                .arg("--config")
+                .arg(&path),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{commits}: {stderr}");
+        assert!(stderr.contains(&path.display().to_string()) && stderr.contains(&expected), "{commits}: {stderr}");
+    }
+}
+
+#[test]
+fn bad_fleet_policies_exit_2_before_anything_runs() {
+    let fleet = hostctl_tests::TestFleet::new();
+    let key = fleet.tmp.path().join("fleet.sec");
+    let out = fleet.nix(&["key", "generate-secret", "--key-name", "test-1"]);
+    hostctl_tests::write_secret(&key, &String::from_utf8_lossy(&out.stdout));
+    let file = fleet.path("fleet.yaml").display().to_string();
+    let hosts = "hosts:\n  web1:\n    address: 192.0.2.11\n";
+    let cases = [
+        (
+            format!("commits:\n  require_signature: true\n  allowed_signers: nowhere\n{hosts}"),
+            format!("{file}: commits: {}: cannot read", fleet.path("nowhere").display()),
+        ),
+        (
+            format!("commits:\n  since: v1.0\n{hosts}"),
+            format!("{file}:2:10: commits.since: `v1.0` is not a full commit id"),
+        ),
+        (
+            format!("{hosts}    commits:\n      require_signature: true\n"),
+            format!("{file}: hosts.web1.commits: require_signature needs"),
+        ),
+        (
+            format!(
+                "tag_commits:\n  db: {{allowed_signers: a}}\n  eu: {{allowed_signers: b}}\n{hosts}    tags: [db, eu]\n"
+            ),
+            format!("{file}: hosts.web1: its tags `db` and `eu` have different `tag_commits` policies"),
+        ),
+    ];
+    for (yaml, expected) in cases {
+        fleet.write("fleet.yaml", &yaml);
+        let run = fleet.hostctl(&["--key", &key.display().to_string(), "apply"]);
+        run.expect_code(2);
+        assert!(run.stderr.contains(&expected), "expected {expected:?} in:\n{}", run.stderr);
+        assert!(!run.stderr.contains("evaluat"), "nothing was evaluated: {}", run.stderr);
+    }
+}

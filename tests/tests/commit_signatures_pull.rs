@@ -14,13 +14,8 @@ use serde_json::Value;
 const HOST: &str = "web1";
 
 /// Changes web1's motd and commits it as `signing` says; returns the commit.
-#[expect(clippy::unwrap_used, reason = "test helper: a panic is a test failure")]
 fn push_motd(live: &LiveFleet, motd: &str, signing: Signing<'_>) -> String {
-    let file = "hosts/web1.nix";
-    let text = live.fleet.read(file);
-    let start = text.find("motd = \"").map(|i| i + 8).unwrap();
-    let end = text[start..].find('"').map(|i| start + i).unwrap();
-    live.fleet.write(file, &format!("{}{motd}{}", &text[..start], &text[end..]));
+    live.set_motd(HOST, motd);
     let id = commit(&live.fleet.dir, signing, motd);
     live.fleet.push();
     id

@@ -64,11 +64,7 @@ fn apply_refuses_unsigned_heads_unless_allowed_and_records_signers() {
     // The operator moves `since` past the unsigned commits, in a signed commit.
     live.write_inventory(&policy(&unsigned_again));
     for host in HOSTS {
-        let file = format!("hosts/{host}.nix");
-        let text = live.fleet.read(&file);
-        let start = text.find("motd = \"").map(|i| i + 8).unwrap();
-        let end = text[start..].find('"').map(|i| start + i).unwrap();
-        live.fleet.write(&file, &format!("{}signed on top{}", &text[..start], &text[end..]));
+        live.set_motd(host, "signed on top");
     }
     let head = commit(&live.fleet.dir, Signing::Ssh(&alice), "signed on top");
     live.hostctl(&["--json", "apply"]).expect_code(0);

@@ -394,11 +394,21 @@ impl Puller {
             s.last_error = Some(failure.message.clone());
             s.failed = Some((commit.to_owned(), failure.message.clone()));
         });
+        self.journal_failure(commit, |systems| failed::record(commit, lock, &failure, systems, unix_now()));
+    }
+
+    /// Journals the record `make` builds from the systems running now (once per id): a
+    /// commit that failed or was refused before anything ran. `None`: nothing to name.
+    fn journal_failure(
+        &self,
+        commit: &str,
+        make: impl FnOnce((Option<StorePath>, Option<StorePath>)) -> Option<Record>,
+    ) {
         let systems = match self.deployer.previous_systems() {
             Ok(systems) => systems,
             Err(e) => return tracing::warn!(commit, error = %e, "pull: the failure is not journaled"),
         };
-        let Some(record) = failed::record(commit, lock, &failure, systems, unix_now()) else {
+        let Some(record) = make(systems) else {
             return tracing::warn!(
                 commit,
                 "pull: nothing evaluated and no system running: the failure is not journaled"

@@ -92,18 +92,6 @@ impl Puller {
             s.failed = Some((commit.to_owned(), refusal.message.clone()));
             s.refused = Some(refusal.clone());
         });
-        let systems = match self.deployer.previous_systems() {
-            Ok(systems) => systems,
-            Err(e) => return tracing::warn!(commit, error = %e, "pull: the refusal is not journaled"),
-        };
-        let Some(record) = record(commit, &refusal, systems, unix_now()) else {
-            return tracing::warn!(commit, "pull: no system running: the refusal is not journaled");
-        };
-        let mut journal = self.deployer.journal();
-        if journal.get(&record.deployment.id).is_none() {
-            if let Err(e) = journal.insert_record(record) {
-                tracing::error!(commit, error = %e, "pull: cannot journal the refusal");
-            }
-        }
+        self.journal_failure(commit, |systems| record(commit, &refusal, systems, unix_now()));
     }
 }

@@ -50,9 +50,13 @@ pub struct Fleet {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<FleetCache>,
     /// Which commits `apply` (and `rollback` when it rebuilds) may deploy: signature
-    /// policy for every host; a host's own `commits` replaces it.
+    /// policy for every host; `tag_commits` and a host's own `commits` replace it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commits: Option<crate::commits::CommitPolicy>,
+    /// Signature policies for the hosts with a tag, replacing `commits` for them; a host
+    /// whose tags name two different policies must set its own `commits`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tag_commits: BTreeMap<Tag, crate::commits::CommitPolicy>,
 }
 
 /// Settings that apply to every host.
