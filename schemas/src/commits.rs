@@ -98,15 +98,28 @@ pub fn is_commit_id(s: &str) -> bool {
     (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// Checks inside the visitor, so an error is located at the value.
 fn deserialize_since<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    let s = String::deserialize(d)?;
-    if is_commit_id(&s) {
-        Ok(Some(s))
-    } else {
-        Err(serde::de::Error::custom(format!(
-            "`{s}` is not a full commit id (40 or 64 lowercase hex digits, `git rev-parse REV`): tags and branches move"
-        )))
+    struct SinceVisitor;
+
+    impl serde::de::Visitor<'_> for SinceVisitor {
+        type Value = Option<String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a full commit id")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            if is_commit_id(s) {
+                return Ok(Some(s.to_owned()));
+            }
+            Err(E::custom(format!(
+                "`{s}` is not a full commit id (40 or 64 lowercase hex digits, `git rev-parse REV`): tags and branches move"
+            )))
+        }
     }
+
+    d.deserialize_str(SinceVisitor)
 }
 
 /// How a commit was signed.

@@ -100,6 +100,13 @@ impl Gpg {
     }
 }
 
+/// The home's gpg-agent (started by the first signature) goes with it.
+impl Drop for Gpg {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf").env("GNUPGHOME", &self.home).args(["--kill", "all"]).output();
+    }
+}
+
 /// How a commit is signed.
 #[derive(Debug, Clone, Copy)]
 pub enum Signing<'a> {
