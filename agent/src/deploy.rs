@@ -56,8 +56,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use hostctl_nix::profile::Profile;
 use hostctl_nix::Nix;
 use hostctl_schemas::api::deployments::{
-    valid_id, ActivationOutcome, Deployment, DeploymentRequest, DeploymentState, EndReason,
+    valid_id, ActivationOutcome, CommitSignature, Deployment, DeploymentRequest, DeploymentState, EndReason,
 };
+use hostctl_schemas::commits::UnsignedOverride;
 use hostctl_schemas::duration::Duration;
 use hostctl_schemas::ids::StorePath;
 use hostctl_schemas::inventory::{HealthCheck, Mode};
@@ -212,6 +213,16 @@ impl Deployer {
     /// the background. A repeated request with the same id and content returns the
     /// existing deployment (a controller retrying after a lost response).
     pub async fn create(self: &Arc<Self>, request: DeploymentRequest) -> Result<Deployment, DeployError> {
+        self.create_as(request, None).await
+    }
+
+    /// [`Deployer::create`] for a request signed by the trusted key `key`: a commit
+    /// deployed despite the controller's signature policy records who asked.
+    pub async fn create_as(
+        self: &Arc<Self>,
+        request: DeploymentRequest,
+        key: Option<&str>,
+    ) -> Result<Deployment, DeployError> {
         check_id(&request.id)?;
         health::refuse_http("health", &request.health).map_err(DeployError::invalid)?;
         if let Some(existing) = self.journal().get(&request.id) {
@@ -221,7 +232,11 @@ impl Deployer {
         }
         self.check_source(&request).await?;
         let (running, profile) = self.previous_systems()?;
-        let deployment = Deployment::queued(&request, running, unix_now());
+        let mut deployment = Deployment::queued(&request, running, unix_now());
+        if let Some(CommitSignature::AllowedUnsigned(why)) = &request.commit_signature {
+            let key = key.unwrap_or("(local)").to_owned();
+            deployment.unsigned_override = Some(UnsignedOverride { key, refusal: why.clone() });
+        }
         let mut record = Record::new(deployment, request.confirm_timeout);
         record.health = request.health;
         record.cache = request.cache;

@@ -100,6 +100,7 @@ pub(crate) fn request(id: &str, toplevel: &StorePath, mode: Mode, confirm_secs: 
         confirm_timeout: Duration::from_secs(confirm_secs),
         health: Vec::new(),
         cache: None,
+        commit_signature: None,
     }
 }
 

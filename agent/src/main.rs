@@ -177,6 +177,10 @@ fn load(path: &Path) -> Result<AgentConfig, AgentError> {
     hostctl_agent::health::refuse_http("health", &config.health).map_err(|e| AgentError::unusable(path, e))?;
     if let Some(pull) = &config.pull {
         pull.check(path)?;
+        if let Some(policy) = &pull.commits {
+            policy.check(path, "pull.commits")?;
+        }
+        hostctl_agent::pull::verify::load_trust(pull).map_err(|e| AgentError::unusable(path, e))?;
     }
     if let Some(binfmt) = &config.binfmt {
         hostctl_agent::binfmt::plan(binfmt).map_err(|e| AgentError::unusable(path, e))?;

@@ -48,7 +48,9 @@ pub fn render(status: &StatusResponse, records: &[Record], pull: Option<&PullOut
             &[("url", &pull.url), ("branch", &pull.branch), ("lock_policy", &pull.lock_policy)],
             1,
         );
-        for (step, outcome) in [("fetch", outcomes.fetch), ("eval", outcomes.eval), ("build", outcomes.build)] {
+        for (step, outcome) in
+            [("fetch", outcomes.fetch), ("verify", outcomes.verify), ("eval", outcomes.eval), ("build", outcomes.build)]
+        {
             step_metrics(&mut out, &format!("hostctl_pull_last_{step}"), &format!("the last {step}"), outcome);
         }
         out.family(
@@ -61,6 +63,12 @@ pub fn render(status: &StatusResponse, records: &[Record], pull: Option<&PullOut
             let lock = pull.pending_lock.as_ref().map(ToString::to_string).unwrap_or_default();
             out.family("hostctl_pull_pending_info", "gauge", "The commit and lock held as a pending lock change.");
             out.sample("hostctl_pull_pending_info", &[("commit", commit), ("lock", &lock)], 1);
+        }
+        if let Some(refused) = &pull.refused {
+            let help = "The newest fetched commit the signature policy refused, and why.";
+            out.family("hostctl_pull_commit_refused_info", "gauge", help);
+            let labels = [("commit", refused.commit.as_str()), ("reason", refused.reason.as_str())];
+            out.sample("hostctl_pull_commit_refused_info", &labels, 1);
         }
     }
     out.0
@@ -187,11 +195,13 @@ mod tests {
             pending_lock: Some(lock.clone()),
             last_fetch: Some(5),
             last_error: None,
+            refused: None,
         });
         let outcomes = PullOutcomes {
             fetch: Some(StepOutcome { time: 5, ok: true }),
             eval: Some(StepOutcome { time: 6, ok: false }),
             build: None,
+            verify: Some(StepOutcome { time: 5, ok: false }),
         };
         let text = render(&status, &[], Some(&outcomes));
         for line in [
@@ -199,6 +209,7 @@ mod tests {
             "hostctl_binfmt_emulated{system=\"riscv64-linux\"} 1\n",
             "hostctl_pull_last_fetch_success 1\n",
             "hostctl_pull_last_eval_success 0\n",
+            "hostctl_pull_last_verify_success 0\n",
             "hostctl_pull_last_eval_timestamp_seconds 6\n",
             "hostctl_pull_pending_lock_change 1\n",
         ] {

@@ -313,6 +313,7 @@ impl Deployer {
             confirm_timeout,
             health: Vec::new(),
             cache: None,
+            commit_signature: None,
         };
         let (running, profile) = self.previous_systems()?;
         let mut deployment = Deployment::queued(&deployment_request, running, unix_now());

@@ -37,6 +37,7 @@ pub fn snapshot(app: &Handles) -> Result<StatusResponse, String> {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         pull: app.pull.as_ref().map(|p| p.status(&records)),
         damaged_records: damaged_records(app),
+        signer: made_current.and_then(|r| r.deployment.signer.clone()),
     })
 }
 

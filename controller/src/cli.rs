@@ -113,6 +113,10 @@ pub struct RollbackArgs {
     /// A generation of the host's system profile.
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = whole_number::<u64>)]
     pub generation: Option<u64>,
+    /// When the target must be rebuilt from a commit that fails the fleet's `commits`
+    /// signature policy: rebuild and deploy it anyway, recorded in the host's journal.
+    #[arg(long)]
+    pub allow_unsigned: bool,
 }
 
 #[derive(Debug, Args)]
@@ -171,6 +175,10 @@ pub struct ApplyArgs {
     /// With --diff: apply without asking.
     #[arg(long, requires = "diff")]
     pub yes: bool,
+    /// Deploy even if the commit fails the fleet's `commits` signature policy (or the
+    /// tree is dirty); each host's journal records the override and the key that asked.
+    #[arg(long)]
+    pub allow_unsigned: bool,
 }
 
 #[derive(Debug, Args)]

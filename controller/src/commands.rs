@@ -69,6 +69,7 @@ pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Box<dyn P
                 via_cache,
                 diff: args.diff,
                 yes: args.yes,
+                allow_unsigned: args.allow_unsigned,
             };
             Box::new(apply::apply(opts, ctx, nix, out).await?)
         }
@@ -100,7 +101,15 @@ pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Box<dyn P
             let wanted = Wanted::from_args(args.to_lock.as_deref(), args.generation)?;
             let hosts = host_args(ctx, &args.hosts)?.hosts().to_vec();
             ctx.signing_key()?;
-            Box::new(rollback::rollback(RollbackOptions { hosts, wanted }, ctx, nix, out).await?)
+            Box::new(
+                rollback::rollback(
+                    RollbackOptions { hosts, wanted, allow_unsigned: args.allow_unsigned },
+                    ctx,
+                    nix,
+                    out,
+                )
+                .await?,
+            )
         }
         // Written by `main` before a fleet is loaded (`crate::docs`).
         Command::Completions(_) | Command::Man => Box::new(Report::<NoFields>::default()),

@@ -63,6 +63,7 @@ fn final_deployment(state: DeploymentState, outcome: Option<ActivationOutcome>) 
         confirm_timeout: hostctl_schemas::duration::Duration::from_secs(0),
         health: Vec::new(),
         cache: None,
+        commit_signature: None,
     };
     Deployment {
         state,

@@ -74,6 +74,12 @@ pub enum Error {
     /// `apply --diff` was not confirmed: nothing was changed.
     #[error("not applied: {0}; nothing was changed")]
     Declined(String),
+    /// The commit fails a host's signature policy (`commits`), without `--allow-unsigned`.
+    #[error("{0}")]
+    CommitRefused(String),
+    /// A signature policy that cannot be used (key file unreadable, no repository).
+    #[error("{0}")]
+    CommitPolicy(String),
 }
 
 /// What `--json` prints on stdout when the whole run failed (no per-host results):
@@ -117,6 +123,8 @@ impl Error {
             Error::NixOption(_) => "nix-option",
             Error::NoFleet { .. } => "no-fleet",
             Error::Declined(_) => "declined",
+            Error::CommitRefused(_) => "commit-refused",
+            Error::CommitPolicy(_) => "commit-policy",
         }
     }
 
@@ -135,7 +143,9 @@ impl Error {
             | Error::StaleLock { .. }
             | Error::NoFleet { .. }
             | Error::NixOption(_)
-            | Error::Declined(_) => EXIT_BAD_INPUT,
+            | Error::Declined(_)
+            | Error::CommitRefused(_)
+            | Error::CommitPolicy(_) => EXIT_BAD_INPUT,
             Error::Nix(_) | Error::NixMissing { .. } | Error::Output(_) | Error::GitHistory(_) => EXIT_FAILED,
         }
     }

@@ -97,8 +97,9 @@ fn table(deployments: &[Deployment]) -> String {
     // A failed deployment's error (its first line) goes below its row: for pull mode's
     // failed commits it is the only place the reason shows (`--json` has all of it).
     let errors = deployments.iter().map(|d| d.error.as_deref().filter(|_| d.state == DeploymentState::Failed));
-    for (cells, error) in
-        std::iter::once(HEADER.map(str::to_owned)).chain(rows).zip(std::iter::once(None).chain(errors))
+    let signatures = std::iter::once(String::new()).chain(deployments.iter().map(signature_lines));
+    for ((cells, error), signature) in
+        std::iter::once(HEADER.map(str::to_owned)).chain(rows).zip(std::iter::once(None).chain(errors)).zip(signatures)
     {
         let line: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:w$}")).collect();
         out.push_str(line.join("  ").trim_end());
@@ -106,6 +107,19 @@ fn table(deployments: &[Deployment]) -> String {
         if let Some(first) = error.and_then(|e| e.lines().next()) {
             out.push_str(&format!("  error: {first}\n"));
         }
+        out.push_str(&signature);
+    }
+    out
+}
+
+/// What a deployment's record says of its commit's signature, as lines below its row.
+fn signature_lines(d: &Deployment) -> String {
+    let mut out = String::new();
+    if let Some(signer) = &d.signer {
+        out.push_str(&format!("  signed by {signer}\n"));
+    }
+    if let Some(o) = &d.unsigned_override {
+        out.push_str(&format!("  deployed with --allow-unsigned (key {}): {}\n", o.key, o.refusal));
     }
     out
 }
@@ -145,6 +159,7 @@ mod tests {
             confirm_timeout: hostctl_schemas::duration::Duration::from_secs(30),
             health: Vec::new(),
             cache: None,
+            commit_signature: None,
         };
         Deployment { state, generation: Some(2), ..Deployment::queued(&request, None, created) }
     }

@@ -297,6 +297,7 @@ pub mod fake {
                 confirm_timeout: request.confirm_timeout.unwrap_or_default(),
                 health: Vec::new(),
                 cache: None,
+                commit_signature: None,
             };
             let d = Deployment::queued(&start, self.script.current.clone(), 0);
             *guard = Some(d.clone());

@@ -10,6 +10,7 @@ mod client;
 mod clock;
 mod closure_diff;
 mod commands;
+mod commit_policy;
 mod context;
 mod deploy;
 mod deploy_report;

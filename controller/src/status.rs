@@ -91,6 +91,8 @@ pub struct ReachableFields {
     pub reachable: bool,
     /// Always false: the agent answered.
     pub refused: bool,
+    /// Who signed `rev` (when a signature policy checked it).
+    pub signer: Option<hostctl_schemas::commits::Signer>,
     pub state: AgentState,
     pub system: String,
 }
@@ -198,6 +200,9 @@ fn entry(
         ));
     }
     summary.push_str(if s.pull.is_some() { ", mode pull" } else { ", mode push" });
+    if let Some(signer) = &s.signer {
+        summary.push_str(&format!(", signed by {}", signer.name));
+    }
     let mut body = s.pull.as_ref().map(|p| pull_lines(p, unix_now())).unwrap_or_default();
     body.push_str(&damaged_lines(&s.damaged_records));
     let fields = ReachableFields {
@@ -217,6 +222,7 @@ fn entry(
         pull: s.pull,
         reachable: true,
         refused: false,
+        signer: s.signer,
         state: s.state,
         system: s.system,
     };
@@ -271,6 +277,13 @@ fn pull_lines(p: &PullStatus, now: u64) -> String {
             "pull: pending lock change to {} at commit {}: approve with `hostctl apply`\n",
             short(p.pending_lock.as_ref().map(LockId::as_str)),
             short(p.pending_commit.as_deref()),
+        ));
+    }
+    if let Some(refused) = &p.refused {
+        out.push_str(&format!(
+            "pull: refused commit {} ({}): the signature policy; nothing of it was built\n",
+            short(Some(&refused.commit)),
+            refused.reason.as_str()
         ));
     }
     if let Some(error) = &p.last_error {
@@ -441,6 +454,7 @@ mod tests {
             pending_lock: Some("b".repeat(64).parse().unwrap()),
             last_fetch: Some(unix_now() - 3),
             last_error: Some("evaluating failed:\nline 2\nline 3".into()),
+            refused: None,
         });
         let e = entry(Some(&evaluated), None, &name, Ok(s));
         assert!(e.summary.as_deref().unwrap().ends_with(", mode pull"), "{:?}", e.summary);
@@ -467,6 +481,7 @@ mod tests {
             pending_commit: None,
             pending_lock: None,
             last_error: None,
+            refused: None,
             last_fetch: None,
             fetched_commit: None,
             ..serde_json::from_value(v["pull"].clone()).unwrap()

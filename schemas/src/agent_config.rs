@@ -325,6 +325,9 @@ pub struct PullConfig {
     /// is refused. Default: `/etc/ssh/ssh_known_hosts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_known_hosts_file: Option<PathBuf>,
+    /// Which fetched commits may be built: signature policy (DESIGN.md, "Commit signatures").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commits: Option<crate::commits::CommitPolicy>,
 }
 
 /// Where ssh host keys are looked up when `pull.ssh_known_hosts_file` is not set (NixOS

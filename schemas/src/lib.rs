@@ -9,6 +9,7 @@
 pub mod agent_config;
 pub mod api;
 pub mod builders;
+pub mod commits;
 pub mod duration;
 pub mod git_url;
 pub mod ids;

@@ -175,7 +175,7 @@ fn unknown_keys() {
     );
     fails_with(
         &format!("{MINIMAL}pull:\n  url: x\n  brnach: main\n"),
-        "/etc/hostctl/agent.yaml:5:3: pull.brnach: unknown field `brnach`, expected one of `url`, `branch`, `interval`, `webhook_secret_file`, `lock`, `substituters`, `trusted_public_keys`, `allow_force_push`, `ssh_key_file`, `ssh_known_hosts_file`",
+        "/etc/hostctl/agent.yaml:5:3: pull.brnach: unknown field `brnach`, expected one of `url`, `branch`, `interval`, `webhook_secret_file`, `lock`, `substituters`, `trusted_public_keys`, `allow_force_push`, `ssh_key_file`, `ssh_known_hosts_file`, `commits`",
     );
     fails_with(
         &format!("{MINIMAL}binfmt:\n  systems: []\n"),

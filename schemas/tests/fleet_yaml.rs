@@ -127,7 +127,7 @@ fn yaml_syntax_error() {
 fn unknown_top_level_key() {
     let err = fails_with(
         "flake: .\nfleet: x\nhosts:\n  web1:\n    address: a\n",
-        "examples/fleet/fleet.yaml:2:1: fleet: unknown field `fleet`, expected one of `flake`, `signing_key`, `defaults`, `hosts`, `rollout`, `cache`",
+        "examples/fleet/fleet.yaml:2:1: fleet: unknown field `fleet`, expected one of `flake`, `signing_key`, `defaults`, `hosts`, `rollout`, `cache`, `commits`, `tag_commits`",
     );
     assert_eq!(err.location(), Some((2, 1)));
     assert_eq!(err.key_path(), Some("fleet"));
@@ -137,7 +137,7 @@ fn unknown_top_level_key() {
 fn unknown_key_in_host() {
     let err = fails_with(
         "flake: .\n\n\ndefaults: {}\nhosts:\n  web1:\n    adress: 192.0.2.10\n",
-        "examples/fleet/fleet.yaml:7:5: hosts.web1.adress: unknown field `adress`, expected one of `address`, `tags`, `configuration`, `system`, `health`, `port`",
+        "examples/fleet/fleet.yaml:7:5: hosts.web1.adress: unknown field `adress`, expected one of `address`, `tags`, `configuration`, `system`, `health`, `port`, `commits`",
     );
     assert_eq!(err.location(), Some((7, 5)));
 }

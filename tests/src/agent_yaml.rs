@@ -59,6 +59,8 @@ pub struct PullSettings {
     pub lock: String,
     /// `ssh_key_file` and `ssh_known_hosts_file`, for an ssh URL.
     pub ssh: Option<(PathBuf, PathBuf)>,
+    /// The `commits:` mapping's lines, indented for inside `pull:` (signature policy).
+    pub commits: Option<String>,
 }
 
 impl SimHost {
@@ -83,6 +85,9 @@ impl SimHost {
         if let Some((key, known_hosts)) = &settings.ssh {
             yaml.push_str(&format!("  ssh_key_file: {}\n", quote(&key.to_string_lossy())));
             yaml.push_str(&format!("  ssh_known_hosts_file: {}\n", quote(&known_hosts.to_string_lossy())));
+        }
+        if let Some(commits) = &settings.commits {
+            yaml.push_str(&format!("  commits:\n{commits}"));
         }
         yaml
     }

@@ -18,6 +18,7 @@ pub mod invariants;
 pub mod livefleet;
 pub mod loadgen;
 pub mod private_bus;
+pub mod signed_git;
 pub mod simhost;
 pub mod slots;
 pub mod sshd;

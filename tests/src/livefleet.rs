@@ -97,12 +97,17 @@ impl LiveFleet {
 
     /// Changes a host's configuration (its motd) so it builds a new toplevel; commits.
     pub fn change_host(&self, name: &str, motd: &str) {
+        self.set_motd(name, motd);
+        self.fleet.commit(&format!("{name}: {motd}"));
+    }
+
+    /// Sets host `name`'s motd in `hosts/<name>.nix` without committing.
+    pub fn set_motd(&self, name: &str, motd: &str) {
         let file = format!("hosts/{name}.nix");
         let text = self.fleet.read(&file);
         let start = text.find("motd = \"").map(|i| i + 8).unwrap_or_else(|| fail("no motd"));
         let end = text[start..].find('"').map(|i| start + i).unwrap_or_else(|| fail("no motd end"));
         self.fleet.write(&file, &format!("{}{motd}{}", &text[..start], &text[end..]));
-        self.fleet.commit(&format!("{name}: {motd}"));
     }
 
     /// The paths of `toplevel`'s closure (in this machine's store) that host `name`
@@ -358,6 +363,7 @@ impl LiveFleet {
             webhook_secret: Some(Self::WEBHOOK_SECRET.to_owned()),
             lock: lock.to_owned(),
             ssh: None,
+            commits: None,
         }
     }
 

@@ -74,6 +74,9 @@ pub struct SimHost {
     tmp: Option<tempfile::TempDir>,
     /// The process started by [`SimHost::start_process`] (normally the agent).
     process: Option<Child>,
+    /// `PATH` for processes started from now on (e.g. [`crate::watching_nix`]'s);
+    /// `None`: the test's own.
+    pub path: Option<std::ffi::OsString>,
 }
 
 impl SimHost {
@@ -109,6 +112,7 @@ impl SimHost {
             slot: k,
             tmp: Some(tmp),
             process: None,
+            path: None,
         };
         host.configure_network();
         let init = host.run_in(&["nix-store", "--init"]);
@@ -314,6 +318,9 @@ impl SimHost {
             // A daemon store would be whatever socket ROOT/nix/var/nix/daemon-socket holds
             // (none): the host's Nix must open its own store directly, as root.
             .env_remove("NIX_REMOTE");
+        if let Some(path) = &self.path {
+            cmd.env("PATH", path);
+        }
         cmd
     }
 

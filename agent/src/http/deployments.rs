@@ -10,9 +10,10 @@ use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use hostctl_schemas::api::deployments::{valid_id, Deployment, DeploymentRequest};
 
+use super::auth::Authenticated;
 use super::body::parse_json;
 use super::error::ApiFailure;
 use super::state::AppState;
@@ -27,10 +28,15 @@ fn deployment_id(id: Result<Path<String>, PathRejection>) -> Result<String, ApiF
     }
 }
 
-/// `POST /v1/deployments`.
-pub async fn create(State(app): State<AppState>, body: Bytes) -> Result<(StatusCode, Json<Deployment>), ApiFailure> {
+/// `POST /v1/deployments`; an `--allow-unsigned` override is recorded with the name of
+/// the key that signed the request.
+pub async fn create(
+    State(app): State<AppState>,
+    Extension(auth): Extension<Authenticated>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Deployment>), ApiFailure> {
     let request: DeploymentRequest = parse_json(&body)?;
-    let deployment = app.agent.deployer.create(request).await?;
+    let deployment = app.agent.deployer.create_as(request, Some(&auth.key)).await?;
     Ok((StatusCode::ACCEPTED, Json(deployment)))
 }
 

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::commits::{CommitRefusal, Signer, UnsignedOverride};
 use crate::duration::Duration;
 use crate::ids::{LockId, StorePath};
 use crate::inventory::{CacheUrl, HealthCheck, Mode};
@@ -64,6 +65,23 @@ pub struct DeploymentRequest {
     /// see it when it is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheUrl>,
+    /// What the controller's commit-signature policy found of `rev` (fleet.yaml
+    /// `commits`): its signer, recorded as the deployment's `signer`, or that
+    /// `--allow-unsigned` overrode a refusal, recorded with the name of the key that
+    /// signed this request. Left out when there is no policy, as `cache` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_signature: Option<CommitSignature>,
+}
+
+/// The commit-signature part of a deployment request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommitSignature {
+    /// The commit passed the policy; signed by this key.
+    Signed(Signer),
+    /// The commit failed the policy (the text says why) and the operator deployed it
+    /// anyway (`hostctl apply --allow-unsigned`).
+    AllowedUnsigned(String),
 }
 
 /// A deployment's state (DESIGN.md).
@@ -117,6 +135,9 @@ pub enum EndReason {
     AgentRestarted,
     /// The agent's journal could not be written (or read) at a step.
     JournalWriteFailed,
+    /// Pull mode: the fetched commit failed the signature policy (`commit_refusal`);
+    /// nothing was evaluated, built or activated.
+    CommitRefused,
     /// Not known: a reason newer than this program, or a rollback an older agent began.
     #[serde(other)]
     Other,
@@ -195,6 +216,16 @@ pub struct Deployment {
     /// `confirmed` ones, and from agents older than this field.
     #[serde(default)]
     pub end_reason: Option<EndReason>,
+    /// Who signed `rev`, when a signature policy checked it (principal or key fingerprint);
+    /// `None` without a policy, for unsigned commits and from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<Signer>,
+    /// Deployed although `rev` failed the controller's policy (`--allow-unsigned`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsigned_override: Option<UnsignedOverride>,
+    /// Pull mode: why the commit was refused (end reason `commit-refused`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_refusal: Option<CommitRefusal>,
 }
 
 impl Deployment {
@@ -218,6 +249,12 @@ impl Deployment {
             confirm_deadline: None,
             rollback_of: None,
             end_reason: None,
+            signer: match &request.commit_signature {
+                Some(CommitSignature::Signed(signer)) => Some(signer.clone()),
+                _ => None,
+            },
+            unsigned_override: None,
+            commit_refusal: None,
         }
     }
 }

@@ -50,6 +50,10 @@ pub struct StatusResponse {
     /// loaded again) so the agent could go on. Empty when the journal was whole.
     #[serde(default)]
     pub damaged_records: Vec<DamagedRecord>,
+    /// Who signed `rev`, when a signature policy checked it (the current deployment's
+    /// `signer`); `None` otherwise and from older agents.
+    #[serde(default)]
+    pub signer: Option<crate::commits::Signer>,
 }
 
 /// A journal record moved aside at start because it could not be read.
@@ -84,6 +88,7 @@ impl StatusResponse {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pull: None,
             damaged_records: Vec::new(),
+            signer: None,
         }
     }
 }
@@ -107,4 +112,8 @@ pub struct PullStatus {
     /// Unix time of the last fetch attempt and its error, if it failed.
     pub last_fetch: Option<u64>,
     pub last_error: Option<String>,
+    /// The newest fetched commit the signature policy (`pull.commits`) refused, and why;
+    /// nothing of it was evaluated. Cleared when a later commit passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<crate::commits::CommitRefusal>,
 }
