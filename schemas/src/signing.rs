@@ -90,6 +90,24 @@ impl SecretKey {
         PublicKey { name: self.name.clone(), key: self.key.verifying_key().to_bytes() }
     }
 
+    /// The key pair of a 32-byte seed (the caller brings the randomness), under `name`.
+    pub fn from_seed(name: &str, seed: [u8; 32]) -> Self {
+        Self { name: name.to_owned(), key: SigningKey::from_bytes(&seed) }
+    }
+
+    /// The key file's text, as `nix key generate-secret` writes it: `name:base64(seed ‖ public)`.
+    pub fn to_nix_text(&self) -> String {
+        format!("{}:{}", self.name, STANDARD.encode(self.key.to_keypair_bytes()))
+    }
+
+    /// The key as PKCS#8 v1 DER (RFC 8410), for TLS libraries: a fixed prefix and the seed.
+    pub fn to_pkcs8_der(&self) -> Vec<u8> {
+        const PREFIX: [u8; 16] = [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+        let mut der = PREFIX.to_vec();
+        der.extend_from_slice(&self.key.to_bytes());
+        der
+    }
+
     /// Base64 of the ed25519 signature of `message` (bundles sign their header with it).
     pub fn sign_bytes(&self, message: &[u8]) -> String {
         STANDARD.encode(self.key.sign(message).to_bytes())
