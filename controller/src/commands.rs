@@ -21,7 +21,7 @@ use crate::rollback::RollbackOptions;
 use crate::rollback_target::Wanted;
 use crate::rollout::DEFAULT_PARALLEL;
 use crate::select::Selection;
-use crate::{apply, bundle, check, diff, eval_build, history, rollback, status, Output};
+use crate::{apply, bundle, check, diff, enroll, eval_build, history, rollback, status, Output};
 
 /// Runs the parsed command; returns the report to print.
 pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Box<dyn Printable>, Error> {
@@ -89,6 +89,15 @@ pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Box<dyn P
             }
             ctx.signing_key()?;
             Box::new(rollback::rollback(RollbackOptions { hosts, wanted }, ctx, nix, out).await?)
+        }
+        Command::Enroll(args) => {
+            let mut hosts = args.hosts.clone();
+            hosts.sort();
+            hosts.dedup();
+            for name in &hosts {
+                ctx.host(name)?;
+            }
+            Box::new(enroll::enroll(&hosts, args.expect.as_ref(), ctx).await?)
         }
         // Written by `main` before a fleet is loaded (`crate::docs`).
         Command::Completions(_) | Command::Man => Box::new(Report::<NoFields>::default()),

@@ -56,6 +56,16 @@ pub enum Error {
     /// `apply --diff` was not confirmed: nothing was changed.
     #[error("not applied: {0}; nothing was changed")]
     Declined(String),
+    /// The `known_agents` file beside the fleet file has a bad line (file:line).
+    #[error(transparent)]
+    KnownAgents(#[from] hostctl_schemas::known_agents::KnownAgentsError),
+    /// `known_agents` could not be written (`hostctl enroll`).
+    #[error("cannot write {file}: {source}")]
+    WritePins {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -71,8 +81,9 @@ impl Error {
             | Error::UnknownHost { .. }
             | Error::Target(_)
             | Error::Cache(_)
-            | Error::Declined(_) => EXIT_BAD_INPUT,
-            Error::Nix(_) | Error::Output(_) | Error::GitHistory(_) => EXIT_FAILED,
+            | Error::Declined(_)
+            | Error::KnownAgents(_) => EXIT_BAD_INPUT,
+            Error::Nix(_) | Error::Output(_) | Error::GitHistory(_) | Error::WritePins { .. } => EXIT_FAILED,
         }
     }
 }

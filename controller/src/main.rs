@@ -14,6 +14,7 @@ mod context;
 mod deploy;
 mod deploy_report;
 mod diff;
+mod enroll;
 mod docs;
 mod error;
 mod eval_build;

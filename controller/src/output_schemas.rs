@@ -15,6 +15,7 @@ use crate::bundle::BundleFields;
 use crate::check::CheckExtra;
 use crate::diff::DiffFields;
 use crate::eval_build::{BuildFields, EvalFields};
+use crate::enroll::EnrollFields;
 use crate::history::HistoryFields;
 use crate::report::{NoFields, Report};
 use crate::rollback::RollbackFields;
@@ -36,6 +37,7 @@ pub fn output_schemas() -> Vec<(&'static str, Value)> {
         ("diff", schema::<Report<DiffFields>>()),
         ("rollback", schema::<Report<RollbackFields>>()),
         ("history", schema::<Report<HistoryFields>>()),
+        ("enroll", schema::<Report<EnrollFields>>()),
         ("bundle", schema::<Report<BundleFields>>()),
     ]
 }

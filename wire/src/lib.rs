@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use hostctl_schemas::key::PUBLIC_KEY_LEN;
 use hostctl_schemas::signing::SecretKey;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::{ClientConfig, ServerConfig};
+pub use rustls::{ClientConfig, ServerConfig};
 
 /// The raw bytes of an ed25519 identity public key.
 pub type KeyBytes = [u8; PUBLIC_KEY_LEN];

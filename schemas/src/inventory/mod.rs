@@ -140,6 +140,12 @@ pub struct Host {
     /// Checks that must pass after activation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health: Vec<HealthCheck>,
+    /// The agent's identity public key (`hostctl-agent identity`, or the NixOS module's
+    /// `identity.pub`), pinned: a connection to an agent showing any other key fails at
+    /// step `connect` and nothing is sent. Unset: the pin in `known_agents` beside this
+    /// file (`hostctl enroll`), else the host is refused until enrolled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_key: Option<crate::key::PublicKey>,
 }
 
 impl Host {
