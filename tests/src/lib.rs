@@ -9,6 +9,8 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 pub mod agent_yaml;
+pub mod identity;
+pub mod mitm;
 pub mod bench;
 pub mod dbus;
 pub mod fake_systemd1;
