@@ -56,7 +56,7 @@ pub async fn enroll(hosts: &[HostName], expect: Option<&PublicKey>, ctx: &FleetC
             Ok(Err(e)) => Err(e),
             Err(e) => Err(e.to_string()),
         };
-        let outcome = judge(&name, seen, pinned, expect, from_fleet(&name));
+        let outcome = judge(&ctx.enroll_command(&name), seen, pinned, expect, from_fleet(&name));
         if let (true, Some(seen)) = (outcome.record, &outcome.seen) {
             known.pins.insert(name.clone(), seen.clone());
             changed = true;
@@ -69,9 +69,9 @@ pub async fn enroll(hosts: &[HostName], expect: Option<&PublicKey>, ctx: &FleetC
     Ok(report)
 }
 
-/// What to do with the key `seen` for host `name`.
+/// What to do with the key `seen` for the host `enroll` (`hostctl ... enroll HOST`) names.
 fn judge(
-    name: &HostName,
+    enroll: &str,
     seen: Result<PublicKey, String>,
     pinned: Option<PublicKey>,
     expect: Option<&PublicKey>,
@@ -91,7 +91,7 @@ fn judge(
             "the agent shows {seen}, but fleet.yaml pins {p} (`agent_key`); change it there if the new key is right"
         )),
         (None, Some(p)) => fail(format!(
-            "the agent shows {seen}, but {p} is pinned; if the new key is right (check `hostctl-agent identity` on the host), run: hostctl enroll {name} --expect {seen}"
+            "the agent shows {seen}, but {p} is pinned; if the new key is right (check `hostctl-agent identity` on the host), run: {enroll} --expect {seen}"
         )),
         _ => None,
     };
@@ -159,23 +159,23 @@ mod tests {
 
     #[test]
     fn records_only_a_first_or_expected_key() {
-        let web1: HostName = "web1".parse().unwrap();
-        let first = judge(&web1, Ok(key(1)), None, None, false);
+        let web1 = "hostctl enroll web1";
+        let first = judge(web1, Ok(key(1)), None, None, false);
         assert!(first.record && first.error.is_none());
-        let same = judge(&web1, Ok(key(1)), Some(key(1)), None, false);
+        let same = judge(web1, Ok(key(1)), Some(key(1)), None, false);
         assert!(!same.record && same.error.is_none(), "already pinned: nothing to write");
-        let changed = judge(&web1, Ok(key(2)), Some(key(1)), None, false);
+        let changed = judge(web1, Ok(key(2)), Some(key(1)), None, false);
         assert!(!changed.record);
         let text = changed.error.unwrap();
         assert!(text.contains(&format!("hostctl enroll web1 --expect {}", key(2))), "{text}");
-        let accepted = judge(&web1, Ok(key(2)), Some(key(1)), Some(&key(2)), false);
+        let accepted = judge(web1, Ok(key(2)), Some(key(1)), Some(&key(2)), false);
         assert!(accepted.record && accepted.error.is_none());
-        let mismatch = judge(&web1, Ok(key(2)), None, Some(&key(3)), false);
+        let mismatch = judge(web1, Ok(key(2)), None, Some(&key(3)), false);
         assert!(!mismatch.record);
         assert!(mismatch.error.unwrap().contains(&format!("shows {}, not the expected {}", key(2), key(3))));
-        let in_fleet = judge(&web1, Ok(key(2)), Some(key(1)), Some(&key(2)), true);
+        let in_fleet = judge(web1, Ok(key(2)), Some(key(1)), Some(&key(2)), true);
         assert!(!in_fleet.record && in_fleet.error.unwrap().contains("fleet.yaml pins"));
-        let unreachable = judge(&web1, Err("cannot connect".into()), None, None, false);
+        let unreachable = judge(web1, Err("cannot connect".into()), None, None, false);
         assert!(!unreachable.record && unreachable.error.is_some());
     }
 }

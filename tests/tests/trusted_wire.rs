@@ -77,7 +77,7 @@ fn a_tls_man_in_the_middle_is_refused_at_connect_and_nothing_is_pushed() {
         format!("the agent shows identity {}", mitm.identity),
         format!("but {real} is pinned"),
         "nothing was sent".to_owned(),
-        format!("hostctl enroll web1 --expect {}", mitm.identity),
+        format!("run: hostctl --fleet {} enroll web1 --expect {}", live.fleet.path("fleet.yaml").display(), mitm.identity),
     ] {
         assert!(error.contains(&part), "{part:?} not in {error}");
     }
@@ -125,7 +125,8 @@ fn enrollment_shows_records_and_guards_the_agent_identity() {
     let run = live.hostctl(&["--json", "status", "--no-drift"]);
     run.expect_code(1);
     let error = run.json()["hosts"]["web1"]["error"].as_str().unwrap().to_owned();
-    assert!(error.contains("none pinned") && error.contains(&format!("hostctl enroll web1 --expect {key}")), "{error}");
+    let fix = format!("run: hostctl --fleet {} enroll web1 --expect {key}", live.fleet.path("fleet.yaml").display());
+    assert!(error.contains("none pinned") && error.ends_with(&fix), "{error}");
     let pins = live.fleet.path("known_agents");
     let wrong = test_identity_public("web2");
     let run = live.hostctl(&["--json", "enroll", "web1", "--expect", &wrong.to_string()]);

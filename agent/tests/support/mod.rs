@@ -25,6 +25,8 @@ pub const OTHER_SECRET: &str =
 /// A running agent; stopped (gracefully) on drop.
 pub struct TestAgent {
     pub base: String,
+    /// `http://ADDR` of its plain `metrics_listen` listener.
+    pub metrics_base: String,
     /// The agent's identity public key, which clients pin.
     pub identity: [u8; 32],
     pub dir: tempfile::TempDir,
@@ -47,11 +49,14 @@ impl TestAgent {
         let identity = agent.identity().key;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("https://{}", listener.local_addr().unwrap());
+        let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_base = format!("http://{}", metrics.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(agent.run(Listeners::api(listener), async move {
+        let listeners = Listeners { api: listener, metrics: Some(metrics), webhook: None };
+        tokio::spawn(agent.run(listeners, async move {
             let _ = stopped.await;
         }));
-        Self { base, identity, dir, stop: Some(stop) }
+        Self { base, metrics_base, identity, dir, stop: Some(stop) }
     }
 
     pub fn client(&self) -> Client {
