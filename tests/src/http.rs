@@ -79,16 +79,7 @@ impl Request {
     /// Like [`Request::send`], but gives up connecting after `timeout` and waiting for
     /// the response after `timeout` of silence (e.g. while a host's link is down).
     pub fn send_with_timeout(&self, addr: &str, timeout: Duration) -> std::io::Result<Response> {
-        let tcp = connect(addr, timeout)?;
-        let (config, _) = match crate::identity::pin_for(addr) {
-            Some(pin) => hostctl_wire::client_config(Some(pin)),
-            // An agent the harness did not start: its answers to what the test sends are
-            // what is checked, not who it is.
-            None => hostctl_wire::accept_any(),
-        }
-        .map_err(std::io::Error::other)?;
-        let connection = rustls::ClientConnection::new(config, hostctl_wire::server_name()).map_err(std::io::Error::other)?;
-        let mut stream = rustls::StreamOwned::new(connection, tcp);
+        let mut stream = tls_connect(addr, timeout)?;
         self.exchange(&mut stream, addr)
     }
 
@@ -117,6 +108,25 @@ impl Request {
         parse_response(&raw)
     }
 }
+
+/// A TLS connection to the agent at `addr`, as raw as a test needs: pinned to the identity
+/// registered for the address ([`crate::identity::pin_for`]), the handshake done on the
+/// first read or write; `timeout` bounds connecting and each read and write.
+pub fn tls_connect(addr: &str, timeout: Duration) -> std::io::Result<TlsStream> {
+    let tcp = connect(addr, timeout)?;
+    let (config, _) = match crate::identity::pin_for(addr) {
+        Some(pin) => hostctl_wire::client_config(Some(pin)),
+        // An agent the harness did not start: its answers to what the test sends are
+        // what is checked, not who it is.
+        None => hostctl_wire::accept_any(),
+    }
+    .map_err(std::io::Error::other)?;
+    let connection = rustls::ClientConnection::new(config, hostctl_wire::server_name()).map_err(std::io::Error::other)?;
+    Ok(rustls::StreamOwned::new(connection, tcp))
+}
+
+/// What [`tls_connect`] returns.
+pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
