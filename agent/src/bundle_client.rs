@@ -86,7 +86,8 @@ fn published_identity(config: &AgentConfig) -> Result<hostctl_wire::KeyBytes, Im
     let path = config.state_dir.join(hostctl_schemas::agent_config::IDENTITY_PUB_FILE);
     let fail = |problem: String| ImportError::Identity { file: path.display().to_string(), problem };
     let text = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
-    let key: hostctl_schemas::key::PublicKey = text.trim().parse().map_err(|e: hostctl_schemas::key::PublicKeyError| fail(e.to_string()))?;
+    let key: hostctl_schemas::key::PublicKey =
+        text.trim().parse().map_err(|e: hostctl_schemas::key::PublicKeyError| fail(e.to_string()))?;
     Ok(key.key)
 }
 

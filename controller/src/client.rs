@@ -482,7 +482,10 @@ mod tests {
             assert_eq!(pinned, &pin.map(|key| PublicKey { name: "web1".into(), key }.to_string()));
             assert_eq!(fix, &format!("hostctl enroll web1 --expect {shown}"));
             let text = err.to_string();
-            assert!(text.contains(&shown) && text.contains("nothing was sent") && text.contains(fix.as_str()), "{text}");
+            assert!(
+                text.contains(&shown) && text.contains("nothing was sent") && text.contains(fix.as_str()),
+                "{text}"
+            );
             if pin.is_none() {
                 assert!(text.contains("none pinned"), "{text}");
             }

@@ -39,7 +39,11 @@ struct Outcome {
 }
 
 /// Runs `enroll`: every host at once; then one write of `known_agents` with the keys to record.
-pub async fn enroll(hosts: &[HostName], expect: Option<&PublicKey>, ctx: &FleetContext) -> Result<Report<EnrollFields>, Error> {
+pub async fn enroll(
+    hosts: &[HostName],
+    expect: Option<&PublicKey>,
+    ctx: &FleetContext,
+) -> Result<Report<EnrollFields>, Error> {
     let mut tasks = Vec::new();
     for name in hosts {
         let host = ctx.host(name)?;

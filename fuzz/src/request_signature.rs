@@ -109,14 +109,15 @@ impl Request {
             signature: text(s)?,
         };
         let (method, path) = (text(&self.method)?, text(&self.path)?);
-        let verdict = verify_request(&[key.public()], &headers, &host().ok()?, &IDENTITY, &method, &path, NOW).and_then(|()| {
-            let matches = body_sha256(&self.body).eq_ignore_ascii_case(&headers.content_sha256);
-            if matches {
-                Ok(())
-            } else {
-                Err(AuthError::BodyMismatch)
-            }
-        });
+        let verdict = verify_request(&[key.public()], &headers, &host().ok()?, &IDENTITY, &method, &path, NOW)
+            .and_then(|()| {
+                let matches = body_sha256(&self.body).eq_ignore_ascii_case(&headers.content_sha256);
+                if matches {
+                    Ok(())
+                } else {
+                    Err(AuthError::BodyMismatch)
+                }
+            });
         Some(verdict)
     }
 }

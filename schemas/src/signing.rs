@@ -106,7 +106,8 @@ impl SecretKey {
 
     /// The key as PKCS#8 v1 DER (RFC 8410), for TLS libraries: a fixed prefix and the seed.
     pub fn to_pkcs8_der(&self) -> Vec<u8> {
-        const PREFIX: [u8; 16] = [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+        const PREFIX: [u8; 16] =
+            [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
         let mut der = PREFIX.to_vec();
         der.extend_from_slice(&self.key.to_bytes());
         der
@@ -306,7 +307,10 @@ pub fn verify_request(
         return Err(AuthError::OtherHost { signed_for: host.to_string(), this: this_host.to_string() });
     }
     if identity != *this_identity {
-        return Err(AuthError::OtherIdentity { signed_for: headers.identity.clone(), this: STANDARD.encode(this_identity) });
+        return Err(AuthError::OtherIdentity {
+            signed_for: headers.identity.clone(),
+            this: STANDARD.encode(this_identity),
+        });
     }
     Ok(())
 }
@@ -397,7 +401,10 @@ mod tests {
         // Relabelled for the other identity: the signature was made over ID1.
         let mut relabelled = h.clone();
         relabelled.identity = STANDARD.encode(ID2);
-        assert_eq!(verify_request(&trusted, &relabelled, &WEB1, &ID2, "POST", "/v1/rollback", 5), Err(AuthError::BadSignature));
+        assert_eq!(
+            verify_request(&trusted, &relabelled, &WEB1, &ID2, "POST", "/v1/rollback", 5),
+            Err(AuthError::BadSignature)
+        );
         relabelled.identity = "short".into();
         assert_eq!(
             check(&trusted, &relabelled, "POST", "/v1/rollback", 5),

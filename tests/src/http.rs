@@ -121,7 +121,8 @@ pub fn tls_connect(addr: &str, timeout: Duration) -> std::io::Result<TlsStream> 
         None => hostctl_wire::accept_any(),
     }
     .map_err(std::io::Error::other)?;
-    let connection = rustls::ClientConnection::new(config, hostctl_wire::server_name()).map_err(std::io::Error::other)?;
+    let connection =
+        rustls::ClientConnection::new(config, hostctl_wire::server_name()).map_err(std::io::Error::other)?;
     Ok(rustls::StreamOwned::new(connection, tcp))
 }
 

@@ -9,16 +9,16 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 pub mod agent_yaml;
-pub mod identity;
-pub mod mitm;
 pub mod bench;
 pub mod dbus;
 pub mod fake_systemd1;
 pub mod gates;
 pub mod http;
+pub mod identity;
 pub mod invariants;
 pub mod livefleet;
 pub mod loadgen;
+pub mod mitm;
 pub mod private_bus;
 pub mod simhost;
 pub mod slots;

@@ -88,7 +88,8 @@ fn relay(
 ) -> std::io::Result<()> {
     client.set_nonblocking(false)?;
     client.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut tls = rustls::StreamOwned::new(rustls::ServerConnection::new(server).map_err(std::io::Error::other)?, client);
+    let mut tls =
+        rustls::StreamOwned::new(rustls::ServerConnection::new(server).map_err(std::io::Error::other)?, client);
     while tls.conn.is_handshaking() {
         tls.conn.complete_io(&mut tls.sock)?;
     }
@@ -96,7 +97,8 @@ fn relay(
     let request = read_request(&mut tls)?;
     seen.requests.fetch_add(1, Ordering::Relaxed);
     let (config, _) = hostctl_wire::client_config(Some(agent_key)).map_err(std::io::Error::other)?;
-    let connection = rustls::ClientConnection::new(config, hostctl_wire::server_name()).map_err(std::io::Error::other)?;
+    let connection =
+        rustls::ClientConnection::new(config, hostctl_wire::server_name()).map_err(std::io::Error::other)?;
     let mut upstream = rustls::StreamOwned::new(connection, TcpStream::connect(agent)?);
     upstream.write_all(&request)?;
     let mut answer = Vec::new();

@@ -5,8 +5,6 @@
 //! no API answer; and enrollment: first contact refused with the key shown, `enroll`
 //! records it, a changed key is refused until `enroll --expect` names it.
 
-#![expect(clippy::unwrap_used, reason = "test code throughout (helpers too): a failed step must fail the test")]
-
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
@@ -77,7 +75,11 @@ fn a_tls_man_in_the_middle_is_refused_at_connect_and_nothing_is_pushed() {
         format!("the agent shows identity {}", mitm.identity),
         format!("but {real} is pinned"),
         "nothing was sent".to_owned(),
-        format!("run: hostctl --fleet {} enroll web1 --expect {}", live.fleet.path("fleet.yaml").display(), mitm.identity),
+        format!(
+            "run: hostctl --fleet {} enroll web1 --expect {}",
+            live.fleet.path("fleet.yaml").display(),
+            mitm.identity
+        ),
     ] {
         assert!(error.contains(&part), "{part:?} not in {error}");
     }
@@ -179,8 +181,13 @@ fn a_missing_or_readable_identity_key_file_is_refused_naming_it() {
         key_file.display()
     );
     std::fs::write(&config, yaml).unwrap();
-    let identity =
-        || Command::new(hostctl_tests::binary("hostctl-agent")).args(["identity", "--config"]).arg(&config).output().unwrap();
+    let identity = || {
+        Command::new(hostctl_tests::binary("hostctl-agent"))
+            .args(["identity", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
     let out = identity();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("agent-identity.key: cannot read"), "{out:?}");

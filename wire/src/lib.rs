@@ -29,7 +29,10 @@ pub enum WireError {
     Tls(#[from] rustls::Error),
 }
 
-#[expect(deprecated, reason = "ring is the chosen provider (no cmake, no C++ toolchain); its lack of post-quantum key exchange is accepted")]
+#[expect(
+    deprecated,
+    reason = "ring is the chosen provider (no cmake, no C++ toolchain); its lack of post-quantum key exchange is accepted"
+)]
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

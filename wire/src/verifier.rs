@@ -36,7 +36,8 @@ impl PinnedKey {
 
 /// The ed25519 public key of a certificate, read from its parsed SubjectPublicKeyInfo.
 pub(crate) fn ed25519_key(cert: &CertificateDer<'_>) -> Result<KeyBytes, Error> {
-    let parsed = webpki::EndEntityCert::try_from(cert).map_err(|_| Error::InvalidCertificate(CertificateError::BadEncoding))?;
+    let parsed =
+        webpki::EndEntityCert::try_from(cert).map_err(|_| Error::InvalidCertificate(CertificateError::BadEncoding))?;
     let spki = parsed.subject_public_key_info();
     let key = spki
         .as_ref()

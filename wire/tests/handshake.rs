@@ -2,6 +2,8 @@
 //! configurations: the pinned key is accepted, any other key refused, and the key seen is
 //! recorded either way.
 
+#![expect(clippy::unwrap_used, reason = "test code (helpers too): a failed step must fail the test")]
+
 use std::sync::Arc;
 
 use hostctl_schemas::signing::SecretKey;

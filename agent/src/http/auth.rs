@@ -270,7 +270,15 @@ mod tests {
         let key: SecretKey = secret.parse().unwrap();
         let (host, sha) = (host.parse().unwrap(), body_sha256(body));
         let identity = &IDENTITY;
-        let h = key.sign_request(&RequestToSign { host: &host, identity, method, path, timestamp, nonce, content_sha256: &sha });
+        let h = key.sign_request(&RequestToSign {
+            host: &host,
+            identity,
+            method,
+            path,
+            timestamp,
+            nonce,
+            content_sha256: &sha,
+        });
         let mut map = HeaderMap::new();
         for (name, value) in h.pairs() {
             map.insert(name, value.parse().unwrap());

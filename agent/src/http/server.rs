@@ -78,7 +78,8 @@ pub async fn serve(
             }
         };
         notice_dead_peers(&stream);
-        let connection = Connection { http: http.clone(), router: served.router.clone(), watcher: graceful.watcher(), slot };
+        let connection =
+            Connection { http: http.clone(), router: served.router.clone(), watcher: graceful.watcher(), slot };
         let tls = served.tls.clone();
         tokio::spawn(async move {
             let stream = Lingering::new(stream);

@@ -123,12 +123,19 @@ pub struct Client {
 /// A reqwest client speaking TLS pinned to `identity`, as the controller does.
 pub fn pinned_http(identity: [u8; 32]) -> reqwest::Client {
     let (tls, _) = hostctl_wire::client_config(Some(identity)).unwrap();
-    reqwest::Client::builder().no_proxy().use_preconfigured_tls(hostctl_wire::ClientConfig::clone(&tls)).build().unwrap()
+    reqwest::Client::builder()
+        .no_proxy()
+        .use_preconfigured_tls(hostctl_wire::ClientConfig::clone(&tls))
+        .build()
+        .unwrap()
 }
 
 /// A blocking TLS connection to the agent on 127.0.0.1:`port`, pinned to `identity`,
 /// for tests that write raw HTTP.
-pub fn tls_connect(port: u16, identity: [u8; 32]) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+pub fn tls_connect(
+    port: u16,
+    identity: [u8; 32],
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
     let (tls, _) = hostctl_wire::client_config(Some(identity)).unwrap();
     let connection = rustls::ClientConnection::new(tls, hostctl_wire::server_name()).unwrap();
     let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();

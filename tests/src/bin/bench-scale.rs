@@ -107,7 +107,11 @@ fn write_inventory(fleet: &TestFleet, n: usize, key_file: &Path) {
     );
     for i in 1..=n {
         let pin = hostctl_tests::identity::test_identity_public(&name(i));
-        yaml.push_str(&format!("  {}:\n    address: {}\n    system: x86_64-linux\n    agent_key: {pin}\n", name(i), addr(i)));
+        yaml.push_str(&format!(
+            "  {}:\n    address: {}\n    system: x86_64-linux\n    agent_key: {pin}\n",
+            name(i),
+            addr(i)
+        ));
     }
     fleet.write("fleet.yaml", &yaml);
 }

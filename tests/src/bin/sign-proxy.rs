@@ -174,13 +174,12 @@ fn prepare(incoming: &Incoming, options: &Options) -> (Vec<(String, Vec<u8>)>, &
         headers.push(("x-hub-signature-256".to_owned(), hub_signature(secret, &incoming.body).into_bytes()));
     }
     if sign {
-        let signed =
-            Request::new(&incoming.method, &incoming.target, &incoming.body).signed_for_identity(
-                &options.key,
-                &options.host,
-                &options.identity,
-                hostctl_tests::http::now(),
-            );
+        let signed = Request::new(&incoming.method, &incoming.target, &incoming.body).signed_for_identity(
+            &options.key,
+            &options.host,
+            &options.identity,
+            hostctl_tests::http::now(),
+        );
         headers.extend(signed.headers.into_iter().map(|(n, v)| (n, v.into_bytes())));
     }
     let how = match (sign, hmac) {
@@ -278,7 +277,8 @@ fn forward(
     let tcp = TcpStream::connect(agent)?;
     tcp.set_read_timeout(Some(AGENT_TIMEOUT))?;
     let (config, _) = hostctl_wire::client_config(Some(identity)).map_err(std::io::Error::other)?;
-    let connection = rustls::ClientConnection::new(config, hostctl_wire::server_name()).map_err(std::io::Error::other)?;
+    let connection =
+        rustls::ClientConnection::new(config, hostctl_wire::server_name()).map_err(std::io::Error::other)?;
     let mut stream = rustls::StreamOwned::new(connection, tcp);
     let mut head =
         format!("{} {} HTTP/1.1\r\nhost: {agent}\r\nconnection: close\r\n", incoming.method, incoming.target)
