@@ -97,15 +97,7 @@ impl Request {
         head.push_str(&format!("content-length: {}\r\n\r\n", self.body.len()));
         stream.write_all(head.as_bytes())?;
         stream.write_all(&self.body)?;
-        let mut raw = Vec::new();
-        match stream.read_to_end(&mut raw) {
-            // A TLS peer that closed without close_notify, after its whole answer.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
-            other => {
-                other?;
-            }
-        }
-        parse_response(&raw)
+        parse_response(&read_to_close(stream)?)
     }
 }
 
@@ -113,17 +105,33 @@ impl Request {
 /// registered for the address ([`crate::identity::pin_for`]), the handshake done on the
 /// first read or write; `timeout` bounds connecting and each read and write.
 pub fn tls_connect(addr: &str, timeout: Duration) -> std::io::Result<TlsStream> {
-    let tcp = connect(addr, timeout)?;
-    let (config, _) = match crate::identity::pin_for(addr) {
+    // An agent the harness did not start (no pin): its answers to what the test sends
+    // are what is checked, not who it is.
+    tls_over(connect(addr, timeout)?, crate::identity::pin_for(addr))
+}
+
+/// TLS over `tcp`, pinned to `pin` (`None`: any agent identity), the handshake done on
+/// the first read or write.
+pub fn tls_over(tcp: TcpStream, pin: Option<[u8; 32]>) -> std::io::Result<TlsStream> {
+    let (config, _) = match pin {
         Some(pin) => hostctl_wire::client_config(Some(pin)),
-        // An agent the harness did not start: its answers to what the test sends are
-        // what is checked, not who it is.
         None => hostctl_wire::accept_any(),
     }
     .map_err(std::io::Error::other)?;
     let connection =
         rustls::ClientConnection::new(config, hostctl_wire::server_name()).map_err(std::io::Error::other)?;
     Ok(rustls::StreamOwned::new(connection, tcp))
+}
+
+/// Everything `stream` sends until it closes; a TLS peer that closed without
+/// close_notify after sending something counts as closed.
+pub fn read_to_close(stream: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut raw = Vec::new();
+    match stream.read_to_end(&mut raw) {
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => Ok(raw),
+        Err(e) => Err(e),
+        Ok(_) => Ok(raw),
+    }
 }
 
 /// What [`tls_connect`] returns.

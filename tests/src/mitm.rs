@@ -96,18 +96,9 @@ fn relay(
     seen.handshakes.fetch_add(1, Ordering::Relaxed);
     let request = read_request(&mut tls)?;
     seen.requests.fetch_add(1, Ordering::Relaxed);
-    let (config, _) = hostctl_wire::client_config(Some(agent_key)).map_err(std::io::Error::other)?;
-    let connection =
-        rustls::ClientConnection::new(config, hostctl_wire::server_name()).map_err(std::io::Error::other)?;
-    let mut upstream = rustls::StreamOwned::new(connection, TcpStream::connect(agent)?);
+    let mut upstream = crate::http::tls_over(TcpStream::connect(agent)?, Some(agent_key))?;
     upstream.write_all(&request)?;
-    let mut answer = Vec::new();
-    match upstream.read_to_end(&mut answer) {
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !answer.is_empty() => {}
-        other => {
-            other?;
-        }
-    }
+    let answer = crate::http::read_to_close(&mut upstream)?;
     tls.write_all(&answer)?;
     tls.conn.send_close_notify();
     tls.flush()

@@ -276,10 +276,7 @@ fn forward(
 ) -> std::io::Result<Vec<u8>> {
     let tcp = TcpStream::connect(agent)?;
     tcp.set_read_timeout(Some(AGENT_TIMEOUT))?;
-    let (config, _) = hostctl_wire::client_config(Some(identity)).map_err(std::io::Error::other)?;
-    let connection =
-        rustls::ClientConnection::new(config, hostctl_wire::server_name()).map_err(std::io::Error::other)?;
-    let mut stream = rustls::StreamOwned::new(connection, tcp);
+    let mut stream = hostctl_tests::http::tls_over(tcp, Some(identity))?;
     let mut head =
         format!("{} {} HTTP/1.1\r\nhost: {agent}\r\nconnection: close\r\n", incoming.method, incoming.target)
             .into_bytes();
@@ -292,12 +289,5 @@ fn forward(
     head.extend_from_slice(format!("content-length: {}\r\n\r\n", incoming.body.len()).as_bytes());
     stream.write_all(&head)?;
     stream.write_all(&incoming.body)?;
-    let mut raw = Vec::new();
-    match stream.read_to_end(&mut raw) {
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
-        other => {
-            other?;
-        }
-    }
-    Ok(raw)
+    hostctl_tests::http::read_to_close(&mut stream)
 }
