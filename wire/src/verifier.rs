@@ -72,7 +72,7 @@ impl ServerCertVerifier for PinnedKey {
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
         // The configurations allow TLS 1.3 only; a 1.2 handshake never gets here.
-        Err(Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic))
+        Err(Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOfferedOrEnabled))
     }
 
     fn verify_tls13_signature(
