@@ -10,7 +10,7 @@ use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
-use hostctl_schemas::agent_config::{AgentConfig, IDENTITY_PUB_FILE};
+use hostctl_schemas::agent_config::{AgentConfig, IDENTITY_KEY_FILE, IDENTITY_PUB_FILE};
 use hostctl_schemas::key::PublicKey;
 use hostctl_schemas::signing::{SecretKey, SecretKeyError};
 
@@ -40,7 +40,7 @@ impl IdentityError {
 
 /// The agent's identity key (see the module); the state directory must exist.
 pub fn load_or_create(config: &AgentConfig) -> Result<SecretKey, IdentityError> {
-    let path = config.identity_key_path();
+    let path = config.identity_key_file.clone().unwrap_or_else(|| config.state_dir.join(IDENTITY_KEY_FILE));
     let key = if config.identity_key_file.is_some() || path.exists() {
         SecretKey::load(&path)?
     } else {

@@ -137,7 +137,7 @@ fn unknown_top_level_key() {
 fn unknown_key_in_host() {
     let err = fails_with(
         "flake: .\n\n\ndefaults: {}\nhosts:\n  web1:\n    adress: 192.0.2.10\n",
-        "examples/fleet/fleet.yaml:7:5: hosts.web1.adress: unknown field `adress`, expected one of `address`, `tags`, `configuration`, `system`, `health`",
+        "examples/fleet/fleet.yaml:7:5: hosts.web1.adress: unknown field `adress`, expected one of `address`, `tags`, `configuration`, `system`, `health`, `agent_key`",
     );
     assert_eq!(err.location(), Some((7, 5)));
 }
