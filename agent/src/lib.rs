@@ -31,6 +31,7 @@ pub mod handles;
 pub mod health;
 pub mod host;
 pub mod http;
+pub mod identity;
 pub mod import;
 pub mod journal;
 pub mod metrics;

@@ -244,7 +244,7 @@ fn documented_routes(doc: &Value) -> BTreeMap<(String, String), Auth> {
     let mut routes = BTreeMap::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
-            if method == "parameters" {
+            if method == "parameters" || method == "servers" {
                 continue;
             }
             let security = op.get("security").unwrap_or(global);
@@ -297,9 +297,15 @@ impl Probe {
     }
 }
 
+/// The listener a path is documented on: `/metrics` on the plain `metrics_listen` (its
+/// own `servers`), everything else on the TLS API listener.
 async fn probe(agent: &TestAgent, method: Method, path: &str, signed: bool) -> Probe {
     let client = agent.client();
-    let mut request = client.http.request(method.clone(), format!("{}{path}", agent.base));
+    let mut request = if path.starts_with(hostctl_agent::http::METRICS_PATH) {
+        reqwest::Client::new().request(method.clone(), format!("{}{path}", agent.metrics_base))
+    } else {
+        client.http.request(method.clone(), format!("{}{path}", agent.base))
+    };
     if signed {
         for (name, value) in client.signed_headers(method.as_str(), path, b"") {
             request = request.header(name, value);
@@ -357,6 +363,9 @@ async fn every_documented_route_is_served_with_its_documented_auth_and_nothing_e
             assert_eq!(head.status, unsigned.status, "HEAD {path}");
         }
     }
+    // The API listener does not serve the metrics page.
+    let on_api = agent.client().http.get(format!("{}{}", agent.base, hostctl_agent::http::METRICS_PATH)).send().await;
+    assert_eq!(on_api.unwrap().status().as_u16(), 404, "GET /metrics on the TLS API listener");
     // Every other method on a documented path, and near-miss paths with every method,
     // reach no route.
     let mut near_misses: Vec<String> =

@@ -84,6 +84,10 @@ pub enum Command {
     /// Write one signed file with a host's closure and deployment, for a host without
     /// network (`hostctl-agent import FILE` on the host).
     Bundle(BundleArgs),
+    /// Pin hosts' agent identities in `known_agents` beside the fleet file: a TLS
+    /// handshake only (no request), the key shown printed, and recorded when none is
+    /// pinned yet or `--expect` names exactly the key shown.
+    Enroll(EnrollArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
     Completions(CompletionsArgs),
     /// Print the hostctl(1) man page (roff) on stdout.
@@ -139,6 +143,17 @@ pub struct StatusArgs {
     /// Only ask the agents: skip evaluating the flake (drift is `unknown`).
     #[arg(long)]
     pub no_drift: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EnrollArgs {
+    /// Hosts (names from the fleet file).
+    #[arg(value_name = "HOST", required = true)]
+    pub hosts: Vec<HostName>,
+    /// Record only if the agent shows exactly this key (`hostctl-agent identity` on the
+    /// host); also what replaces a pin that changed.
+    #[arg(long, value_name = "KEY")]
+    pub expect: Option<hostctl_schemas::key::PublicKey>,
 }
 
 #[derive(Debug, Args)]

@@ -21,7 +21,7 @@ use crate::rollback::RollbackOptions;
 use crate::rollback_target::Wanted;
 use crate::rollout::DEFAULT_PARALLEL;
 use crate::select::Selection;
-use crate::{apply, bundle, check, diff, eval_build, history, rollback, status, Output};
+use crate::{apply, bundle, check, diff, enroll, eval_build, history, rollback, status, Output};
 
 /// The Nix handle every command uses: `--builders`, `--show-trace`, `--nix-option`s.
 pub fn nix_handle(cli: &Cli) -> Result<Nix, Error> {
@@ -110,6 +110,15 @@ pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Box<dyn P
                 )
                 .await?,
             )
+        }
+        Command::Enroll(args) => {
+            let mut hosts = args.hosts.clone();
+            hosts.sort();
+            hosts.dedup();
+            for name in &hosts {
+                ctx.host(name)?;
+            }
+            Box::new(enroll::enroll(&hosts, args.expect.as_ref(), ctx).await?)
         }
         // Written by `main` before a fleet is loaded (`crate::docs`).
         Command::Completions(_) | Command::Man => Box::new(Report::<NoFields>::default()),

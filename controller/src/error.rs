@@ -74,6 +74,16 @@ pub enum Error {
     /// `apply --diff` was not confirmed: nothing was changed.
     #[error("not applied: {0}; nothing was changed")]
     Declined(String),
+    /// The `known_agents` file beside the fleet file has a bad line (file:line).
+    #[error(transparent)]
+    KnownAgents(#[from] hostctl_schemas::known_agents::KnownAgentsError),
+    /// `known_agents` could not be written (`hostctl enroll`).
+    #[error("cannot write {file}: {source}")]
+    WritePins {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// The commit fails a host's signature policy (`commits`), without `--allow-unsigned`.
     #[error("{0}")]
     CommitRefused(String),
@@ -125,6 +135,8 @@ impl Error {
             Error::Declined(_) => "declined",
             Error::CommitRefused(_) => "commit-refused",
             Error::CommitPolicy(_) => "commit-policy",
+            Error::KnownAgents(_) => "known-agents",
+            Error::WritePins { .. } => "write-pins",
         }
     }
 
@@ -145,8 +157,9 @@ impl Error {
             | Error::NixOption(_)
             | Error::Declined(_)
             | Error::CommitRefused(_)
-            | Error::CommitPolicy(_) => EXIT_BAD_INPUT,
-            Error::Nix(_) | Error::NixMissing { .. } | Error::Output(_) | Error::GitHistory(_) => EXIT_FAILED,
+            | Error::CommitPolicy(_)
+            | Error::KnownAgents(_) => EXIT_BAD_INPUT,
+            Error::Nix(_) | Error::NixMissing { .. } | Error::Output(_) | Error::GitHistory(_) | Error::WritePins { .. } => EXIT_FAILED,
         }
     }
 }

@@ -40,6 +40,14 @@ pub enum HostError {
     /// The agent answered, but not with what API v1 promises.
     #[error("{host}: {endpoint}: HTTP {status}: unexpected response: {problem}")]
     Protocol { host: String, endpoint: String, status: u16, problem: String },
+    /// The agent's TLS identity is not the one pinned for the host (or none is pinned):
+    /// the connection was closed after the handshake, nothing was sent.
+    #[error(
+        "{host}: the agent shows identity {seen}, {}; nothing was sent. Confirm the key on the host \
+         (`hostctl-agent identity`); if it is right, run: {fix}",
+        pinned.as_ref().map_or("none pinned (fleet.yaml `agent_key` or known_agents)".to_owned(), |p| format!("but {p} is pinned for this host"))
+    )]
+    Identity { host: String, pinned: Option<String>, seen: String, fix: String },
 }
 
 impl HostError {

@@ -16,6 +16,7 @@ mod deploy;
 mod deploy_report;
 mod diff;
 mod docs;
+mod enroll;
 mod error;
 mod eval_build;
 mod evalcache;

@@ -14,6 +14,7 @@ use crate::apply::ApplyReport;
 use crate::bundle::BundleFields;
 use crate::check::CheckExtra;
 use crate::diff::DiffFields;
+use crate::enroll::EnrollFields;
 use crate::eval_build::{BuildFields, EvalFields};
 use crate::history::HistoryFields;
 use crate::report::{NoFields, Report};
@@ -36,6 +37,7 @@ pub fn output_schemas() -> Vec<(&'static str, Value)> {
         ("diff", schema::<Report<DiffFields>>()),
         ("rollback", schema::<Report<RollbackFields>>()),
         ("history", schema::<Report<HistoryFields>>()),
+        ("enroll", schema::<Report<EnrollFields>>()),
         ("bundle", schema::<Report<BundleFields>>()),
         // Any command's output when the whole run failed before per-host results.
         ("error", schema::<crate::error::ErrorDocument>()),

@@ -16,6 +16,7 @@ pub mod ids;
 pub mod inventory;
 pub mod jsonschema;
 pub mod key;
+pub mod known_agents;
 pub mod perms;
 pub mod reference;
 pub mod signing;

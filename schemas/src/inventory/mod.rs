@@ -157,6 +157,12 @@ pub struct Host {
     /// This host's signature policy, replacing the fleet's `commits`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commits: Option<crate::commits::CommitPolicy>,
+    /// The agent's identity public key (`hostctl-agent identity`, or the NixOS module's
+    /// `identity.pub`), pinned: a connection to an agent showing any other key fails at
+    /// step `connect` and nothing is sent. Unset: the pin in `known_agents` beside this
+    /// file (`hostctl enroll`), else the host is refused until enrolled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_key: Option<crate::key::PublicKey>,
 }
 
 impl Host {
