@@ -56,7 +56,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use hostctl_nix::profile::Profile;
 use hostctl_nix::Nix;
 use hostctl_schemas::api::deployments::{
-    valid_id, ActivationOutcome, Deployment, DeploymentRequest, DeploymentState, EndReason,
+    valid_id, ActivationOutcome, Deployment, DeploymentRequest, DeploymentState, EndReason, Requester,
 };
 use hostctl_schemas::duration::Duration;
 use hostctl_schemas::ids::StorePath;
@@ -212,6 +212,15 @@ impl Deployer {
     /// the background. A repeated request with the same id and content returns the
     /// existing deployment (a controller retrying after a lost response).
     pub async fn create(self: &Arc<Self>, request: DeploymentRequest) -> Result<Deployment, DeployError> {
+        self.create_by(request, None).await
+    }
+
+    /// [`Deployer::create`], journaling who asked (`None`: the agent itself, pull mode).
+    pub async fn create_by(
+        self: &Arc<Self>,
+        request: DeploymentRequest,
+        by: Option<Requester>,
+    ) -> Result<Deployment, DeployError> {
         check_id(&request.id)?;
         health::refuse_http("health", &request.health).map_err(DeployError::invalid)?;
         if let Some(existing) = self.journal().get(&request.id) {
@@ -221,7 +230,8 @@ impl Deployer {
         }
         self.check_source(&request).await?;
         let (running, profile) = self.previous_systems()?;
-        let deployment = Deployment::queued(&request, running, unix_now());
+        let mut deployment = Deployment::queued(&request, running, unix_now());
+        deployment.requested_by = by;
         let mut record = Record::new(deployment, request.confirm_timeout);
         record.health = request.health;
         record.cache = request.cache;
@@ -431,7 +441,7 @@ impl Deployer {
         }
         self.transition(id, Transition::Check).map_err(Failure::journal)?;
         let output = self.journal().health_log_path(id);
-        health::run_checks(&checks, &output).await.map_err(|e| Failure::new(EndReason::HealthCheckFailed, e))
+        health::run_checks(&checks, &output).await.map_err(Failure::health)
     }
 
     /// Confirmed at once, or `awaiting-confirmation` until the returned deadline.
@@ -450,7 +460,7 @@ impl Deployer {
             Ok(note) => note,
             Err(e) => Some(e),
         };
-        let Failure { reason, message } = failure;
+        let Failure { reason, message, .. } = failure;
         let error = match note {
             Some(note) => format!("{message}; {note}"),
             None => message,

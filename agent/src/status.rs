@@ -37,6 +37,11 @@ pub fn snapshot(app: &Handles) -> Result<StatusResponse, String> {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         pull: app.pull.as_ref().map(|p| p.status(&records)),
         damaged_records: damaged_records(app),
+        last_deployment: records
+            .iter()
+            .rev()
+            .find(|r| !r.is_open())
+            .map(|r| hostctl_schemas::api::status::LastDeployment::of(&r.deployment)),
     })
 }
 

@@ -356,7 +356,7 @@ impl<H: Host> Waiting<'_, H> {
         if !self.gate.ran {
             self.gate = health::run(self.host, self.checks).await;
             if self.gate.failure.is_some() {
-                health::reject(self.host).await;
+                health::reject(self.host, &self.gate).await;
                 return Ok(None);
             }
         }

@@ -178,6 +178,11 @@ async fn failing_health_check_rolls_back_without_confirming() {
     let rollbacks = host.rollbacks.lock().unwrap().clone();
     assert_eq!(rollbacks.len(), 1);
     assert_eq!(rollbacks[0].to, RollbackTarget::Previous(Previous::Previous));
+    let failure = rollbacks[0].health_failure.clone().expect("the rollback names the failed check");
+    assert_eq!(
+        (failure.check.as_str(), failure.error.as_str()),
+        ("GET http://web1/healthz", "cannot connect: refused (2 attempts)")
+    );
     assert_eq!(host.deploys.lock().unwrap()[0].health, [command], "command checks go to the agent");
 }
 

@@ -25,6 +25,7 @@ mod metrics;
 pub mod nonce;
 mod paths_import;
 mod paths_missing;
+pub mod peer;
 mod rollback;
 pub mod server;
 pub mod state;

@@ -7,6 +7,7 @@
 //! complete).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
@@ -17,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::connections::Admission;
 use super::linger::Lingering;
+use super::peer::Peer;
 use super::state::AppState;
 
 /// How long a connection has to send a request's headers, counted from when the agent
@@ -65,7 +67,7 @@ pub async fn serve(
         };
         notice_dead_peers(&stream);
         let io = TokioIo::new(Lingering::new(stream));
-        let connection = graceful.watch(http.serve_connection(io, service(&router)));
+        let connection = graceful.watch(http.serve_connection(io, service(&router, peer)));
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -78,9 +80,22 @@ pub async fn serve(
     Ok(())
 }
 
-/// The router as a hyper service for one connection.
-fn service(router: &Router) -> TowerToHyperService<Router> {
-    TowerToHyperService::new(router.clone())
+/// The router as a hyper service for one connection from `peer`, which each request
+/// carries as a [`Peer`] extension.
+fn service(
+    router: &Router,
+    peer: SocketAddr,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send,
+> + Clone {
+    let inner = TowerToHyperService::new(router.clone());
+    hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(Peer(peer));
+        hyper::service::Service::call(&inner, request)
+    })
 }
 
 /// Waits before the next `accept` unless the error concerned only the connection being

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::deployments::{Deployment, DeploymentState, EndReason, HealthFailure, Requester};
 use crate::ids::LockId;
 
 /// Path of this endpoint.
@@ -50,6 +51,38 @@ pub struct StatusResponse {
     /// loaded again) so the agent could go on. Empty when the journal was whole.
     #[serde(default)]
     pub damaged_records: Vec<DamagedRecord>,
+    /// The newest deployment that ended (any result), in short: `null` before the first
+    /// one and from older agents.
+    #[serde(default)]
+    pub last_deployment: Option<LastDeployment>,
+}
+
+/// How the newest ended deployment went, and who asked for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct LastDeployment {
+    pub id: String,
+    pub state: DeploymentState,
+    /// Unix time it ended.
+    pub finished: Option<u64>,
+    pub end_reason: Option<EndReason>,
+    /// The first line of its error.
+    pub error: Option<String>,
+    pub health_failure: Option<HealthFailure>,
+    pub requested_by: Option<Requester>,
+}
+
+impl LastDeployment {
+    pub fn of(d: &Deployment) -> Self {
+        Self {
+            id: d.id.clone(),
+            state: d.state,
+            finished: d.finished,
+            end_reason: d.end_reason,
+            error: d.error.as_deref().and_then(|e| e.lines().next()).map(str::to_owned),
+            health_failure: d.health_failure.clone(),
+            requested_by: d.requested_by.clone(),
+        }
+    }
 }
 
 /// A journal record moved aside at start because it could not be read.
@@ -84,6 +117,7 @@ impl StatusResponse {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pull: None,
             damaged_records: Vec::new(),
+            last_deployment: None,
         }
     }
 }
