@@ -42,6 +42,7 @@ pub fn snapshot(app: &Handles) -> Result<StatusResponse, String> {
             .rev()
             .find(|r| !r.is_open())
             .map(|r| hostctl_schemas::api::status::LastDeployment::of(&r.deployment)),
+        store_free_bytes: crate::host::StoreFs::from_store_url(app.config.store.as_deref()).store_free_bytes(),
     })
 }
 

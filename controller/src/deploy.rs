@@ -167,7 +167,7 @@ pub async fn deploy_host<H: Host, S: crate::push::LocalStore>(
             }
             Err(e) => Err(PushError::Local(e)),
         },
-        None => push_closure(host, store, toplevel).await,
+        None => push_closure(host, store, toplevel, status.store_free_bytes).await,
     };
     let mut outcome = match pushed {
         Ok(pushed) => Outcome { pushed, ..Outcome::new(HostResult::Activated) },

@@ -13,6 +13,7 @@ mod commands;
 mod context;
 mod deploy;
 mod deploy_report;
+mod deployed_roots;
 mod diff;
 mod docs;
 mod error;

@@ -195,6 +195,7 @@ fn entry(
     let mut body = s.pull.as_ref().map(|p| pull_lines(p, unix_now())).unwrap_or_default();
     body.push_str(&damaged_lines(&s.damaged_records));
     body.push_str(&last_deployment_line(s.last_deployment.as_ref()));
+    body.push_str(&version_warning(&s.version));
     let fields = ReachableFields {
         agent_version: s.version,
         booted_system: s.booted_system,
@@ -242,6 +243,17 @@ fn not_answered(e: &HostError, expected_lock: Option<String>, expected: Option<S
     entry.error = Some(e.to_string());
     entry.summary = Some(if refused { "refused" } else { "unreachable" }.into());
     entry
+}
+
+/// A warning line when the agent is another version than this controller: after an
+/// upgrade of the fleet's hostctl the agents follow only once each has restarted into
+/// the new binary (docs/DESIGN.md, "Agent upgrades").
+fn version_warning(agent: &str) -> String {
+    let ours = env!("CARGO_PKG_VERSION");
+    if agent == ours {
+        return String::new();
+    }
+    format!("warning: the agent is hostctl-agent {agent}, this hostctl is {ours}\n")
 }
 
 /// `last deployment ID: rolled-back (health-check-failed) by KEY from ADDR`, and its
@@ -389,7 +401,11 @@ mod tests {
         assert_eq!(v["last_deployment"]["health_failure"]["check"], "GET http://web1/");
         assert_eq!(v["last_deployment"]["requested_by"]["key"], "fleet-1");
         s.last_deployment = Some(LastDeployment { state: DeploymentState::Confirmed, ..last });
-        assert_eq!(entry(None, None, &name, Ok(s)).body, None, "a confirmed one needs no line");
+        assert_eq!(entry(None, None, &name, Ok(s.clone())).body, None, "a confirmed one needs no line");
+        s.version = "0.0.9".into();
+        let body = entry(None, None, &name, Ok(s)).body.unwrap();
+        let ours = env!("CARGO_PKG_VERSION");
+        assert_eq!(body, format!("warning: the agent is hostctl-agent 0.0.9, this hostctl is {ours}\n"));
     }
 
     fn status_response() -> StatusResponse {
@@ -399,7 +415,7 @@ mod tests {
             rev: Some("1a2b3c4d5e6f7a8b9c0d".into()),
             lock: Some("0123456789abcdef".into()),
             deployment: Some("web1-1-00000000".into()),
-            version: "0.1.0".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
             ..StatusResponse::idle("web1")
         }
     }

@@ -75,8 +75,8 @@ fn an_http_check_rollback_keeps_its_cause_and_deployments_name_who_asked() {
 
     let human = live.hostctl(&["history", "web1"]);
     human.expect_code(0);
-    let line = format!("  error: health check `GET {url}` failed: HTTP 404 (2 attempts); ");
-    assert!(human.stdout.lines().any(|l| l.starts_with(&line)), "{}", human.stdout);
+    let line = format!("error: health check `GET {url}` failed: HTTP 404 (2 attempts); ");
+    assert!(human.stdout.lines().any(|l| l.trim_start().starts_with(&line)), "{}", human.stdout);
     assert!(human.stdout.contains(&format!("{KEY}@{controller}")), "{}", human.stdout);
 
     let status = live.hostctl(&["--json", "status", "--no-drift"]);
@@ -88,7 +88,7 @@ fn an_http_check_rollback_keeps_its_cause_and_deployments_name_who_asked() {
     human.expect_code(0);
     let said = format!("rolled-back (health-check-failed) by {KEY} from {controller}");
     assert!(human.stdout.contains(&said), "{}", human.stdout);
-    assert!(human.stdout.contains(&line), "{}", human.stdout);
+    assert!(human.stdout.lines().any(|l| l.trim_start().starts_with(&line)), "{}", human.stdout);
     let info = metric_line(&live, "web1", "hostctl_last_deployment_info");
     assert!(info.contains("result=\"rolled-back\"") && info.contains("end_reason=\"health-check-failed\""), "{info}");
 }

@@ -1,4 +1,6 @@
-//! Fault suite (issue 9), storage faults: a host's store that fills up during an import,
+//! Fault suite (issue 9), storage faults: a closure refused before the push because it
+//! cannot fit in the host's free store space, a host's store that fills up during an import
+//! anyway (many small files: more pages than NAR bytes),
 //! an agent `state_dir` that is full when a deployment must be journaled, and journal
 //! records damaged on disk. Real agents on simulated hosts, real Nix, real tmpfs mounts
 //! (`hostctl_tests::tmpfs`); after each fault the invariants of
@@ -55,6 +57,30 @@ fn add_ballast(live: &LiveFleet, bytes: u64) {
     live.fleet.commit(&format!("web1: {bytes} bytes of ballast"));
 }
 
+/// Makes web1's system carry `count` one-byte files built by Nix, referenced from its
+/// motd; commits. Their NAR is small (a few hundred bytes each) but each takes a whole
+/// page of a tmpfs: a closure that passes `apply`'s free-space check and still fills
+/// the store.
+fn add_small_files(live: &LiveFleet, count: u64) {
+    let script = format!("/bin/mkdir $out; i=0; while [ $i -lt {count} ]; do echo > $out/$i; i=$((i+1)); done");
+    let host_file = format!(
+        r#"{{
+  system = "x86_64-linux";
+  roles = [ "nginx" ];
+  motd = "web1 with files ${{builtins.derivation {{
+    name = "files-{count}";
+    system = "x86_64-linux";
+    builder = "/bin/sh";
+    args = [ "-c" {script} ];
+  }}}}";
+}}
+"#,
+        script = serde_json::Value::String(script),
+    );
+    live.fleet.write("hosts/web1.nix", &host_file);
+    live.fleet.commit(&format!("web1: {count} small files"));
+}
+
 /// The agent's journal directory for a `state_dir`.
 fn journal_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("deployments")
@@ -82,8 +108,9 @@ fn store_filling_up_during_import_fails_the_host_cleanly_and_apply_works_once_th
     host.restart_agent();
     let old = apply_ok(&live);
 
-    // 6 MB of random bytes cannot fit in a 4 MiB store.
-    add_ballast(&live, 6_000_000);
+    // 1500 files of a page each cannot fit in a 4 MiB store, though their NAR (what the
+    // free-space check before the push counts) is far smaller than the free space.
+    add_small_files(&live, 1500);
     let run = live.hostctl(&["--json", "apply"]);
     run.expect_code(1);
     let v = run.json();
@@ -109,6 +136,40 @@ fn store_filling_up_during_import_fails_the_host_cleanly_and_apply_works_once_th
     store.resize("64m");
     assert_eq!(apply_ok(&live), new);
     invariants::check(&live, HOST, &old, &new).expect(Running::New, "applied once there was room");
+}
+
+#[test]
+fn a_closure_larger_than_the_free_store_space_is_refused_before_the_push() {
+    let store = Tmpfs::mount("4m", "0755");
+    let mut live = LiveFleet::start(&[HOST]);
+    let host = live.host_mut(HOST);
+    host.stop_agent();
+    store.hold_nix_of(host);
+    host.restart_agent();
+    let old = apply_ok(&live);
+    let free = live.agent_status(HOST)["store_free_bytes"].as_u64().expect("the agent reports its free space");
+    assert!(free > 0 && free <= 4 * 1024 * 1024, "the tmpfs's free space: {free}");
+
+    // 6 MB of random bytes cannot fit in a 4 MiB store: refused with both numbers.
+    add_ballast(&live, 6_000_000);
+    let run = live.hostctl(&["--json", "apply"]);
+    run.expect_code(1);
+    let v = run.json();
+    let entry = &v["hosts"][HOST];
+    assert_eq!((entry["result"].as_str(), entry["step"].as_str()), (Some("failed"), Some("push")), "{entry}");
+    let error = entry["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with(&format!("{HOST}: not enough space for the closure: ")), "{error}");
+    let nar: u64 = error.split(" bytes of NAR").next().unwrap().rsplit('(').next().unwrap().parse().unwrap();
+    assert!(nar >= 6_000_000, "the closure's NAR size: {error}");
+    let said_free: u64 = error.split(" bytes); nothing was sent").next().unwrap().rsplit('(').next().unwrap().parse().unwrap();
+    assert!(said_free < nar && said_free.abs_diff(store.available()) < 64 * PAGE, "the host's free space: {error}");
+    assert!(!error.contains("No space left"), "refused before anything was sent: {error}");
+    let new = toplevel(&v);
+    invariants::check(&live, HOST, &old, &new).expect(Running::Old, "a refused push changes nothing");
+    assert_eq!(live.deployments(HOST).len(), 1, "no deployment was started");
+
+    store.resize("64m");
+    assert_eq!(apply_ok(&live), new, "fits once the volume grew");
 }
 
 /// Restarts web1's agent with its `state_dir` at `state_dir`.

@@ -55,6 +55,11 @@ pub struct StatusResponse {
     /// one and from older agents.
     #[serde(default)]
     pub last_deployment: Option<LastDeployment>,
+    /// Bytes free (for unprivileged writers: `statvfs` available blocks) on the file
+    /// system holding the host's Nix store: `apply` refuses to push a closure whose NAR
+    /// size exceeds it. `null` when it cannot be read, and from older agents.
+    #[serde(default)]
+    pub store_free_bytes: Option<u64>,
 }
 
 /// How the newest ended deployment went, and who asked for it.
@@ -118,6 +123,7 @@ impl StatusResponse {
             pull: None,
             damaged_records: Vec::new(),
             last_deployment: None,
+            store_free_bytes: None,
         }
     }
 }
