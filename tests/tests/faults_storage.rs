@@ -97,15 +97,21 @@ fn files_with(dir: &Path, part: &str) -> Vec<String> {
     names
 }
 
-#[test]
-fn store_filling_up_during_import_fails_the_host_cleanly_and_apply_works_once_there_is_room() {
-    // Declared first, dropped last: unmounted once the host's processes are gone.
-    let store = Tmpfs::mount("4m", "0755");
+/// web1 with its `/nix` on `store`.
+fn on_store(store: &Tmpfs) -> LiveFleet {
     let mut live = LiveFleet::start(&[HOST]);
     let host = live.host_mut(HOST);
     host.stop_agent();
     store.hold_nix_of(host);
     host.restart_agent();
+    live
+}
+
+#[test]
+fn store_filling_up_during_import_fails_the_host_cleanly_and_apply_works_once_there_is_room() {
+    // Declared first, dropped last: unmounted once the host's processes are gone.
+    let store = Tmpfs::mount("4m", "0755");
+    let live = on_store(&store);
     let old = apply_ok(&live);
 
     // 1500 files of a page each cannot fit in a 4 MiB store, though their NAR (what the
@@ -141,13 +147,10 @@ fn store_filling_up_during_import_fails_the_host_cleanly_and_apply_works_once_th
 #[test]
 fn a_closure_larger_than_the_free_store_space_is_refused_before_the_push() {
     let store = Tmpfs::mount("4m", "0755");
-    let mut live = LiveFleet::start(&[HOST]);
-    let host = live.host_mut(HOST);
-    host.stop_agent();
-    store.hold_nix_of(host);
-    host.restart_agent();
+    let live = on_store(&store);
     let old = apply_ok(&live);
-    let free = live.agent_status(HOST)["store_free_bytes"].as_u64().expect("the agent reports its free space");
+    let status = live.agent_status(HOST);
+    let free = status["store_free_bytes"].as_u64().unwrap_or_else(|| panic!("no free space reported: {status}"));
     assert!(free > 0 && free <= 4 * 1024 * 1024, "the tmpfs's free space: {free}");
 
     // 6 MB of random bytes cannot fit in a 4 MiB store: refused with both numbers.

@@ -63,7 +63,9 @@ fn imported_paths_are_rooted_until_a_deployment_ends_or_the_agent_restarts() {
     let c = build_changed(&live, "web1 C");
     live.import_closure("web1", &c);
     assert_eq!(roots(&live).len(), 1);
-    live.host_mut("web1").restart_agent();
+    let host = live.host_mut("web1");
+    host.stop_agent();
+    host.restart_agent();
     assert!(roots(&live).is_empty(), "an agent start releases abandoned imports: {:?}", roots(&live));
     collect_garbage(&live);
     assert!(!live.host("web1").is_valid(&c), "{c} was collected once nothing held it");
