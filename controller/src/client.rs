@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hostctl_schemas::api::deployments::{self, Deployment, DeploymentRequest};
 use hostctl_schemas::api::generations::{self, GenerationsResponse};
 use hostctl_schemas::api::paths::{self, ImportResponse, MissingRequest, MissingResponse};
+use hostctl_schemas::api::logs::{self, LogChunk};
 use hostctl_schemas::api::rollback::{self, RollbackRequest};
 use hostctl_schemas::api::status::{self, StatusResponse};
 use hostctl_schemas::api::ApiError;
@@ -437,5 +438,13 @@ mod tests {
             message: "a deployment is already running".into(),
         };
         assert_eq!(err.to_string(), "web1: POST /v1/deployments: HTTP 409 (conflict): a deployment is already running");
+    }
+}
+
+/// `hostctl logs`: the agent's log endpoint (not part of [`Host`]: only `logs` reads it).
+impl HttpHost {
+    /// A piece of deployment `id`'s activation log from byte `offset`.
+    pub async fn deployment_log(&self, id: &str, offset: u64) -> Result<LogChunk, HostError> {
+        self.call(&self.client, Method::GET, &logs::path_of(id, offset), None).await
     }
 }

@@ -90,6 +90,17 @@ pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Box<dyn P
             ctx.signing_key()?;
             Box::new(rollback::rollback(RollbackOptions { hosts, wanted }, ctx, nix, out).await?)
         }
+        Command::Logs(args) => {
+            ctx.host(&args.host)?;
+            ctx.signing_key()?;
+            let opts = crate::logs::LogsOptions {
+                host: args.host.clone(),
+                deployment: args.deployment.clone(),
+                follow: args.follow,
+                json: cli.json,
+            };
+            Box::new(crate::logs::logs(&opts, ctx).await?)
+        }
         // Written by `main` before a fleet is loaded (`crate::docs`).
         Command::Completions(_) | Command::Man => Box::new(Report::<NoFields>::default()),
     })

@@ -25,6 +25,7 @@ mod health;
 mod history;
 mod host;
 mod incremental;
+mod logs;
 #[cfg(test)]
 mod output_schemas;
 mod pieces;

@@ -16,6 +16,7 @@ use crate::check::CheckExtra;
 use crate::diff::DiffFields;
 use crate::eval_build::{BuildFields, EvalFields};
 use crate::history::HistoryFields;
+use crate::logs::LogsFields;
 use crate::report::{NoFields, Report};
 use crate::rollback::RollbackFields;
 use crate::status::StatusFields;
@@ -37,6 +38,7 @@ pub fn output_schemas() -> Vec<(&'static str, Value)> {
         ("rollback", schema::<Report<RollbackFields>>()),
         ("history", schema::<Report<HistoryFields>>()),
         ("bundle", schema::<Report<BundleFields>>()),
+        ("logs", schema::<Report<LogsFields>>()),
     ]
 }
 

@@ -20,7 +20,7 @@ use super::peer::{requester, Peer};
 use super::state::AppState;
 
 /// A deployment id from the URL, checked like the one in a request body.
-fn deployment_id(id: Result<Path<String>, PathRejection>) -> Result<String, ApiFailure> {
+pub(super) fn deployment_id(id: Result<Path<String>, PathRejection>) -> Result<String, ApiFailure> {
     let Path(id) = id.map_err(|e| ApiFailure::bad_request(e.body_text()))?;
     if valid_id(&id) {
         Ok(id)
