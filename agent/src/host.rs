@@ -49,7 +49,7 @@ impl StoreFs {
     /// Bytes an unprivileged writer may still use on the store's file system, if readable.
     pub fn store_free_bytes(&self) -> Option<u64> {
         let fs = nix::sys::statvfs::statvfs(&self.store_dir()).ok()?;
-        Some(u64::from(fs.blocks_available()).saturating_mul(u64::from(fs.fragment_size())))
+        Some(fs.blocks_available().saturating_mul(fs.fragment_size()))
     }
 
     /// The file system path of `path`.

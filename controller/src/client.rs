@@ -284,6 +284,14 @@ fn head(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).chars().take(300).collect::<String>().trim().to_owned()
 }
 
+/// `hostctl logs`: the agent's log endpoint (not part of [`Host`]: only `logs` reads it).
+impl HttpHost {
+    /// A piece of deployment `id`'s activation log from byte `offset`.
+    pub async fn deployment_log(&self, id: &str, offset: u64) -> Result<LogChunk, HostError> {
+        self.call(&self.client, Method::GET, &logs::path_of(id, offset), None).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,13 +446,5 @@ mod tests {
             message: "a deployment is already running".into(),
         };
         assert_eq!(err.to_string(), "web1: POST /v1/deployments: HTTP 409 (conflict): a deployment is already running");
-    }
-}
-
-/// `hostctl logs`: the agent's log endpoint (not part of [`Host`]: only `logs` reads it).
-impl HttpHost {
-    /// A piece of deployment `id`'s activation log from byte `offset`.
-    pub async fn deployment_log(&self, id: &str, offset: u64) -> Result<LogChunk, HostError> {
-        self.call(&self.client, Method::GET, &logs::path_of(id, offset), None).await
     }
 }
