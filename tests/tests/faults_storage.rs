@@ -37,48 +37,38 @@ fn apply_ok(live: &LiveFleet) -> String {
     toplevel(&v)
 }
 
-/// Makes web1's system carry `bytes` random (incompressible) bytes built by Nix, referenced
-/// from its motd; commits.
-fn add_ballast(live: &LiveFleet, bytes: u64) {
+/// Makes web1's system carry the output of a derivation `name` built by `/bin/sh -c
+/// script`, referenced from its motd; commits.
+fn add_built(live: &LiveFleet, name: &str, script: &str) {
     let host_file = format!(
         r#"{{
   system = "x86_64-linux";
   roles = [ "nginx" ];
-  motd = "web1 with ballast ${{builtins.derivation {{
-    name = "ballast-{bytes}";
-    system = "x86_64-linux";
-    builder = "/bin/sh";
-    args = [ "-c" "/bin/head -c {bytes} /dev/urandom > $out" ];
-  }}}}";
-}}
-"#
-    );
-    live.fleet.write("hosts/web1.nix", &host_file);
-    live.fleet.commit(&format!("web1: {bytes} bytes of ballast"));
-}
-
-/// Makes web1's system carry `count` one-byte files built by Nix, referenced from its
-/// motd; commits. Their NAR is small (a few hundred bytes each) but each takes a whole
-/// page of a tmpfs: a closure that passes `apply`'s free-space check and still fills
-/// the store.
-fn add_small_files(live: &LiveFleet, count: u64) {
-    let script = format!("/bin/mkdir $out; i=0; while [ $i -lt {count} ]; do echo > $out/$i; i=$((i+1)); done");
-    let host_file = format!(
-        r#"{{
-  system = "x86_64-linux";
-  roles = [ "nginx" ];
-  motd = "web1 with files ${{builtins.derivation {{
-    name = "files-{count}";
+  motd = "web1 with {name} ${{builtins.derivation {{
+    name = "{name}";
     system = "x86_64-linux";
     builder = "/bin/sh";
     args = [ "-c" {script} ];
   }}}}";
 }}
 "#,
-        script = serde_json::Value::String(script),
+        script = serde_json::Value::String(script.to_owned()),
     );
     live.fleet.write("hosts/web1.nix", &host_file);
-    live.fleet.commit(&format!("web1: {count} small files"));
+    live.fleet.commit(&format!("web1: {name}"));
+}
+
+/// `bytes` random (incompressible) bytes.
+fn add_ballast(live: &LiveFleet, bytes: u64) {
+    add_built(live, &format!("ballast-{bytes}"), &format!("/bin/head -c {bytes} /dev/urandom > $out"));
+}
+
+/// `count` one-byte files. Their NAR is small (a few hundred bytes each) but each takes
+/// a whole page of a tmpfs: a closure that passes `apply`'s free-space check and still
+/// fills the store.
+fn add_small_files(live: &LiveFleet, count: u64) {
+    let script = format!("/bin/mkdir $out; i=0; while [ $i -lt {count} ]; do echo > $out/$i; i=$((i+1)); done");
+    add_built(live, &format!("files-{count}"), &script);
 }
 
 /// The agent's journal directory for a `state_dir`.
