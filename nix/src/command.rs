@@ -502,6 +502,10 @@ mod tests {
         assert_eq!(NixCommand::import().argv(), ["nix-store", "--import"]);
         assert_eq!(NixCommand::delete(std::slice::from_ref(&p)).argv(), ["nix-store", "--delete", DRV]);
         assert_eq!(NixCommand::add_to_store(std::path::Path::new("/tmp/x")).argv(), ["nix-store", "--add", "/tmp/x"]);
+        assert_eq!(
+            NixCommand::add_root(std::path::Path::new("/var/lib/a/root"), &p).argv(),
+            ["nix-store", "--add-root", "/var/lib/a/root", "--indirect", "--realise", DRV]
+        );
         let profile = Profile::new(std::path::Path::new("/nix/var/nix/profiles/system")).unwrap();
         assert_eq!(
             NixCommand::set_profile(&profile, &p).argv(),
