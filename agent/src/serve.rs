@@ -18,6 +18,7 @@ use crate::activation::ServiceManager;
 use crate::deploy::{Deployer, DeployerOptions};
 use crate::handles::Handles;
 use crate::host::StoreFs;
+use crate::import_roots::ImportRoots;
 use crate::http::auth::Authenticator;
 use crate::http::connections::Admission;
 use crate::http::server;
@@ -169,8 +170,14 @@ impl Agent {
         };
         let deployer = Arc::new(Deployer::new(journal, Arc::clone(&nix), profile, store_fs, services, options));
         let tmp = config.state_dir.join("tmp");
+        let roots_dir = config.state_dir.join("gcroots/imports");
+        let roots = ImportRoots::open(&roots_dir, Arc::clone(&nix))
+            .map_err(|source| ServeError::Dir { dir: roots_dir.display().to_string(), source })?;
+        let roots = Arc::new(roots);
+        roots.release_when_deployments_end(deployer.events());
         let importer = Importer::new(Arc::clone(&nix), tmp.clone())
-            .map_err(|source| ServeError::Dir { dir: tmp.display().to_string(), source })?;
+            .map_err(|source| ServeError::Dir { dir: tmp.display().to_string(), source })?
+            .with_roots(roots);
         let auth = Arc::new(Authenticator::new(config.hostname.clone(), identity.key, config.trusted_keys.clone()));
         let pull = crate::pull::Puller::from_config(&config, Arc::clone(&deployer)).map_err(ServeError::Config)?;
         let agent = Handles { config: Arc::new(config), nix, deployer, importer: Arc::new(importer), pull };

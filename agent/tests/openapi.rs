@@ -18,7 +18,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use hostctl_schemas::api::{bundles, deployments, generations, headers, hooks, paths, rollback, status, ApiError};
+use hostctl_schemas::api::{bundles, deployments, generations, headers, hooks, logs, paths, rollback, status, ApiError};
 use reqwest::Method;
 use schemars::generate::{Contract, SchemaGenerator, SchemaSettings};
 use schemars::Schema;
@@ -78,6 +78,7 @@ fn generated_schemas() -> Map<String, Value> {
     responses.subschema_for::<paths::MissingResponse>();
     responses.subschema_for::<paths::ImportResponse>();
     responses.subschema_for::<deployments::Deployment>();
+    responses.subschema_for::<logs::LogChunk>();
     responses.subschema_for::<rollback::RollbackResponse>();
     responses.subschema_for::<generations::GenerationsResponse>();
     responses.subschema_for::<hooks::HookResponse>();
@@ -163,13 +164,14 @@ fn every_reference_in_the_document_resolves() {
 
 /// What each handler reads and answers (from `agent/src`): method, path, request body
 /// schema, success status and response schema.
-const BODIES: [(&str, &str, Option<&str>, &str, &str); 11] = [
+const BODIES: [(&str, &str, Option<&str>, &str, &str); 12] = [
     ("get", status::PATH, None, "200", "StatusResponse"),
     ("post", paths::MISSING_PATH, Some("MissingRequest"), "200", "MissingResponse"),
     ("post", paths::IMPORT_PATH, None, "200", "ImportResponse"),
     ("post", deployments::PATH, Some("DeploymentRequest"), "202", "Deployment"),
     ("get", "/v1/deployments/{id}", None, "200", "Deployment"),
     ("post", "/v1/deployments/{id}/confirm", None, "200", "Deployment"),
+    ("get", logs::ROUTE, None, "200", "LogChunk"),
     ("post", rollback::PATH, Some("RollbackRequest"), "202", "Deployment"),
     ("get", generations::PATH, None, "200", "GenerationsResponse"),
     ("post", hooks::PATH, None, "202", "HookResponse"),
@@ -266,6 +268,7 @@ fn the_documented_paths_are_the_apis_path_constants() {
         deployments::PATH.to_owned(),
         deployments::path_of("{id}"),
         deployments::confirm_path_of("{id}"),
+        logs::ROUTE.to_owned(),
         rollback::PATH.to_owned(),
         generations::PATH.to_owned(),
         hooks::PATH.to_owned(),

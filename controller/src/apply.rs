@@ -151,6 +151,9 @@ pub async fn apply(
     } else {
         let results = roll_out(targets, store, Arc::new(settings), policy, failed_before).await;
         for (name, (batch, outcome)) in results {
+            if matches!(outcome.result, HostResult::Activated | HostResult::Unchanged) {
+                keep_deployed(ctx, &nix, &built, &name, out).await;
+            }
             let entry = outcome_entry(ctx, toplevel_of(&built, &name), Some(batch), &outcome);
             report.hosts.insert(name.to_string(), entry);
         }
@@ -164,6 +167,14 @@ pub async fn apply(
         }
     }
     Ok(report)
+}
+
+/// Keeps what `name` now runs in this machine's store (`deployed_roots.rs`).
+async fn keep_deployed(ctx: &FleetContext, nix: &Nix, built: &Built, name: &HostName, out: &mut Output) {
+    let Some(toplevel) = built.get(name).and_then(|b| b.as_ref().ok()).map(|t| &t.out_path) else { return };
+    if let Err(e) = crate::deployed_roots::keep(nix, &ctx.fleet_file, name, toplevel).await {
+        out.warn(&format!("{name}: {e}"));
+    }
 }
 
 /// `apply --diff`: every built host's diff on stderr, then, unless `yes`, a question on

@@ -88,6 +88,9 @@ pub enum Command {
     /// handshake only (no request), the key shown printed, and recorded when none is
     /// pinned yet or `--expect` names exactly the key shown.
     Enroll(EnrollArgs),
+    /// Print a deployment's whole activation log from its agent (the newest deployment's
+    /// unless one is named); `--follow` until the deployment ends.
+    Logs(LogsArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
     Completions(CompletionsArgs),
     /// Print the hostctl(1) man page (roff) on stdout.
@@ -162,6 +165,28 @@ pub struct HistoryArgs {
     /// (`web1,web2`); as `--on`, each must match a host.
     #[arg(required = true, value_name = "HOST")]
     pub hosts: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The host (a name from the fleet file).
+    #[arg(value_name = "HOST")]
+    pub host: HostName,
+    /// The deployment (an id from `hostctl history HOST`); default: the newest.
+    #[arg(value_name = "DEPLOYMENT", value_parser = deployment_id)]
+    pub deployment: Option<String>,
+    /// Keep reading until the deployment has ended.
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+/// A deployment id as the agent accepts it.
+fn deployment_id(id: &str) -> Result<String, String> {
+    if hostctl_schemas::api::deployments::valid_id(id) {
+        Ok(id.to_owned())
+    } else {
+        Err(format!("`{id}` is not a deployment id ([A-Za-z0-9._-], 1 to 128 characters)"))
+    }
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hostctl_schemas::api::deployments::{self, Deployment, DeploymentRequest};
 use hostctl_schemas::api::generations::{self, GenerationsResponse};
 use hostctl_schemas::api::paths::{self, ImportResponse, MissingRequest, MissingResponse};
+use hostctl_schemas::api::logs::{self, LogChunk};
 use hostctl_schemas::api::rollback::{self, RollbackRequest};
 use hostctl_schemas::api::status::{self, StatusResponse};
 use hostctl_schemas::api::ApiError;
@@ -337,6 +338,14 @@ pub(crate) fn root_cause(e: &dyn std::error::Error) -> String {
 /// The start of a body, for messages about unexpected answers.
 fn head(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).chars().take(300).collect::<String>().trim().to_owned()
+}
+
+/// `hostctl logs`: the agent's log endpoint (not part of [`Host`]: only `logs` reads it).
+impl HttpHost {
+    /// A piece of deployment `id`'s activation log from byte `offset`.
+    pub async fn deployment_log(&self, id: &str, offset: u64) -> Result<LogChunk, HostError> {
+        self.call(&self.client, Method::GET, &logs::path_of(id, offset), None).await
+    }
 }
 
 #[cfg(test)]

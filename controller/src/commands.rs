@@ -120,6 +120,17 @@ pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Box<dyn P
             }
             Box::new(enroll::enroll(&hosts, args.expect.as_ref(), ctx).await?)
         }
+        Command::Logs(args) => {
+            ctx.host(&args.host)?;
+            ctx.signing_key()?;
+            let opts = crate::logs::LogsOptions {
+                host: args.host.clone(),
+                deployment: args.deployment.clone(),
+                follow: args.follow,
+                json: cli.json,
+            };
+            Box::new(crate::logs::logs(&opts, ctx).await?)
+        }
         // Written by `main` before a fleet is loaded (`crate::docs`).
         Command::Completions(_) | Command::Man => Box::new(Report::<NoFields>::default()),
     })

@@ -170,7 +170,7 @@ pub async fn deploy_host<H: Host, S: crate::push::LocalStore>(
             }
             Err(e) => Err(PushError::Local(e)),
         },
-        None => push_closure(host, store, toplevel).await,
+        None => push_closure(host, store, toplevel, status.store_free_bytes).await,
     };
     let mut outcome = match pushed {
         Ok(pushed) => Outcome { pushed, ..Outcome::new(HostResult::Activated) },
@@ -360,7 +360,7 @@ impl<H: Host> Waiting<'_, H> {
         if !self.gate.ran {
             self.gate = health::run(self.host, self.checks).await;
             if self.gate.failure.is_some() {
-                health::reject(self.host).await;
+                health::reject(self.host, &self.gate).await;
                 return Ok(None);
             }
         }

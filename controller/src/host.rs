@@ -148,6 +148,8 @@ pub mod fake {
         pub rollback_not_found: bool,
         /// The toplevel a started rollback returns to.
         pub rollback_to: Option<StorePath>,
+        /// What `status` reports as free on the store's file system.
+        pub store_free: Option<u64>,
     }
 
     /// A fake host; `calls` lists `"status"`, `"missing"`, `"import"`, `"deploy"`, ...
@@ -215,6 +217,7 @@ pub mod fake {
                 generation: self.script.current.as_ref().map(|_| 1),
                 toplevel: self.script.current.as_ref().map(ToString::to_string),
                 version: "fake".into(),
+                store_free_bytes: self.script.store_free,
                 ..StatusResponse::idle(self.name.as_str())
             })
         }

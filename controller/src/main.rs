@@ -14,6 +14,7 @@ mod commit_policy;
 mod context;
 mod deploy;
 mod deploy_report;
+mod deployed_roots;
 mod diff;
 mod docs;
 mod enroll;
@@ -26,6 +27,7 @@ mod health;
 mod history;
 mod host;
 mod incremental;
+mod logs;
 #[cfg(test)]
 mod output_schemas;
 mod pieces;

@@ -17,6 +17,7 @@ use crate::diff::DiffFields;
 use crate::enroll::EnrollFields;
 use crate::eval_build::{BuildFields, EvalFields};
 use crate::history::HistoryFields;
+use crate::logs::LogsFields;
 use crate::report::{NoFields, Report};
 use crate::rollback::RollbackFields;
 use crate::status::StatusFields;
@@ -41,6 +42,7 @@ pub fn output_schemas() -> Vec<(&'static str, Value)> {
         ("bundle", schema::<Report<BundleFields>>()),
         // Any command's output when the whole run failed before per-host results.
         ("error", schema::<crate::error::ErrorDocument>()),
+        ("logs", schema::<Report<LogsFields>>()),
     ]
 }
 

@@ -235,6 +235,7 @@ pub async fn run_host<H: Host, R: Rebuild>(
         to: plan.to.clone(),
         id: Some(deployment_id(name)),
         confirm_timeout: Some(settings.confirm_timeout),
+        health_failure: None,
     };
     let failed = |message: String| HostRollback {
         outcome: Outcome::failed(Step::Rollback, message),

@@ -22,10 +22,12 @@ pub mod error;
 mod generations;
 mod hooks;
 mod linger;
+mod logs;
 mod metrics;
 pub mod nonce;
 mod paths_import;
 mod paths_missing;
+pub mod peer;
 mod rollback;
 pub mod server;
 pub mod state;
@@ -38,7 +40,7 @@ use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use hostctl_schemas::api::{bundles as bundle_api, deployments as deployment_api, generations as generation_api};
-use hostctl_schemas::api::{hooks as hook_api, paths, rollback as rollback_api, status as status_api};
+use hostctl_schemas::api::{hooks as hook_api, logs as log_api, paths, rollback as rollback_api, status as status_api};
 
 use self::auth::{signed, BodyPolicy, SignedRoute};
 use self::error::ApiFailure;
@@ -65,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route(deployment_api::PATH, signed_route(post(deployments::create), buffered(deployment_api::BODY_LIMIT)))
         .route(&deployment_api::path_of("{id}"), signed_route(get(deployments::get), small))
         .route(&deployment_api::confirm_path_of("{id}"), signed_route(post(deployments::confirm), small))
+        .route(log_api::ROUTE, signed_route(get(logs::log), small))
         .route(rollback_api::PATH, signed_route(post(rollback::rollback), buffered(rollback_api::BODY_LIMIT)))
         .route(generation_api::PATH, signed_route(get(generations::generations), small))
         // The forge webhook has its own authentication (HMAC of the body with the webhook

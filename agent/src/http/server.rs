@@ -8,6 +8,7 @@
 //! gracefully on shutdown (in-flight requests, imports included, complete).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
@@ -20,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::connections::{Admission, Slot};
 use super::linger::Lingering;
+use super::peer::Peer;
 
 /// How long a connection has to send a request's headers, counted from when the agent
 /// starts waiting for them: on a new connection, and after each answer on a kept-alive
@@ -107,7 +109,7 @@ struct Connection {
 
 impl Connection {
     async fn serve<I: AsyncRead + AsyncWrite + Send + Unpin + 'static>(self, io: I, peer: std::net::SocketAddr) {
-        let connection = self.http.serve_connection(TokioIo::new(io), service(&self.router));
+        let connection = self.http.serve_connection(TokioIo::new(io), service(&self.router, peer));
         if let Err(e) = self.watcher.watch(connection).await {
             tracing::debug!(%peer, error = %e, "connection ended with an error");
         }
@@ -115,9 +117,22 @@ impl Connection {
     }
 }
 
-/// The router as a hyper service for one connection.
-fn service(router: &Router) -> TowerToHyperService<Router> {
-    TowerToHyperService::new(router.clone())
+/// The router as a hyper service for one connection from `peer`, which each request
+/// carries as a [`Peer`] extension.
+fn service(
+    router: &Router,
+    peer: SocketAddr,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send,
+> + Clone {
+    let inner = TowerToHyperService::new(router.clone());
+    hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(Peer(peer));
+        hyper::service::Service::call(&inner, request)
+    })
 }
 
 /// Waits before the next `accept` unless the error concerned only the connection being

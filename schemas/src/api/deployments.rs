@@ -226,6 +226,40 @@ pub struct Deployment {
     /// Pull mode: why the commit was refused (end reason `commit-refused`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_refusal: Option<CommitRefusal>,
+    /// For `end_reason` `health-check-failed`: the check that failed and what it said
+    /// (an `http` check of the controller, sent with its `POST /v1/rollback`, or a
+    /// `command` check the agent ran). Absent otherwise and from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_failure: Option<HealthFailure>,
+    /// Who asked for it: the name of the trusted key that signed the request and the
+    /// address it came from. Absent for pull mode's own deployments and from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<Requester>,
+}
+
+/// The health check that made a deployment roll back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct HealthFailure {
+    /// Which check: `GET <url>` for an `http` check, the command line for a `command` check.
+    pub check: String,
+    /// What its last attempt said (`HTTP 503`, `exit status 1`, ...), with the attempts
+    /// made.
+    pub error: String,
+}
+
+impl HealthFailure {
+    pub fn new(check: impl Into<String>, error: impl Into<String>) -> Self {
+        Self { check: check.into(), error: error.into() }
+    }
+}
+
+/// Who asked the agent for a deployment or rollback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Requester {
+    /// The name of the trusted key whose signature verified (`fleet-1` of `fleet-1:…`).
+    pub key: String,
+    /// The peer's IP address as the agent saw it (`hostctl-agent import`: a loopback one).
+    pub address: Option<String>,
 }
 
 impl Deployment {
@@ -255,6 +289,8 @@ impl Deployment {
             },
             unsigned_override: None,
             commit_refusal: None,
+            health_failure: None,
+            requested_by: None,
         }
     }
 }

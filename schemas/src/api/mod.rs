@@ -9,6 +9,7 @@ pub mod bundles;
 pub mod deployments;
 pub mod generations;
 pub mod hooks;
+pub mod logs;
 pub mod paths;
 pub mod rollback;
 pub mod status;

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::deployments::{Deployment, DeploymentState, EndReason, HealthFailure, Requester};
 use crate::ids::LockId;
 
 /// Path of this endpoint.
@@ -54,6 +55,43 @@ pub struct StatusResponse {
     /// `signer`); `None` otherwise and from older agents.
     #[serde(default)]
     pub signer: Option<crate::commits::Signer>,
+    /// The newest deployment that ended (any result), in short: `null` before the first
+    /// one and from older agents.
+    #[serde(default)]
+    pub last_deployment: Option<LastDeployment>,
+    /// Bytes free (for unprivileged writers: `statvfs` available blocks) on the file
+    /// system holding the host's Nix store: `apply` refuses to push a closure whose NAR
+    /// size exceeds it. `null` when it cannot be read, and from older agents.
+    #[serde(default)]
+    pub store_free_bytes: Option<u64>,
+}
+
+/// How the newest ended deployment went, and who asked for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct LastDeployment {
+    pub id: String,
+    pub state: DeploymentState,
+    /// Unix time it ended.
+    pub finished: Option<u64>,
+    pub end_reason: Option<EndReason>,
+    /// The first line of its error.
+    pub error: Option<String>,
+    pub health_failure: Option<HealthFailure>,
+    pub requested_by: Option<Requester>,
+}
+
+impl LastDeployment {
+    pub fn of(d: &Deployment) -> Self {
+        Self {
+            id: d.id.clone(),
+            state: d.state,
+            finished: d.finished,
+            end_reason: d.end_reason,
+            error: d.error.as_deref().and_then(|e| e.lines().next()).map(str::to_owned),
+            health_failure: d.health_failure.clone(),
+            requested_by: d.requested_by.clone(),
+        }
+    }
 }
 
 /// A journal record moved aside at start because it could not be read.
@@ -89,6 +127,8 @@ impl StatusResponse {
             pull: None,
             damaged_records: Vec::new(),
             signer: None,
+            last_deployment: None,
+            store_free_bytes: None,
         }
     }
 }
