@@ -106,6 +106,13 @@ pub enum Command {
         after_help = "Example:\n  hostctl bundle kiosk1 -o kiosk1.bundle   # then on kiosk1: hostctl-agent import kiosk1.bundle"
     )]
     Bundle(BundleArgs),
+    /// Pin hosts' agent identities in `known_agents` beside the fleet file: a TLS
+    /// handshake only (no request), the key shown printed, and recorded when none is
+    /// pinned yet or `--expect` names exactly the key shown.
+    Enroll(EnrollArgs),
+    /// Print a deployment's whole activation log from its agent (the newest deployment's
+    /// unless one is named); `--follow` until the deployment ends.
+    Logs(LogsArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout; it
     /// completes subcommands, options, and host names and `@tag`s from the fleet file.
     #[command(after_help = "Example:\n  hostctl completions bash > /etc/bash_completion.d/hostctl")]
@@ -160,6 +167,10 @@ pub struct RollbackArgs {
     /// A generation of the host's system profile.
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = whole_number::<u64>)]
     pub generation: Option<u64>,
+    /// When the target must be rebuilt from a commit that fails the fleet's `commits`
+    /// signature policy: rebuild and deploy it anyway, recorded in the host's journal.
+    #[arg(long)]
+    pub allow_unsigned: bool,
 }
 
 #[derive(Debug, Args)]
@@ -185,11 +196,44 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct EnrollArgs {
+    /// Hosts (names from the fleet file).
+    #[arg(value_name = "HOST", required = true)]
+    pub hosts: Vec<HostName>,
+    /// Record only if the agent shows exactly this key (`hostctl-agent identity` on the
+    /// host); also what replaces a pin that changed.
+    #[arg(long, value_name = "KEY")]
+    pub expect: Option<hostctl_schemas::key::PublicKey>,
+}
+
+#[derive(Debug, Args)]
 pub struct HistoryArgs {
     /// The hosts: names, globs (`web*`), `@tag`s or tag globs (`@web-*`), comma lists
     /// (`web1,web2`); as `--on`, each must match a host.
     #[arg(required = true, value_name = "HOST", add = ArgValueCompleter::new(crate::complete::hosts))]
     pub hosts: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The host (a name from the fleet file).
+    #[arg(value_name = "HOST")]
+    pub host: HostName,
+    /// The deployment (an id from `hostctl history HOST`); default: the newest.
+    #[arg(value_name = "DEPLOYMENT", value_parser = deployment_id)]
+    pub deployment: Option<String>,
+    /// Keep reading until the deployment has ended.
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+/// A deployment id as the agent accepts it.
+fn deployment_id(id: &str) -> Result<String, String> {
+    if hostctl_schemas::api::deployments::valid_id(id) {
+        Ok(id.to_owned())
+    } else {
+        Err(format!("`{id}` is not a deployment id ([A-Za-z0-9._-], 1 to 128 characters)"))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -218,6 +262,10 @@ pub struct ApplyArgs {
     /// With --diff: apply without asking.
     #[arg(long, requires = "diff")]
     pub yes: bool,
+    /// Deploy even if the commit fails the fleet's `commits` signature policy (or the
+    /// tree is dirty); each host's journal records the override and the key that asked.
+    #[arg(long)]
+    pub allow_unsigned: bool,
 }
 
 #[derive(Debug, Args)]

@@ -21,7 +21,7 @@ use crate::rollback::RollbackOptions;
 use crate::rollback_target::Wanted;
 use crate::rollout::DEFAULT_PARALLEL;
 use crate::select::Selection;
-use crate::{apply, bundle, check, diff, eval_build, history, rollback, status, Output};
+use crate::{apply, bundle, check, diff, enroll, eval_build, history, rollback, status, Output};
 
 /// The Nix handle every command uses: `--builders`, `--show-trace`, `--nix-option`s.
 pub fn nix_handle(cli: &Cli) -> Result<Nix, Error> {
@@ -69,6 +69,7 @@ pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Box<dyn P
                 via_cache,
                 diff: args.diff,
                 yes: args.yes,
+                allow_unsigned: args.allow_unsigned,
             };
             Box::new(apply::apply(opts, ctx, nix, out).await?)
         }
@@ -100,7 +101,35 @@ pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Box<dyn P
             let wanted = Wanted::from_args(args.to_lock.as_deref(), args.generation)?;
             let hosts = host_args(ctx, &args.hosts)?.hosts().to_vec();
             ctx.signing_key()?;
-            Box::new(rollback::rollback(RollbackOptions { hosts, wanted }, ctx, nix, out).await?)
+            Box::new(
+                rollback::rollback(
+                    RollbackOptions { hosts, wanted, allow_unsigned: args.allow_unsigned },
+                    ctx,
+                    nix,
+                    out,
+                )
+                .await?,
+            )
+        }
+        Command::Enroll(args) => {
+            let mut hosts = args.hosts.clone();
+            hosts.sort();
+            hosts.dedup();
+            for name in &hosts {
+                ctx.host(name)?;
+            }
+            Box::new(enroll::enroll(&hosts, args.expect.as_ref(), ctx).await?)
+        }
+        Command::Logs(args) => {
+            ctx.host(&args.host)?;
+            ctx.signing_key()?;
+            let opts = crate::logs::LogsOptions {
+                host: args.host.clone(),
+                deployment: args.deployment.clone(),
+                follow: args.follow,
+                json: cli.json,
+            };
+            Box::new(crate::logs::logs(&opts, ctx).await?)
         }
         // Written by `main` before a fleet is loaded (`crate::docs`).
         Command::Completions(_) | Command::Man(_) => Box::new(Report::<NoFields>::default()),

@@ -9,10 +9,12 @@ use hostctl_nix::flake::{FlakeLock, FlakeSource};
 use hostctl_nix::FlakeRef;
 use hostctl_schemas::ids::{HostName, LockId};
 use hostctl_schemas::inventory::{load_fleet, Fleet, HealthCheck, Host};
+use hostctl_schemas::key::PublicKey;
+use hostctl_schemas::known_agents::KnownAgents;
 use hostctl_schemas::signing::SecretKey;
 use hostctl_schemas::text::plural;
 
-use crate::client::HttpHost;
+use crate::client::{AgentTarget, HttpHost};
 use crate::error::Error;
 use crate::host::HostError;
 
@@ -33,6 +35,8 @@ pub struct FleetContext {
     /// The store path Nix copied the flake's source to, asked on the first error that
     /// mentions a store path (`None`: Nix could not say).
     source_store: tokio::sync::OnceCell<Option<String>>,
+    /// `known_agents` beside the fleet file, read on first use.
+    known_agents: OnceLock<KnownAgents>,
 }
 
 impl FleetContext {
@@ -65,6 +69,7 @@ impl FleetContext {
             key_file,
             key: OnceLock::new(),
             source_store: Default::default(),
+            known_agents: OnceLock::new(),
         })
     }
 
@@ -92,7 +97,45 @@ impl FleetContext {
     /// (unknown host, no key) stops the command; the inner one is this host's failure.
     pub fn agent(&self, name: &HostName) -> Result<Result<HttpHost, HostError>, Error> {
         let host = self.host(name)?;
-        Ok(HttpHost::new(name.clone(), &host.address, host.agent_port(&self.fleet.defaults), self.signing_key()?))
+        let target = AgentTarget {
+            address: host.address.clone(),
+            port: host.agent_port(&self.fleet.defaults),
+            pin: self.pin(name)?,
+            enroll: format!("{} --expect", self.enroll_command(name)),
+        };
+        Ok(HttpHost::new(name.clone(), target, self.signing_key()?))
+    }
+
+    /// The identity pinned for a host: its `agent_key` in fleet.yaml, else its line in
+    /// `known_agents` (a bad file is bad input, file:line).
+    pub fn pin(&self, name: &HostName) -> Result<Option<PublicKey>, Error> {
+        let host = self.host(name)?;
+        if let Some(key) = &host.agent_key {
+            return Ok(Some(key.clone()));
+        }
+        Ok(self.known_agents()?.pins.get(name).cloned())
+    }
+
+    /// `known_agents` beside the fleet file, read once (empty when there is none).
+    pub fn known_agents(&self) -> Result<&KnownAgents, Error> {
+        if let Some(known) = self.known_agents.get() {
+            return Ok(known);
+        }
+        let known = KnownAgents::load(&self.known_agents_path())?;
+        Ok(self.known_agents.get_or_init(|| known))
+    }
+
+    pub fn known_agents_path(&self) -> PathBuf {
+        self.fleet_dir().join(hostctl_schemas::known_agents::FILE_NAME)
+    }
+
+    /// `hostctl [--fleet FILE] enroll HOST`, as the operator would type it here.
+    pub fn enroll_command(&self, name: &HostName) -> String {
+        if self.fleet_file == Path::new("fleet.yaml") {
+            format!("hostctl enroll {name}")
+        } else {
+            format!("hostctl --fleet {} enroll {name}", self.fleet_file.display())
+        }
     }
 
     /// The host's `health` checks from the inventory.

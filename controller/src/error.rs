@@ -74,6 +74,22 @@ pub enum Error {
     /// `apply --diff` was not confirmed: nothing was changed.
     #[error("not applied: {0}; nothing was changed")]
     Declined(String),
+    /// The `known_agents` file beside the fleet file has a bad line (file:line).
+    #[error(transparent)]
+    KnownAgents(#[from] hostctl_schemas::known_agents::KnownAgentsError),
+    /// `known_agents` could not be written (`hostctl enroll`).
+    #[error("cannot write {file}: {source}")]
+    WritePins {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The commit fails a host's signature policy (`commits`), without `--allow-unsigned`.
+    #[error("{0}")]
+    CommitRefused(String),
+    /// A signature policy that cannot be used (key file unreadable, no repository).
+    #[error("{0}")]
+    CommitPolicy(String),
 }
 
 /// What `--json` prints on stdout when the whole run failed (no per-host results):
@@ -117,6 +133,10 @@ impl Error {
             Error::NixOption(_) => "nix-option",
             Error::NoFleet { .. } => "no-fleet",
             Error::Declined(_) => "declined",
+            Error::CommitRefused(_) => "commit-refused",
+            Error::CommitPolicy(_) => "commit-policy",
+            Error::KnownAgents(_) => "known-agents",
+            Error::WritePins { .. } => "write-pins",
         }
     }
 
@@ -135,8 +155,15 @@ impl Error {
             | Error::StaleLock { .. }
             | Error::NoFleet { .. }
             | Error::NixOption(_)
-            | Error::Declined(_) => EXIT_BAD_INPUT,
-            Error::Nix(_) | Error::NixMissing { .. } | Error::Output(_) | Error::GitHistory(_) => EXIT_FAILED,
+            | Error::Declined(_)
+            | Error::CommitRefused(_)
+            | Error::CommitPolicy(_)
+            | Error::KnownAgents(_) => EXIT_BAD_INPUT,
+            Error::Nix(_)
+            | Error::NixMissing { .. }
+            | Error::Output(_)
+            | Error::GitHistory(_)
+            | Error::WritePins { .. } => EXIT_FAILED,
         }
     }
 }

@@ -14,8 +14,10 @@ use crate::apply::ApplyReport;
 use crate::bundle::BundleFields;
 use crate::check::CheckExtra;
 use crate::diff::DiffFields;
+use crate::enroll::EnrollFields;
 use crate::eval_build::{BuildFields, EvalFields};
 use crate::history::HistoryFields;
+use crate::logs::LogsFields;
 use crate::report::{NoFields, Report};
 use crate::rollback::RollbackFields;
 use crate::status::StatusFields;
@@ -36,9 +38,11 @@ pub fn output_schemas() -> Vec<(&'static str, Value)> {
         ("diff", schema::<Report<DiffFields>>()),
         ("rollback", schema::<Report<RollbackFields>>()),
         ("history", schema::<Report<HistoryFields>>()),
+        ("enroll", schema::<Report<EnrollFields>>()),
         ("bundle", schema::<Report<BundleFields>>()),
         // Any command's output when the whole run failed before per-host results.
         ("error", schema::<crate::error::ErrorDocument>()),
+        ("logs", schema::<Report<LogsFields>>()),
     ]
 }
 

@@ -237,6 +237,16 @@ impl NixCommand {
         Self::nix_store(["--delete"], paths)
     }
 
+    /// `nix-store --add-root LINK --indirect --realise PATH`: makes `link` a symlink to
+    /// `path` (already valid: nothing is built) and registers it as an indirect GC root,
+    /// so the garbage collector keeps `path`'s closure while `link` exists. Removing the
+    /// link releases it (Nix forgets the registration at its next collection).
+    pub fn add_root(link: &std::path::Path, path: &StorePath) -> Self {
+        let link = link.to_string_lossy().into_owned();
+        let args = ["--add-root", link.as_str(), "--indirect", "--realise", path.as_str()];
+        Self { program: Program::NixStore, args: args.map(str::to_owned).to_vec() }
+    }
+
     /// `nix-env --profile PROFILE --set PATH`: a new generation of the profile pointing at
     /// `path`, made current.
     pub fn set_profile(profile: &Profile, path: &StorePath) -> Self {
@@ -522,6 +532,10 @@ mod tests {
         assert_eq!(NixCommand::import().argv(), ["nix-store", "--import"]);
         assert_eq!(NixCommand::delete(std::slice::from_ref(&p)).argv(), ["nix-store", "--delete", DRV]);
         assert_eq!(NixCommand::add_to_store(std::path::Path::new("/tmp/x")).argv(), ["nix-store", "--add", "/tmp/x"]);
+        assert_eq!(
+            NixCommand::add_root(std::path::Path::new("/var/lib/a/root"), &p).argv(),
+            ["nix-store", "--add-root", "/var/lib/a/root", "--indirect", "--realise", DRV]
+        );
         let profile = Profile::new(std::path::Path::new("/nix/var/nix/profiles/system")).unwrap();
         assert_eq!(
             NixCommand::set_profile(&profile, &p).argv(),

@@ -127,7 +127,7 @@ fn yaml_syntax_error() {
 fn unknown_top_level_key() {
     let err = fails_with(
         "flake: .\nfleet: x\nhosts:\n  web1:\n    address: a\n",
-        "examples/fleet/fleet.yaml:2:1: fleet: unknown field `fleet`, expected one of `flake`, `signing_key`, `defaults`, `hosts`, `rollout`, `cache`",
+        "examples/fleet/fleet.yaml:2:1: fleet: unknown field `fleet`, expected one of `flake`, `signing_key`, `defaults`, `hosts`, `rollout`, `cache`, `commits`, `tag_commits`",
     );
     assert_eq!(err.location(), Some((2, 1)));
     assert_eq!(err.key_path(), Some("fleet"));
@@ -137,7 +137,7 @@ fn unknown_top_level_key() {
 fn unknown_key_in_host() {
     let err = fails_with(
         "flake: .\n\n\ndefaults: {}\nhosts:\n  web1:\n    adress: 192.0.2.10\n",
-        "examples/fleet/fleet.yaml:7:5: hosts.web1.adress: unknown field `adress`, expected one of `address`, `tags`, `configuration`, `system`, `health`, `port`",
+        "examples/fleet/fleet.yaml:7:5: hosts.web1.adress: unknown field `adress`, expected one of `address`, `tags`, `configuration`, `system`, `health`, `port`, `commits`, `agent_key`",
     );
     assert_eq!(err.location(), Some((7, 5)));
 }
@@ -397,4 +397,19 @@ fn a_port_in_the_address_is_sent_to_defaults_port() {
     }
     // An IPv6 address ending in digits is an address, not an address and a port.
     assert_eq!(parse("hosts:\n  web1:\n    address: \"2001:db8::22\"\n").unwrap().hosts.len(), 1);
+}
+
+#[test]
+fn agent_key_pins_an_identity_and_a_bad_one_is_named() {
+    let key = "web1:11qvTRDWRE4FY+wSqfVv05ieSwHGyyqjtCVE4B8/YKg=";
+    let fleet = parse(&format!("hosts:\n  web1:\n    address: a\n    agent_key: {key}\n")).unwrap();
+    assert_eq!(fleet.hosts[&host("web1")].agent_key.as_ref().map(ToString::to_string).as_deref(), Some(key));
+    assert_eq!(parse("hosts:\n  web1:\n    address: a\n").unwrap().hosts[&host("web1")].agent_key, None);
+    let err = parse("hosts:\n  web1:\n    address: a\n    agent_key: web1:AAAA\n").unwrap_err();
+    assert!(
+        err.to_string().starts_with(
+            "examples/fleet/fleet.yaml:4:16: hosts.web1.agent_key: invalid public key `web1:AAAA`: an ed25519 public key is 32 bytes"
+        ),
+        "{err}"
+    );
 }

@@ -52,7 +52,7 @@ impl LiveFleet {
         let mut yaml =
             String::from("flake: .\ndefaults:\n  port: 7420\n  mode: switch\n  confirm_timeout: 30s\nhosts:\n");
         for host in &self.hosts {
-            yaml.push_str(&format!("  {}:\n    address: {}\n    system: x86_64-linux\n", host.name, host.addr));
+            yaml.push_str(&host_entry(host));
         }
         yaml.push_str(extra);
         self.fleet.write("fleet.yaml", &yaml);
@@ -97,12 +97,17 @@ impl LiveFleet {
 
     /// Changes a host's configuration (its motd) so it builds a new toplevel; commits.
     pub fn change_host(&self, name: &str, motd: &str) {
+        self.set_motd(name, motd);
+        self.fleet.commit(&format!("{name}: {motd}"));
+    }
+
+    /// Sets host `name`'s motd in `hosts/<name>.nix` without committing.
+    pub fn set_motd(&self, name: &str, motd: &str) {
         let file = format!("hosts/{name}.nix");
         let text = self.fleet.read(&file);
         let start = text.find("motd = \"").map(|i| i + 8).unwrap_or_else(|| fail("no motd"));
         let end = text[start..].find('"').map(|i| start + i).unwrap_or_else(|| fail("no motd end"));
         self.fleet.write(&file, &format!("{}{motd}{}", &text[..start], &text[end..]));
-        self.fleet.commit(&format!("{name}: {motd}"));
     }
 
     /// The paths of `toplevel`'s closure (in this machine's store) that host `name`
@@ -179,6 +184,17 @@ pub fn nix_stdout(fleet: &TestFleet, args: &[&str], stdin: Option<&str>) -> Stri
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A host's entry in fleet.yaml: address, system and its agent's identity pinned
+/// (`agent_key`, the pre-provisioned [`crate::identity::test_identity`]).
+fn host_entry(host: &SimHost) -> String {
+    format!(
+        "  {}:\n    address: {}\n    system: x86_64-linux\n    agent_key: {}\n",
+        host.name,
+        host.addr,
+        crate::identity::test_identity_public(&host.name)
+    )
+}
+
 /// How long one request to an agent may take in the helpers below.
 const AGENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -192,7 +208,7 @@ impl LiveFleet {
             "flake: .\ndefaults:\n  port: 7420\n  mode: switch\n  confirm_timeout: {confirm_timeout}\nhosts:\n"
         );
         for host in &self.hosts {
-            yaml.push_str(&format!("  {}:\n    address: {}\n    system: x86_64-linux\n", host.name, host.addr));
+            yaml.push_str(&host_entry(host));
             yaml.push_str(&host_lines(host));
         }
         yaml.push_str(extra);
@@ -224,6 +240,11 @@ impl LiveFleet {
     pub fn agent_addr(&self, name: &str) -> String {
         let h = self.host(name);
         format!("{}:{}", h.addr, h.port)
+    }
+
+    /// `ADDR:PORT` of a host's agent's plain `metrics_listen`.
+    pub fn metrics_addr(&self, name: &str) -> String {
+        crate::loadgen::metrics_addr(&self.agent_addr(name))
     }
 
     /// A request to a host's agent signed with the fleet key, on a new connection.
@@ -358,6 +379,7 @@ impl LiveFleet {
             webhook_secret: Some(Self::WEBHOOK_SECRET.to_owned()),
             lock: lock.to_owned(),
             ssh: None,
+            commits: None,
         }
     }
 

@@ -51,6 +51,14 @@ pub struct Fleet {
     /// A binary cache `apply` pushes the closures to once, for the agents to fetch from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<FleetCache>,
+    /// Which commits `apply` (and `rollback` when it rebuilds) may deploy: signature
+    /// policy for every host; `tag_commits` and a host's own `commits` replace it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commits: Option<crate::commits::CommitPolicy>,
+    /// Signature policies for the hosts with a tag, replacing `commits` for them; a host
+    /// whose tags name two different policies must set its own `commits`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tag_commits: BTreeMap<Tag, crate::commits::CommitPolicy>,
 }
 
 /// Settings that apply to every host.
@@ -146,6 +154,15 @@ pub struct Host {
     #[serde(default, deserialize_with = "port::deserialize_some_port", skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub port: Option<u16>,
+    /// This host's signature policy, replacing the fleet's `commits`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commits: Option<crate::commits::CommitPolicy>,
+    /// The agent's identity public key (`hostctl-agent identity`, or the NixOS module's
+    /// `identity.pub`), pinned: a connection to an agent showing any other key fails at
+    /// step `connect` and nothing is sent. Unset: the pin in `known_agents` beside this
+    /// file (`hostctl enroll`), else the host is refused until enrolled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_key: Option<crate::key::PublicKey>,
 }
 
 impl Host {
