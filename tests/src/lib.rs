@@ -24,6 +24,7 @@ pub mod sshd;
 pub mod tls;
 pub mod tmpfs;
 pub mod userns;
+pub mod vm;
 
 /// Nix settings for tests: flakes on, no binary caches (no network here).
 pub const NIX_CONFIG: &str = "experimental-features = nix-command flakes\nsubstituters =\n";
@@ -72,6 +73,35 @@ fn build_binaries(profile_dir: &Path) {
     if !out.status.success() {
         fail(&format!("building the binaries failed: {}", String::from_utf8_lossy(&out.stderr)));
     }
+}
+
+/// A static aarch64 program: prints (or, as a Nix builder, writes to `$out`) the machine
+/// name the kernel reports, which under qemu user-mode emulation is `aarch64`.
+const AARCH64_PROGRAM: &str = r#"#include <stdio.h>
+#include <stdlib.h>
+#include <sys/utsname.h>
+int main(void) {
+  struct utsname u;
+  if (uname(&u) != 0) return 2;
+  const char *out = getenv("out");
+  FILE *f = out ? fopen(out, "w") : stdout;
+  if (!f) return 3;
+  fprintf(f, "%s\n", u.machine);
+  return fclose(f) ? 4 : 0;
+}
+"#;
+
+/// [`AARCH64_PROGRAM`] cross-compiled (static) into `dir/machine-aarch64`, with
+/// aarch64-linux-gnu-gcc (tests/support/prereqs.sh --test installs it).
+pub fn aarch64_program(dir: &Path) -> PathBuf {
+    let src = dir.join("machine.c");
+    let exe = dir.join("machine-aarch64");
+    std::fs::write(&src, AARCH64_PROGRAM).unwrap_or_else(|e| fail(&format!("write {}: {e}", src.display())));
+    let out = run(Command::new("aarch64-linux-gnu-gcc").arg("-static").arg("-O2").arg("-o").arg(&exe).arg(&src));
+    if !out.status.success() {
+        fail(&format!("cross-compiling failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    exe
 }
 
 /// Runs a command and returns its output, with a readable dump on spawn failure.
@@ -165,19 +195,27 @@ pub struct TestFleet {
 
 impl TestFleet {
     pub fn new() -> Self {
+        Self::copy_of("examples/fleet")
+    }
+
+    /// A copy of the flake directory `rel` (relative to the workspace root), committed.
+    pub fn copy_of(rel: &str) -> Self {
         let tmp = match tempfile::Builder::new().prefix("hostctl-fleet-").tempdir() {
             Ok(t) => t,
             Err(e) => fail(&format!("cannot create a temp dir: {e}")),
         };
         let dir = tmp.path().join("fleet");
-        if let Err(e) = copy_tree(&workspace_root().join("examples/fleet"), &dir) {
-            fail(&format!("cannot copy examples/fleet: {e}"));
+        if let Err(e) = copy_tree(&workspace_root().join(rel), &dir) {
+            fail(&format!("cannot copy {rel}: {e}"));
         }
         git(&dir, &["init", "-q", "-b", "main"]);
         git(&dir, &["add", "-A"]);
         git(&dir, &["commit", "-q", "-m", "example fleet"]);
         let fleet = Self { tmp, dir };
-        fleet.fetch_relative_inputs();
+        // A flake without inputs has no lock to fetch for.
+        if fleet.path("flake.lock").exists() {
+            fleet.fetch_relative_inputs();
+        }
         fleet
     }
 
