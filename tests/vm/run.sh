@@ -40,7 +40,23 @@ if [ -w /dev/kvm ]; then
 fi
 echo "vm lane: image $image, accelerator $accel" >&2
 
-export HOSTCTL_VM_IMAGE=$image HOSTCTL_VM_ACCEL=$accel HOSTCTL_VM_FULL=$full
+# Every qemu the tests start writes its pid here; whatever is still running when the
+# lane ends (a test process killed by a signal runs no destructor) is killed, by pid.
+run_dir=$(mktemp -d /tmp/hostctl-vm-run.XXXXXX)
+cleanup() {
+  for pidfile in "$run_dir"/qemu-*.pid; do
+    [ -e "$pidfile" ] || continue
+    pid=$(cat "$pidfile")
+    if [ -n "$pid" ] && grep -qa qemu-system "/proc/$pid/cmdline" 2>/dev/null; then
+      echo "vm lane: killing qemu $pid left running ($pidfile)" >&2
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+  done
+  rm -rf "$run_dir"
+}
+trap cleanup EXIT
+
+export HOSTCTL_VM_IMAGE=$image HOSTCTL_VM_ACCEL=$accel HOSTCTL_VM_FULL=$full HOSTCTL_VM_RUN_DIR=$run_dir
 export HOSTCTL_NIX_TRIXIE="${HOSTCTL_NIX_TRIXIE:-/opt/hostctl-nix-trixie}"
 # One guest set at a time: the machine's cores are what the guests run on.
-exec cargo test -p hostctl-tests --test 'vm_*' -- --test-threads=1 "${test_args[@]}"
+cargo test -p hostctl-tests --test 'vm_*' -- --test-threads=1 "${test_args[@]}"

@@ -12,7 +12,7 @@ use super::guest::Guest;
 use super::{agent_unit, Lane};
 use crate::http::Request;
 use crate::livefleet::{generate_key, inventory_yaml};
-use crate::{fail, run, HostctlRun, TestFleet};
+use crate::{fail, run, HostctlChild, HostctlRun, TestFleet};
 
 /// Guests, fleet and key; the guests are powered off on drop.
 #[derive(Debug)]
@@ -42,11 +42,22 @@ impl VmFleet {
     /// (a Nix attrset body, see tests/vm/fleet/system.nix) committed, and `agent_extra`
     /// appended to every agent.yaml.
     pub fn start(lane: &Lane, names: &[&str], services: &str, agent_extra: &str) -> VmFleet {
+        Self::start_with_secrets(lane, names, services, agent_extra, &[])
+    }
+
+    /// [`VmFleet::start`] with `secrets` on every guest's seed disk (see [`Guest::create`]).
+    pub fn start_with_secrets(
+        lane: &Lane,
+        names: &[&str],
+        services: &str,
+        agent_extra: &str,
+        secrets: &[(&str, &str)],
+    ) -> VmFleet {
         let fleet = TestFleet::copy_of("tests/vm/fleet");
         let key_file = fleet.tmp.path().join("fleet.sec");
         let public_key = generate_key(&fleet, "hostctl-vm-test", &key_file);
         let mut guests: Vec<Guest> =
-            names.iter().map(|name| Guest::create(lane, name, &agent_yaml(name, &public_key, agent_extra))).collect();
+            names.iter().map(|name| Guest::create(lane, name, &agent_yaml(name, &public_key, agent_extra), secrets)).collect();
         let start = Instant::now();
         for guest in &mut guests {
             guest.power_on();
@@ -89,6 +100,14 @@ impl VmFleet {
         let mut all = vec!["--key", key.as_str()];
         all.extend_from_slice(args);
         HostctlRun::from(run(&mut self.fleet.hostctl_command(&all, &[])))
+    }
+
+    /// `hostctl --key <key> ARGS...` in the background.
+    pub fn spawn_hostctl(&self, args: &[&str]) -> HostctlChild {
+        let key = self.key_file.display().to_string();
+        let mut all = vec!["--key", key.as_str()];
+        all.extend_from_slice(args);
+        self.fleet.spawn_hostctl(&all)
     }
 
     /// `GET /v1/status` of a guest's agent, signed with the fleet key.

@@ -31,8 +31,9 @@ pub struct Guest {
 
 impl Guest {
     /// A guest named `name` (its hostname and the agent's) with `agent_yaml`, powered off:
-    /// a fresh overlay of the lane's image and a seed disk.
-    pub fn create(lane: &Lane, name: &str, agent_yaml: &str) -> Guest {
+    /// a fresh overlay of the lane's image and a seed disk, which also carries
+    /// `secrets` (`(name, text)`, mode 0600; /opt/hostctl/<name> in the guest).
+    pub fn create(lane: &Lane, name: &str, agent_yaml: &str, secrets: &[(&str, &str)]) -> Guest {
         static NEXT: AtomicU8 = AtomicU8::new(10);
         let addr = Ipv4Addr::new(127, 0, 77, NEXT.fetch_add(1, Ordering::SeqCst));
         let dir = tempfile::Builder::new()
@@ -47,7 +48,7 @@ impl Guest {
                 .arg(guest.path("root.qcow2")),
         );
         checked(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(guest.path("ssh_key")));
-        guest.write_seed(agent_yaml);
+        guest.write_seed(agent_yaml, secrets);
         guest
     }
 
@@ -57,7 +58,7 @@ impl Guest {
     }
 
     /// The seed disk (/dev/vdb): what /sbin/hostctl-vm-init installs at every boot.
-    fn write_seed(&self, agent_yaml: &str) {
+    fn write_seed(&self, agent_yaml: &str, secrets: &[(&str, &str)]) {
         let seed = self.path("seed");
         let write = |rel: &str, text: &str| {
             let file = seed.join(rel);
@@ -67,6 +68,10 @@ impl Guest {
             std::fs::write(&file, text).unwrap_or_else(|e| fail(&format!("write {}: {e}", file.display())));
         };
         write("agent.yaml", agent_yaml);
+        for (name, text) in secrets {
+            let _ = std::fs::create_dir_all(&seed);
+            crate::write_secret(&seed.join(name), text);
+        }
         write("hostctl-agent.service", &agent_unit());
         write("hostname", &format!("{}\n", self.name));
         let key = std::fs::read_to_string(self.path("ssh_key.pub")).unwrap_or_default();
@@ -75,6 +80,7 @@ impl Guest {
         write("org.hostctl.Agent1.conf", &std::fs::read_to_string(&policy).unwrap_or_default());
         // The debug build carries ~150 MB of debug info the guest has no use for.
         let agent = crate::binary("hostctl-agent");
+        let _ = std::fs::create_dir_all(seed.join("bin"));
         checked(Command::new("objcopy").arg("--strip-debug").arg(&agent).arg(seed.join("bin/hostctl-agent")));
         ext4_of(&seed, &self.path("seed.img"));
     }
@@ -107,6 +113,12 @@ impl Guest {
         cmd.arg("-drive").arg(format!("file={},if=virtio,format=raw,readonly=on", self.path("seed.img").display()));
         cmd.args(["-netdev", &format!("user,id=net0,{},{}", fwd(AGENT_PORT), fwd(22))]);
         cmd.args(["-device", "virtio-net-pci,netdev=net0", "-device", "virtio-rng-pci"]);
+        // tests/vm/run.sh kills what is left in its run directory when it ends (a test
+        // process killed by a signal runs no Drop).
+        if let Some(run_dir) = std::env::var_os("HOSTCTL_VM_RUN_DIR") {
+            let pidfile = PathBuf::from(run_dir).join(format!("qemu-{}.pid", self.addr));
+            cmd.arg("-pidfile").arg(pidfile);
+        }
         let power_ons = std::fs::read_dir(self.dir.path()).map_or(0, |d| {
             d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("console-")).count()
         });
@@ -182,6 +194,8 @@ impl Guest {
             .arg(self.path("ssh_key"))
             .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
             .args(["-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5"])
+            // A guest that reboots or loses power never closes the connection.
+            .args(["-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"])
             .arg(format!("root@{}", self.addr))
             .arg(script);
         cmd
@@ -235,8 +249,8 @@ impl Guest {
     pub fn reboot(&mut self) -> Duration {
         let before = self.sh("cat /proc/sys/kernel/random/boot_id");
         let start = Instant::now();
-        // The connection may drop before ssh sees the command's status.
-        let _ = self.ssh("systemctl reboot");
+        // In the background, so ssh returns before the connection goes down with the guest.
+        self.sh("nohup sh -c 'sleep 1; systemctl reboot' >/dev/null 2>&1 &");
         loop {
             if start.elapsed() > BOOT_TIMEOUT {
                 fail(&format!("{}: did not come back after a reboot: {}", self.name, self.diagnostics()));
