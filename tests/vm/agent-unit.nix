@@ -16,7 +16,9 @@ let
     else toString v;
   lines = attrs: builtins.concatStringsSep ""
     (map (name: "${name}=${value attrs.${name}}\n") (builtins.attrNames attrs));
-  known = [ "description" "wantedBy" "after" "wants" "restartIfChanged" "stopIfChanged" "path" "serviceConfig" ];
+  known = [ "description" "wantedBy" "after" "wants" "restartIfChanged" "stopIfChanged" "path" "environment" "serviceConfig" ];
+  environment = builtins.concatStringsSep ""
+    (map (name: "Environment=\"${name}=${service.environment.${name}}\"\n") (builtins.attrNames service.environment));
   unknown = builtins.filter (k: !(builtins.elem k known)) (builtins.attrNames service);
   unit = {
     Description = service.description;
@@ -33,7 +35,7 @@ else ''
   ${lines unit}
   [Service]
   Environment="PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-  ${lines service.serviceConfig}
+  ${environment}${lines service.serviceConfig}
   [Install]
   WantedBy=${value service.wantedBy}
 ''

@@ -56,8 +56,10 @@ impl VmFleet {
         let fleet = TestFleet::copy_of("tests/vm/fleet");
         let key_file = fleet.tmp.path().join("fleet.sec");
         let public_key = generate_key(&fleet, "hostctl-vm-test", &key_file);
-        let mut guests: Vec<Guest> =
-            names.iter().map(|name| Guest::create(lane, name, &agent_yaml(name, &public_key, agent_extra), secrets)).collect();
+        let mut guests: Vec<Guest> = names
+            .iter()
+            .map(|name| Guest::create(lane, name, &agent_yaml(name, &public_key, agent_extra), secrets))
+            .collect();
         let start = Instant::now();
         for guest in &mut guests {
             guest.power_on();

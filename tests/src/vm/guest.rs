@@ -1,6 +1,6 @@
 //! One guest: its disks, its qemu process, ssh into it, power cuts and reboots.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -34,13 +34,20 @@ impl Guest {
     /// a fresh overlay of the lane's image and a seed disk, which also carries
     /// `secrets` (`(name, text)`, mode 0600; /opt/hostctl/<name> in the guest).
     pub fn create(lane: &Lane, name: &str, agent_yaml: &str, secrets: &[(&str, &str)]) -> Guest {
-        static NEXT: AtomicU8 = AtomicU8::new(10);
-        let addr = Ipv4Addr::new(127, 0, 77, NEXT.fetch_add(1, Ordering::SeqCst));
+        let addr = free_address();
         let dir = tempfile::Builder::new()
             .prefix(&format!("hostctl-vm-{name}-"))
             .tempdir()
             .unwrap_or_else(|e| fail(&format!("cannot create a temp dir: {e}")));
-        let guest = Guest { name: name.to_owned(), addr, lane: lane.clone(), dir, qemu: None, console: PathBuf::new(), boot_times: Vec::new() };
+        let guest = Guest {
+            name: name.to_owned(),
+            addr,
+            lane: lane.clone(),
+            dir,
+            qemu: None,
+            console: PathBuf::new(),
+            boot_times: Vec::new(),
+        };
         checked(
             Command::new("qemu-img")
                 .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
@@ -98,7 +105,18 @@ impl Guest {
         let image = &self.lane.image;
         let fwd = |port: u16| format!("hostfwd=tcp:{}:{port}-:{port}", self.addr);
         let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-name", &self.name, "-nodefaults", "-no-user-config", "-display", "none", "-m", "1024", "-smp", "2"]);
+        cmd.args([
+            "-name",
+            &self.name,
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-m",
+            "1024",
+            "-smp",
+            "2",
+        ]);
         if self.lane.accel == "kvm" {
             cmd.args(["-accel", "kvm", "-cpu", "host"]);
         } else {
@@ -119,9 +137,8 @@ impl Guest {
             let pidfile = PathBuf::from(run_dir).join(format!("qemu-{}.pid", self.addr));
             cmd.arg("-pidfile").arg(pidfile);
         }
-        let power_ons = std::fs::read_dir(self.dir.path()).map_or(0, |d| {
-            d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("console-")).count()
-        });
+        let power_ons = std::fs::read_dir(self.dir.path())
+            .map_or(0, |d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("console-")).count());
         self.console = self.path(&format!("console-{power_ons}.log"));
         cmd.arg("-serial").arg(format!("file:{}", self.console.display()));
         let child = cmd
@@ -159,7 +176,12 @@ impl Guest {
         }
         let took = start.elapsed();
         self.boot_times.push(took);
-        eprintln!("vm lane: {} ({}) agent answering {:.1} s after power-on", self.name, self.lane.accel, took.as_secs_f64());
+        eprintln!(
+            "vm lane: {} ({}) agent answering {:.1} s after power-on",
+            self.name,
+            self.lane.accel,
+            took.as_secs_f64()
+        );
         while !self.ssh("true").status.success() {
             if start.elapsed() > BOOT_TIMEOUT {
                 fail(&format!("{}: no ssh after {BOOT_TIMEOUT:?}: {}", self.name, self.diagnostics()));
@@ -176,11 +198,7 @@ impl Guest {
             let lines: Vec<&str> = text.lines().collect();
             lines[lines.len().saturating_sub(40)..].join("\n")
         };
-        format!(
-            "\n--- console ---\n{}\n--- qemu stderr ---\n{}",
-            tail(&self.console),
-            tail(&self.path("qemu.stderr"))
-        )
+        format!("\n--- console ---\n{}\n--- qemu stderr ---\n{}", tail(&self.console), tail(&self.path("qemu.stderr")))
     }
 
     /// Runs `script` with the guest's /bin/sh as root over ssh.
@@ -207,7 +225,12 @@ impl Guest {
         let to = shell_quote(to);
         let out = run(self.ssh_command(&format!("cat >{to} && chmod 0755 {to}")).stdin(file));
         if !out.status.success() {
-            fail(&format!("{}: copying {} in failed: {}", self.name, from.display(), String::from_utf8_lossy(&out.stderr)));
+            fail(&format!(
+                "{}: copying {} in failed: {}",
+                self.name,
+                from.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
     }
 
@@ -267,6 +290,22 @@ impl Guest {
     /// Whether the agent's port accepts connections now.
     pub fn agent_listening(&self) -> bool {
         TcpStream::connect_timeout(&SocketAddr::from((self.addr, AGENT_PORT)), Duration::from_secs(1)).is_ok()
+    }
+}
+
+/// The next 127.0.77.<k> whose agent and ssh ports nothing holds (a qemu of an earlier
+/// test process may still be going away).
+fn free_address() -> Ipv4Addr {
+    static NEXT: AtomicU8 = AtomicU8::new(10);
+    loop {
+        let k = NEXT.fetch_add(1, Ordering::SeqCst);
+        if k == u8::MAX {
+            fail("no free address in 127.0.77.10-254");
+        }
+        let addr = Ipv4Addr::new(127, 0, 77, k);
+        if TcpListener::bind((addr, AGENT_PORT)).is_ok() && TcpListener::bind((addr, 22)).is_ok() {
+            return addr;
+        }
     }
 }
 
