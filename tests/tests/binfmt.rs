@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 use hostctl_schemas::signing::SecretKey;
 use hostctl_tests::http::Request;
 use hostctl_tests::userns::PrivateBinfmt;
-use hostctl_tests::{aarch64_program, binary, StoreRoot};
+use hostctl_tests::cross::aarch64_program;
+use hostctl_tests::{binary, StoreRoot};
 use serde_json::Value;
 
 /// The derivation: system aarch64-linux, the program (copied into the store from the path

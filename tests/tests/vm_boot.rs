@@ -29,7 +29,7 @@ fn binfmt_at_boot_then_mode_boot_and_a_reboot_run_the_new_system() {
     let Some(lane) = Lane::from_env() else { return };
     let mut vm = VmFleet::start(&lane, &["web1"], FIRST, "");
     let dir = tempfile::tempdir().unwrap();
-    let program = hostctl_tests::aarch64_program(dir.path());
+    let program = hostctl_tests::cross::aarch64_program(dir.path());
     vm.guest("web1").put(&program, "/root/machine-aarch64");
     assert_aarch64_runs(vm.guest("web1"), "first boot");
     let status = vm.status("web1");

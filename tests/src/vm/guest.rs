@@ -1,6 +1,6 @@
 //! One guest: its disks, its qemu process, ssh into it, power cuts and reboots.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -25,8 +25,6 @@ pub struct Guest {
     qemu: Option<Child>,
     /// The serial console of the running qemu (one file per power-on).
     console: PathBuf,
-    /// Power-on → agent answering, for each boot (the lane's boot-time figure).
-    pub boot_times: Vec<Duration>,
 }
 
 impl Guest {
@@ -46,7 +44,6 @@ impl Guest {
             dir,
             qemu: None,
             console: PathBuf::new(),
-            boot_times: Vec::new(),
         };
         checked(
             Command::new("qemu-img")
@@ -150,7 +147,7 @@ impl Guest {
         self.qemu = Some(child);
     }
 
-    /// Powers on and waits until the agent answers; records and returns the boot time.
+    /// Powers on and waits until the agent answers; returns how long that took.
     pub fn boot(&mut self) -> Duration {
         let start = Instant::now();
         self.power_on();
@@ -175,7 +172,6 @@ impl Guest {
             std::thread::sleep(Duration::from_millis(250));
         }
         let took = start.elapsed();
-        self.boot_times.push(took);
         eprintln!(
             "vm lane: {} ({}) agent answering {:.1} s after power-on",
             self.name,
@@ -285,11 +281,6 @@ impl Guest {
             }
         }
         self.wait_agent(start)
-    }
-
-    /// Whether the agent's port accepts connections now.
-    pub fn agent_listening(&self) -> bool {
-        TcpStream::connect_timeout(&SocketAddr::from((self.addr, AGENT_PORT)), Duration::from_secs(1)).is_ok()
     }
 }
 
