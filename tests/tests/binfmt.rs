@@ -25,9 +25,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use hostctl_schemas::signing::SecretKey;
+use hostctl_tests::cross::aarch64_program;
 use hostctl_tests::http::Request;
 use hostctl_tests::userns::PrivateBinfmt;
-use hostctl_tests::cross::aarch64_program;
 use hostctl_tests::{binary, StoreRoot};
 use serde_json::Value;
 

@@ -114,15 +114,20 @@ impl VmFleet {
 
     /// `GET /v1/status` of a guest's agent, signed with the fleet key.
     pub fn status(&self, name: &str) -> Value {
+        self.agent_get(name, "/v1/status")
+    }
+
+    /// A signed `GET path` to a guest's agent; fails the test unless it answers 200 JSON.
+    pub fn agent_get(&self, name: &str, path: &str) -> Value {
         let guest = self.guest(name);
-        let r = Request::new("GET", "/v1/status", b"")
+        let r = Request::new("GET", path, b"")
             .signed(&crate::livefleet::load_key(&self.key_file), name)
             .send_with_timeout(&guest.agent_addr(), Duration::from_secs(20))
-            .unwrap_or_else(|e| fail(&format!("GET /v1/status on {name}: {e}")));
+            .unwrap_or_else(|e| fail(&format!("GET {path} on {name}: {e}")));
         if r.status != 200 {
-            fail(&format!("GET /v1/status on {name}: {} {}", r.status, r.body));
+            fail(&format!("GET {path} on {name}: {} {}", r.status, r.body));
         }
-        serde_json::from_str(&r.body).unwrap_or_else(|e| fail(&format!("status of {name}: {e}: {}", r.body)))
+        serde_json::from_str(&r.body).unwrap_or_else(|e| fail(&format!("GET {path} on {name}: {e}: {}", r.body)))
     }
 
     /// `nixosConfigurations.<name>`'s toplevel at the working tree.

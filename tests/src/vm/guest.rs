@@ -37,14 +37,7 @@ impl Guest {
             .prefix(&format!("hostctl-vm-{name}-"))
             .tempdir()
             .unwrap_or_else(|e| fail(&format!("cannot create a temp dir: {e}")));
-        let guest = Guest {
-            name: name.to_owned(),
-            addr,
-            lane: lane.clone(),
-            dir,
-            qemu: None,
-            console: PathBuf::new(),
-        };
+        let guest = Guest { name: name.to_owned(), addr, lane: lane.clone(), dir, qemu: None, console: PathBuf::new() };
         checked(
             Command::new("qemu-img")
                 .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])

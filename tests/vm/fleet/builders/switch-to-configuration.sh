@@ -9,6 +9,9 @@
 #   switch|boot   make this system the next boot's (/nix/var/nix/hostctl-vm/next-boot,
 #                 read by the guest's /sbin/hostctl-vm-init: the lane's boot loader)
 #   dry-activate  print what switch would do, change nothing
+#   a test hold  while /run/hostctl-vm-hold-switch exists, waits before doing anything
+#                 (tests hold a deployment between the profile switch and the activation;
+#                 /run is a tmpfs, so a power cut releases it)
 # Exit codes as NixOS's: 0 ok, 1 bad usage, 2 activation script failed, 4 units failed
 # (a unit that failed to start, restart or reload, or that is failed a second later).
 # Simplified: a changed unit is restarted after activation (never stopped before it), and
@@ -20,6 +23,7 @@ case $mode in
   switch | boot | test | dry-activate) ;;
   *) echo "usage: $0 switch|boot|test|dry-activate" >&2; exit 1 ;;
 esac
+while [ -e /run/hostctl-vm-hold-switch ]; do sleep 0.2; done
 units=etc/systemd/system
 old=$(readlink -f /run/current-system 2>/dev/null) || old=
 [ -n "$old" ] && [ -d "$old/$units" ] || old=
