@@ -91,7 +91,7 @@ for _ in $(seq 200); do
     sleep 0.1
 done
 
-"$bin/sign-proxy" --agent "127.0.0.1:$port" --host st-agent --key "$work/fleet.sec" --webhook-secret "$work/webhook.secret" \
+"$bin/sign-proxy" --agent "127.0.0.1:$port" --host st-agent --agent-key "$(cat "$work/state/identity.pub")" --key "$work/fleet.sec" --webhook-secret "$work/webhook.secret" \
     </dev/null >"$work/proxy.url" 2>"$work/proxy.log" &
 proxy_pid=$!
 for _ in $(seq 100); do

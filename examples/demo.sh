@@ -246,11 +246,16 @@ for n in "${!names[@]}"; do
   echo "${names[$n]}: agent listening on ${addrs[$n]}:$port" >&2
 done
 
-step "fleet.yaml for the simulated hosts"
+step "fleet.yaml for the simulated hosts, each agent's identity pinned"
+# Each agent generated its identity key at first start and published the public half in
+# state_dir/identity.pub (`hostctl-agent identity` prints it too): pinned here as
+# `agent_key`, the controller talks TLS to exactly that agent. (`hostctl enroll HOST`
+# would record what answers instead, in known_agents.)
 {
   printf 'flake: .\ndefaults:\n  port: %s\n  mode: switch\n  confirm_timeout: 30s\nhosts:\n' "$port"
   for n in "${!names[@]}"; do
-    printf '  %s:\n    address: %s\n    system: x86_64-linux\n' "${names[$n]}" "${addrs[$n]}"
+    identity=$(cat "${host_roots[$n]}/state/agent/identity.pub")
+    printf '  %s:\n    address: %s\n    system: x86_64-linux\n    agent_key: %s\n' "${names[$n]}" "${addrs[$n]}" "$identity"
   done
 } >"$fleet/fleet.yaml"
 cat "$fleet/fleet.yaml"

@@ -12,6 +12,15 @@ let
   literalExpression = lib.literalExpression or lib.literalExample;
 
   stateDir = "/var/lib/hostctl-agent";
+  # The agent's public identity, world-readable (the state directory is not): what a
+  # controller pins (fleet.yaml `agent_key`, `hostctl enroll --expect`).
+  identityPub = "/run/hostctl-agent/identity.pub";
+  publishIdentity = pkgs.writeShellScript "hostctl-agent-publish-identity" ''
+    set -eu
+    ${cfg.package}/bin/hostctl-agent identity --config /etc/hostctl/agent.yaml > ${identityPub}.tmp
+    chmod 0644 ${identityPub}.tmp
+    mv ${identityPub}.tmp ${identityPub}
+  '';
   binfmtConf = "/etc/nix/hostctl-binfmt.conf";
 
   # Any JSON value, for the keys whose inside the agent checks (pull, binfmt, health).
@@ -44,6 +53,11 @@ let
       max_connections = setting types.ints.positive "Open API connections at most (default 512).";
       max_connections_per_peer = setting types.ints.positive
         "Open API connections per peer address at most (default 256).";
+      identity_key_file = setting types.str
+        "The agent's ed25519 identity key (Nix secret key format, 0600); default: generated in state_dir.";
+      metrics_listen = setting types.str "IP:PORT of a plain-HTTP listener serving GET /metrics only (default: off).";
+      webhook_listen = setting types.str
+        "IP:PORT of a plain-HTTP listener serving the forge webhook only, behind a TLS-terminating proxy (default: off).";
     };
   };
 
@@ -101,19 +115,30 @@ in
     listenAddress = mkOption {
       type = types.str;
       default = "0.0.0.0";
-      description = "Address of the agent's HTTP API.";
+      description = "Address of the agent's API (TLS).";
     };
 
     port = mkOption {
       type = types.port;
       default = 7420;
-      description = "Port of the agent's HTTP API.";
+      description = "Port of the agent's API (TLS).";
     };
 
     openFirewall = mkOption {
       type = types.bool;
       default = false;
-      description = "Open `port` in the firewall (the controller, Prometheus and forge webhooks reach the agent there).";
+      description = "Open `port` in the firewall (the controller and forge webhooks reach the agent there; `metrics_listen` and `webhook_listen` ports are opened by you).";
+    };
+
+    identityFile = mkOption {
+      type = types.str;
+      default = identityPub;
+      readOnly = true;
+      description = ''
+        The agent's public identity, `<hostname>:<base64>`, world-readable, written before
+        each start (`hostctl-agent identity`): collect it into fleet.yaml (`agent_key`) or
+        compare it with what `hostctl enroll` shows.
+      '';
     };
 
     emulatedSystems = mkOption {
@@ -154,7 +179,10 @@ in
       # VM lane (tests/vm_pull.rs): without it every pull-mode evaluation failed.
       environment.XDG_CACHE_HOME = "/var/cache/hostctl-agent";
       serviceConfig = {
+        ExecStartPre = publishIdentity;
         ExecStart = "${cfg.package}/bin/hostctl-agent serve --config /etc/hostctl/agent.yaml";
+        RuntimeDirectory = "hostctl-agent";
+        RuntimeDirectoryMode = "0755";
         Restart = "always";
         RestartSec = 5;
         StateDirectory = "hostctl-agent";

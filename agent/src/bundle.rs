@@ -194,6 +194,7 @@ pub async fn deploy(
         confirm_timeout: Duration::from_secs(0),
         health: Vec::new(),
         cache: None,
+        commit_signature: None,
     };
     let started = deployer.create(request).await?;
     Ok(wait_until_final(deployer, started).await)

@@ -1,6 +1,7 @@
 //! `hostctl-agent import FILE`: hands a bundle to the agent running on this host, over
-//! its own HTTP port on this machine (a host without network still has loopback), and
-//! reports how the deployment ended. The checks and the deployment are the daemon's
+//! its own TLS port on this machine (a host without network still has loopback), pinned
+//! to the identity the agent published in `state_dir/identity.pub`, and reports how the
+//! deployment ended. The checks and the deployment are the daemon's
 //! ([`crate::bundle`]): it owns the journal, so no second process ever writes it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -23,6 +24,8 @@ pub enum ImportError {
     /// The agent refused the bundle (signature, host, age, hash): nothing was changed.
     #[error("the agent refused {file}: {message}")]
     Refused { file: String, message: String },
+    #[error("cannot read the agent's identity from {file} (has the agent run yet?): {problem}")]
+    Identity { file: String, problem: String },
     #[error("cannot reach the agent at {addr}: {message}")]
     Unreachable { addr: String, message: String },
 }
@@ -51,10 +54,16 @@ pub async fn import(config: &AgentConfig, file: &Path) -> Result<Deployment, Imp
     let body = tokio::fs::File::open(file).await.map_err(|source| ImportError::File { file: name.clone(), source })?;
     let addr = local_address(config);
     let unreachable = |message: String| ImportError::Unreachable { addr: addr.to_string(), message };
+    let pin = published_identity(config)?;
+    let (tls, _) = hostctl_wire::client_config(Some(pin)).map_err(|e| unreachable(e.to_string()))?;
     // The agent is on loopback: a proxy from the environment must not be asked for it.
-    let client = reqwest::Client::builder().no_proxy().build().map_err(|e| unreachable(e.to_string()))?;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .use_preconfigured_tls(hostctl_wire::ClientConfig::clone(&tls))
+        .build()
+        .map_err(|e| unreachable(e.to_string()))?;
     let response = client
-        .post(format!("http://{addr}{PATH}"))
+        .post(format!("https://{addr}{PATH}"))
         .body(reqwest::Body::from(body))
         .send()
         .await
@@ -70,6 +79,16 @@ pub async fn import(config: &AgentConfig, file: &Path) -> Result<Deployment, Imp
     } else {
         Err(unreachable(format!("HTTP {status}: {message}")))
     }
+}
+
+/// The identity key the local agent published (`state_dir/identity.pub`).
+fn published_identity(config: &AgentConfig) -> Result<hostctl_wire::KeyBytes, ImportError> {
+    let path = config.state_dir.join(hostctl_schemas::agent_config::IDENTITY_PUB_FILE);
+    let fail = |problem: String| ImportError::Identity { file: path.display().to_string(), problem };
+    let text = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
+    let key: hostctl_schemas::key::PublicKey =
+        text.trim().parse().map_err(|e: hostctl_schemas::key::PublicKeyError| fail(e.to_string()))?;
+    Ok(key.key)
 }
 
 /// One line for the operator.

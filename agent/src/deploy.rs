@@ -56,8 +56,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use hostctl_nix::profile::Profile;
 use hostctl_nix::Nix;
 use hostctl_schemas::api::deployments::{
-    valid_id, ActivationOutcome, Deployment, DeploymentRequest, DeploymentState, EndReason,
+    valid_id, ActivationOutcome, CommitSignature, Deployment, DeploymentRequest, DeploymentState, EndReason, Requester,
 };
+use hostctl_schemas::commits::UnsignedOverride;
 use hostctl_schemas::duration::Duration;
 use hostctl_schemas::ids::StorePath;
 use hostctl_schemas::inventory::{HealthCheck, Mode};
@@ -212,6 +213,15 @@ impl Deployer {
     /// the background. A repeated request with the same id and content returns the
     /// existing deployment (a controller retrying after a lost response).
     pub async fn create(self: &Arc<Self>, request: DeploymentRequest) -> Result<Deployment, DeployError> {
+        self.create_by(request, None).await
+    }
+
+    /// [`Deployer::create`], journaling who asked (`None`: the agent itself, pull mode).
+    pub async fn create_by(
+        self: &Arc<Self>,
+        request: DeploymentRequest,
+        by: Option<Requester>,
+    ) -> Result<Deployment, DeployError> {
         check_id(&request.id)?;
         health::refuse_http("health", &request.health).map_err(DeployError::invalid)?;
         if let Some(existing) = self.journal().get(&request.id) {
@@ -221,7 +231,12 @@ impl Deployer {
         }
         self.check_source(&request).await?;
         let (running, profile) = self.previous_systems()?;
-        let deployment = Deployment::queued(&request, running, unix_now());
+        let mut deployment = Deployment::queued(&request, running, unix_now());
+        if let Some(CommitSignature::AllowedUnsigned(why)) = &request.commit_signature {
+            let key = by.as_ref().map_or("(local)", |r| r.key.as_str()).to_owned();
+            deployment.unsigned_override = Some(UnsignedOverride { key, refusal: why.clone() });
+        }
+        deployment.requested_by = by;
         let mut record = Record::new(deployment, request.confirm_timeout);
         record.health = request.health;
         record.cache = request.cache;
@@ -431,7 +446,7 @@ impl Deployer {
         }
         self.transition(id, Transition::Check).map_err(Failure::journal)?;
         let output = self.journal().health_log_path(id);
-        health::run_checks(&checks, &output).await.map_err(|e| Failure::new(EndReason::HealthCheckFailed, e))
+        health::run_checks(&checks, &output).await.map_err(Failure::health)
     }
 
     /// Confirmed at once, or `awaiting-confirmation` until the returned deadline.
@@ -450,7 +465,7 @@ impl Deployer {
             Ok(note) => note,
             Err(e) => Some(e),
         };
-        let Failure { reason, message } = failure;
+        let Failure { reason, message, .. } = failure;
         let error = match note {
             Some(note) => format!("{message}; {note}"),
             None => message,

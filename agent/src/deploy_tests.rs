@@ -100,6 +100,7 @@ pub(crate) fn request(id: &str, toplevel: &StorePath, mode: Mode, confirm_secs: 
         confirm_timeout: Duration::from_secs(confirm_secs),
         health: Vec::new(),
         cache: None,
+        commit_signature: None,
     }
 }
 
@@ -306,6 +307,9 @@ async fn failing_health_checks_roll_back() {
     deployer.create(req).await.unwrap();
     let d = ended(&deployer, "d2").await;
     assert_eq!((d.state, d.end_reason), (DeploymentState::RolledBack, Some(EndReason::HealthCheckFailed)), "{d:?}");
+    let failure = d.health_failure.clone().unwrap();
+    assert_eq!(failure.check, "sh -c 'echo degraded; exit 1'", "{d:?}");
+    assert!(failure.error.starts_with("exit status 1 (1 attempt)"), "{d:?}");
     assert_eq!(
         d.error.unwrap(),
         format!(

@@ -15,7 +15,9 @@ use std::process::Stdio;
 use std::time::Duration as StdDuration;
 
 use hostctl_nix::command::render_argv;
+use hostctl_schemas::api::deployments::HealthFailure;
 use hostctl_schemas::inventory::{HealthCheck, HealthKind};
+use hostctl_schemas::text::plural;
 
 use crate::activation::log_tail;
 
@@ -34,18 +36,23 @@ pub fn refuse_http(field: &str, checks: &[HealthCheck]) -> Result<(), String> {
 
 /// Runs `checks` in order; `Err` names the first failing one with its output's tail.
 /// `output` is the file each attempt's output goes to (overwritten per attempt).
-pub async fn run_checks(checks: &[HealthCheck], output: &Path) -> Result<(), String> {
+pub async fn run_checks(checks: &[HealthCheck], output: &Path) -> Result<(), HealthFailure> {
     for check in checks {
         let HealthKind::Command(argv) = &check.kind else {
             // Refused when the request or config was read; never run an unchecked probe.
-            return Err(format!("health check {:?} is not a command check", check.kind));
+            return Err(HealthFailure::new(format!("{:?}", check.kind), "not a command check"));
         };
         run_check(check, argv, output).await?;
     }
     Ok(())
 }
 
-async fn run_check(check: &HealthCheck, argv: &[String], output: &Path) -> Result<(), String> {
+/// The deployment's error for a failed check.
+pub fn failure_message(failure: &HealthFailure) -> String {
+    format!("health check `{}` failed: {}", failure.check, failure.error)
+}
+
+async fn run_check(check: &HealthCheck, argv: &[String], output: &Path) -> Result<(), HealthFailure> {
     let attempts = check.retries.saturating_add(1);
     let mut problem = String::new();
     for attempt in 1..=attempts {
@@ -62,13 +69,12 @@ async fn run_check(check: &HealthCheck, argv: &[String], output: &Path) -> Resul
         }
     }
     let tail = tail_lines(&log_tail(output), OUTPUT_TAIL_LINES);
-    let plural = if attempts == 1 { "" } else { "s" };
-    let mut message = format!("health check `{}` failed: {problem} ({attempts} attempt{plural})", render_argv(argv));
+    let mut error = format!("{problem} ({})", plural(attempts, "attempt", "attempts"));
     if !tail.is_empty() {
-        message.push_str("; output:\n");
-        message.push_str(&tail);
+        error.push_str("; output:\n");
+        error.push_str(&tail);
     }
-    Err(message)
+    Err(HealthFailure::new(render_argv(argv), error))
 }
 
 /// One attempt: `Err` says why it failed (exit status, timeout, could not start).
@@ -146,11 +152,12 @@ mod tests {
         assert_eq!(run_checks(&[], &out).await, Ok(()));
 
         let err = run_checks(&[command(&["true"], 1000, 0), command(&["false"], 1000, 1)], &out).await.unwrap_err();
-        assert_eq!(err, "health check `false` failed: exit status 1 (2 attempts)");
+        assert_eq!(err, HealthFailure::new("false", "exit status 1 (2 attempts)"), "names the failing check");
+        assert_eq!(failure_message(&err), "health check `false` failed: exit status 1 (2 attempts)");
 
         let err = run_checks(&[command(&["sh", "-c", "echo not ready; exit 3"], 1000, 0)], &out).await.unwrap_err();
         assert_eq!(
-            err,
+            failure_message(&err),
             "health check `sh -c 'echo not ready; exit 3'` failed: exit status 3 (1 attempt); output:\nnot ready"
         );
 
@@ -160,7 +167,7 @@ mod tests {
         let script = format!("if [ -e {0} ]; then rm {0}; exit 1; fi", flag.display());
         assert_eq!(run_checks(&[command(&["sh", "-c", &script], 1000, 2)], &out).await, Ok(()));
 
-        let err = run_checks(&[command(&["/nonexistent/check"], 1000, 0)], &out).await.unwrap_err();
+        let err = failure_message(&run_checks(&[command(&["/nonexistent/check"], 1000, 0)], &out).await.unwrap_err());
         assert!(err.contains("cannot run `/nonexistent/check`"), "{err}");
     }
 
@@ -169,7 +176,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("health.log");
         let started = std::time::Instant::now();
-        let err = run_checks(&[command(&["sleep", "5"], 500, 0)], &out).await.unwrap_err();
+        let err = failure_message(&run_checks(&[command(&["sleep", "5"], 500, 0)], &out).await.unwrap_err());
         assert!(started.elapsed() < StdDuration::from_secs(2), "{:?}", started.elapsed());
         assert!(err.starts_with("health check `sleep 5` failed: timed out after 500ms (process "), "{err}");
         let pid: u32 = err.split("(process ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
@@ -177,7 +184,7 @@ mod tests {
 
         // A grandchild holding the output open is killed with its group.
         let script = format!("sleep 5 & echo $! > {}/child; wait", dir.path().display());
-        let err = run_checks(&[command(&["sh", "-c", &script], 300, 0)], &out).await.unwrap_err();
+        let err = failure_message(&run_checks(&[command(&["sh", "-c", &script], 300, 0)], &out).await.unwrap_err());
         assert!(err.contains("timed out after 300ms"), "{err}");
         let child = std::fs::read_to_string(dir.path().join("child")).unwrap();
         std::thread::sleep(StdDuration::from_millis(50));

@@ -37,6 +37,21 @@ impl StoreFs {
         Self { root }
     }
 
+    /// The store directory on the file system (`ROOT/nix/store` for a `root=` store).
+    pub fn store_dir(&self) -> PathBuf {
+        let store = Path::new(hostctl_schemas::ids::DEFAULT_STORE_DIR);
+        match &self.root {
+            Some(root) => root.join(store.strip_prefix("/").unwrap_or(store)),
+            None => store.to_path_buf(),
+        }
+    }
+
+    /// Bytes an unprivileged writer may still use on the store's file system, if readable.
+    pub fn store_free_bytes(&self) -> Option<u64> {
+        let fs = nix::sys::statvfs::statvfs(&self.store_dir()).ok()?;
+        Some(fs.blocks_available().saturating_mul(fs.fragment_size()))
+    }
+
     /// The file system path of `path`.
     pub fn real_path(&self, path: &StorePath) -> PathBuf {
         match &self.root {

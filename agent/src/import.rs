@@ -22,6 +22,7 @@ use hostctl_nix::{Nix, NixError};
 use hostctl_schemas::ids::StorePath;
 
 use crate::host::invalid_paths;
+use crate::import_roots::ImportRoots;
 
 /// Why an import failed; nothing it added stays in the store.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,6 +50,7 @@ pub struct Importer {
     /// Serialises imports: the clean-up after a failed import deletes paths that were
     /// missing before it, which must not race another import adding the same paths.
     lock: tokio::sync::Mutex<()>,
+    roots: Option<Arc<ImportRoots>>,
 }
 
 impl Importer {
@@ -60,7 +62,13 @@ impl Importer {
             }
         }
         crate::journal::create_private_dir(&tmp_dir).map_err(std::io::Error::other)?;
-        Ok(Self { nix, tmp_dir, lock: tokio::sync::Mutex::new(()) })
+        Ok(Self { nix, tmp_dir, lock: tokio::sync::Mutex::new(()), roots: None })
+    }
+
+    /// Imported paths get GC roots in `roots` until a deployment ends (`import_roots.rs`).
+    pub fn with_roots(mut self, roots: Arc<ImportRoots>) -> Self {
+        self.roots = Some(roots);
+        self
     }
 
     /// A new temporary file in the import directory for a compressed stream being
@@ -103,7 +111,7 @@ impl Importer {
                 absent.len() - 1
             )));
         }
-        let order: Vec<StorePath> = exported.into_iter().map(|e| e.path).collect();
+        let order: Vec<StorePath> = exported.iter().map(|e| e.path.clone()).collect();
         let missing_before = invalid_paths(&self.nix, &order).await?;
         let new: Vec<StorePath> = order.iter().filter(|p| missing_before.contains(*p)).cloned().collect();
         let mut stream = plain.reopen().map_err(tmp_err)?;
@@ -129,6 +137,13 @@ impl Importer {
             .await
             .map_err(|e| ImportError::Internal(format!("syncing the imported paths failed: {e}")))?;
         tracing::info!(paths = order.len(), new = new.len(), "import done");
+        if let Some(roots) = &self.roots {
+            // The paths are whole either way; unrooted they only risk a collection before
+            // their deployment, which then fails naming them.
+            if let Err(e) = roots.hold(&exported).await {
+                tracing::error!(error = %e, "cannot protect the imported paths from garbage collection");
+            }
+        }
         Ok(order)
     }
 

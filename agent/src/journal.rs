@@ -531,6 +531,7 @@ pub(crate) mod tests {
             confirm_timeout: hostctl_schemas::duration::Duration::from_secs(0),
             health: Vec::new(),
             cache: None,
+            commit_signature: None,
         };
         Deployment::queued(&request, None, 1_800_000_000)
     }

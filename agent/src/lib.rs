@@ -4,7 +4,8 @@
 //! Request path: [`http`] routes → [`http::auth`] (signature, nonce, body hash;
 //! [`http::body`] reads bodies within limits) → one handler module per endpoint in
 //! [`http`], which calls down into the domain modules and maps their errors to HTTP:
-//! [`import`] (the all-or-nothing store import), [`bundle`], [`generations`], [`status`],
+//! [`import`] (the all-or-nothing store import, its paths rooted by [`import_roots`] until a
+//! deployment ends), [`bundle`], [`generations`], [`status`],
 //! [`metrics`], [`pull::webhook`], [`deploy`] (deployments, refused with [`deploy_error`],
 //! moved on only by [`transition`]s: [`journal`] + [`activator`] (profile, store,
 //! [`activation`] as [`systemd`] units or detached children) + [`substitute`] + [`health`];
@@ -31,7 +32,9 @@ pub mod handles;
 pub mod health;
 pub mod host;
 pub mod http;
+pub mod identity;
 pub mod import;
+pub mod import_roots;
 pub mod journal;
 pub mod metrics;
 pub mod orphan;

@@ -1,5 +1,5 @@
 //! `hostctl-agent`: the per-host daemon (`serve`), its configuration check
-//! (`check-config`), `status` (the running agent, read over D-Bus) and `binfmt` (one
+//! (`check-config`), its public identity (`identity`), `status` (the running agent, read over D-Bus) and `binfmt` (one
 //! reconcile of the binfmt_misc emulation). Glue only: the daemon lives in the library
 //! (see `lib.rs`).
 
@@ -33,6 +33,10 @@ enum AgentError {
     Import(#[from] hostctl_agent::bundle_client::ImportError),
     #[error(transparent)]
     Serve(#[from] hostctl_agent::serve::ServeError),
+    #[error(transparent)]
+    Identity(#[from] hostctl_agent::identity::IdentityError),
+    #[error("{dir}: {source}")]
+    StateDir { dir: String, source: hostctl_agent::journal::JournalError },
     #[error("cannot print the configuration: {0}")]
     Print(serde_json::Error),
     /// The command printed its result, which is a failure (a deployment not confirmed,
@@ -52,9 +56,15 @@ impl AgentError {
             Self::Status(e) if e.is_bad_input() => EXIT_BAD_INPUT,
             Self::Import(e) if e.is_bad_input() => EXIT_BAD_INPUT,
             Self::Serve(e) if e.is_bad_input() => EXIT_BAD_INPUT,
-            Self::Runtime(_) | Self::Status(_) | Self::Import(_) | Self::Serve(_) | Self::Print(_) | Self::Reported => {
-                EXIT_FAILED
-            }
+            Self::Identity(e) if e.is_bad_input() => EXIT_BAD_INPUT,
+            Self::Runtime(_)
+            | Self::Status(_)
+            | Self::Import(_)
+            | Self::Serve(_)
+            | Self::Identity(_)
+            | Self::StateDir { .. }
+            | Self::Print(_)
+            | Self::Reported => EXIT_FAILED,
         }
     }
 }
@@ -80,6 +90,13 @@ enum Command {
         /// Print the configuration as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Print the agent's public identity, `<hostname>:<base64>`, as the controller pins it
+    /// (fleet.yaml `agent_key`, `hostctl enroll --expect`); generates the identity key
+    /// first if there is none yet, as `serve` would.
+    Identity {
+        #[arg(long, default_value = "/etc/hostctl/agent.yaml", value_name = "FILE")]
+        config: PathBuf,
     },
     /// Print the running agent's state, read over D-Bus (org.hostctl.Agent1).
     Status {
@@ -140,8 +157,9 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<(), AgentError> {
     match command {
-        Command::Serve { config } => serve(load(&config)?),
+        Command::Serve { config } => serve(&config, load(&config)?),
         Command::CheckConfig { config, json } => check_config(&config, &load(&config)?, json),
+        Command::Identity { config } => identity(&load(&config)?),
         Command::Status { json, config, bus } => status(json, config, bus),
         Command::Import { file, config } => import(&load(&config)?, &file),
         Command::Binfmt { config, json, dry_run } => binfmt(&config, &load(&config)?, json, dry_run),
@@ -156,6 +174,17 @@ fn runtime() -> Result<tokio::runtime::Runtime, AgentError> {
 fn status(json: bool, config: Option<PathBuf>, bus: Option<Bus>) -> Result<(), AgentError> {
     let text = runtime()?.block_on(hostctl_agent::dbus::client::status(bus, config.as_deref(), json))?;
     print!("{text}");
+    Ok(())
+}
+
+/// `identity`: the public identity; a named key file that is missing, unreadable or
+/// readable by others is exit 2, naming it.
+fn identity(config: &AgentConfig) -> Result<(), AgentError> {
+    hostctl_agent::serve::check_private_paths(config).map_err(hostctl_agent::serve::ServeError::from)?;
+    hostctl_agent::journal::create_private_dir(&config.state_dir)
+        .map_err(|source| AgentError::StateDir { dir: config.state_dir.display().to_string(), source })?;
+    let key = hostctl_agent::identity::load_or_create(config)?;
+    println!("{}", hostctl_agent::identity::public_identity(config, &key));
     Ok(())
 }
 
@@ -177,6 +206,10 @@ fn load(path: &Path) -> Result<AgentConfig, AgentError> {
     hostctl_agent::health::refuse_http("health", &config.health).map_err(|e| AgentError::unusable(path, e))?;
     if let Some(pull) = &config.pull {
         pull.check(path)?;
+        if let Some(policy) = &pull.commits {
+            policy.check(path, "pull.commits")?;
+        }
+        hostctl_agent::pull::verify::load_trust(pull).map_err(|e| AgentError::unusable(path, e))?;
     }
     if let Some(binfmt) = &config.binfmt {
         hostctl_agent::binfmt::plan(binfmt).map_err(|e| AgentError::unusable(path, e))?;
@@ -184,14 +217,20 @@ fn load(path: &Path) -> Result<AgentConfig, AgentError> {
     Ok(config)
 }
 
-fn serve(config: AgentConfig) -> Result<(), AgentError> {
+/// `serve`; what it refuses in the configuration names the file, as `check-config` does.
+fn serve(path: &Path, config: AgentConfig) -> Result<(), AgentError> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Plain lines for journald when stderr is not a terminal.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(AgentError::Runtime)?;
-    Ok(runtime.block_on(hostctl_agent::serve::serve(config))?)
+    runtime.block_on(hostctl_agent::serve::serve(config)).map_err(|e| match e {
+        e @ (hostctl_agent::serve::ServeError::Config(_) | hostctl_agent::serve::ServeError::Permissions(_)) => {
+            AgentError::unusable(path, e)
+        }
+        e => AgentError::Serve(e),
+    })
 }
 
 /// `binfmt`: one reconcile of the configuration's `binfmt:` section.
@@ -221,7 +260,7 @@ fn binfmt(path: &Path, cfg: &AgentConfig, json: bool, dry_run: bool) -> Result<(
 
 fn check_config(path: &Path, cfg: &AgentConfig, json: bool) -> Result<(), AgentError> {
     // What `serve` would refuse at start, reported before a restart meets it.
-    hostctl_agent::serve::check_private_paths(cfg).map_err(|e| AgentError::unusable(path, e))?;
+    hostctl_agent::serve::check_startable(cfg).map_err(|e| AgentError::unusable(path, e))?;
     if json {
         println!("{}", serde_json::to_string_pretty(cfg).map_err(AgentError::Print)?);
     } else {

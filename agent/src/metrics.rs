@@ -48,7 +48,9 @@ pub fn render(status: &StatusResponse, records: &[Record], pull: Option<&PullOut
             &[("url", &pull.url), ("branch", &pull.branch), ("lock_policy", &pull.lock_policy)],
             1,
         );
-        for (step, outcome) in [("fetch", outcomes.fetch), ("eval", outcomes.eval), ("build", outcomes.build)] {
+        for (step, outcome) in
+            [("fetch", outcomes.fetch), ("verify", outcomes.verify), ("eval", outcomes.eval), ("build", outcomes.build)]
+        {
             step_metrics(&mut out, &format!("hostctl_pull_last_{step}"), &format!("the last {step}"), outcome);
         }
         out.family(
@@ -61,6 +63,12 @@ pub fn render(status: &StatusResponse, records: &[Record], pull: Option<&PullOut
             let lock = pull.pending_lock.as_ref().map(ToString::to_string).unwrap_or_default();
             out.family("hostctl_pull_pending_info", "gauge", "The commit and lock held as a pending lock change.");
             out.sample("hostctl_pull_pending_info", &[("commit", commit), ("lock", &lock)], 1);
+        }
+        if let Some(refused) = &pull.refused {
+            let help = "The newest fetched commit the signature policy refused, and why.";
+            out.family("hostctl_pull_commit_refused_info", "gauge", help);
+            let labels = [("commit", refused.commit.as_str()), ("reason", refused.reason.as_str())];
+            out.sample("hostctl_pull_commit_refused_info", &labels, 1);
         }
     }
     out.0
@@ -117,6 +125,40 @@ fn deployments(out: &mut Text, records: &[Record]) {
         "hostctl_last_activation",
         "the last deployment that ended (success: confirmed)",
         last.map(|(time, ok)| StepOutcome { time, ok }),
+    );
+    last_deployment_info(out, records);
+}
+
+/// One sample for the newest deployment that ended: its id, result, why, and who asked
+/// (key name and address; empty when not recorded, e.g. pull mode's own). One series at
+/// a time, so the labels cannot multiply.
+fn last_deployment_info(out: &mut Text, records: &[Record]) {
+    let Some(d) = records.iter().rev().map(|r| &r.deployment).find(|d| d.state.is_final()) else { return };
+    let name = |v: serde_json::Result<serde_json::Value>| {
+        v.ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+    };
+    let (key, address) = d
+        .requested_by
+        .as_ref()
+        .map(|r| (r.key.as_str(), r.address.as_deref().unwrap_or_default()))
+        .unwrap_or_default();
+    let result = name(serde_json::to_value(d.state));
+    let reason = d.end_reason.map(|r| name(serde_json::to_value(r))).unwrap_or_default();
+    out.family(
+        "hostctl_last_deployment_info",
+        "gauge",
+        "The newest deployment that ended: id, result, end reason, and the key and address that asked for it.",
+    );
+    out.sample(
+        "hostctl_last_deployment_info",
+        &[
+            ("deployment", &d.id),
+            ("result", &result),
+            ("end_reason", &reason),
+            ("key", key),
+            ("address", address),
+        ],
+        1,
     );
 }
 
@@ -187,11 +229,13 @@ mod tests {
             pending_lock: Some(lock.clone()),
             last_fetch: Some(5),
             last_error: None,
+            refused: None,
         });
         let outcomes = PullOutcomes {
             fetch: Some(StepOutcome { time: 5, ok: true }),
             eval: Some(StepOutcome { time: 6, ok: false }),
             build: None,
+            verify: Some(StepOutcome { time: 5, ok: false }),
         };
         let text = render(&status, &[], Some(&outcomes));
         for line in [
@@ -199,6 +243,7 @@ mod tests {
             "hostctl_binfmt_emulated{system=\"riscv64-linux\"} 1\n",
             "hostctl_pull_last_fetch_success 1\n",
             "hostctl_pull_last_eval_success 0\n",
+            "hostctl_pull_last_verify_success 0\n",
             "hostctl_pull_last_eval_timestamp_seconds 6\n",
             "hostctl_pull_pending_lock_change 1\n",
         ] {
@@ -216,5 +261,24 @@ mod tests {
         assert!(out.0.is_empty());
         step_metrics(&mut out, "p", "x", Some(StepOutcome { time: 7, ok: false }));
         assert!(out.0.contains("p_timestamp_seconds 7\n") && out.0.contains("p_success 0\n"), "{}", out.0);
+    }
+
+    #[test]
+    fn the_last_deployment_names_who_asked_for_it() {
+        use hostctl_schemas::api::deployments::{EndReason, Requester};
+        let mut records: Vec<Record> = ["d1", "d2", "d3"]
+            .iter()
+            .map(|id| Record::new(crate::journal::tests::deployment(id), Default::default()))
+            .collect();
+        records[0].deployment.state = DeploymentState::Confirmed;
+        records[1].deployment.state = DeploymentState::RolledBack;
+        records[1].deployment.end_reason = Some(EndReason::HealthCheckFailed);
+        records[1].deployment.requested_by = Some(Requester { key: "ops".into(), address: Some("10.0.0.9".into()) });
+        let text = render(&status(), &records, None);
+        let line = "hostctl_last_deployment_info{deployment=\"d2\",result=\"rolled-back\",\
+                    end_reason=\"health-check-failed\",key=\"ops\",address=\"10.0.0.9\"} 1\n";
+        assert!(text.contains(line), "the newest ended one, d3 is still queued:\n{text}");
+        assert_eq!(text.matches("hostctl_last_deployment_info{").count(), 1, "one series");
+        assert!(!render(&status(), &records[2..], None).contains("hostctl_last_deployment_info"), "none ended");
     }
 }

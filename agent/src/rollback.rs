@@ -25,7 +25,9 @@
 
 use std::sync::Arc;
 
-use hostctl_schemas::api::deployments::{ActivationOutcome, Deployment, DeploymentRequest, DeploymentState, EndReason};
+use hostctl_schemas::api::deployments::{
+    ActivationOutcome, Deployment, DeploymentRequest, DeploymentState, EndReason, HealthFailure, Requester,
+};
 use hostctl_schemas::api::rollback::{RollbackRequest, RollbackTarget};
 use hostctl_schemas::ids::StorePath;
 use hostctl_schemas::inventory::Mode;
@@ -79,7 +81,15 @@ impl Deployer {
         if expect.is_some_and(|state| record.deployment.state != state) {
             return false;
         }
-        let Failure { reason: end_reason, message: reason } = reason;
+        let Failure { reason: end_reason, message: reason, health } = reason;
+        if let Some(failure) = health {
+            // Under the same lock as the state check above: only the deployment being
+            // rolled back gets it.
+            if let Err(e) = journal.update(id, |r| r.deployment.health_failure = Some(failure)) {
+                tracing::error!(id, error = %e, "cannot journal the failed health check");
+            }
+        }
+        let Some(record) = journal.get(id) else { return false };
         if let Err(why) = rollback_possible(record) {
             drop(journal);
             let error = format!("{reason}; {why}");
@@ -252,6 +262,15 @@ impl Deployer {
     /// Handles `POST /v1/rollback`: 202 with the rollback's deployment (or with the
     /// pending deployment that is now being rolled back).
     pub async fn rollback(self: &Arc<Self>, request: RollbackRequest) -> Result<Deployment, DeployError> {
+        self.rollback_by(request, None).await
+    }
+
+    /// [`Deployer::rollback`], journaling who asked in the rollback's deployment.
+    pub async fn rollback_by(
+        self: &Arc<Self>,
+        request: RollbackRequest,
+        by: Option<Requester>,
+    ) -> Result<Deployment, DeployError> {
         if let Some(id) = &request.id {
             check_id(id)?;
             if let Some(existing) = self.journal().get(id) {
@@ -263,21 +282,30 @@ impl Deployer {
         }
         let records = self.records();
         if let Some(open) = records.iter().find(|r| r.is_open()) {
-            return self.rollback_open(open, &request.to);
+            return self.rollback_open(open, &request.to, request.health_failure.as_ref());
         }
         let targets = RollbackTargets::new(&self.activator);
         let target = targets.resolve(&records, &request.to)?;
         targets.check_still_valid(&target).await?;
-        let record = self.rollback_record(&records, &request, target)?;
+        let mut record = self.rollback_record(&records, &request, target)?;
+        record.deployment.requested_by = by;
         self.accept(record)
     }
 
     /// A rollback request while a deployment is open.
-    fn rollback_open(self: &Arc<Self>, open: &Record, to: &RollbackTarget) -> Result<Deployment, DeployError> {
+    fn rollback_open(
+        self: &Arc<Self>,
+        open: &Record,
+        to: &RollbackTarget,
+        health_failure: Option<&HealthFailure>,
+    ) -> Result<Deployment, DeployError> {
         let id = &open.deployment.id;
         let state = open.deployment.state;
         if state == DeploymentState::AwaitingConfirmation && matches!(to, RollbackTarget::Previous(_)) {
-            let reason = Failure::new(EndReason::RollbackRequested, "rolled back on request");
+            let reason = match health_failure {
+                Some(failure) => Failure::health(failure.clone()),
+                None => Failure::new(EndReason::RollbackRequested, "rolled back on request"),
+            };
             if self.roll_back_pending(id, reason) {
                 return self.get(id).ok_or_else(|| DeployError::internal(format!("deployment `{id}` vanished")));
             }
@@ -313,6 +341,7 @@ impl Deployer {
             confirm_timeout,
             health: Vec::new(),
             cache: None,
+            commit_signature: None,
         };
         let (running, profile) = self.previous_systems()?;
         let mut deployment = Deployment::queued(&deployment_request, running, unix_now());

@@ -17,7 +17,12 @@ fn lock(c: char) -> LockId {
 }
 
 fn to(target: RollbackTarget, id: &str, confirm_secs: Option<u64>) -> RollbackRequest {
-    RollbackRequest { to: target, id: Some(id.to_owned()), confirm_timeout: confirm_secs.map(Duration::from_secs) }
+    RollbackRequest {
+        to: target,
+        id: Some(id.to_owned()),
+        confirm_timeout: confirm_secs.map(Duration::from_secs),
+        health_failure: None,
+    }
 }
 
 const PREVIOUS: RollbackTarget = RollbackTarget::Previous(Previous::Previous);
@@ -136,11 +141,54 @@ async fn previous_rolls_a_pending_deployment_back_at_once() {
 
     // A rollback deployment gets the agent's window when the request names none.
     let r = deployer
-        .rollback(RollbackRequest { to: RollbackTarget::Generation { generation: 2 }, id: None, confirm_timeout: None })
+        .rollback(RollbackRequest {
+            to: RollbackTarget::Generation { generation: 2 },
+            id: None,
+            confirm_timeout: None,
+            health_failure: None,
+        })
         .await
         .unwrap();
     assert!(r.id.starts_with("rollback-"), "{}", r.id);
     let r = settled(&deployer, &r.id).await;
     assert_eq!((r.state, &r.toplevel), (DeploymentState::AwaitingConfirmation, &b));
     assert!(r.confirm_deadline.unwrap() >= crate::unix_now() + 29);
+}
+
+#[tokio::test]
+async fn a_controller_health_failure_is_the_pending_deployments_cause_and_requesters_are_journaled() {
+    use hostctl_schemas::api::deployments::{EndReason, HealthFailure, Requester};
+    let host = TestHost::new();
+    let deployer = host.deployer();
+    let a = host.system("a", 0).await;
+    let b = host.system("b", 0).await;
+    let by = |key: &str| Some(Requester { key: key.into(), address: Some("198.51.100.1".into()) });
+    let mut req = request("d1", &a, Mode::Switch, 0);
+    req.lock = Some(lock('a'));
+    deployer.create_by(req, by("fleet-1")).await.unwrap();
+    assert_eq!(settled(&deployer, "d1").await.requested_by, by("fleet-1"));
+    let mut req = request("d2", &b, Mode::Switch, 30);
+    req.lock = Some(lock('b'));
+    deployer.create(req).await.unwrap();
+    assert_eq!(settled(&deployer, "d2").await.state, DeploymentState::AwaitingConfirmation);
+
+    let failure = HealthFailure::new("GET http://web1/healthz", "HTTP 503 (2 attempts)");
+    let request = RollbackRequest { health_failure: Some(failure.clone()), ..to(PREVIOUS, "r1", None) };
+    deployer.rollback_by(request, by("ops")).await.unwrap();
+    let d = ended(&deployer, "d2").await;
+    assert_eq!((d.state, d.end_reason), (DeploymentState::RolledBack, Some(EndReason::HealthCheckFailed)), "{d:?}");
+    assert_eq!(d.health_failure, Some(failure), "which check and what it said");
+    assert!(
+        d.error.as_deref().unwrap().starts_with("health check `GET http://web1/healthz` failed: HTTP 503 (2 attempts); "),
+        "{d:?}"
+    );
+    assert_eq!(d.requested_by, None, "asked by the agent's own caller (no key)");
+
+    // A later rollback deployment records who asked for it.
+    let r = deployer.rollback_by(to(RollbackTarget::Generation { generation: 2 }, "r2", Some(0)), by("ops")).await;
+    let r = r.unwrap();
+    assert_eq!(r.requested_by, by("ops"));
+    assert_eq!(r.health_failure, None);
+    let reloaded = crate::journal::Journal::open(deployer.journal().dir()).unwrap();
+    assert_eq!(reloaded.get("d1").unwrap().deployment.requested_by, by("fleet-1"), "journaled");
 }

@@ -1,6 +1,8 @@
-//! `hostctl-agent serve`: builds the agent from its configuration, finishes what the
-//! journal left open, listens, and shuts down gracefully on SIGTERM or SIGINT (in-flight
-//! requests, imports included, complete; detached activations keep running).
+//! `hostctl-agent serve`: builds the agent from its configuration (its identity key and
+//! TLS configuration included), finishes what the journal left open, listens (the API
+//! over TLS; metrics and the webhook also on plain listeners when configured), and shuts
+//! down gracefully on SIGTERM or SIGINT (in-flight requests, imports included, complete;
+//! detached activations keep running).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,7 +18,10 @@ use crate::activation::ServiceManager;
 use crate::deploy::{Deployer, DeployerOptions};
 use crate::handles::Handles;
 use crate::host::StoreFs;
+use crate::import_roots::ImportRoots;
 use crate::http::auth::Authenticator;
+use crate::http::connections::Admission;
+use crate::http::server;
 use crate::http::state::AppState;
 use crate::import::Importer;
 use crate::journal::{create_private_dir, Journal, JournalError};
@@ -49,18 +54,24 @@ pub enum ServeError {
     Permissions(#[from] hostctl_schemas::perms::PermError),
     #[error("the HTTP server failed: {0}")]
     Server(#[source] std::io::Error),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    #[error(transparent)]
+    Tls(#[from] hostctl_wire::WireError),
 }
 
 impl ServeError {
     /// The configuration (or a file it names) is wrong: nothing was started or changed.
     pub fn is_bad_input(&self) -> bool {
-        matches!(self, Self::Config(_) | Self::Permissions(_))
+        match self {
+            Self::Identity(e) => e.is_bad_input(),
+            _ => matches!(self, Self::Config(_) | Self::Permissions(_)),
+        }
     }
 }
 
 /// Refuses to start when the state directory or a secret the configuration names could be
 /// read or replaced by other users (the state directory is created 0700 when missing).
-/// `check-config` runs it too.
 pub fn check_private_paths(config: &AgentConfig) -> Result<(), hostctl_schemas::perms::PermError> {
     use hostctl_schemas::perms::{judge, Private};
     let euid = nix::unistd::geteuid().as_raw();
@@ -77,19 +88,61 @@ pub fn check_private_paths(config: &AgentConfig) -> Result<(), hostctl_schemas::
     Ok(())
 }
 
+/// Everything `serve` refuses in its configuration before it starts, and `check-config`
+/// reports the same way (one function, so the two cannot disagree): secrets and the state
+/// directory others could read, `http` health checks, an unreadable webhook secret, an ssh
+/// URL without its key, binfmt emulation that cannot work. Returns the binfmt plan.
+pub fn check_startable(config: &AgentConfig) -> Result<Option<crate::binfmt::Plan>, ServeError> {
+    check_private_paths(config)?;
+    // An `http` check the agent cannot run must not silently pass.
+    crate::health::refuse_http("health", &config.health).map_err(ServeError::Config)?;
+    if let Some(pull) = &config.pull {
+        if let Some(path) = &pull.webhook_secret_file {
+            crate::pull::webhook::HookAuth::load(path).map_err(ServeError::Config)?;
+        }
+        crate::pull::ssh::SshAuth::from_config(pull).map_err(ServeError::Config)?;
+    }
+    // Refused like a bad `health` entry: emulation that cannot work must not start.
+    match &config.binfmt {
+        Some(section) => Ok(Some(crate::binfmt::plan(section).map_err(|e| ServeError::Config(e.to_string()))?)),
+        None => Ok(None),
+    }
+}
+
 /// A configured agent, ready to serve.
 #[derive(Debug)]
 pub struct Agent {
     state: AppState,
     binfmt: Option<crate::binfmt::Plan>,
+    tls: Arc<hostctl_wire::ServerConfig>,
+    identity: hostctl_schemas::key::PublicKey,
+}
+
+/// The sockets an agent serves: the TLS API, and the optional plain metrics and webhook
+/// listeners.
+#[derive(Debug)]
+pub struct Listeners {
+    pub api: TcpListener,
+    pub metrics: Option<TcpListener>,
+    pub webhook: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// The API listener alone.
+    pub fn api(api: TcpListener) -> Self {
+        Self { api, metrics: None, webhook: None }
+    }
 }
 
 impl Agent {
     /// Prepares the state directory (0700), the profile's directory, the journal and the
     /// Nix handle (`store` from the configuration, if any).
     pub fn new(config: AgentConfig, services: Arc<dyn ServiceManager>) -> Result<Self, ServeError> {
-        check_private_paths(&config)?;
+        let binfmt = check_startable(&config)?;
         create_private_dir(&config.state_dir)?;
+        let identity_key = crate::identity::load_or_create(&config)?;
+        let tls = hostctl_wire::server_config(&identity_key)?;
+        let identity = crate::identity::public_identity(&config, &identity_key);
         let profile = Profile::new(&config.profile)?;
         if let Some(parent) = profile.as_path().parent() {
             std::fs::create_dir_all(parent)
@@ -102,9 +155,6 @@ impl Agent {
         let nix = Arc::new(nix);
         let journal = Journal::open(&config.state_dir.join("deployments"))?;
         let store_fs = StoreFs::from_store_url(config.store.as_deref());
-        // Refused here as well as by `check-config`: an `http` check the agent cannot run
-        // must not silently pass.
-        crate::health::refuse_http("health", &config.health).map_err(ServeError::Config)?;
         let options = DeployerOptions {
             health: config.health.clone(),
             confirm_timeout: config.confirm_timeout,
@@ -120,17 +170,18 @@ impl Agent {
         };
         let deployer = Arc::new(Deployer::new(journal, Arc::clone(&nix), profile, store_fs, services, options));
         let tmp = config.state_dir.join("tmp");
+        let roots_dir = config.state_dir.join("gcroots/imports");
+        let roots = ImportRoots::open(&roots_dir, Arc::clone(&nix))
+            .map_err(|source| ServeError::Dir { dir: roots_dir.display().to_string(), source })?;
+        let roots = Arc::new(roots);
+        roots.release_when_deployments_end(deployer.events());
         let importer = Importer::new(Arc::clone(&nix), tmp.clone())
-            .map_err(|source| ServeError::Dir { dir: tmp.display().to_string(), source })?;
-        let auth = Arc::new(Authenticator::new(config.hostname.clone(), config.trusted_keys.clone()));
+            .map_err(|source| ServeError::Dir { dir: tmp.display().to_string(), source })?
+            .with_roots(roots);
+        let auth = Arc::new(Authenticator::new(config.hostname.clone(), identity.key, config.trusted_keys.clone()));
         let pull = crate::pull::Puller::from_config(&config, Arc::clone(&deployer)).map_err(ServeError::Config)?;
-        // Refused like a bad `health` entry: emulation that cannot work must not start.
-        let binfmt = match &config.binfmt {
-            Some(section) => Some(crate::binfmt::plan(section).map_err(|e| ServeError::Config(e.to_string()))?),
-            None => None,
-        };
         let agent = Handles { config: Arc::new(config), nix, deployer, importer: Arc::new(importer), pull };
-        Ok(Self { state: AppState { agent, auth }, binfmt })
+        Ok(Self { state: AppState { agent, auth }, binfmt, tls, identity })
     }
 
     /// The pull-mode task's handle (`None` in push mode).
@@ -138,14 +189,20 @@ impl Agent {
         self.state.agent.pull.clone()
     }
 
-    pub fn router(&self) -> Router {
-        crate::http::router(self.state.clone())
+    /// The router of the plain `webhook_listen` listener.
+    pub fn webhook_router(&self) -> Router {
+        crate::http::webhook_router(self.state.clone())
     }
 
-    /// Recovers the journal, then serves on `listener` until `shutdown` completes.
+    /// The agent's public identity, `<hostname>:<base64>` (what `identity.pub` holds).
+    pub fn identity(&self) -> &hostctl_schemas::key::PublicKey {
+        &self.identity
+    }
+
+    /// Recovers the journal, then serves on `listeners` until `shutdown` completes.
     pub async fn run(
         self,
-        listener: TcpListener,
+        listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         if let Some(plan) = self.binfmt.clone() {
@@ -158,8 +215,48 @@ impl Agent {
         }
         // After recovery too: the first properties describe the recovered state.
         crate::dbus::spawn(self.state.agent.clone());
-        crate::http::server::serve(listener, self.state, shutdown).await.map_err(ServeError::Server)
+        let config = &self.state.agent.config;
+        let admission = Admission::new(config.max_connections.get(), config.max_connections_per_peer.get());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let plain = [
+            (listeners.metrics, crate::http::metrics_router(self.state.clone())),
+            (listeners.webhook, crate::http::webhook_router(self.state.clone())),
+        ];
+        let mut tasks = Vec::new();
+        for (listener, router) in plain {
+            let Some(listener) = listener else { continue };
+            let served = server::Listener { router, admission: admission.clone(), tls: None };
+            tasks.push(tokio::spawn(server::serve(listener, served, stopped_signal(stopped.clone()))));
+        }
+        let api = server::Listener {
+            router: crate::http::router(self.state),
+            admission,
+            tls: Some(tokio_rustls::TlsAcceptor::from(self.tls)),
+        };
+        let result = server::serve(listeners.api, api, shutdown).await;
+        let _ = stop.send(true);
+        for task in tasks {
+            if let Ok(Err(e)) = task.await {
+                tracing::error!(error = %e, "a plain listener failed");
+            }
+        }
+        result.map_err(ServeError::Server)
     }
+}
+
+/// Completes once `stopped` turns true (or its sender is gone).
+async fn stopped_signal(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+/// Binds `addr`, naming it if that fails.
+fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServeError> {
+    server::listen(addr).map_err(|source| ServeError::Bind { addr: addr.to_string(), source })
+}
+
+/// Binds the optional plain listener `addr`.
+fn bind_optional(addr: Option<std::net::SocketAddr>) -> Result<Option<TcpListener>, ServeError> {
+    addr.map(bind).transpose()
 }
 
 /// Runs the daemon for `config` until SIGTERM or SIGINT.
@@ -170,17 +267,24 @@ pub async fn serve(config: AgentConfig) -> Result<(), ServeError> {
     // `service_manager:` picks what starts new activations; journaled ones of either kind
     // are still followed.
     let services = Arc::new(crate::systemd::Managers::for_config(&config));
+    let (metrics, webhook) = (config.metrics_listen, config.webhook_listen);
     let agent = Agent::new(config, services)?;
-    let listener =
-        crate::http::server::listen(addr).map_err(|source| ServeError::Bind { addr: addr.to_string(), source })?;
-    tracing::info!(%addr, state_dir = %agent.state.agent.config.state_dir.display(), "hostctl-agent listening");
+    let listeners = Listeners { api: bind(addr)?, metrics: bind_optional(metrics)?, webhook: bind_optional(webhook)? };
+    tracing::info!(
+        %addr,
+        identity = %agent.identity,
+        metrics = ?metrics,
+        webhook = ?webhook,
+        state_dir = %agent.state.agent.config.state_dir.display(),
+        "hostctl-agent listening (TLS)"
+    );
     let shutdown = async move {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         }
     };
-    agent.run(listener, shutdown).await?;
+    agent.run(listeners, shutdown).await?;
     tracing::info!("hostctl-agent stopped");
     Ok(())
 }

@@ -37,6 +37,13 @@ pub fn snapshot(app: &Handles) -> Result<StatusResponse, String> {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         pull: app.pull.as_ref().map(|p| p.status(&records)),
         damaged_records: damaged_records(app),
+        signer: made_current.and_then(|r| r.deployment.signer.clone()),
+        last_deployment: records
+            .iter()
+            .rev()
+            .find(|r| !r.is_open())
+            .map(|r| hostctl_schemas::api::status::LastDeployment::of(&r.deployment)),
+        store_free_bytes: crate::host::StoreFs::from_store_url(app.config.store.as_deref()).store_free_bytes(),
     })
 }
 

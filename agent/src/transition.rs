@@ -21,7 +21,7 @@
 //! | `RollbackStep`, `RollbackActivation`, `RollbackDone` | rolling-back | rolling-back |
 //! | `End` | any open record | done (`failed` / `rolled-back`) |
 
-use hostctl_schemas::api::deployments::{DeploymentState, EndReason};
+use hostctl_schemas::api::deployments::{DeploymentState, EndReason, HealthFailure};
 
 use crate::activation::ActivationHandle;
 use crate::journal::{Phase, Record, RollbackRun, RollbackStep};
@@ -71,11 +71,19 @@ pub struct Ending {
 pub struct Failure {
     pub reason: EndReason,
     pub message: String,
+    /// The health check that failed (for [`EndReason::HealthCheckFailed`]): kept in the
+    /// deployment's `health_failure`.
+    pub health: Option<HealthFailure>,
 }
 
 impl Failure {
     pub fn new(reason: EndReason, message: impl Into<String>) -> Self {
-        Self { reason, message: message.into() }
+        Self { reason, message: message.into(), health: None }
+    }
+
+    /// A health check failed (the agent's, or the controller's named in a rollback request).
+    pub fn health(failure: HealthFailure) -> Self {
+        Self { reason: EndReason::HealthCheckFailed, message: crate::health::failure_message(&failure), health: Some(failure) }
     }
 
     /// The journal could not be read or written.

@@ -15,12 +15,14 @@ use std::time::{Duration, Instant};
 use hostctl_schemas::api::{deployments, paths, status};
 use reqwest::Method;
 use serde_json::{json, Value};
-use support::{export, paths_header, Client, TRUSTED_PUBLIC, TRUSTED_SECRET};
+use support::{export, paths_header, tls_connect, write_identity, Client, TRUSTED_PUBLIC};
 
 /// An agent process on a private root; SIGKILLed on drop if still running.
 struct AgentProcess {
     dir: tempfile::TempDir,
     port: u16,
+    /// Pre-provisioned (`identity_key_file`), so the clients can pin it before it starts.
+    identity: [u8; 32],
     child: Option<Child>,
 }
 
@@ -28,13 +30,15 @@ impl AgentProcess {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let identity = write_identity(&dir.path().join("identity.key"));
         let yaml = format!(
             "hostname: web1\nlisten: 127.0.0.1:{port}\ntrusted_keys: [\"{TRUSTED_PUBLIC}\"]\nstate_dir: {0}/state\n\
-             profile: {0}/profiles/system\nconfirm_timeout: 30s\nstore: \"local?root={0}/root\"\n",
+             profile: {0}/profiles/system\nconfirm_timeout: 30s\nstore: \"local?root={0}/root\"\n\
+             identity_key_file: {0}/identity.key\n",
             dir.path().display()
         );
         std::fs::write(dir.path().join("agent.yaml"), yaml).unwrap();
-        Self { dir, port, child: None }
+        Self { dir, port, identity, child: None }
     }
 
     /// Starts the agent and waits until it answers.
@@ -72,7 +76,7 @@ impl AgentProcess {
     }
 
     fn client(&self) -> Client {
-        Client { base: format!("http://127.0.0.1:{}", self.port), secret: TRUSTED_SECRET, http: reqwest::Client::new() }
+        Client::new(format!("https://127.0.0.1:{}", self.port), self.identity)
     }
 
     fn log(&self) -> String {
@@ -210,7 +214,7 @@ async fn killed_mid_import_it_keeps_no_partial_stream_and_no_path() {
     let e = export(&[("big", &[("blob", blob.as_str(), 0o644)])]).await;
     let body = zstd::encode_all(e.stream.as_slice(), 3).unwrap();
     let client = agent.client();
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", agent.port)).unwrap();
+    let mut stream = tls_connect(agent.port, agent.identity);
     let mut head = format!(
         "POST {} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: {}\r\n{}: {}\r\n",
         paths::IMPORT_PATH,

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::cache::{ViaCache, ViaCacheReport};
 use crate::client::HttpHost;
+use crate::commit_policy::{self, Checked};
 use crate::context::FleetContext;
 use crate::deploy::{DeploySettings, Outcome, Step};
 use crate::deploy_report::{self, OutcomeFields};
@@ -43,6 +44,8 @@ pub struct ApplyOptions {
     /// Show each host's diff and ask first (`yes`: without asking).
     pub diff: bool,
     pub yes: bool,
+    /// Deploy a commit the signature policy refuses (recorded on each host).
+    pub allow_unsigned: bool,
 }
 
 /// An `apply` entry's own fields: how the deployment went, or with `--dry-run` what it
@@ -112,6 +115,9 @@ pub async fn apply(
     if let Some(warning) = ctx.dirty_warning() {
         out.warn(&warning);
     }
+    let mut warn = |w: &str| out.warn(w);
+    let hosts = opts.selection.hosts();
+    settings.commit_signatures = commit_policy::check(ctx, hosts, Checked::Head, opts.allow_unsigned, &mut warn)?;
     let built = eval_and_build(&opts.eval, ctx, nix.clone(), &opts.selection).await?;
     // One local store for the diff and the push: each closure is queried once.
     let store = Arc::new(NixStore::new(nix.clone()));
@@ -145,6 +151,9 @@ pub async fn apply(
     } else {
         let results = roll_out(targets, store, Arc::new(settings), policy, failed_before).await;
         for (name, (batch, outcome)) in results {
+            if matches!(outcome.result, HostResult::Activated | HostResult::Unchanged) {
+                keep_deployed(ctx, &nix, &built, &name, out).await;
+            }
             let entry = outcome_entry(ctx, toplevel_of(&built, &name), Some(batch), &outcome);
             report.hosts.insert(name.to_string(), entry);
         }
@@ -158,6 +167,14 @@ pub async fn apply(
         }
     }
     Ok(report)
+}
+
+/// Keeps what `name` now runs in this machine's store (`deployed_roots.rs`).
+async fn keep_deployed(ctx: &FleetContext, nix: &Nix, built: &Built, name: &HostName, out: &mut Output) {
+    let Some(toplevel) = built.get(name).and_then(|b| b.as_ref().ok()).map(|t| &t.out_path) else { return };
+    if let Err(e) = crate::deployed_roots::keep(nix, &ctx.fleet_file, name, toplevel).await {
+        out.warn(&format!("{name}: {e}"));
+    }
 }
 
 /// `apply --diff`: every built host's diff on stderr, then, unless `yes`, a question on

@@ -57,8 +57,32 @@ pub async fn check(ctx: &FleetContext, nix: &Nix) -> Result<Report<NoFields, Che
     let mut findings = git_findings(ctx);
     findings.extend(lock_findings(ctx));
     let mut report: Report<NoFields, CheckExtra> = Report::default();
-    let configurations: BTreeSet<String> = nix.list_configurations(&ctx.flake).await?.into_iter().collect();
     let fleet_file = ctx.fleet_file.display().to_string();
+    let configurations: BTreeSet<String> = match nix.list_configurations(&ctx.flake).await {
+        Ok(names) => names.into_iter().collect(),
+        Err(e) => {
+            // The git and lock findings stand on their own: report them, and mark what
+            // needed Nix as not checked.
+            let message = ctx.local_paths(nix, e.nix_message().map_or(&e.to_string(), str::trim_end)).await;
+            findings.push(Finding {
+                severity: Severity::Error,
+                kind: "eval-failed",
+                location: Some(fleet_file),
+                message: format!(
+                    "cannot list nixosConfigurations of {}, so no host was checked against it:\n{message}",
+                    ctx.flake
+                ),
+            });
+            for name in ctx.fleet.hosts.keys() {
+                let mut entry = HostReport::base(ctx, HostResult::Failed);
+                entry.error = Some(format!("host {name}: not checked: nixosConfigurations could not be evaluated"));
+                report.hosts.insert(name.to_string(), entry);
+            }
+            report.failed = true;
+            report.extra.findings = findings;
+            return Ok(report);
+        }
+    };
     let mut used = BTreeSet::new();
     for (name, host) in &ctx.fleet.hosts {
         let attr = host.configuration_attr(name);

@@ -12,17 +12,19 @@ use hostctl_schemas::inventory::{Batch, CacheUrl, Mode};
 #[derive(Debug, Parser)]
 #[command(name = "hostctl", version, about = "Declarative NixOS fleet manager")]
 pub struct Cli {
-    /// The fleet inventory.
-    #[arg(long, global = true, default_value = "fleet.yaml", value_name = "FILE")]
-    pub fleet: PathBuf,
+    /// The fleet inventory. Default: `$HOSTCTL_FLEET`, else the first `fleet.yaml` in the
+    /// working directory or a directory above it.
+    #[arg(long, global = true, env = "HOSTCTL_FLEET", value_name = "FILE")]
+    pub fleet: Option<PathBuf>,
     /// Print one JSON document on stdout.
     #[arg(long, global = true)]
     pub json: bool,
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// The key that signs requests to agents (default: `signing_key` in the fleet file).
-    #[arg(long, global = true, value_name = "FILE")]
+    /// The key that signs requests to agents. Default: `$HOSTCTL_KEY`, else `signing_key`
+    /// in the fleet file.
+    #[arg(long, global = true, env = "HOSTCTL_KEY", value_name = "FILE")]
     pub key: Option<PathBuf>,
     /// Evaluations to run at once (default: from cores and free memory).
     #[arg(long, global = true, value_name = "N", allow_negative_numbers = true, value_parser = at_least_one)]
@@ -37,6 +39,12 @@ pub struct Cli {
     /// to `nix build`: `ssh://builder x86_64-linux`, `@/etc/nix/machines`; "" builds locally).
     #[arg(long, global = true, value_name = "BUILDERS")]
     pub builders: Option<hostctl_schemas::builders::Builders>,
+    /// Pass `--show-trace` to every `nix` invocation (evaluation errors with Nix's trace).
+    #[arg(long, global = true)]
+    pub show_trace: bool,
+    /// Set a Nix setting for every Nix invocation (`--option NAME VALUE`); repeatable.
+    #[arg(long, global = true, num_args = 2, value_names = ["NAME", "VALUE"], allow_hyphen_values = true)]
+    pub nix_option: Vec<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -76,6 +84,13 @@ pub enum Command {
     /// Write one signed file with a host's closure and deployment, for a host without
     /// network (`hostctl-agent import FILE` on the host).
     Bundle(BundleArgs),
+    /// Pin hosts' agent identities in `known_agents` beside the fleet file: a TLS
+    /// handshake only (no request), the key shown printed, and recorded when none is
+    /// pinned yet or `--expect` names exactly the key shown.
+    Enroll(EnrollArgs),
+    /// Print a deployment's whole activation log from its agent (the newest deployment's
+    /// unless one is named); `--follow` until the deployment ends.
+    Logs(LogsArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
     Completions(CompletionsArgs),
     /// Print the hostctl(1) man page (roff) on stdout.
@@ -91,9 +106,10 @@ pub struct CompletionsArgs {
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
-    /// The hosts to roll back (names from the fleet file).
+    /// The hosts to roll back: names, globs (`web*`), `@tag`s or tag globs (`@web-*`),
+    /// comma lists (`web1,web2`); as `--on`, each must match a host.
     #[arg(required = true, value_name = "HOST")]
-    pub hosts: Vec<HostName>,
+    pub hosts: Vec<String>,
     /// A lock id (64 hex, or a unique prefix of at least 12 of a lock in the host's
     /// history) or a git revision of the flake (commit, tag, branch), which stands for its
     /// flake.lock: the host returns to the newest system it confirmed with that lock, not
@@ -104,6 +120,10 @@ pub struct RollbackArgs {
     /// A generation of the host's system profile.
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = whole_number::<u64>)]
     pub generation: Option<u64>,
+    /// When the target must be rebuilt from a commit that fails the fleet's `commits`
+    /// signature policy: rebuild and deploy it anyway, recorded in the host's journal.
+    #[arg(long)]
+    pub allow_unsigned: bool,
 }
 
 #[derive(Debug, Args)]
@@ -129,10 +149,44 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct EnrollArgs {
+    /// Hosts (names from the fleet file).
+    #[arg(value_name = "HOST", required = true)]
+    pub hosts: Vec<HostName>,
+    /// Record only if the agent shows exactly this key (`hostctl-agent identity` on the
+    /// host); also what replaces a pin that changed.
+    #[arg(long, value_name = "KEY")]
+    pub expect: Option<hostctl_schemas::key::PublicKey>,
+}
+
+#[derive(Debug, Args)]
 pub struct HistoryArgs {
+    /// The hosts: names, globs (`web*`), `@tag`s or tag globs (`@web-*`), comma lists
+    /// (`web1,web2`); as `--on`, each must match a host.
+    #[arg(required = true, value_name = "HOST")]
+    pub hosts: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
     /// The host (a name from the fleet file).
     #[arg(value_name = "HOST")]
     pub host: HostName,
+    /// The deployment (an id from `hostctl history HOST`); default: the newest.
+    #[arg(value_name = "DEPLOYMENT", value_parser = deployment_id)]
+    pub deployment: Option<String>,
+    /// Keep reading until the deployment has ended.
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+/// A deployment id as the agent accepts it.
+fn deployment_id(id: &str) -> Result<String, String> {
+    if hostctl_schemas::api::deployments::valid_id(id) {
+        Ok(id.to_owned())
+    } else {
+        Err(format!("`{id}` is not a deployment id ([A-Za-z0-9._-], 1 to 128 characters)"))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -161,11 +215,16 @@ pub struct ApplyArgs {
     /// With --diff: apply without asking.
     #[arg(long, requires = "diff")]
     pub yes: bool,
+    /// Deploy even if the commit fails the fleet's `commits` signature policy (or the
+    /// tree is dirty); each host's journal records the override and the key that asked.
+    #[arg(long)]
+    pub allow_unsigned: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct Select {
-    /// A host name, a glob (`web*`) or `@tag`; repeat to OR. Default: all hosts.
+    /// A host name, a glob (`web*`), `@tag` or tag glob (`@web-*`), or a comma list of
+    /// them (`web1,web2`); repeat to OR. Default: all hosts.
     #[arg(long = "on", value_name = "SEL")]
     pub on: Vec<String>,
 }

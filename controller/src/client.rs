@@ -1,6 +1,9 @@
-//! The HTTP client for agent API v1: every request signed with the fleet key
-//! (`schemas::signing`), error bodies decoded into [`HostError`]s that name the host,
-//! the endpoint, the status and the agent's message.
+//! The HTTPS client for agent API v1: TLS 1.3 pinned to the host's agent identity
+//! (`hostctl-wire`; an agent showing another key, or a host with none pinned, fails with
+//! [`HostError::Identity`] before a byte of a request is sent), every request signed with
+//! the fleet key for that host and identity (`schemas::signing`), error bodies decoded
+//! into [`HostError`]s that name the host, the endpoint, the status and the agent's
+//! message.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -8,11 +11,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hostctl_schemas::api::deployments::{self, Deployment, DeploymentRequest};
 use hostctl_schemas::api::generations::{self, GenerationsResponse};
 use hostctl_schemas::api::paths::{self, ImportResponse, MissingRequest, MissingResponse};
+use hostctl_schemas::api::logs::{self, LogChunk};
 use hostctl_schemas::api::rollback::{self, RollbackRequest};
 use hostctl_schemas::api::status::{self, StatusResponse};
 use hostctl_schemas::api::ApiError;
 use hostctl_schemas::ids::{Address, HostName, StorePath};
+use hostctl_schemas::key::PublicKey;
 use hostctl_schemas::signing::{body_sha256, RequestToSign, SecretKey, SignatureHeaders};
+use hostctl_wire::SeenKey;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::{Body, Client, Method};
 use serde::de::DeserializeOwned;
@@ -34,15 +40,33 @@ pub fn deployment_id(host: &HostName) -> String {
     format!("{host}-{now}-{}", random_hex::<4>())
 }
 
-/// One agent over HTTP.
+/// One agent over HTTPS.
 #[derive(Debug)]
 pub struct HttpHost {
     name: HostName,
-    /// `http://address:port`, no trailing slash.
+    /// `https://address:port`, no trailing slash.
     base: String,
     key: Arc<SecretKey>,
+    /// The identity pinned for the host, if any.
+    pin: Option<PublicKey>,
+    /// The TLS configuration pinned to it, and the key the agent last showed.
+    tls: Arc<hostctl_wire::ClientConfig>,
+    seen: SeenKey,
+    /// The `hostctl enroll` command that would pin the key the agent shows, but its key.
+    enroll: String,
     /// Pooled connections for every call but `confirm`.
     client: Client,
+}
+
+/// What [`HttpHost::new`] needs to know about a host's agent besides its name.
+#[derive(Debug, Clone)]
+pub struct AgentTarget {
+    pub address: Address,
+    pub port: u16,
+    /// The pinned identity (fleet.yaml `agent_key`, else `known_agents`).
+    pub pin: Option<PublicKey>,
+    /// `hostctl [--fleet FILE] enroll HOST --expect`, completed with the key seen.
+    pub enroll: String,
 }
 
 /// How long sent data may go unacknowledged, and an idle connection unanswered by
@@ -54,15 +78,13 @@ const DEAD_LINK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an idle connection to an agent is kept for reuse.
 const AGENT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn new_client() -> Result<Client, reqwest::Error> {
+fn new_client(tls: &hostctl_wire::ClientConfig) -> Result<Client, reqwest::Error> {
     Client::builder()
         // A proxy in the operator's environment is for their own traffic: through it,
         // agent requests would fail with errors that blame the agent.
         .no_proxy()
-        // Agents speak plain HTTP; only health checks (`probe.rs`) use TLS. Without this,
-        // every client would read and parse the system's root certificates (~20 ms in a
-        // debug build), once per host and again for each confirmation.
-        .tls_built_in_root_certs(false)
+        // The pinned-key configuration; no root certificates are read.
+        .use_preconfigured_tls(tls.clone())
         // Below the agent's 10 s idle timeout, so a request never goes out on a
         // connection the agent is closing.
         .pool_idle_timeout(AGENT_IDLE_TIMEOUT)
@@ -73,14 +95,38 @@ fn new_client() -> Result<Client, reqwest::Error> {
 }
 
 impl HttpHost {
-    pub fn new(name: HostName, address: &Address, port: u16, key: Arc<SecretKey>) -> Result<Self, HostError> {
-        let base = format!("http://{}", address.authority(port));
-        let client = new_client().map_err(|e| HostError::Transport {
+    pub fn new(name: HostName, target: AgentTarget, key: Arc<SecretKey>) -> Result<Self, HostError> {
+        let base = format!("https://{}", target.address.authority(target.port));
+        let setup = |message: String| HostError::Transport {
             host: name.to_string(),
             endpoint: base.clone(),
-            message: format!("cannot set up an HTTP client: {}", error_chain(&e)),
-        })?;
-        Ok(Self { name, base, key, client })
+            message: format!("cannot set up an HTTPS client: {message}"),
+        };
+        let (tls, seen) =
+            hostctl_wire::client_config(target.pin.as_ref().map(|p| p.key)).map_err(|e| setup(e.to_string()))?;
+        let client = new_client(&tls).map_err(|e| setup(error_chain(&e)))?;
+        Ok(Self { name, base, key, pin: target.pin, tls, seen, enroll: target.enroll, client })
+    }
+
+    /// The identity key requests are signed for: the pinned one. Without a pin no
+    /// connection is accepted, so nothing signed for this placeholder is ever sent.
+    fn identity(&self) -> [u8; hostctl_schemas::key::PUBLIC_KEY_LEN] {
+        self.pin.as_ref().map_or([0; hostctl_schemas::key::PUBLIC_KEY_LEN], |p| p.key)
+    }
+
+    /// [`HostError::Identity`] when the agent showed a key other than the pinned one.
+    fn identity_error(&self) -> Option<HostError> {
+        let seen = self.seen.get()?;
+        if self.pin.as_ref().is_some_and(|p| p.key == seen) {
+            return None;
+        }
+        let seen = PublicKey { name: self.name.to_string(), key: seen }.to_string();
+        Some(HostError::Identity {
+            host: self.name.to_string(),
+            pinned: self.pin.as_ref().map(ToString::to_string),
+            fix: format!("{} {seen}", self.enroll),
+            seen,
+        })
     }
 
     /// Sends one signed request and decodes a JSON answer (or the agent's error).
@@ -95,7 +141,7 @@ impl HttpHost {
         let sha = body_sha256(body.as_deref().unwrap_or_default());
         let mut request = client
             .request(method.clone(), format!("{}{path}", self.base))
-            .headers(signed_headers(&self.key, &self.name, method.as_str(), path, &sha))
+            .headers(signed_headers(&self.key, &self.name, &self.identity(), method.as_str(), path, &sha))
             .timeout(REQUEST_TIMEOUT);
         if let Some(body) = body {
             request = request.header(CONTENT_TYPE, "application/json").body(body);
@@ -129,6 +175,9 @@ impl HttpHost {
     }
 
     fn transport(&self, endpoint: &str, e: &reqwest::Error) -> HostError {
+        if let Some(identity) = self.identity_error() {
+            return identity;
+        }
         // reqwest's own text repeats the URL and wraps hyper's; the root cause
         // ("Connection refused (os error 111)") is what a reader needs.
         let message = if e.is_connect() {
@@ -179,7 +228,7 @@ impl Host for HttpHost {
         let response = self
             .client
             .post(format!("{}{path}", self.base))
-            .headers(signed_headers(&self.key, &self.name, "POST", path, &body.sha256))
+            .headers(signed_headers(&self.key, &self.name, &self.identity(), "POST", path, &body.sha256))
             .header(CONTENT_TYPE, "application/zstd")
             .header(paths::IMPORT_PATHS_HEADER, listed)
             .timeout(IMPORT_TIMEOUT)
@@ -203,7 +252,7 @@ impl Host for HttpHost {
         let path = format!("{}/confirm", deployments::path_of(id));
         // A client of its own: no pooled connection from before the switch can carry
         // the confirmation, so it proves the new configuration accepts new connections.
-        let fresh = new_client().map_err(|e| self.transport(&format!("POST {path}"), &e))?;
+        let fresh = new_client(&self.tls).map_err(|e| self.transport(&format!("POST {path}"), &e))?;
         self.call(&fresh, Method::POST, &path, Some(b"{}".to_vec())).await
     }
 
@@ -221,12 +270,20 @@ impl Host for HttpHost {
     }
 }
 
-/// The signature headers for one request to `host` (its agent refuses a request signed
-/// for another): now, a fresh 16-byte nonce, the body hash.
-pub fn signed_headers(key: &SecretKey, host: &HostName, method: &str, path: &str, content_sha256: &str) -> HeaderMap {
+/// The signature headers for one request to `host`'s agent with identity `identity`
+/// (every other agent refuses it): now, a fresh 16-byte nonce, the body hash.
+pub fn signed_headers(
+    key: &SecretKey,
+    host: &HostName,
+    identity: &[u8; hostctl_schemas::key::PUBLIC_KEY_LEN],
+    method: &str,
+    path: &str,
+    content_sha256: &str,
+) -> HeaderMap {
     let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let nonce = random_hex::<16>();
-    let signed = key.sign_request(&RequestToSign { host, method, path, timestamp, nonce: &nonce, content_sha256 });
+    let request = RequestToSign { host, identity, method, path, timestamp, nonce: &nonce, content_sha256 };
+    let signed = key.sign_request(&request);
     to_header_map(&signed)
 }
 
@@ -283,6 +340,14 @@ fn head(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).chars().take(300).collect::<String>().trim().to_owned()
 }
 
+/// `hostctl logs`: the agent's log endpoint (not part of [`Host`]: only `logs` reads it).
+impl HttpHost {
+    /// A piece of deployment `id`'s activation log from byte `offset`.
+    pub async fn deployment_log(&self, id: &str, offset: u64) -> Result<LogChunk, HostError> {
+        self.call(&self.client, Method::GET, &logs::path_of(id, offset), None).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,6 +371,7 @@ mod tests {
             version: get(headers::VERSION),
             key: get(headers::KEY),
             host: get(headers::HOST),
+            identity: get(headers::IDENTITY),
             timestamp: get(headers::TIMESTAMP),
             nonce: get(headers::NONCE),
             content_sha256: get(headers::CONTENT_SHA256),
@@ -318,41 +384,59 @@ mod tests {
         let k = key();
         let body = br#"{"paths":[]}"#;
         let (web1, web2): (HostName, HostName) = ("web1".parse().unwrap(), "web2".parse().unwrap());
-        let map = signed_headers(&k, &web1, "POST", "/v1/paths/missing", &body_sha256(body));
+        let map = signed_headers(&k, &web1, &ID, "POST", "/v1/paths/missing", &body_sha256(body));
         let got = received(|name| header(&map, name));
         assert_eq!(got.key, "fleet-1");
-        assert_eq!((got.version.as_str(), got.host.as_str()), ("2", "web1"));
+        assert_eq!((got.version.as_str(), got.host.as_str()), ("3", "web1"));
         assert_eq!(got.nonce.len(), 32);
         assert_eq!(got.content_sha256, body_sha256(body));
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
         let trusted = [k.public()];
-        assert_eq!(verify_request(&trusted, &got, &web1, "POST", "/v1/paths/missing", now), Ok(()));
-        assert!(verify_request(&trusted, &got, &web2, "POST", "/v1/paths/missing", now).is_err());
-        assert!(verify_request(&trusted, &got, &web1, "POST", "/v1/deployments", now).is_err());
-        assert!(verify_request(&trusted, &got, &web1, "GET", "/v1/paths/missing", now).is_err());
+        assert_eq!(verify_request(&trusted, &got, &web1, &ID, "POST", "/v1/paths/missing", now), Ok(()));
+        assert!(verify_request(&trusted, &got, &web2, &ID, "POST", "/v1/paths/missing", now).is_err());
+        assert!(verify_request(&trusted, &got, &web1, &[9; 32], "POST", "/v1/paths/missing", now).is_err());
+        assert!(verify_request(&trusted, &got, &web1, &ID, "POST", "/v1/deployments", now).is_err());
+        assert!(verify_request(&trusted, &got, &web1, &ID, "GET", "/v1/paths/missing", now).is_err());
 
-        let again = signed_headers(&k, &web1, "POST", "/v1/paths/missing", &body_sha256(body));
+        let again = signed_headers(&k, &web1, &ID, "POST", "/v1/paths/missing", &body_sha256(body));
         assert_ne!(header(&again, headers::NONCE), got.nonce, "a fresh nonce per request");
     }
 
     #[tokio::test]
     async fn unreachable_agent_is_a_transport_error_naming_host_and_endpoint() {
         // Port 9 on localhost (discard) is closed on any test machine.
-        let host = HttpHost::new("web1".parse().unwrap(), &"127.0.0.1".parse().unwrap(), 9, Arc::new(key())).unwrap();
+        let host = HttpHost::new("web1".parse().unwrap(), target(9, Some(ID)), Arc::new(key())).unwrap();
         let err = host.status().await.unwrap_err();
         assert!(err.is_transport(), "{err}");
         let text = err.to_string();
-        assert!(text.starts_with("web1: GET /v1/status: cannot connect to http://127.0.0.1:9"), "{text}");
+        assert!(text.starts_with("web1: GET /v1/status: cannot connect to https://127.0.0.1:9"), "{text}");
     }
 
-    /// A one-request HTTP server on localhost: answers `response` and hands back the
-    /// request's headers (lowercased names) and body.
+    /// The identity of the test agent ([`serve_once`]) and its public key.
+    fn agent_identity() -> SecretKey {
+        SecretKey::from_seed("web1", [3; 32])
+    }
+    const ID: [u8; 32] = [0xa4; 32];
+
+    fn target(port: u16, pin: Option<[u8; 32]>) -> AgentTarget {
+        AgentTarget {
+            address: "127.0.0.1".parse().unwrap(),
+            port,
+            pin: pin.map(|key| PublicKey { name: "web1".into(), key }),
+            enroll: "hostctl enroll web1 --expect".into(),
+        }
+    }
+
+    /// A one-request HTTPS server on localhost with [`agent_identity`]'s certificate:
+    /// answers `response` and hands back the request's headers (lowercased names) and body.
     async fn serve_once(response: String) -> (u16, tokio::task::JoinHandle<(String, Vec<(String, String)>, Vec<u8>)>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
+        let acceptor = tokio_rustls::TlsAcceptor::from(hostctl_wire::server_config(&agent_identity()).unwrap());
         let task = tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut socket = acceptor.accept(tcp).await.unwrap();
             let mut buf = Vec::new();
             let head_end = loop {
                 let mut chunk = [0u8; 4096];
@@ -374,6 +458,7 @@ mod tests {
                 buf.extend_from_slice(&chunk[..n]);
             }
             socket.write_all(response.as_bytes()).await.unwrap();
+            socket.shutdown().await.unwrap();
             (request_line, headers, buf[head_end..].to_vec())
         });
         (port, task)
@@ -384,7 +469,37 @@ mod tests {
     }
 
     fn local_host(port: u16) -> HttpHost {
-        HttpHost::new("web1".parse().unwrap(), &"127.0.0.1".parse().unwrap(), port, Arc::new(key())).unwrap()
+        let pin = agent_identity().public().key;
+        HttpHost::new("web1".parse().unwrap(), target(port, Some(pin)), Arc::new(key())).unwrap()
+    }
+
+    /// An agent showing another identity than the pinned one, or any when none is
+    /// pinned: refused at the handshake, before a byte of the request, with both keys
+    /// and the command that pins the one shown.
+    #[tokio::test]
+    async fn an_unpinned_or_changed_identity_fails_before_the_request() {
+        let shown = PublicKey { name: "web1".into(), key: agent_identity().public().key }.to_string();
+        for pin in [None, Some([5u8; 32])] {
+            let (port, server) = serve_once(http_response("200 OK", "{}")).await;
+            let err = HttpHost::new("web1".parse().unwrap(), target(port, pin), Arc::new(key()))
+                .unwrap()
+                .status()
+                .await
+                .unwrap_err();
+            let HostError::Identity { ref seen, ref pinned, ref fix, .. } = err else { panic!("{err}") };
+            assert_eq!(seen, &shown);
+            assert_eq!(pinned, &pin.map(|key| PublicKey { name: "web1".into(), key }.to_string()));
+            assert_eq!(fix, &format!("hostctl enroll web1 --expect {shown}"));
+            let text = err.to_string();
+            assert!(
+                text.contains(&shown) && text.contains("nothing was sent") && text.contains(fix.as_str()),
+                "{text}"
+            );
+            if pin.is_none() {
+                assert!(text.contains("none pinned"), "{text}");
+            }
+            assert!(server.await.is_err(), "the server never got a request");
+        }
     }
 
     #[tokio::test]
@@ -399,7 +514,8 @@ mod tests {
         assert_eq!(signed.host, "web1", "signed for the host it is sent to");
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
         let web1 = "web1".parse().unwrap();
-        assert_eq!(verify_request(&[key().public()], &signed, &web1, "POST", "/v1/paths/missing", now), Ok(()));
+        let id = agent_identity().public().key;
+        assert_eq!(verify_request(&[key().public()], &signed, &web1, &id, "POST", "/v1/paths/missing", now), Ok(()));
         let sent: MissingRequest = serde_json::from_slice(&body).unwrap();
         assert_eq!(sent.paths.len(), 1);
     }

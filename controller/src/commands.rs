@@ -21,11 +21,28 @@ use crate::rollback::RollbackOptions;
 use crate::rollback_target::Wanted;
 use crate::rollout::DEFAULT_PARALLEL;
 use crate::select::Selection;
-use crate::{apply, bundle, check, diff, eval_build, history, rollback, status, Output};
+use crate::{apply, bundle, check, diff, enroll, eval_build, history, rollback, status, Output};
+
+/// The Nix handle every command uses: `--builders`, `--show-trace`, `--nix-option`s.
+pub fn nix_handle(cli: &Cli) -> Result<Nix, Error> {
+    let options = cli
+        .nix_option
+        .chunks(2)
+        .map(|pair| match pair {
+            [name, value] => hostctl_nix::NixOption::new(name, value),
+            _ => Err(hostctl_nix::command::NixOptionError(pair.concat())),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Nix::new().with_builders(cli.builders.clone()).with_options(&options).with_show_trace(cli.show_trace))
+}
 
 /// Runs the parsed command; returns the report to print.
 pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Box<dyn Printable>, Error> {
-    let ctx = FleetContext::load(&cli.fleet, cli.key.clone())?;
+    let fleet_file = match &cli.fleet {
+        Some(file) => file.clone(),
+        None => crate::context::find_fleet_file()?,
+    };
+    let ctx = FleetContext::load(&fleet_file, cli.key.clone())?;
     if let Some(warning) = ctx.untracked_warning() {
         out.warn(&warning);
     }
@@ -52,6 +69,7 @@ pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Box<dyn P
                 via_cache,
                 diff: args.diff,
                 yes: args.yes,
+                allow_unsigned: args.allow_unsigned,
             };
             Box::new(apply::apply(opts, ctx, nix, out).await?)
         }
@@ -75,20 +93,43 @@ pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Box<dyn P
             Box::new(bundle::bundle(&eval, &opts, ctx, nix).await?)
         }
         Command::History(args) => {
-            ctx.host(&args.host)?;
+            let selection = host_args(ctx, &args.hosts)?;
             ctx.signing_key()?;
-            Box::new(history::history(&args.host, ctx).await?)
+            Box::new(history::history(&selection, ctx).await?)
         }
         Command::Rollback(args) => {
             let wanted = Wanted::from_args(args.to_lock.as_deref(), args.generation)?;
+            let hosts = host_args(ctx, &args.hosts)?.hosts().to_vec();
+            ctx.signing_key()?;
+            Box::new(
+                rollback::rollback(
+                    RollbackOptions { hosts, wanted, allow_unsigned: args.allow_unsigned },
+                    ctx,
+                    nix,
+                    out,
+                )
+                .await?,
+            )
+        }
+        Command::Enroll(args) => {
             let mut hosts = args.hosts.clone();
             hosts.sort();
             hosts.dedup();
             for name in &hosts {
                 ctx.host(name)?;
             }
+            Box::new(enroll::enroll(&hosts, args.expect.as_ref(), ctx).await?)
+        }
+        Command::Logs(args) => {
+            ctx.host(&args.host)?;
             ctx.signing_key()?;
-            Box::new(rollback::rollback(RollbackOptions { hosts, wanted }, ctx, nix, out).await?)
+            let opts = crate::logs::LogsOptions {
+                host: args.host.clone(),
+                deployment: args.deployment.clone(),
+                follow: args.follow,
+                json: cli.json,
+            };
+            Box::new(crate::logs::logs(&opts, ctx).await?)
         }
         // Written by `main` before a fleet is loaded (`crate::docs`).
         Command::Completions(_) | Command::Man => Box::new(Report::<NoFields>::default()),
@@ -98,4 +139,9 @@ pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Box<dyn P
 /// `--on` matched against the inventory.
 fn selection(ctx: &FleetContext, sel: &Select) -> Result<Selection, Error> {
     Ok(Selection::parse(&ctx.fleet.hosts, &sel.on, &ctx.fleet_file.display().to_string())?)
+}
+
+/// HOST arguments (`rollback`, `history`): selectors as `--on` takes them.
+fn host_args(ctx: &FleetContext, selectors: &[String]) -> Result<Selection, Error> {
+    Ok(Selection::parse_args(&ctx.fleet.hosts, selectors, &ctx.fleet_file.display().to_string())?)
 }

@@ -9,10 +9,12 @@ use hostctl_nix::flake::{FlakeLock, FlakeSource};
 use hostctl_nix::FlakeRef;
 use hostctl_schemas::ids::{HostName, LockId};
 use hostctl_schemas::inventory::{load_fleet, Fleet, HealthCheck, Host};
+use hostctl_schemas::key::PublicKey;
+use hostctl_schemas::known_agents::KnownAgents;
 use hostctl_schemas::signing::SecretKey;
 use hostctl_schemas::text::plural;
 
-use crate::client::HttpHost;
+use crate::client::{AgentTarget, HttpHost};
 use crate::error::Error;
 use crate::host::HostError;
 
@@ -30,6 +32,11 @@ pub struct FleetContext {
     key_file: Option<PathBuf>,
     /// The signing key, read on first use and then shared by every agent client.
     key: OnceLock<Arc<SecretKey>>,
+    /// The store path Nix copied the flake's source to, asked on the first error that
+    /// mentions a store path (`None`: Nix could not say).
+    source_store: tokio::sync::OnceCell<Option<String>>,
+    /// `known_agents` beside the fleet file, read on first use.
+    known_agents: OnceLock<KnownAgents>,
 }
 
 impl FleetContext {
@@ -53,7 +60,17 @@ impl FleetContext {
             Some(src) if src.lock_path().exists() => Some(FlakeLock::read(&src.lock_path())?),
             _ => None,
         };
-        Ok(Self { fleet_file: fleet_file.to_path_buf(), fleet, flake, source, lock, key_file, key: OnceLock::new() })
+        Ok(Self {
+            fleet_file: fleet_file.to_path_buf(),
+            fleet,
+            flake,
+            source,
+            lock,
+            key_file,
+            key: OnceLock::new(),
+            source_store: Default::default(),
+            known_agents: OnceLock::new(),
+        })
     }
 
     /// The fleet's signing key: `--key FILE` (relative to the working directory) or
@@ -80,7 +97,45 @@ impl FleetContext {
     /// (unknown host, no key) stops the command; the inner one is this host's failure.
     pub fn agent(&self, name: &HostName) -> Result<Result<HttpHost, HostError>, Error> {
         let host = self.host(name)?;
-        Ok(HttpHost::new(name.clone(), &host.address, self.fleet.defaults.port, self.signing_key()?))
+        let target = AgentTarget {
+            address: host.address.clone(),
+            port: host.agent_port(&self.fleet.defaults),
+            pin: self.pin(name)?,
+            enroll: format!("{} --expect", self.enroll_command(name)),
+        };
+        Ok(HttpHost::new(name.clone(), target, self.signing_key()?))
+    }
+
+    /// The identity pinned for a host: its `agent_key` in fleet.yaml, else its line in
+    /// `known_agents` (a bad file is bad input, file:line).
+    pub fn pin(&self, name: &HostName) -> Result<Option<PublicKey>, Error> {
+        let host = self.host(name)?;
+        if let Some(key) = &host.agent_key {
+            return Ok(Some(key.clone()));
+        }
+        Ok(self.known_agents()?.pins.get(name).cloned())
+    }
+
+    /// `known_agents` beside the fleet file, read once (empty when there is none).
+    pub fn known_agents(&self) -> Result<&KnownAgents, Error> {
+        if let Some(known) = self.known_agents.get() {
+            return Ok(known);
+        }
+        let known = KnownAgents::load(&self.known_agents_path())?;
+        Ok(self.known_agents.get_or_init(|| known))
+    }
+
+    pub fn known_agents_path(&self) -> PathBuf {
+        self.fleet_dir().join(hostctl_schemas::known_agents::FILE_NAME)
+    }
+
+    /// `hostctl [--fleet FILE] enroll HOST`, as the operator would type it here.
+    pub fn enroll_command(&self, name: &HostName) -> String {
+        if self.fleet_file == Path::new("fleet.yaml") {
+            format!("hostctl enroll {name}")
+        } else {
+            format!("hostctl --fleet {} enroll {name}", self.fleet_file.display())
+        }
     }
 
     /// The host's `health` checks from the inventory.
@@ -103,10 +158,15 @@ impl FleetContext {
 
     /// The inventory entry of a host named on the command line; an unknown name is bad input.
     pub fn host(&self, name: &HostName) -> Result<&Host, Error> {
-        self.fleet.hosts.get(name).ok_or_else(|| Error::UnknownHost {
-            host: name.to_string(),
-            fleet: self.fleet_file.display().to_string(),
-            known: self.fleet.hosts.keys().map(HostName::as_str).collect::<Vec<_>>().join(", "),
+        self.fleet.hosts.get(name).ok_or_else(|| {
+            let names = self.fleet.hosts.keys().map(HostName::as_str);
+            let hint = crate::select::did_you_mean(name.as_str(), names.clone());
+            Error::UnknownHost {
+                host: name.to_string(),
+                fleet: self.fleet_file.display().to_string(),
+                hint: hint.map_or_else(String::new, |h| format!(" (did you mean {h}?)")),
+                known: names.collect::<Vec<_>>().join(", "),
+            }
         })
     }
 
@@ -146,6 +206,23 @@ impl FleetContext {
         })
     }
 
+    /// Nix's `message` with the flake's store copy (`/nix/store/…-source`) replaced by the
+    /// directory it was copied from (the repository's work tree for a git flake).
+    pub async fn local_paths(&self, nix: &hostctl_nix::Nix, message: &str) -> String {
+        let Some(source) = self.source.as_ref().filter(|_| message.contains("-source")) else {
+            return message.to_owned();
+        };
+        let store = self
+            .source_store
+            .get_or_init(|| async { nix.flake_metadata(&self.flake).await.ok().map(|m| m.path.to_string()) })
+            .await;
+        let root = source.git.as_ref().map_or(source.dir.as_path(), |git| git.workdir.as_path());
+        match store {
+            Some(store) => crate::source_paths::replace_store_prefix(message, store, root),
+            None => message.to_owned(),
+        }
+    }
+
     /// A hint for Nix's message when it names a path that is merely untracked: Nix
     /// reports those as "path ... does not exist" (2.8: "getting status of ..."), which
     /// hides the real cause.
@@ -160,6 +237,17 @@ impl FleetContext {
             )
         })
     }
+}
+
+/// The fleet file when neither `--fleet` nor `HOSTCTL_FLEET` names one: the first
+/// `fleet.yaml` in the working directory or a directory above it (as git finds `.git`),
+/// so hostctl works from anywhere inside the fleet's repository.
+pub fn find_fleet_file() -> Result<PathBuf, Error> {
+    let cwd = std::env::current_dir().map_err(|e| Error::NoFleet { dir: format!(". ({e})") })?;
+    cwd.ancestors()
+        .map(|dir| dir.join("fleet.yaml"))
+        .find(|file| file.is_file())
+        .ok_or_else(|| Error::NoFleet { dir: cwd.display().to_string() })
 }
 
 /// A flake reference that is not a local path (`github:o/r`, `git+https://...`).

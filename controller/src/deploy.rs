@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hostctl_schemas::api::deployments::{Deployment, DeploymentRequest, DeploymentState, EndReason};
+use hostctl_schemas::api::deployments::{CommitSignature, Deployment, DeploymentRequest, DeploymentState, EndReason};
 use hostctl_schemas::ids::{HostName, LockId, StorePath};
 use hostctl_schemas::inventory::{HealthCheck, Mode};
 
@@ -33,6 +33,8 @@ pub struct DeploySettings {
     /// The binary cache the agents fetch the closures from (`apply --via-cache`): no
     /// stream is pushed, the request names the cache instead.
     pub cache: Option<Arc<ViaCache>>,
+    /// Per host, what the signature policy found of `rev` (`commit_policy`).
+    pub commit_signatures: std::collections::BTreeMap<hostctl_schemas::ids::HostName, CommitSignature>,
 }
 
 impl DeploySettings {
@@ -46,6 +48,7 @@ impl DeploySettings {
             poll_interval: Duration::from_millis(200),
             wait_limit: Duration::from_secs(600) + confirm_timeout.as_std(),
             cache: None,
+            commit_signatures: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -167,7 +170,7 @@ pub async fn deploy_host<H: Host, S: crate::push::LocalStore>(
             }
             Err(e) => Err(PushError::Local(e)),
         },
-        None => push_closure(host, store, toplevel).await,
+        None => push_closure(host, store, toplevel, status.store_free_bytes).await,
     };
     let mut outcome = match pushed {
         Ok(pushed) => Outcome { pushed, ..Outcome::new(HostResult::Activated) },
@@ -187,6 +190,7 @@ pub async fn deploy_host<H: Host, S: crate::push::LocalStore>(
         confirm_timeout: settings.confirm_timeout,
         health: health::command_checks(checks),
         cache: settings.cache.as_ref().map(|c| c.substituter.clone()),
+        commit_signature: settings.commit_signatures.get(name).cloned(),
     };
     outcome.deployment = Some(request.id.clone());
     progress::step(name, format!("activating ({}, deployment {})", settings.mode, request.id));
@@ -356,7 +360,7 @@ impl<H: Host> Waiting<'_, H> {
         if !self.gate.ran {
             self.gate = health::run(self.host, self.checks).await;
             if self.gate.failure.is_some() {
-                health::reject(self.host).await;
+                health::reject(self.host, &self.gate).await;
                 return Ok(None);
             }
         }

@@ -53,6 +53,25 @@ async fn activates_with_confirmation_over_the_fake_transport() {
     assert!(calls.contains(&"confirm".to_owned()), "{calls:?}");
 }
 
+#[tokio::test]
+async fn a_closure_larger_than_the_free_store_space_is_refused_at_push() {
+    let store = FakeStore;
+    // The two missing paths are 300 NAR bytes.
+    let script = Script { lacks: store.closure_paths(), store_free: Some(299), ..Script::default() };
+    let host = FakeHost::new("web1", script);
+    let outcome = deploy_host(&host, &store, &FakeStore::toplevel(), &[], &settings()).await;
+    assert_eq!((outcome.result, outcome.step), (HostResult::Failed, Some(Step::Push)), "{outcome:?}");
+    let error = outcome.error.unwrap();
+    assert!(error.starts_with("web1: not enough space for the closure: "), "{error}");
+    assert!(error.contains("(300 bytes of NAR in 2 paths)") && error.contains("(299 bytes)"), "both numbers: {error}");
+    assert_eq!(host.calls(), ["status", "missing"], "nothing sent, nothing deployed");
+
+    let script = Script { lacks: store.closure_paths(), store_free: Some(300), ..Script::default() };
+    let host = FakeHost::new("web1", script);
+    let outcome = deploy_host(&host, &store, &FakeStore::toplevel(), &[], &settings()).await;
+    assert_eq!(outcome.result, HostResult::Activated, "exactly enough room: {outcome:?}");
+}
+
 fn final_deployment(state: DeploymentState, outcome: Option<ActivationOutcome>) -> Deployment {
     let request = DeploymentRequest {
         id: "web1-1-00000000".into(),
@@ -63,6 +82,7 @@ fn final_deployment(state: DeploymentState, outcome: Option<ActivationOutcome>) 
         confirm_timeout: hostctl_schemas::duration::Duration::from_secs(0),
         health: Vec::new(),
         cache: None,
+        commit_signature: None,
     };
     Deployment {
         state,
@@ -178,6 +198,11 @@ async fn failing_health_check_rolls_back_without_confirming() {
     let rollbacks = host.rollbacks.lock().unwrap().clone();
     assert_eq!(rollbacks.len(), 1);
     assert_eq!(rollbacks[0].to, RollbackTarget::Previous(Previous::Previous));
+    let failure = rollbacks[0].health_failure.clone().expect("the rollback names the failed check");
+    assert_eq!(
+        (failure.check.as_str(), failure.error.as_str()),
+        ("GET http://web1/healthz", "cannot connect: refused (2 attempts)")
+    );
     assert_eq!(host.deploys.lock().unwrap()[0].health, [command], "command checks go to the agent");
 }
 

@@ -40,8 +40,8 @@ pub enum Error {
          `nix key generate-secret`, relative to this file) or pass --key FILE"
     )]
     NoSigningKey { fleet: String },
-    #[error("no host `{host}` in {fleet}; its hosts: {known}")]
-    UnknownHost { host: String, fleet: String, known: String },
+    #[error("no host `{host}` in {fleet}{hint}; its hosts: {known}")]
+    UnknownHost { host: String, fleet: String, hint: String, known: String },
     /// A rollback target that names nothing (unknown lock or revision, bad syntax).
     #[error("{0}")]
     Target(String),
@@ -53,12 +53,93 @@ pub enum Error {
     /// `--via-cache` / `cache:` cannot be used as given.
     #[error(transparent)]
     Cache(#[from] crate::cache::KeyPathError),
+    #[error("--nix-option: {0}")]
+    NixOption(#[from] hostctl_nix::command::NixOptionError),
+    /// No `--fleet`, no `HOSTCTL_FLEET`, and no `fleet.yaml` up from the working directory.
+    #[error("no fleet.yaml in {dir} or a directory above it; pass --fleet FILE or set HOSTCTL_FLEET")]
+    NoFleet { dir: String },
+    /// Nix cannot be run at all: said once for the run, not once per host.
+    #[error("cannot run Nix (`{argv}`): {source}; hostctl needs `nix` on PATH (Debian: `apt-get install nix-bin`)")]
+    NixMissing {
+        argv: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `flake.lock` does not match `flake.nix`'s inputs: said once for the run, with Nix's
+    /// message, not once per host.
+    #[error(
+        "{lock}: does not match the inputs of flake.nix (run `nix flake lock` in {dir} and commit flake.lock); Nix said:\n{message}"
+    )]
+    StaleLock { lock: String, dir: String, message: String },
     /// `apply --diff` was not confirmed: nothing was changed.
     #[error("not applied: {0}; nothing was changed")]
     Declined(String),
+    /// The `known_agents` file beside the fleet file has a bad line (file:line).
+    #[error(transparent)]
+    KnownAgents(#[from] hostctl_schemas::known_agents::KnownAgentsError),
+    /// `known_agents` could not be written (`hostctl enroll`).
+    #[error("cannot write {file}: {source}")]
+    WritePins {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The commit fails a host's signature policy (`commits`), without `--allow-unsigned`.
+    #[error("{0}")]
+    CommitRefused(String),
+    /// A signature policy that cannot be used (key file unreadable, no repository).
+    #[error("{0}")]
+    CommitPolicy(String),
+}
+
+/// What `--json` prints on stdout when the whole run failed (no per-host results):
+/// `{"error": {"kind", "message", "exit_code"}}`.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct ErrorDocument {
+    pub error: ErrorBody,
+}
+
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct ErrorBody {
+    /// What kind of error, stable for scripts: `inventory`, `select`, `no-fleet`, `nix-failed`,
+    /// `signing-key`, `stale-lock`, `nix-missing`, ...
+    pub kind: &'static str,
+    /// The message hostctl prints on stderr (without `error: `).
+    pub message: String,
+    /// The process's exit code: 2 bad input (nothing was changed), 1 otherwise.
+    pub exit_code: u8,
 }
 
 impl Error {
+    /// The `--json` document for this error.
+    pub fn document(&self) -> ErrorDocument {
+        ErrorDocument { error: ErrorBody { kind: self.kind(), message: self.to_string(), exit_code: self.exit_code() } }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Error::Inventory(_) => "inventory",
+            Error::Select(_) | Error::UnknownHost { .. } => "select",
+            Error::Flake(_) | Error::FlakeRef { .. } => "flake",
+            Error::Lock(_) => "lock",
+            Error::Nix(_) => "nix-failed",
+            Error::Key(_) | Error::NoSigningKey { .. } => "signing-key",
+            Error::Target(_) => "rollback-target",
+            Error::GitHistory(_) => "git-history",
+            Error::Output(_) => "output",
+            Error::Cache(_) => "cache",
+            Error::NixMissing { .. } => "nix-missing",
+            Error::StaleLock { .. } => "stale-lock",
+            Error::NixOption(_) => "nix-option",
+            Error::NoFleet { .. } => "no-fleet",
+            Error::Declined(_) => "declined",
+            Error::CommitRefused(_) => "commit-refused",
+            Error::CommitPolicy(_) => "commit-policy",
+            Error::KnownAgents(_) => "known-agents",
+            Error::WritePins { .. } => "write-pins",
+        }
+    }
+
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Inventory(_)
@@ -71,8 +152,14 @@ impl Error {
             | Error::UnknownHost { .. }
             | Error::Target(_)
             | Error::Cache(_)
-            | Error::Declined(_) => EXIT_BAD_INPUT,
-            Error::Nix(_) | Error::Output(_) | Error::GitHistory(_) => EXIT_FAILED,
+            | Error::StaleLock { .. }
+            | Error::NoFleet { .. }
+            | Error::NixOption(_)
+            | Error::Declined(_)
+            | Error::CommitRefused(_)
+            | Error::CommitPolicy(_)
+            | Error::KnownAgents(_) => EXIT_BAD_INPUT,
+            Error::Nix(_) | Error::NixMissing { .. } | Error::Output(_) | Error::GitHistory(_) | Error::WritePins { .. } => EXIT_FAILED,
         }
     }
 }

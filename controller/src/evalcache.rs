@@ -27,14 +27,20 @@ const FORMAT: u32 = 1;
 /// Where entries live unless `HOSTCTL_CACHE_DIR` says otherwise:
 /// `$XDG_CACHE_HOME/hostctl/eval` or `~/.cache/hostctl/eval`.
 fn default_dir() -> Option<PathBuf> {
+    Some(controller_state_dir()?.join("eval"))
+}
+
+/// The controller's own state on this machine: `HOSTCTL_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/hostctl` or `~/.cache/hostctl`.
+pub fn controller_state_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("HOSTCTL_CACHE_DIR").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(dir).join("eval"));
+        return Some(PathBuf::from(dir));
     }
     let base = std::env::var_os("XDG_CACHE_HOME")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").filter(|d| !d.is_empty()).map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("hostctl/eval"))
+    Some(base.join("hostctl"))
 }
 
 /// What every key of one run shares.

@@ -62,12 +62,18 @@ impl Tracer {
                     tracing::debug!(seccomp, stderr = %String::from_utf8_lossy(&out.stderr), "strace cannot trace")
                 }
                 Err(e) => {
-                    tracing::info!(error = %e, "strace is not available: no incremental evaluation");
+                    tracing::warn!(
+                        "cannot run strace ({e}): incremental evaluation is off, every host of a new commit is \
+                         evaluated in full (install strace to reuse evaluations across commits)"
+                    );
                     return None;
                 }
             }
         }
-        tracing::info!("strace cannot trace here: no incremental evaluation");
+        tracing::warn!(
+            "strace cannot trace here (ptrace not permitted?): incremental evaluation is off, every host of a new \
+             commit is evaluated in full"
+        );
         None
     }
 

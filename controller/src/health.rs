@@ -5,10 +5,12 @@
 //! confirmation, and the agent is asked to roll back at once rather than at the end of
 //! its window (`POST /v1/rollback {"to": "previous"}` ends a pending deployment).
 
+use hostctl_schemas::api::deployments::HealthFailure;
 use hostctl_schemas::api::rollback::{Previous, RollbackRequest, RollbackTarget};
 use hostctl_schemas::duration::Duration;
 use hostctl_schemas::ids::HostName;
 use hostctl_schemas::inventory::{HealthCheck, HealthKind, Mode};
+use hostctl_schemas::text::plural;
 use serde::Serialize;
 
 use crate::client::deployment_id;
@@ -136,19 +138,35 @@ async fn probe<H: Host>(host: &H, url: &str, check: &HealthCheck) -> CheckReport
     }
 }
 
-/// Asks the agent to roll its pending deployment back now. If the request does not
-/// get through, nothing is lost: without a confirmation the agent rolls back when
-/// its window ends, so the caller keeps following the deployment either way.
-pub async fn reject<H: Host>(host: &H) {
+/// Asks the agent to roll its pending deployment back now, naming the check that failed
+/// (kept in the deployment's `health_failure`). If the request does not get through,
+/// nothing is lost: without a confirmation the agent rolls back when its window ends, so
+/// the caller keeps following the deployment either way. An agent older than
+/// `health_failure` refuses the field (400): it is asked again without it.
+pub async fn reject<H: Host>(host: &H, gate: &Gate) {
     progress::step(host.name(), "health check failed: not confirming, asking the agent to roll back");
-    let request = RollbackRequest {
+    let mut request = RollbackRequest {
         to: RollbackTarget::Previous(Previous::Previous),
         id: Some(deployment_id(host.name())),
         confirm_timeout: None,
+        health_failure: failed_check(gate),
     };
-    if let Err(e) = host.rollback(&request).await {
+    let mut answer = host.rollback(&request).await;
+    if matches!(&answer, Err(e) if e.status() == Some(400)) && request.health_failure.is_some() {
+        request.health_failure = None;
+        answer = host.rollback(&request).await;
+    }
+    if let Err(e) = answer {
         progress::step(host.name(), format!("rollback request failed ({e}); the confirmation window will end it"));
     }
+}
+
+/// The gate's failing check, as the agent journals it.
+fn failed_check(gate: &Gate) -> Option<HealthFailure> {
+    let check = gate.checks.iter().find(|c| !c.ok)?;
+    let tries = plural(check.attempts, "attempt", "attempts");
+    let error = check.error.as_deref().unwrap_or("failed");
+    Some(HealthFailure::new(format!("GET {}", check.http), format!("{error} ({tries})")))
 }
 
 #[cfg(test)]

@@ -1,10 +1,11 @@
-//! `hostctl history HOST`: the host's deployments, newest first, as its agent's journal
+//! `hostctl history HOST...`: each selected host's deployments, newest first, as its agent's journal
 //! records them (`GET /v1/generations`): time, id, rev, lock, toplevel, mode, result,
-//! generation. Read-only.
+//! generation, who asked (key and address), and below one that did not end confirmed its
+//! error's first line (for a health-check rollback: which check and what it said).
+//! Read-only.
 
-use hostctl_schemas::api::deployments::{Deployment, DeploymentState};
+use hostctl_schemas::api::deployments::{Deployment, DeploymentState, Requester};
 use hostctl_schemas::api::generations::{Generation, GenerationsResponse};
-use hostctl_schemas::ids::HostName;
 use hostctl_schemas::text::plural;
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -14,6 +15,8 @@ use crate::context::FleetContext;
 use crate::error::Error;
 use crate::host::{Host, HostError};
 use crate::report::{short_rev, Fields, HostReport, HostResult, Report};
+use crate::select::Selection;
+use crate::tasks::collect_keyed;
 
 /// A `history` entry's own fields: the agent's records, unchanged; null when it could
 /// not be asked.
@@ -26,14 +29,32 @@ pub struct HistoryFields {
 
 impl Fields for HistoryFields {}
 
-/// Runs `history`: one host (known to the inventory), one request.
-pub async fn history(host: &HostName, ctx: &FleetContext) -> Result<Report<HistoryFields>, Error> {
-    let generations = match ctx.agent(host)? {
-        Ok(client) => client.generations().await,
-        Err(e) => Err(e),
-    };
+/// Runs `history`: one request per selected host, in parallel.
+pub async fn history(selection: &Selection, ctx: &FleetContext) -> Result<Report<HistoryFields>, Error> {
+    let mut set = tokio::task::JoinSet::new();
+    for host in selection.hosts() {
+        let client = ctx.agent(host)?;
+        let host = host.clone();
+        set.spawn(async move {
+            let generations = match client {
+                Ok(client) => client.generations().await,
+                Err(e) => Err(e),
+            };
+            (host, generations)
+        });
+    }
+    let mut answers = collect_keyed(set, "history").await;
     let mut report = Report::default();
-    report.hosts.insert(host.to_string(), entry(generations));
+    for host in selection.hosts() {
+        let answer = answers.remove(host).unwrap_or_else(|| {
+            Err(HostError::Transport {
+                host: host.to_string(),
+                endpoint: "GET /v1/generations".into(),
+                message: "the request did not finish".into(),
+            })
+        });
+        report.hosts.insert(host.to_string(), entry(answer));
+    }
     Ok(report)
 }
 
@@ -63,11 +84,11 @@ fn entry(answer: Result<GenerationsResponse, HostError>) -> HostReport<HistoryFi
 
 /// The deployments as an aligned table, newest first (the agent's order).
 fn table(deployments: &[Deployment]) -> String {
-    const HEADER: [&str; 8] = ["TIME", "DEPLOYMENT", "REV", "LOCK", "MODE", "RESULT", "GEN", "TOPLEVEL"];
+    const HEADER: [&str; 9] = ["TIME", "DEPLOYMENT", "REV", "LOCK", "MODE", "RESULT", "GEN", "TOPLEVEL", "BY"];
     if deployments.is_empty() {
         return "no deployments recorded\n".to_owned();
     }
-    let rows: Vec<[String; 8]> = deployments.iter().map(row).collect();
+    let rows: Vec<[String; 9]> = deployments.iter().map(row).collect();
     let mut widths = HEADER.map(str::len);
     for r in &rows {
         for (w, cell) in widths.iter_mut().zip(r) {
@@ -75,11 +96,14 @@ fn table(deployments: &[Deployment]) -> String {
         }
     }
     let mut out = String::new();
-    // A failed deployment's error (its first line) goes below its row: for pull mode's
-    // failed commits it is the only place the reason shows (`--json` has all of it).
-    let errors = deployments.iter().map(|d| d.error.as_deref().filter(|_| d.state == DeploymentState::Failed));
-    for (cells, error) in
-        std::iter::once(HEADER.map(str::to_owned)).chain(rows).zip(std::iter::once(None).chain(errors))
+    // A failed or rolled-back deployment's error (its first line) goes below its row: for
+    // pull mode's failed commits and health-check rollbacks it is the only place the
+    // reason shows (`--json` has all of it).
+    let ended_badly = |d: &Deployment| matches!(d.state, DeploymentState::Failed | DeploymentState::RolledBack);
+    let errors = deployments.iter().map(|d| d.error.as_deref().filter(|_| ended_badly(d)));
+    let signatures = std::iter::once(String::new()).chain(deployments.iter().map(signature_lines));
+    for ((cells, error), signature) in
+        std::iter::once(HEADER.map(str::to_owned)).chain(rows).zip(std::iter::once(None).chain(errors)).zip(signatures)
     {
         let line: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:w$}")).collect();
         out.push_str(line.join("  ").trim_end());
@@ -87,11 +111,24 @@ fn table(deployments: &[Deployment]) -> String {
         if let Some(first) = error.and_then(|e| e.lines().next()) {
             out.push_str(&format!("  error: {first}\n"));
         }
+        out.push_str(&signature);
     }
     out
 }
 
-fn row(d: &Deployment) -> [String; 8] {
+/// What a deployment's record says of its commit's signature, as lines below its row.
+fn signature_lines(d: &Deployment) -> String {
+    let mut out = String::new();
+    if let Some(signer) = &d.signer {
+        out.push_str(&format!("  signed by {signer}\n"));
+    }
+    if let Some(o) = &d.unsigned_override {
+        out.push_str(&format!("  deployed with --allow-unsigned (key {}): {}\n", o.key, o.refusal));
+    }
+    out
+}
+
+fn row(d: &Deployment) -> [String; 9] {
     let dash = || "-".to_owned();
     let rev = d.rev.as_deref().map_or_else(dash, short_rev);
     let state = serde_json::to_value(d.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
@@ -104,7 +141,20 @@ fn row(d: &Deployment) -> [String; 8] {
         state,
         d.generation.map_or_else(dash, |g| g.to_string()),
         d.toplevel.to_string(),
+        d.requested_by.as_ref().map_or_else(dash, |r| match &r.address {
+            Some(address) => format!("{}@{address}", r.key),
+            None => r.key.clone(),
+        }),
     ]
+}
+
+/// ` by KEY from ADDRESS` (nothing when the agent did not record who asked).
+pub fn requester_words(by: Option<&Requester>) -> String {
+    match by {
+        Some(Requester { key, address: Some(address) }) => format!(" by {key} from {address}"),
+        Some(Requester { key, address: None }) => format!(" by {key}"),
+        None => String::new(),
+    }
 }
 
 #[cfg(test)]
@@ -126,6 +176,7 @@ mod tests {
             confirm_timeout: hostctl_schemas::duration::Duration::from_secs(30),
             health: Vec::new(),
             cache: None,
+            commit_signature: None,
         };
         Deployment { state, generation: Some(2), ..Deployment::queued(&request, None, created) }
     }
@@ -147,7 +198,11 @@ mod tests {
             }],
             deployments: vec![
                 deployment("web1-2", 1_700_000_000, DeploymentState::Confirmed, rev),
-                deployment("web1-1", 1_699_999_000, DeploymentState::RolledBack, &format!("{rev}-dirty")),
+                Deployment {
+                    error: Some("health check `GET http://web1/` failed: HTTP 503 (1 attempt); re-activated A".into()),
+                    requested_by: Some(Requester { key: "fleet-1".into(), address: Some("10.0.0.1".into()) }),
+                    ..deployment("web1-1", 1_699_999_000, DeploymentState::RolledBack, &format!("{rev}-dirty"))
+                },
                 Deployment {
                     error: Some("evaluating failed at 1a2b: boom\nsecond line".into()),
                     generation: None,
@@ -162,14 +217,18 @@ mod tests {
         assert!(lines[1]
             .starts_with("2023-11-14T22:13:20Z  web1-2      1a2b3c4d5e6f        0123456789ab  switch  confirmed"));
         assert!(lines[2].contains("1a2b3c4d5e6f-dirty  0123456789ab  switch  rolled-back  2    /nix/store/"), "{body}");
-        assert!(lines[3].contains("pull-1      1a2b3c4d5e6f        0123456789ab  switch  failed       -"), "{body}");
-        assert_eq!(lines[4], "  error: evaluating failed at 1a2b: boom", "{body}");
-        assert_eq!(lines.len(), 5, "only failed deployments have an error line: {body}");
+        assert!(lines[2].ends_with("  fleet-1@10.0.0.1"), "who asked: {body}");
+        assert_eq!(lines[3], "  error: health check `GET http://web1/` failed: HTTP 503 (1 attempt); re-activated A");
+        assert!(lines[4].contains("pull-1      1a2b3c4d5e6f        0123456789ab  switch  failed       -"), "{body}");
+        assert!(lines[4].ends_with("  -"), "nobody recorded: {body}");
+        assert_eq!(lines[5], "  error: evaluating failed at 1a2b: boom", "{body}");
+        assert_eq!(lines.len(), 6, "only failed and rolled-back deployments have an error line: {body}");
         let v = serde_json::to_value(&entry).unwrap();
         crate::output_schemas::assert_entry_conforms("history", &v);
         assert_eq!((v["result"].as_str(), v["rev"].as_str(), v["toplevel"].as_str()), (Some("ok"), Some(rev), Some(A)));
         assert_eq!(v["deployments"][0]["id"], "web1-2");
         assert_eq!(v["deployments"][1]["state"], "rolled-back");
+        assert_eq!(v["deployments"][1]["requested_by"]["address"], "10.0.0.1");
         assert_eq!(v["generations"][0]["number"], 2);
         assert_eq!(entry.summary.as_deref(), Some("3 deployments, current generation 2"));
 

@@ -40,6 +40,14 @@ pub enum HostError {
     /// The agent answered, but not with what API v1 promises.
     #[error("{host}: {endpoint}: HTTP {status}: unexpected response: {problem}")]
     Protocol { host: String, endpoint: String, status: u16, problem: String },
+    /// The agent's TLS identity is not the one pinned for the host (or none is pinned):
+    /// the connection was closed after the handshake, nothing was sent.
+    #[error(
+        "{host}: the agent shows identity {seen}, {}; nothing was sent. Confirm the key on the host \
+         (`hostctl-agent identity`); if it is right, run: {fix}",
+        pinned.as_ref().map_or("none pinned (fleet.yaml `agent_key` or known_agents)".to_owned(), |p| format!("but {p} is pinned for this host"))
+    )]
+    Identity { host: String, pinned: Option<String>, seen: String, fix: String },
 }
 
 impl HostError {
@@ -140,6 +148,8 @@ pub mod fake {
         pub rollback_not_found: bool,
         /// The toplevel a started rollback returns to.
         pub rollback_to: Option<StorePath>,
+        /// What `status` reports as free on the store's file system.
+        pub store_free: Option<u64>,
     }
 
     /// A fake host; `calls` lists `"status"`, `"missing"`, `"import"`, `"deploy"`, ...
@@ -207,6 +217,7 @@ pub mod fake {
                 generation: self.script.current.as_ref().map(|_| 1),
                 toplevel: self.script.current.as_ref().map(ToString::to_string),
                 version: "fake".into(),
+                store_free_bytes: self.script.store_free,
                 ..StatusResponse::idle(self.name.as_str())
             })
         }
@@ -297,6 +308,7 @@ pub mod fake {
                 confirm_timeout: request.confirm_timeout.unwrap_or_default(),
                 health: Vec::new(),
                 cache: None,
+                commit_signature: None,
             };
             let d = Deployment::queued(&start, self.script.current.clone(), 0);
             *guard = Some(d.clone());

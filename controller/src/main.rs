@@ -10,11 +10,14 @@ mod client;
 mod clock;
 mod closure_diff;
 mod commands;
+mod commit_policy;
 mod context;
 mod deploy;
 mod deploy_report;
+mod deployed_roots;
 mod diff;
 mod docs;
+mod enroll;
 mod error;
 mod eval_build;
 mod evalcache;
@@ -24,6 +27,7 @@ mod health;
 mod history;
 mod host;
 mod incremental;
+mod logs;
 #[cfg(test)]
 mod output_schemas;
 mod pieces;
@@ -38,6 +42,7 @@ mod rollback;
 mod rollback_target;
 mod rollout;
 mod select;
+mod source_paths;
 mod status;
 mod tasks;
 
@@ -46,7 +51,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use hostctl_nix::Nix;
 
 use crate::cli::Cli;
 use crate::error::{EXIT_BAD_INPUT, EXIT_FAILED};
@@ -90,9 +94,11 @@ fn main() -> ExitCode {
         }
     };
     let mut output = Output { stderr: std::io::stderr() };
-    let nix = Arc::new(Nix::new().with_builders(cli.builders.clone()));
     let progress = progress::start();
-    let result = runtime.block_on(commands::run(&cli, nix, &mut output));
+    let result = match commands::nix_handle(&cli) {
+        Ok(nix) => runtime.block_on(commands::run(&cli, Arc::new(nix), &mut output)),
+        Err(e) => Err(e),
+    };
     // Every progress line is out before the report and any error.
     progress.finish();
     match result {
@@ -109,6 +115,14 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
+            // `--json` promises one document on stdout, also when the run never started.
+            if cli.json {
+                let mut stdout = std::io::stdout().lock();
+                let written = serde_json::to_writer_pretty(&mut stdout, &e.document()).map_err(std::io::Error::from);
+                if let Err(e) = written.and_then(|()| writeln!(stdout)) {
+                    eprintln!("error: cannot write output: {e}");
+                }
+            }
             ExitCode::from(e.exit_code())
         }
     }

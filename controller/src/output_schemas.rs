@@ -14,8 +14,10 @@ use crate::apply::ApplyReport;
 use crate::bundle::BundleFields;
 use crate::check::CheckExtra;
 use crate::diff::DiffFields;
+use crate::enroll::EnrollFields;
 use crate::eval_build::{BuildFields, EvalFields};
 use crate::history::HistoryFields;
+use crate::logs::LogsFields;
 use crate::report::{NoFields, Report};
 use crate::rollback::RollbackFields;
 use crate::status::StatusFields;
@@ -36,7 +38,11 @@ pub fn output_schemas() -> Vec<(&'static str, Value)> {
         ("diff", schema::<Report<DiffFields>>()),
         ("rollback", schema::<Report<RollbackFields>>()),
         ("history", schema::<Report<HistoryFields>>()),
+        ("enroll", schema::<Report<EnrollFields>>()),
         ("bundle", schema::<Report<BundleFields>>()),
+        // Any command's output when the whole run failed before per-host results.
+        ("error", schema::<crate::error::ErrorDocument>()),
+        ("logs", schema::<Report<LogsFields>>()),
     ]
 }
 
@@ -144,4 +150,23 @@ fn sample_entries_fit_their_schemas() {
     let order = ["\"result\"", "\"error\"", "\"bytes_copied\"", "\"rebuilt\"", "\"seconds\"", "\"wire_bytes\""];
     let at: Vec<usize> = order.iter().map(|k| text.find(k).unwrap()).collect();
     assert!(at.windows(2).all(|w| w[0] < w[1]), "{text}");
+}
+
+#[test]
+fn the_error_document_fits_its_schema() {
+    let doc = serde_json::to_value(crate::error::Error::NoFleet { dir: "/srv".into() }.document()).unwrap();
+    let message = "no fleet.yaml in /srv or a directory above it; pass --fleet FILE or set HOSTCTL_FLEET";
+    assert_eq!(doc, serde_json::json!({"error": {"kind": "no-fleet", "message": message, "exit_code": 2}}));
+    let root = schema::<crate::error::ErrorDocument>();
+    let top = alternatives(&root, &root);
+    assert_eq!(top, [(vec!["error".to_owned()], vec!["error".to_owned()])]);
+    let body = alternatives(&root, &root["properties"]["error"]);
+    let mut keys: Vec<String> = doc["error"].as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    let fits = body.into_iter().any(|(mut allowed, mut required)| {
+        allowed.sort();
+        required.sort();
+        allowed == keys && required == keys
+    });
+    assert!(fits, "{doc} does not fit {}", path("error").display());
 }

@@ -37,6 +37,8 @@ pub async fn eval_selected(
     nix: Arc<Nix>,
     selection: &Selection,
 ) -> Result<Evaluated, Error> {
+    nix_runs(&nix).await?;
+    let nix_for_errors = nix.clone();
     let hosts = selection.hosts();
     let jobs: Vec<EvalJob> = hosts
         .iter()
@@ -71,16 +73,44 @@ pub async fn eval_selected(
             raw.insert(name, result);
         }
     }
+    refuse_stale_lock(ctx, &raw)?;
     let mut evaluated = BTreeMap::new();
     for name in hosts {
         let result = match raw.remove(name) {
             Some(Ok(toplevel)) => check_system(ctx, name, toplevel),
-            Some(Err(e)) => Err(eval_error(ctx, name, &e)),
+            Some(Err(e)) => Err(eval_error(ctx, &nix_for_errors, name, &e).await),
             None => Err(format!("host {name}: evaluation did not finish")),
         };
         evaluated.insert(name.clone(), result);
     }
     Ok(evaluated)
+}
+
+/// Refuses the whole run, once, when Nix cannot be started at all (every host would fail
+/// with the same `cannot run nix`); any other version problem is left to the evaluations.
+pub async fn nix_runs(nix: &Nix) -> Result<(), Error> {
+    match nix.version().await {
+        Err(NixError::Spawn { argv, source }) => Err(Error::NixMissing { argv, source }),
+        _ => Ok(()),
+    }
+}
+
+/// What Nix says when `flake.lock` lacks or has other inputs than `flake.nix` declares
+/// (evaluation runs with `--no-update-lock-file`), in Nix 2.8 and 2.26 alike.
+const STALE_LOCK: &str = "requires lock file changes";
+
+/// A stale `flake.lock` fails every host alike: one whole-run error with Nix's message
+/// instead of the same message once per host.
+fn refuse_stale_lock(ctx: &FleetContext, raw: &BTreeMap<HostName, Result<Toplevel, NixError>>) -> Result<(), Error> {
+    let stale = raw.values().find_map(|r| r.as_ref().err()?.nix_message().filter(|m| m.contains(STALE_LOCK)));
+    match stale {
+        Some(message) => {
+            let dir = ctx.source.as_ref().map_or_else(|| ctx.flake.to_string(), |s| s.dir.display().to_string());
+            let lock = format!("{dir}/flake.lock");
+            Err(Error::StaleLock { lock, dir, message: message.trim_end().to_owned() })
+        }
+        None => Ok(()),
+    }
 }
 
 /// The evaluation cache for this run (disabled by `--no-eval-cache`, a dirty tree, or a
@@ -143,8 +173,9 @@ async fn cached_results(
 }
 
 /// Nix's own message, prefixed with the host, plus a hint when the cause is an untracked file.
-fn eval_error(ctx: &FleetContext, name: &HostName, error: &hostctl_nix::NixError) -> String {
+async fn eval_error(ctx: &FleetContext, nix: &Nix, name: &HostName, error: &hostctl_nix::NixError) -> String {
     let message = error.nix_message().map_or_else(|| error.to_string(), str::to_owned);
+    let message = ctx.local_paths(nix, &message).await;
     let mut text = format!("host {name}: evaluation failed:\n{message}");
     if let Some(hint) = ctx.explain_nix_error(&message) {
         text.push('\n');

@@ -144,11 +144,14 @@ pub async fn nar_total<S: LocalStore>(store: &S, paths: &[StorePath]) -> Result<
     Ok(paths.iter().filter_map(|p| sizes.get(p.as_str())).sum())
 }
 
-/// Copies what `host` lacks of `toplevel`'s closure to it.
+/// Copies what `host` lacks of `toplevel`'s closure to it; refuses, before sending
+/// anything, when the NAR size of what it lacks exceeds `store_free` (the free bytes of
+/// its store's file system, as its agent reported them; `None`: not known, not checked).
 pub async fn push_closure<H: Host, S: LocalStore>(
     host: &H,
     store: &S,
     toplevel: &StorePath,
+    store_free: Option<u64>,
 ) -> Result<PushStats, PushError> {
     let missing = missing_paths(host, store, toplevel).await?;
     if missing.is_empty() {
@@ -157,6 +160,15 @@ pub async fn push_closure<H: Host, S: LocalStore>(
     }
     let sizes = store.nar_sizes(&missing).await.map_err(PushError::Local)?;
     let nar_bytes: u64 = missing.iter().filter_map(|p| sizes.get(p.as_str())).sum();
+    if let Some(free) = store_free.filter(|free| nar_bytes > *free) {
+        return Err(PushError::Local(format!(
+            "not enough space for the closure: {} to copy ({nar_bytes} bytes of NAR in {}), but the file system \
+             of the host's Nix store has {} free ({free} bytes); nothing was sent",
+            progress::bytes(nar_bytes),
+            plural(missing.len(), "path", "paths"),
+            progress::bytes(free),
+        )));
+    }
     progress::step(
         host.name(),
         format!("pushing {} ({})", plural(missing.len(), "path", "paths"), progress::bytes(nar_bytes)),

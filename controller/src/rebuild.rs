@@ -55,6 +55,8 @@ pub struct FlakeRebuild {
     pub source: Option<FlakeSource>,
     /// Per host: the `nixosConfigurations` attribute and the inventory's `system`.
     pub hosts: BTreeMap<HostName, (AttrName, Option<System>)>,
+    /// The signature policy the rebuilt commit must pass.
+    pub commits: crate::commit_policy::RebuildCheck,
 }
 
 impl Rebuild for FlakeRebuild {
@@ -71,6 +73,12 @@ impl Rebuild for FlakeRebuild {
             Ok(found) => found,
             Err(message) => return Rebuilt::failed(Step::Rollback, format!("{name}: {message}"), None),
         };
+        let signature = match self.commits.commit(name, &commit) {
+            Ok(signature) => signature,
+            Err(message) => {
+                return Rebuilt::failed(Step::Rollback, format!("{name}: commit {commit}: {message}"), Some(commit))
+            }
+        };
         progress::step(
             name,
             format!("lock {} is no longer on the host: rebuilding it from commit {}", lock.short(), &commit[..12]),
@@ -81,6 +89,7 @@ impl Rebuild for FlakeRebuild {
         };
         let mut pinned = settings.clone();
         (pinned.rev, pinned.lock) = (Some(commit.clone()), Some(lock.clone()));
+        pinned.commit_signatures = signature.map(|s| BTreeMap::from([(name.clone(), s)])).unwrap_or_default();
         let store = NixStore::new(self.nix.clone());
         let outcome = deploy_host(host, &store, &toplevel.out_path, checks, &pinned).await;
         Rebuilt { outcome, commit: Some(commit), toplevel: Some(toplevel.out_path) }

@@ -38,6 +38,8 @@ use crate::{health, progress, Output};
 pub struct RollbackOptions {
     pub hosts: Vec<HostName>,
     pub wanted: Wanted,
+    /// Rebuild a commit the signature policy refuses (recorded on the host).
+    pub allow_unsigned: bool,
 }
 
 /// A `rollback` entry's own fields: `apply`'s (without `batch`) plus where the host went.
@@ -87,6 +89,8 @@ pub async fn rollback(
     out: &mut Output,
 ) -> Result<Report<RollbackFields>, Error> {
     let mut report = Report { tally: true, ..Report::default() };
+    // Checked before any host is asked: a policy that cannot be used is bad input.
+    let commits = crate::commit_policy::RebuildCheck::new(ctx, &opts.hosts, opts.allow_unsigned)?;
     let mut hosts = BTreeMap::new();
     for name in &opts.hosts {
         match ctx.agent(name)? {
@@ -122,6 +126,7 @@ pub async fn rollback(
         nix,
         source: ctx.source.clone(),
         hosts: plans.keys().filter_map(|n| Some((n.clone(), attr_and_system(ctx, n)?))).collect(),
+        commits,
     });
     let mut results = run_all(&plans, &hosts, &checks, settings, rebuild).await;
     for (name, plan) in &plans {
@@ -230,6 +235,7 @@ pub async fn run_host<H: Host, R: Rebuild>(
         to: plan.to.clone(),
         id: Some(deployment_id(name)),
         confirm_timeout: Some(settings.confirm_timeout),
+        health_failure: None,
     };
     let failed = |message: String| HostRollback {
         outcome: Outcome::failed(Step::Rollback, message),

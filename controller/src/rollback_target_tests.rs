@@ -26,6 +26,7 @@ fn deployment(id: &str, state: DeploymentState, lock: &LockId, rev: &str) -> Dep
         confirm_timeout: hostctl_schemas::duration::Duration::from_secs(30),
         health: Vec::new(),
         cache: None,
+        commit_signature: None,
     };
     Deployment { state, ..Deployment::queued(&request, None, 0) }
 }

@@ -10,7 +10,8 @@
 use std::sync::Arc;
 
 use hostctl_nix::Nix;
-use hostctl_schemas::api::status::{AgentState, DamagedRecord, PullStatus, StatusResponse};
+use hostctl_schemas::api::deployments::DeploymentState;
+use hostctl_schemas::api::status::{AgentState, DamagedRecord, LastDeployment, PullStatus, StatusResponse};
 use hostctl_schemas::ids::{HostName, LockId};
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -81,6 +82,9 @@ pub struct ReachableFields {
     /// What the flake evaluates to now.
     pub expected_toplevel: Option<String>,
     pub generation: Option<u64>,
+    /// The newest deployment that ended: its result, why (`end_reason`,
+    /// `health_failure`) and who asked for it (`requested_by`); null before the first.
+    pub last_deployment: Option<LastDeployment>,
     /// Whether the host is pinned to another lock than the flake's.
     pub lock_drift: Option<bool>,
     /// `push` or `pull`.
@@ -91,6 +95,8 @@ pub struct ReachableFields {
     pub reachable: bool,
     /// Always false: the agent answered.
     pub refused: bool,
+    /// Who signed `rev` (when a signature policy checked it).
+    pub signer: Option<hostctl_schemas::commits::Signer>,
     pub state: AgentState,
     pub system: String,
 }
@@ -138,7 +144,17 @@ pub async fn status(
         }
     };
     let (evaluated, statuses) = tokio::join!(evaluate, crate::tasks::collect_keyed(set, "status"));
-    let evaluated = evaluated?;
+    let evaluated = match evaluated {
+        // What stops evaluation for the whole fleet leaves the agents' answers standing:
+        // each host's drift is unknown, with the cause's first line.
+        Err(e @ (Error::StaleLock { .. } | Error::NixMissing { .. })) => {
+            let text = e.to_string();
+            let cause = text.lines().next().unwrap_or_default();
+            let hosts = selection.hosts().iter();
+            Some(hosts.map(|h| (h.clone(), Err(format!("host {h}: not evaluated: {cause}")))).collect())
+        }
+        other => other?,
+    };
     let flake_lock = evaluated.as_ref().and(ctx.lock_id());
     let mut report = Report { tally: true, ..Report::default() };
     for (name, status) in statuses {
@@ -188,8 +204,13 @@ fn entry(
         ));
     }
     summary.push_str(if s.pull.is_some() { ", mode pull" } else { ", mode push" });
+    if let Some(signer) = &s.signer {
+        summary.push_str(&format!(", signed by {}", signer.name));
+    }
     let mut body = s.pull.as_ref().map(|p| pull_lines(p, unix_now())).unwrap_or_default();
     body.push_str(&damaged_lines(&s.damaged_records));
+    body.push_str(&last_deployment_line(s.last_deployment.as_ref()));
+    body.push_str(&version_warning(&s.version));
     let fields = ReachableFields {
         agent_version: s.version,
         booted_system: s.booted_system,
@@ -201,12 +222,14 @@ fn entry(
         expected_lock,
         expected_toplevel: expected,
         generation: s.generation,
+        last_deployment: s.last_deployment,
         lock_drift,
         mode: if s.pull.is_some() { "pull" } else { "push" },
         pinned_lock: s.pinned_lock,
         pull: s.pull,
         reachable: true,
         refused: false,
+        signer: s.signer,
         state: s.state,
         system: s.system,
     };
@@ -238,6 +261,36 @@ fn not_answered(e: &HostError, expected_lock: Option<String>, expected: Option<S
     entry
 }
 
+/// A warning line when the agent is another version than this controller: after an
+/// upgrade of the fleet's hostctl the agents follow only once each has restarted into
+/// the new binary (docs/DESIGN.md, "Agent upgrades").
+fn version_warning(agent: &str) -> String {
+    let ours = env!("CARGO_PKG_VERSION");
+    if agent == ours {
+        return String::new();
+    }
+    format!("warning: the agent is hostctl-agent {agent}, this hostctl is {ours}\n")
+}
+
+/// `last deployment ID: rolled-back (health-check-failed) by KEY from ADDR`, and its
+/// error's first line below it, when it did not end confirmed; nothing otherwise (the
+/// status line already says what runs).
+fn last_deployment_line(last: Option<&LastDeployment>) -> String {
+    let Some(last) = last.filter(|l| l.state != DeploymentState::Confirmed) else { return String::new() };
+    let name = |v: serde_json::Result<serde_json::Value>| v.ok().and_then(|v| v.as_str().map(str::to_owned));
+    let state = name(serde_json::to_value(last.state)).unwrap_or_default();
+    let mut out = format!("last deployment {}: {state}", last.id);
+    if let Some(reason) = last.end_reason.and_then(|r| name(serde_json::to_value(r))) {
+        out.push_str(&format!(" ({reason})"));
+    }
+    out.push_str(&crate::history::requester_words(last.requested_by.as_ref()));
+    out.push('\n');
+    if let Some(error) = &last.error {
+        out.push_str(&format!("  error: {error}\n"));
+    }
+    out
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -261,6 +314,13 @@ fn pull_lines(p: &PullStatus, now: u64) -> String {
             "pull: pending lock change to {} at commit {}: approve with `hostctl apply`\n",
             short(p.pending_lock.as_ref().map(LockId::as_str)),
             short(p.pending_commit.as_deref()),
+        ));
+    }
+    if let Some(refused) = &p.refused {
+        out.push_str(&format!(
+            "pull: refused commit {} ({}): the signature policy; nothing of it was built\n",
+            short(Some(&refused.commit)),
+            refused.reason.as_str()
         ));
     }
     if let Some(error) = &p.last_error {
@@ -336,6 +396,41 @@ mod tests {
         assert_eq!((v["lock_drift"].as_bool(), v["expected_lock"].as_str()), (Some(true), Some(a.as_str())));
     }
 
+    #[test]
+    fn a_last_deployment_that_did_not_end_confirmed_is_shown_with_its_cause() {
+        use hostctl_schemas::api::deployments::{EndReason, HealthFailure, Requester};
+        let name: HostName = "web1".parse().unwrap();
+        let mut s = status_response();
+        let last = LastDeployment {
+            id: "web1-2".into(),
+            state: DeploymentState::RolledBack,
+            finished: Some(5),
+            end_reason: Some(EndReason::HealthCheckFailed),
+            error: Some("health check `GET http://web1/` failed: HTTP 503 (1 attempt); re-activated …".into()),
+            health_failure: Some(HealthFailure::new("GET http://web1/", "HTTP 503 (1 attempt)")),
+            requested_by: Some(Requester { key: "fleet-1".into(), address: Some("10.0.0.1".into()) }),
+        };
+        s.last_deployment = Some(last.clone());
+        let e = entry(None, None, &name, Ok(s.clone()));
+        assert_eq!(
+            e.body.as_deref(),
+            Some(
+                "last deployment web1-2: rolled-back (health-check-failed) by fleet-1 from 10.0.0.1\n  \
+                 error: health check `GET http://web1/` failed: HTTP 503 (1 attempt); re-activated …\n"
+            )
+        );
+        let v = serde_json::to_value(&e).unwrap();
+        crate::output_schemas::assert_entry_conforms("status", &v);
+        assert_eq!(v["last_deployment"]["health_failure"]["check"], "GET http://web1/");
+        assert_eq!(v["last_deployment"]["requested_by"]["key"], "fleet-1");
+        s.last_deployment = Some(LastDeployment { state: DeploymentState::Confirmed, ..last });
+        assert_eq!(entry(None, None, &name, Ok(s.clone())).body, None, "a confirmed one needs no line");
+        s.version = "0.0.9".into();
+        let body = entry(None, None, &name, Ok(s)).body.unwrap();
+        let ours = env!("CARGO_PKG_VERSION");
+        assert_eq!(body, format!("warning: the agent is hostctl-agent 0.0.9, this hostctl is {ours}\n"));
+    }
+
     fn status_response() -> StatusResponse {
         StatusResponse {
             generation: Some(3),
@@ -343,7 +438,7 @@ mod tests {
             rev: Some("1a2b3c4d5e6f7a8b9c0d".into()),
             lock: Some("0123456789abcdef".into()),
             deployment: Some("web1-1-00000000".into()),
-            version: "0.1.0".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
             ..StatusResponse::idle("web1")
         }
     }
@@ -431,6 +526,7 @@ mod tests {
             pending_lock: Some("b".repeat(64).parse().unwrap()),
             last_fetch: Some(unix_now() - 3),
             last_error: Some("evaluating failed:\nline 2\nline 3".into()),
+            refused: None,
         });
         let e = entry(Some(&evaluated), None, &name, Ok(s));
         assert!(e.summary.as_deref().unwrap().ends_with(", mode pull"), "{:?}", e.summary);
@@ -457,6 +553,7 @@ mod tests {
             pending_commit: None,
             pending_lock: None,
             last_error: None,
+            refused: None,
             last_fetch: None,
             fetched_commit: None,
             ..serde_json::from_value(v["pull"].clone()).unwrap()

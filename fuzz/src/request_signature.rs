@@ -26,6 +26,8 @@ pub const NOW: u64 = 1_700_000_000;
 
 /// The agent's `hostname` in this target; the seeds are signed for it.
 pub const HOST: &str = "web1";
+/// The identity public key of [`HOST`]'s agent (scheme v3 signs for it).
+pub const IDENTITY: [u8; 32] = [0x11; 32];
 
 fn host() -> Result<HostName, String> {
     HOST.parse().map_err(|e| format!("{HOST}: {e}"))
@@ -42,19 +44,19 @@ pub fn accepts(data: &[u8]) -> bool {
 pub struct Request {
     pub method: Vec<u8>,
     pub path: Vec<u8>,
-    /// key, timestamp, nonce, content_sha256, signature, version, host (as
+    /// key, timestamp, nonce, content_sha256, signature, version, host, identity (as
     /// `hostctl_schemas::api::headers::ALL`)
-    pub headers: [Vec<u8>; 7],
+    pub headers: [Vec<u8>; 8],
     pub body: Vec<u8>,
 }
 
 impl Request {
     pub fn parse(data: &[u8]) -> Option<Self> {
-        let (f, body) = split_lines(data, 9)?;
+        let (f, body) = split_lines(data, 10)?;
         Some(Self {
             method: f[0].to_vec(),
             path: f[1].to_vec(),
-            headers: [2, 3, 4, 5, 6, 7, 8].map(|i| f[i].to_vec()),
+            headers: [2, 3, 4, 5, 6, 7, 8, 9].map(|i| f[i].to_vec()),
             body: body.to_vec(),
         })
     }
@@ -80,8 +82,9 @@ impl Request {
         nonce: &str,
     ) -> Self {
         let content_sha256 = body_sha256(body);
-        let h =
-            key.sign_request(&RequestToSign { host, method, path, timestamp, nonce, content_sha256: &content_sha256 });
+        let identity = &IDENTITY;
+        let request = RequestToSign { host, identity, method, path, timestamp, nonce, content_sha256: &content_sha256 };
+        let h = key.sign_request(&request);
         Self {
             method: method.as_bytes().to_vec(),
             path: path.as_bytes().to_vec(),
@@ -94,10 +97,11 @@ impl Request {
     /// `None` when a field is not text (an HTTP header that is not text is refused earlier).
     fn verify(&self, key: &SecretKey) -> Option<Result<(), AuthError>> {
         let text = |b: &[u8]| std::str::from_utf8(b).ok().map(str::to_owned);
-        let [k, t, n, c, s, v, h] = &self.headers;
+        let [k, t, n, c, s, v, h, i] = &self.headers;
         let headers = SignatureHeaders {
             version: text(v)?,
             host: text(h)?,
+            identity: text(i)?,
             key: text(k)?,
             timestamp: text(t)?,
             nonce: text(n)?,
@@ -105,14 +109,15 @@ impl Request {
             signature: text(s)?,
         };
         let (method, path) = (text(&self.method)?, text(&self.path)?);
-        let verdict = verify_request(&[key.public()], &headers, &host().ok()?, &method, &path, NOW).and_then(|()| {
-            let matches = body_sha256(&self.body).eq_ignore_ascii_case(&headers.content_sha256);
-            if matches {
-                Ok(())
-            } else {
-                Err(AuthError::BodyMismatch)
-            }
-        });
+        let verdict = verify_request(&[key.public()], &headers, &host().ok()?, &IDENTITY, &method, &path, NOW)
+            .and_then(|()| {
+                let matches = body_sha256(&self.body).eq_ignore_ascii_case(&headers.content_sha256);
+                if matches {
+                    Ok(())
+                } else {
+                    Err(AuthError::BodyMismatch)
+                }
+            });
         Some(verdict)
     }
 }
@@ -138,9 +143,11 @@ fn as_given(key: &SecretKey, r: &Request) -> Verdict {
     let timestamp: u64 = text(&r.headers[1]).parse().map_err(|_| "accepted an unparsable timestamp".to_owned())?;
     ensure(text(&r.headers[5]) == SIGNATURE_VERSION.to_string(), || "accepted another scheme".to_owned())?;
     ensure(text(&r.headers[6]) == HOST, || format!("accepted a request for host {:?}", text(&r.headers[6])))?;
+    ensure(text(&r.headers[7]) == STANDARD.encode(IDENTITY), || "accepted a request for another identity".to_owned())?;
     let host = host()?;
     let request = RequestToSign {
         host: &host,
+        identity: &IDENTITY,
         method: &text(&r.method),
         path: &text(&r.path),
         timestamp,

@@ -33,6 +33,36 @@ impl Program {
     }
 }
 
+/// A Nix setting passed as `--option NAME VALUE` (`hostctl --nix-option`): the name is a
+/// setting's name (letters, digits, `-`, not starting with `-`), so it cannot be read as a flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NixOption {
+    name: String,
+    value: String,
+}
+
+/// A name that is not a Nix setting's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a Nix setting name (letters, digits and `-`, e.g. `max-jobs`)")]
+pub struct NixOptionError(pub String);
+
+impl NixOption {
+    pub fn new(name: &str, value: &str) -> Result<Self, NixOptionError> {
+        let ok = name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        ok.then(|| Self { name: name.to_owned(), value: value.to_owned() })
+            .ok_or_else(|| NixOptionError(name.to_owned()))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+}
+
 /// Selects what we need from a NixOS toplevel in one evaluation. `system` is the
 /// derivation's own attribute; `or null` keeps hand-made toplevels without it working.
 /// The key must not be `outPath`: `toJSON` turns any attrset with one into that string.
@@ -205,6 +235,16 @@ impl NixCommand {
     /// the set) still refers to them; referrers inside the set are fine.
     pub fn delete(paths: &[StorePath]) -> Self {
         Self::nix_store(["--delete"], paths)
+    }
+
+    /// `nix-store --add-root LINK --indirect --realise PATH`: makes `link` a symlink to
+    /// `path` (already valid: nothing is built) and registers it as an indirect GC root,
+    /// so the garbage collector keeps `path`'s closure while `link` exists. Removing the
+    /// link releases it (Nix forgets the registration at its next collection).
+    pub fn add_root(link: &std::path::Path, path: &StorePath) -> Self {
+        let link = link.to_string_lossy().into_owned();
+        let args = ["--add-root", link.as_str(), "--indirect", "--realise", path.as_str()];
+        Self { program: Program::NixStore, args: args.map(str::to_owned).to_vec() }
     }
 
     /// `nix-env --profile PROFILE --set PATH`: a new generation of the profile pointing at
@@ -492,6 +532,10 @@ mod tests {
         assert_eq!(NixCommand::import().argv(), ["nix-store", "--import"]);
         assert_eq!(NixCommand::delete(std::slice::from_ref(&p)).argv(), ["nix-store", "--delete", DRV]);
         assert_eq!(NixCommand::add_to_store(std::path::Path::new("/tmp/x")).argv(), ["nix-store", "--add", "/tmp/x"]);
+        assert_eq!(
+            NixCommand::add_root(std::path::Path::new("/var/lib/a/root"), &p).argv(),
+            ["nix-store", "--add-root", "/var/lib/a/root", "--indirect", "--realise", DRV]
+        );
         let profile = Profile::new(std::path::Path::new("/nix/var/nix/profiles/system")).unwrap();
         assert_eq!(
             NixCommand::set_profile(&profile, &p).argv(),

@@ -18,7 +18,7 @@ pub mod profile;
 pub mod runner;
 pub mod version;
 
-pub use command::{FlakeRef, NixCommand, Program};
+pub use command::{FlakeRef, NixCommand, NixOption, Program};
 pub use output::{BuildResult, Derivation, FlakeMetadata, PathInfo, Toplevel};
 pub use runner::{Nix, NixError, NixStdout};
 pub use version::NixVersion;

@@ -59,6 +59,8 @@ pub struct Nix {
     bin_dir: Option<PathBuf>,
     store: Option<String>,
     options: Vec<(String, String)>,
+    /// `--show-trace` on every `nix` invocation.
+    show_trace: bool,
     /// Nix's `builders` setting for `build_outputs` only (`--builders`).
     builders: Option<Builders>,
     version: OnceCell<NixVersion>,
@@ -93,6 +95,19 @@ impl Nix {
         self
     }
 
+    /// Adds `--option NAME VALUE` to every invocation for each of `options`
+    /// (`hostctl --nix-option`).
+    pub fn with_options(mut self, options: &[crate::command::NixOption]) -> Self {
+        self.options.extend(options.iter().map(|o| (o.name().to_owned(), o.value().to_owned())));
+        self
+    }
+
+    /// Adds `--show-trace` to every `nix` invocation (`hostctl --show-trace`).
+    pub fn with_show_trace(mut self, on: bool) -> Self {
+        self.show_trace = on;
+        self
+    }
+
     /// Has [`Nix::build_outputs`](crate::Nix::build_outputs) pass `--builders VALUE`
     /// (remote builders, validated; the empty value: build locally only); `None` keeps
     /// Nix's setting.
@@ -119,6 +134,9 @@ impl Nix {
             if cmd.program() == Program::Nix {
                 // hostctl needs these whatever the user's nix.conf says; `extra-` adds to it.
                 argv.extend(["--extra-experimental-features".to_owned(), "nix-command flakes".to_owned()]);
+                if self.show_trace {
+                    argv.push("--show-trace".to_owned());
+                }
             }
             if let Some(store) = &self.store {
                 argv.extend(["--store".to_owned(), store.clone()]);
@@ -355,6 +373,37 @@ mod tests {
             ]
         );
         assert_eq!(argv[8], "eval");
+    }
+
+    #[test]
+    fn nix_options_and_show_trace_reach_every_nix_argv() {
+        use crate::command::NixOption;
+        let options = [NixOption::new("max-jobs", "0").unwrap(), NixOption::new("eval-cache", "false").unwrap()];
+        let nix = Nix::new().with_options(&options).with_show_trace(true);
+        let flake = crate::command::FlakeRef::new("/f").unwrap();
+        let argv = nix.argv(&NixCommand::list_configurations(&flake));
+        assert_eq!(
+            &argv[..10],
+            [
+                "nix",
+                "--extra-experimental-features",
+                "nix-command flakes",
+                "--show-trace",
+                "--option",
+                "max-jobs",
+                "0",
+                "--option",
+                "eval-cache",
+                "false"
+            ]
+        );
+        assert_eq!(nix.argv(&NixCommand::version()), ["nix", "--version"]);
+        for bad in ["", "-x", "--store", "a b", "a=b"] {
+            assert_eq!(
+                NixOption::new(bad, "v").unwrap_err().to_string(),
+                format!("`{bad}` is not a Nix setting name (letters, digits and `-`, e.g. `max-jobs`)")
+            );
+        }
     }
 
     #[test]

@@ -88,7 +88,26 @@ pub struct AgentConfig {
     /// refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub caches: Vec<crate::inventory::CacheUrl>,
+    /// The agent's ed25519 identity key (Nix secret key format, mode 0600), which its TLS
+    /// certificate is made from and the controller pins. A file named here must exist;
+    /// default: `state_dir/identity.key`, generated at first start. The public key is
+    /// written to `state_dir/identity.pub` either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_key_file: Option<PathBuf>,
+    /// Address and port of a plain-HTTP listener serving only `GET /metrics` (read-only).
+    /// Unset: metrics are not served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Address and port of a plain-HTTP listener serving only the webhook (HMAC still
+    /// required), behind a TLS-terminating proxy. Unset: TLS API listener only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_listen: Option<SocketAddr>,
 }
+
+/// The identity key under `state_dir` when `identity_key_file` is unset, and the
+/// world-readable public identity beside it (`<hostname>:<base64>`).
+pub const IDENTITY_KEY_FILE: &str = "identity.key";
+pub const IDENTITY_PUB_FILE: &str = "identity.pub";
 
 /// Default agent state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/hostctl-agent";
@@ -325,6 +344,9 @@ pub struct PullConfig {
     /// is refused. Default: `/etc/ssh/ssh_known_hosts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_known_hosts_file: Option<PathBuf>,
+    /// Which fetched commits may be built: signature policy (DESIGN.md, "Commit signatures").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commits: Option<crate::commits::CommitPolicy>,
 }
 
 /// Where ssh host keys are looked up when `pull.ssh_known_hosts_file` is not set (NixOS

@@ -17,7 +17,7 @@ pub enum GitRemote {
     Http,
     /// ssh, in either form.
     Ssh(SshRemote),
-    /// Another scheme libgit2 may know (`git://`).
+    /// `git://` (libgit2 fetches it; any other scheme is refused).
     Other,
 }
 
@@ -49,7 +49,7 @@ impl fmt::Display for SshRemote {
     }
 }
 
-/// Why an ssh URL is unusable.
+/// Why a URL is unusable (mostly ssh ones).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("{}", self.message())]
 pub enum GitUrlError {
@@ -58,6 +58,8 @@ pub enum GitUrlError {
     NoPath,
     BadPort,
     BadBrackets,
+    /// A scheme libgit2 cannot fetch from (`ftp://`, `rsync://`, ...).
+    UnsupportedScheme,
 }
 
 impl GitUrlError {
@@ -69,6 +71,10 @@ impl GitUrlError {
             Self::NoPath => "an ssh URL must name the repository path after the host",
             Self::BadPort => "the ssh port must be a number from 1 to 65535",
             Self::BadBrackets => "an IPv6 host must be written in brackets (`[::1]`)",
+            Self::UnsupportedScheme => {
+                "the agent cannot fetch with this URL scheme; use a path, `file://`, `http://`, `https://`, \
+                 `git://`, `ssh://user@host/path` or `user@host:path`"
+            }
         }
     }
 }
@@ -84,7 +90,8 @@ pub fn parse_git_url(url: &str) -> Result<GitRemote, GitUrlError> {
         return Ok(match scheme {
             "http" | "https" => GitRemote::Http,
             "file" => GitRemote::Local,
-            _ => GitRemote::Other,
+            "git" => GitRemote::Other,
+            _ => return Err(GitUrlError::UnsupportedScheme),
         });
     }
     if url.starts_with(['/', '.', '~']) {
@@ -278,6 +285,8 @@ mod tests {
             ("ssh://u@h:0/x", GitUrlError::BadPort),
             ("ssh://u@h:70000/x", GitUrlError::BadPort),
             ("ssh://u@h:ab/x", GitUrlError::BadPort),
+            ("ftp://host/x", GitUrlError::UnsupportedScheme),
+            ("rsync://host/x", GitUrlError::UnsupportedScheme),
             ("ssh://u@[::1/x", GitUrlError::BadBrackets),
             ("ssh://u@[::1]2/x", GitUrlError::BadBrackets),
         ] {

@@ -9,12 +9,14 @@
 pub mod agent_config;
 pub mod api;
 pub mod builders;
+pub mod commits;
 pub mod duration;
 pub mod git_url;
 pub mod ids;
 pub mod inventory;
 pub mod jsonschema;
 pub mod key;
+pub mod known_agents;
 pub mod perms;
 pub mod reference;
 pub mod signing;

@@ -1,16 +1,20 @@
 //! Request signing for agent API v1: ed25519 keys in Nix's `name:base64` format (so
 //! `nix key generate-secret` keys work), over the scheme version, the target host, the
-//! method, path, timestamp, nonce and body hash. Pure computation: the agent adds the
+//! target agent's identity key, the method, path, timestamp, nonce and body hash. Pure computation: the agent adds the
 //! replay check (nonces seen), the controller adds the clock and the randomness.
 //!
 //! Scheme versions (the first line of the signed string, and `x-hostctl-signature-version`):
 //! - v1 (before issue 14) named no host, so a request captured on its way to one host
 //!   was accepted by every host trusting the fleet key. Refused now, with a message that
 //!   the controller must be upgraded.
-//! - v2 (this one) adds the target host name: an agent accepts only requests signed for
-//!   its own `hostname` ([`verify_request`]).
-//! - v3 will add the target agent's identity key once agents serve TLS with one, so a
-//!   request is bound to the very agent the controller pinned, not only to its name.
+//! - v2 added the target host name, but a host that kept its name and got another
+//!   identity (reinstalled, or an impostor the controller was not talking to) still
+//!   accepted it. Refused now like v1, with an upgrade message.
+//! - v3 (this one) adds the target agent's identity public key, the key its TLS
+//!   certificate is made from and the controller pinned: an agent accepts only requests
+//!   signed for its own `hostname` and its own identity ([`verify_request`]), so a
+//!   request captured on its way to one agent, or forwarded by a compromised host, is
+//!   refused by every other.
 
 use std::fmt;
 use std::path::Path;
@@ -28,7 +32,7 @@ use crate::key::PublicKey;
 pub const TIMESTAMP_WINDOW_SECS: u64 = 120;
 
 /// The signing scheme this build signs with and the only one it accepts.
-pub const SIGNATURE_VERSION: u32 = 2;
+pub const SIGNATURE_VERSION: u32 = 3;
 
 /// A Nix-format ed25519 secret key: `name:base64(seed ‖ public key)` (64 bytes).
 pub struct SecretKey {
@@ -90,6 +94,25 @@ impl SecretKey {
         PublicKey { name: self.name.clone(), key: self.key.verifying_key().to_bytes() }
     }
 
+    /// The key pair of a 32-byte seed (the caller brings the randomness), under `name`.
+    pub fn from_seed(name: &str, seed: [u8; 32]) -> Self {
+        Self { name: name.to_owned(), key: SigningKey::from_bytes(&seed) }
+    }
+
+    /// The key file's text, as `nix key generate-secret` writes it: `name:base64(seed ‖ public)`.
+    pub fn to_nix_text(&self) -> String {
+        format!("{}:{}", self.name, STANDARD.encode(self.key.to_keypair_bytes()))
+    }
+
+    /// The key as PKCS#8 v1 DER (RFC 8410), for TLS libraries: a fixed prefix and the seed.
+    pub fn to_pkcs8_der(&self) -> Vec<u8> {
+        const PREFIX: [u8; 16] =
+            [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+        let mut der = PREFIX.to_vec();
+        der.extend_from_slice(&self.key.to_bytes());
+        der
+    }
+
     /// Base64 of the ed25519 signature of `message` (bundles sign their header with it).
     pub fn sign_bytes(&self, message: &[u8]) -> String {
         STANDARD.encode(self.key.sign(message).to_bytes())
@@ -102,6 +125,7 @@ impl SecretKey {
             version: SIGNATURE_VERSION.to_string(),
             key: self.name.clone(),
             host: request.host.to_string(),
+            identity: STANDARD.encode(request.identity),
             timestamp: request.timestamp.to_string(),
             nonce: request.nonce.to_owned(),
             content_sha256: request.content_sha256.to_owned(),
@@ -122,6 +146,8 @@ impl FromStr for SecretKey {
 pub struct RequestToSign<'a> {
     /// The host the request is for: the agent's `hostname`, the fleet's name for it.
     pub host: &'a HostName,
+    /// The target agent's identity public key (the one pinned for the host).
+    pub identity: &'a [u8; crate::key::PUBLIC_KEY_LEN],
     pub method: &'a str,
     /// Path and query as sent, e.g. `/v1/deployments/abc`.
     pub path: &'a str,
@@ -139,6 +165,8 @@ pub struct SignatureHeaders {
     pub key: String,
     /// The host the request was signed for.
     pub host: String,
+    /// Base64 of the identity key of the agent the request was signed for.
+    pub identity: String,
     pub timestamp: String,
     pub nonce: String,
     pub content_sha256: String,
@@ -147,7 +175,7 @@ pub struct SignatureHeaders {
 
 impl SignatureHeaders {
     /// The headers to send, by name.
-    pub fn pairs(&self) -> [(&'static str, &str); 7] {
+    pub fn pairs(&self) -> [(&'static str, &str); 8] {
         use crate::api::headers;
         [
             (headers::KEY, &self.key),
@@ -157,6 +185,7 @@ impl SignatureHeaders {
             (headers::SIGNATURE, &self.signature),
             (headers::VERSION, &self.version),
             (headers::HOST, &self.host),
+            (headers::IDENTITY, &self.identity),
         ]
     }
 }
@@ -171,8 +200,14 @@ pub fn body_sha256(body: &[u8]) -> String {
 /// header values and request targets cannot), so the fields cannot be shifted.
 pub fn canonical_request(r: &RequestToSign<'_>) -> String {
     format!(
-        "hostctl-request-v{SIGNATURE_VERSION}\n{}\n{}\n{}\n{}\n{}\n{}",
-        r.host, r.method, r.path, r.timestamp, r.nonce, r.content_sha256
+        "hostctl-request-v{SIGNATURE_VERSION}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+        r.host,
+        STANDARD.encode(r.identity),
+        r.method,
+        r.path,
+        r.timestamp,
+        r.nonce,
+        r.content_sha256
     )
 }
 
@@ -182,11 +217,18 @@ pub enum AuthError {
     /// Signed by a controller from before issue 14 (no version header, no host).
     #[error("request is signed with the old scheme v1, which does not name the host it is for; this agent accepts only v{SIGNATURE_VERSION}: upgrade hostctl on the controller")]
     SchemeV1,
+    /// Signed by a controller that does not pin agent identities (no identity key).
+    #[error("request is signed with the old scheme v2, which does not name the agent identity it is for; this agent accepts only v{SIGNATURE_VERSION}: upgrade hostctl on the controller")]
+    SchemeV2,
     #[error("request is signed with scheme version `{0}`; this agent accepts only v{SIGNATURE_VERSION}: run the same hostctl version on the controller and the agent")]
     UnknownScheme(String),
     /// Signed for another host (the signature itself verified).
     #[error("request is for host \"{signed_for}\", this is \"{this}\"")]
     OtherHost { signed_for: String, this: String },
+    /// Signed for another agent identity (the signature itself verified): the
+    /// controller pinned another key for this host.
+    #[error("request is for the agent with identity {signed_for}, this agent's identity is {this}")]
+    OtherIdentity { signed_for: String, this: String },
     #[error("missing header {0}")]
     MissingHeader(&'static str),
     #[error("header {0} is malformed")]
@@ -203,17 +245,19 @@ pub enum AuthError {
     BodyMismatch,
 }
 
-/// Checks a request's signature headers against the trusted keys, the clock and this
-/// agent's host name `this_host`. The caller then checks the nonce against the ones seen
+/// Checks a request's signature headers against the trusted keys, the clock, this
+/// agent's host name `this_host` and its identity public key `this_identity`. The caller then checks the nonce against the ones seen
 /// and the body against the hash.
 ///
-/// The signature is checked over the host the request names, then that host against
-/// `this_host`: the outcome is the one of checking it over `this_host`, but a genuine
-/// request for another host is told which, and unsigned traffic learns nothing.
+/// The signature is checked over the host and identity the request names, then those
+/// against this agent's: the outcome is the one of checking it over this agent's own,
+/// but a genuine request for another host or identity is told which, and unsigned
+/// traffic learns nothing.
 pub fn verify_request(
     trusted: &[PublicKey],
     headers: &SignatureHeaders,
     this_host: &HostName,
+    this_identity: &[u8; crate::key::PUBLIC_KEY_LEN],
     method: &str,
     path: &str,
     now: u64,
@@ -221,10 +265,16 @@ pub fn verify_request(
     if headers.version != SIGNATURE_VERSION.to_string() {
         return Err(match headers.version.as_str() {
             "1" => AuthError::SchemeV1,
+            "2" => AuthError::SchemeV2,
             other => AuthError::UnknownScheme(other.chars().take(20).collect()),
         });
     }
     let host: HostName = headers.host.parse().map_err(|_| AuthError::Malformed(crate::api::headers::HOST))?;
+    let identity = STANDARD
+        .decode(&headers.identity)
+        .ok()
+        .and_then(|bytes| <[u8; crate::key::PUBLIC_KEY_LEN]>::try_from(bytes.as_slice()).ok())
+        .ok_or(AuthError::Malformed(crate::api::headers::IDENTITY))?;
     let timestamp: u64 = headers.timestamp.parse().map_err(|_| AuthError::Malformed("x-hostctl-timestamp"))?;
     let skew = now.abs_diff(timestamp);
     if skew > TIMESTAMP_WINDOW_SECS {
@@ -245,6 +295,7 @@ pub fn verify_request(
     let verifying = VerifyingKey::from_bytes(&key.key).map_err(|_| AuthError::BadSignature)?;
     let request = RequestToSign {
         host: &host,
+        identity: &identity,
         method,
         path,
         timestamp,
@@ -254,6 +305,12 @@ pub fn verify_request(
     verifying.verify_strict(canonical_request(&request).as_bytes(), &signature).map_err(|_| AuthError::BadSignature)?;
     if host != *this_host {
         return Err(AuthError::OtherHost { signed_for: host.to_string(), this: this_host.to_string() });
+    }
+    if identity != *this_identity {
+        return Err(AuthError::OtherIdentity {
+            signed_for: headers.identity.clone(),
+            this: STANDARD.encode(this_identity),
+        });
     }
     Ok(())
 }
@@ -277,27 +334,31 @@ mod tests {
 
     static WEB1: std::sync::LazyLock<HostName> = std::sync::LazyLock::new(|| "web1".parse().unwrap());
     static WEB2: std::sync::LazyLock<HostName> = std::sync::LazyLock::new(|| "web2".parse().unwrap());
+    /// web1's agent identity key, and another agent's.
+    const ID1: [u8; 32] = [1; 32];
+    const ID2: [u8; 32] = [2; 32];
 
     fn request<'a>(method: &'a str, path: &'a str, timestamp: u64, body: &'a str) -> RequestToSign<'a> {
         let nonce = "00112233445566778899aabbccddeeff";
-        RequestToSign { host: &WEB1, method, path, timestamp, nonce, content_sha256: body }
+        RequestToSign { host: &WEB1, identity: &ID1, method, path, timestamp, nonce, content_sha256: body }
     }
 
     /// [`verify_request`] on the agent of host `web1`.
     fn check(trusted: &[PublicKey], h: &SignatureHeaders, method: &str, path: &str, now: u64) -> Result<(), AuthError> {
-        verify_request(trusted, h, &WEB1, method, path, now)
+        verify_request(trusted, h, &WEB1, &ID1, method, path, now)
     }
 
     #[test]
-    fn the_signed_string_names_the_scheme_and_the_host_first() {
+    fn the_signed_string_names_the_scheme_the_host_and_the_identity_first() {
         let sha = body_sha256(b"");
         let r = request("GET", "/v1/status", 5, &sha);
+        let id = STANDARD.encode(ID1);
         assert_eq!(
             canonical_request(&r),
-            format!("hostctl-request-v2\nweb1\nGET\n/v1/status\n5\n00112233445566778899aabbccddeeff\n{sha}")
+            format!("hostctl-request-v3\nweb1\n{id}\nGET\n/v1/status\n5\n00112233445566778899aabbccddeeff\n{sha}")
         );
         let h = key().sign_request(&r);
-        assert_eq!((h.version.as_str(), h.host.as_str()), ("2", "web1"));
+        assert_eq!((h.version.as_str(), h.host.as_str(), h.identity.as_str()), ("3", "web1", id.as_str()));
         let names: Vec<&str> = h.pairs().iter().map(|(name, _)| *name).collect();
         assert_eq!(names, crate::api::headers::ALL);
     }
@@ -307,10 +368,10 @@ mod tests {
         let k = key();
         let trusted = [k.public()];
         let h = k.sign_request(&request("POST", "/v1/rollback", 5, &body_sha256(b"{}")));
-        assert_eq!(verify_request(&trusted, &h, &WEB1, "POST", "/v1/rollback", 5), Ok(()));
+        assert_eq!(verify_request(&trusted, &h, &WEB1, &ID1, "POST", "/v1/rollback", 5), Ok(()));
         // Sent as is to web2: the signature is genuine, the host is not web2.
         assert_eq!(
-            verify_request(&trusted, &h, &WEB2, "POST", "/v1/rollback", 5),
+            verify_request(&trusted, &h, &WEB2, &ID2, "POST", "/v1/rollback", 5),
             Err(AuthError::OtherHost { signed_for: "web1".into(), this: "web2".into() })
         );
         let message = AuthError::OtherHost { signed_for: "web1".into(), this: "web2".into() }.to_string();
@@ -319,13 +380,35 @@ mod tests {
         let mut relabelled = h.clone();
         relabelled.host = "web2".into();
         assert_eq!(
-            verify_request(&trusted, &relabelled, &WEB2, "POST", "/v1/rollback", 5),
+            verify_request(&trusted, &relabelled, &WEB2, &ID1, "POST", "/v1/rollback", 5),
             Err(AuthError::BadSignature)
         );
         relabelled.host = "not a host".into();
         assert_eq!(
             check(&trusted, &relabelled, "POST", "/v1/rollback", 5),
             Err(AuthError::Malformed("x-hostctl-host"))
+        );
+    }
+
+    #[test]
+    fn a_request_signed_for_another_identity_is_refused() {
+        let k = key();
+        let trusted = [k.public()];
+        let h = k.sign_request(&request("POST", "/v1/rollback", 5, &body_sha256(b"{}")));
+        // Same host name, another agent identity (reinstalled, or an impostor).
+        let err = verify_request(&trusted, &h, &WEB1, &ID2, "POST", "/v1/rollback", 5).unwrap_err();
+        assert_eq!(err, AuthError::OtherIdentity { signed_for: STANDARD.encode(ID1), this: STANDARD.encode(ID2) });
+        // Relabelled for the other identity: the signature was made over ID1.
+        let mut relabelled = h.clone();
+        relabelled.identity = STANDARD.encode(ID2);
+        assert_eq!(
+            verify_request(&trusted, &relabelled, &WEB1, &ID2, "POST", "/v1/rollback", 5),
+            Err(AuthError::BadSignature)
+        );
+        relabelled.identity = "short".into();
+        assert_eq!(
+            check(&trusted, &relabelled, "POST", "/v1/rollback", 5),
+            Err(AuthError::Malformed("x-hostctl-agent-identity"))
         );
     }
 
@@ -342,6 +425,7 @@ mod tests {
             version: "1".into(),
             key: k.name.clone(),
             host: String::new(),
+            identity: String::new(),
             timestamp: "5".into(),
             nonce: r.nonce.into(),
             content_sha256: r.content_sha256.into(),
@@ -350,13 +434,28 @@ mod tests {
         let err = check(&trusted, &old, "GET", "/v1/status", 5).unwrap_err();
         assert_eq!(err, AuthError::SchemeV1);
         assert!(err.to_string().contains("upgrade hostctl on the controller"), "{err}");
-        // A v2 signature claiming another version, and a v1 one claiming v2.
+        // Exactly what a v2 controller sent: host, no identity.
+        let v2 = format!(
+            "hostctl-request-v2\nweb1\n{}\n{}\n{}\n{}\n{}",
+            r.method, r.path, r.timestamp, r.nonce, r.content_sha256
+        );
+        let v2_headers = SignatureHeaders {
+            version: "2".into(),
+            host: "web1".into(),
+            signature: k.sign_bytes(v2.as_bytes()),
+            ..old.clone()
+        };
+        let err = check(&trusted, &v2_headers, "GET", "/v1/status", 5).unwrap_err();
+        assert_eq!(err, AuthError::SchemeV2);
+        assert!(err.to_string().contains("upgrade hostctl on the controller"), "{err}");
+        // A v3 signature claiming another version, and a v1 one claiming v3.
         let mut h = k.sign_request(&r);
-        h.version = "3".into();
-        assert_eq!(check(&trusted, &h, "GET", "/v1/status", 5), Err(AuthError::UnknownScheme("3".into())));
+        h.version = "4".into();
+        assert_eq!(check(&trusted, &h, "GET", "/v1/status", 5), Err(AuthError::UnknownScheme("4".into())));
         let mut relabelled = old;
-        relabelled.version = "2".into();
+        relabelled.version = "3".into();
         relabelled.host = "web1".into();
+        relabelled.identity = STANDARD.encode(ID1);
         assert_eq!(check(&trusted, &relabelled, "GET", "/v1/status", 5), Err(AuthError::BadSignature));
     }
 

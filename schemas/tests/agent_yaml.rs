@@ -171,11 +171,11 @@ fn bad_trusted_keys() {
 fn unknown_keys() {
     fails_with(
         &format!("{MINIMAL}listen_on: 1\n"),
-        "/etc/hostctl/agent.yaml:3:1: listen_on: unknown field `listen_on`, expected one of `hostname`, `listen`, `max_connections`, `max_connections_per_peer`, `trusted_keys`, `state_dir`, `profile`, `store`, `confirm_timeout`, `activation_timeout`, `bus`, `service_manager`, `health`, `pull`, `binfmt`, `caches`",
+        "/etc/hostctl/agent.yaml:3:1: listen_on: unknown field `listen_on`, expected one of `hostname`, `listen`, `max_connections`, `max_connections_per_peer`, `trusted_keys`, `state_dir`, `profile`, `store`, `confirm_timeout`, `activation_timeout`, `bus`, `service_manager`, `health`, `pull`, `binfmt`, `caches`, `identity_key_file`, `metrics_listen`, `webhook_listen`",
     );
     fails_with(
         &format!("{MINIMAL}pull:\n  url: x\n  brnach: main\n"),
-        "/etc/hostctl/agent.yaml:5:3: pull.brnach: unknown field `brnach`, expected one of `url`, `branch`, `interval`, `webhook_secret_file`, `lock`, `substituters`, `trusted_public_keys`, `allow_force_push`, `ssh_key_file`, `ssh_known_hosts_file`",
+        "/etc/hostctl/agent.yaml:5:3: pull.brnach: unknown field `brnach`, expected one of `url`, `branch`, `interval`, `webhook_secret_file`, `lock`, `substituters`, `trusted_public_keys`, `allow_force_push`, `ssh_key_file`, `ssh_known_hosts_file`, `commits`",
     );
     fails_with(
         &format!("{MINIMAL}binfmt:\n  systems: []\n"),

@@ -127,7 +127,7 @@ fn yaml_syntax_error() {
 fn unknown_top_level_key() {
     let err = fails_with(
         "flake: .\nfleet: x\nhosts:\n  web1:\n    address: a\n",
-        "examples/fleet/fleet.yaml:2:1: fleet: unknown field `fleet`, expected one of `flake`, `signing_key`, `defaults`, `hosts`, `rollout`, `cache`",
+        "examples/fleet/fleet.yaml:2:1: fleet: unknown field `fleet`, expected one of `flake`, `signing_key`, `defaults`, `hosts`, `rollout`, `cache`, `commits`, `tag_commits`",
     );
     assert_eq!(err.location(), Some((2, 1)));
     assert_eq!(err.key_path(), Some("fleet"));
@@ -137,7 +137,7 @@ fn unknown_top_level_key() {
 fn unknown_key_in_host() {
     let err = fails_with(
         "flake: .\n\n\ndefaults: {}\nhosts:\n  web1:\n    adress: 192.0.2.10\n",
-        "examples/fleet/fleet.yaml:7:5: hosts.web1.adress: unknown field `adress`, expected one of `address`, `tags`, `configuration`, `system`, `health`",
+        "examples/fleet/fleet.yaml:7:5: hosts.web1.adress: unknown field `adress`, expected one of `address`, `tags`, `configuration`, `system`, `health`, `port`, `commits`, `agent_key`",
     );
     assert_eq!(err.location(), Some((7, 5)));
 }
@@ -348,7 +348,7 @@ fn cache_block() {
 }
 
 #[test]
-fn ports_are_1_to_65535_with_one_message() {
+fn ports_are_1_to_65535_with_one_message_and_a_hosts_own_port_wins() {
     for (value, want) in [
         ("0", "port 0 is out of range: expected a port number from 1 to 65535"),
         ("-1", "port -1 is out of range: expected a port number from 1 to 65535"),
@@ -359,6 +359,20 @@ fn ports_are_1_to_65535_with_one_message() {
             &format!("examples/fleet/fleet.yaml:2:9: defaults.port: {want}"),
         );
     }
+    for (value, want) in [
+        ("0", "port 0 is out of range: expected a port number from 1 to 65535"),
+        ("70000", "port 70000 is out of range: expected a port number from 1 to 65535"),
+        ("web", "invalid type: string \"web\", expected a port number from 1 to 65535"),
+    ] {
+        fails_with(
+            &format!("hosts:\n  a:\n    address: a\n    port: {value}\n"),
+            &format!("examples/fleet/fleet.yaml:4:11: hosts.a.port: {want}"),
+        );
+    }
+    let fleet =
+        parse("defaults:\n  port: 8000\nhosts:\n  a:\n    address: a\n    port: 9000\n  b:\n    address: b\n").unwrap();
+    let port = |h: &str| fleet.hosts[h].agent_port(&fleet.defaults);
+    assert_eq!((port("a"), port("b")), (9000, 8000), "a host's port overrides defaults.port");
     let fleet = parse("defaults:\n  port: 65535\nhosts:\n  a:\n    address: a\n").unwrap();
     assert_eq!(fleet.defaults.port, 65535);
     assert_eq!(parse("defaults:\n  port: 1\nhosts:\n  a:\n    address: a\n").unwrap().defaults.port, 1);
@@ -376,10 +390,26 @@ fn a_port_in_the_address_is_sent_to_defaults_port() {
             &format!("hosts:\n  web1:\n    address: {address}\n"),
             &format!(
                 "examples/fleet/fleet.yaml:3:14: hosts.web1.address: invalid address `{shown}`: the port does not belong \
-                 in the address; write `address: {host}` and set the port as `defaults.port`"
+                 in the address; write `address: {host}` and set the port as `port` (this host) or \
+                 `defaults.port` (every host)"
             ),
         );
     }
     // An IPv6 address ending in digits is an address, not an address and a port.
     assert_eq!(parse("hosts:\n  web1:\n    address: \"2001:db8::22\"\n").unwrap().hosts.len(), 1);
+}
+
+#[test]
+fn agent_key_pins_an_identity_and_a_bad_one_is_named() {
+    let key = "web1:11qvTRDWRE4FY+wSqfVv05ieSwHGyyqjtCVE4B8/YKg=";
+    let fleet = parse(&format!("hosts:\n  web1:\n    address: a\n    agent_key: {key}\n")).unwrap();
+    assert_eq!(fleet.hosts[&host("web1")].agent_key.as_ref().map(ToString::to_string).as_deref(), Some(key));
+    assert_eq!(parse("hosts:\n  web1:\n    address: a\n").unwrap().hosts[&host("web1")].agent_key, None);
+    let err = parse("hosts:\n  web1:\n    address: a\n    agent_key: web1:AAAA\n").unwrap_err();
+    assert!(
+        err.to_string().starts_with(
+            "examples/fleet/fleet.yaml:4:16: hosts.web1.agent_key: invalid public key `web1:AAAA`: an ed25519 public key is 32 bytes"
+        ),
+        "{err}"
+    );
 }

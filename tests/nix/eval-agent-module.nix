@@ -36,6 +36,9 @@ in
   stopIfChanged = unit.stopIfChanged;
   execStart = unit.serviceConfig.ExecStart;
   stateDirectory = unit.serviceConfig.StateDirectory;
+  runtimeDirectory = unit.serviceConfig.RuntimeDirectory;
+  execStartPre = "${unit.serviceConfig.ExecStartPre}";
+  identityFile = c.services.hostctl-agent.identityFile;
   wantedBy = unit.wantedBy;
   ports = c.networking.firewall.allowedTCPPorts;
   dbusPackages = map (p: p.name) c.services.dbus.packages;

@@ -40,6 +40,7 @@ let
   pkgs = {
     formats.json = _: { type = "json"; };
     writeText = name: text: { inherit name text; };
+    writeShellScript = name: text: { inherit name text; };
     runCommand = name: _: _: { inherit name; };
     git = "git";
   };

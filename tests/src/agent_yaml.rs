@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use crate::simhost::SimHost;
 
 /// A YAML agent configuration for `host`: its name and address, `trusted_key` as the only
-/// trusted key, state under ROOT/state/agent, the standard system profile (inside the
+/// trusted key, its identity key pre-provisioned in ROOT/etc/identity.key
+/// ([`crate::identity::test_identity`]), metrics on plain HTTP at
+/// [`crate::simhost::METRICS_PORT`], state under ROOT/state/agent, the standard system profile (inside the
 /// host's own `/nix`), a 30 s confirmation window, the session bus, and detached
 /// activations (never the machine's systemd, should it run one).
 pub fn agent_config(host: &SimHost, trusted_key: &str) -> String {
@@ -23,14 +25,21 @@ pub fn agent_config_trusting(host: &SimHost, trusted_keys: &[&str]) -> String {
     let listen = SocketAddr::from((host.addr, host.port)).to_string();
     let state_dir = host.root.join("state/agent");
     let keys: Vec<String> = trusted_keys.iter().map(|k| quote(k)).collect();
+    // Pre-provisioned, so the fleet file pins it before the agent first starts.
+    let identity = host.root.join("etc/identity.key");
+    if !identity.exists() {
+        crate::identity::write_identity(&identity, &host.name);
+    }
     format!(
         "hostname: {}\nlisten: {}\ntrusted_keys: [{}]\nstate_dir: {}\nprofile: {}\nconfirm_timeout: 30s\nbus: session\n\
-         service_manager: detached\n",
+         service_manager: detached\nidentity_key_file: {}\nmetrics_listen: {}\n",
         quote(&host.name),
         quote(&listen),
         keys.join(", "),
         quote(&state_dir.to_string_lossy()),
         quote("/nix/var/nix/profiles/system"),
+        quote(&identity.to_string_lossy()),
+        quote(&SocketAddr::from((host.addr, crate::simhost::METRICS_PORT)).to_string()),
     )
 }
 
@@ -59,6 +68,8 @@ pub struct PullSettings {
     pub lock: String,
     /// `ssh_key_file` and `ssh_known_hosts_file`, for an ssh URL.
     pub ssh: Option<(PathBuf, PathBuf)>,
+    /// The `commits:` mapping's lines, indented for inside `pull:` (signature policy).
+    pub commits: Option<String>,
 }
 
 impl SimHost {
@@ -83,6 +94,9 @@ impl SimHost {
         if let Some((key, known_hosts)) = &settings.ssh {
             yaml.push_str(&format!("  ssh_key_file: {}\n", quote(&key.to_string_lossy())));
             yaml.push_str(&format!("  ssh_known_hosts_file: {}\n", quote(&known_hosts.to_string_lossy())));
+        }
+        if let Some(commits) = &settings.commits {
+            yaml.push_str(&format!("  commits:\n{commits}"));
         }
         yaml
     }

@@ -1,5 +1,8 @@
-//! A minimal HTTP/1.1 client over `std::net::TcpStream` for tests that must send what a
-//! real client never would: unsigned, tampered, stale or replayed requests.
+//! A minimal HTTP/1.1 client over TLS (`std::net::TcpStream` and rustls, pinned as the
+//! controller pins: to the identity registered for the address in [`crate::identity`])
+//! for tests that must send what a real client never would: unsigned, tampered, stale or
+//! replayed requests. [`Request::send_plain`] sends without TLS (the plain metrics and
+//! webhook listeners, and proof that the API port gives plain HTTP no answer).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -31,12 +34,20 @@ impl Request {
 
     /// Adds signature headers made with `key` for host `host`'s agent (every other
     /// agent refuses it), as if sent at unix time `at`.
-    pub fn signed_at(mut self, key: &SecretKey, host: &str, at: u64) -> Self {
+    pub fn signed_at(self, key: &SecretKey, host: &str, at: u64) -> Self {
+        let identity = crate::identity::test_identity_public(host).key;
+        self.signed_for_identity(key, host, &identity, at)
+    }
+
+    /// Adds signature headers made with `key` for host `host` whose agent has identity
+    /// `identity`, as if sent at unix time `at`.
+    pub fn signed_for_identity(mut self, key: &SecretKey, host: &str, identity: &[u8; 32], at: u64) -> Self {
         let nonce = format!("{:032x}", nonce_seed());
         let hash = body_sha256(&self.body);
         let host: HostName = host.parse().unwrap_or_else(|e| crate::fail(&format!("signing for {host:?}: {e}")));
         let h: SignatureHeaders = key.sign_request(&RequestToSign {
             host: &host,
+            identity,
             method: &self.method,
             path: &self.path,
             timestamp: at,
@@ -68,14 +79,17 @@ impl Request {
     /// Like [`Request::send`], but gives up connecting after `timeout` and waiting for
     /// the response after `timeout` of silence (e.g. while a host's link is down).
     pub fn send_with_timeout(&self, addr: &str, timeout: Duration) -> std::io::Result<Response> {
-        use std::net::ToSocketAddrs as _;
-        let target = addr
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("no address: {addr}")))?;
-        let mut stream = TcpStream::connect_timeout(&target, timeout)?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
+        let mut stream = tls_connect(addr, timeout)?;
+        self.exchange(&mut stream, addr)
+    }
+
+    /// Sends the request in plain HTTP (no TLS), e.g. to `metrics_listen`.
+    pub fn send_plain(&self, addr: &str, timeout: Duration) -> std::io::Result<Response> {
+        let mut stream = connect(addr, timeout)?;
+        self.exchange(&mut stream, addr)
+    }
+
+    fn exchange(&self, stream: &mut impl ReadWrite, addr: &str) -> std::io::Result<Response> {
         let mut head = format!("{} {} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n", self.method, self.path);
         for (name, value) in &self.headers {
             head.push_str(&format!("{name}: {value}\r\n"));
@@ -83,10 +97,60 @@ impl Request {
         head.push_str(&format!("content-length: {}\r\n\r\n", self.body.len()));
         stream.write_all(head.as_bytes())?;
         stream.write_all(&self.body)?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw)?;
-        parse_response(&raw)
+        parse_response(&read_to_close(stream)?)
     }
+}
+
+/// A TLS connection to the agent at `addr`, as raw as a test needs: pinned to the identity
+/// registered for the address ([`crate::identity::pin_for`]), the handshake done on the
+/// first read or write; `timeout` bounds connecting and each read and write.
+pub fn tls_connect(addr: &str, timeout: Duration) -> std::io::Result<TlsStream> {
+    // An agent the harness did not start (no pin): its answers to what the test sends
+    // are what is checked, not who it is.
+    tls_over(connect(addr, timeout)?, crate::identity::pin_for(addr))
+}
+
+/// TLS over `tcp`, pinned to `pin` (`None`: any agent identity), the handshake done on
+/// the first read or write.
+pub fn tls_over(tcp: TcpStream, pin: Option<[u8; 32]>) -> std::io::Result<TlsStream> {
+    let (config, _) = match pin {
+        Some(pin) => hostctl_wire::client_config(Some(pin)),
+        None => hostctl_wire::accept_any(),
+    }
+    .map_err(std::io::Error::other)?;
+    let connection =
+        rustls::ClientConnection::new(config, hostctl_wire::server_name()).map_err(std::io::Error::other)?;
+    Ok(rustls::StreamOwned::new(connection, tcp))
+}
+
+/// Everything `stream` sends until it closes; a TLS peer that closed without
+/// close_notify after sending something counts as closed.
+pub fn read_to_close(stream: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut raw = Vec::new();
+    match stream.read_to_end(&mut raw) {
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => Ok(raw),
+        Err(e) => Err(e),
+        Ok(_) => Ok(raw),
+    }
+}
+
+/// What [`tls_connect`] returns.
+pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// A TCP connection to `addr` with `timeout` for connecting and for each read and write.
+fn connect(addr: &str, timeout: Duration) -> std::io::Result<TcpStream> {
+    use std::net::ToSocketAddrs as _;
+    let target = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("no address: {addr}")))?;
+    let stream = TcpStream::connect_timeout(&target, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    Ok(stream)
 }
 
 fn parse_response(raw: &[u8]) -> std::io::Result<Response> {

@@ -15,10 +15,13 @@ pub mod dbus;
 pub mod fake_systemd1;
 pub mod gates;
 pub mod http;
+pub mod identity;
 pub mod invariants;
 pub mod livefleet;
 pub mod loadgen;
+pub mod mitm;
 pub mod private_bus;
+pub mod signed_git;
 pub mod simhost;
 pub mod slots;
 pub mod sshd;
@@ -270,6 +273,20 @@ impl TestFleet {
 }
 
 impl TestFleet {
+    /// `hostctl ARGS...` in `dir` without `--fleet` (and without `HOSTCTL_FLEET` or
+    /// `HOSTCTL_KEY` from the test's environment): hostctl finds the fleet itself.
+    pub fn hostctl_in(&self, dir: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(binary("hostctl"));
+        cmd.current_dir(dir)
+            .env("NIX_CONFIG", NIX_CONFIG)
+            .env("HOSTCTL_CACHE_DIR", self.tmp.path().join("cache"))
+            .env_remove("RUST_LOG")
+            .env_remove("HOSTCTL_FLEET")
+            .env_remove("HOSTCTL_KEY")
+            .args(args);
+        cmd
+    }
+
     /// Starts `hostctl --fleet <dir>/fleet.yaml ARGS...` in the background (stdout and
     /// stderr go to files), for tests that stop or kill the controller mid-rollout.
     pub fn spawn_hostctl(&self, args: &[&str]) -> HostctlChild {

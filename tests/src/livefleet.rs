@@ -91,12 +91,17 @@ impl LiveFleet {
 
     /// Changes a host's configuration (its motd) so it builds a new toplevel; commits.
     pub fn change_host(&self, name: &str, motd: &str) {
+        self.set_motd(name, motd);
+        self.fleet.commit(&format!("{name}: {motd}"));
+    }
+
+    /// Sets host `name`'s motd in `hosts/<name>.nix` without committing.
+    pub fn set_motd(&self, name: &str, motd: &str) {
         let file = format!("hosts/{name}.nix");
         let text = self.fleet.read(&file);
         let start = text.find("motd = \"").map(|i| i + 8).unwrap_or_else(|| fail("no motd"));
         let end = text[start..].find('"').map(|i| start + i).unwrap_or_else(|| fail("no motd end"));
         self.fleet.write(&file, &format!("{}{motd}{}", &text[..start], &text[end..]));
-        self.fleet.commit(&format!("{name}: {motd}"));
     }
 
     /// The paths of `toplevel`'s closure (in this machine's store) that host `name`
@@ -180,12 +185,15 @@ pub fn nix_stdout(fleet: &TestFleet, args: &[&str], stdin: Option<&str>) -> Stri
 
 /// A fleet.yaml: agents on port 7420, mode `switch`, `confirm_timeout`; each host as
 /// `(name, address, lines)` with `lines` appended under its entry (indented by four
-/// spaces); `extra` at the end. The simulated hosts' and the VM lane's fleets both use it.
+/// spaces); `extra` at the end. Every agent's identity is pinned (`agent_key`, the
+/// pre-provisioned [`crate::identity::test_identity`] of its name). The simulated hosts'
+/// and the VM lane's fleets both use it.
 pub fn inventory_yaml(confirm_timeout: &str, hosts: &[(String, String, String)], extra: &str) -> String {
     let mut yaml =
         format!("flake: .\ndefaults:\n  port: 7420\n  mode: switch\n  confirm_timeout: {confirm_timeout}\nhosts:\n");
     for (name, addr, lines) in hosts {
-        yaml.push_str(&format!("  {name}:\n    address: {addr}\n    system: x86_64-linux\n"));
+        let pin = crate::identity::test_identity_public(name);
+        yaml.push_str(&format!("  {name}:\n    address: {addr}\n    system: x86_64-linux\n    agent_key: {pin}\n"));
         yaml.push_str(lines);
     }
     yaml.push_str(extra);
@@ -231,6 +239,11 @@ impl LiveFleet {
     pub fn agent_addr(&self, name: &str) -> String {
         let h = self.host(name);
         format!("{}:{}", h.addr, h.port)
+    }
+
+    /// `ADDR:PORT` of a host's agent's plain `metrics_listen`.
+    pub fn metrics_addr(&self, name: &str) -> String {
+        crate::loadgen::metrics_addr(&self.agent_addr(name))
     }
 
     /// A request to a host's agent signed with the fleet key, on a new connection.
@@ -365,6 +378,7 @@ impl LiveFleet {
             webhook_secret: Some(Self::WEBHOOK_SECRET.to_owned()),
             lock: lock.to_owned(),
             ssh: None,
+            commits: None,
         }
     }
 

@@ -22,7 +22,8 @@ pub enum Kind {
     UnknownDeployment,
     /// `GET /v1/status` without a signature: 401.
     Unsigned,
-    /// `GET /metrics` (unauthenticated by design): 200.
+    /// `GET /metrics` (unauthenticated by design, plain HTTP on the agent's
+    /// `metrics_listen`, [`crate::simhost::METRICS_PORT`]): 200.
     Metrics,
 }
 
@@ -103,7 +104,10 @@ pub struct Outcome {
 /// Sends one request on a new connection and checks the answer.
 fn send_checked(kind: Kind, request: &Request, addr: &str, hostname: &str, timeout: Duration) -> Outcome {
     let started = Instant::now();
-    let result = request.send_with_timeout(addr, timeout);
+    let result = match kind {
+        Kind::Metrics => request.send_plain(&metrics_addr(addr), timeout),
+        _ => request.send_with_timeout(addr, timeout),
+    };
     let latency = started.elapsed();
     let error = match result {
         // The socket timeouts bound each wait, not the whole exchange.
@@ -115,6 +119,12 @@ fn send_checked(kind: Kind, request: &Request, addr: &str, hostname: &str, timeo
         Err(e) => Some(format!("{kind:?}: {e}")),
     };
     Outcome { kind, latency, error }
+}
+
+/// The agent's `metrics_listen` address beside its API address `addr` (`ip:port`).
+pub fn metrics_addr(addr: &str) -> String {
+    let ip = addr.rsplit_once(':').map_or(addr, |(ip, _)| ip);
+    format!("{ip}:{}", crate::simhost::METRICS_PORT)
 }
 
 /// `n` signed `GET /v1/status` all in flight at once: one thread and one connection each;

@@ -33,6 +33,9 @@ use crate::{fail, make_dirs_writable, run, NIX_CONFIG};
 /// The agent port of every simulated host (the fleet default).
 pub const AGENT_PORT: u16 = 7420;
 
+/// The plain-HTTP `metrics_listen` port of every simulated host's agent.
+pub const METRICS_PORT: u16 = 9420;
+
 /// How long [`SimHost::start_agent`] waits for the port to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -74,6 +77,9 @@ pub struct SimHost {
     tmp: Option<tempfile::TempDir>,
     /// The process started by [`SimHost::start_process`] (normally the agent).
     process: Option<Child>,
+    /// `PATH` for processes started from now on (e.g. [`crate::watching_nix`]'s);
+    /// `None`: the test's own.
+    pub path: Option<std::ffi::OsString>,
 }
 
 impl SimHost {
@@ -109,6 +115,7 @@ impl SimHost {
             slot: k,
             tmp: Some(tmp),
             process: None,
+            path: None,
         };
         host.configure_network();
         let init = host.run_in(&["nix-store", "--init"]);
@@ -146,6 +153,19 @@ impl SimHost {
         let argv = [agent.to_string_lossy(), "serve".into(), "--config".into(), config.to_string_lossy()];
         let argv: Vec<&str> = argv.iter().map(|a| a.as_ref()).collect();
         self.start_process(&argv);
+        self.register_identity(config_yaml);
+    }
+
+    /// Registers the identity the agent published (`state_dir/identity.pub`) as the pin
+    /// of its address, for the raw clients of [`crate::http`].
+    fn register_identity(&self, config_yaml: &str) {
+        use hostctl_schemas::agent_config::{parse_agent_config, IDENTITY_PUB_FILE};
+        let Ok(config) = parse_agent_config(config_yaml, Path::new("agent.yaml")) else { return };
+        let file = config.state_dir.join(IDENTITY_PUB_FILE);
+        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| fail(&format!("{}: {e}", file.display())));
+        let key: hostctl_schemas::key::PublicKey =
+            text.trim().parse().unwrap_or_else(|e| fail(&format!("{}: {e}", file.display())));
+        crate::identity::register(&format!("{}:{}", self.addr, self.port), key.key);
     }
 
     /// Starts `argv` inside the host (the same way as the agent: environment, ROOT as the
@@ -314,6 +334,9 @@ impl SimHost {
             // A daemon store would be whatever socket ROOT/nix/var/nix/daemon-socket holds
             // (none): the host's Nix must open its own store directly, as root.
             .env_remove("NIX_REMOTE");
+        if let Some(path) = &self.path {
+            cmd.env("PATH", path);
+        }
         cmd
     }
 

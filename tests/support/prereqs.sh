@@ -25,6 +25,7 @@ if [ "${1:-}" = --test ]; then
   command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
   command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-server) # pull over ssh://
   command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
+  command -v gpg >/dev/null 2>&1 || need+=(gnupg)                         # OpenPGP-signed commits (commit_signatures.rs)
   command -v strace >/dev/null 2>&1 || need+=(strace)                      # incremental evaluation traces nix eval
   command -v openssl >/dev/null 2>&1 || need+=(openssl)                    # certificates for https health checks
 fi

@@ -92,7 +92,8 @@ fn bad_command_lines_exit_2_naming_the_argument_and_change_nothing() {
     }
     let garbage_key = garbage_key.display().to_string();
     let fleet_file = live.fleet.path("fleet.yaml").display().to_string();
-    let unknown_host = format!("no host `db9` in {fleet_file}; its hosts: web1");
+    let unknown_host = format!("db9: matches no host; hosts in {fleet_file}: web1");
+    let typo = format!("Web_1: matches no host (did you mean web1?); hosts in {fleet_file}: web1");
     // (command line, parts the message must have); hostctl runs with `--key` unless the
     // case gives its own.
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
@@ -112,7 +113,8 @@ fn bad_command_lines_exit_2_naming_the_argument_and_change_nothing() {
         ),
         (vec!["apply", "--parallel", "-2"], vec!["'-2'", "--parallel"]),
         (vec!["rollback", "db9"], vec![&unknown_host]),
-        (vec!["rollback", "Web_1"], vec!["'Web_1'", "<HOST>"]),
+        (vec!["rollback", "Web_1"], vec![&typo]),
+        (vec!["history", "@asia"], vec!["@asia: no host has this tag; tags in "]),
         (vec!["rollback", "web1", "--generation", "abc"], vec!["'abc'", "--generation"]),
         (vec!["rollback", "web1", "--generation", "-1"], vec!["'-1'", "--generation"]),
         (vec!["rollback", "web1", "--to-lock", "abc", "--generation", "1"], vec!["--to-lock", "cannot be used with"]),

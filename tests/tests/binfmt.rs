@@ -67,15 +67,19 @@ fn secret_key(dir: &Path) -> SecretKey {
 /// An agent configuration under `dir` with the given `binfmt:` body (indented lines).
 fn agent_config(dir: &Path, name: &str, listen: &str, binfmt: &str) -> PathBuf {
     let state = dir.join(format!("{name}-state"));
+    // Pre-provisioned: the test's requests are signed for this identity.
+    let identity = dir.join(format!("{name}-identity.key"));
+    hostctl_tests::identity::write_identity(&identity, "binfmt-test");
     let yaml = format!(
         "hostname: binfmt-test\nlisten: {}\ntrusted_keys: [{}]\nstate_dir: {}\nprofile: {}\n\
-         bus: {}\nservice_manager: detached\nbinfmt:\n{binfmt}",
+         bus: {}\nservice_manager: detached\nidentity_key_file: {}\nbinfmt:\n{binfmt}",
         q(listen),
         q(public_key()),
         q(state.display().to_string()),
         q(dir.join(format!("{name}-profiles/system")).display().to_string()),
         // No bus there: the agent must never publish on a real bus from a test.
         q(format!("unix:path={}", dir.join("no-bus").display())),
+        q(identity.display().to_string()),
     );
     let file = dir.join(format!("{name}.yaml"));
     std::fs::write(&file, yaml).unwrap();

@@ -9,7 +9,14 @@ fn bad_fleet(fleet: &TestFleet, yaml: &str, expected: &[&str]) {
     fleet.write("fleet.yaml", yaml);
     let run = fleet.hostctl(&["--json", "eval"]);
     run.expect_code(2);
-    assert!(run.stdout.is_empty(), "no report for bad input: {}", run.stdout);
+    // No report, but `--json` still gets one document: the error, as on stderr.
+    let message = run.stderr.trim_end().strip_prefix("error: ").unwrap_or_default().to_owned();
+    assert_eq!(
+        run.json(),
+        serde_json::json!({"error": {"kind": "inventory", "message": message, "exit_code": 2}}),
+        "{}",
+        run.stderr
+    );
     assert_eq!(fleet.read("fleet.yaml"), yaml, "the bad fleet.yaml was left as it was");
     for part in expected {
         assert!(run.stderr.contains(part), "expected {part:?} in:\n{}", run.stderr);
@@ -127,5 +134,41 @@ fn agent_configs_are_validated() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{yaml}: {stderr}");
         assert!(stderr.contains(&path.display().to_string()) && stderr.contains(expected), "{yaml}: {stderr}");
+    }
+}
+
+/// `check-config` refuses what `serve` refuses, with the same message: both run one check.
+#[test]
+fn check_config_refuses_what_serve_refuses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let head = format!(
+        "hostname: web1\nstate_dir: {}\ntrusted_keys: [\"fleet-1:DVtPvRyvUPbu/+Sn4hlrm4Lt/mYSsmlDciUrSupuJ3s=\"]\n",
+        state.display()
+    );
+    let missing = tmp.path().join("no-such-secret");
+    let cases = [
+        (
+            format!("pull:\n  url: /srv/fleet.git\n  webhook_secret_file: {}\n", missing.display()),
+            format!("pull.webhook_secret_file: cannot read {}: No such file or directory", missing.display()),
+        ),
+        (
+            "pull:\n  url: ftp://git.example.com/fleet.git\n".to_owned(),
+            ":5:8: pull.url: invalid git URL `ftp://git.example.com/fleet.git`: the agent cannot fetch with this URL \
+             scheme; use a path, `file://`, `http://`, `https://`, `git://`, `ssh://user@host/path` or `user@host:path`"
+                .to_owned(),
+        ),
+    ];
+    for (tail, expected) in cases {
+        let path = tmp.path().join("agent.yaml");
+        std::fs::write(&path, format!("{head}{tail}")).unwrap();
+        for command in ["check-config", "serve"] {
+            let out = run(Command::new(binary("hostctl-agent")).arg(command).arg("--config").arg(&path));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{command} {tail}: {stderr}");
+            assert!(stderr.contains(&path.display().to_string()), "{command}: names the file: {stderr}");
+            assert!(stderr.contains(&expected), "{command}: expected {expected:?} in {stderr}");
+        }
+        assert!(!state.exists(), "nothing was created: {}", state.display());
     }
 }

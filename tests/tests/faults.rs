@@ -26,10 +26,9 @@ mod restart;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use hostctl_tests::http::Request;
+use hostctl_tests::http::{tls_connect, Request, TlsStream};
 use hostctl_tests::invariants::{self, Running};
 use hostctl_tests::livefleet::LiveFleet;
 use hostctl_tests::simhost::{GcHold, SwitchGate};
@@ -248,7 +247,7 @@ fn link_flapping_during_the_window_is_confirmed_once_it_is_back() {
 
 /// Signed headers for an import of `missing` (whose export, zstd, is `body`) followed by
 /// the first `sent` bytes of the body, on a connection left open: a transfer cut short.
-fn send_part_of_import(live: &LiveFleet, host: &str, missing: &[String], body: &[u8], sent: usize) -> TcpStream {
+fn send_part_of_import(live: &LiveFleet, host: &str, missing: &[String], body: &[u8], sent: usize) -> TlsStream {
     let request = Request::new("POST", "/v1/paths/import", body)
         .header("x-hostctl-paths", &missing.join(" "))
         .header("content-type", "application/zstd")
@@ -258,7 +257,7 @@ fn send_part_of_import(live: &LiveFleet, host: &str, missing: &[String], body: &
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
-    let mut stream = TcpStream::connect(live.agent_addr(host)).unwrap();
+    let mut stream = tls_connect(&live.agent_addr(host), Duration::from_secs(10)).unwrap();
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(&body[..sent]).unwrap();
     stream.flush().unwrap();

@@ -1,4 +1,6 @@
-//! Fault suite (issue 9), storage faults: a host's store that fills up during an import,
+//! Fault suite (issue 9), storage faults: a closure refused before the push because it
+//! cannot fit in the host's free store space, a host's store that fills up during an import
+//! anyway (many small files: more pages than NAR bytes),
 //! an agent `state_dir` that is full when a deployment must be journaled, and journal
 //! records damaged on disk. Real agents on simulated hosts, real Nix, real tmpfs mounts
 //! (`hostctl_tests::tmpfs`); after each fault the invariants of
@@ -35,24 +37,38 @@ fn apply_ok(live: &LiveFleet) -> String {
     toplevel(&v)
 }
 
-/// Makes web1's system carry `bytes` random (incompressible) bytes built by Nix, referenced
-/// from its motd; commits.
-fn add_ballast(live: &LiveFleet, bytes: u64) {
+/// Makes web1's system carry the output of a derivation `name` built by `/bin/sh -c
+/// script`, referenced from its motd; commits.
+fn add_built(live: &LiveFleet, name: &str, script: &str) {
     let host_file = format!(
         r#"{{
   system = "x86_64-linux";
   roles = [ "nginx" ];
-  motd = "web1 with ballast ${{builtins.derivation {{
-    name = "ballast-{bytes}";
+  motd = "web1 with {name} ${{builtins.derivation {{
+    name = "{name}";
     system = "x86_64-linux";
     builder = "/bin/sh";
-    args = [ "-c" "/bin/head -c {bytes} /dev/urandom > $out" ];
+    args = [ "-c" {script} ];
   }}}}";
 }}
-"#
+"#,
+        script = serde_json::Value::String(script.to_owned()),
     );
     live.fleet.write("hosts/web1.nix", &host_file);
-    live.fleet.commit(&format!("web1: {bytes} bytes of ballast"));
+    live.fleet.commit(&format!("web1: {name}"));
+}
+
+/// `bytes` random (incompressible) bytes.
+fn add_ballast(live: &LiveFleet, bytes: u64) {
+    add_built(live, &format!("ballast-{bytes}"), &format!("/bin/head -c {bytes} /dev/urandom > $out"));
+}
+
+/// `count` one-byte files. Their NAR is small (a few hundred bytes each) but each takes
+/// a whole page of a tmpfs: a closure that passes `apply`'s free-space check and still
+/// fills the store.
+fn add_small_files(live: &LiveFleet, count: u64) {
+    let script = format!("/bin/mkdir $out; i=0; while [ $i -lt {count} ]; do echo > $out/$i; i=$((i+1)); done");
+    add_built(live, &format!("files-{count}"), &script);
 }
 
 /// The agent's journal directory for a `state_dir`.
@@ -71,19 +87,26 @@ fn files_with(dir: &Path, part: &str) -> Vec<String> {
     names
 }
 
-#[test]
-fn store_filling_up_during_import_fails_the_host_cleanly_and_apply_works_once_there_is_room() {
-    // Declared first, dropped last: unmounted once the host's processes are gone.
-    let store = Tmpfs::mount("4m", "0755");
+/// web1 with its `/nix` on `store`.
+fn on_store(store: &Tmpfs) -> LiveFleet {
     let mut live = LiveFleet::start(&[HOST]);
     let host = live.host_mut(HOST);
     host.stop_agent();
     store.hold_nix_of(host);
     host.restart_agent();
+    live
+}
+
+#[test]
+fn store_filling_up_during_import_fails_the_host_cleanly_and_apply_works_once_there_is_room() {
+    // Declared first, dropped last: unmounted once the host's processes are gone.
+    let store = Tmpfs::mount("4m", "0755");
+    let live = on_store(&store);
     let old = apply_ok(&live);
 
-    // 6 MB of random bytes cannot fit in a 4 MiB store.
-    add_ballast(&live, 6_000_000);
+    // 1500 files of a page each cannot fit in a 4 MiB store, though their NAR (what the
+    // free-space check before the push counts) is far smaller than the free space.
+    add_small_files(&live, 1500);
     let run = live.hostctl(&["--json", "apply"]);
     run.expect_code(1);
     let v = run.json();
@@ -109,6 +132,37 @@ fn store_filling_up_during_import_fails_the_host_cleanly_and_apply_works_once_th
     store.resize("64m");
     assert_eq!(apply_ok(&live), new);
     invariants::check(&live, HOST, &old, &new).expect(Running::New, "applied once there was room");
+}
+
+#[test]
+fn a_closure_larger_than_the_free_store_space_is_refused_before_the_push() {
+    let store = Tmpfs::mount("4m", "0755");
+    let live = on_store(&store);
+    let old = apply_ok(&live);
+    let status = live.agent_status(HOST);
+    let free = status["store_free_bytes"].as_u64().unwrap_or_else(|| panic!("no free space reported: {status}"));
+    assert!(free > 0 && free <= 4 * 1024 * 1024, "the tmpfs's free space: {free}");
+
+    // 6 MB of random bytes cannot fit in a 4 MiB store: refused with both numbers.
+    add_ballast(&live, 6_000_000);
+    let run = live.hostctl(&["--json", "apply"]);
+    run.expect_code(1);
+    let v = run.json();
+    let entry = &v["hosts"][HOST];
+    assert_eq!((entry["result"].as_str(), entry["step"].as_str()), (Some("failed"), Some("push")), "{entry}");
+    let error = entry["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with(&format!("{HOST}: not enough space for the closure: ")), "{error}");
+    let nar: u64 = error.split(" bytes of NAR").next().unwrap().rsplit('(').next().unwrap().parse().unwrap();
+    assert!(nar >= 6_000_000, "the closure's NAR size: {error}");
+    let said_free: u64 = error.split(" bytes); nothing was sent").next().unwrap().rsplit('(').next().unwrap().parse().unwrap();
+    assert!(said_free < nar && said_free.abs_diff(store.available()) < 64 * PAGE, "the host's free space: {error}");
+    assert!(!error.contains("No space left"), "refused before anything was sent: {error}");
+    let new = toplevel(&v);
+    invariants::check(&live, HOST, &old, &new).expect(Running::Old, "a refused push changes nothing");
+    assert_eq!(live.deployments(HOST).len(), 1, "no deployment was started");
+
+    store.resize("64m");
+    assert_eq!(apply_ok(&live), new, "fits once the volume grew");
 }
 
 /// Restarts web1's agent with its `state_dir` at `state_dir`.

@@ -330,4 +330,11 @@ fn without_a_working_strace_evaluation_is_plain_and_nothing_is_recorded() {
     w.fleet.write("README.md", "nothing reads this\n");
     w.commit("unrelated");
     assert_eq!(w.eval().0, ALL, "no record: every host, evaluated plainly");
+    // Said on stderr without -v: the operator learns why every commit evaluates everything.
+    w.fleet.write("README.md", "again\n");
+    w.commit("again");
+    let run = w.run(&["eval", "--on", "web1"]);
+    run.expect_code(0);
+    let warning = "strace cannot trace here (ptrace not permitted?): incremental evaluation is off";
+    assert_eq!(run.stderr.matches(warning).count(), 1, "{}", run.stderr);
 }

@@ -1,5 +1,5 @@
-//! `GET /metrics` of a real agent on a simulated host, read without a signature and
-//! parsed by an independent Prometheus text parser (`prometheus-parse`), after a real
+//! `GET /metrics` of a real agent on a simulated host, read without a signature over
+//! plain HTTP on its `metrics_listen` (the TLS API port does not serve it) and parsed by an independent Prometheus text parser (`prometheus-parse`), after a real
 //! deployment and after a failed one.
 
 #![allow(
@@ -13,9 +13,13 @@ use hostctl_tests::http::Request;
 use hostctl_tests::livefleet::LiveFleet;
 use prometheus_parse::{Sample, Scrape, Value};
 
-/// An unsigned `GET /metrics`, parsed.
+/// An unsigned `GET /metrics` on the metrics listener, parsed; the API port (TLS) has no
+/// such route.
 fn scrape(live: &LiveFleet, host: &str) -> Scrape {
-    let r = Request::new("GET", "/metrics", b"").send(&live.agent_addr(host)).unwrap();
+    let on_api = Request::new("GET", "/metrics", b"").send(&live.agent_addr(host)).unwrap();
+    assert_eq!(on_api.status, 404, "{}", on_api.body);
+    let timeout = std::time::Duration::from_secs(10);
+    let r = Request::new("GET", "/metrics", b"").send_plain(&live.metrics_addr(host), timeout).unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     Scrape::parse(r.body.lines().map(|l| Ok(l.to_owned()))).unwrap_or_else(|e| panic!("{e}:\n{}", r.body))
 }

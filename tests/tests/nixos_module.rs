@@ -84,6 +84,10 @@ fn the_agent_module_evaluates_to_a_hardened_unit_and_a_valid_agent_yaml() {
     assert_eq!((v["restartIfChanged"].as_bool(), v["stopIfChanged"].as_bool()), (Some(false), Some(false)));
     assert!(v["execStart"].as_str().unwrap().ends_with("/bin/hostctl-agent serve --config /etc/hostctl/agent.yaml"));
     assert_eq!(v["stateDirectory"], "hostctl-agent");
+    // The agent's public identity, published world-readable before each start.
+    assert_eq!(v["identityFile"], "/run/hostctl-agent/identity.pub");
+    assert_eq!(v["runtimeDirectory"], "hostctl-agent");
+    assert!(v["execStartPre"].as_str().unwrap().contains("hostctl-agent-publish-identity"), "{}", v["execStartPre"]);
     assert_eq!(v["ports"], serde_json::json!([7420]));
     assert!(v["dbusPackages"].as_array().unwrap().iter().any(|p| p == "hostctl-agent-dbus-policy"));
     assert_eq!(v["nixExtraOptions"], "!include /etc/nix/hostctl-binfmt.conf\n");

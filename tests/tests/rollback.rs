@@ -268,10 +268,10 @@ fn rollback_returns_to_the_previous_lock_without_a_rebuild() {
     check_rolled_back_to_a(&live, &first, &second, &rollback, false);
 }
 
-#[test]
-fn rollback_rebuilds_from_git_history_after_garbage_collection() {
-    let (live, first, second) = two_locks();
-    let a = toplevel(&first, "web1");
+/// Deletes web1's generation of system A (from `first`) and collects garbage: A is gone
+/// from web1, which still runs B; returns A.
+fn collect_a(live: &LiveFleet, first: &Value, second: &Value) -> String {
+    let a = toplevel(first, "web1");
     let h = live.host("web1");
     let generation = h
         .profile_generations()
@@ -290,7 +290,14 @@ fn rollback_rebuilds_from_git_history_after_garbage_collection() {
         "A's toplevel must be gone from web1 after the GC; its roots were:\n{}",
         String::from_utf8_lossy(&roots.stdout)
     );
-    assert_runs(&live, "web1", &toplevel(&second, "web1"), "before the rollback");
+    assert_runs(live, "web1", &toplevel(second, "web1"), "before the rollback");
+    a
+}
+
+#[test]
+fn rollback_rebuilds_from_git_history_after_garbage_collection() {
+    let (live, first, second) = two_locks();
+    let a = collect_a(&live, &first, &second);
 
     let rollback = live.hostctl(&["--json", "rollback", "web1"]);
     rollback.expect_code(0);
@@ -550,4 +557,29 @@ fn a_rollback_after_a_boot_deployment_does_not_switch_to_the_boot_only_system() 
     let log = live.switch_log("web1");
     assert!(!log.contains(&format!("switch web1 {b}")), "B was never to be switched to:\n{log}");
     assert_eq!(live.host("web1").current_system(), a, "A was running before C:\n{log}");
+}
+
+/// A rebuild is checked against fleet.yaml's `commits` policy (issue 19): an unsigned
+/// commit fails the host (nothing deployed) unless `--allow-unsigned`, which the host's
+/// journal records with the key that asked.
+#[test]
+fn a_rebuild_of_a_commit_the_signature_policy_refuses_needs_allow_unsigned() {
+    let (live, first, second) = two_locks();
+    let a = collect_a(&live, &first, &second);
+    let alice = hostctl_tests::signed_git::SshKey::generate(live.fleet.tmp.path(), "alice");
+    live.fleet.write("allowed_signers", &alice.allowed_line("alice@example.com", ""));
+    let policy = "commits:\n  require_signature: true\n  allowed_signers: allowed_signers\n";
+    live.write_inventory_with("3s", |_| String::new(), policy);
+    let refused = live.hostctl(&["--json", "rollback", "web1"]);
+    refused.expect_code(1);
+    let error = host_entry(&refused.json(), "web1")["error"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        error.contains("refused by the commit-signature policy") && error.contains("not signed"),
+        "{}",
+        dump(&refused)
+    );
+    assert_runs(&live, "web1", &toplevel(&second, "web1"), "after the refused rebuild");
+    live.hostctl(&["--json", "rollback", "--allow-unsigned", "web1"]).expect_code(0);
+    assert_runs(&live, "web1", &a, "after the rebuild with --allow-unsigned");
+    assert_eq!(history(&live, "web1")[0]["unsigned_override"]["key"], "hostctl-test");
 }

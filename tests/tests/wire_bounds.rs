@@ -8,23 +8,23 @@
 #![expect(clippy::unwrap_used, reason = "test code throughout (helpers too): a failed step must fail the test")]
 
 use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hostctl_tests::http::Request;
+use hostctl_tests::http::{tls_connect, Request, TlsStream};
 use hostctl_tests::livefleet::LiveFleet;
 
-/// A raw connection to host `name`'s agent from the test (the controller's address).
-fn connect(live: &LiveFleet, name: &str) -> TcpStream {
-    let stream = TcpStream::connect(live.agent_addr(name)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+/// A raw TLS connection to host `name`'s agent from the test (the controller's address),
+/// pinned as the controller pins it; reads wait up to 500 ms.
+fn connect(live: &LiveFleet, name: &str) -> TlsStream {
+    let stream = tls_connect(&live.agent_addr(name), Duration::from_secs(10)).unwrap();
+    stream.sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
     stream
 }
 
-/// Whether the agent closed `stream` (EOF or reset) during a read of up to its timeout;
-/// what it sent before is appended to `got`.
-fn closed(stream: &mut TcpStream, got: &mut Vec<u8>) -> bool {
+/// Whether the agent closed `stream` (close_notify, EOF or reset) during a read of up to
+/// its timeout; what it sent before is appended to `got`.
+fn closed(stream: &mut TlsStream, got: &mut Vec<u8>) -> bool {
     let mut buf = [0u8; 4096];
     match stream.read(&mut buf) {
         Ok(0) => true,
@@ -171,7 +171,7 @@ fn idle_bundle_uploads_do_not_block_a_valid_bundle() {
     run.expect_code(0);
     let bundle = std::fs::read(&file).unwrap();
     // Four uploads that send 18 bytes of a large body and stop (issue 14, defect 3).
-    let idle: Vec<TcpStream> = (0..4)
+    let idle: Vec<TlsStream> = (0..4)
         .map(|_| {
             let mut stream = connect(&live, "web1");
             let head = format!("POST /v1/bundles HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n", bundle.len());

@@ -127,9 +127,15 @@ pub fn render(s: &StatusResponse) -> String {
             _ => "-".to_owned(),
         };
         line("pending", pending);
+        if let Some(r) = &p.refused {
+            line("refused", format!("{} ({})", r.commit, r.reason.as_str()));
+        }
         if let Some(e) = &p.last_error {
             line("pull error", e.clone());
         }
+    }
+    if let Some(signer) = &s.signer {
+        line("signed by", signer.to_string());
     }
     let mut text = lines.join("\n");
     text.push('\n');
@@ -166,5 +172,24 @@ mod tests {
         assert!(text.starts_with("web1: awaiting-confirmation (x86_64-linux, agent 0.1.0)\n"), "{text}");
         assert!(text.contains("\n  generation  2\n"), "{text}");
         assert!(text.contains("\n  revision    -\n"), "{text}");
+    }
+
+    #[test]
+    fn render_shows_a_refused_commit_and_the_signer() {
+        let mut status = StatusResponse::idle("web1");
+        status.signer = serde_json::from_value(serde_json::json!({
+            "kind": "ssh", "name": "alice@example.com", "fingerprint": "SHA256:abc"
+        }))
+        .unwrap();
+        status.pull = serde_json::from_value(serde_json::json!({
+            "url": "/srv/fleet.git", "branch": "main", "lock_policy": "pinned", "fetched_commit": null,
+            "applied_commit": null, "pending_commit": null, "pending_lock": null, "last_fetch": null,
+            "last_error": "commit c1: it is not signed",
+            "refused": {"reason": "unsigned", "commit": "c1", "message": "commit c1: it is not signed"}
+        }))
+        .unwrap();
+        let text = render(&status);
+        assert!(text.contains("\n  refused     c1 (unsigned)\n"), "{text}");
+        assert!(text.contains("\n  signed by   alice@example.com (SHA256:abc)\n"), "{text}");
     }
 }

@@ -147,6 +147,7 @@ mod tests {
             confirm_timeout: std::time::Duration::ZERO.into(),
             health: Vec::new(),
             cache: None,
+            commit_signature: None,
         };
         Deployment { state, ..Deployment::queued(&request, None, 0) }
     }
@@ -178,6 +179,7 @@ mod tests {
             pending_lock: Some(lock.parse().unwrap()),
             last_fetch: None,
             last_error: None,
+            refused: None,
         });
         let new = Props::from_status(&s, Some("d1"));
         let names: Vec<&str> = old.changes(&new).into_iter().map(|(n, _)| n).collect();

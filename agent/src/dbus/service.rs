@@ -163,7 +163,12 @@ impl AgentService {
     ) -> Result<String, MethodError> {
         require_root(connection, &header, "Rollback").await?;
         let to = parse_target(&target)?;
-        let request = RollbackRequest { to, id: None, confirm_timeout: Some(std::time::Duration::ZERO.into()) };
+        let request = RollbackRequest {
+            to,
+            id: None,
+            confirm_timeout: Some(std::time::Duration::ZERO.into()),
+            health_failure: None,
+        };
         let deployment = self.app.deployer.rollback(request).await?;
         Ok(deployment.id)
     }

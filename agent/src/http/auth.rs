@@ -17,7 +17,7 @@ use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use hostctl_schemas::agent_config::PublicKey;
+use hostctl_schemas::agent_config::{PublicKey, PUBLIC_KEY_LEN};
 use hostctl_schemas::api::headers;
 use hostctl_schemas::ids::HostName;
 use hostctl_schemas::signing::{verify_request, AuthError, SignatureHeaders, SIGNATURE_VERSION};
@@ -104,17 +104,24 @@ impl Authenticated {
 pub struct Authenticator {
     /// Requests must be signed for this host (agent.yaml `hostname`).
     host: HostName,
+    /// ... and for this agent's identity public key (the one its TLS certificate shows).
+    identity: [u8; PUBLIC_KEY_LEN],
     trusted: Vec<PublicKey>,
     nonces: SharedNonces,
 }
 
 impl Authenticator {
-    pub fn new(host: HostName, trusted: Vec<PublicKey>) -> Self {
-        Self::with_capacity(host, trusted, NONCE_CAPACITY)
+    pub fn new(host: HostName, identity: [u8; PUBLIC_KEY_LEN], trusted: Vec<PublicKey>) -> Self {
+        Self::with_capacity(host, identity, trusted, NONCE_CAPACITY)
     }
 
-    pub fn with_capacity(host: HostName, trusted: Vec<PublicKey>, capacity: usize) -> Self {
-        Self { host, trusted, nonces: SharedNonces::new(capacity) }
+    pub fn with_capacity(
+        host: HostName,
+        identity: [u8; PUBLIC_KEY_LEN],
+        trusted: Vec<PublicKey>,
+        capacity: usize,
+    ) -> Self {
+        Self { host, identity, trusted, nonces: SharedNonces::new(capacity) }
     }
 
     /// Checks the signature headers of a request to `path` (path and query as sent) and
@@ -123,7 +130,7 @@ impl Authenticator {
     /// cannot fill the cache).
     pub fn verify(&self, headers: &HeaderMap, method: &str, path: &str, now: u64) -> Result<Verified, AuthFailure> {
         let signature = signature_headers(headers)?;
-        verify_request(&self.trusted, &signature, &self.host, method, path, now)?;
+        verify_request(&self.trusted, &signature, &self.host, &self.identity, method, path, now)?;
         let timestamp: u64 = signature.timestamp.parse().map_err(|_| AuthError::Malformed(headers::TIMESTAMP))?;
         // Refused before the body is read: a replay costs no transfer.
         self.nonces.lock().check_unused(&signature.nonce, now)?;
@@ -168,12 +175,16 @@ fn signature_headers(map: &HeaderMap) -> Result<SignatureHeaders, AuthError> {
     let (key, timestamp, nonce) = (get(headers::KEY)?, get(headers::TIMESTAMP)?, get(headers::NONCE)?);
     let (content_sha256, signature) = (get(headers::CONTENT_SHA256)?, get(headers::SIGNATURE)?);
     let version = optional(headers::VERSION)?.unwrap_or_else(|| "1".to_owned());
-    let host = match optional(headers::HOST)? {
-        Some(host) => host,
-        None if version == SIGNATURE_VERSION.to_string() => return Err(AuthError::MissingHeader(headers::HOST)),
-        None => String::new(),
+    // Required by this scheme; an older one is refused for its version, not for these.
+    let required = |name: &'static str| -> Result<String, AuthError> {
+        match optional(name)? {
+            Some(value) => Ok(value),
+            None if version == SIGNATURE_VERSION.to_string() => Err(AuthError::MissingHeader(name)),
+            None => Ok(String::new()),
+        }
     };
-    Ok(SignatureHeaders { version, key, host, timestamp, nonce, content_sha256, signature })
+    let (host, identity) = (required(headers::HOST)?, required(headers::IDENTITY)?);
+    Ok(SignatureHeaders { version, key, host, identity, timestamp, nonce, content_sha256, signature })
 }
 
 /// How a route's body is handled once the request is authenticated.
@@ -234,11 +245,13 @@ mod tests {
         "fleet-1:W68wNAcoWErWuKCWtIdZzxcJnJHRW9lslBcgH5VveZsVb3XOttWAYlGNhywHs7SJXnZ2L+U4ShpLzf7KvFmLUQ==";
     const NOW: u64 = 1_800_000_000;
     const NONCE: &str = "00112233445566778899aabbccddeeff";
+    /// web1's agent identity public key.
+    const IDENTITY: [u8; PUBLIC_KEY_LEN] = [7; PUBLIC_KEY_LEN];
 
     /// The authenticator of host `web1`.
     fn auth() -> Authenticator {
         let key: SecretKey = TRUSTED_SECRET.parse().unwrap();
-        Authenticator::new("web1".parse().unwrap(), vec![key.public()])
+        Authenticator::new("web1".parse().unwrap(), IDENTITY, vec![key.public()])
     }
 
     fn signed_headers(secret: &str, method: &str, path: &str, timestamp: u64, nonce: &str, body: &[u8]) -> HeaderMap {
@@ -256,7 +269,16 @@ mod tests {
     ) -> HeaderMap {
         let key: SecretKey = secret.parse().unwrap();
         let (host, sha) = (host.parse().unwrap(), body_sha256(body));
-        let h = key.sign_request(&RequestToSign { host: &host, method, path, timestamp, nonce, content_sha256: &sha });
+        let identity = &IDENTITY;
+        let h = key.sign_request(&RequestToSign {
+            host: &host,
+            identity,
+            method,
+            path,
+            timestamp,
+            nonce,
+            content_sha256: &sha,
+        });
         let mut map = HeaderMap::new();
         for (name, value) in h.pairs() {
             map.insert(name, value.parse().unwrap());

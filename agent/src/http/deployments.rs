@@ -10,15 +10,17 @@ use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use hostctl_schemas::api::deployments::{valid_id, Deployment, DeploymentRequest};
 
+use super::auth::Authenticated;
 use super::body::parse_json;
 use super::error::ApiFailure;
+use super::peer::{requester, Peer};
 use super::state::AppState;
 
 /// A deployment id from the URL, checked like the one in a request body.
-fn deployment_id(id: Result<Path<String>, PathRejection>) -> Result<String, ApiFailure> {
+pub(super) fn deployment_id(id: Result<Path<String>, PathRejection>) -> Result<String, ApiFailure> {
     let Path(id) = id.map_err(|e| ApiFailure::bad_request(e.body_text()))?;
     if valid_id(&id) {
         Ok(id)
@@ -27,10 +29,17 @@ fn deployment_id(id: Result<Path<String>, PathRejection>) -> Result<String, ApiF
     }
 }
 
-/// `POST /v1/deployments`.
-pub async fn create(State(app): State<AppState>, body: Bytes) -> Result<(StatusCode, Json<Deployment>), ApiFailure> {
+/// `POST /v1/deployments`; who asked (key, address) is journaled with it, and an
+/// `--allow-unsigned` override is recorded with the name of the key that signed it.
+pub async fn create(
+    State(app): State<AppState>,
+    Extension(auth): Extension<Authenticated>,
+    peer: Option<Extension<Peer>>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Deployment>), ApiFailure> {
     let request: DeploymentRequest = parse_json(&body)?;
-    let deployment = app.agent.deployer.create(request).await?;
+    let by = requester(&auth, peer.map(|Extension(p)| p));
+    let deployment = app.agent.deployer.create_by(request, Some(by)).await?;
     Ok((StatusCode::ACCEPTED, Json(deployment)))
 }
 

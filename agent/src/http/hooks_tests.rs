@@ -45,10 +45,16 @@ async fn server(pull: bool) -> Server {
     let config = parse_agent_config(&yaml, Path::new("agent.yaml")).unwrap();
     let agent = Agent::new(config, Arc::new(DetachedChild)).unwrap();
     let agent_pull = agent.puller();
+    // Served as the plain `webhook_listen` listener serves it (a TLS-terminating proxy's
+    // upstream), without the pull task, which would take the wake-ups the tests look for.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = agent.router();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let served = crate::http::server::Listener {
+        router: agent.webhook_router(),
+        admission: crate::http::connections::Admission::new(16, 16),
+        tls: None,
+    };
+    tokio::spawn(crate::http::server::serve(listener, served, std::future::pending()));
     Server { _dir: dir, base, agent_pull, client: reqwest::Client::new() }
 }
 

@@ -7,10 +7,11 @@
 //!
 //! Invariant: every route is registered here with [`auth::signed`] in front of it,
 //! except the forge webhook (`POST /v1/hooks/git`), which checks its own HMAC and can
-//! only wake the pull task, `GET /metrics`, which only reads, and `POST /v1/bundles`,
-//! whose body is signed as a whole (checked before anything is imported); the only other
-//! unauthenticated answers are the JSON 404s for paths and methods that do not exist,
-//! which change nothing.
+//! only wake the pull task, and `POST /v1/bundles`, whose body is signed as a whole
+//! (checked before anything is imported); the only other unauthenticated answers are the
+//! JSON 404s for paths and methods that do not exist, which change nothing. [`router`]
+//! is served over TLS only; the plain listeners serve [`metrics_router`] (`GET /metrics`,
+//! which only reads) and [`webhook_router`] (the webhook alone).
 
 pub mod auth;
 pub mod body;
@@ -21,10 +22,12 @@ pub mod error;
 mod generations;
 mod hooks;
 mod linger;
+mod logs;
 mod metrics;
 pub mod nonce;
 mod paths_import;
 mod paths_missing;
+pub mod peer;
 mod rollback;
 pub mod server;
 pub mod state;
@@ -37,7 +40,7 @@ use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use hostctl_schemas::api::{bundles as bundle_api, deployments as deployment_api, generations as generation_api};
-use hostctl_schemas::api::{hooks as hook_api, paths, rollback as rollback_api, status as status_api};
+use hostctl_schemas::api::{hooks as hook_api, logs as log_api, paths, rollback as rollback_api, status as status_api};
 
 use self::auth::{signed, BodyPolicy, SignedRoute};
 use self::error::ApiFailure;
@@ -64,14 +67,12 @@ pub fn router(state: AppState) -> Router {
         .route(deployment_api::PATH, signed_route(post(deployments::create), buffered(deployment_api::BODY_LIMIT)))
         .route(&deployment_api::path_of("{id}"), signed_route(get(deployments::get), small))
         .route(&deployment_api::confirm_path_of("{id}"), signed_route(post(deployments::confirm), small))
+        .route(log_api::ROUTE, signed_route(get(logs::log), small))
         .route(rollback_api::PATH, signed_route(post(rollback::rollback), buffered(rollback_api::BODY_LIMIT)))
         .route(generation_api::PATH, signed_route(get(generations::generations), small))
         // The forge webhook has its own authentication (HMAC of the body with the webhook
         // secret) and reads its body within `hooks::BODY_LIMIT` itself.
         .route(hook_api::PATH, post(hooks::hook))
-        // Prometheus scrapers do not sign requests; the page changes nothing and shows
-        // only what monitoring should see (`crate::metrics`).
-        .route(METRICS_PATH, get(metrics::metrics))
         // A bundle is signed by a trusted key itself (its header covers the export's
         // hash); `crate::bundle` checks that before anything else happens.
         .route(bundle_api::PATH, post(bundles::bundle))
@@ -79,6 +80,28 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(no_route)
         // The `signed` middleware enforces each route's own limit; axum's default (2 MiB,
         // answered as plain text) would undercut `/v1/paths/missing`'s 4 MiB.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// The plain `metrics_listen` listener's router: `GET /metrics` only. Prometheus
+/// scrapers do not sign requests; the page changes nothing and shows only what
+/// monitoring should see (`crate::metrics`).
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route(METRICS_PATH, get(metrics::metrics))
+        .fallback(no_route)
+        .method_not_allowed_fallback(no_route)
+        .with_state(state)
+}
+
+/// The plain `webhook_listen` listener's router (behind a TLS-terminating proxy): the
+/// forge webhook only, with its HMAC check.
+pub fn webhook_router(state: AppState) -> Router {
+    Router::new()
+        .route(hook_api::PATH, post(hooks::hook))
+        .fallback(no_route)
+        .method_not_allowed_fallback(no_route)
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }

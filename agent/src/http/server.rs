@@ -1,44 +1,60 @@
-//! The API's socket and connections: [`listen`] (a deep accept queue) and [`serve`], which
+//! The API's sockets and connections: [`listen`] (a deep accept queue) and [`serve`], which
 //! accepts connections itself (axum's `serve` has no header timeout): each one is admitted
 //! within the caps of [`super::connections`] or closed at once, gets TCP keepalive, must
-//! send its request headers within [`HEADER_TIMEOUT`] (and, kept alive, its next ones
-//! within it too), is closed lingering ([`super::linger`]: an early 413 reaches a client
-//! still sending), and ends gracefully on shutdown (in-flight requests, imports included,
-//! complete).
+//! finish its TLS handshake within [`HEADER_TIMEOUT`] (on the API listener; the optional
+//! plain `metrics_listen` and `webhook_listen` listeners have none) and then send its
+//! request headers within it (and, kept alive, its next ones within it too), is closed
+//! lingering ([`super::linger`]: an early 413 reaches a client still sending), and ends
+//! gracefully on shutdown (in-flight requests, imports included, complete).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
-use super::connections::Admission;
+use super::connections::{Admission, Slot};
 use super::linger::Lingering;
-use super::state::AppState;
+use super::peer::Peer;
 
 /// How long a connection has to send a request's headers, counted from when the agent
 /// starts waiting for them: on a new connection, and after each answer on a kept-alive
 /// one (so it is also the idle keep-alive timeout). A client sending one byte per second
-/// is cut off here instead of holding its file descriptor forever.
+/// is cut off here instead of holding its file descriptor forever. On the TLS listener
+/// the handshake must also complete within it, before the headers' own deadline starts.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long the accept loop pauses after an error that is not about one connection
 /// (e.g. out of file descriptors), as axum's `serve` does: retrying at once would spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
-/// Serves the API v1 router on `listener` until `shutdown` completes, within the
-/// connection caps of the agent's configuration.
+/// One listener's router, its connection caps and, for the API, its TLS.
+#[derive(Clone)]
+pub struct Listener {
+    pub router: Router,
+    pub admission: Admission,
+    /// `None` on the plain metrics and webhook listeners.
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener").field("tls", &self.tls.is_some()).finish_non_exhaustive()
+    }
+}
+
+/// Serves `served.router` on `listener` until `shutdown` completes, within its caps.
 pub async fn serve(
     listener: TcpListener,
-    state: AppState,
+    served: Listener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let config = &state.agent.config;
-    let admission = Admission::new(config.max_connections.get(), config.max_connections_per_peer.get());
-    let router = super::router(state);
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
@@ -54,7 +70,7 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let slot = match admission.admit(peer.ip()) {
+        let slot = match served.admission.admit(peer.ip()) {
             Ok(slot) => slot,
             Err(refused) => {
                 // Closed unread: its file descriptor is free again at once.
@@ -64,13 +80,18 @@ pub async fn serve(
             }
         };
         notice_dead_peers(&stream);
-        let io = TokioIo::new(Lingering::new(stream));
-        let connection = graceful.watch(http.serve_connection(io, service(&router)));
+        let connection =
+            Connection { http: http.clone(), router: served.router.clone(), watcher: graceful.watcher(), slot };
+        let tls = served.tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            let stream = Lingering::new(stream);
+            let Some(tls) = tls else { return connection.serve(stream, peer).await };
+            match tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream)).await {
+                Ok(Ok(stream)) => connection.serve(stream, peer).await,
+                // Plain HTTP, a client that does not pin this agent, a scanner: no API answer.
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "no TLS handshake within the header timeout"),
             }
-            drop(slot);
         });
     }
     drop(listener);
@@ -78,9 +99,40 @@ pub async fn serve(
     Ok(())
 }
 
-/// The router as a hyper service for one connection.
-fn service(router: &Router) -> TowerToHyperService<Router> {
-    TowerToHyperService::new(router.clone())
+/// What serving one admitted connection needs; its slot is freed when it ends.
+struct Connection {
+    http: hyper::server::conn::http1::Builder,
+    router: Router,
+    watcher: Watcher,
+    slot: Slot,
+}
+
+impl Connection {
+    async fn serve<I: AsyncRead + AsyncWrite + Send + Unpin + 'static>(self, io: I, peer: std::net::SocketAddr) {
+        let connection = self.http.serve_connection(TokioIo::new(io), service(&self.router, peer));
+        if let Err(e) = self.watcher.watch(connection).await {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+        drop(self.slot);
+    }
+}
+
+/// The router as a hyper service for one connection from `peer`, which each request
+/// carries as a [`Peer`] extension.
+fn service(
+    router: &Router,
+    peer: SocketAddr,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send,
+> + Clone {
+    let inner = TowerToHyperService::new(router.clone());
+    hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(Peer(peer));
+        hyper::service::Service::call(&inner, request)
+    })
 }
 
 /// Waits before the next `accept` unless the error concerned only the connection being

@@ -197,5 +197,6 @@ pub fn request(commit: &str, lock: Option<LockId>, toplevel: StorePath, now: u64
         confirm_timeout: Duration::from_secs(0),
         health: Vec::new(),
         cache: None,
+        commit_signature: None,
     }
 }

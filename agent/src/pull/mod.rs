@@ -21,13 +21,16 @@ pub mod failed;
 pub mod fetch;
 pub mod known_hosts;
 pub mod ssh;
+pub mod verify;
 pub mod webhook;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use hostctl_commits::Trust;
 use hostctl_schemas::agent_config::{AgentConfig, PullConfig};
-use hostctl_schemas::api::deployments::DeploymentState;
+use hostctl_schemas::api::deployments::{CommitSignature, DeploymentState};
 use hostctl_schemas::api::status::PullStatus;
+use hostctl_schemas::commits::{CommitRefusal, Signer};
 use hostctl_schemas::ids::{AttrName, LockId, StorePath};
 use hostctl_schemas::inventory::Mode;
 use tokio::sync::Notify;
@@ -56,6 +59,8 @@ struct Shared {
     built: Option<(String, StorePath)>,
     /// When the last fetch, evaluation and build ended, and whether they succeeded.
     outcomes: PullOutcomes,
+    /// The newest commit the signature policy refused.
+    refused: Option<CommitRefusal>,
 }
 
 /// When a step last ended (Unix seconds) and whether it succeeded.
@@ -71,6 +76,8 @@ pub struct PullOutcomes {
     pub fetch: Option<StepOutcome>,
     pub eval: Option<StepOutcome>,
     pub build: Option<StepOutcome>,
+    /// The signature policy's check (`pull.commits`), when one is configured.
+    pub verify: Option<StepOutcome>,
 }
 
 fn ended(ok: bool) -> Option<StepOutcome> {
@@ -105,6 +112,8 @@ pub struct Puller {
     builder: Arc<dyn Build>,
     deployer: Arc<Deployer>,
     hook: Option<HookAuth>,
+    /// The signature policy with its keys; `None`: every fetched commit may be built.
+    trust: Option<Arc<Trust>>,
     wake: Notify,
     shared: Mutex<Shared>,
 }
@@ -121,13 +130,11 @@ impl Puller {
         let attr = AttrName::from(&config.hostname);
         let builder = NixBuilder::new(config.store.as_deref(), pull, mirror.path().to_owned(), attr);
         let hook = match &pull.webhook_secret_file {
-            Some(path) => Some(
-                HookAuth::from_file(path)
-                    .map_err(|e| format!("pull.webhook_secret_file: cannot read {}: {e}", path.display()))?,
-            ),
+            Some(path) => Some(HookAuth::load(path)?),
             None => None,
         };
-        Self::new(pull.clone(), mirror, Arc::new(builder), deployer, hook).map(|p| Some(Arc::new(p)))
+        let trust = verify::load_trust(pull)?;
+        Self::new(pull.clone(), mirror, Arc::new(builder), deployer, hook).map(|p| Some(Arc::new(p.with_trust(trust))))
     }
 
     /// The puller; an ssh URL without `ssh_key_file` is refused. A commit whose build
@@ -141,7 +148,14 @@ impl Puller {
     ) -> Result<Self, String> {
         let ssh = SshAuth::from_config(&config)?;
         let shared = Shared { failed: failed::last_failure(&deployer.records()), ..Shared::default() };
-        Ok(Self { config, mirror, ssh, builder, deployer, hook, wake: Notify::new(), shared: Mutex::new(shared) })
+        let shared = Mutex::new(shared);
+        Ok(Self { config, mirror, ssh, builder, deployer, hook, trust: None, wake: Notify::new(), shared })
+    }
+
+    /// The puller checking fetched commits against `trust` before building them.
+    pub fn with_trust(mut self, trust: Option<Trust>) -> Self {
+        self.trust = trust.map(Arc::new);
+        self
     }
 
     pub fn config(&self) -> &PullConfig {
@@ -199,6 +213,7 @@ impl Puller {
             pending_lock: pending.and_then(|(_, l)| l.clone()),
             last_fetch: shared.last_fetch,
             last_error: shared.last_error.clone(),
+            refused: shared.refused.clone(),
         }
     }
 
@@ -224,13 +239,17 @@ impl Puller {
     pub async fn round(&self) {
         let Some(mut commit) = self.fetch().await else { return };
         loop {
+            if self.settled(&commit) {
+                return;
+            }
+            let Ok(signer) = self.admit(&commit).await else { return };
             let Some(lock) = self.plan(&commit) else { return };
             let end = match self.already_built(&commit) {
                 Some(toplevel) => BuildEnd::Built(toplevel),
                 None => self.build_newest(&commit).await,
             };
             match end {
-                BuildEnd::Built(toplevel) => return self.activate(&commit, lock, toplevel).await,
+                BuildEnd::Built(toplevel) => return self.activate(&commit, lock, toplevel, signer).await,
                 BuildEnd::Failed(failure) => return self.build_failed(&commit, lock, failure),
                 BuildEnd::Superseded(newer) => {
                     tracing::info!(old = %commit, new = %newer, "pull: build superseded by a newer commit");
@@ -285,20 +304,24 @@ impl Puller {
         head
     }
 
-    /// Whether `commit` should be built and activated, with its lock id; records a commit
-    /// held by the lock policy as pending.
-    fn plan(&self, commit: &str) -> Option<Option<LockId>> {
+    /// Whether nothing is left to do for `commit`: the host runs it (or something newer),
+    /// or pull mode tried it before (built, failed or refused).
+    fn settled(&self, commit: &str) -> bool {
         let records = self.deployer.records();
         if let Some(applied) = applied_commit(&records) {
             // Running it already, or something newer (a controller deployment).
             if self.mirror.descends_from(applied, commit).unwrap_or(false) {
                 self.update(|s| s.pending = None);
-                return None;
+                return true;
             }
         }
-        if failed::tried(&records, commit) || self.shared().failed.as_ref().is_some_and(|(c, _)| c == commit) {
-            return None;
-        }
+        failed::tried(&records, commit) || self.shared().failed.as_ref().is_some_and(|(c, _)| c == commit)
+    }
+
+    /// Whether `commit` should be built and activated, with its lock id; records a commit
+    /// held by the lock policy as pending.
+    fn plan(&self, commit: &str) -> Option<Option<LockId>> {
+        let records = self.deployer.records();
         // git2 reads one blob: quick enough not to need a blocking thread.
         let lock = match self.mirror.lock_of(commit) {
             Ok(lock) => lock,
@@ -368,11 +391,21 @@ impl Puller {
             s.last_error = Some(failure.message.clone());
             s.failed = Some((commit.to_owned(), failure.message.clone()));
         });
+        self.journal_failure(commit, |systems| failed::record(commit, lock, &failure, systems, unix_now()));
+    }
+
+    /// Journals the record `make` builds from the systems running now (once per id): a
+    /// commit that failed or was refused before anything ran. `None`: nothing to name.
+    fn journal_failure(
+        &self,
+        commit: &str,
+        make: impl FnOnce((Option<StorePath>, Option<StorePath>)) -> Option<Record>,
+    ) {
         let systems = match self.deployer.previous_systems() {
             Ok(systems) => systems,
             Err(e) => return tracing::warn!(commit, error = %e, "pull: the failure is not journaled"),
         };
-        let Some(record) = failed::record(commit, lock, &failure, systems, unix_now()) else {
+        let Some(record) = make(systems) else {
             return tracing::warn!(
                 commit,
                 "pull: nothing evaluated and no system running: the failure is not journaled"
@@ -389,11 +422,12 @@ impl Puller {
     /// Hands the built system to the deployer, unless a newer commit was fetched
     /// meanwhile or another deployment is open (then the next round tries again). A
     /// system the deployer refuses (400: not a NixOS system) is a failure of the commit.
-    async fn activate(&self, commit: &str, lock: Option<LockId>, toplevel: StorePath) {
+    async fn activate(&self, commit: &str, lock: Option<LockId>, toplevel: StorePath, signer: Option<Signer>) {
         if self.shared().fetched_commit.as_deref() != Some(commit) {
             return;
         }
-        let request = apply::request(commit, lock.clone(), toplevel.clone(), unix_now());
+        let mut request = apply::request(commit, lock.clone(), toplevel.clone(), unix_now());
+        request.commit_signature = signer.map(CommitSignature::Signed);
         match self.deployer.create(request).await {
             Ok(d) => {
                 tracing::info!(id = %d.id, commit, "pull: deployment started");

@@ -188,6 +188,7 @@ fn confirmed(s: &Setup, id: &str, rev: &str, lock: &LockId) {
         confirm_timeout: Duration::from_secs(0),
         health: Vec::new(),
         cache: None,
+        commit_signature: None,
     };
     let mut deployment = Deployment::queued(&request, None, 1);
     deployment.state = DeploymentState::Confirmed;
@@ -202,7 +203,7 @@ async fn lock_policy_decides_on_a_temp_repo() {
     // Nothing pinned yet: the first commit is applied (and pins).
     assert_eq!(s.puller.plan(&head), Some(Some(lock_id(b"L1"))));
     confirmed(&s, "first", &a.to_string(), &lock_id(b"L1"));
-    assert_eq!(s.puller.plan(&head), None, "already running it");
+    assert!(s.puller.settled(&head), "already running it");
     let b = s.remote.commit(&[("flake.lock", "L1"), ("flake.nix", "b")], Some(a));
     let head = s.puller.fetch().await.unwrap();
     assert_eq!(s.puller.plan(&head), Some(Some(lock_id(b"L1"))), "config-only commit applies");
@@ -403,4 +404,40 @@ async fn a_token_in_the_url_is_never_reported() {
     assert_eq!(status.url, "http://oauth2:***@127.0.0.1:9/fleet.git");
     let error = status.last_error.unwrap();
     assert!(!error.is_empty() && !error.contains("tok3n-SECRET"), "{error}");
+}
+
+/// With `pull.commits` requiring signatures, an unsigned commit is refused before it is
+/// built: journaled as a refused pull, shown in the status, not tried again next round.
+#[tokio::test]
+async fn an_unsigned_commit_is_refused_before_it_is_built() {
+    use hostctl_schemas::api::deployments::EndReason;
+    use hostctl_schemas::commits::{CommitPolicy, RefusalReason};
+    let s = setup("follow");
+    let a = s.remote.commit(&[("flake.lock", "L1")], None);
+    confirmed(&s, "first", &a.to_string(), &lock_id(b"L1"));
+    let signers = s._dir.path().join("allowed_signers");
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+    std::fs::write(&signers, format!("alice@example.com {key}\n")).unwrap();
+    let policy = CommitPolicy {
+        require_signature: true,
+        allowed_signers: Some(signers),
+        since: Some(a.to_string()),
+        ..CommitPolicy::default()
+    };
+    let deployer = Arc::clone(&s.puller.deployer);
+    let puller = Puller::new(s.pull.clone(), mirror(s._dir.path()), s.builder.clone(), deployer, None)
+        .unwrap()
+        .with_trust(Some(Trust::load(&policy).unwrap()));
+    let b = s.remote.commit(&[("flake.lock", "L1"), ("flake.nix", "b")], Some(a));
+    puller.round().await;
+    puller.round().await;
+    assert_eq!(s.builder.builds.load(Ordering::SeqCst), 0, "nothing built");
+    let refused = puller.status(&puller.deployer.records()).refused.unwrap();
+    assert_eq!((refused.reason, refused.commit.clone()), (RefusalReason::Unsigned, b.to_string()));
+    let records = puller.deployer.records();
+    let journaled: Vec<_> =
+        records.iter().filter(|r| r.deployment.end_reason == Some(EndReason::CommitRefused)).collect();
+    assert_eq!(journaled.len(), 1, "journaled once");
+    assert_eq!(journaled[0].deployment.commit_refusal.as_ref(), Some(&refused));
+    assert_eq!(puller.outcomes().verify.map(|o| o.ok), Some(false));
 }

@@ -36,6 +36,11 @@ impl HookAuth {
 
     /// Reads the secret file; a trailing newline (as editors and `echo` leave) is not
     /// part of the secret.
+    /// [`HookAuth::from_file`] with the error as `serve` and `check-config` report it.
+    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+        Self::from_file(path).map_err(|e| format!("pull.webhook_secret_file: cannot read {}: {e}", path.display()))
+    }
+
     pub fn from_file(path: &std::path::Path) -> std::io::Result<Self> {
         let text = std::fs::read(path)?;
         let end = text.iter().rposition(|b| !matches!(b, b'\n' | b'\r')).map_or(0, |i| i + 1);

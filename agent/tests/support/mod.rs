@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use hostctl_agent::activation::DetachedChild;
-use hostctl_agent::serve::Agent;
+use hostctl_agent::serve::{Agent, Listeners};
 use hostctl_nix::Nix;
 use hostctl_schemas::agent_config::parse_agent_config;
 use hostctl_schemas::ids::StorePath;
@@ -25,6 +25,10 @@ pub const OTHER_SECRET: &str =
 /// A running agent; stopped (gracefully) on drop.
 pub struct TestAgent {
     pub base: String,
+    /// `http://ADDR` of its plain `metrics_listen` listener.
+    pub metrics_base: String,
+    /// The agent's identity public key, which clients pin.
+    pub identity: [u8; 32],
     pub dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -42,17 +46,21 @@ impl TestAgent {
         );
         let config = parse_agent_config(&yaml, &PathBuf::from("agent.yaml")).unwrap();
         let agent = Agent::new(config, Arc::new(DetachedChild)).unwrap();
+        let identity = agent.identity().key;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let base = format!("https://{}", listener.local_addr().unwrap());
+        let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_base = format!("http://{}", metrics.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(agent.run(listener, async move {
+        let listeners = Listeners { api: listener, metrics: Some(metrics), webhook: None };
+        tokio::spawn(agent.run(listeners, async move {
             let _ = stopped.await;
         }));
-        Self { base, dir, stop: Some(stop) }
+        Self { base, metrics_base, identity, dir, stop: Some(stop) }
     }
 
     pub fn client(&self) -> Client {
-        Client { base: self.base.clone(), secret: TRUSTED_SECRET, http: reqwest::Client::new() }
+        Client::new(self.base.clone(), self.identity)
     }
 }
 
@@ -107,10 +115,49 @@ impl Answer {
 pub struct Client {
     pub base: String,
     pub secret: &'static str,
+    /// The agent's identity: what the TLS connection is pinned to and requests are signed for.
+    pub identity: [u8; 32],
     pub http: reqwest::Client,
 }
 
+/// A reqwest client speaking TLS pinned to `identity`, as the controller does.
+pub fn pinned_http(identity: [u8; 32]) -> reqwest::Client {
+    let (tls, _) = hostctl_wire::client_config(Some(identity)).unwrap();
+    reqwest::Client::builder()
+        .no_proxy()
+        .use_preconfigured_tls(hostctl_wire::ClientConfig::clone(&tls))
+        .build()
+        .unwrap()
+}
+
+/// A blocking TLS connection to the agent on 127.0.0.1:`port`, pinned to `identity`,
+/// for tests that write raw HTTP.
+pub fn tls_connect(
+    port: u16,
+    identity: [u8; 32],
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    let (tls, _) = hostctl_wire::client_config(Some(identity)).unwrap();
+    let connection = rustls::ClientConnection::new(tls, hostctl_wire::server_name()).unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    rustls::StreamOwned::new(connection, tcp)
+}
+
+/// Writes a fresh identity key for host `web1` (mode 0600) to `path`; its public key.
+pub fn write_identity(path: &std::path::Path) -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).unwrap();
+    let key = SecretKey::from_seed("web1", seed);
+    std::fs::write(path, key.to_nix_text()).unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    key.public().key
+}
+
 impl Client {
+    /// A client of the agent at `base` (`https://ADDR:PORT`) whose identity is `identity`.
+    pub fn new(base: String, identity: [u8; 32]) -> Self {
+        Self { base, secret: TRUSTED_SECRET, identity, http: pinned_http(identity) }
+    }
+
     pub fn signing(&self) -> Signing {
         Signing { secret: self.secret, host: "web1", timestamp: now(), nonce: nonce(), signed_body: None }
     }
@@ -135,6 +182,7 @@ impl Client {
         let (nonce, host) = (nonce(), "web1".parse().unwrap());
         let h = key.sign_request(&RequestToSign {
             host: &host,
+            identity: &self.identity,
             method,
             path,
             timestamp: now(),
@@ -159,6 +207,7 @@ impl Client {
             let sha = body_sha256(s.signed_body.as_deref().unwrap_or(body));
             let h = key.sign_request(&RequestToSign {
                 host: &s.host.parse().unwrap(),
+                identity: &self.identity,
                 method: method.as_str(),
                 path,
                 timestamp: s.timestamp,

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::commits::{CommitRefusal, Signer, UnsignedOverride};
 use crate::duration::Duration;
 use crate::ids::{LockId, StorePath};
 use crate::inventory::{CacheUrl, HealthCheck, Mode};
@@ -64,6 +65,23 @@ pub struct DeploymentRequest {
     /// see it when it is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheUrl>,
+    /// What the controller's commit-signature policy found of `rev` (fleet.yaml
+    /// `commits`): its signer, recorded as the deployment's `signer`, or that
+    /// `--allow-unsigned` overrode a refusal, recorded with the name of the key that
+    /// signed this request. Left out when there is no policy, as `cache` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_signature: Option<CommitSignature>,
+}
+
+/// The commit-signature part of a deployment request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommitSignature {
+    /// The commit passed the policy; signed by this key.
+    Signed(Signer),
+    /// The commit failed the policy (the text says why) and the operator deployed it
+    /// anyway (`hostctl apply --allow-unsigned`).
+    AllowedUnsigned(String),
 }
 
 /// A deployment's state (DESIGN.md).
@@ -117,6 +135,9 @@ pub enum EndReason {
     AgentRestarted,
     /// The agent's journal could not be written (or read) at a step.
     JournalWriteFailed,
+    /// Pull mode: the fetched commit failed the signature policy (`commit_refusal`);
+    /// nothing was evaluated, built or activated.
+    CommitRefused,
     /// Not known: a reason newer than this program, or a rollback an older agent began.
     #[serde(other)]
     Other,
@@ -195,6 +216,50 @@ pub struct Deployment {
     /// `confirmed` ones, and from agents older than this field.
     #[serde(default)]
     pub end_reason: Option<EndReason>,
+    /// Who signed `rev`, when a signature policy checked it (principal or key fingerprint);
+    /// `None` without a policy, for unsigned commits and from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<Signer>,
+    /// Deployed although `rev` failed the controller's policy (`--allow-unsigned`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsigned_override: Option<UnsignedOverride>,
+    /// Pull mode: why the commit was refused (end reason `commit-refused`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_refusal: Option<CommitRefusal>,
+    /// For `end_reason` `health-check-failed`: the check that failed and what it said
+    /// (an `http` check of the controller, sent with its `POST /v1/rollback`, or a
+    /// `command` check the agent ran). Absent otherwise and from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_failure: Option<HealthFailure>,
+    /// Who asked for it: the name of the trusted key that signed the request and the
+    /// address it came from. Absent for pull mode's own deployments and from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<Requester>,
+}
+
+/// The health check that made a deployment roll back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct HealthFailure {
+    /// Which check: `GET <url>` for an `http` check, the command line for a `command` check.
+    pub check: String,
+    /// What its last attempt said (`HTTP 503`, `exit status 1`, ...), with the attempts
+    /// made.
+    pub error: String,
+}
+
+impl HealthFailure {
+    pub fn new(check: impl Into<String>, error: impl Into<String>) -> Self {
+        Self { check: check.into(), error: error.into() }
+    }
+}
+
+/// Who asked the agent for a deployment or rollback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Requester {
+    /// The name of the trusted key whose signature verified (`fleet-1` of `fleet-1:…`).
+    pub key: String,
+    /// The peer's IP address as the agent saw it (`hostctl-agent import`: a loopback one).
+    pub address: Option<String>,
 }
 
 impl Deployment {
@@ -218,6 +283,14 @@ impl Deployment {
             confirm_deadline: None,
             rollback_of: None,
             end_reason: None,
+            signer: match &request.commit_signature {
+                Some(CommitSignature::Signed(signer)) => Some(signer.clone()),
+                _ => None,
+            },
+            unsigned_override: None,
+            commit_refusal: None,
+            health_failure: None,
+            requested_by: None,
         }
     }
 }

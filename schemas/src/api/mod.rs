@@ -9,6 +9,7 @@ pub mod bundles;
 pub mod deployments;
 pub mod generations;
 pub mod hooks;
+pub mod logs;
 pub mod paths;
 pub mod rollback;
 pub mod status;
@@ -70,6 +71,9 @@ pub mod headers {
     pub const CONTENT_SHA256: &str = "x-hostctl-content-sha256";
     /// Base64 ed25519 signature over [`crate::signing::canonical_request`].
     pub const SIGNATURE: &str = "x-hostctl-signature";
+    /// Base64 of the identity public key of the agent the request is for (the key its
+    /// TLS certificate is made from), covered by the signature (scheme v3).
+    pub const IDENTITY: &str = "x-hostctl-agent-identity";
     /// Every header a signed request carries, in the order the agent reads them.
-    pub const ALL: [&str; 7] = [KEY, TIMESTAMP, NONCE, CONTENT_SHA256, SIGNATURE, VERSION, HOST];
+    pub const ALL: [&str; 8] = [KEY, TIMESTAMP, NONCE, CONTENT_SHA256, SIGNATURE, VERSION, HOST, IDENTITY];
 }

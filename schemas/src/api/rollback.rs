@@ -12,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::deployments::Deployment;
+use crate::api::deployments::{Deployment, HealthFailure};
 use crate::duration::Duration;
 use crate::ids::LockId;
 
@@ -57,6 +57,14 @@ pub struct RollbackRequest {
     /// The confirmation window for the rollback itself (0s: none). Default: the agent's.
     #[serde(default)]
     pub confirm_timeout: Option<Duration>,
+    /// Why a controller rolls back a deployment awaiting confirmation: the `http` health
+    /// check that failed. The pending deployment then ends with `end_reason`
+    /// `health-check-failed` and this as its `health_failure` (instead of
+    /// `rollback-requested`). Left out when unset, so older agents (which refuse unknown
+    /// fields) only see it when it is used; ignored unless the target is `"previous"` and
+    /// a deployment awaits confirmation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_failure: Option<HealthFailure>,
 }
 
 /// Response body (202).

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::deployments::{Deployment, DeploymentState, EndReason, HealthFailure, Requester};
 use crate::ids::LockId;
 
 /// Path of this endpoint.
@@ -50,6 +51,47 @@ pub struct StatusResponse {
     /// loaded again) so the agent could go on. Empty when the journal was whole.
     #[serde(default)]
     pub damaged_records: Vec<DamagedRecord>,
+    /// Who signed `rev`, when a signature policy checked it (the current deployment's
+    /// `signer`); `None` otherwise and from older agents.
+    #[serde(default)]
+    pub signer: Option<crate::commits::Signer>,
+    /// The newest deployment that ended (any result), in short: `null` before the first
+    /// one and from older agents.
+    #[serde(default)]
+    pub last_deployment: Option<LastDeployment>,
+    /// Bytes free (for unprivileged writers: `statvfs` available blocks) on the file
+    /// system holding the host's Nix store: `apply` refuses to push a closure whose NAR
+    /// size exceeds it. `null` when it cannot be read, and from older agents.
+    #[serde(default)]
+    pub store_free_bytes: Option<u64>,
+}
+
+/// How the newest ended deployment went, and who asked for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct LastDeployment {
+    pub id: String,
+    pub state: DeploymentState,
+    /// Unix time it ended.
+    pub finished: Option<u64>,
+    pub end_reason: Option<EndReason>,
+    /// The first line of its error.
+    pub error: Option<String>,
+    pub health_failure: Option<HealthFailure>,
+    pub requested_by: Option<Requester>,
+}
+
+impl LastDeployment {
+    pub fn of(d: &Deployment) -> Self {
+        Self {
+            id: d.id.clone(),
+            state: d.state,
+            finished: d.finished,
+            end_reason: d.end_reason,
+            error: d.error.as_deref().and_then(|e| e.lines().next()).map(str::to_owned),
+            health_failure: d.health_failure.clone(),
+            requested_by: d.requested_by.clone(),
+        }
+    }
 }
 
 /// A journal record moved aside at start because it could not be read.
@@ -84,6 +126,9 @@ impl StatusResponse {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pull: None,
             damaged_records: Vec::new(),
+            signer: None,
+            last_deployment: None,
+            store_free_bytes: None,
         }
     }
 }
@@ -107,4 +152,8 @@ pub struct PullStatus {
     /// Unix time of the last fetch attempt and its error, if it failed.
     pub last_fetch: Option<u64>,
     pub last_error: Option<String>,
+    /// The newest fetched commit the signature policy (`pull.commits`) refused, and why;
+    /// nothing of it was evaluated. Cleared when a later commit passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<crate::commits::CommitRefusal>,
 }

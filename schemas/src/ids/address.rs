@@ -75,7 +75,7 @@ impl FromStr for Address {
     fn from_str(s: &str) -> Result<Self, InvalidId> {
         if let Some(host) = without_port(s) {
             let reason = format!(
-                "the port does not belong in the address; write `address: {host}` and set the port as `defaults.port`"
+                "the port does not belong in the address; write `address: {host}` and set the port as `port` (this host) or `defaults.port` (every host)"
             );
             return Err(InvalidId::new("address", s, reason));
         }

@@ -25,7 +25,8 @@ pub use rollout::{Batch, BatchError, Rollout};
 /// Errors loading `fleet.yaml`; they read `file:line:column: key.path: message`.
 pub type InventoryError = YamlError;
 
-/// The whole inventory.
+/// The whole inventory. hostctl reads `--fleet FILE`, else `$HOSTCTL_FLEET`, else the first
+/// `fleet.yaml` in the working directory or a directory above it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, expecting = "a fleet inventory mapping with `hosts`")]
 #[schemars(title = "hostctl fleet inventory (fleet.yaml)")]
@@ -33,7 +34,8 @@ pub struct Fleet {
     /// Path or flake reference of the fleet's flake; default: the directory of this file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flake: Option<String>,
-    /// Nix-format ed25519 secret key file that signs requests to agents.
+    /// Nix-format ed25519 secret key file that signs requests to agents, relative to this
+    /// file; `--key FILE` or `$HOSTCTL_KEY` take its place.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_key: Option<PathBuf>,
     /// Settings for every host.
@@ -49,6 +51,14 @@ pub struct Fleet {
     /// A binary cache `apply` pushes the closures to once, for the agents to fetch from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<FleetCache>,
+    /// Which commits `apply` (and `rollback` when it rebuilds) may deploy: signature
+    /// policy for every host; `tag_commits` and a host's own `commits` replace it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commits: Option<crate::commits::CommitPolicy>,
+    /// Signature policies for the hosts with a tag, replacing `commits` for them; a host
+    /// whose tags name two different policies must set its own `commits`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tag_commits: BTreeMap<Tag, crate::commits::CommitPolicy>,
 }
 
 /// Settings that apply to every host.
@@ -140,9 +150,27 @@ pub struct Host {
     /// Checks that must pass after activation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health: Vec<HealthCheck>,
+    /// Port its agent listens on, 1 to 65535; default: `defaults.port`.
+    #[serde(default, deserialize_with = "port::deserialize_some_port", skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub port: Option<u16>,
+    /// This host's signature policy, replacing the fleet's `commits`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commits: Option<crate::commits::CommitPolicy>,
+    /// The agent's identity public key (`hostctl-agent identity`, or the NixOS module's
+    /// `identity.pub`), pinned: a connection to an agent showing any other key fails at
+    /// step `connect` and nothing is sent. Unset: the pin in `known_agents` beside this
+    /// file (`hostctl enroll`), else the host is refused until enrolled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_key: Option<crate::key::PublicKey>,
 }
 
 impl Host {
+    /// The port its agent listens on: its own `port`, or the fleet's `defaults.port`.
+    pub fn agent_port(&self, defaults: &Defaults) -> u16 {
+        self.port.unwrap_or(defaults.port)
+    }
+
     /// The `nixosConfigurations` attribute to build: `configuration`, or the host name.
     pub fn configuration_attr(&self, name: &HostName) -> AttrName {
         self.configuration.clone().unwrap_or_else(|| AttrName::from(name))

@@ -41,3 +41,8 @@ pub(crate) fn deserialize_port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D
 
     d.deserialize_any(PortVisitor)
 }
+
+/// [`deserialize_port`] for an optional key (`hosts.<h>.port`).
+pub(crate) fn deserialize_some_port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    deserialize_port(d).map(Some)
+}

@@ -106,7 +106,12 @@ fn write_inventory(fleet: &TestFleet, n: usize, key_file: &Path) {
         key_file.display()
     );
     for i in 1..=n {
-        yaml.push_str(&format!("  {}:\n    address: {}\n    system: x86_64-linux\n", name(i), addr(i)));
+        let pin = hostctl_tests::identity::test_identity_public(&name(i));
+        yaml.push_str(&format!(
+            "  {}:\n    address: {}\n    system: x86_64-linux\n    agent_key: {pin}\n",
+            name(i),
+            addr(i)
+        ));
     }
     fleet.write("fleet.yaml", &yaml);
 }
@@ -124,14 +129,17 @@ fn start_agents(fleet: &TestFleet, n: usize, public_key: &str) -> Agents {
     for i in 1..=n {
         let dir = fleet.tmp.path().join("agents").join(name(i));
         std::fs::create_dir_all(dir.join("profiles")).expect("agent dir");
+        // Pre-provisioned, as the inventory pins it.
+        hostctl_tests::identity::write_identity(&dir.join("identity.key"), &name(i));
         let config = format!(
             "hostname: {}\nlisten: {}:{PORT}\ntrusted_keys: [\"{public_key}\"]\nstate_dir: {}\nprofile: {}\n\
-             confirm_timeout: 60s\nbus: unix:path={}\nservice_manager: detached\n",
+             confirm_timeout: 60s\nbus: unix:path={}\nservice_manager: detached\nidentity_key_file: {}\n",
             name(i),
             addr(i),
             dir.join("state").display(),
             dir.join("profiles/system").display(),
             dir.join("no-bus").display(),
+            dir.join("identity.key").display(),
         );
         std::fs::write(dir.join("agent.yaml"), config).expect("agent config");
         let log = std::fs::File::create(dir.join("agent.log")).expect("agent log");

@@ -1,11 +1,13 @@
 //! Test helper for `tests/wire_bounds.rs`: the slow-header attacker of issue 14. Opens
-//! COUNT connections to ADDR (`host:port`), sends each the first byte of a request, prints
+//! COUNT connections to ADDR (`host:port`), completes a TLS handshake on each (accepting
+//! any agent identity: the attacker wants a connection, not an agent), sends each the
+//! first byte of a request, prints
 //! `opened N` (N: connects that succeeded), then sends every connection one more header
 //! byte per second, forever, printing `open K` each second (K: connections the server has
 //! not closed). Run inside a simulated host's network namespace, so its connections come
 //! from another address than the test's own requests.
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -22,15 +24,10 @@ fn main() -> std::process::ExitCode {
         eprintln!("usage: hold-connections IP:PORT COUNT");
         return std::process::ExitCode::from(2);
     };
-    let mut open: Vec<TcpStream> = Vec::new();
+    let mut open: Vec<Tls> = Vec::new();
     for _ in 0..count {
-        // A connect the server's full accept queue drops is retried by the kernel; 5 s
-        // covers two retries.
-        if let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
-            let _ = stream.set_nonblocking(true);
-            if stream.write_all(&DRIP[..1]).is_ok() {
-                open.push(stream);
-            }
+        if let Some(stream) = open_one(addr) {
+            open.push(stream);
         }
     }
     println!("opened {}", open.len());
@@ -47,12 +44,31 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Whether the server has not closed `stream` (a read sees neither EOF nor a reset).
-fn still_open(stream: &mut TcpStream) -> bool {
-    let mut buf = [0u8; 512];
-    match stream.read(&mut buf) {
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A connection with its TLS handshake done and the first request byte sent, then made
+/// non-blocking; `None` if the server refused or closed it.
+fn open_one(addr: SocketAddr) -> Option<Tls> {
+    // A connect the server's full accept queue drops is retried by the kernel; 5 s
+    // covers two retries.
+    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let (config, _) = hostctl_wire::accept_any().ok()?;
+    let connection = rustls::ClientConnection::new(config, hostctl_wire::server_name()).ok()?;
+    let mut stream = rustls::StreamOwned::new(connection, tcp);
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock).ok()?;
+    }
+    stream.write_all(&DRIP[..1]).ok()?;
+    stream.sock.set_nonblocking(true).ok()?;
+    Some(stream)
+}
+
+/// Whether the server has not closed `stream` (a read sees neither EOF, an alert nor a reset).
+fn still_open(stream: &mut Tls) -> bool {
+    match stream.conn.read_tls(&mut stream.sock) {
         Ok(0) => false,
-        Ok(_) => true,
+        Ok(_) => stream.conn.process_new_packets().is_ok_and(|state| !state.peer_has_closed()),
         Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
     }
 }

@@ -7,9 +7,10 @@
 //! check that unsigned or wrongly signed requests are refused. One request per connection;
 //! the agent's response is relayed byte for byte.
 //!
-//! `sign-proxy --listen 127.0.0.1:0 --agent 127.0.0.1:7420 --host NAME --key fleet.sec
-//! [--webhook-secret FILE] [--placeholder WORD]`: `--host` is the agent's `hostname`,
-//! which requests are signed for; prints `http://ADDR` (the bound address)
+//! `sign-proxy --listen 127.0.0.1:0 --agent 127.0.0.1:7420 --host NAME --agent-key KEY
+//! --key fleet.sec [--webhook-secret FILE] [--placeholder WORD]`: `--host` is the agent's
+//! `hostname` and `--agent-key` its identity (`hostctl-agent identity`), which requests
+//! are signed for and the TLS connection to the agent is pinned to; prints `http://ADDR` (the bound address)
 //! on stdout once it listens, and one line per request on stderr.
 
 use std::io::{BufRead as _, BufReader, Read, Write};
@@ -30,7 +31,7 @@ const MAX_HEAD: usize = 256 * 1024;
 const AGENT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Signature headers a signed request gets fresh: whatever the client sent is dropped.
-const SIGNATURE_HEADERS: [&str; 7] = hostctl_schemas::api::headers::ALL;
+const SIGNATURE_HEADERS: [&str; 8] = hostctl_schemas::api::headers::ALL;
 /// Connection-level headers the proxy sets itself.
 const HOP_HEADERS: [&str; 5] = ["connection", "keep-alive", "transfer-encoding", "content-length", "host"];
 
@@ -39,6 +40,8 @@ struct Options {
     agent: String,
     /// The agent's `hostname`: the host requests are signed for.
     host: String,
+    /// The agent's identity key: signed for, and pinned.
+    identity: [u8; 32],
     key: SecretKey,
     webhook_secret: Option<Vec<u8>>,
     placeholder: String,
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
 fn parse_args(args: Vec<String>) -> Result<Options, String> {
     let (mut listen, mut agent, mut host, mut key, mut webhook, mut placeholder) =
         ("127.0.0.1:0".to_owned(), None, None, None, None, "sign-proxy".to_owned());
+    let mut identity = None;
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -88,6 +92,7 @@ fn parse_args(args: Vec<String>) -> Result<Options, String> {
             "--listen" => listen = value()?,
             "--agent" => agent = Some(value()?),
             "--host" => host = Some(value()?),
+            "--agent-key" => identity = Some(value()?),
             "--key" => key = Some(PathBuf::from(value()?)),
             "--webhook-secret" => webhook = Some(PathBuf::from(value()?)),
             "--placeholder" => placeholder = value()?,
@@ -97,6 +102,11 @@ fn parse_args(args: Vec<String>) -> Result<Options, String> {
     let agent = agent.ok_or("--agent HOST:PORT is required")?;
     let host: String = host.ok_or("--host NAME (the agent's hostname) is required")?;
     host.parse::<hostctl_schemas::ids::HostName>().map_err(|e| format!("--host {host}: {e}"))?;
+    let identity: hostctl_schemas::key::PublicKey = identity
+        .ok_or("--agent-key KEY (`hostctl-agent identity`) is required")?
+        .parse()
+        .map_err(|e| format!("--agent-key: {e}"))?;
+    let identity = identity.key;
     let key = SecretKey::load(&key.ok_or("--key FILE is required")?).map_err(|e| e.to_string())?;
     let webhook_secret = match webhook {
         Some(file) => Some(
@@ -108,7 +118,7 @@ fn parse_args(args: Vec<String>) -> Result<Options, String> {
         ),
         None => None,
     };
-    Ok(Options { listen, agent, host, key, webhook_secret, placeholder })
+    Ok(Options { listen, agent, host, identity, key, webhook_secret, placeholder })
 }
 
 /// One request as the client sent it (header values as raw bytes: clients may send
@@ -129,7 +139,7 @@ fn handle(client: TcpStream, options: &Options) -> std::io::Result<()> {
     let mut reader = BufReader::new(client.try_clone()?);
     let Some(incoming) = read_request(&mut reader)? else { return Ok(()) };
     let (headers, how) = prepare(&incoming, options);
-    let response = forward(&incoming, &headers, &options.agent)?;
+    let response = forward(&incoming, &headers, &options.agent, options.identity)?;
     let status = String::from_utf8_lossy(response.split(|b| *b == b'\r').next().unwrap_or_default()).into_owned();
     eprintln!("{} {} ({how}) -> {status}", incoming.method, incoming.target);
     let mut client = client;
@@ -164,8 +174,12 @@ fn prepare(incoming: &Incoming, options: &Options) -> (Vec<(String, Vec<u8>)>, &
         headers.push(("x-hub-signature-256".to_owned(), hub_signature(secret, &incoming.body).into_bytes()));
     }
     if sign {
-        let signed =
-            Request::new(&incoming.method, &incoming.target, &incoming.body).signed(&options.key, &options.host);
+        let signed = Request::new(&incoming.method, &incoming.target, &incoming.body).signed_for_identity(
+            &options.key,
+            &options.host,
+            &options.identity,
+            hostctl_tests::http::now(),
+        );
         headers.extend(signed.headers.into_iter().map(|(n, v)| (n, v.into_bytes())));
     }
     let how = match (sign, hmac) {
@@ -254,9 +268,15 @@ fn read_chunked(reader: &mut BufReader<TcpStream>) -> std::io::Result<Vec<u8>> {
 }
 
 /// Sends the request with `headers` to the agent on a new connection; the raw response.
-fn forward(incoming: &Incoming, headers: &[(String, Vec<u8>)], agent: &str) -> std::io::Result<Vec<u8>> {
-    let mut stream = TcpStream::connect(agent)?;
-    stream.set_read_timeout(Some(AGENT_TIMEOUT))?;
+fn forward(
+    incoming: &Incoming,
+    headers: &[(String, Vec<u8>)],
+    agent: &str,
+    identity: [u8; 32],
+) -> std::io::Result<Vec<u8>> {
+    let tcp = TcpStream::connect(agent)?;
+    tcp.set_read_timeout(Some(AGENT_TIMEOUT))?;
+    let mut stream = hostctl_tests::http::tls_over(tcp, Some(identity))?;
     let mut head =
         format!("{} {} HTTP/1.1\r\nhost: {agent}\r\nconnection: close\r\n", incoming.method, incoming.target)
             .into_bytes();
@@ -269,7 +289,5 @@ fn forward(incoming: &Incoming, headers: &[(String, Vec<u8>)], agent: &str) -> s
     head.extend_from_slice(format!("content-length: {}\r\n\r\n", incoming.body.len()).as_bytes());
     stream.write_all(&head)?;
     stream.write_all(&incoming.body)?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    Ok(raw)
+    hostctl_tests::http::read_to_close(&mut stream)
 }

@@ -67,10 +67,17 @@ pub fn text(out: &Output) -> String {
     )
 }
 
-/// Asserts exit 2, no report on stdout, and every `expected` part in stderr.
+/// Asserts exit 2, no report on stdout (under `--json`, only the error document with the
+/// message of stderr), and every `expected` part in stderr.
 pub fn expect_bad(run: &HostctlRun, what: &str, expected: &[&str]) {
     assert_eq!(run.code, Some(2), "{what}: {}", dump(run));
-    assert!(run.stdout.trim().is_empty(), "{what}: no report for bad input: {}", dump(run));
+    if !run.stdout.trim().is_empty() {
+        let v: Value = serde_json::from_str(&run.stdout).unwrap_or(Value::Null);
+        let message = v["error"]["message"].as_str().unwrap_or("(no error document)");
+        assert!(run.stderr.contains(&format!("error: {message}\n")), "{what}: no report for bad input: {}", dump(run));
+        assert_eq!(v["error"]["exit_code"], 2, "{what}: {}", dump(run));
+        assert_eq!(v.as_object().map(|o| o.len()), Some(1), "{what}: only the error: {}", dump(run));
+    }
     for part in expected {
         assert!(run.stderr.contains(part), "{what}: expected {part:?} in:\n{}", dump(run));
     }

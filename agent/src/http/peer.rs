@@ -1,0 +1,20 @@
+//! The address a request came from: [`Peer`], added to every request's extensions by
+//! `server.rs` for the connection it arrived on, read by the handlers that journal who
+//! asked (deployments, rollbacks). Absent when the router is driven without a socket
+//! (tests), so handlers take it as an `Option`.
+
+use std::net::SocketAddr;
+
+use hostctl_schemas::api::deployments::Requester;
+
+use super::auth::Authenticated;
+
+/// The peer's socket address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub SocketAddr);
+
+/// Who asked: the key that signed and the peer's IP address (without its port, which
+/// says nothing about who asked and would make every request look different).
+pub fn requester(auth: &Authenticated, peer: Option<Peer>) -> Requester {
+    Requester { key: auth.key.clone(), address: peer.map(|Peer(addr)| addr.ip().to_canonical().to_string()) }
+}
