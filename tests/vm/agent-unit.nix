@@ -10,8 +10,12 @@
 { module, package }:
 let
   service = (import ../nix/stub-eval-agent-module.nix { inherit module package; }).agentService;
+  # A script the module makes with pkgs.writeShellScript: installed by the lane beside
+  # the agent (`scripts` below), named by its path there.
+  isScript = v: builtins.isAttrs v && v ? text;
   value = v:
-    if builtins.isBool v then (if v then "true" else "false")
+    if isScript v then "${package}/bin/${v.name}"
+    else if builtins.isBool v then (if v then "true" else "false")
     else if builtins.isList v then builtins.concatStringsSep " " (map toString v)
     else toString v;
   lines = attrs: builtins.concatStringsSep ""
@@ -29,7 +33,10 @@ let
   };
 in
 if unknown != [ ] then throw "tests/vm/agent-unit.nix does not render ${builtins.concatStringsSep ", " unknown} of the module's hostctl-agent service: teach it"
-else ''
+else {
+  scripts = builtins.listToAttrs (map (v: { inherit (v) name; value = v.text; })
+    (builtins.filter isScript (builtins.attrValues service.serviceConfig)));
+  unit = ''
   # Rendered from agent/nixos/module.nix by tests/vm/agent-unit.nix.
   [Unit]
   ${lines unit}
@@ -38,4 +45,5 @@ else ''
   ${environment}${lines service.serviceConfig}
   [Install]
   WantedBy=${value service.wantedBy}
-''
+'';
+}

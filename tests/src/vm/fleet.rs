@@ -25,11 +25,13 @@ pub struct VmFleet {
 
 /// The agent.yaml of a guest: the settings agent/nixos/module.nix gives a NixOS host
 /// (state in /var/lib/hostctl-agent, the system bus, activations as systemd units), the
-/// fleet key, aarch64-linux emulated, and `extra` top-level keys.
+/// fleet key, the pre-provisioned identity key on the seed disk, aarch64-linux emulated,
+/// and `extra` top-level keys.
 pub fn agent_yaml(name: &str, public_key: &str, extra: &str) -> String {
     let quote = |s: &str| Value::String(s.to_owned()).to_string();
     format!(
         "hostname: {}\nlisten: \"0.0.0.0:7420\"\ntrusted_keys: [{}]\nstate_dir: /var/lib/hostctl-agent\n\
+         identity_key_file: /opt/hostctl/identity.key\n\
          profile: /nix/var/nix/profiles/system\nconfirm_timeout: 30s\nbus: system\nservice_manager: systemd\n\
          binfmt:\n  emulated_systems: [aarch64-linux]\n  nix_conf: /etc/nix/hostctl-binfmt.conf\n{extra}",
         quote(name),

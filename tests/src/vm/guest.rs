@@ -46,6 +46,8 @@ impl Guest {
         );
         checked(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(guest.path("ssh_key")));
         guest.write_seed(agent_yaml, secrets);
+        // Raw requests of the tests pin the agent at this address, as hostctl does.
+        crate::identity::register(&guest.agent_addr(), crate::identity::test_identity_public(name).key);
         guest
     }
 
@@ -70,6 +72,14 @@ impl Guest {
             crate::write_secret(&seed.join(name), text);
         }
         write("hostctl-agent.service", &agent_unit());
+        for (name, text) in super::agent_unit_scripts() {
+            let script = seed.join("bin").join(name);
+            write(&format!("bin/{name}"), &format!("#!/bin/sh\n{text}"));
+            make_executable(&script);
+        }
+        // The agent's identity, pre-provisioned so fleet.yaml pins it before the first boot
+        // (agent.yaml's `identity_key_file`), as a fleet that provisions its hosts would.
+        crate::identity::write_identity(&seed.join("identity.key"), &self.name);
         write("hostname", &format!("{}\n", self.name));
         let key = std::fs::read_to_string(self.path("ssh_key.pub")).unwrap_or_default();
         write("authorized_keys", &key);
@@ -297,4 +307,11 @@ impl Drop for Guest {
     fn drop(&mut self) {
         self.power_cut();
     }
+}
+
+/// `chmod 0755`: the seed disk keeps modes, and systemd runs the file directly.
+fn make_executable(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| fail(&format!("chmod {}: {e}", path.display())));
 }

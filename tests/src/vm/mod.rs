@@ -16,6 +16,7 @@ pub mod fleet;
 pub mod gitd;
 pub mod guest;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -45,7 +46,24 @@ impl Lane {
 /// The agent's unit as the guests run it: agent/nixos/module.nix's service, rendered by
 /// tests/vm/agent-unit.nix with the agent binary at /opt/hostctl/bin.
 pub fn agent_unit() -> String {
-    static UNIT: OnceLock<String> = OnceLock::new();
+    rendered_unit().unit.clone()
+}
+
+/// The scripts the module's unit runs (`pkgs.writeShellScript`: `ExecStartPre`'s identity
+/// publisher), by name: the lane installs each as `/opt/hostctl/bin/<name>`, where the
+/// rendered unit names it.
+pub fn agent_unit_scripts() -> &'static BTreeMap<String, String> {
+    &rendered_unit().scripts
+}
+
+/// What tests/vm/agent-unit.nix renders: the unit file and the scripts it names.
+struct RenderedUnit {
+    unit: String,
+    scripts: BTreeMap<String, String>,
+}
+
+fn rendered_unit() -> &'static RenderedUnit {
+    static UNIT: OnceLock<RenderedUnit> = OnceLock::new();
     UNIT.get_or_init(|| {
         let root = workspace_root();
         let out = run(Command::new("nix-instantiate")
@@ -58,10 +76,14 @@ pub fn agent_unit() -> String {
         if !out.status.success() {
             fail(&format!("rendering tests/vm/agent-unit.nix: {}", String::from_utf8_lossy(&out.stderr)));
         }
-        serde_json::from_slice::<String>(&out.stdout)
-            .unwrap_or_else(|e| fail(&format!("tests/vm/agent-unit.nix did not give a string: {e}")))
+        const BAD: &str = "tests/vm/agent-unit.nix did not give {unit, scripts}";
+        let value: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| fail(&format!("{BAD}: {e}")));
+        let unit = value["unit"].as_str().unwrap_or_else(|| fail(BAD)).to_owned();
+        let scripts = value["scripts"].as_object().unwrap_or_else(|| fail(BAD));
+        let scripts = scripts.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect();
+        RenderedUnit { unit, scripts }
     })
-    .clone()
 }
 
 /// A POSIX-shell single-quoted word: for building guest command lines from values.
