@@ -174,6 +174,10 @@ in
       restartIfChanged = false;
       stopIfChanged = false;
       path = [ config.nix.package pkgs.git ];
+      # ProtectHome hides /root, where Nix would keep its cache (pull mode evaluates and
+      # fetches as root): it keeps it under /var/cache/hostctl-agent instead. Found by the
+      # VM lane (tests/vm_pull.rs): without it every pull-mode evaluation failed.
+      environment.XDG_CACHE_HOME = "/var/cache/hostctl-agent";
       serviceConfig = {
         ExecStartPre = publishIdentity;
         ExecStart = "${cfg.package}/bin/hostctl-agent serve --config /etc/hostctl/agent.yaml";
@@ -183,6 +187,8 @@ in
         RestartSec = 5;
         StateDirectory = "hostctl-agent";
         StateDirectoryMode = "0700";
+        CacheDirectory = "hostctl-agent";
+        CacheDirectoryMode = "0700";
         # The agent runs switch-to-configuration, so it needs root; what it may not
         # touch is still narrowed.
         NoNewPrivileges = true;

@@ -129,6 +129,13 @@ impl Importer {
                 list.join(" ")
             )));
         }
+        // Nix registers a path in its database (which it syncs) without syncing the path's
+        // files: a power cut soon after leaves a valid path whose contents are lost (found
+        // by the VM lane, tests/vm_power.rs). Nothing may rely on the import before its
+        // files are on disk.
+        tokio::task::spawn_blocking(nix::unistd::sync)
+            .await
+            .map_err(|e| ImportError::Internal(format!("syncing the imported paths failed: {e}")))?;
         tracing::info!(paths = order.len(), new = new.len(), "import done");
         if let Some(roots) = &self.roots {
             // The paths are whole either way; unrooted they only risk a collection before

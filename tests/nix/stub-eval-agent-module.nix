@@ -2,8 +2,10 @@
 # module uses (options become their declarations, `mkIf` is taken as true) and a `config`
 # as the NixOS module system would pass it (every declared setting present, unset ones
 # null, plus `_module`). Returns the declared settings keys and the agent.yaml written,
-# for tests/tests/nixos_module.rs to hold against agent.yaml's schema and the agent.
-{ module }:
+# for tests/tests/nixos_module.rs to hold against agent.yaml's schema and the agent, and
+# the agent's systemd service as the module declares it (tests/vm/agent-unit.nix renders
+# it for the VM lane's guests; `package` is where the agent binary is there).
+{ module, package ? "/nix/store/00000000000000000000000000000000-hostctl-agent" }:
 let
   recursiveUpdate = lhs: rhs:
     lhs // builtins.mapAttrs
@@ -49,7 +51,7 @@ let
     nix.package = "nix";
     services.hostctl-agent = {
       enable = true;
-      package = "/nix/store/00000000000000000000000000000000-hostctl-agent";
+      inherit package;
       listenAddress = "0.0.0.0";
       port = 7420;
       openFirewall = false;
@@ -67,5 +69,6 @@ in
 {
   settingsKeys = builtins.attrNames declared;
   agentYaml = evaluated.config.environment.etc."hostctl/agent.yaml".source.text;
+  agentService = evaluated.config.systemd.services.hostctl-agent;
   failedAssertions = map (a: a.message) (builtins.filter (a: !a.assertion) evaluated.config.assertions);
 }

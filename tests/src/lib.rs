@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 
 pub mod agent_yaml;
 pub mod bench;
+pub mod cross;
 pub mod dbus;
 pub mod fake_systemd1;
 pub mod gates;
@@ -27,6 +28,7 @@ pub mod sshd;
 pub mod tls;
 pub mod tmpfs;
 pub mod userns;
+pub mod vm;
 
 /// Nix settings for tests: flakes on, no binary caches (no network here).
 pub const NIX_CONFIG: &str = "experimental-features = nix-command flakes\nsubstituters =\n";
@@ -168,19 +170,27 @@ pub struct TestFleet {
 
 impl TestFleet {
     pub fn new() -> Self {
+        Self::copy_of("examples/fleet")
+    }
+
+    /// A copy of the flake directory `rel` (relative to the workspace root), committed.
+    pub fn copy_of(rel: &str) -> Self {
         let tmp = match tempfile::Builder::new().prefix("hostctl-fleet-").tempdir() {
             Ok(t) => t,
             Err(e) => fail(&format!("cannot create a temp dir: {e}")),
         };
         let dir = tmp.path().join("fleet");
-        if let Err(e) = copy_tree(&workspace_root().join("examples/fleet"), &dir) {
-            fail(&format!("cannot copy examples/fleet: {e}"));
+        if let Err(e) = copy_tree(&workspace_root().join(rel), &dir) {
+            fail(&format!("cannot copy {rel}: {e}"));
         }
         git(&dir, &["init", "-q", "-b", "main"]);
         git(&dir, &["add", "-A"]);
         git(&dir, &["commit", "-q", "-m", "example fleet"]);
         let fleet = Self { tmp, dir };
-        fleet.fetch_relative_inputs();
+        // A flake without inputs has no lock to fetch for.
+        if fleet.path("flake.lock").exists() {
+            fleet.fetch_relative_inputs();
+        }
         fleet
     }
 

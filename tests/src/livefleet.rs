@@ -49,13 +49,7 @@ impl LiveFleet {
 
     /// Writes `fleet.yaml` for the running hosts; `extra` is appended (e.g. a rollout).
     pub fn write_inventory(&self, extra: &str) {
-        let mut yaml =
-            String::from("flake: .\ndefaults:\n  port: 7420\n  mode: switch\n  confirm_timeout: 30s\nhosts:\n");
-        for host in &self.hosts {
-            yaml.push_str(&host_entry(host));
-        }
-        yaml.push_str(extra);
-        self.fleet.write("fleet.yaml", &yaml);
+        self.write_inventory_with("30s", |_| String::new(), extra);
     }
 
     pub fn host(&self, name: &str) -> &SimHost {
@@ -71,7 +65,7 @@ impl LiveFleet {
 
     /// The signing key, for tests that sign requests themselves.
     pub fn secret_key(&self) -> SecretKey {
-        SecretKey::load(&self.key_file).unwrap_or_else(|e| fail(&e.to_string()))
+        load_key(&self.key_file)
     }
 
     /// A new fleet key named `name` (`nix key generate-secret`), its secret written 0600 to
@@ -153,8 +147,13 @@ impl LiveFleet {
     }
 }
 
+/// The fleet's signing key from `file`; fails the test if it cannot be read.
+pub fn load_key(file: &std::path::Path) -> SecretKey {
+    SecretKey::load(file).unwrap_or_else(|e| fail(&e.to_string()))
+}
+
 /// `nix key generate-secret --key-name NAME` into `secret_file` (0600); the public key.
-fn generate_key(fleet: &TestFleet, name: &str, secret_file: &std::path::Path) -> String {
+pub fn generate_key(fleet: &TestFleet, name: &str, secret_file: &std::path::Path) -> String {
     let secret = nix_stdout(fleet, &["key", "generate-secret", "--key-name", name], None);
     crate::write_secret(secret_file, &secret);
     nix_stdout(fleet, &["key", "convert-secret-to-public"], Some(&secret)).trim().to_owned()
@@ -184,15 +183,21 @@ pub fn nix_stdout(fleet: &TestFleet, args: &[&str], stdin: Option<&str>) -> Stri
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A host's entry in fleet.yaml: address, system and its agent's identity pinned
-/// (`agent_key`, the pre-provisioned [`crate::identity::test_identity`]).
-fn host_entry(host: &SimHost) -> String {
-    format!(
-        "  {}:\n    address: {}\n    system: x86_64-linux\n    agent_key: {}\n",
-        host.name,
-        host.addr,
-        crate::identity::test_identity_public(&host.name)
-    )
+/// A fleet.yaml: agents on port 7420, mode `switch`, `confirm_timeout`; each host as
+/// `(name, address, lines)` with `lines` appended under its entry (indented by four
+/// spaces); `extra` at the end. Every agent's identity is pinned (`agent_key`, the
+/// pre-provisioned [`crate::identity::test_identity`] of its name). The simulated hosts'
+/// and the VM lane's fleets both use it.
+pub fn inventory_yaml(confirm_timeout: &str, hosts: &[(String, String, String)], extra: &str) -> String {
+    let mut yaml =
+        format!("flake: .\ndefaults:\n  port: 7420\n  mode: switch\n  confirm_timeout: {confirm_timeout}\nhosts:\n");
+    for (name, addr, lines) in hosts {
+        let pin = crate::identity::test_identity_public(name);
+        yaml.push_str(&format!("  {name}:\n    address: {addr}\n    system: x86_64-linux\n    agent_key: {pin}\n"));
+        yaml.push_str(lines);
+    }
+    yaml.push_str(extra);
+    yaml
 }
 
 /// How long one request to an agent may take in the helpers below.
@@ -204,15 +209,9 @@ impl LiveFleet {
     /// (indented by four spaces, e.g. `    health:\n      - command: [\"false\"]\n`), and
     /// `extra` at the end (e.g. a `rollout:`). Does not commit.
     pub fn write_inventory_with(&self, confirm_timeout: &str, host_lines: impl Fn(&SimHost) -> String, extra: &str) {
-        let mut yaml = format!(
-            "flake: .\ndefaults:\n  port: 7420\n  mode: switch\n  confirm_timeout: {confirm_timeout}\nhosts:\n"
-        );
-        for host in &self.hosts {
-            yaml.push_str(&host_entry(host));
-            yaml.push_str(&host_lines(host));
-        }
-        yaml.push_str(extra);
-        self.fleet.write("fleet.yaml", &yaml);
+        let hosts: Vec<(String, String, String)> =
+            self.hosts.iter().map(|h| (h.name.clone(), h.addr.to_string(), host_lines(h))).collect();
+        self.fleet.write("fleet.yaml", &inventory_yaml(confirm_timeout, &hosts, extra));
     }
 
     /// `hostctl --key <key> ARGS...` in the background.

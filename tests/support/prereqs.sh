@@ -3,7 +3,11 @@
 # git, Nix (Debian's nix-bin), a C compiler, iproute2 and python3 (simulated hosts).
 # With --test, also what the tests use (dbus, qemu-user-static, an aarch64 cross
 # compiler, sshd, strace, openssl) and the private Nix 2.26 the Nix-layer tests run against. Installs
-# only as root; otherwise says what is missing.
+# only as root; otherwise says what is missing. With --vm, what the VM lane
+# (tests/vm/run.sh) needs instead: qemu (the x86_64 system emulator and qemu-img),
+# debootstrap (the guest image), e2fsprogs (mkfs.ext4 -d), binutils (objcopy strips the
+# agent for the guests), an ssh client; without their recommendations (a desktop's worth
+# of packages for qemu).
 set -euo pipefail
 
 need=()
@@ -25,6 +29,17 @@ if [ "${1:-}" = --test ]; then
   command -v strace >/dev/null 2>&1 || need+=(strace)                      # incremental evaluation traces nix eval
   command -v openssl >/dev/null 2>&1 || need+=(openssl)                    # certificates for https health checks
 fi
+recommends=()
+if [ "${1:-}" = --vm ]; then
+  need=()
+  recommends=(--no-install-recommends)
+  command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
+  command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
+  command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+  command -v mkfs.ext4 >/dev/null 2>&1 || [ -x /usr/sbin/mkfs.ext4 ] || need+=(e2fsprogs)
+  command -v objcopy >/dev/null 2>&1 || need+=(binutils)
+  command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
+fi
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing: ${need[*]} (install them, e.g. sudo apt-get install -y ${need[*]})" >&2
@@ -39,7 +54,7 @@ if [ "${#need[@]}" -gt 0 ]; then
   if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created_policy=1
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${recommends[@]}" "${need[@]}" >/dev/null
   [ "$created_policy" = 1 ] && rm -f "$policy"
 fi
 

@@ -25,26 +25,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use hostctl_schemas::signing::SecretKey;
+use hostctl_tests::cross::aarch64_program;
 use hostctl_tests::http::Request;
 use hostctl_tests::userns::PrivateBinfmt;
 use hostctl_tests::{binary, StoreRoot};
 use serde_json::Value;
-
-/// A static aarch64 program: prints (or, as a Nix builder, writes to `$out`) the machine
-/// name the kernel reports, which under qemu user-mode emulation is `aarch64`.
-const PROGRAM: &str = r#"#include <stdio.h>
-#include <stdlib.h>
-#include <sys/utsname.h>
-int main(void) {
-  struct utsname u;
-  if (uname(&u) != 0) return 2;
-  const char *out = getenv("out");
-  FILE *f = out ? fopen(out, "w") : stdout;
-  if (!f) return 3;
-  fprintf(f, "%s\n", u.machine);
-  return fclose(f) ? 4 : 0;
-}
-"#;
 
 /// The derivation: system aarch64-linux, the program (copied into the store from the path
 /// given with --argstr) as builder. Constant code; the path is an argument.
@@ -60,22 +45,6 @@ derivation {
 const KEY_SEED: [u8; 32] = [7; 32];
 
 const AARCH64_EMULATOR: &str = "/usr/bin/qemu-aarch64-static";
-
-fn aarch64_program(dir: &Path) -> PathBuf {
-    let src = dir.join("machine.c");
-    let exe = dir.join("machine-aarch64");
-    std::fs::write(&src, PROGRAM).unwrap();
-    let out = Command::new("aarch64-linux-gnu-gcc")
-        .arg("-static")
-        .arg("-O2")
-        .arg("-o")
-        .arg(&exe)
-        .arg(&src)
-        .output()
-        .expect("aarch64-linux-gnu-gcc (tests/support/prereqs.sh --test installs it)");
-    assert!(out.status.success(), "cross-compiling failed: {}", String::from_utf8_lossy(&out.stderr));
-    exe
-}
 
 fn q(s: impl AsRef<str>) -> String {
     serde_json::to_string(s.as_ref()).unwrap()

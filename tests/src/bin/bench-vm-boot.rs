@@ -1,0 +1,30 @@
+//! Benchmark (issue 15): how long a VM lane guest takes from power-on (qemu started) to
+//! its agent answering HTTP, cold (a fresh overlay: first boot) and warm (a reboot of the
+//! same guest). Needs the lane's environment: run it through `bench/vm-boot.sh [N]`,
+//! which builds or reuses the image and picks the accelerator. Prints a Markdown table.
+
+#![expect(clippy::expect_used, reason = "a benchmark binary: a failed step must stop it with its message")]
+
+use std::time::Duration;
+
+use hostctl_tests::vm::fleet::agent_yaml;
+use hostctl_tests::vm::guest::Guest;
+use hostctl_tests::vm::Lane;
+
+fn seconds(d: &Duration) -> String {
+    format!("{:.1}", d.as_secs_f64())
+}
+
+fn main() {
+    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(3);
+    let lane = Lane::from_env().expect("HOSTCTL_VM_IMAGE is not set: run bench/vm-boot.sh");
+    let yaml = agent_yaml("bench1", "bench:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "");
+    println!("| run | accelerator | cold boot: power-on → agent answering (s) | reboot → agent answering (s) |");
+    println!("|---|---|---|---|");
+    for run in 1..=n {
+        let mut guest = Guest::create(&lane, "bench1", &yaml, &[]);
+        let cold = guest.boot();
+        let warm = guest.reboot();
+        println!("| {run} | {} | {} | {} |", lane.accel, seconds(&cold), seconds(&warm));
+    }
+}
