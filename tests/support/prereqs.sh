@@ -55,6 +55,12 @@ if [ "${#need[@]}" -gt 0 ]; then
     printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created_policy=1
   fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${recommends[@]}" "${need[@]}" >/dev/null
+  # A qemu-utils newer than bookworm's (these machines may come with a backport) conflicts
+  # with bookworm's qemu-system-x86, and apt resolves that by removing it: qemu-img is then
+  # gone, so it is installed again, now bookworm's.
+  if [ "${1:-}" = --vm ] && ! command -v qemu-img >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${recommends[@]}" qemu-utils >/dev/null
+  fi
   [ "$created_policy" = 1 ] && rm -f "$policy"
 fi
 
