@@ -14,7 +14,7 @@
 //! client goes away (a killed `nix-store --import` would leave a partial closure).
 
 use std::io::{BufReader, BufWriter, Read, Seek as _, SeekFrom, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hostctl_nix::export_stream::{check_against_header, validate_export, ExportError};
@@ -51,18 +51,20 @@ pub struct Importer {
     /// missing before it, which must not race another import adding the same paths.
     lock: tokio::sync::Mutex<()>,
     roots: Option<Arc<ImportRoots>>,
+    /// The store's directory on the file system: its file system is synced after an import.
+    store_dir: PathBuf,
 }
 
 impl Importer {
     /// `tmp_dir` holds the streams while they are checked; leftovers of a crash are removed.
-    pub fn new(nix: Arc<Nix>, tmp_dir: PathBuf) -> std::io::Result<Self> {
+    pub fn new(nix: Arc<Nix>, tmp_dir: PathBuf, store_dir: PathBuf) -> std::io::Result<Self> {
         if let Ok(entries) = std::fs::read_dir(&tmp_dir) {
             for entry in entries.flatten() {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
         crate::journal::create_private_dir(&tmp_dir).map_err(std::io::Error::other)?;
-        Ok(Self { nix, tmp_dir, lock: tokio::sync::Mutex::new(()), roots: None })
+        Ok(Self { nix, tmp_dir, lock: tokio::sync::Mutex::new(()), roots: None, store_dir })
     }
 
     /// Imported paths get GC roots in `roots` until a deployment ends (`import_roots.rs`).
@@ -133,8 +135,12 @@ impl Importer {
         // files: a power cut soon after leaves a valid path whose contents are lost (found
         // by the VM lane, tests/vm_power.rs). Nothing may rely on the import before its
         // files are on disk.
-        tokio::task::spawn_blocking(nix::unistd::sync)
+        // The store's file system only (syncfs), not every file system of the host.
+        let store_dir = self.store_dir.clone();
+        tokio::task::spawn_blocking(move || sync_file_system_of(&store_dir))
             .await
+            .map_err(|e| e.to_string())
+            .and_then(|synced| synced)
             .map_err(|e| ImportError::Internal(format!("syncing the imported paths failed: {e}")))?;
         tracing::info!(paths = order.len(), new = new.len(), "import done");
         if let Some(roots) = &self.roots {
@@ -178,6 +184,12 @@ impl<R: Read, W: Write> Read for Tee<R, W> {
         }
         Ok(n)
     }
+}
+
+/// `syncfs(2)` on the file system holding `dir`.
+fn sync_file_system_of(dir: &Path) -> Result<(), String> {
+    let dir = std::fs::File::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    nix::unistd::syncfs(&dir).map_err(|e| e.to_string())
 }
 
 /// Decompresses `source` into `sink` while validating it; `sink` is synced at the end.

@@ -168,6 +168,7 @@ impl Agent {
                 .cloned()
                 .collect(),
         };
+        let store_dir = store_fs.store_dir();
         let deployer = Arc::new(Deployer::new(journal, Arc::clone(&nix), profile, store_fs, services, options));
         let tmp = config.state_dir.join("tmp");
         let roots_dir = config.state_dir.join("gcroots/imports");
@@ -175,7 +176,7 @@ impl Agent {
             .map_err(|source| ServeError::Dir { dir: roots_dir.display().to_string(), source })?;
         let roots = Arc::new(roots);
         roots.release_when_deployments_end(deployer.events());
-        let importer = Importer::new(Arc::clone(&nix), tmp.clone())
+        let importer = Importer::new(Arc::clone(&nix), tmp.clone(), store_dir)
             .map_err(|source| ServeError::Dir { dir: tmp.display().to_string(), source })?
             .with_roots(roots);
         let auth = Arc::new(Authenticator::new(config.hostname.clone(), identity.key, config.trusted_keys.clone()));
