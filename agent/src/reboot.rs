@@ -151,7 +151,13 @@ mod tests {
         assert_eq!(parts, ["kernel", "kernel-params"]);
         assert_eq!(found[1].booted.as_deref(), Some("quiet"));
         assert_eq!(found[1].new.as_deref(), Some("quiet console=ttyS0"));
-        assert!(found[0].to_string().ends_with("-linux-a/bzImage -> /nix/store/cccccccccccccccccccccccccccccccc-linux-b/bzImage"), "{}", found[0]);
+        assert!(
+            found[0]
+                .to_string()
+                .ends_with("-linux-a/bzImage -> /nix/store/cccccccccccccccccccccccccccccccc-linux-b/bzImage"),
+            "{}",
+            found[0]
+        );
     }
 
     #[test]
@@ -192,7 +198,8 @@ mod tests {
         let (old, new) = (system(&host, "old", "quiet", 0).await, system(&host, "new", "quiet nomodeset", 100).await);
         let booted = host.dir.path().join("booted-system");
         std::os::unix::fs::symlink(old.as_str(), &booted).unwrap();
-        let deployer = host.deployer_with(DeployerOptions { booted_system: Some(booted), ..DeployerOptions::default() });
+        let deployer =
+            host.deployer_with(DeployerOptions { booted_system: Some(booted), ..DeployerOptions::default() });
         deployer.create(request("d1", &new, Mode::Switch, 0)).await.unwrap();
         let d = ended(&deployer, "d1").await;
         assert_eq!(d.reboot_required, Some(true), "{d:?}");

@@ -80,7 +80,11 @@ fn a_kernel_change_needs_a_reboot_everywhere_it_is_shown_until_the_host_boots_it
     let motd = live.hostctl(&["--json", "apply"]);
     motd.expect_code(0);
     let web1 = &motd.json()["hosts"][HOST];
-    assert_eq!((web1["result"].as_str(), web1["reboot_required"].as_bool()), (Some("activated"), Some(false)), "{web1}");
+    assert_eq!(
+        (web1["result"].as_str(), web1["reboot_required"].as_bool()),
+        (Some("activated"), Some(false)),
+        "{web1}"
+    );
     assert_eq!(parts(&web1["reboot_reasons"]), Vec::<String>::new());
 
     // A new kernel: it, its modules and the initrd made for it differ (human output).
@@ -102,7 +106,10 @@ fn a_kernel_change_needs_a_reboot_everywhere_it_is_shown_until_the_host_boots_it
     assert!(kernel["booted"].as_str().unwrap().ends_with("-linux-6.1.55/bzImage"), "{kernel}");
     assert!(kernel["new"].as_str().unwrap().ends_with("-linux-6.6.3/bzImage"), "{kernel}");
     let params = &web1["reboot_reasons"][3];
-    assert_eq!((params["booted"].as_str(), params["new"].as_str()), (Some("console=ttyS0"), Some("console=ttyS0 quiet")));
+    assert_eq!(
+        (params["booted"].as_str(), params["new"].as_str()),
+        (Some("console=ttyS0"), Some("console=ttyS0 quiet"))
+    );
     let unchanged = live.hostctl(&["--json", "apply"]);
     let web1 = &unchanged.json()["hosts"][HOST];
     assert_eq!((web1["result"].as_str(), web1["reboot_required"].as_bool()), (Some("unchanged"), Some(true)), "{web1}");
@@ -118,7 +125,11 @@ fn a_kernel_change_needs_a_reboot_everywhere_it_is_shown_until_the_host_boots_it
     let newest = &history.json()["hosts"][HOST]["deployments"][0];
     assert_eq!((newest["toplevel"].as_str(), newest["reboot_required"].as_bool()), (Some(new.as_str()), Some(true)));
     let human = live.hostctl(&["history", HOST]);
-    assert!(human.stdout.contains("  reboot required (kernel, initrd, kernel-modules, kernel-params changed)"), "{}", human.stdout);
+    assert!(
+        human.stdout.contains("  reboot required (kernel, initrd, kernel-modules, kernel-params changed)"),
+        "{}",
+        human.stdout
+    );
     let text = metrics(&live);
     assert!(text.contains("hostctl_reboot_required 1\n"), "{text}");
     assert!(text.contains("hostctl_reboot_required_reason{part=\"kernel\"} 1\n"), "{text}");
@@ -133,5 +144,9 @@ fn a_kernel_change_needs_a_reboot_everywhere_it_is_shown_until_the_host_boots_it
     assert!(reboot_property(&bus).contains("boolean false"), "{}", reboot_property(&bus));
     let again = live.hostctl(&["--json", "apply"]);
     let web1 = &again.json()["hosts"][HOST];
-    assert_eq!((web1["result"].as_str(), web1["reboot_required"].as_bool()), (Some("unchanged"), Some(false)), "{web1}");
+    assert_eq!(
+        (web1["result"].as_str(), web1["reboot_required"].as_bool()),
+        (Some("unchanged"), Some(false)),
+        "{web1}"
+    );
 }
