@@ -123,9 +123,12 @@ impl Guest {
             cmd.args(["-accel", "tcg,thread=multi"]);
         }
         cmd.arg("-kernel").arg(image.join("vmlinuz")).arg("-initrd").arg(image.join("initrd.img"));
+        // eth0: hostctl-vm-init configures the NIC by that name before udev runs.
+        // mitigations=off: page-table isolation and retpolines cost a TCG guest most.
         cmd.args([
             "-append",
-            "root=/dev/vda rw console=ttyS0 init=/sbin/hostctl-vm-init quiet systemd.show_status=0 panic=-1",
+            "root=/dev/vda rw console=ttyS0 init=/sbin/hostctl-vm-init quiet systemd.show_status=0 panic=-1 \
+             net.ifnames=0 mitigations=off",
         ]);
         cmd.arg("-drive").arg(format!("file={},if=virtio,format=qcow2", self.path("root.qcow2").display()));
         cmd.arg("-drive").arg(format!("file={},if=virtio,format=raw,readonly=on", self.path("seed.img").display()));
@@ -288,9 +291,13 @@ impl Guest {
 }
 
 /// The next 127.0.77.<k> whose agent and ssh ports nothing holds (a qemu of an earlier
-/// test process may still be going away).
+/// test process may still be going away). Each process starts at its own k (from its pid),
+/// so lanes run at once on one machine rarely pick the same free address before either
+/// binds it.
 fn free_address() -> Ipv4Addr {
-    static NEXT: AtomicU8 = AtomicU8::new(10);
+    static NEXT: AtomicU8 = AtomicU8::new(0);
+    let first = 10 + (std::process::id() % 120) as u8;
+    let _ = NEXT.compare_exchange(0, first, Ordering::SeqCst, Ordering::SeqCst);
     loop {
         let k = NEXT.fetch_add(1, Ordering::SeqCst);
         if k == u8::MAX {
