@@ -30,6 +30,11 @@ fn main() {
             eprintln!("{}", String::from_utf8_lossy(&analysis.stdout));
         }
         let warm = guest.reboot();
+        if run == 1 {
+            // How long the shutdown took (the previous boot's last entries, monotonic).
+            let shutdown = guest.ssh("journalctl -b -1 -o short-monotonic --no-pager | tail -n 30");
+            eprintln!("{}", String::from_utf8_lossy(&shutdown.stdout));
+        }
         println!("| {run} | {} | {} | {} |", lane.accel, seconds(&cold), seconds(&warm));
     }
 }
