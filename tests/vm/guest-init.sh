@@ -1,8 +1,7 @@
 #!/bin/sh
 # PID 1 of the guest before systemd (kernel command line `init=/sbin/hostctl-vm-init`),
 # like NixOS's stage 2: installs the lane's seed disk (/dev/vdb: the agent binary, its
-# unit, agent.yaml, the D-Bus policy, the controller's ssh key), brings up the network
-# (static, on qemu's user network), then runs the system the
+# unit, agent.yaml, the D-Bus policy, the controller's ssh key), then runs the system the
 # next boot is to run, if a deployment made one (/nix/var/nix/hostctl-vm/next-boot, written
 # by the fixture switch-to-configuration's `boot`, `switch`), whose `init` activates it and
 # execs systemd. Without one, Debian's systemd starts directly.
@@ -17,11 +16,6 @@ if mount -o ro /dev/vdb /opt/hostctl 2>/dev/null; then
   mkdir -p /etc/systemd/system/multi-user.target.wants
   ln -sf /etc/systemd/system/hostctl-agent.service /etc/systemd/system/multi-user.target.wants/hostctl-agent.service
 fi
-# qemu's user network, static, before systemd (the image has no systemd-networkd: see
-# build-image.sh); the kernel names the NIC eth0 (net.ifnames=0 on the command line).
-modprobe virtio_net 2>/dev/null
-ip link set lo up
-ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2
 next=/nix/var/nix/hostctl-vm/next-boot
 if [ -x "$next/init" ]; then
   exec "$next/init"

@@ -123,12 +123,9 @@ impl Guest {
             cmd.args(["-accel", "tcg,thread=multi"]);
         }
         cmd.arg("-kernel").arg(image.join("vmlinuz")).arg("-initrd").arg(image.join("initrd.img"));
-        // eth0: hostctl-vm-init configures the NIC by that name before udev runs.
-        // mitigations=off: page-table isolation and retpolines cost a TCG guest most.
         cmd.args([
             "-append",
-            "root=/dev/vda rw console=ttyS0 init=/sbin/hostctl-vm-init quiet systemd.show_status=0 panic=-1 \
-             net.ifnames=0 mitigations=off",
+            "root=/dev/vda rw console=ttyS0 init=/sbin/hostctl-vm-init quiet systemd.show_status=0 panic=-1",
         ]);
         cmd.arg("-drive").arg(format!("file={},if=virtio,format=qcow2", self.path("root.qcow2").display()));
         cmd.arg("-drive").arg(format!("file={},if=virtio,format=raw,readonly=on", self.path("seed.img").display()));
