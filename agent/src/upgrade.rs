@@ -45,10 +45,14 @@ pub enum Decision {
 
 /// The decision for a running program `running` (`/proc/self/exe`'s link text), the
 /// program `shipped` by the running system for the agent's unit, whether the agent is
-/// idle, and the program of the last restart (`tried`).
+/// idle, and the program of the last restart (`tried`). A shipped program whose file name
+/// does not end in `hostctl-agent` is not an agent: the unit runs something else.
 pub fn decide(running: &Path, shipped: Option<&Path>, idle: bool, tried: Option<&Path>) -> Decision {
     let Some(shipped) = shipped else { return Decision::Stay };
-    if same_program(running, shipped) {
+    // An agent run by another service (a test runner's, say) must not take that
+    // service's program for a new agent.
+    let is_agent = shipped.file_name().is_some_and(|n| n.to_string_lossy().ends_with("hostctl-agent"));
+    if !is_agent || same_program(running, shipped) {
         return Decision::Stay;
     }
     if !idle {

@@ -68,3 +68,16 @@ fn links_to_the_running_program_are_it_and_a_replaced_one_is_not() {
     let missing = dir.path().join("gone/bin/hostctl-agent");
     assert_eq!(decide(&running, Some(&missing), true, None), Decision::Stay, "a shipped program that is not there");
 }
+
+#[test]
+fn a_unit_that_starts_something_else_than_an_agent_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = program(dir.path(), "agent");
+    let runner = dir.path().join("ci/bin/Runner.Listener");
+    std::fs::create_dir_all(runner.parent().unwrap()).unwrap();
+    std::fs::write(&runner, "runner").unwrap();
+    assert_eq!(decide(&running, Some(&runner), true, None), Decision::Stay);
+    let store_file = dir.path().join("ijac5qpf-hostctl-agent");
+    std::fs::write(&store_file, "agent").unwrap();
+    assert_eq!(decide(&running, Some(&store_file), true, None), Decision::Restart(store_file.clone()));
+}
