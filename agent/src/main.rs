@@ -221,7 +221,9 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<ExitCode, AgentError> {
     let done = match command {
-        Command::Serve { config, no_restart_on_upgrade } => return serve(&config, load(&config)?, !no_restart_on_upgrade),
+        Command::Serve { config, no_restart_on_upgrade } => {
+            return serve(&config, load(&config)?, !no_restart_on_upgrade)
+        }
         Command::CheckConfig { config, json } => check_config(&config, &load(&config)?, json),
         Command::Identity { config } => identity(&load(&config)?),
         Command::Status { json, config, bus } => status(json, config, bus),

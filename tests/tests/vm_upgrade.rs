@@ -47,9 +47,8 @@ fn a_system_shipping_a_new_agent_keeps_the_old_one_through_the_switch_and_restar
     run.expect_code(0);
     assert_eq!(run.json()["hosts"]["up1"]["result"], "activated", "{}", run.stdout);
     let toplevel = vm.toplevel("up1");
-    let shipped = guest.sh(&format!(
-        "sed -n 's|^ExecStart=\\([^ ]*\\) .*|\\1|p' {toplevel}/etc/systemd/system/hostctl-agent.service"
-    ));
+    let shipped = guest
+        .sh(&format!("sed -n 's|^ExecStart=\\([^ ]*\\) .*|\\1|p' {toplevel}/etc/systemd/system/hostctl-agent.service"));
     assert!(shipped.starts_with("/nix/store/"), "the new system's unit starts {shipped:?}");
 
     // The new agent answers with its version, in a new process running the shipped program.
