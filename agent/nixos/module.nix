@@ -141,6 +141,16 @@ in
       '';
     };
 
+    restartOnUpgrade = mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        Restart the agent, once idle, when a switch shipped another hostctl-agent (a
+        switch never restarts it: restartIfChanged = false). Off: the new agent starts at
+        the agent's next restart or the next boot (`serve --no-restart-on-upgrade`).
+      '';
+    };
+
     emulatedSystems = mkOption {
       type = types.listOf types.str;
       default = [ ];
@@ -180,11 +190,16 @@ in
       environment.XDG_CACHE_HOME = "/var/cache/hostctl-agent";
       serviceConfig = {
         ExecStartPre = publishIdentity;
-        ExecStart = "${cfg.package}/bin/hostctl-agent serve --config /etc/hostctl/agent.yaml";
+        ExecStart = "${cfg.package}/bin/hostctl-agent serve --config /etc/hostctl/agent.yaml"
+          + lib.optionalString (!cfg.restartOnUpgrade) " --no-restart-on-upgrade";
         RuntimeDirectory = "hostctl-agent";
         RuntimeDirectoryMode = "0755";
         Restart = "always";
         RestartSec = 5;
+        # The agent exits 75 to be restarted into the new hostctl-agent a switch shipped,
+        # once idle (docs/DESIGN.md, "Agent upgrades"): a restart, not a failure.
+        RestartForceExitStatus = 75;
+        SuccessExitStatus = 75;
         StateDirectory = "hostctl-agent";
         StateDirectoryMode = "0700";
         CacheDirectory = "hostctl-agent";

@@ -16,7 +16,8 @@
 //! [`dbus`] publishes the status on D-Bus (`org.hostctl.Agent1`) and serves
 //! `hostctl-agent status`; it and the HTTP API share the agent's [`handles`]. [`binfmt`]
 //! keeps binfmt_misc emulation registered. [`serve`]
-//! wires it up and handles signals.
+//! wires it up and handles signals; [`upgrade`] restarts it into a new agent a switch shipped,
+//! when idle ([`version`]: the version it reports).
 
 pub mod activation;
 pub mod activator;
@@ -49,6 +50,8 @@ pub mod status;
 pub mod substitute;
 pub mod systemd;
 pub mod transition;
+pub mod upgrade;
+pub mod version;
 
 /// The current Unix time in seconds (0 if the clock is before 1970, which no signature
 /// check accepts anyway).

@@ -89,6 +89,11 @@ enum Command {
     Serve {
         #[arg(long, default_value = "/etc/hostctl/agent.yaml", value_name = "FILE")]
         config: PathBuf,
+        /// Keep running when the running system ships another hostctl-agent; by default
+        /// the agent exits 75 once idle, for its unit to start the new one (docs/DESIGN.md,
+        /// "Agent upgrades").
+        #[arg(long)]
+        no_restart_on_upgrade: bool,
     },
     /// Validate an agent configuration and print it with defaults filled in.
     CheckConfig {
@@ -204,7 +209,7 @@ fn main() -> ExitCode {
         }
     };
     match run(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             if !matches!(e, AgentError::Reported) {
                 eprintln!("error: {e}");
@@ -214,16 +219,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> Result<(), AgentError> {
-    match command {
-        Command::Serve { config } => serve(&config, load(&config)?),
+fn run(command: Command) -> Result<ExitCode, AgentError> {
+    let done = match command {
+        Command::Serve { config, no_restart_on_upgrade } => {
+            return serve(&config, load(&config)?, !no_restart_on_upgrade)
+        }
         Command::CheckConfig { config, json } => check_config(&config, &load(&config)?, json),
         Command::Identity { config } => identity(&load(&config)?),
         Command::Status { json, config, bus } => status(json, config, bus),
         Command::Import { file, config } => import(&load(&config)?, &file),
         Command::Binfmt { config, json, dry_run } => binfmt(&config, &load(&config)?, json, dry_run),
         Command::Man { page, dir } => man(page.as_deref(), dir.as_deref()),
-    }
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, AgentError> {
@@ -278,18 +286,23 @@ fn load(path: &Path) -> Result<AgentConfig, AgentError> {
 }
 
 /// `serve`; what it refuses in the configuration names the file, as `check-config` does.
-fn serve(path: &Path, config: AgentConfig) -> Result<(), AgentError> {
+/// Exits [`hostctl_agent::upgrade::EXIT_UPGRADE`] to be restarted into a new agent.
+fn serve(path: &Path, config: AgentConfig, restart_on_upgrade: bool) -> Result<ExitCode, AgentError> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Plain lines for journald when stderr is not a terminal.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(AgentError::Runtime)?;
-    runtime.block_on(hostctl_agent::serve::serve(config)).map_err(|e| match e {
+    let stopped = runtime.block_on(hostctl_agent::serve::serve(config, restart_on_upgrade)).map_err(|e| match e {
         e @ (hostctl_agent::serve::ServeError::Config(_) | hostctl_agent::serve::ServeError::Permissions(_)) => {
             AgentError::unusable(path, e)
         }
         e => AgentError::Serve(e),
+    })?;
+    Ok(match stopped {
+        hostctl_agent::serve::Stopped::Signal => ExitCode::SUCCESS,
+        hostctl_agent::serve::Stopped::Upgrade => ExitCode::from(hostctl_agent::upgrade::EXIT_UPGRADE),
     })
 }
 

@@ -261,8 +261,19 @@ fn bind_optional(addr: Option<std::net::SocketAddr>) -> Result<Option<TcpListene
     addr.map(bind).transpose()
 }
 
-/// Runs the daemon for `config` until SIGTERM or SIGINT.
-pub async fn serve(config: AgentConfig) -> Result<(), ServeError> {
+/// Why [`serve`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// SIGTERM or SIGINT.
+    Signal,
+    /// To restart into the new agent the running system ships (`crate::upgrade`): exit
+    /// with [`crate::upgrade::EXIT_UPGRADE`].
+    Upgrade,
+}
+
+/// Runs the daemon for `config` until SIGTERM or SIGINT, or (if `restart_on_upgrade`)
+/// until it should restart into a new agent (`crate::upgrade`).
+pub async fn serve(config: AgentConfig, restart_on_upgrade: bool) -> Result<Stopped, ServeError> {
     let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signal)?;
     let addr = config.listen;
@@ -280,13 +291,26 @@ pub async fn serve(config: AgentConfig) -> Result<(), ServeError> {
         state_dir = %agent.state.agent.config.state_dir.display(),
         "hostctl-agent listening (TLS)"
     );
-    let shutdown = async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    let app = agent.state.agent.clone();
+    let upgrade = async move {
+        if restart_on_upgrade {
+            crate::upgrade::wait_for_new_agent(app, crate::host::CURRENT_SYSTEM.into()).await
+        } else {
+            tracing::info!("--no-restart-on-upgrade: a new agent shipped by a switch starts at the next restart");
+            std::future::pending().await
         }
     };
+    let (why, stopped) = tokio::sync::oneshot::channel();
+    let shutdown = async move {
+        let why_stopped = tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); Stopped::Signal }
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); Stopped::Signal }
+            _ = upgrade => Stopped::Upgrade,
+        };
+        let _ = why.send(why_stopped);
+    };
     agent.run(listeners, shutdown).await?;
-    tracing::info!("hostctl-agent stopped");
-    Ok(())
+    let stopped = stopped.await.unwrap_or(Stopped::Signal);
+    tracing::info!(?stopped, "hostctl-agent stopped");
+    Ok(stopped)
 }

@@ -37,7 +37,7 @@ pub fn snapshot(app: &Handles) -> Result<StatusResponse, String> {
         booted_system: read_link_text(std::path::Path::new(BOOTED_SYSTEM)),
         current_system: read_link_text(std::path::Path::new(CURRENT_SYSTEM)),
         emulated_systems: crate::binfmt::emulated_systems(binfmt_mount(app)),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
+        version: crate::version::version(),
         pull: app.pull.as_ref().map(|p| p.status(&records)),
         damaged_records: damaged_records(app),
         signer: made_current.and_then(|r| r.deployment.signer.clone()),
@@ -74,7 +74,7 @@ fn binfmt_mount(app: &Handles) -> &std::path::Path {
 }
 
 /// What the agent is doing, from the deployments not yet final.
-fn agent_state(records: &[Record]) -> AgentState {
+pub fn agent_state(records: &[Record]) -> AgentState {
     let states = || records.iter().map(|r| r.deployment.state);
     if states().any(|s| matches!(s, DeploymentState::Queued | DeploymentState::Activating)) {
         AgentState::Activating

@@ -56,6 +56,7 @@ let
       port = 7420;
       openFirewall = false;
       emulatedSystems = [ "aarch64-linux" ];
+      restartOnUpgrade = true;
       settings = unset // {
         _module = { args = { }; };
         trusted_keys = [ "fleet-1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=" ];

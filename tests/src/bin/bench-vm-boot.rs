@@ -24,7 +24,17 @@ fn main() {
     for run in 1..=n {
         let mut guest = Guest::create(&lane, "bench1", &yaml, &[]);
         let cold = guest.boot();
+        if run == 1 {
+            // Where the boot went (to stderr: the table stays on stdout).
+            let analysis = guest.ssh("systemd-analyze; systemd-analyze critical-chain hostctl-agent.service; uptime");
+            eprintln!("{}", String::from_utf8_lossy(&analysis.stdout));
+        }
         let warm = guest.reboot();
+        if run == 1 {
+            // How long the shutdown took (the previous boot's last entries, monotonic).
+            let shutdown = guest.ssh("journalctl -b -1 -o short-monotonic --no-pager | tail -n 30");
+            eprintln!("{}", String::from_utf8_lossy(&shutdown.stdout));
+        }
         println!("| {run} | {} | {} | {} |", lane.accel, seconds(&cold), seconds(&warm));
     }
 }

@@ -288,9 +288,13 @@ impl Guest {
 }
 
 /// The next 127.0.77.<k> whose agent and ssh ports nothing holds (a qemu of an earlier
-/// test process may still be going away).
+/// test process may still be going away). Each process starts at its own k (from its pid),
+/// so lanes run at once on one machine rarely pick the same free address before either
+/// binds it.
 fn free_address() -> Ipv4Addr {
-    static NEXT: AtomicU8 = AtomicU8::new(10);
+    static NEXT: AtomicU8 = AtomicU8::new(0);
+    let first = 10 + (std::process::id() % 120) as u8;
+    let _ = NEXT.compare_exchange(0, first, Ordering::SeqCst, Ordering::SeqCst);
     loop {
         let k = NEXT.fetch_add(1, Ordering::SeqCst);
         if k == u8::MAX {

@@ -11,8 +11,9 @@
 # becomes <name>.service; `version` only changes the unit's text (a changed unit);
 # `reload` marks it X-ReloadIfChanged, `restart = false` X-RestartIfChanged=false.
 # `agentTag` changes the agent's unit text, which its X-RestartIfChanged=false must keep
-# from restarting it.
-{ name, agentUnit, services ? { }, agentTag ? "" }:
+# from restarting it. `agentProgram` (a path in the fleet: another agent binary) makes the
+# unit's ExecStart start that program, from the store, instead of the seed disk's.
+{ name, agentUnit, services ? { }, agentTag ? "", agentProgram ? null }:
 let
   system = "x86_64-linux";
   version = "24.05-vm";
@@ -28,8 +29,14 @@ let
     ${if s.reload or false then "ExecReload=/bin/true" else ""}
     ${if (s.type or "simple") == "oneshot" then "RemainAfterExit=yes" else ""}
   '';
+  seedExecStart = "ExecStart=/opt/hostctl/bin/hostctl-agent ";
+  pointed = builtins.replaceStrings [ seedExecStart ] [ "ExecStart=${agentProgram} " ] agentUnit;
+  agentText = if agentProgram == null then agentUnit
+    else if pointed == agentUnit
+    then throw "system.nix: the agent unit has no `${seedExecStart}` line to point at agentProgram"
+    else pointed;
   agent = builtins.toFile "hostctl-agent.service"
-    (agentUnit + (if agentTag == "" then "" else "# system tag: ${agentTag}\n"));
+    (agentText + (if agentTag == "" then "" else "# system tag: ${agentTag}\n"));
   units = [ agent ] ++ map (unit: serviceUnit unit services.${unit}) (builtins.attrNames services);
   script = file: builtins.readFile file;
   toplevel = builtins.derivation {
