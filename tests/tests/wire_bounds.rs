@@ -3,7 +3,9 @@
 //! cut off after ~10 s; 1,100 half-open connections from one address (the agent at the
 //! 1024 open files systemd gives a service) do not keep a signed request from being
 //! answered within 2 s; idle bundle uploads do not block a valid bundle; a webhook
-//! declaring 2 GiB gets 413 at once; a streamed body that stops sending fails.
+//! declaring 2 GiB gets 413 at once; a streamed body that stops sending fails; a client
+//! stalling mid-handshake, or shaking hands slowly and then sending headers slowly, is
+//! closed ~10 s after it connected (one deadline for handshake and headers).
 
 #![expect(clippy::unwrap_used, reason = "test code throughout (helpers too): a failed step must fail the test")]
 
@@ -256,4 +258,79 @@ fn an_import_body_that_stops_sending_fails_after_thirty_seconds() {
     let left: Vec<_> =
         std::fs::read_dir(&tmp).map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect()).unwrap_or_default();
     assert!(left.is_empty(), "left in {}: {left:?}", tmp.display());
+}
+
+/// Whether the agent has closed `tcp` (EOF or reset) by `by`, reading and dropping what it
+/// sends (a TLS alert, nothing else is expected) in the meantime.
+fn closed_by(tcp: &mut std::net::TcpStream, by: Instant) -> bool {
+    tcp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < by {
+        match tcp.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// The ClientHello a pinned client sends to host `name`'s agent, and that client.
+fn client_hello(live: &LiveFleet, name: &str) -> (rustls::ClientConnection, Vec<u8>) {
+    let pin = hostctl_tests::identity::pin_for(&live.agent_addr(name));
+    let (config, _) = hostctl_wire::client_config(pin).unwrap();
+    let mut client = rustls::ClientConnection::new(config, hostctl_wire::server_name()).unwrap();
+    let mut hello = Vec::new();
+    client.write_tls(&mut hello).unwrap();
+    (client, hello)
+}
+
+#[test]
+fn a_client_stalling_mid_handshake_is_closed_within_the_header_timeout() {
+    let live = LiveFleet::start(&["web1"]);
+    let (_client, hello) = client_hello(&live, "web1");
+    let start = Instant::now();
+    let mut tcp = std::net::TcpStream::connect(live.agent_addr("web1")).unwrap();
+    tcp.write_all(&hello[..hello.len() / 2]).unwrap();
+    assert!(closed_by(&mut tcp, start + Duration::from_secs(20)), "still open 20 s after half a ClientHello");
+    let closed = start.elapsed();
+    eprintln!("stalled handshake: closed after {closed:?}");
+    assert!(closed >= Duration::from_secs(9), "closed too early: {closed:?}");
+    assert!(closed <= Duration::from_secs(12), "closed too late: {closed:?}");
+}
+
+#[test]
+fn a_slow_handshake_then_slow_headers_share_one_ten_second_deadline() {
+    let live = LiveFleet::start(&["web1"]);
+    let (client, hello) = client_hello(&live, "web1");
+    let start = Instant::now();
+    let mut tcp = std::net::TcpStream::connect(live.agent_addr("web1")).unwrap();
+    // The ClientHello in six pieces a second apart: the handshake completes after ~6 s.
+    for piece in hello.chunks(hello.len().div_ceil(6)) {
+        tcp.write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut stream = rustls::StreamOwned::new(client, tcp);
+    stream.conn.complete_io(&mut stream.sock).unwrap();
+    let handshake = start.elapsed();
+    assert!(handshake >= Duration::from_secs(5), "the handshake was not slow: {handshake:?}");
+    stream.sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    // Then headers one byte per half second: hyper's own timeout alone would allow 10 s more.
+    let head = b"GET /v1/status HTTP/1.1\r\nx-slow: ";
+    let (mut got, mut sent) = (Vec::new(), 0);
+    let cut_after = loop {
+        let byte = head.get(sent).copied().unwrap_or(b'a');
+        sent += 1;
+        if stream.write_all(&[byte]).is_err() || closed(&mut stream, &mut got) {
+            break start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(start.elapsed() < Duration::from_secs(25), "still connected after 25 s ({sent} bytes sent)");
+    };
+    eprintln!("slow handshake ({handshake:?}) then slow headers: closed after {cut_after:?}, {sent} bytes sent");
+    assert!(cut_after >= Duration::from_secs(9), "closed too early: {cut_after:?}");
+    assert!(cut_after <= Duration::from_secs(13), "closed too late (one deadline from accept): {cut_after:?}");
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
 }
