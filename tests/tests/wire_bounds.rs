@@ -84,23 +84,29 @@ fn a_body_altered_after_signing_does_not_burn_the_nonce() {
     assert!(r.body.contains("replayed"), "{}", r.body);
 }
 
+/// Sends a request's headers on `stream` one byte per half second until the agent closes
+/// it; how long after `start` that was (failing after `limit`), the bytes sent and what
+/// the agent answered.
+fn drip_headers(stream: &mut TlsStream, start: Instant, limit: Duration) -> (Duration, usize, Vec<u8>) {
+    let head = b"GET /v1/status HTTP/1.1\r\nx-slow: ";
+    let (mut got, mut sent) = (Vec::new(), 0);
+    loop {
+        let byte = head.get(sent).copied().unwrap_or(b'a');
+        sent += 1;
+        if stream.write_all(&[byte]).is_err() || closed(stream, &mut got) {
+            return (start.elapsed(), sent, got);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(start.elapsed() < limit, "still connected after {limit:?} ({sent} bytes sent)");
+    }
+}
+
 #[test]
 fn a_client_sending_headers_one_byte_per_second_is_cut_off_after_ten_seconds() {
     let live = LiveFleet::start(&["web1"]);
     let mut stream = connect(&live, "web1");
     let start = Instant::now();
-    let head = b"GET /v1/status HTTP/1.1\r\nx-slow: ";
-    let mut got = Vec::new();
-    let mut sent = 0;
-    let cut_after = loop {
-        let byte = head.get(sent).copied().unwrap_or(b'a');
-        sent += 1;
-        if stream.write_all(&[byte]).is_err() || closed(&mut stream, &mut got) {
-            break start.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(500));
-        assert!(start.elapsed() < Duration::from_secs(20), "still connected after 20 s ({sent} bytes sent)");
-    };
+    let (cut_after, sent, got) = drip_headers(&mut stream, start, Duration::from_secs(20));
     eprintln!("slow header: connection closed after {cut_after:?}, {sent} bytes sent");
     assert!(cut_after >= Duration::from_secs(9), "closed too early: {cut_after:?}");
     assert!(cut_after <= Duration::from_secs(13), "closed too late: {cut_after:?}");
@@ -318,17 +324,7 @@ fn a_slow_handshake_then_slow_headers_share_one_ten_second_deadline() {
     assert!(handshake >= Duration::from_secs(5), "the handshake was not slow: {handshake:?}");
     stream.sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
     // Then headers one byte per half second: hyper's own timeout alone would allow 10 s more.
-    let head = b"GET /v1/status HTTP/1.1\r\nx-slow: ";
-    let (mut got, mut sent) = (Vec::new(), 0);
-    let cut_after = loop {
-        let byte = head.get(sent).copied().unwrap_or(b'a');
-        sent += 1;
-        if stream.write_all(&[byte]).is_err() || closed(&mut stream, &mut got) {
-            break start.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(500));
-        assert!(start.elapsed() < Duration::from_secs(25), "still connected after 25 s ({sent} bytes sent)");
-    };
+    let (cut_after, sent, got) = drip_headers(&mut stream, start, Duration::from_secs(25));
     eprintln!("slow handshake ({handshake:?}) then slow headers: closed after {cut_after:?}, {sent} bytes sent");
     assert!(cut_after >= Duration::from_secs(9), "closed too early: {cut_after:?}");
     assert!(cut_after <= Duration::from_secs(13), "closed too late (one deadline from accept): {cut_after:?}");
