@@ -256,12 +256,9 @@ impl HealthFailure {
 /// Who asked the agent for a deployment or rollback.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Requester {
-    /// The name of the trusted key whose signature verified (`fleet-1` of `fleet-1:…`; for
-    /// a bundle, the key that signed it). For a rollback asked over D-Bus on the host:
-    /// `uid <n>`, the caller's Unix user.
+    /// The name of the trusted key whose signature verified (`fleet-1` of `fleet-1:…`).
     pub key: String,
-    /// The peer's IP address as the agent saw it (`hostctl-agent import`: a loopback one);
-    /// for a D-Bus call, the caller's unique bus name (`:1.42`).
+    /// The peer's IP address as the agent saw it (`hostctl-agent import`: a loopback one).
     pub address: Option<String>,
 }
 
