@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use hostctl_schemas::agent_config::{AgentConfig, PublicKey};
 use hostctl_schemas::api::bundles::{verify_header, BundleError, Manifest, MAGIC, MAX_MANIFEST, MAX_SIGNATURE};
-use hostctl_schemas::api::deployments::{Deployment, DeploymentRequest, DeploymentState};
+use hostctl_schemas::api::deployments::{Deployment, DeploymentRequest, DeploymentState, Requester};
 use hostctl_schemas::duration::Duration;
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
@@ -86,13 +86,19 @@ impl Head {
         self.bytes.extend_from_slice(chunk);
     }
 
-    /// Verifies the header: the manifest, and the bytes read past it (the export's start).
-    pub fn verify(mut self, trusted: &[PublicKey]) -> Result<(Manifest, Vec<u8>), BundleFailure> {
+    /// Verifies the header: the manifest, the name of the trusted key that signed it, and
+    /// the bytes read past it (the export's start).
+    pub fn verify(mut self, trusted: &[PublicKey]) -> Result<(Manifest, String, Vec<u8>), BundleFailure> {
         let (manifest, start) = verify_header(&self.bytes, trusted).map_err(|e| match e {
             BundleError::UnknownKey(_) | BundleError::BadSignature => BundleFailure::Untrusted(e.to_string()),
             _ => BundleFailure::Invalid(e.to_string()),
         })?;
-        Ok((manifest, self.bytes.split_off(start)))
+        let export = self.bytes.split_off(start);
+        // The verified signature line, `<key name>:<base64>`, is the last line of the header.
+        let header = self.bytes.strip_suffix(b"\n").unwrap_or(&self.bytes);
+        let signature_line = header.rsplit(|b| *b == b'\n').next().unwrap_or_default();
+        let signer = signature_line.split(|b| *b == b':').next().unwrap_or_default();
+        Ok((manifest, String::from_utf8_lossy(signer).into_owned(), export))
     }
 }
 
@@ -175,13 +181,15 @@ fn io(tmp_dir: &std::path::Path, e: std::io::Error) -> BundleFailure {
     BundleFailure::Internal(format!("writing the bundle's export in {}: {e}", tmp_dir.display()))
 }
 
-/// Imports the checked export and deploys the manifest's system; the deployment once it
-/// ended (`confirmed`, `failed` or `rolled-back`).
+/// Imports the checked export and deploys the manifest's system, journaling who asked
+/// (`by`: the key that signed the bundle and the uploader's address); the deployment once
+/// it ended (`confirmed`, `failed` or `rolled-back`).
 pub async fn deploy(
     importer: &Importer,
     deployer: &Arc<Deployer>,
     manifest: &Manifest,
     export: tempfile::NamedTempFile,
+    by: Requester,
 ) -> Result<Deployment, BundleFailure> {
     tracing::info!(id = manifest.deployment_id(), toplevel = %manifest.toplevel, paths = manifest.paths.len(), "bundle accepted");
     importer.import(export, manifest.paths.clone()).await?;
@@ -196,7 +204,7 @@ pub async fn deploy(
         cache: None,
         commit_signature: None,
     };
-    let started = deployer.create(request).await?;
+    let started = deployer.create_by(request, Some(by)).await?;
     Ok(wait_until_final(deployer, started).await)
 }
 

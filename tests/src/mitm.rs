@@ -105,7 +105,7 @@ fn relay(
 }
 
 /// A request's head (rewritten to `connection: close`) and its `content-length` body.
-fn read_request(stream: &mut impl Read) -> std::io::Result<Vec<u8>> {
+pub fn read_request(stream: &mut impl Read) -> std::io::Result<Vec<u8>> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {

@@ -109,6 +109,12 @@ fn a_bundle_deploys_a_host_without_network_and_bad_ones_change_nothing() {
     assert!(h.is_valid(&toplevel));
     let ids = journal_ids(h);
     assert!(ids.len() == 1 && ids[0].starts_with("bundle-"), "{ids:?}");
+    // Who asked: the key that signed the bundle, and the uploader's (loopback) address.
+    let record = std::fs::read(h.root.join(format!("state/agent/deployments/{}.json", ids[0]))).unwrap();
+    let by = serde_json::from_slice::<serde_json::Value>(&record).unwrap()["deployment"]["requested_by"].clone();
+    let key_name = live.public_key.split(':').next().unwrap();
+    assert_eq!(by["key"], key_name, "{by}");
+    assert!(by["address"].as_str().is_some_and(|a| a.starts_with("127.")), "{by}");
     // The same bundle again is the same deployment.
     assert!(import(h, &first).status.success());
     assert_eq!(journal_ids(h), ids);

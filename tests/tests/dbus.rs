@@ -398,6 +398,10 @@ fn apply_signals_changes_and_root_rolls_back_over_dbus() {
     let status = live.agent_status(HOST);
     assert_eq!((status["generation"].as_u64(), status["toplevel"].as_str()), (Some(3), Some(toplevel.as_str())));
     assert_eq!(live.host(HOST).current_system(), toplevel, "the first system runs again");
+    // Who asked, journaled as for HTTP: root's uid and its connection's unique bus name.
+    let by = live.deployment(HOST, &rollback)["requested_by"].clone();
+    assert_eq!(by["key"], "uid 0", "{by}");
+    assert!(by["address"].as_str().is_some_and(|a| a.starts_with(':')), "{by}");
 }
 
 #[test]

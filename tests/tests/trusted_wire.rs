@@ -1,5 +1,6 @@
 //! Issue 14's trusted wire against real agents on simulated hosts: a request signed for
-//! one host (or one agent identity) is refused by another; a TLS man-in-the-middle with
+//! one host (or one agent identity) is refused by another, also when a compromised host
+//! forwards what it received from its own address; a TLS man-in-the-middle with
 //! its own key is refused by the controller at `connect` before anything is sent, and a
 //! controller tricked into pinning it gets nothing done; plain HTTP to the API port gets
 //! no API answer; and enrollment: first contact refused with the key shown, `enroll`
@@ -55,6 +56,71 @@ fn a_request_for_one_host_or_identity_is_refused_by_another_and_changes_nothing(
     // The genuine request reaches web1's handler (nothing to roll back to: not a 401).
     let r = for_web1.send_with_timeout(&live.agent_addr("web1"), TIMEOUT).unwrap();
     assert_ne!(r.status, 401, "{}", r.body);
+}
+
+/// A direct link between the network namespaces of `from` and `to`, so that `from` reaches
+/// `to`'s agent from its own address (the simulated hosts are otherwise only linked to
+/// the controller); removed with the namespaces.
+fn link_hosts(from: &SimHost, to: &SimHost) {
+    let ip = |args: &[&str]| {
+        let out = Command::new("ip").args(args).output().unwrap();
+        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let (a, b) = (from.netns.as_str(), to.netns.as_str());
+    ip(&["link", "add", "peer0", "netns", a, "type", "veth", "peer", "name", "peer0", "netns", b]);
+    ip(&["-n", a, "link", "set", "peer0", "up"]);
+    ip(&["-n", b, "link", "set", "peer0", "up"]);
+    let (from_addr, to_addr) = (format!("{}/32", from.addr), format!("{}/32", to.addr));
+    ip(&["-n", a, "route", "add", &to_addr, "dev", "peer0", "src", &from.addr.to_string()]);
+    ip(&["-n", b, "route", "add", &from_addr, "dev", "peer0"]);
+}
+
+#[test]
+fn a_request_forwarded_by_a_compromised_host_from_its_own_address_changes_nothing() {
+    let live = LiveFleet::start(&["web1", "web2"]);
+    // Two generations on each host, so that a rollback accepted by web2 would change it.
+    live.hostctl(&["--json", "apply"]).expect_code(0);
+    live.change_host("web1", "web1 B");
+    live.change_host("web2", "web2 B");
+    live.hostctl(&["--json", "apply"]).expect_code(0);
+    let (web1, web2) = (live.host("web1"), live.host("web2"));
+    let (web2_system, web2_deployments) = (web2.current_system(), live.deployment_ids("web2"));
+    let web1_system = web1.current_system();
+
+    // web1 is taken over: in its namespace, with its identity key, in front of its agent.
+    link_hosts(web1, web2);
+    let port = 7421;
+    let mut relay = Command::new("ip")
+        .args(["netns", "exec", &web1.netns, env!("CARGO_BIN_EXE_compromised-host")])
+        .args([format!("{}:{port}", web1.addr), "web1".to_owned(), live.agent_addr("web1"), live.agent_addr("web2")])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(relay.stdout.take().unwrap()));
+    assert_eq!(lines.next().unwrap().unwrap(), "listening");
+    live.write_inventory_with("30s", |h| if h.name == "web1" { format!("    port: {port}\n") } else { String::new() }, "");
+    live.fleet.commit("web1 through its compromised self");
+
+    // The controller rolls web1 back through it; every request is also replayed to web2.
+    let rollback = live.hostctl(&["--json", "rollback", "web1"]);
+    relay.kill().unwrap();
+    relay.wait().unwrap();
+    let replayed: Vec<String> = lines.map(Result::unwrap).collect();
+    rollback.expect_code(0);
+    assert_ne!(live.host("web1").current_system(), web1_system, "web1 itself was rolled back");
+    assert!(replayed.iter().any(|l| l.starts_with("replayed POST /v1/rollback")), "{replayed:?}");
+    for line in &replayed {
+        assert!(line.ends_with(": 401"), "web2 accepted a request for web1: {replayed:?}");
+    }
+    assert_eq!(live.host("web2").current_system(), web2_system, "web2 was not rolled back");
+    assert_eq!(live.deployment_ids("web2"), web2_deployments, "nothing recorded on web2");
+    // The refusals came from web1's own address, not the controller's.
+    let log = live.host("web2").agent_log();
+    let from_web1 = format!("peer={}:", web1.addr);
+    assert!(
+        log.lines().any(|l| l.contains("request refused") && l.contains(&from_web1) && l.contains("for host \"web1\"")),
+        "web2's agent logged no refusal of web1's request from web1's address:\n{log}"
+    );
 }
 
 #[test]

@@ -3,7 +3,9 @@
 //! cut off after ~10 s; 1,100 half-open connections from one address (the agent at the
 //! 1024 open files systemd gives a service) do not keep a signed request from being
 //! answered within 2 s; idle bundle uploads do not block a valid bundle; a webhook
-//! declaring 2 GiB gets 413 at once; a streamed body that stops sending fails.
+//! declaring 2 GiB gets 413 at once; a streamed body that stops sending fails; a client
+//! stalling mid-handshake, or shaking hands slowly and then sending headers slowly, is
+//! closed ~10 s after it connected (one deadline for handshake and headers).
 
 #![expect(clippy::unwrap_used, reason = "test code throughout (helpers too): a failed step must fail the test")]
 
@@ -82,23 +84,29 @@ fn a_body_altered_after_signing_does_not_burn_the_nonce() {
     assert!(r.body.contains("replayed"), "{}", r.body);
 }
 
+/// Sends a request's headers on `stream` one byte per half second until the agent closes
+/// it; how long after `start` that was (failing after `limit`), the bytes sent and what
+/// the agent answered.
+fn drip_headers(stream: &mut TlsStream, start: Instant, limit: Duration) -> (Duration, usize, Vec<u8>) {
+    let head = b"GET /v1/status HTTP/1.1\r\nx-slow: ";
+    let (mut got, mut sent) = (Vec::new(), 0);
+    loop {
+        let byte = head.get(sent).copied().unwrap_or(b'a');
+        sent += 1;
+        if stream.write_all(&[byte]).is_err() || closed(stream, &mut got) {
+            return (start.elapsed(), sent, got);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(start.elapsed() < limit, "still connected after {limit:?} ({sent} bytes sent)");
+    }
+}
+
 #[test]
 fn a_client_sending_headers_one_byte_per_second_is_cut_off_after_ten_seconds() {
     let live = LiveFleet::start(&["web1"]);
     let mut stream = connect(&live, "web1");
     let start = Instant::now();
-    let head = b"GET /v1/status HTTP/1.1\r\nx-slow: ";
-    let mut got = Vec::new();
-    let mut sent = 0;
-    let cut_after = loop {
-        let byte = head.get(sent).copied().unwrap_or(b'a');
-        sent += 1;
-        if stream.write_all(&[byte]).is_err() || closed(&mut stream, &mut got) {
-            break start.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(500));
-        assert!(start.elapsed() < Duration::from_secs(20), "still connected after 20 s ({sent} bytes sent)");
-    };
+    let (cut_after, sent, got) = drip_headers(&mut stream, start, Duration::from_secs(20));
     eprintln!("slow header: connection closed after {cut_after:?}, {sent} bytes sent");
     assert!(cut_after >= Duration::from_secs(9), "closed too early: {cut_after:?}");
     assert!(cut_after <= Duration::from_secs(13), "closed too late: {cut_after:?}");
@@ -256,4 +264,69 @@ fn an_import_body_that_stops_sending_fails_after_thirty_seconds() {
     let left: Vec<_> =
         std::fs::read_dir(&tmp).map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect()).unwrap_or_default();
     assert!(left.is_empty(), "left in {}: {left:?}", tmp.display());
+}
+
+/// Whether the agent has closed `tcp` (EOF or reset) by `by`, reading and dropping what it
+/// sends (a TLS alert, nothing else is expected) in the meantime.
+fn closed_by(tcp: &mut std::net::TcpStream, by: Instant) -> bool {
+    tcp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < by {
+        match tcp.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// The ClientHello a pinned client sends to host `name`'s agent, and that client.
+fn client_hello(live: &LiveFleet, name: &str) -> (rustls::ClientConnection, Vec<u8>) {
+    let pin = hostctl_tests::identity::pin_for(&live.agent_addr(name));
+    let (config, _) = hostctl_wire::client_config(pin).unwrap();
+    let mut client = rustls::ClientConnection::new(config, hostctl_wire::server_name()).unwrap();
+    let mut hello = Vec::new();
+    client.write_tls(&mut hello).unwrap();
+    (client, hello)
+}
+
+#[test]
+fn a_client_stalling_mid_handshake_is_closed_within_the_header_timeout() {
+    let live = LiveFleet::start(&["web1"]);
+    let (_client, hello) = client_hello(&live, "web1");
+    let start = Instant::now();
+    let mut tcp = std::net::TcpStream::connect(live.agent_addr("web1")).unwrap();
+    tcp.write_all(&hello[..hello.len() / 2]).unwrap();
+    assert!(closed_by(&mut tcp, start + Duration::from_secs(20)), "still open 20 s after half a ClientHello");
+    let closed = start.elapsed();
+    eprintln!("stalled handshake: closed after {closed:?}");
+    assert!(closed >= Duration::from_secs(9), "closed too early: {closed:?}");
+    assert!(closed <= Duration::from_secs(12), "closed too late: {closed:?}");
+}
+
+#[test]
+fn a_slow_handshake_then_slow_headers_share_one_ten_second_deadline() {
+    let live = LiveFleet::start(&["web1"]);
+    let (client, hello) = client_hello(&live, "web1");
+    let start = Instant::now();
+    let mut tcp = std::net::TcpStream::connect(live.agent_addr("web1")).unwrap();
+    // The ClientHello in six pieces a second apart: the handshake completes after ~6 s.
+    for piece in hello.chunks(hello.len().div_ceil(6)) {
+        tcp.write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut stream = rustls::StreamOwned::new(client, tcp);
+    stream.conn.complete_io(&mut stream.sock).unwrap();
+    let handshake = start.elapsed();
+    assert!(handshake >= Duration::from_secs(5), "the handshake was not slow: {handshake:?}");
+    stream.sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    // Then headers one byte per half second: hyper's own timeout alone would allow 10 s more.
+    let (cut_after, sent, got) = drip_headers(&mut stream, start, Duration::from_secs(25));
+    eprintln!("slow handshake ({handshake:?}) then slow headers: closed after {cut_after:?}, {sent} bytes sent");
+    assert!(cut_after >= Duration::from_secs(9), "closed too early: {cut_after:?}");
+    assert!(cut_after <= Duration::from_secs(13), "closed too late (one deadline from accept): {cut_after:?}");
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
 }

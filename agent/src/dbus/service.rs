@@ -9,6 +9,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use hostctl_schemas::api::deployments::Requester;
 use hostctl_schemas::api::rollback::{Previous, RollbackRequest, RollbackTarget};
 use hostctl_schemas::ids::LockId;
 use zbus::fdo::DBusProxy;
@@ -161,7 +162,7 @@ impl AgentService {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<String, MethodError> {
-        require_root(connection, &header, "Rollback").await?;
+        let caller = require_root(connection, &header, "Rollback").await?;
         let to = parse_target(&target)?;
         let request = RollbackRequest {
             to,
@@ -169,7 +170,7 @@ impl AgentService {
             confirm_timeout: Some(std::time::Duration::ZERO.into()),
             health_failure: None,
         };
-        let deployment = self.app.deployer.rollback(request).await?;
+        let deployment = self.app.deployer.rollback_by(request, Some(caller)).await?;
         Ok(deployment.id)
     }
 
@@ -277,14 +278,16 @@ impl AgentService {
 
 /// Refuses callers other than root: their uid comes from the bus daemon, which knows it
 /// from the socket's credentials.
-async fn require_root(connection: &Connection, header: &Header<'_>, method: &str) -> Result<(), MethodError> {
+/// Refuses a caller other than root; for root, who asked, as a rollback journals it: `uid 0`
+/// and the caller's unique bus name (`:1.42`) in place of a key name and an address.
+async fn require_root(connection: &Connection, header: &Header<'_>, method: &str) -> Result<Requester, MethodError> {
     let sender = header
         .sender()
         .ok_or_else(|| MethodError::new(ACCESS_DENIED, format!("{method}: the call has no sender to check")))?;
     let bus = DBusProxy::builder(connection).cache_properties(CacheProperties::No).build().await?;
     let uid = bus.get_connection_unix_user(sender.clone().into()).await?;
     if uid == 0 {
-        Ok(())
+        Ok(Requester { key: format!("uid {uid}"), address: Some(sender.to_string()) })
     } else {
         Err(MethodError::new(
             ACCESS_DENIED,

@@ -206,10 +206,17 @@ pub struct SignedRoute {
 
 /// Middleware in front of every API route: authenticates, then handles the body as the
 /// route's [`BodyPolicy`] says; adds [`Authenticated`] to the request's extensions.
+/// A refusal is logged with the peer's address (a request signed for another host,
+/// replayed from a compromised one, shows where it came from).
 pub async fn signed(State(route): State<SignedRoute>, request: Request, next: Next) -> Response {
+    let peer = request.extensions().get::<super::peer::Peer>().map(|super::peer::Peer(addr)| *addr);
     match authenticate_request(&route, request).await {
         Ok(request) => next.run(request).await,
-        Err(failure) => failure.into_response(),
+        Err(failure) => {
+            let peer = peer.map_or_else(|| "unknown".to_owned(), |addr| addr.to_string());
+            tracing::info!(%peer, code = ?failure.code, reason = %failure.message, "request refused before its handler");
+            failure.into_response()
+        }
     }
 }
 

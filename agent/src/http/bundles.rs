@@ -7,13 +7,14 @@
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::Json;
+use axum::{Extension, Json};
 use hostctl_schemas::api::bundles::Manifest;
 use hostctl_schemas::api::deployments::Deployment;
 use tokio::sync::SemaphorePermit;
 
 use super::body::{check_declared_length, next_chunk, IMPORT_BODY_LIMIT};
 use super::error::ApiFailure;
+use super::peer::{signed_by, Peer};
 use super::state::AppState;
 use crate::bundle::{self, ExportFile, Head};
 
@@ -34,6 +35,7 @@ const HEADER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub async fn bundle(
     State(app): State<AppState>,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
     mut body: Body,
 ) -> Result<Json<Deployment>, ApiFailure> {
@@ -41,7 +43,7 @@ pub async fn bundle(
     let agent = &app.agent;
     // The header first, from the stream's start: nothing is written to disk for a body
     // whose signature, host or age is wrong.
-    let (manifest, rest) = tokio::time::timeout(HEADER_DEADLINE, async {
+    let (manifest, signer, rest) = tokio::time::timeout(HEADER_DEADLINE, async {
         let (head, _slot) = read_header(&mut body).await?;
         Ok::<_, ApiFailure>(head.verify(&agent.config.trusted_keys)?)
     })
@@ -51,7 +53,8 @@ pub async fn bundle(
     })??;
     bundle::check_manifest(&agent.config, &agent.deployer, &manifest)?;
     let export = receive_export(&app, &manifest, rest, body).await?;
-    Ok(Json(bundle::deploy(&agent.importer, &agent.deployer, &manifest, export).await?))
+    let by = signed_by(signer, peer.map(|Extension(p)| p));
+    Ok(Json(bundle::deploy(&agent.importer, &agent.deployer, &manifest, export, by).await?))
 }
 
 /// Reads until the three header lines are in (or the body ends); past

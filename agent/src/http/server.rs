@@ -1,9 +1,10 @@
 //! The API's sockets and connections: [`listen`] (a deep accept queue) and [`serve`], which
 //! accepts connections itself (axum's `serve` has no header timeout): each one is admitted
 //! within the caps of [`super::connections`] or closed at once, gets TCP keepalive, must
-//! finish its TLS handshake within [`HEADER_TIMEOUT`] (on the API listener; the optional
-//! plain `metrics_listen` and `webhook_listen` listeners have none) and then send its
-//! request headers within it (and, kept alive, its next ones within it too), is closed
+//! finish its TLS handshake (on the API listener; the optional plain `metrics_listen` and
+//! `webhook_listen` listeners have none) and send its first request's headers within
+//! [`HEADER_TIMEOUT`] of being accepted (and, kept alive, its next ones within it of each
+//! answer), is closed
 //! lingering ([`super::linger`]: an early 413 reaches a client still sending), and ends
 //! gracefully on shutdown (in-flight requests, imports included, complete).
 
@@ -26,8 +27,9 @@ use super::peer::Peer;
 /// How long a connection has to send a request's headers, counted from when the agent
 /// starts waiting for them: on a new connection, and after each answer on a kept-alive
 /// one (so it is also the idle keep-alive timeout). A client sending one byte per second
-/// is cut off here instead of holding its file descriptor forever. On the TLS listener
-/// the handshake must also complete within it, before the headers' own deadline starts.
+/// is cut off here instead of holding its file descriptor forever. For a new connection it
+/// is one deadline from accept: the TLS handshake and the first request's headers together
+/// (a slow handshake followed by slow headers cannot stretch it to twice as long).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long the accept loop pauses after an error that is not about one connection
@@ -80,13 +82,19 @@ pub async fn serve(
             }
         };
         notice_dead_peers(&stream);
-        let connection =
-            Connection { http: http.clone(), router: served.router.clone(), watcher: graceful.watcher(), slot };
+        let first_headers_by = tokio::time::Instant::now() + HEADER_TIMEOUT;
+        let connection = Connection {
+            http: http.clone(),
+            router: served.router.clone(),
+            watcher: graceful.watcher(),
+            slot,
+            first_headers_by,
+        };
         let tls = served.tls.clone();
         tokio::spawn(async move {
             let stream = Lingering::new(stream);
             let Some(tls) = tls else { return connection.serve(stream, peer).await };
-            match tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream)).await {
+            match tokio::time::timeout_at(first_headers_by, tls.accept(stream)).await {
                 Ok(Ok(stream)) => connection.serve(stream, peer).await,
                 // Plain HTTP, a client that does not pin this agent, a scanner: no API answer.
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
@@ -105,23 +113,41 @@ struct Connection {
     router: Router,
     watcher: Watcher,
     slot: Slot,
+    /// When the first request's headers must be complete: [`HEADER_TIMEOUT`] after accept.
+    first_headers_by: tokio::time::Instant,
 }
 
 impl Connection {
+    /// Serves the connection; it is dropped (closed) if its first request's headers are
+    /// not complete by `first_headers_by`. hyper's own header timeout starts only when
+    /// hyper starts reading, after the handshake, so it alone would allow handshake time
+    /// plus [`HEADER_TIMEOUT`].
     async fn serve<I: AsyncRead + AsyncWrite + Send + Unpin + 'static>(self, io: I, peer: std::net::SocketAddr) {
-        let connection = self.http.serve_connection(TokioIo::new(io), service(&self.router, peer));
-        if let Err(e) = self.watcher.watch(connection).await {
-            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        let first_request = std::sync::Arc::new(tokio::sync::Notify::new());
+        let service = service(&self.router, peer, first_request.clone());
+        let connection = self.http.serve_connection(TokioIo::new(io), service);
+        let mut connection = std::pin::pin!(self.watcher.watch(connection));
+        let ended = tokio::select! {
+            ended = &mut connection => Some(ended),
+            () = first_request.notified() => Some(connection.await),
+            () = tokio::time::sleep_until(self.first_headers_by) => None,
+        };
+        match ended {
+            Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+            Some(Ok(())) => {}
+            None => tracing::debug!(%peer, "no complete request headers within the header timeout of accept"),
         }
         drop(self.slot);
     }
 }
 
 /// The router as a hyper service for one connection from `peer`, which each request
-/// carries as a [`Peer`] extension.
+/// carries as a [`Peer`] extension; `first_request` is notified when a request's headers
+/// are complete (hyper calls the service only then).
 fn service(
     router: &Router,
     peer: SocketAddr,
+    first_request: std::sync::Arc<tokio::sync::Notify>,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
     Response = axum::response::Response,
@@ -130,6 +156,7 @@ fn service(
 > + Clone {
     let inner = TowerToHyperService::new(router.clone());
     hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        first_request.notify_one();
         request.extensions_mut().insert(Peer(peer));
         hyper::service::Service::call(&inner, request)
     })
