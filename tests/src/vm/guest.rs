@@ -25,6 +25,9 @@ pub struct Guest {
     qemu: Option<Child>,
     /// The serial console of the running qemu (one file per power-on).
     console: PathBuf,
+    /// Boots through OVMF and systemd-boot from its ESP ([`super::uefi`]) instead of
+    /// qemu's `-kernel`.
+    uefi: bool,
 }
 
 impl Guest {
@@ -37,7 +40,8 @@ impl Guest {
             .prefix(&format!("hostctl-vm-{name}-"))
             .tempdir()
             .unwrap_or_else(|e| fail(&format!("cannot create a temp dir: {e}")));
-        let guest = Guest { name: name.to_owned(), addr, lane: lane.clone(), dir, qemu: None, console: PathBuf::new() };
+        let guest =
+            Guest { name: name.to_owned(), addr, lane: lane.clone(), dir, qemu: None, console: PathBuf::new(), uefi: false };
         checked(
             Command::new("qemu-img")
                 .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
@@ -48,6 +52,14 @@ impl Guest {
         guest.write_seed(agent_yaml, secrets);
         // Raw requests of the tests pin the agent at this address, as hostctl does.
         crate::identity::register(&guest.agent_addr(), crate::identity::test_identity_public(name).key);
+        guest
+    }
+
+    /// [`Guest::create`], booting with UEFI firmware and systemd-boot ([`super::uefi`]).
+    pub fn create_uefi(lane: &Lane, name: &str, agent_yaml: &str, secrets: &[(&str, &str)]) -> Guest {
+        let mut guest = Guest::create(lane, name, agent_yaml, secrets);
+        super::uefi::create_disks(&lane.image, guest.dir.path());
+        guest.uefi = true;
         guest
     }
 
@@ -122,13 +134,18 @@ impl Guest {
         } else {
             cmd.args(["-accel", "tcg,thread=multi"]);
         }
-        cmd.arg("-kernel").arg(image.join("vmlinuz")).arg("-initrd").arg(image.join("initrd.img"));
-        cmd.args([
-            "-append",
-            "root=/dev/vda rw console=ttyS0 init=/sbin/hostctl-vm-init quiet systemd.show_status=0 panic=-1",
-        ]);
+        if !self.uefi {
+            cmd.arg("-kernel").arg(image.join("vmlinuz")).arg("-initrd").arg(image.join("initrd.img"));
+            cmd.args([
+                "-append",
+                "root=/dev/vda rw console=ttyS0 init=/sbin/hostctl-vm-init quiet systemd.show_status=0 panic=-1",
+            ]);
+        }
         cmd.arg("-drive").arg(format!("file={},if=virtio,format=qcow2", self.path("root.qcow2").display()));
         cmd.arg("-drive").arg(format!("file={},if=virtio,format=raw,readonly=on", self.path("seed.img").display()));
+        if self.uefi {
+            super::uefi::qemu_args(&mut cmd, self.dir.path());
+        }
         cmd.args(["-netdev", &format!("user,id=net0,{},{}", fwd(AGENT_PORT), fwd(22))]);
         cmd.args(["-device", "virtio-net-pci,netdev=net0", "-device", "virtio-rng-pci"]);
         // tests/vm/run.sh kills what is left in its run directory when it ends (a test
@@ -198,6 +215,12 @@ impl Guest {
             lines[lines.len().saturating_sub(40)..].join("\n")
         };
         format!("\n--- console ---\n{}\n--- qemu stderr ---\n{}", tail(&self.console), tail(&self.path("qemu.stderr")))
+    }
+
+    /// The serial console of the current power-on so far (every boot of it: firmware,
+    /// kernel, reboots).
+    pub fn console_text(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.console).unwrap_or_default()).into_owned()
     }
 
     /// Runs `script` with the guest's /bin/sh as root over ssh.

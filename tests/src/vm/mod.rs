@@ -15,6 +15,7 @@ pub mod checks;
 pub mod fleet;
 pub mod gitd;
 pub mod guest;
+pub mod uefi;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
