@@ -28,6 +28,8 @@ pub struct Guest {
     /// Boots through OVMF and systemd-boot from its ESP ([`super::uefi`]) instead of
     /// qemu's `-kernel`.
     uefi: bool,
+    /// How long a boot may take (power-on or reboot to the agent answering).
+    boot_timeout: Duration,
 }
 
 impl Guest {
@@ -40,8 +42,16 @@ impl Guest {
             .prefix(&format!("hostctl-vm-{name}-"))
             .tempdir()
             .unwrap_or_else(|e| fail(&format!("cannot create a temp dir: {e}")));
-        let guest =
-            Guest { name: name.to_owned(), addr, lane: lane.clone(), dir, qemu: None, console: PathBuf::new(), uefi: false };
+        let guest = Guest {
+            name: name.to_owned(),
+            addr,
+            lane: lane.clone(),
+            dir,
+            qemu: None,
+            console: PathBuf::new(),
+            uefi: false,
+            boot_timeout: BOOT_TIMEOUT,
+        };
         checked(
             Command::new("qemu-img")
                 .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
@@ -60,6 +70,7 @@ impl Guest {
         let mut guest = Guest::create(lane, name, agent_yaml, secrets);
         super::uefi::create_disks(&lane.image, guest.dir.path());
         guest.uefi = true;
+        guest.boot_timeout = super::uefi::BOOT_TIMEOUT;
         guest
     }
 
@@ -186,8 +197,8 @@ impl Guest {
             if probe.send_with_timeout(&self.agent_addr(), Duration::from_secs(2)).is_ok() {
                 break;
             }
-            if start.elapsed() > BOOT_TIMEOUT {
-                fail(&format!("{}: no agent after {BOOT_TIMEOUT:?}: {}", self.name, self.diagnostics()));
+            if start.elapsed() > self.boot_timeout {
+                fail(&format!("{}: no agent after {:?}: {}", self.name, self.boot_timeout, self.diagnostics()));
             }
             std::thread::sleep(Duration::from_millis(250));
         }
@@ -199,8 +210,8 @@ impl Guest {
             took.as_secs_f64()
         );
         while !self.ssh("true").status.success() {
-            if start.elapsed() > BOOT_TIMEOUT {
-                fail(&format!("{}: no ssh after {BOOT_TIMEOUT:?}: {}", self.name, self.diagnostics()));
+            if start.elapsed() > self.boot_timeout {
+                fail(&format!("{}: no ssh after {:?}: {}", self.name, self.boot_timeout, self.diagnostics()));
             }
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -297,7 +308,7 @@ impl Guest {
         // In the background, so ssh returns before the connection goes down with the guest.
         self.sh("nohup sh -c 'sleep 1; systemctl reboot' >/dev/null 2>&1 &");
         loop {
-            if start.elapsed() > BOOT_TIMEOUT {
+            if start.elapsed() > self.boot_timeout {
                 fail(&format!("{}: did not come back after a reboot: {}", self.name, self.diagnostics()));
             }
             std::thread::sleep(Duration::from_secs(1));
@@ -313,7 +324,13 @@ impl Guest {
 /// The next 127.0.77.<k> whose agent and ssh ports nothing holds (a qemu of an earlier
 /// test process may still be going away).
 fn free_address() -> Ipv4Addr {
-    static NEXT: AtomicU8 = AtomicU8::new(10);
+    static NEXT: AtomicU8 = AtomicU8::new(0);
+    // The test processes of other checkouts pick addresses at the same time, and a port
+    // found free here is only taken when qemu starts: each process starts at its own point
+    // of the range (by pid), so two rarely race for one (then a probe could reach the other
+    // process's guest).
+    let start = 10 + u8::try_from(std::process::id() % 200).unwrap_or(0);
+    let _ = NEXT.compare_exchange(0, start, Ordering::SeqCst, Ordering::SeqCst);
     loop {
         let k = NEXT.fetch_add(1, Ordering::SeqCst);
         if k == u8::MAX {

@@ -13,9 +13,15 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use super::checked;
 use crate::fail;
+
+/// How long a UEFI guest's boot may take: the firmware adds its own, and a reboot may
+/// include a failed boot of a bad generation (its initramfs waiting for a root, a panic, a
+/// reset) before the good one (TCG on a busy machine).
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(480);
 
 /// Debian's `ovmf` package: the firmware's code (read-only) and its empty variable store.
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -35,13 +41,14 @@ pub fn create_disks(image: &Path, dir: &Path) {
     );
 }
 
-/// The firmware and the ESP, after the guest's root and seed disks (so the ESP is
-/// /dev/vdc), first in the boot order (so OVMF does not try the network first).
+/// The firmware and the ESP, first in the boot order (so OVMF does not try the network
+/// first), on a PCI slot after the guest's root and seed disks (so the ESP is /dev/vdc:
+/// an explicit device would otherwise take the first slot, before them).
 pub fn qemu_args(cmd: &mut Command, dir: &Path) {
     cmd.arg("-drive").arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"));
     cmd.arg("-drive").arg(format!("if=pflash,format=raw,file={}", dir.join("OVMF_VARS.fd").display()));
     cmd.arg("-drive").arg(format!("file={},if=none,id=esp,format=qcow2", dir.join("esp.qcow2").display()));
-    cmd.args(["-device", "virtio-blk-pci,drive=esp,bootindex=0"]);
+    cmd.args(["-device", "virtio-blk-pci,drive=esp,bootindex=0,addr=0x10"]);
 }
 
 /// systemd-boot's vendor GUID: its variables (`LoaderEntrySelected`, ...) in efivarfs.
@@ -51,7 +58,8 @@ const LOADER_GUID: &str = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
 /// of attributes, then UTF-16LE; the values read here are ASCII), or `None` when unset.
 pub fn loader_variable(guest: &super::guest::Guest, name: &str) -> Option<String> {
     let file = format!("/sys/firmware/efi/efivars/{name}-{LOADER_GUID}");
-    let out = guest.ssh(&format!("test -e {0} && tail -c +5 {0} | tr -d '\\000'", super::shell_quote(&file)));
+    // efivarfs files cannot seek: `tail` reads them through a pipe.
+    let out = guest.ssh(&format!("test -e {0} && cat {0} | tail -c +5 | tr -d '\\000'", super::shell_quote(&file)));
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 

@@ -52,7 +52,7 @@ let
     activateScript = script ./builders/activate.sh;
     initScript = script ./builders/init.sh;
     kernelParams = if bootFails
-      then "root=/dev/disk/by-label/hostctl-vm-no-such-root rootdelay=3 console=ttyS0 panic=5"
+      then "root=/dev/disk/by-label/hostctl-vm-no-such-root rootdelay=1 console=ttyS0 panic=5"
       else kernelParams;
   };
 in
