@@ -14,6 +14,9 @@ use crate::http::Request;
 use crate::livefleet::{generate_key, inventory_yaml};
 use crate::{fail, run, HostctlChild, HostctlRun, TestFleet};
 
+/// [`Guest::create`] or [`Guest::create_uefi`]: (lane, name, agent.yaml, secrets).
+type CreateGuest = fn(&Lane, &str, &str, &[(&str, &str)]) -> Guest;
+
 /// Guests, fleet and key; the guests are powered off on drop.
 #[derive(Debug)]
 pub struct VmFleet {
@@ -69,7 +72,7 @@ impl VmFleet {
         services: &str,
         agent_extra: &str,
         secrets: &[(&str, &str)],
-        create: fn(&Lane, &str, &str, &[(&str, &str)]) -> Guest,
+        create: CreateGuest,
     ) -> VmFleet {
         let fleet = TestFleet::copy_of("tests/vm/fleet");
         let key_file = fleet.tmp.path().join("fleet.sec");
