@@ -63,6 +63,11 @@ impl Activator {
         &self.profile
     }
 
+    /// Where store paths are on the file system.
+    pub fn store_fs(&self) -> &StoreFs {
+        &self.store_fs
+    }
+
     pub fn switch_program(&self, toplevel: &StorePath) -> PathBuf {
         self.store_fs.real_path(toplevel).join("bin/switch-to-configuration")
     }

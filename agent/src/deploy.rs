@@ -93,6 +93,9 @@ pub struct DeployerOptions {
     /// The keys paths fetched from those caches must be signed with (`trusted_keys`
     /// and `pull.trusted_public_keys`).
     pub cache_keys: Vec<hostctl_schemas::key::PublicKey>,
+    /// The link naming the booted system (`/run/booted-system`), which `reboot.rs`
+    /// compares new systems with; `None`: not compared (tests).
+    pub booted_system: Option<std::path::PathBuf>,
 }
 
 /// Owns the journal and its collaborators, and runs deployments.
@@ -351,6 +354,7 @@ impl Deployer {
     async fn activate(&self, id: &str) -> Result<ActivationHandle, Failure> {
         let record = self.record(id).map_err(Failure::journal)?;
         let d = &record.deployment;
+        self.note_reboot(id).map_err(Failure::journal)?;
         let mut generation = None;
         if creates_generation(d.mode) {
             self.transition(id, Transition::SetProfile).map_err(Failure::journal)?;
@@ -417,6 +421,9 @@ impl Deployer {
             d.exit_code = Some(code);
             d.outcome = Some(ActivationOutcome::from_exit_code(Some(code)));
             d.log_tail = tail;
+            if d.outcome == Some(ActivationOutcome::RebootRequired) {
+                crate::reboot::note_activation_asked(d);
+            }
         })
         .map_err(Failure::journal)?;
         tracing::info!(id, code, "activation finished");

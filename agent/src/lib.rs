@@ -39,6 +39,7 @@ pub mod journal;
 pub mod metrics;
 pub mod orphan;
 pub mod pull;
+pub mod reboot;
 pub mod recovery;
 pub mod rollback;
 pub mod rollback_target;

@@ -98,6 +98,18 @@ fn system(out: &mut Text, status: &StatusResponse) {
         out.family("hostctl_pinned_lock_info", "gauge", "The lock the host is pinned to.");
         out.sample("hostctl_pinned_lock_info", &[("lock", lock)], 1);
     }
+    if let Some(required) = status.reboot_required {
+        let help = "1 when the system the profile points at needs a reboot to take full effect.";
+        out.family("hostctl_reboot_required", "gauge", help);
+        out.sample("hostctl_reboot_required", &[], u64::from(required));
+        if required {
+            let help = "The parts that differ from the booted system's (kernel, initrd, ...).";
+            out.family("hostctl_reboot_required_reason", "gauge", help);
+            for reason in &status.reboot_reasons {
+                out.sample("hostctl_reboot_required_reason", &[("part", &reason.part)], 1);
+            }
+        }
+    }
 }
 
 /// Totals by result, rollbacks, and the last activation, from the journal.
@@ -243,6 +255,28 @@ mod tests {
         assert!(text.contains(&format!("hostctl_pull_pending_info{{commit=\"{}\",lock=\"{lock}\"}} 1", "c".repeat(40))));
         assert!(!text.contains("hostctl_pull_last_build"), "the build never ran");
         assert!(!render(&self::status(), &[], None).contains("hostctl_pull_"), "push mode has no pull metrics");
+    }
+
+    #[test]
+    fn a_needed_reboot_is_shown_with_its_parts_and_an_unknown_one_is_not() {
+        use hostctl_schemas::api::deployments::RebootReason;
+        assert!(!render(&status(), &[], None).contains("hostctl_reboot_required"), "not known: no sample");
+        let mut status = status();
+        status.reboot_required = Some(true);
+        let reason = |part: &str| RebootReason { part: part.into(), booted: None, new: Some("x".into()) };
+        status.reboot_reasons = vec![reason("kernel"), reason("initrd")];
+        let text = render(&status, &[], None);
+        for line in [
+            "hostctl_reboot_required 1\n",
+            "hostctl_reboot_required_reason{part=\"kernel\"} 1\n",
+            "hostctl_reboot_required_reason{part=\"initrd\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from:\n{text}");
+        }
+        status.reboot_required = Some(false);
+        status.reboot_reasons.clear();
+        let text = render(&status, &[], None);
+        assert!(text.contains("hostctl_reboot_required 0\n") && !text.contains("_reason{"), "{text}");
     }
 
     #[test]

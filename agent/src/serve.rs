@@ -160,6 +160,7 @@ impl Agent {
             confirm_timeout: config.confirm_timeout,
             activation_timeout: Some(config.activation_timeout.into()),
             current_system: Some(crate::host::CURRENT_SYSTEM.into()),
+            booted_system: Some(crate::host::BOOTED_SYSTEM.into()),
             caches: config.caches.clone(),
             cache_keys: config
                 .trusted_keys

@@ -21,6 +21,9 @@ pub fn snapshot(app: &Handles) -> Result<StatusResponse, String> {
     };
     let records = app.deployer.records();
     let made_current = generation.zip(toplevel.as_ref()).and_then(|(n, t)| system_of_generation(&records, n, t));
+    let store_fs = crate::host::StoreFs::from_store_url(app.config.store.as_deref());
+    let booted = std::path::Path::new(BOOTED_SYSTEM);
+    let reboot = toplevel.as_ref().and_then(|t| crate::reboot::reasons(&store_fs, booted, t));
     Ok(StatusResponse {
         hostname: app.config.hostname.to_string(),
         system: nix_system(),
@@ -43,7 +46,9 @@ pub fn snapshot(app: &Handles) -> Result<StatusResponse, String> {
             .rev()
             .find(|r| !r.is_open())
             .map(|r| hostctl_schemas::api::status::LastDeployment::of(&r.deployment)),
-        store_free_bytes: crate::host::StoreFs::from_store_url(app.config.store.as_deref()).store_free_bytes(),
+        store_free_bytes: store_fs.store_free_bytes(),
+        reboot_required: reboot.as_ref().map(|reasons| !reasons.is_empty()),
+        reboot_reasons: reboot.unwrap_or_default(),
     })
 }
 

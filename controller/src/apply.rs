@@ -357,6 +357,8 @@ mod tests {
             "log_tail",
             "health",
             "seconds",
+            "reboot_required",
+            "reboot_reasons",
         ];
         expected.sort_unstable();
         let mut keys = keys;
@@ -369,6 +371,18 @@ mod tests {
         assert_eq!(v["generation"], 4);
         assert_eq!(v["deployment"], "web1-1700000000-0011aabb");
         assert!(v["error"].is_null() && v["step"].is_null() && v["log_tail"].is_null());
+        assert!(v["reboot_required"].is_null() && v["reboot_reasons"] == serde_json::json!([]));
+        let kernel = hostctl_schemas::api::deployments::RebootReason {
+            part: "kernel".into(),
+            booted: Some("/nix/store/a-linux-6.1/bzImage".into()),
+            new: Some("/nix/store/b-linux-6.6/bzImage".into()),
+        };
+        (activated.reboot_required, activated.reboot_reasons) = (Some(true), vec![kernel]);
+        let entry = outcome_entry(&ctx, Some(TOP.into()), Some(1), &activated);
+        assert!(entry.summary.as_deref().unwrap().ends_with("copied; reboot required (kernel changed)"), "{entry:?}");
+        let v = json(&entry);
+        assert_eq!(v["reboot_required"], true);
+        assert_eq!(v["reboot_reasons"][0]["new"], "/nix/store/b-linux-6.6/bzImage");
 
         let mut failed = Outcome::failed(Step::Activate, "switch-to-configuration exited with 4");
         failed.log_tail = Some("foo.service failed".into());

@@ -7,7 +7,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hostctl_schemas::api::deployments::{CommitSignature, Deployment, DeploymentRequest, DeploymentState, EndReason};
+use hostctl_schemas::api::deployments::{
+    CommitSignature, Deployment, DeploymentRequest, DeploymentState, EndReason, RebootReason,
+};
 use hostctl_schemas::ids::{HostName, LockId, StorePath};
 use hostctl_schemas::inventory::{HealthCheck, Mode};
 
@@ -103,6 +105,10 @@ pub struct Outcome {
     pub health: Vec<CheckReport>,
     /// Wall time this host took in its batch (status to final state), in seconds.
     pub seconds: f64,
+    /// Whether the deployed system needs a reboot, and why (the agent's
+    /// `reboot_required` and `reboot_reasons`; for an unchanged host, its status').
+    pub reboot_required: Option<bool>,
+    pub reboot_reasons: Vec<RebootReason>,
 }
 
 impl Outcome {
@@ -122,6 +128,8 @@ impl Outcome {
             log_tail: None,
             health: Vec::new(),
             seconds: 0.0,
+            reboot_required: None,
+            reboot_reasons: Vec::new(),
         }
     }
 
@@ -160,6 +168,8 @@ pub async fn deploy_host<H: Host, S: crate::push::LocalStore>(
         outcome.previous_toplevel = previous;
         outcome.generation = status.generation;
         outcome.deployment = status.deployment;
+        outcome.reboot_required = status.reboot_required;
+        outcome.reboot_reasons = status.reboot_reasons;
         return outcome;
     }
     let pushed = match &settings.cache {
@@ -233,6 +243,8 @@ impl Outcome {
 /// Errors start with the host and say what failed, then the agent's own words.
 fn finish(host: &HostName, mut outcome: Outcome, d: Deployment, gate: Gate) -> Outcome {
     outcome.generation = d.generation;
+    outcome.reboot_required = d.reboot_required;
+    outcome.reboot_reasons = d.reboot_reasons.clone();
     outcome.health = gate.checks;
     let log_tail = (!d.log_tail.trim().is_empty()).then(|| d.log_tail.clone());
     if let Some(failure) = gate.failure {

@@ -33,6 +33,12 @@ pub struct OutcomeFields {
     pub step: Option<&'static str>,
     /// Compressed bytes sent.
     pub wire_bytes: u64,
+    /// Whether the system needs a reboot to take full effect (its kernel, initrd,
+    /// kernel modules, kernel parameters or systemd differ from the booted system's);
+    /// null when the agent could not tell (or is older).
+    pub reboot_required: Option<bool>,
+    /// What differs: `{part, booted, new}` per part.
+    pub reboot_reasons: Vec<hostctl_schemas::api::deployments::RebootReason>,
 }
 
 impl OutcomeFields {
@@ -48,6 +54,8 @@ impl OutcomeFields {
             seconds: (o.seconds * 1000.0).round() / 1000.0,
             step: o.step.map(|s| s.as_str()),
             wire_bytes: o.pushed.wire_bytes,
+            reboot_required: o.reboot_required,
+            reboot_reasons: o.reboot_reasons.clone(),
         }
     }
 }
@@ -55,6 +63,26 @@ impl OutcomeFields {
 /// The human line's text after the result: the generation and what was copied, the
 /// toplevel kept, or the failed step.
 pub fn summary(o: &Outcome, toplevel: Option<&str>) -> String {
+    let text = result_summary(o, toplevel);
+    match (o.result, o.reboot_required) {
+        (HostResult::Activated | HostResult::Unchanged, Some(true)) => {
+            format!("{text}; {}", reboot_note(&o.reboot_reasons))
+        }
+        _ => text,
+    }
+}
+
+/// `reboot required (kernel, initrd changed)`.
+pub fn reboot_note(reasons: &[hostctl_schemas::api::deployments::RebootReason]) -> String {
+    let parts: Vec<&str> = reasons.iter().map(|r| r.part.as_str()).collect();
+    if parts.is_empty() {
+        "reboot required".to_owned()
+    } else {
+        format!("reboot required ({} changed)", parts.join(", "))
+    }
+}
+
+fn result_summary(o: &Outcome, toplevel: Option<&str>) -> String {
     match (o.result, o.step) {
         (HostResult::Activated, _) => format!(
             "generation {}, {} ({}) copied",

@@ -116,9 +116,13 @@ fn table(deployments: &[Deployment]) -> String {
     out
 }
 
-/// What a deployment's record says of its commit's signature, as lines below its row.
+/// What a deployment's record says of its commit's signature, and of a reboot its system
+/// needs, as lines below its row.
 fn signature_lines(d: &Deployment) -> String {
     let mut out = String::new();
+    if d.reboot_required == Some(true) {
+        out.push_str(&format!("  {}\n", crate::deploy_report::reboot_note(&d.reboot_reasons)));
+    }
     if let Some(signer) = &d.signer {
         out.push_str(&format!("  signed by {signer}\n"));
     }

@@ -93,6 +93,11 @@ pub struct ReachableFields {
     /// A pull-mode agent's GitOps state.
     pub pull: Option<PullStatus>,
     pub reachable: bool,
+    /// Whether the system the profile points at needs a reboot to take full effect (its
+    /// boot parts differ from the booted system's); null when the agent cannot tell.
+    pub reboot_required: Option<bool>,
+    /// What differs: `{part, booted, new}` per part.
+    pub reboot_reasons: Vec<hostctl_schemas::api::deployments::RebootReason>,
     /// Always false: the agent answered.
     pub refused: bool,
     /// Who signed `rev` (when a signature policy checked it).
@@ -207,6 +212,9 @@ fn entry(
     if let Some(signer) = &s.signer {
         summary.push_str(&format!(", signed by {}", signer.name));
     }
+    if s.reboot_required == Some(true) {
+        summary.push_str(&format!(", {}", crate::deploy_report::reboot_note(&s.reboot_reasons)));
+    }
     let mut body = s.pull.as_ref().map(|p| pull_lines(p, unix_now())).unwrap_or_default();
     body.push_str(&damaged_lines(&s.damaged_records));
     body.push_str(&last_deployment_line(s.last_deployment.as_ref()));
@@ -228,6 +236,8 @@ fn entry(
         pinned_lock: s.pinned_lock,
         pull: s.pull,
         reachable: true,
+        reboot_required: s.reboot_required,
+        reboot_reasons: s.reboot_reasons,
         refused: false,
         signer: s.signer,
         state: s.state,

@@ -22,6 +22,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod background;
+mod boot;
 
 pub use crate::agent_yaml::{agent_config, agent_config_trusting, agent_config_with, PullSettings};
 pub use crate::gates::{GcHold, SwitchGate};
@@ -43,10 +44,12 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Run inside `ip netns exec NS unshare --mount --propagation private`: mounts the
-/// host's `nix` directory (`$1`) on `/nix`, then execs the command. `ip netns exec`,
-/// `unshare` and this `exec` all replace the process rather than fork, so the pid of the
-/// spawned `ip` ends up being the pid of the command itself.
-const ENTER_SCRIPT: &str = r#"mount --bind "$1" /nix && shift && exec "$@""#;
+/// host's `nix` directory (`$1`) on `/nix`, and its `run` directory (`$2`) on `/run` if
+/// it exists (see [`SimHost::set_booted_system`]), then execs the command. `ip netns
+/// exec`, `unshare` and this `exec` all replace the process rather than fork, so the pid
+/// of the spawned `ip` ends up being the pid of the command itself.
+const ENTER_SCRIPT: &str =
+    r#"mount --bind "$1" /nix && { [ ! -d "$2" ] || mount --bind "$2" /run; } && shift 2 && exec "$@""#;
 
 /// One simulated host. See the module documentation.
 #[derive(Debug)]
@@ -318,12 +321,13 @@ impl SimHost {
     }
 
     /// `ip netns exec NS unshare --mount --propagation private sh -c ENTER_SCRIPT sh
-    /// ROOT/nix ARGV...` with the host's environment.
+    /// ROOT/nix ROOT/run ARGV...` with the host's environment.
     fn command_in(&self, argv: &[&str]) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.netns, "unshare", "--mount", "--propagation", "private"])
             .args(["sh", "-c", ENTER_SCRIPT, "sh"])
             .arg(self.root.join("nix"))
+            .arg(self.root.join("run"))
             .args(argv)
             .current_dir(&self.root)
             // Every host has its own store but all share the machine's nixbld uids, and Nix

@@ -30,6 +30,8 @@ pub struct Props {
     pub last_deployment: String,
     /// Pull mode: the lock of a commit held pending for approval.
     pub pending_lock: String,
+    /// The status' `reboot_required` (`false` also when it cannot be told).
+    pub reboot_required: bool,
 }
 
 impl Props {
@@ -52,6 +54,7 @@ impl Props {
                 .and_then(|p| p.pending_lock.as_ref())
                 .map(ToString::to_string)
                 .unwrap_or_default(),
+            reboot_required: status.reboot_required == Some(true),
         }
     }
 
@@ -76,6 +79,9 @@ impl Props {
         }
         if self.emulated_systems != new.emulated_systems {
             out.push(("EmulatedSystems", Value::from(new.emulated_systems.clone())));
+        }
+        if self.reboot_required != new.reboot_required {
+            out.push(("RebootRequired", Value::from(new.reboot_required)));
         }
         out
     }
@@ -181,12 +187,23 @@ mod tests {
             last_error: None,
             refused: None,
         });
+        s.reboot_required = Some(true);
         let new = Props::from_status(&s, Some("d1"));
         let names: Vec<&str> = old.changes(&new).into_iter().map(|(n, _)| n).collect();
         assert_eq!(
             names,
-            ["State", "CurrentSystem", "LastDeployment", "PendingLock", "CurrentGeneration", "EmulatedSystems"]
+            [
+                "State",
+                "CurrentSystem",
+                "LastDeployment",
+                "PendingLock",
+                "CurrentGeneration",
+                "EmulatedSystems",
+                "RebootRequired"
+            ]
         );
+        s.reboot_required = None;
+        assert!(!Props::from_status(&s, None).reboot_required, "not known is published as false");
         let changes = old.changes(&new);
         assert_eq!(changes[0].1, Value::from("awaiting-confirmation"));
         assert_eq!(changes[3].1, Value::from(lock));

@@ -264,6 +264,15 @@ impl AgentService {
     fn pending_lock(&self) -> String {
         self.props().pending_lock.clone()
     }
+
+    /// RebootRequired: whether the system the profile points at needs a reboot to take
+    /// full effect (its kernel, initrd, kernel modules, kernel parameters or systemd
+    /// differ from the booted system's); false also when that cannot be told. The parts
+    /// are Status()'s `reboot_reasons`.
+    #[zbus(property)]
+    fn reboot_required(&self) -> bool {
+        self.props().reboot_required
+    }
 }
 
 /// Refuses callers other than root: their uid comes from the bus daemon, which knows it

@@ -44,7 +44,17 @@ let
       env = { inherit role; roleConfig = roleConfigs.${role}; };
     };
 
-  mkSystem = { name, system, roles ? [ ], motd ? "" }:
+  # The boot parts: one kernel (with its modules) and initrd per version, one systemd
+  # for the fleet. Shared by every host with the same version and system.
+  mkBootPart = system: name: kind: version: env:
+    mkDerivation {
+      name = "${name}-${version}";
+      inherit system;
+      builder = ./builders/boot.sh;
+      env = { inherit kind version; } // env;
+    };
+
+  mkSystem = { name, system, roles ? [ ], motd ? "", kernel ? "6.1.55", kernelParams ? [ "console=ttyS0" ] }:
     let
       unknownRoles = builtins.filter (role: !(roleConfigs ? ${role})) roles;
       hostName =
@@ -73,12 +83,17 @@ let
         };
       };
 
+      linux = mkBootPart system "linux" "kernel" kernel { };
+      initrd = mkBootPart system "initrd-linux" "initrd" kernel { kernel = linux; };
+      systemd = mkBootPart system "systemd" "systemd" "254.6" { };
+
       toplevel = mkDerivation {
         name = "nixos-system-${hostName}-${lib.version}";
         inherit system;
         builder = ./builders/toplevel.sh;
         env = {
-          inherit hostName etc nixosVersion;
+          inherit hostName etc nixosVersion linux initrd systemd;
+          kernelParams = lib.concatStringsSep " " kernelParams;
           switchScript = builtins.readFile ./builders/switch-to-configuration.sh;
           activateScript = builtins.readFile ./builders/activate.sh;
         };

@@ -235,6 +235,41 @@ pub struct Deployment {
     /// address it came from. Absent for pull mode's own deployments and from older agents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<Requester>,
+    /// Whether this system takes full effect only after a reboot: one of its boot parts
+    /// ([`REBOOT_PARTS`]) differs from the booted system's (`/run/booted-system`), or
+    /// `switch-to-configuration` exited with 100. `None` when it could not be told (no
+    /// booted system to compare with) and from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_required: Option<bool>,
+    /// What differs, part by part, when `reboot_required` is true.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reboot_reasons: Vec<RebootReason>,
+}
+
+/// The parts of a NixOS toplevel that only a reboot brings into effect, compared between
+/// the booted system and a new one (each a path inside the toplevel; a part missing in
+/// both counts as unchanged).
+pub const REBOOT_PARTS: [&str; 5] = ["kernel", "initrd", "kernel-modules", "kernel-params", "systemd"];
+
+/// One reason a system needs a reboot: a part that differs between the booted system and
+/// the new one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RebootReason {
+    /// Which part: one of [`REBOOT_PARTS`], or `switch-to-configuration` (it exited
+    /// with 100).
+    pub part: String,
+    /// What the booted system has there: the link's target, or a file's text (the
+    /// kernel parameters); null when it has nothing there.
+    pub booted: Option<String>,
+    /// What the new system has there, in the same form.
+    pub new: Option<String>,
+}
+
+impl std::fmt::Display for RebootReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".to_owned());
+        write!(f, "{}: {} -> {}", self.part, shown(&self.booted), shown(&self.new))
+    }
 }
 
 /// The health check that made a deployment roll back.
@@ -291,6 +326,8 @@ impl Deployment {
             commit_refusal: None,
             health_failure: None,
             requested_by: None,
+            reboot_required: None,
+            reboot_reasons: Vec::new(),
         }
     }
 }

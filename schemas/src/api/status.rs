@@ -64,6 +64,15 @@ pub struct StatusResponse {
     /// size exceeds it. `null` when it cannot be read, and from older agents.
     #[serde(default)]
     pub store_free_bytes: Option<u64>,
+    /// Whether the system the profile points at (what the next boot runs) needs a reboot
+    /// to take full effect: one of its boot parts differs from the booted system's.
+    /// `null` when it cannot be told (no `/run/booted-system`, no profile) and from older
+    /// agents.
+    #[serde(default)]
+    pub reboot_required: Option<bool>,
+    /// What differs, when `reboot_required` is true.
+    #[serde(default)]
+    pub reboot_reasons: Vec<crate::api::deployments::RebootReason>,
 }
 
 /// How the newest ended deployment went, and who asked for it.
@@ -129,6 +138,8 @@ impl StatusResponse {
             signer: None,
             last_deployment: None,
             store_free_bytes: None,
+            reboot_required: None,
+            reboot_reasons: Vec::new(),
         }
     }
 }

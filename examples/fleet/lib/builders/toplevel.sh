@@ -4,6 +4,8 @@
 #   $out/etc -> <etc>/etc
 #   $out/nixos-version, $out/system, $out/init-interface-version
 #   $out/specialisation/               (empty)
+#   $out/kernel, $out/kernel-modules, $out/initrd, $out/systemd -> the boot parts
+#   $out/kernel-params                 the kernel command line's parameters
 # Runs as `/bin/sh -eu` with PATH unset: builtins and /bin/... only.
 /bin/mkdir -p "$out/bin" "$out/specialisation"
 
@@ -25,3 +27,10 @@ write_script "$out/activate" "$activateScript"
 printf '%s' "$nixosVersion" > "$out/nixos-version"
 printf '%s' "$system" > "$out/system"
 printf 'systemd' > "$out/init-interface-version"
+
+# The boot parts, linked as NixOS links them: what a reboot-needed check compares.
+/bin/ln -s "$linux/bzImage" "$out/kernel"
+/bin/ln -s "$linux" "$out/kernel-modules"
+/bin/ln -s "$initrd/initrd" "$out/initrd"
+/bin/ln -s "$systemd" "$out/systemd"
+printf '%s' "$kernelParams" > "$out/kernel-params"
