@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# bench/vm-boot.sh [N]: N times (default 3), a fresh VM lane guest from power-on to its
+# bench/vm-boot.sh [N [uefi]]: N times (default 3), a fresh VM lane guest (with `uefi`, the
+# UEFI variant: OVMF and systemd-boot) from power-on to its
 # agent answering, then a reboot of it to its agent answering again. Same image and
 # accelerator choice as tests/vm/run.sh. Prints a Markdown table (docs/VM-LANE.md has
 # the figures); asserts nothing.
@@ -7,4 +8,4 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=tests/vm/lane.sh
 . tests/vm/lane.sh
-cargo run --quiet -p hostctl-tests --bin bench-vm-boot -- "${1:-3}"
+cargo run --quiet -p hostctl-tests --bin bench-vm-boot -- "${1:-3}" ${2:+"$2"}

@@ -6,7 +6,8 @@
 # only as root; otherwise says what is missing. With --vm, what the VM lane
 # (tests/vm/run.sh) needs instead: qemu (the x86_64 system emulator and qemu-img),
 # debootstrap (the guest image), e2fsprogs (mkfs.ext4 -d), binutils (objcopy strips the
-# agent for the guests), an ssh client; without their recommendations (a desktop's worth
+# agent for the guests), an ssh client, OVMF, sfdisk, dosfstools and mtools (the UEFI
+# guests' firmware and ESP); without their recommendations (a desktop's worth
 # of packages for qemu).
 set -euo pipefail
 
@@ -39,6 +40,12 @@ if [ "${1:-}" = --vm ]; then
   command -v mkfs.ext4 >/dev/null 2>&1 || [ -x /usr/sbin/mkfs.ext4 ] || need+=(e2fsprogs)
   command -v objcopy >/dev/null 2>&1 || need+=(binutils)
   command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
+  # The UEFI guests: their firmware, and their ESP (a GPT image with a FAT partition,
+  # written without a loop mount).
+  [ -e /usr/share/OVMF/OVMF_CODE_4M.fd ] || need+=(ovmf)
+  command -v sfdisk >/dev/null 2>&1 || [ -x /usr/sbin/sfdisk ] || need+=(fdisk)
+  command -v mkfs.fat >/dev/null 2>&1 || [ -x /usr/sbin/mkfs.fat ] || need+=(dosfstools)
+  command -v mcopy >/dev/null 2>&1 || need+=(mtools)
 fi
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

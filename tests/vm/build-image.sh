@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the VM lane's guest image from Debian's packages, or reuses the cached one.
-#   build-image.sh CACHE_DIR   -> prints the image directory (vmlinuz, initrd.img, root.img)
+#   build-image.sh CACHE_DIR   -> prints the image directory (vmlinuz, initrd.img, root.img,
+#                                 esp.img: the UEFI guests' boot disk)
 # The cache key is a hash of everything that goes into the image: this script,
 # packages.txt, guest-init.sh and the mirror. What changes per build of this checkout (the
 # agent binary, its unit, agent.yaml) is not in the image: tests/vm/run.sh puts it on a
@@ -30,6 +31,31 @@ work=$(mktemp -d "$cache/build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 root="$work/root"
 pkgs() { sed -n "s/^$1: //p" "$here/packages.txt"; }
+
+# esp_image IMAGE LOADER KERNEL_DIR: the UEFI guests' boot disk (tests/src/vm/guest.rs boots
+# each over a qcow2 overlay of it, with OVMF): a GPT with one EFI system partition (FAT32,
+# written with mtools, no loop mount) holding systemd-boot as the removable-media loader
+# (EFI/BOOT/BOOTX64.EFI) and one entry, `debian.conf`, for the image's own system (Debian's
+# systemd through /sbin/hostctl-vm-init, as the direct-kernel guests boot). Deployed test
+# systems add their `nixos-generation-<N>.conf` entries (tests/vm/fleet).
+esp_image() {
+  local esp=$1 loader=$2 kernels=$3 at part=$work/esp.d
+  truncate -s 256M "$esp"
+  printf 'label: gpt\nstart=2048, size=520192, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name="ESP"\n' \
+    | sfdisk -q "$esp" >/dev/null
+  mkfs.fat -F 32 -n ESP --offset 2048 "$esp" $((520192 / 2)) >/dev/null
+  at="$esp@@1M"
+  mkdir -p "$part"
+  printf 'timeout 0\ndefault debian.conf\n' >"$part/loader.conf"
+  printf '%s\n' 'title Debian (the guest image)' 'linux /EFI/debian/vmlinuz' 'initrd /EFI/debian/initrd.img' \
+    'options root=/dev/vda rw console=ttyS0 init=/sbin/hostctl-vm-init quiet systemd.show_status=0 panic=5' \
+    >"$part/debian.conf"
+  MTOOLS_SKIP_CHECK=1 mmd -i "$at" ::/EFI ::/EFI/BOOT ::/EFI/debian ::/EFI/nixos ::/loader ::/loader/entries
+  MTOOLS_SKIP_CHECK=1 mcopy -i "$at" "$loader" ::/EFI/BOOT/BOOTX64.EFI
+  MTOOLS_SKIP_CHECK=1 mcopy -i "$at" "$kernels/vmlinuz" "$kernels/initrd.img" ::/EFI/debian/
+  MTOOLS_SKIP_CHECK=1 mcopy -i "$at" "$part/loader.conf" ::/loader/loader.conf
+  MTOOLS_SKIP_CHECK=1 mcopy -i "$at" "$part/debian.conf" ::/loader/entries/debian.conf
+}
 
 echo "building the guest image ($suite from $mirror) in $work" >&2
 start=$SECONDS
@@ -100,6 +126,11 @@ rm -rf "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* "$root"/usr/share/man
 mkdir -p "$work/out"
 cp "$(readlink -f "$root/vmlinuz")" "$work/out/vmlinuz"
 cp "$(readlink -f "$root/initrd.img")" "$work/out/initrd.img"
+# The UEFI guests mount their ESP on /boot, which hides Debian's kernel there: /vmlinuz and
+# /initrd.img (what the test systems' `kernel` and `initrd` name) become the files.
+cp --remove-destination "$work/out/vmlinuz" "$root/vmlinuz"
+cp --remove-destination "$work/out/initrd.img" "$root/initrd.img"
+esp_image "$work/out/esp.img" "$root/usr/lib/systemd/boot/efi/systemd-bootx64.efi" "$work/out"
 # Room for the store paths the tests import; a sparse file, so unused space costs nothing.
 used=$(du -sm "$root" | cut -f1)
 mkfs.ext4 -q -F -L hostctl-vm -d "$root" "$work/out/root.img" "$((used + 3072))M"

@@ -5,6 +5,7 @@
 # next boot is to run, if a deployment made one (/nix/var/nix/hostctl-vm/next-boot, written
 # by the fixture switch-to-configuration's `boot`, `switch`), whose `init` activates it and
 # execs systemd. Without one, Debian's systemd starts directly.
+#   hostctl-vm-init --prepare   only the installation (and the ESP), then exits
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mkdir -p /opt/hostctl
 if mount -o ro /dev/vdb /opt/hostctl 2>/dev/null; then
@@ -16,6 +17,15 @@ if mount -o ro /dev/vdb /opt/hostctl 2>/dev/null; then
   mkdir -p /etc/systemd/system/multi-user.target.wants
   ln -sf /etc/systemd/system/hostctl-agent.service /etc/systemd/system/multi-user.target.wants/hostctl-agent.service
 fi
+# UEFI guests (OVMF; tests/src/vm/guest.rs): the third disk is the EFI system partition,
+# mounted on /boot as on NixOS: systemd-boot's entries and loader.conf, bootctl's ESP.
+if [ -d /sys/firmware/efi ] && [ -b /dev/vdc1 ]; then
+  mount -t vfat -o umask=0077 /dev/vdc1 /boot || echo "hostctl-vm-init: cannot mount the ESP /dev/vdc1 on /boot" >&2
+fi
+# A UEFI guest boots a test system's `init` directly (its loader entry says
+# init=<toplevel>/init): that init runs this script with --prepare for the part above.
+export HOSTCTL_VM_PREPARED=1
+[ "${1-}" = --prepare ] && exit 0
 next=/nix/var/nix/hostctl-vm/next-boot
 if [ -x "$next/init" ]; then
   exec "$next/init"

@@ -2,6 +2,7 @@
 //! its agent answering HTTP, cold (a fresh overlay: first boot) and warm (a reboot of the
 //! same guest). Needs the lane's environment: run it through `bench/vm-boot.sh [N]`,
 //! which builds or reuses the image and picks the accelerator. Prints a Markdown table.
+//! `bench/vm-boot.sh N uefi`: the same for the UEFI variant (OVMF, systemd-boot).
 
 #![expect(clippy::expect_used, reason = "a benchmark binary: a failed step must stop it with its message")]
 
@@ -17,12 +18,14 @@ fn seconds(d: &Duration) -> String {
 
 fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(3);
+    let uefi = std::env::args().nth(2).is_some_and(|a| a == "uefi");
+    let create = if uefi { Guest::create_uefi } else { Guest::create };
     let lane = Lane::from_env().expect("HOSTCTL_VM_IMAGE is not set: run bench/vm-boot.sh");
     let yaml = agent_yaml("bench1", "bench:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "");
     println!("| run | accelerator | cold boot: power-on → agent answering (s) | reboot → agent answering (s) |");
     println!("|---|---|---|---|");
     for run in 1..=n {
-        let mut guest = Guest::create(&lane, "bench1", &yaml, &[]);
+        let mut guest = create(&lane, "bench1", &yaml, &[]);
         let cold = guest.boot();
         if run == 1 {
             // Where the boot went (to stderr: the table stays on stdout).
@@ -35,6 +38,7 @@ fn main() {
             let shutdown = guest.ssh("journalctl -b -1 -o short-monotonic --no-pager | tail -n 30");
             eprintln!("{}", String::from_utf8_lossy(&shutdown.stdout));
         }
-        println!("| {run} | {} | {} | {} |", lane.accel, seconds(&cold), seconds(&warm));
+        let firmware = if uefi { "UEFI" } else { "direct kernel" };
+        println!("| {run} | {} {firmware} | {} | {} |", lane.accel, seconds(&cold), seconds(&warm));
     }
 }

@@ -14,6 +14,9 @@ use crate::http::Request;
 use crate::livefleet::{generate_key, inventory_yaml};
 use crate::{fail, run, HostctlChild, HostctlRun, TestFleet};
 
+/// [`Guest::create`] or [`Guest::create_uefi`]: (lane, name, agent.yaml, secrets).
+type CreateGuest = fn(&Lane, &str, &str, &[(&str, &str)]) -> Guest;
+
 /// Guests, fleet and key; the guests are powered off on drop.
 #[derive(Debug)]
 pub struct VmFleet {
@@ -55,13 +58,27 @@ impl VmFleet {
         agent_extra: &str,
         secrets: &[(&str, &str)],
     ) -> VmFleet {
+        Self::start_guests(lane, names, services, agent_extra, secrets, Guest::create)
+    }
+
+    /// [`VmFleet::start`] with UEFI guests (OVMF, systemd-boot; [`Guest::create_uefi`]).
+    pub fn start_uefi(lane: &Lane, names: &[&str], services: &str, agent_extra: &str) -> VmFleet {
+        Self::start_guests(lane, names, services, agent_extra, &[], Guest::create_uefi)
+    }
+
+    fn start_guests(
+        lane: &Lane,
+        names: &[&str],
+        services: &str,
+        agent_extra: &str,
+        secrets: &[(&str, &str)],
+        create: CreateGuest,
+    ) -> VmFleet {
         let fleet = TestFleet::copy_of("tests/vm/fleet");
         let key_file = fleet.tmp.path().join("fleet.sec");
         let public_key = generate_key(&fleet, "hostctl-vm-test", &key_file);
-        let mut guests: Vec<Guest> = names
-            .iter()
-            .map(|name| Guest::create(lane, name, &agent_yaml(name, &public_key, agent_extra), secrets))
-            .collect();
+        let mut guests: Vec<Guest> =
+            names.iter().map(|name| create(lane, name, &agent_yaml(name, &public_key, agent_extra), secrets)).collect();
         let start = Instant::now();
         for guest in &mut guests {
             guest.power_on();

@@ -25,6 +25,11 @@ pub struct Guest {
     qemu: Option<Child>,
     /// The serial console of the running qemu (one file per power-on).
     console: PathBuf,
+    /// Boots through OVMF and systemd-boot from its ESP ([`super::uefi`]) instead of
+    /// qemu's `-kernel`.
+    uefi: bool,
+    /// How long a boot may take (power-on or reboot to the agent answering).
+    boot_timeout: Duration,
 }
 
 impl Guest {
@@ -37,7 +42,16 @@ impl Guest {
             .prefix(&format!("hostctl-vm-{name}-"))
             .tempdir()
             .unwrap_or_else(|e| fail(&format!("cannot create a temp dir: {e}")));
-        let guest = Guest { name: name.to_owned(), addr, lane: lane.clone(), dir, qemu: None, console: PathBuf::new() };
+        let guest = Guest {
+            name: name.to_owned(),
+            addr,
+            lane: lane.clone(),
+            dir,
+            qemu: None,
+            console: PathBuf::new(),
+            uefi: false,
+            boot_timeout: BOOT_TIMEOUT,
+        };
         checked(
             Command::new("qemu-img")
                 .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
@@ -48,6 +62,15 @@ impl Guest {
         guest.write_seed(agent_yaml, secrets);
         // Raw requests of the tests pin the agent at this address, as hostctl does.
         crate::identity::register(&guest.agent_addr(), crate::identity::test_identity_public(name).key);
+        guest
+    }
+
+    /// [`Guest::create`], booting with UEFI firmware and systemd-boot ([`super::uefi`]).
+    pub fn create_uefi(lane: &Lane, name: &str, agent_yaml: &str, secrets: &[(&str, &str)]) -> Guest {
+        let mut guest = Guest::create(lane, name, agent_yaml, secrets);
+        super::uefi::create_disks(&lane.image, guest.dir.path());
+        guest.uefi = true;
+        guest.boot_timeout = super::uefi::BOOT_TIMEOUT;
         guest
     }
 
@@ -122,13 +145,18 @@ impl Guest {
         } else {
             cmd.args(["-accel", "tcg,thread=multi"]);
         }
-        cmd.arg("-kernel").arg(image.join("vmlinuz")).arg("-initrd").arg(image.join("initrd.img"));
-        cmd.args([
-            "-append",
-            "root=/dev/vda rw console=ttyS0 init=/sbin/hostctl-vm-init quiet systemd.show_status=0 panic=-1",
-        ]);
+        if !self.uefi {
+            cmd.arg("-kernel").arg(image.join("vmlinuz")).arg("-initrd").arg(image.join("initrd.img"));
+            cmd.args([
+                "-append",
+                "root=/dev/vda rw console=ttyS0 init=/sbin/hostctl-vm-init quiet systemd.show_status=0 panic=-1",
+            ]);
+        }
         cmd.arg("-drive").arg(format!("file={},if=virtio,format=qcow2", self.path("root.qcow2").display()));
         cmd.arg("-drive").arg(format!("file={},if=virtio,format=raw,readonly=on", self.path("seed.img").display()));
+        if self.uefi {
+            super::uefi::qemu_args(&mut cmd, self.dir.path());
+        }
         cmd.args(["-netdev", &format!("user,id=net0,{},{}", fwd(AGENT_PORT), fwd(22))]);
         cmd.args(["-device", "virtio-net-pci,netdev=net0", "-device", "virtio-rng-pci"]);
         // tests/vm/run.sh kills what is left in its run directory when it ends (a test
@@ -169,8 +197,8 @@ impl Guest {
             if probe.send_with_timeout(&self.agent_addr(), Duration::from_secs(2)).is_ok() {
                 break;
             }
-            if start.elapsed() > BOOT_TIMEOUT {
-                fail(&format!("{}: no agent after {BOOT_TIMEOUT:?}: {}", self.name, self.diagnostics()));
+            if start.elapsed() > self.boot_timeout {
+                fail(&format!("{}: no agent after {:?}: {}", self.name, self.boot_timeout, self.diagnostics()));
             }
             std::thread::sleep(Duration::from_millis(250));
         }
@@ -182,8 +210,8 @@ impl Guest {
             took.as_secs_f64()
         );
         while !self.ssh("true").status.success() {
-            if start.elapsed() > BOOT_TIMEOUT {
-                fail(&format!("{}: no ssh after {BOOT_TIMEOUT:?}: {}", self.name, self.diagnostics()));
+            if start.elapsed() > self.boot_timeout {
+                fail(&format!("{}: no ssh after {:?}: {}", self.name, self.boot_timeout, self.diagnostics()));
             }
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -198,6 +226,12 @@ impl Guest {
             lines[lines.len().saturating_sub(40)..].join("\n")
         };
         format!("\n--- console ---\n{}\n--- qemu stderr ---\n{}", tail(&self.console), tail(&self.path("qemu.stderr")))
+    }
+
+    /// The serial console of the current power-on so far (every boot of it: firmware,
+    /// kernel, reboots).
+    pub fn console_text(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.console).unwrap_or_default()).into_owned()
     }
 
     /// Runs `script` with the guest's /bin/sh as root over ssh.
@@ -274,7 +308,7 @@ impl Guest {
         // In the background, so ssh returns before the connection goes down with the guest.
         self.sh("nohup sh -c 'sleep 1; systemctl reboot' >/dev/null 2>&1 &");
         loop {
-            if start.elapsed() > BOOT_TIMEOUT {
+            if start.elapsed() > self.boot_timeout {
                 fail(&format!("{}: did not come back after a reboot: {}", self.name, self.diagnostics()));
             }
             std::thread::sleep(Duration::from_secs(1));
@@ -293,8 +327,12 @@ impl Guest {
 /// binds it.
 fn free_address() -> Ipv4Addr {
     static NEXT: AtomicU8 = AtomicU8::new(0);
-    let first = 10 + (std::process::id() % 120) as u8;
-    let _ = NEXT.compare_exchange(0, first, Ordering::SeqCst, Ordering::SeqCst);
+    // The test processes of other checkouts pick addresses at the same time, and a port
+    // found free here is only taken when qemu starts: each process starts at its own point
+    // of the range (by pid), so two rarely race for one (then a probe could reach the other
+    // process's guest).
+    let start = 10 + u8::try_from(std::process::id() % 200).unwrap_or(0);
+    let _ = NEXT.compare_exchange(0, start, Ordering::SeqCst, Ordering::SeqCst);
     loop {
         let k = NEXT.fetch_add(1, Ordering::SeqCst);
         if k == u8::MAX {

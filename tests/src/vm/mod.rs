@@ -15,6 +15,7 @@ pub mod checks;
 pub mod fleet;
 pub mod gitd;
 pub mod guest;
+pub mod uefi;
 pub mod upgrade;
 
 use std::collections::BTreeMap;

@@ -13,7 +13,15 @@
 # `agentTag` changes the agent's unit text, which its X-RestartIfChanged=false must keep
 # from restarting it. `agentProgram` (a path in the fleet: another agent binary) makes the
 # unit's ExecStart start that program, from the store, instead of the seed disk's.
-{ name, agentUnit, services ? { }, agentTag ? "", agentProgram ? null }:
+#
+# Booting (the UEFI guests' loader entries, tests/vm/fleet/builders/switch-to-configuration.sh):
+#   kernel-params                 the kernel command line after `init=`: `kernelParams`
+#                                 (a "kernel change" is a change of it: reboot needed) or,
+#                                 with `bootFails = true`, one whose initrd cannot find the
+#                                 root: the boot panics and reboots by itself (panic=5)
+{ name, agentUnit, services ? { }, agentTag ? ""
+, kernelParams ? "root=/dev/vda rw console=ttyS0 quiet systemd.show_status=0 panic=5"
+, bootFails ? false, agentProgram ? null }:
 let
   system = "x86_64-linux";
   version = "24.05-vm";
@@ -50,6 +58,9 @@ let
     switchScript = script ./builders/switch-to-configuration.sh;
     activateScript = script ./builders/activate.sh;
     initScript = script ./builders/init.sh;
+    kernelParams = if bootFails
+      then "root=/dev/disk/by-label/hostctl-vm-no-such-root rootdelay=1 console=ttyS0 panic=5"
+      else kernelParams;
   };
 in
 {

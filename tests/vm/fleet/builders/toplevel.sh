@@ -21,6 +21,7 @@ for unit in $units; do
 done
 /bin/ln -s /vmlinuz "$out/kernel"
 /bin/ln -s /initrd.img "$out/initrd"
+printf '%s' "$kernelParams" > "$out/kernel-params"
 printf '%s' "$nixosVersion" > "$out/nixos-version"
 printf '%s' "$system" > "$out/system"
 printf 'systemd' > "$out/init-interface-version"
