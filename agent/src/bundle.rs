@@ -195,6 +195,7 @@ pub async fn deploy(
         health: Vec::new(),
         cache: None,
         commit_signature: None,
+        retention: None,
     };
     let started = deployer.create(request).await?;
     Ok(wait_until_final(deployer, started).await)
