@@ -25,14 +25,24 @@ pub struct Retention {
     pub keep_younger_than: Option<Duration>,
 }
 
-/// The text form, checked by [`Retention::new`] (messages name the bad value).
+/// The text form; each value is checked as it is read, so a YAML error points at it.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a retention mapping with `keep_last` and/or `keep_younger_than`")]
 struct RawRetention {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "checked_keep_last")]
     keep_last: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "checked_age")]
     keep_younger_than: Option<Duration>,
+}
+
+fn checked_keep_last<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let n = i64::deserialize(d)?;
+    Retention::new(Some(n), None).map(|_| Some(n)).map_err(serde::de::Error::custom)
+}
+
+fn checked_age<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let age = Duration::deserialize(d)?;
+    Retention::new(None, Some(age)).map(|_| Some(age)).map_err(serde::de::Error::custom)
 }
 
 /// A policy that would keep nothing, or is not one.
@@ -123,5 +133,20 @@ mod tests {
             let err = serde_json::from_str::<Retention>(bad).unwrap_err().to_string();
             assert!(err.contains(says), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn a_host_gets_its_own_then_its_tags_then_the_default() {
+        let yaml = "defaults: {retention: {keep_last: 9}}\ntag_retention:\n  db: {keep_last: 3}\n  eu: {keep_last: 4}\n\
+                    hosts:\n  web1: {address: a}\n  db1: {address: b, tags: [db]}\n  own: {address: c, tags: [db, eu], retention: {keep_younger_than: 1d}}\n\
+                    \x20 both: {address: d, tags: [db, eu]}\n";
+        let file = std::path::Path::new("fleet.yaml");
+        let fleet = crate::inventory::parse_fleet(yaml, file).unwrap();
+        let of = |name: &str| host_retention(&fleet, &name.parse().unwrap(), file).map(|r| r.map(|(p, key)| (p.to_string(), key)));
+        assert_eq!(of("web1").unwrap(), Some(("keep_last 9".into(), "defaults.retention".into())));
+        assert_eq!(of("db1").unwrap(), Some(("keep_last 3".into(), "tag_retention.db".into())));
+        assert_eq!(of("own").unwrap(), Some(("keep_younger_than 1d".into(), "hosts.own.retention".into())));
+        let err = of("both").unwrap_err().to_string();
+        assert!(err.contains("fleet.yaml: hosts.both: its tags `db` and `eu` have different `tag_retention` policies"), "{err}");
     }
 }

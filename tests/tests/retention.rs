@@ -186,8 +186,9 @@ fn bad_policies_are_refused_with_their_place() {
         live.write_inventory_with("30s", |_| format!("    retention:\n      {policy}\n"), "");
         let run = live.hostctl(&["gc", "web1"]);
         run.expect_code(2);
-        let line = live.fleet.read("fleet.yaml").lines().position(|l| l.contains("retention:")).unwrap() + 1;
-        assert!(run.stderr.contains(&format!("fleet.yaml:{line}:")) || run.stderr.contains(&format!("fleet.yaml:{}:", line + 1)), "{policy}: {}", run.stderr);
+        let line = live.fleet.read("fleet.yaml").lines().position(|l| l.trim() == policy).unwrap() + 1;
+        assert!(run.stderr.contains(&format!("fleet.yaml:{line}:")), "{policy} is on line {line}: {}", run.stderr);
+        assert!(run.stderr.contains("hosts.web1.retention.keep_"), "{policy}: {}", run.stderr);
         assert!(run.stderr.contains(says), "{policy}: {}", run.stderr);
     }
     live.write_inventory_with("30s", |_| String::new(), "");
@@ -217,8 +218,7 @@ fn bad_policies_are_refused_with_their_place() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    let line = base.lines().count() + 1;
-    let at = |n: usize| stderr.contains(&format!("agent.yaml:{n}:"));
-    assert!(at(line) || at(line + 1), "line {line} or the next: {stderr}");
+    let line = base.lines().count() + 2;
+    assert!(stderr.contains(&format!("agent.yaml:{line}:")), "keep_last is on line {line}: {stderr}");
     assert!(stderr.contains("retention.keep_last") || stderr.contains("keep_last: 0 generations"), "{stderr}");
 }
