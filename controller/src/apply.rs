@@ -151,6 +151,9 @@ pub async fn apply(
         }
     } else {
         let results = roll_out(targets, store, Arc::new(settings), policy, failed_before).await;
+        if let Err(e) = crate::deployed_roots::keep_inputs(&nix, &ctx.fleet_file, &ctx.flake).await {
+            out.warn(&e);
+        }
         for (name, (batch, outcome)) in results {
             if matches!(outcome.result, HostResult::Activated | HostResult::Unchanged) {
                 keep_deployed(ctx, &nix, &built, &name, out).await;

@@ -7,6 +7,9 @@
 //! hex digits of the SHA-256 of the fleet file's absolute path), replaced on each
 //! deployment (`nix-store --add-root`, through `hostctl_nix`), so only those two are held.
 //!
+//! The flake's source and inputs are kept as `<fleet>/inputs/<n>` (after each `apply`),
+//! so evaluating again (`diff`, a rebuild) needs no fetch.
+//!
 //! Invariant: roots are only added or replaced, never made for a host that did not end
 //! `activated` or `unchanged` (or a rollback that landed); a failure to add one is a
 //! warning, never a failed host.
@@ -48,6 +51,25 @@ pub async fn keep_if_present(nix: &Nix, fleet_file: &Path, host: &HostName, topl
     } else {
         Ok(())
     }
+}
+
+/// Roots the fleet flake's source and inputs (`<dir>/inputs/<n>`, replacing the previous
+/// set): evaluating `diff` or a rebuild again needs them, and Nix cannot fetch every kind
+/// of input again (relative `path:` inputs, offline machines).
+pub async fn keep_inputs(nix: &Nix, fleet_file: &Path, flake: &hostctl_nix::FlakeRef) -> Result<(), String> {
+    let Some(dir) = dir(fleet_file) else { return Ok(()) };
+    let sources = nix.flake_sources(flake).await.map_err(|e| format!("cannot list the flake's inputs: {e}"))?;
+    let inputs = dir.join("inputs");
+    if let Ok(old) = std::fs::read_dir(&inputs) {
+        for link in old.flatten() {
+            let _ = std::fs::remove_file(link.path());
+        }
+    }
+    std::fs::create_dir_all(&inputs).map_err(|e| format!("cannot create {}: {e}", inputs.display()))?;
+    for (n, source) in sources.iter().enumerate() {
+        add(nix, &inputs.join(n.to_string()), source).await?;
+    }
+    Ok(())
 }
 
 async fn add(nix: &Nix, link: &Path, toplevel: &StorePath) -> Result<(), String> {

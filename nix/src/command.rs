@@ -268,6 +268,13 @@ impl NixCommand {
         Self { program: Program::NixEnv, args }
     }
 
+    /// `nix flake archive --json --dry-run FLAKE`: the store paths of the flake's source
+    /// and of every input, recursively (`{"path", "inputs": {NAME: {...}}}`), copying
+    /// nothing; they are valid after an evaluation of the flake.
+    pub fn flake_sources(flake: &FlakeRef) -> Self {
+        Self::nix(["flake", "archive", "--json", "--dry-run", "--no-update-lock-file", flake.as_str()])
+    }
+
     /// `nix-store --gc --print-roots`: every GC root as `LINK -> STORE PATH`, one a line.
     pub fn print_roots() -> Self {
         Self::nix_store(["--gc", "--print-roots"], &[])

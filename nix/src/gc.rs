@@ -46,7 +46,24 @@ fn store_paths(nix: &Nix, cmd: &NixCommand, stdout: &[u8]) -> Result<BTreeSet<St
         .collect()
 }
 
+/// The `path`s of `nix flake archive --json` output, the flake's first, inputs after.
+pub fn parse_flake_sources(json: &serde_json::Value) -> Vec<StorePath> {
+    let mut paths: Vec<StorePath> = json["path"].as_str().and_then(|p| p.parse().ok()).into_iter().collect();
+    if let Some(inputs) = json["inputs"].as_object() {
+        for input in inputs.values() {
+            paths.extend(parse_flake_sources(input));
+        }
+    }
+    paths
+}
+
 impl Nix {
+    /// The store paths of `flake`'s source and of all its inputs.
+    pub async fn flake_sources(&self, flake: &crate::command::FlakeRef) -> Result<Vec<StorePath>, NixError> {
+        let json: serde_json::Value = self.run_json(&NixCommand::flake_sources(flake)).await?;
+        Ok(parse_flake_sources(&json))
+    }
+
     /// Every GC root of the store.
     pub async fn gc_roots(&self) -> Result<Vec<GcRoot>, NixError> {
         let out = self.run(&NixCommand::print_roots()).await?;
@@ -110,6 +127,8 @@ mod tests {
         assert_eq!(roots.len(), 3, "{roots:?}");
         assert_eq!(roots[0].link, "/x/state/profiles/system-3-link");
         assert!(roots.iter().all(|r| r.target.as_str() == a), "{roots:?}");
+        let json = serde_json::json!({"path": a, "inputs": {"x": {"path": a, "inputs": {}}}});
+        assert_eq!(parse_flake_sources(&json).len(), 2);
         let cmd = NixCommand::delete_generations(&Profile::new(std::path::Path::new("/p/system")).unwrap(), &[2, 5]);
         assert_eq!(cmd.argv(), ["nix-env", "--profile", "/p/system", "--delete-generations", "2", "5"]);
     }

@@ -130,6 +130,10 @@ fn diff_and_rollback_survive_a_local_nix_collect_garbage() {
     let store = hostctl_tests::StoreRoot::new();
     let nix_dir = store.path().join("nix");
     std::fs::create_dir_all(&nix_dir).unwrap();
+    // The flake's inputs (relative `path:` ones, which Nix will not fetch into an empty
+    // store), as the machine's store has them.
+    let archive = live.fleet.nix(&["flake", "archive", "--to", &store.url()]);
+    assert!(archive.status.success(), "nix flake archive: {}", String::from_utf8_lossy(&archive.stderr));
     let hostctl = |args: &[&str]| private_run(&live.hostctl_command(args), &nix_dir);
     let valid = |path: &str| {
         let mut check = std::process::Command::new("nix-store");

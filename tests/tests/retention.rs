@@ -222,3 +222,18 @@ fn bad_policies_are_refused_with_their_place() {
     assert!(stderr.contains(&format!("agent.yaml:{line}:")), "keep_last is on line {line}: {stderr}");
     assert!(stderr.contains("retention.keep_last") || stderr.contains("keep_last: 0 generations"), "{stderr}");
 }
+
+#[test]
+fn without_a_fleet_policy_the_agents_own_applies() {
+    let mut live = LiveFleet::start(&["web1"]);
+    let host = live.host_mut("web1");
+    let config = std::fs::read_to_string(host.root.join("etc/agent.yaml")).unwrap();
+    host.stop_agent();
+    host.start_agent(&format!("{config}retention:\n  keep_last: 1\n"));
+    let a = apply_change(&live, "web1 own A");
+    let b = apply_change(&live, "web1 own B");
+    let runs = wait_for_runs(&live, 2);
+    assert_eq!(runs[1]["policy_source"], "agent.yaml", "{runs:?}");
+    assert_eq!(on_disk(&live), [2]);
+    assert!(!live.host("web1").is_valid(&a) && live.host("web1").is_valid(&b));
+}
