@@ -81,7 +81,7 @@ mod tests {
     use hostctl_schemas::duration::Duration;
 
     fn system(n: u64) -> StorePath {
-        format!("/nix/store/{}-system-{n}", char::from(b'a' + n as u8).to_string().repeat(32)).parse().unwrap()
+        format!("/nix/store/{}-system-{n}", char::from(b'0' + n as u8).to_string().repeat(32)).parse().unwrap()
     }
 
     fn generations(times: &[u64]) -> Vec<GcGeneration> {
