@@ -58,6 +58,8 @@ let
       metrics_listen = setting types.str "IP:PORT of a plain-HTTP listener serving GET /metrics only (default: off).";
       webhook_listen = setting types.str
         "IP:PORT of a plain-HTTP listener serving the forge webhook only, behind a TLS-terminating proxy (default: off).";
+      retention = setting json
+        "Which system generations to keep when collecting garbage after each confirmed deployment: `{ keep_last = 5; keep_younger_than = \"30d\"; }` (one or both; default: none, nothing deleted).";
     };
   };
 

@@ -203,6 +203,7 @@ pub async fn deploy(
         health: Vec::new(),
         cache: None,
         commit_signature: None,
+        retention: None,
     };
     let started = deployer.create_by(request, Some(by)).await?;
     Ok(wait_until_final(deployer, started).await)

@@ -243,6 +243,7 @@ impl Deployer {
         let mut record = Record::new(deployment, request.confirm_timeout);
         record.health = request.health;
         record.cache = request.cache;
+        record.retention = request.retention;
         record.previous_profile = profile;
         self.accept(record)
     }

@@ -101,6 +101,7 @@ pub(crate) fn request(id: &str, toplevel: &StorePath, mode: Mode, confirm_secs: 
         health: Vec::new(),
         cache: None,
         commit_signature: None,
+        retention: None,
     }
 }
 

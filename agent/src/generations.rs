@@ -46,7 +46,7 @@ pub async fn list(nix: &Nix, deployer: &Deployer) -> Result<GenerationsResponse,
 
 /// Nix dates a generation by its link's mtime (and prints it in local time, which the
 /// agent cannot convert reliably), so read the mtime itself.
-fn generation_time(link: &std::path::Path) -> u64 {
+pub(crate) fn generation_time(link: &std::path::Path) -> u64 {
     std::fs::symlink_metadata(link)
         .and_then(|m| m.modified())
         .ok()

@@ -18,6 +18,8 @@ pub struct Handles {
     pub nix: Arc<Nix>,
     pub deployer: Arc<Deployer>,
     pub importer: Arc<Importer>,
+    /// Garbage collection under the retention policy (`POST /v1/gc`, after confirmations).
+    pub gc: Arc<crate::gc::Collector>,
     /// The pull-mode task's handle; `None` in push mode.
     pub pull: Option<Arc<Puller>>,
 }

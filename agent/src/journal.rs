@@ -88,6 +88,10 @@ pub struct Record {
     /// fetched from it before anything else if the store lacks it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheUrl>,
+    /// The request's generation retention (fleet.yaml), applied once it is confirmed
+    /// (`crate::gc`); `None`: the agent's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<hostctl_schemas::retention::Retention>,
 }
 
 impl Record {
@@ -106,6 +110,7 @@ impl Record {
             previous_profile: None,
             nix_child: None,
             cache: None,
+            retention: None,
         }
     }
 
@@ -532,6 +537,7 @@ pub(crate) mod tests {
             health: Vec::new(),
             cache: None,
             commit_signature: None,
+            retention: None,
         };
         Deployment::queued(&request, None, 1_800_000_000)
     }

@@ -28,6 +28,7 @@ pub mod dbus;
 pub mod deploy;
 pub mod deploy_error;
 pub mod events;
+pub mod gc;
 pub mod generations;
 pub mod handles;
 pub mod health;

@@ -165,6 +165,30 @@ fn last_deployment_info(out: &mut Text, records: &[Record]) {
     );
 }
 
+/// The newest garbage collection's figures (`crate::gc`'s journal), when one ran.
+pub fn render_gc(reports: &[hostctl_schemas::api::gc::GcReport]) -> String {
+    let mut out = Text::default();
+    let Some(last) = reports.last() else { return out.0 };
+    for (name, help, value) in [
+        ("hostctl_gc_last_run_timestamp_seconds", "Unix time the newest garbage collection ended.", last.finished),
+        ("hostctl_gc_last_bytes_freed", "Bytes (NAR sizes) the newest garbage collection freed.", last.bytes_freed),
+        (
+            "hostctl_gc_last_generations_deleted",
+            "System generations the newest garbage collection deleted.",
+            last.deleted_generations.len() as u64,
+        ),
+        (
+            "hostctl_gc_last_store_paths_deleted",
+            "Store paths the newest garbage collection deleted.",
+            last.store_paths.len() as u64,
+        ),
+    ] {
+        out.family(name, "gauge", help);
+        out.sample(name, &[], value);
+    }
+    out.0
+}
+
 /// `<prefix>_timestamp_seconds` and `<prefix>_success`, when the step has run.
 fn step_metrics(out: &mut Text, prefix: &str, what: &str, outcome: Option<StepOutcome>) {
     let Some(outcome) = outcome else { return };

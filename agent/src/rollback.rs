@@ -342,6 +342,7 @@ impl Deployer {
             health: Vec::new(),
             cache: None,
             commit_signature: None,
+            retention: None,
         };
         let (running, profile) = self.previous_systems()?;
         let mut deployment = Deployment::queued(&deployment_request, running, unix_now());

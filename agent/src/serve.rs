@@ -182,7 +182,11 @@ impl Agent {
             .with_roots(roots);
         let auth = Arc::new(Authenticator::new(config.hostname.clone(), identity.key, config.trusted_keys.clone()));
         let pull = crate::pull::Puller::from_config(&config, Arc::clone(&deployer)).map_err(ServeError::Config)?;
-        let agent = Handles { config: Arc::new(config), nix, deployer, importer: Arc::new(importer), pull };
+        let gc_log = crate::gc::GcLog::open(&config.state_dir.join("gc.json"));
+        let gc = Arc::new(crate::gc::Collector::new(Arc::clone(&nix), Arc::clone(&deployer), config.retention, gc_log));
+        gc.run_after_confirmations();
+        let importer = Arc::new(importer);
+        let agent = Handles { config: Arc::new(config), nix, deployer, importer, gc, pull };
         Ok(Self { state: AppState { agent, auth }, binfmt, tls, identity })
     }
 

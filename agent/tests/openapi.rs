@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use hostctl_schemas::api::{
-    bundles, deployments, generations, headers, hooks, logs, paths, rollback, status, ApiError,
+    bundles, deployments, gc, generations, headers, hooks, logs, paths, rollback, status, ApiError,
 };
 use reqwest::Method;
 use schemars::generate::{Contract, SchemaGenerator, SchemaSettings};
@@ -75,6 +75,7 @@ fn generated_schemas() -> Map<String, Value> {
     requests.subschema_for::<deployments::DeploymentRequest>();
     requests.subschema_for::<rollback::RollbackRequest>();
     requests.subschema_for::<bundles::Manifest>();
+    requests.subschema_for::<gc::GcRequest>();
     let mut responses = generator(Contract::Serialize);
     responses.subschema_for::<status::StatusResponse>();
     responses.subschema_for::<paths::MissingResponse>();
@@ -84,6 +85,7 @@ fn generated_schemas() -> Map<String, Value> {
     responses.subschema_for::<rollback::RollbackResponse>();
     responses.subschema_for::<generations::GenerationsResponse>();
     responses.subschema_for::<hooks::HookResponse>();
+    responses.subschema_for::<gc::GcReport>();
     responses.subschema_for::<ApiError>();
     let mut all = requests.take_definitions(true);
     for (name, schema) in responses.take_definitions(true) {
@@ -166,7 +168,7 @@ fn every_reference_in_the_document_resolves() {
 
 /// What each handler reads and answers (from `agent/src`): method, path, request body
 /// schema, success status and response schema.
-const BODIES: [(&str, &str, Option<&str>, &str, &str); 12] = [
+const BODIES: [(&str, &str, Option<&str>, &str, &str); 13] = [
     ("get", status::PATH, None, "200", "StatusResponse"),
     ("post", paths::MISSING_PATH, Some("MissingRequest"), "200", "MissingResponse"),
     ("post", paths::IMPORT_PATH, None, "200", "ImportResponse"),
@@ -179,6 +181,7 @@ const BODIES: [(&str, &str, Option<&str>, &str, &str); 12] = [
     ("post", hooks::PATH, None, "202", "HookResponse"),
     ("get", hostctl_agent::http::METRICS_PATH, None, "200", ""),
     ("post", bundles::PATH, None, "200", "Deployment"),
+    ("post", gc::PATH, Some("GcRequest"), "200", "GcReport"),
 ];
 
 fn schema_ref(content: &Value, media: &str) -> String {
@@ -276,6 +279,7 @@ fn the_documented_paths_are_the_apis_path_constants() {
         hooks::PATH.to_owned(),
         hostctl_agent::http::METRICS_PATH.to_owned(),
         bundles::PATH.to_owned(),
+        gc::PATH.to_owned(),
     ]
     .into();
     assert_eq!(documented, constants.iter().map(String::as_str).collect());

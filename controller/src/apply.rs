@@ -118,6 +118,7 @@ pub async fn apply(
     let mut warn = |w: &str| out.warn(w);
     let hosts = opts.selection.hosts();
     settings.commit_signatures = commit_policy::check(ctx, hosts, Checked::Head, opts.allow_unsigned, &mut warn)?;
+    settings.retention = hosts.iter().filter_map(|h| Some((h.clone(), ctx.retention(h)?))).collect();
     let built = eval_and_build(&opts.eval, ctx, nix.clone(), &opts.selection).await?;
     // One local store for the diff and the push: each closure is queried once.
     let store = Arc::new(NixStore::new(nix.clone()));
@@ -150,6 +151,9 @@ pub async fn apply(
         }
     } else {
         let results = roll_out(targets, store, Arc::new(settings), policy, failed_before).await;
+        if let Err(e) = crate::deployed_roots::keep_inputs(&nix, &ctx.fleet_file, &ctx.flake).await {
+            out.warn(&e);
+        }
         for (name, (batch, outcome)) in results {
             if matches!(outcome.result, HostResult::Activated | HostResult::Unchanged) {
                 keep_deployed(ctx, &nix, &built, &name, out).await;

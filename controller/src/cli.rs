@@ -113,6 +113,10 @@ pub enum Command {
     /// Print a deployment's whole activation log from its agent (the newest deployment's
     /// unless one is named); `--follow` until the deployment ends.
     Logs(LogsArgs),
+    /// Delete old system generations on hosts under their retention policy, then the
+    /// store paths nothing keeps; report what went (or would go, with `--dry-run`).
+    #[command(after_help = "Examples:\n  hostctl gc web1 --dry-run\n  hostctl gc @web --keep-last 5 --json")]
+    Gc(GcArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout; it
     /// completes subcommands, options, and host names and `@tag`s from the fleet file.
     #[command(after_help = "Example:\n  hostctl completions bash > /etc/bash_completion.d/hostctl")]
@@ -316,4 +320,40 @@ mod tests {
             assert_eq!(error(args), want, "{args:?}");
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// The hosts: names, globs (`web*`), `@tag`s or tag globs (`@web-*`), comma lists
+    /// (`web1,web2`); as `--on`, each must match a host.
+    #[arg(required = true, value_name = "HOST", add = ArgValueCompleter::new(crate::complete::hosts))]
+    pub hosts: Vec<String>,
+    /// Report what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Keep the newest N generations (1 or more), instead of fleet.yaml's `retention`.
+    #[arg(long, value_name = "N", value_parser = keep_last, allow_negative_numbers = true)]
+    pub keep_last: Option<i64>,
+    /// Keep the generations younger than this (e.g. `30d`), instead of fleet.yaml's `retention`.
+    #[arg(long, value_name = "DURATION", value_parser = keep_younger_than)]
+    pub keep_younger_than: Option<hostctl_schemas::duration::Duration>,
+}
+
+impl GcArgs {
+    /// The policy the options give, if any (each value was checked by its parser).
+    pub fn retention(&self) -> Option<hostctl_schemas::retention::Retention> {
+        hostctl_schemas::retention::Retention::new(self.keep_last, self.keep_younger_than).ok()
+    }
+}
+
+/// `--keep-younger-than`: a duration of more than 0s.
+fn keep_younger_than(text: &str) -> Result<hostctl_schemas::duration::Duration, String> {
+    let d: hostctl_schemas::duration::Duration = text.parse().map_err(|e: hostctl_schemas::DurationError| e.to_string())?;
+    hostctl_schemas::retention::Retention::new(None, Some(d)).map(|_| d).map_err(|e| e.to_string())
+}
+
+/// `--keep-last`: 1 or more.
+fn keep_last(text: &str) -> Result<i64, String> {
+    let n: i64 = text.parse().map_err(|_| format!("`{text}` is not a number of generations"))?;
+    hostctl_schemas::retention::Retention::new(Some(n), None).map(|_| n).map_err(|e| e.to_string())
 }

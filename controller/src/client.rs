@@ -340,6 +340,16 @@ fn head(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).chars().take(300).collect::<String>().trim().to_owned()
 }
 
+/// `hostctl gc`: the agent's garbage collection (not part of [`Host`]: only `gc` runs it).
+impl HttpHost {
+    /// Applies (or, with `dry_run`, reports) a retention policy now.
+    pub async fn gc(&self, request: &hostctl_schemas::api::gc::GcRequest) -> Result<hostctl_schemas::api::gc::GcReport, HostError> {
+        let path = hostctl_schemas::api::gc::PATH;
+        let body = self.json(path, request)?;
+        self.call(&self.client, Method::POST, path, Some(body)).await
+    }
+}
+
 /// `hostctl logs`: the agent's log endpoint (not part of [`Host`]: only `logs` reads it).
 impl HttpHost {
     /// A piece of deployment `id`'s activation log from byte `offset`.

@@ -131,6 +131,13 @@ pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Box<dyn P
             };
             Box::new(crate::logs::logs(&opts, ctx).await?)
         }
+        Command::Gc(args) => {
+            let retention = args.retention();
+            let hosts = host_args(ctx, &args.hosts)?.hosts().to_vec();
+            ctx.signing_key()?;
+            let opts = crate::gc::GcOptions { hosts, dry_run: args.dry_run, retention };
+            Box::new(crate::gc::gc(&opts, ctx).await?)
+        }
         // Written by `main` before a fleet is loaded (`crate::docs`).
         Command::Completions(_) | Command::Man(_) => Box::new(Report::<NoFields>::default()),
     })

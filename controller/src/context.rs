@@ -43,6 +43,10 @@ impl FleetContext {
     /// Loads the fleet; `key_file` is `--key` (the signing key is read only when asked for).
     pub fn load(fleet_file: &Path, key_file: Option<PathBuf>) -> Result<Self, Error> {
         let fleet = load_fleet(fleet_file)?;
+        for name in fleet.hosts.keys() {
+            // Two tags naming different policies is bad input, found before anything runs.
+            hostctl_schemas::retention::host_retention(&fleet, name, fleet_file)?;
+        }
         let base = fleet_file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let spec = fleet.flake.clone().unwrap_or_else(|| ".".to_owned());
         let fleet_name = fleet_file.display().to_string();
@@ -136,6 +140,12 @@ impl FleetContext {
         } else {
             format!("hostctl --fleet {} enroll {name}", self.fleet_file.display())
         }
+    }
+
+    /// The host's generation retention from the inventory (checked at load).
+    pub fn retention(&self, name: &HostName) -> Option<hostctl_schemas::retention::Retention> {
+        let found = hostctl_schemas::retention::host_retention(&self.fleet, name, &self.fleet_file);
+        found.ok().flatten().map(|(policy, _)| policy)
     }
 
     /// The host's `health` checks from the inventory.

@@ -37,6 +37,8 @@ pub struct DeploySettings {
     pub cache: Option<Arc<ViaCache>>,
     /// Per host, what the signature policy found of `rev` (`commit_policy`).
     pub commit_signatures: std::collections::BTreeMap<hostctl_schemas::ids::HostName, CommitSignature>,
+    /// Per host, fleet.yaml's generation retention (sent with the deployment).
+    pub retention: std::collections::BTreeMap<hostctl_schemas::ids::HostName, hostctl_schemas::retention::Retention>,
 }
 
 impl DeploySettings {
@@ -51,6 +53,7 @@ impl DeploySettings {
             wait_limit: Duration::from_secs(600) + confirm_timeout.as_std(),
             cache: None,
             commit_signatures: std::collections::BTreeMap::new(),
+            retention: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -201,6 +204,7 @@ pub async fn deploy_host<H: Host, S: crate::push::LocalStore>(
         health: health::command_checks(checks),
         cache: settings.cache.as_ref().map(|c| c.substituter.clone()),
         commit_signature: settings.commit_signatures.get(name).cloned(),
+        retention: settings.retention.get(name).copied(),
     };
     outcome.deployment = Some(request.id.clone());
     progress::step(name, format!("activating ({}, deployment {})", settings.mode, request.id));

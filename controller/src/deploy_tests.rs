@@ -83,6 +83,7 @@ fn final_deployment(state: DeploymentState, outcome: Option<ActivationOutcome>) 
         health: Vec::new(),
         cache: None,
         commit_signature: None,
+        retention: None,
     };
     Deployment {
         state,

@@ -181,6 +181,7 @@ mod tests {
             health: Vec::new(),
             cache: None,
             commit_signature: None,
+            retention: None,
         };
         Deployment { state, generation: Some(2), ..Deployment::queued(&request, None, created) }
     }

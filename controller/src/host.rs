@@ -309,6 +309,7 @@ pub mod fake {
                 health: Vec::new(),
                 cache: None,
                 commit_signature: None,
+                retention: None,
             };
             let d = Deployment::queued(&start, self.script.current.clone(), 0);
             *guard = Some(d.clone());

@@ -24,6 +24,7 @@ mod eval_build;
 mod evalcache;
 mod evaltrace;
 mod flake_nix;
+mod gc;
 mod health;
 mod history;
 mod host;

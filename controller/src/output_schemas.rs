@@ -43,6 +43,7 @@ pub fn output_schemas() -> Vec<(&'static str, Value)> {
         // Any command's output when the whole run failed before per-host results.
         ("error", schema::<crate::error::ErrorDocument>()),
         ("logs", schema::<Report<LogsFields>>()),
+        ("gc", schema::<Report<crate::gc::GcFields>>()),
     ]
 }
 

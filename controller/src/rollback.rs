@@ -123,7 +123,7 @@ pub async fn rollback(
         out.warn(&warning);
     }
     let rebuild = Arc::new(FlakeRebuild {
-        nix,
+        nix: nix.clone(),
         source: ctx.source.clone(),
         hosts: plans.keys().filter_map(|n| Some((n.clone(), attr_and_system(ctx, n)?))).collect(),
         commits,
@@ -131,12 +131,24 @@ pub async fn rollback(
     let mut results = run_all(&plans, &hosts, &checks, settings, rebuild).await;
     for (name, plan) in &plans {
         let entry = match results.remove(name) {
-            Some(r) => entry(plan, &r),
+            Some(r) => {
+                keep_landed(ctx, &nix, name, r.landed.as_ref(), out).await;
+                entry(plan, &r)
+            }
             None => failed_entry(Step::Rollback, format!("{name}: internal error: no result")),
         };
         report.hosts.insert(name.to_string(), entry);
     }
     Ok(report)
+}
+
+/// Keeps what the host returned to (and what it ran before) in this store
+/// (`deployed_roots.rs`), when it is here.
+async fn keep_landed(ctx: &FleetContext, nix: &Nix, name: &HostName, landed: Option<&Landed>, out: &mut Output) {
+    let Some(toplevel) = landed.and_then(|l| l.toplevel.parse::<StorePath>().ok()) else { return };
+    if let Err(e) = crate::deployed_roots::keep_if_present(nix, &ctx.fleet_file, name, &toplevel).await {
+        out.warn(&format!("{name}: {e}"));
+    }
 }
 
 /// Every planned host's rollback, in parallel.

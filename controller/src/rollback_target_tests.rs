@@ -27,6 +27,7 @@ fn deployment(id: &str, state: DeploymentState, lock: &LockId, rev: &str) -> Dep
         health: Vec::new(),
         cache: None,
         commit_signature: None,
+        retention: None,
     };
     Deployment { state, ..Deployment::queued(&request, None, 0) }
 }

@@ -6,12 +6,14 @@
 //! - [`output`]: Nix's JSON parsed into types, and typed operations;
 //! - [`export_stream`]: the `nix-store --export` format, parsed and checked path by path;
 //! - [`import`]: adding `nix-store --export` streams to the store (and undoing that);
+//! - [`gc`]: GC roots, dead paths, sizes and deleting generations (garbage collection);
 //! - [`profile`]: profiles and their generations (`nix-env`);
 //! - [`flake`]: the flake's git state (what Nix will and won't see) and its `flake.lock`.
 
 pub mod command;
 pub mod export_stream;
 pub mod flake;
+pub mod gc;
 pub mod import;
 pub mod output;
 pub mod profile;

@@ -20,6 +20,7 @@ pub mod known_agents;
 pub mod man;
 pub mod perms;
 pub mod reference;
+pub mod retention;
 pub mod signing;
 pub mod text;
 pub mod yaml;

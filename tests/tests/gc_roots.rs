@@ -97,3 +97,76 @@ fn the_controller_keeps_what_it_last_deployed_to_each_host() {
     live.hostctl(&["--json", "apply"]).expect_code(0);
     assert_eq!(std::fs::read_link(&link).unwrap().to_string_lossy(), b, "only the last deployment is kept");
 }
+
+/// `cmd` run in its own mount namespace with `nix_dir` on `/nix`: a controller with a
+/// private store, which a real `nix-collect-garbage` may empty without touching this
+/// machine's store (other tests use it).
+fn with_private_nix(cmd: &std::process::Command, nix_dir: &std::path::Path) -> std::process::Command {
+    let mut wrapped = std::process::Command::new("unshare");
+    wrapped
+        .args(["--mount", "--propagation", "private", "sh", "-c", r#"mount --bind "$1" /nix && shift && exec "$@""#, "sh"])
+        .arg(nix_dir)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (name, value) in cmd.get_envs() {
+        match value {
+            Some(value) => wrapped.env(name, value),
+            None => wrapped.env_remove(name),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    wrapped
+}
+
+fn private_run(cmd: &std::process::Command, nix_dir: &std::path::Path) -> hostctl_tests::HostctlRun {
+    hostctl_tests::HostctlRun::from(with_private_nix(cmd, nix_dir).output().unwrap())
+}
+
+#[test]
+fn diff_and_rollback_survive_a_local_nix_collect_garbage() {
+    let live = LiveFleet::start(&["web1"]);
+    let store = hostctl_tests::StoreRoot::new();
+    let nix_dir = store.path().join("nix");
+    std::fs::create_dir_all(&nix_dir).unwrap();
+    // The flake's inputs (relative `path:` ones, which Nix will not fetch into an empty
+    // store), as the machine's store has them.
+    let archive = live.fleet.nix(&["flake", "archive", "--to", &store.url()]);
+    assert!(archive.status.success(), "nix flake archive: {}", String::from_utf8_lossy(&archive.stderr));
+    let hostctl = |args: &[&str]| private_run(&live.hostctl_command(args), &nix_dir);
+    let valid = |path: &str| {
+        let mut check = std::process::Command::new("nix-store");
+        check.args(["--check-validity", path]);
+        with_private_nix(&check, &nix_dir).status().unwrap().success()
+    };
+    let collect = || {
+        let out = with_private_nix(&std::process::Command::new("nix-collect-garbage"), &nix_dir).output().unwrap();
+        assert!(out.status.success(), "nix-collect-garbage: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let toplevel = |run: &hostctl_tests::HostctlRun| run.json()["hosts"]["web1"]["toplevel"].as_str().unwrap().to_owned();
+
+    let a = toplevel(hostctl(&["--json", "apply"]).expect_code(0));
+    live.change_host("web1", "web1 B");
+    let b = toplevel(hostctl(&["--json", "apply"]).expect_code(0));
+    let link = controller_root(&live, "web1").unwrap();
+    let previous = link.with_file_name("web1.previous");
+    assert_eq!(std::fs::read_link(&previous).unwrap().to_string_lossy(), a, "the system before is kept too");
+    collect();
+    assert!(valid(&a) && valid(&b), "a local collection keeps the running and the previous system");
+
+    // Rolled back to A: A is what web1 runs, B what it ran before; both stay.
+    let back = hostctl(&["--json", "rollback", "web1"]);
+    back.expect_code(0);
+    assert_eq!(back.json()["hosts"]["web1"]["rolled_back_to"]["toplevel"].as_str(), Some(a.as_str()), "{}", back.stdout);
+    assert_eq!(std::fs::read_link(&link).unwrap().to_string_lossy(), a);
+    assert_eq!(std::fs::read_link(&previous).unwrap().to_string_lossy(), b);
+    collect();
+    assert!(valid(&a) && valid(&b));
+    // `diff` compares with what web1 runs (A), here after the collection.
+    hostctl(&["--json", "diff", "--on", "web1"]).expect_code(0);
+    // And forward again to B (the previous lock), from the host's own store.
+    let forward = hostctl(&["--json", "rollback", "web1"]);
+    forward.expect_code(0);
+    assert_eq!(forward.json()["hosts"]["web1"]["rolled_back_to"]["toplevel"].as_str(), Some(b.as_str()), "{}", forward.stdout);
+}

@@ -154,6 +154,7 @@ mod tests {
             health: Vec::new(),
             cache: None,
             commit_signature: None,
+            retention: None,
         };
         Deployment { state, ..Deployment::queued(&request, None, 0) }
     }

@@ -109,3 +109,13 @@ impl IntoResponse for ApiFailure {
         (status, Json(ApiError { error: self.code, message: self.message })).into_response()
     }
 }
+
+/// 409 while a deployment is open, 500 otherwise (Nix's own words kept).
+impl From<crate::gc::GcError> for ApiFailure {
+    fn from(e: crate::gc::GcError) -> Self {
+        match e {
+            crate::gc::GcError::Busy(_) => Self::conflict(e.to_string()),
+            crate::gc::GcError::Nix(_) | crate::gc::GcError::Read(_) => Self::internal(e.to_string()),
+        }
+    }
+}

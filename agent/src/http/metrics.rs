@@ -1,7 +1,7 @@
 //! `GET /metrics` — NOT signed (DESIGN.md: scrapers do not sign requests); read-only,
 //! and shows only what monitoring should see. The Prometheus text that
 //! [`crate::metrics::render`] writes from the status snapshot, the journal and the pull
-//! task's outcomes.
+//! task's outcomes, and the newest garbage collection's figures.
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
@@ -16,6 +16,7 @@ pub async fn metrics(State(app): State<AppState>) -> Result<Response, ApiFailure
     let status = crate::status::snapshot(agent).map_err(ApiFailure::internal)?;
     let records = agent.deployer.records();
     let outcomes = agent.pull.as_ref().map(|p| p.outcomes());
-    let body = render(&status, &records, outcomes.as_ref());
+    let mut body = render(&status, &records, outcomes.as_ref());
+    body.push_str(&crate::metrics::render_gc(&agent.gc.log().reports()));
     Ok(([(CONTENT_TYPE, CONTENT_TYPE_TEXT)], body).into_response())
 }

@@ -18,6 +18,7 @@ pub mod body;
 mod bundles;
 pub mod connections;
 mod deployments;
+mod gc;
 pub mod error;
 mod generations;
 mod hooks;
@@ -39,7 +40,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
-use hostctl_schemas::api::{bundles as bundle_api, deployments as deployment_api, generations as generation_api};
+use hostctl_schemas::api::{bundles as bundle_api, deployments as deployment_api, gc as gc_api, generations as generation_api};
 use hostctl_schemas::api::{hooks as hook_api, logs as log_api, paths, rollback as rollback_api, status as status_api};
 
 use self::auth::{signed, BodyPolicy, SignedRoute};
@@ -70,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route(log_api::ROUTE, signed_route(get(logs::log), small))
         .route(rollback_api::PATH, signed_route(post(rollback::rollback), buffered(rollback_api::BODY_LIMIT)))
         .route(generation_api::PATH, signed_route(get(generations::generations), small))
+        .route(gc_api::PATH, signed_route(post(gc::gc), buffered(gc_api::BODY_LIMIT)))
         // The forge webhook has its own authentication (HMAC of the body with the webhook
         // secret) and reads its body within `hooks::BODY_LIMIT` itself.
         .route(hook_api::PATH, post(hooks::hook))

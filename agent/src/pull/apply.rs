@@ -198,5 +198,6 @@ pub fn request(commit: &str, lock: Option<LockId>, toplevel: StorePath, now: u64
         health: Vec::new(),
         cache: None,
         commit_signature: None,
+        retention: None,
     }
 }

@@ -189,6 +189,7 @@ fn confirmed(s: &Setup, id: &str, rev: &str, lock: &LockId) {
         health: Vec::new(),
         cache: None,
         commit_signature: None,
+        retention: None,
     };
     let mut deployment = Deployment::queued(&request, None, 1);
     deployment.state = DeploymentState::Confirmed;

@@ -71,6 +71,11 @@ pub struct DeploymentRequest {
     /// signed this request. Left out when there is no policy, as `cache` is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_signature: Option<CommitSignature>,
+    /// fleet.yaml's generation retention for this host: applied by the agent once this
+    /// deployment is confirmed (`crate::api::gc`), instead of its own `retention`. Left
+    /// out when unset, as `cache` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<crate::retention::Retention>,
 }
 
 /// The commit-signature part of a deployment request.

@@ -7,6 +7,7 @@
 
 pub mod bundles;
 pub mod deployments;
+pub mod gc;
 pub mod generations;
 pub mod hooks;
 pub mod logs;

@@ -59,11 +59,15 @@ pub struct Fleet {
     /// whose tags name two different policies must set its own `commits`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tag_commits: BTreeMap<Tag, crate::commits::CommitPolicy>,
+    /// Generation retention for the hosts with a tag, replacing `defaults.retention` for
+    /// them; a host whose tags name two different policies must set its own `retention`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tag_retention: BTreeMap<Tag, crate::retention::Retention>,
 }
 
 /// Settings that apply to every host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, default, expecting = "a mapping of `port`, `mode` and `confirm_timeout`")]
+#[serde(deny_unknown_fields, default, expecting = "a mapping of `port`, `mode`, `confirm_timeout` and `retention`")]
 pub struct Defaults {
     /// Port the agents listen on, 1 to 65535.
     #[serde(deserialize_with = "port::deserialize_port")]
@@ -73,6 +77,10 @@ pub struct Defaults {
     pub mode: Mode,
     /// How long an agent waits for confirmation before rolling back.
     pub confirm_timeout: Duration,
+    /// Which system generations the agents keep when they collect garbage (after each
+    /// confirmed deployment, and on `hostctl gc`); unset: each agent's own `retention`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<crate::retention::Retention>,
 }
 
 /// The agent port unless configured otherwise.
@@ -80,7 +88,7 @@ pub const DEFAULT_PORT: u16 = 7420;
 
 impl Default for Defaults {
     fn default() -> Self {
-        Self { port: DEFAULT_PORT, mode: Mode::Switch, confirm_timeout: Duration::from_secs(30) }
+        Self { port: DEFAULT_PORT, mode: Mode::Switch, confirm_timeout: Duration::from_secs(30), retention: None }
     }
 }
 
@@ -163,6 +171,9 @@ pub struct Host {
     /// file (`hostctl enroll`), else the host is refused until enrolled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_key: Option<crate::key::PublicKey>,
+    /// This host's generation retention, replacing `tag_retention` and `defaults.retention`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<crate::retention::Retention>,
 }
 
 impl Host {
