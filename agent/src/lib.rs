@@ -38,6 +38,7 @@ pub mod import_roots;
 pub mod journal;
 pub mod metrics;
 pub mod orphan;
+pub mod pause;
 pub mod pull;
 pub mod recovery;
 pub mod rollback;
