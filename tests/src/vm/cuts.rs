@@ -181,7 +181,7 @@ fn reach(vm: &VmFleet, name: &str, point: &Point, apply: &mut crate::HostctlChil
             Stop::UnitStarting => guest.unit_property("vm-slow", "ActiveState") == "activating",
             Stop::Acknowledged => {
                 if !apply.is_running() {
-                    let run = apply.output(None);
+                    let run = apply.wait_timeout(Duration::from_secs(10)).unwrap_or_else(|| apply.kill());
                     run.expect_code(0);
                     return run.json()["hosts"][name]["deployment"].as_str().map(str::to_owned);
                 }
