@@ -325,6 +325,7 @@ impl Deployer {
                         "the confirmation window of deployment `{id}` closed at {deadline} (Unix time); it is being rolled back"
                     )));
                 }
+                crate::pause::point("confirm:received");
                 let record = journal.transition(id, Transition::Confirm)?;
                 tracing::info!(id, "deployment confirmed");
                 Ok(record.deployment)
@@ -360,9 +361,11 @@ impl Deployer {
         if creates_generation(d.mode) {
             self.transition(id, Transition::SetProfile).map_err(Failure::journal)?;
             let profile_failed = |e: String| Failure::new(EndReason::ProfileFailed, e);
+            crate::pause::point("profile:before-set");
             self.set_profile_journaled(id, &d.toplevel).await.map_err(|e| {
                 profile_failed(format!("cannot add a generation to the profile {}: {e}", self.profile()))
             })?;
+            crate::pause::point("profile:after-set");
             generation = self
                 .profile()
                 .current_generation()
@@ -387,6 +390,7 @@ impl Deployer {
             tracing::error!(id, error = %e, "cannot launch the activation");
         }
         tracing::info!(id, pid = handle.pid, mode = %d.mode, armed, "activation started");
+        crate::pause::point("activation:launched");
         Ok(handle)
     }
 
@@ -396,6 +400,7 @@ impl Deployer {
             Ok(r) => r.deployment.mode,
             Err(e) => return tracing::error!(id, error = %e, "cannot continue the deployment"),
         };
+        crate::pause::point("activation:finished");
         let lost = |message: &str| Failure::new(EndReason::ActivationLost, message);
         let failure = match status {
             Ok(ActivationStatus::Finished(code)) => match self.record_exit(id, mode, code) {

@@ -24,6 +24,14 @@ use hostctl_schemas::ids::StorePath;
 use crate::host::invalid_paths;
 use crate::import_roots::ImportRoots;
 
+/// In the import directory while `nix-store --import` registers paths and until their
+/// files are synced: the paths the import adds, one a line. A power cut in between leaves
+/// registered paths whose files were lost (found by the VM lane's power cuts,
+/// tests/vm_power.rs: `nix store verify` "was modified!"); the next start deletes them
+/// ([`Importer::recover_interrupted`]). No deployment can have used them: the import had
+/// not answered.
+const REGISTERING: &str = "registering";
+
 /// Why an import failed; nothing it added stays in the store.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImportError {
@@ -59,7 +67,7 @@ impl Importer {
     /// `tmp_dir` holds the streams while they are checked; leftovers of a crash are removed.
     pub fn new(nix: Arc<Nix>, tmp_dir: PathBuf, store_dir: PathBuf) -> std::io::Result<Self> {
         if let Ok(entries) = std::fs::read_dir(&tmp_dir) {
-            for entry in entries.flatten() {
+            for entry in entries.flatten().filter(|e| e.file_name() != REGISTERING) {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
@@ -116,32 +124,18 @@ impl Importer {
         let order: Vec<StorePath> = exported.iter().map(|e| e.path.clone()).collect();
         let missing_before = invalid_paths(&self.nix, &order).await?;
         let new: Vec<StorePath> = order.iter().filter(|p| missing_before.contains(*p)).cloned().collect();
+        crate::pause::point("import:validated");
         let mut stream = plain.reopen().map_err(tmp_err)?;
         stream.seek(SeekFrom::Start(0)).map_err(tmp_err)?;
-        if let Err(e) = self.nix.import_file(stream).await {
-            self.undo(&new).await;
-            return Err(e.into());
+        let registering = self.tmp_dir.join(REGISTERING);
+        let listed: String = new.iter().map(|p| format!("{p}\n")).collect();
+        crate::journal::write_atomically(&registering, listed.as_bytes()).map_err(tmp_err)?;
+        let registered = self.register(stream, &new, &order).await;
+        if let Err(e) = std::fs::remove_file(&registering) {
+            tracing::error!(file = %registering.display(), error = %e, "cannot remove the import's path list");
         }
-        let still_invalid = invalid_paths(&self.nix, &order).await?;
-        if !still_invalid.is_empty() {
-            self.undo(&new).await;
-            let list: Vec<&str> = still_invalid.iter().map(StorePath::as_str).collect();
-            return Err(ImportError::Internal(format!(
-                "nix-store --import succeeded but these paths are not valid: {}",
-                list.join(" ")
-            )));
-        }
-        // Nix registers a path in its database (which it syncs) without syncing the path's
-        // files: a power cut soon after leaves a valid path whose contents are lost (found
-        // by the VM lane, tests/vm_power.rs). Nothing may rely on the import before its
-        // files are on disk.
-        // The store's file system only (syncfs), not every file system of the host.
-        let store_dir = self.store_dir.clone();
-        tokio::task::spawn_blocking(move || sync_file_system_of(&store_dir))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|synced| synced)
-            .map_err(|e| ImportError::Internal(format!("syncing the imported paths failed: {e}")))?;
+        registered?;
+        crate::pause::point("import:synced");
         tracing::info!(paths = order.len(), new = new.len(), "import done");
         if let Some(roots) = &self.roots {
             // The paths are whole either way; unrooted they only risk a collection before
@@ -151,6 +145,52 @@ impl Importer {
             }
         }
         Ok(order)
+    }
+
+    /// `nix-store --import` of `stream`, checks that all of `order` is valid, then syncs
+    /// the store's file system; on a failure the `new` paths are deleted again.
+    async fn register(&self, stream: std::fs::File, new: &[StorePath], order: &[StorePath]) -> Result<(), ImportError> {
+        if let Err(e) = self.nix.import_file(stream).await {
+            self.undo(new).await;
+            return Err(e.into());
+        }
+        let still_invalid = invalid_paths(&self.nix, order).await?;
+        if !still_invalid.is_empty() {
+            self.undo(new).await;
+            let list: Vec<&str> = still_invalid.iter().map(StorePath::as_str).collect();
+            return Err(ImportError::Internal(format!(
+                "nix-store --import succeeded but these paths are not valid: {}",
+                list.join(" ")
+            )));
+        }
+        crate::pause::point("import:registered");
+        // Nix registers a path in its database (which it syncs) without syncing the path's
+        // files: a power cut soon after leaves a valid path whose contents are lost (found
+        // by the VM lane, tests/vm_power.rs). Nothing may rely on the import before its
+        // files are on disk; until then `REGISTERING` names them.
+        // The store's file system only (syncfs), not every file system of the host.
+        let store_dir = self.store_dir.clone();
+        tokio::task::spawn_blocking(move || sync_file_system_of(&store_dir))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|synced| synced)
+            .map_err(|e| ImportError::Internal(format!("syncing the imported paths failed: {e}")))
+    }
+
+    /// Deletes the paths an import was registering when the agent (or the host) stopped
+    /// before their files were synced (see [`REGISTERING`]); called at start, before
+    /// anything is served. A failure is logged and the list kept for the next start.
+    pub async fn recover_interrupted(&self) {
+        let registering = self.tmp_dir.join(REGISTERING);
+        let Ok(text) = std::fs::read_to_string(&registering) else { return };
+        let paths: Vec<StorePath> = text.lines().filter_map(|line| line.parse().ok()).collect();
+        tracing::warn!(paths = paths.len(), "deleting the paths of an import cut short before they were synced");
+        if let Err(e) = self.nix.delete_paths(&paths).await {
+            return tracing::error!(error = %e, "cannot delete the paths of an import cut short");
+        }
+        if let Err(e) = std::fs::remove_file(&registering) {
+            tracing::error!(file = %registering.display(), error = %e, "cannot remove the import's path list");
+        }
     }
 
     /// Deletes the paths this import added (all or nothing), and what it left of those it
@@ -187,7 +227,7 @@ impl<R: Read, W: Write> Read for Tee<R, W> {
 }
 
 /// `syncfs(2)` on the file system holding `dir`.
-fn sync_file_system_of(dir: &Path) -> Result<(), String> {
+pub(crate) fn sync_file_system_of(dir: &Path) -> Result<(), String> {
     let dir = std::fs::File::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     nix::unistd::syncfs(&dir).map_err(|e| e.to_string())
 }

@@ -356,6 +356,7 @@ impl Journal {
         self.next_seq += 1;
         self.records.insert(record.deployment.id.clone(), record.clone());
         self.announce(None, &record);
+        crate::pause::point("journal:insert");
         Ok(record)
     }
 
@@ -364,8 +365,11 @@ impl Journal {
     pub fn transition(&mut self, id: &str, transition: Transition) -> Result<Record, JournalError> {
         let mut record = self.records.get(id).cloned().ok_or_else(|| JournalError::Unknown(id.to_owned()))?;
         let previous = record.deployment.state;
+        let name = transition.name();
         record.apply(transition)?;
-        self.store(previous, record)
+        let stored = self.store(previous, record)?;
+        crate::pause::point(&format!("journal:{name}"));
+        Ok(stored)
     }
 
     /// Changes a record's data with `change`, on disk first, and returns the new version.
@@ -380,7 +384,9 @@ impl Journal {
         if lifecycle(&record) != before {
             return Err(JournalError::NotATransition(id.to_owned()));
         }
-        self.store(previous, record)
+        let stored = self.store(previous, record)?;
+        crate::pause::point(&format!("journal:update@{:?}", stored.phase));
+        Ok(stored)
     }
 
     /// Writes a changed record (it was `previous` before), then keeps and announces it.

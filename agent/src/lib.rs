@@ -40,6 +40,7 @@ pub mod import_roots;
 pub mod journal;
 pub mod metrics;
 pub mod orphan;
+pub mod pause;
 pub mod pull;
 pub mod reboot;
 pub mod recovery;

@@ -18,7 +18,9 @@
 //!
 //! Leftover import streams in `state_dir/tmp` are removed by the importer at start; an
 //! import only registers paths after the whole stream was validated, so a killed import
-//! leaves none half-imported.
+//! leaves none half-imported. A power cut after Nix registered an import's paths but
+//! before their files reached the disk leaves valid paths with lost contents: the importer
+//! deletes them at start, before this recovery (`Importer::recover_interrupted`).
 
 use std::sync::Arc;
 

@@ -214,6 +214,7 @@ impl Agent {
         if let Some(plan) = self.binfmt.clone() {
             crate::binfmt::start(plan, self.state.agent.deployer.events().clone()).await;
         }
+        self.state.agent.importer.recover_interrupted().await;
         self.state.agent.deployer.recover().await;
         // After recovery, so a pull round never meets a deployment the journal left open.
         if let Some(pull) = &self.state.agent.pull {

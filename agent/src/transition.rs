@@ -107,7 +107,7 @@ pub struct IllegalTransition {
 }
 
 impl Transition {
-    fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Self::Substitute => "substitute",
             Self::SetProfile => "set-profile",

@@ -137,6 +137,7 @@ pub async fn stream_to_file(
         }
         hasher.update(&chunk);
         file.write_all(&chunk).await.map_err(write_err)?;
+        crate::pause::point("upload:mid-stream");
     }
     file.flush().await.map_err(write_err)?;
     file.sync_all().await.map_err(write_err)?;

@@ -116,12 +116,14 @@ impl NixBuilder {
             Err(e) => return Err(eval_failed(&e)),
         };
         let evaluated = Instant::now();
+        crate::pause::point("pull:evaluated");
         self.nix.build_outputs(std::slice::from_ref(&toplevel.drv_path)).await.map_err(|e| BuildFailure {
             message: format!("building {} at {commit} failed: {}\n{e}", toplevel.drv_path, headline(&e)),
             toplevel: Some(toplevel.out_path.clone()),
         })?;
         let (eval_ms, build_ms) = (millis(evaluated - started), millis(evaluated.elapsed()));
         tracing::info!(commit, eval_ms, build_ms, toplevel = %toplevel.out_path, "pull: built");
+        crate::pause::point("pull:built");
         Ok(toplevel.out_path)
     }
 

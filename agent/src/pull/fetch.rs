@@ -32,6 +32,9 @@ pub enum FetchError {
     /// The ssh login or host key check refused (the message names host and file).
     #[error("{0}")]
     Ssh(String),
+    /// The fetched objects and references could not be synced to disk.
+    #[error("syncing the mirror failed: {0}")]
+    Sync(String),
 }
 
 /// What a fetch found.
@@ -83,6 +86,7 @@ impl Mirror {
     /// by force when `allow_force`); over ssh with `ssh`'s key and host key check.
     pub fn fetch(&self, url: &str, allow_force: bool, ssh: Option<&SshAuth>) -> Result<Fetched, FetchError> {
         let repo = self.repo()?;
+        self.drop_damaged_refs(&repo);
         let mut remote = repo.remote_anonymous(url)?;
         let refspec = format!("+{}:{INCOMING}", branch_ref(&self.branch));
         // Declared before the options whose callbacks borrow it.
@@ -101,11 +105,35 @@ impl Mirror {
         }
         fetched?;
         let new = repo.refname_to_id(INCOMING).map_err(|_| FetchError::NoBranch(self.branch.clone()))?;
+        crate::pause::point("pull:fetched-objects");
         // A stale incoming ref from an earlier fetch would look like a fetched commit.
         if let Ok(mut incoming) = repo.find_reference(INCOMING) {
             incoming.delete()?;
         }
-        self.advance(&repo, new, allow_force)
+        let fetched = self.advance(&repo, new, allow_force)?;
+        // libgit2 writes objects and loose references without fsync: a power cut soon
+        // after leaves them empty (found by the VM lane's power cuts), and what the
+        // agent builds and journals next relies on them.
+        crate::import::sync_file_system_of(repo.path()).map_err(FetchError::Sync)?;
+        Ok(fetched)
+    }
+
+    /// Removes the loose references the agent writes (`INCOMING`, the branch) when they
+    /// cannot be read: a power cut before they reached the disk leaves them empty, and
+    /// every fetch would fail on them for good. The next fetch writes them again; with
+    /// the branch gone, that fetch cannot refuse a force push (the journal still names
+    /// the commit running).
+    fn drop_damaged_refs(&self, repo: &Repository) {
+        for name in [INCOMING.to_owned(), branch_ref(&self.branch)] {
+            let Err(e) = repo.find_reference(&name) else { continue };
+            if e.code() == git2::ErrorCode::NotFound {
+                continue;
+            }
+            tracing::warn!(reference = %name, error = %e, "pull: removing a damaged reference of the mirror");
+            if let Err(e) = std::fs::remove_file(repo.path().join(&name)) {
+                tracing::error!(reference = %name, error = %e, "pull: cannot remove the damaged reference");
+            }
+        }
     }
 
     /// Moves the local branch to `new` if that is allowed.

@@ -66,6 +66,24 @@ fn fast_forward_is_fetched() {
 }
 
 #[test]
+fn references_a_power_cut_left_empty_are_written_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = Remote::new(&dir.path().join("remote.git"));
+    let m = mirror(dir.path());
+    let a = remote.commit(&[("flake.nix", "a")], None);
+    m.fetch(&remote.url(), false, None).unwrap();
+    // What the VM lane's power cut left: loose references of zero bytes.
+    let git_dir = dir.path().join("mirror/.git");
+    std::fs::create_dir_all(git_dir.join("refs/hostctl")).unwrap();
+    std::fs::write(git_dir.join("refs/hostctl/incoming"), "").unwrap();
+    std::fs::write(git_dir.join("refs/heads/main"), "").unwrap();
+    let b = remote.commit(&[("flake.nix", "b")], Some(a));
+    let f = m.fetch(&remote.url(), false, None).unwrap();
+    assert_eq!(f.commit, b.to_string());
+    assert_eq!(m.head().unwrap(), Some(b.to_string()));
+}
+
+#[test]
 fn force_push_is_refused_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let remote = Remote::new(&dir.path().join("remote.git"));

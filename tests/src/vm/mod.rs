@@ -12,6 +12,7 @@
 //! Without `HOSTCTL_VM_IMAGE` (any run but tests/vm/run.sh's) the lane's tests skip.
 
 pub mod checks;
+pub mod cuts;
 pub mod fleet;
 pub mod gitd;
 pub mod guest;
