@@ -348,7 +348,8 @@ impl GcArgs {
 
 /// `--keep-younger-than`: a duration of more than 0s.
 fn keep_younger_than(text: &str) -> Result<hostctl_schemas::duration::Duration, String> {
-    let d: hostctl_schemas::duration::Duration = text.parse().map_err(|e: hostctl_schemas::DurationError| e.to_string())?;
+    let d: hostctl_schemas::duration::Duration =
+        text.parse().map_err(|e: hostctl_schemas::DurationError| e.to_string())?;
     hostctl_schemas::retention::Retention::new(None, Some(d)).map(|_| d).map_err(|e| e.to_string())
 }
 

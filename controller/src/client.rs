@@ -343,7 +343,10 @@ fn head(bytes: &[u8]) -> String {
 /// `hostctl gc`: the agent's garbage collection (not part of [`Host`]: only `gc` runs it).
 impl HttpHost {
     /// Applies (or, with `dry_run`, reports) a retention policy now.
-    pub async fn gc(&self, request: &hostctl_schemas::api::gc::GcRequest) -> Result<hostctl_schemas::api::gc::GcReport, HostError> {
+    pub async fn gc(
+        &self,
+        request: &hostctl_schemas::api::gc::GcRequest,
+    ) -> Result<hostctl_schemas::api::gc::GcReport, HostError> {
         let path = hostctl_schemas::api::gc::PATH;
         let body = self.json(path, request)?;
         self.call(&self.client, Method::POST, path, Some(body)).await

@@ -44,7 +44,12 @@ pub async fn keep(nix: &Nix, fleet_file: &Path, host: &HostName, toplevel: &Stor
 
 /// [`keep`] for a system that may not be in this store (a rollback's target the agent
 /// still had): kept only if it is here; otherwise nothing changes.
-pub async fn keep_if_present(nix: &Nix, fleet_file: &Path, host: &HostName, toplevel: &StorePath) -> Result<(), String> {
+pub async fn keep_if_present(
+    nix: &Nix,
+    fleet_file: &Path,
+    host: &HostName,
+    toplevel: &StorePath,
+) -> Result<(), String> {
     let missing = nix.invalid_paths(std::slice::from_ref(toplevel)).await.map_err(|e| e.to_string())?;
     if missing.is_empty() {
         keep(nix, fleet_file, host, toplevel).await

@@ -100,7 +100,8 @@ fn body(gc: &GcReport) -> String {
         out.push_str(&format!("{verb} {}\n", line(g)));
     }
     for g in &gc.kept_generations {
-        let why: Vec<String> = g.kept_because.iter().filter_map(|r| serde_json::to_value(r).ok()?.as_str().map(str::to_owned)).collect();
+        let why: Vec<String> =
+            g.kept_because.iter().filter_map(|r| serde_json::to_value(r).ok()?.as_str().map(str::to_owned)).collect();
         out.push_str(&format!("kept {}: {}\n", line(g), why.join(", ")));
     }
     for path in &gc.store_paths {

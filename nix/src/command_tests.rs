@@ -92,10 +92,7 @@ fn copy_argv() {
 fn show_derivation_argv_depends_on_version() {
     let drv = sp(DRV);
     assert_eq!(NixCommand::show_derivation(NixVersion::new(2, 8, 0), &drv).argv(), ["nix", "show-derivation", DRV]);
-    assert_eq!(
-        NixCommand::show_derivation(NixVersion::new(2, 26, 0), &drv).argv(),
-        ["nix", "derivation", "show", DRV]
-    );
+    assert_eq!(NixCommand::show_derivation(NixVersion::new(2, 26, 0), &drv).argv(), ["nix", "derivation", "show", DRV]);
 }
 
 #[test]
@@ -165,9 +162,7 @@ fn git_file_flake_ref_at_a_commit() {
     let cmd = NixCommand::eval_toplevel(&sub, &attr("web1"));
     assert_eq!(
         cmd.args()[3],
-        format!(
-            "git+file:///srv/infra?rev={rev}&dir=fleet/prod#nixosConfigurations.web1.config.system.build.toplevel"
-        ),
+        format!("git+file:///srv/infra?rev={rev}&dir=fleet/prod#nixosConfigurations.web1.config.system.build.toplevel"),
         "the whole reference is one argv element"
     );
     assert_eq!(cmd.argv()[..4], ["nix", "eval", "--json", "--no-update-lock-file"]);

@@ -97,7 +97,10 @@ impl Nix {
         let text = String::from_utf8_lossy(&out.stdout);
         let mut total = 0u64;
         for line in text.lines().filter(|l| !l.is_empty()) {
-            let size = line.trim().parse::<u64>().map_err(|_| self.bad_output(&cmd, format!("not a size: {line:?}"), &out.stdout))?;
+            let size = line
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| self.bad_output(&cmd, format!("not a size: {line:?}"), &out.stdout))?;
             total = total.saturating_add(size);
         }
         Ok(total)

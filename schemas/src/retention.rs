@@ -142,11 +142,16 @@ mod tests {
                     \x20 both: {address: d, tags: [db, eu]}\n";
         let file = std::path::Path::new("fleet.yaml");
         let fleet = crate::inventory::parse_fleet(yaml, file).unwrap();
-        let of = |name: &str| host_retention(&fleet, &name.parse().unwrap(), file).map(|r| r.map(|(p, key)| (p.to_string(), key)));
+        let of = |name: &str| {
+            host_retention(&fleet, &name.parse().unwrap(), file).map(|r| r.map(|(p, key)| (p.to_string(), key)))
+        };
         assert_eq!(of("web1").unwrap(), Some(("keep_last 9".into(), "defaults.retention".into())));
         assert_eq!(of("db1").unwrap(), Some(("keep_last 3".into(), "tag_retention.db".into())));
         assert_eq!(of("own").unwrap(), Some(("keep_younger_than 1d".into(), "hosts.own.retention".into())));
         let err = of("both").unwrap_err().to_string();
-        assert!(err.contains("fleet.yaml: hosts.both: its tags `db` and `eu` have different `tag_retention` policies"), "{err}");
+        assert!(
+            err.contains("fleet.yaml: hosts.both: its tags `db` and `eu` have different `tag_retention` policies"),
+            "{err}"
+        );
     }
 }

@@ -104,7 +104,15 @@ fn the_controller_keeps_what_it_last_deployed_to_each_host() {
 fn with_private_nix(cmd: &std::process::Command, nix_dir: &std::path::Path) -> std::process::Command {
     let mut wrapped = std::process::Command::new("unshare");
     wrapped
-        .args(["--mount", "--propagation", "private", "sh", "-c", r#"mount --bind "$1" /nix && shift && exec "$@""#, "sh"])
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            r#"mount --bind "$1" /nix && shift && exec "$@""#,
+            "sh",
+        ])
         .arg(nix_dir)
         .arg(cmd.get_program())
         .args(cmd.get_args());
@@ -144,7 +152,8 @@ fn diff_and_rollback_survive_a_local_nix_collect_garbage() {
         let out = with_private_nix(&std::process::Command::new("nix-collect-garbage"), &nix_dir).output().unwrap();
         assert!(out.status.success(), "nix-collect-garbage: {}", String::from_utf8_lossy(&out.stderr));
     };
-    let toplevel = |run: &hostctl_tests::HostctlRun| run.json()["hosts"]["web1"]["toplevel"].as_str().unwrap().to_owned();
+    let toplevel =
+        |run: &hostctl_tests::HostctlRun| run.json()["hosts"]["web1"]["toplevel"].as_str().unwrap().to_owned();
 
     let a = toplevel(hostctl(&["--json", "apply"]).expect_code(0));
     live.change_host("web1", "web1 B");
@@ -158,7 +167,12 @@ fn diff_and_rollback_survive_a_local_nix_collect_garbage() {
     // Rolled back to A: A is what web1 runs, B what it ran before; both stay.
     let back = hostctl(&["--json", "rollback", "web1"]);
     back.expect_code(0);
-    assert_eq!(back.json()["hosts"]["web1"]["rolled_back_to"]["toplevel"].as_str(), Some(a.as_str()), "{}", back.stdout);
+    assert_eq!(
+        back.json()["hosts"]["web1"]["rolled_back_to"]["toplevel"].as_str(),
+        Some(a.as_str()),
+        "{}",
+        back.stdout
+    );
     assert_eq!(std::fs::read_link(&link).unwrap().to_string_lossy(), a);
     assert_eq!(std::fs::read_link(&previous).unwrap().to_string_lossy(), b);
     collect();
@@ -168,5 +182,10 @@ fn diff_and_rollback_survive_a_local_nix_collect_garbage() {
     // And forward again to B (the previous lock), from the host's own store.
     let forward = hostctl(&["--json", "rollback", "web1"]);
     forward.expect_code(0);
-    assert_eq!(forward.json()["hosts"]["web1"]["rolled_back_to"]["toplevel"].as_str(), Some(b.as_str()), "{}", forward.stdout);
+    assert_eq!(
+        forward.json()["hosts"]["web1"]["rolled_back_to"]["toplevel"].as_str(),
+        Some(b.as_str()),
+        "{}",
+        forward.stdout
+    );
 }

@@ -60,7 +60,10 @@ fn after_each_confirmed_deployment_the_policy_keeps_the_newest_n() {
     let live = LiveFleet::start(&["web1"]);
     live.write_inventory("tag_retention: {}\n");
     // fleet.yaml's policy travels with each deployment.
-    let text = live.fleet.read("fleet.yaml").replace("  confirm_timeout: 30s\n", "  confirm_timeout: 30s\n  retention:\n    keep_last: 2\n");
+    let text = live
+        .fleet
+        .read("fleet.yaml")
+        .replace("  confirm_timeout: 30s\n", "  confirm_timeout: 30s\n  retention:\n    keep_last: 2\n");
     live.fleet.write("fleet.yaml", &text);
     live.fleet.commit("retention: keep 2");
     let mut systems = Vec::new();
@@ -79,7 +82,8 @@ fn after_each_confirmed_deployment_the_policy_keeps_the_newest_n() {
     let deleted: Vec<u64> = runs.iter().flat_map(|r| numbers(&r["deleted_generations"])).collect();
     assert_eq!(deleted, [1, 2], "each generation deleted once, when it fell out: {runs:?}");
     assert!(runs.iter().map(|r| r["bytes_freed"].as_u64().unwrap()).sum::<u64>() > 0);
-    let metrics = Request::new("GET", "/metrics", b"").send_plain(&live.metrics_addr("web1"), Duration::from_secs(10)).unwrap();
+    let metrics =
+        Request::new("GET", "/metrics", b"").send_plain(&live.metrics_addr("web1"), Duration::from_secs(10)).unwrap();
     let bytes = format!("hostctl_gc_last_bytes_freed {}", runs[3]["bytes_freed"]);
     assert!(metrics.body.lines().any(|l| l == bytes), "{bytes} in:\n{}", metrics.body);
     assert!(metrics.body.lines().any(|l| l == "hostctl_gc_last_generations_deleted 1"), "{}", metrics.body);
@@ -117,7 +121,12 @@ fn dry_run_changes_nothing_and_reports_what_gc_deletes() {
 
     let human = live.hostctl(&["gc", "web1", "--dry-run", "--keep-last", "1"]);
     human.expect_code(0);
-    assert!(human.stderr.contains("would delete 0 generations") || human.stdout.contains("would delete 0 generations"), "{}{}", human.stdout, human.stderr);
+    assert!(
+        human.stderr.contains("would delete 0 generations") || human.stdout.contains("would delete 0 generations"),
+        "{}{}",
+        human.stdout,
+        human.stderr
+    );
 }
 
 /// Restarts web1's agent with `/run/booted-system` (in its own mount namespace) naming

@@ -63,7 +63,7 @@ fn a_request_for_one_host_or_identity_is_refused_by_another_and_changes_nothing(
 /// the controller); removed with the namespaces.
 fn link_hosts(from: &SimHost, to: &SimHost) {
     let ip = |args: &[&str]| {
-        let out = Command::new("ip").args(args).output().unwrap();
+        let out = hostctl_tests::run(Command::new("ip").args(args));
         assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
     let (a, b) = (from.netns.as_str(), to.netns.as_str());
@@ -98,7 +98,11 @@ fn a_request_forwarded_by_a_compromised_host_from_its_own_address_changes_nothin
         .unwrap();
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(relay.stdout.take().unwrap()));
     assert_eq!(lines.next().unwrap().unwrap(), "listening");
-    live.write_inventory_with("30s", |h| if h.name == "web1" { format!("    port: {port}\n") } else { String::new() }, "");
+    live.write_inventory_with(
+        "30s",
+        |h| if h.name == "web1" { format!("    port: {port}\n") } else { String::new() },
+        "",
+    );
     live.fleet.commit("web1 through its compromised self");
 
     // The controller rolls web1 back through it; every request is also replayed to web2.

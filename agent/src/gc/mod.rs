@@ -212,7 +212,9 @@ impl Collector {
                 bytes = report.bytes_freed,
                 "collected garbage after a confirmed deployment"
             ),
-            Err(e) => tracing::warn!(deployment = id, error = %e, "garbage collection after a confirmed deployment failed"),
+            Err(e) => {
+                tracing::warn!(deployment = id, error = %e, "garbage collection after a confirmed deployment failed")
+            }
         }
     }
 }

@@ -111,7 +111,10 @@ mod tests {
         assert_eq!(numbers(&deleted), [2, 3, 4]);
         assert_eq!(numbers(&kept), [1, 5, 6]);
         assert_eq!(kept[0].kept_because, [KeepReason::Booted]);
-        assert_eq!(kept[2].kept_because, [KeepReason::Current, KeepReason::Running, KeepReason::Deployment, KeepReason::KeepLast]);
+        assert_eq!(
+            kept[2].kept_because,
+            [KeepReason::Current, KeepReason::Running, KeepReason::Deployment, KeepReason::KeepLast]
+        );
     }
 
     #[test]

@@ -18,8 +18,8 @@ pub mod body;
 mod bundles;
 pub mod connections;
 mod deployments;
-mod gc;
 pub mod error;
+mod gc;
 mod generations;
 mod hooks;
 mod linger;
@@ -40,7 +40,9 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
-use hostctl_schemas::api::{bundles as bundle_api, deployments as deployment_api, gc as gc_api, generations as generation_api};
+use hostctl_schemas::api::{
+    bundles as bundle_api, deployments as deployment_api, gc as gc_api, generations as generation_api,
+};
 use hostctl_schemas::api::{hooks as hook_api, logs as log_api, paths, rollback as rollback_api, status as status_api};
 
 use self::auth::{signed, BodyPolicy, SignedRoute};
