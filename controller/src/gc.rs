@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::host::HostError;
 use crate::progress::bytes;
 use crate::report::{Fields, HostReport, HostResult, Report};
-use crate::tasks::collect_keyed;
+use crate::tasks::ask_each_agent;
 
 /// What `gc` was asked for.
 #[derive(Debug, Clone)]
@@ -38,29 +38,14 @@ impl Fields for GcFields {}
 
 /// Runs `gc`: one request per host, in parallel.
 pub async fn gc(opts: &GcOptions, ctx: &FleetContext) -> Result<Report<GcFields>, Error> {
-    let mut set = tokio::task::JoinSet::new();
-    for host in &opts.hosts {
-        let client = ctx.agent(host)?;
+    let endpoint = format!("POST {}", hostctl_schemas::api::gc::PATH);
+    let answers = ask_each_agent(ctx, &opts.hosts, &endpoint, |host, client| {
         let request = GcRequest { dry_run: opts.dry_run, retention: opts.retention.or_else(|| ctx.retention(host)) };
-        let host = host.clone();
-        set.spawn(async move {
-            let answer = match client {
-                Ok(client) => client.gc(&request).await,
-                Err(e) => Err(e),
-            };
-            (host, answer)
-        });
-    }
-    let mut answers = collect_keyed(set, "gc").await;
+        async move { client.gc(&request).await }
+    })
+    .await?;
     let mut report = Report::default();
-    for host in &opts.hosts {
-        let answer = answers.remove(host).unwrap_or_else(|| {
-            Err(HostError::Transport {
-                host: host.to_string(),
-                endpoint: format!("POST {}", hostctl_schemas::api::gc::PATH),
-                message: "the request did not finish".into(),
-            })
-        });
+    for (host, answer) in answers {
         report.hosts.insert(host.to_string(), entry(answer));
     }
     Ok(report)

@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::host::{Host, HostError};
 use crate::report::{short_rev, Fields, HostReport, HostResult, Report};
 use crate::select::Selection;
-use crate::tasks::collect_keyed;
+use crate::tasks::ask_each_agent;
 
 /// A `history` entry's own fields: the agent's records, unchanged; null when it could
 /// not be asked.
@@ -31,28 +31,16 @@ impl Fields for HistoryFields {}
 
 /// Runs `history`: one request per selected host, in parallel.
 pub async fn history(selection: &Selection, ctx: &FleetContext) -> Result<Report<HistoryFields>, Error> {
-    let mut set = tokio::task::JoinSet::new();
-    for host in selection.hosts() {
-        let client = ctx.agent(host)?;
-        let host = host.clone();
-        set.spawn(async move {
-            let generations = match client {
-                Ok(client) => client.generations().await,
-                Err(e) => Err(e),
-            };
-            (host, generations)
-        });
-    }
-    let mut answers = collect_keyed(set, "history").await;
+    let answers =
+        ask_each_agent(
+            ctx,
+            selection.hosts(),
+            "GET /v1/generations",
+            |_, client| async move { client.generations().await },
+        )
+        .await?;
     let mut report = Report::default();
-    for host in selection.hosts() {
-        let answer = answers.remove(host).unwrap_or_else(|| {
-            Err(HostError::Transport {
-                host: host.to_string(),
-                endpoint: "GET /v1/generations".into(),
-                message: "the request did not finish".into(),
-            })
-        });
+    for (host, answer) in answers {
         report.hosts.insert(host.to_string(), entry(answer));
     }
     Ok(report)

@@ -365,6 +365,7 @@ impl Incremental {
             .requisites(std::slice::from_ref(&toplevel.drv_path))
             .await
             .map_err(|e| format!("cannot list the closure: {e}"))?;
+        let closure: Vec<String> = closure.iter().map(ToString::to_string).collect();
         let source = setup.meta.path.as_str();
         if closure.iter().any(|p| p == source) {
             return Err(format!("the system holds the whole source {source} (`self` or `./.` as a path)"));

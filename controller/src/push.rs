@@ -77,11 +77,7 @@ impl LocalStore for NixStore {
         // Concurrent callers for the same toplevel wait for the one query.
         let closure = cell
             .get_or_try_init(|| async {
-                let lines = self.nix.requisites(std::slice::from_ref(toplevel)).await.map_err(|e| e.to_string())?;
-                lines
-                    .iter()
-                    .map(|l| l.parse::<StorePath>().map_err(|e| format!("nix-store printed {l:?}: {e}")))
-                    .collect::<Result<Vec<_>, String>>()
+                self.nix.requisites(std::slice::from_ref(toplevel)).await.map_err(|e| e.to_string())
             })
             .await?;
         Ok(closure.clone())

@@ -285,11 +285,6 @@ impl NixCommand {
         Self::nix_store(["--gc", "--print-dead"], &[])
     }
 
-    /// `nix-store --query --size`: each path's NAR size in bytes, one a line, in order.
-    pub fn query_sizes(paths: &[StorePath]) -> Self {
-        Self::nix_store(["--query", "--size"], paths)
-    }
-
     fn nix_store<const N: usize>(flags: [&str; N], paths: &[StorePath]) -> Self {
         let mut args: Vec<String> = flags.map(str::to_owned).to_vec();
         args.extend(paths.iter().map(|p| p.as_str().to_owned()));

@@ -37,15 +37,6 @@ fn store_object(path: &str) -> Option<StorePath> {
     format!("/nix/store/{base}").parse().ok()
 }
 
-/// Store paths from Nix's one-a-line output; anything else is a bad-output error.
-fn store_paths(nix: &Nix, cmd: &NixCommand, stdout: &[u8]) -> Result<BTreeSet<StorePath>, NixError> {
-    let text = String::from_utf8_lossy(stdout);
-    text.lines()
-        .filter(|l| !l.is_empty())
-        .map(|l| l.parse::<StorePath>().map_err(|e| nix.bad_output(cmd, e.to_string(), stdout)))
-        .collect()
-}
-
 /// The `path`s of `nix flake archive --json` output, the flake's first, inputs after.
 pub fn parse_flake_sources(json: &serde_json::Value) -> Vec<StorePath> {
     let mut paths: Vec<StorePath> = json["path"].as_str().and_then(|p| p.parse().ok()).into_iter().collect();
@@ -74,36 +65,16 @@ impl Nix {
     pub async fn dead_paths(&self) -> Result<BTreeSet<StorePath>, NixError> {
         let cmd = NixCommand::print_dead();
         let out = self.run(&cmd).await?;
-        store_paths(self, &cmd, &out.stdout)
+        crate::output::store_path_lines(self, &cmd, &out.stdout)
     }
 
-    /// The closure of `paths` (none: empty), as store paths.
-    pub async fn closure(&self, paths: &[StorePath]) -> Result<BTreeSet<StorePath>, NixError> {
-        if paths.is_empty() {
-            return Ok(BTreeSet::new());
-        }
-        let cmd = NixCommand::query_requisites(paths);
-        let out = self.run(&cmd).await?;
-        store_paths(self, &cmd, &out.stdout)
-    }
-
-    /// The NAR sizes of `paths` added up.
+    /// The NAR sizes of `paths` added up (`path_info`'s sizes).
     pub async fn total_nar_size(&self, paths: &[StorePath]) -> Result<u64, NixError> {
         if paths.is_empty() {
             return Ok(0);
         }
-        let cmd = NixCommand::query_sizes(paths);
-        let out = self.run(&cmd).await?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut total = 0u64;
-        for line in text.lines().filter(|l| !l.is_empty()) {
-            let size = line
-                .trim()
-                .parse::<u64>()
-                .map_err(|_| self.bad_output(&cmd, format!("not a size: {line:?}"), &out.stdout))?;
-            total = total.saturating_add(size);
-        }
-        Ok(total)
+        let infos = self.path_info(paths, false).await?;
+        Ok(infos.iter().fold(0u64, |total, info| total.saturating_add(info.nar_size)))
     }
 
     /// Deletes generations `numbers` of `profile` (none: nothing runs).

@@ -277,10 +277,15 @@ impl Nix {
         Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).filter(|l| !l.is_empty()).collect())
     }
 
-    /// The closure of `paths` (for a `.drv`: every derivation and source it needs).
-    pub async fn requisites(&self, paths: &[StorePath]) -> Result<Vec<String>, NixError> {
-        let out = self.run(&NixCommand::query_requisites(paths)).await?;
-        Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).filter(|l| !l.is_empty()).collect())
+    /// The closure of `paths` in Nix's order (for a `.drv`: every derivation and source it
+    /// needs; no paths: empty).
+    pub async fn requisites(&self, paths: &[StorePath]) -> Result<Vec<StorePath>, NixError> {
+        if paths.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cmd = NixCommand::query_requisites(paths);
+        let out = self.run(&cmd).await?;
+        store_path_lines(self, &cmd, &out.stdout)
     }
 
     /// Starts `nix-store --export` of `paths`; read the stream from
@@ -307,6 +312,19 @@ impl Nix {
             .find(|d| d.path == drv.as_str())
             .ok_or_else(|| self.bad_output(&cmd, format!("it does not show {drv}"), &out.stdout))
     }
+}
+
+/// Store paths from Nix's one-a-line output; anything else is a bad-output error.
+pub(crate) fn store_path_lines<C: FromIterator<StorePath>>(
+    nix: &Nix,
+    cmd: &NixCommand,
+    stdout: &[u8],
+) -> Result<C, NixError> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.parse::<StorePath>().map_err(|e| nix.bad_output(cmd, e.to_string(), stdout)))
+        .collect()
 }
 
 #[cfg(test)]

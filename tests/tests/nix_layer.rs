@@ -292,6 +292,7 @@ async fn builds_and_queries_the_store(nix: &Nix, store: &StoreRoot, flavor: Flav
     let web1 = &toplevels["web1"];
     check_closure(nix, web1).await;
     let requisites = nix.requisites(std::slice::from_ref(&web1.drv_path)).await.expect("requisites");
+    let requisites: Vec<String> = requisites.iter().map(ToString::to_string).collect();
     assert!(requisites.iter().any(|p| p == web1.drv_path.as_str()), "{requisites:?}");
     assert!(requisites.iter().any(|p| p.ends_with("-etc.drv")), "{requisites:?}");
     assert!(requisites.iter().any(|p| p.ends_with("-role.sh")), "builder sources too: {requisites:?}");

@@ -15,7 +15,6 @@ mod log;
 mod plan;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use hostctl_nix::{Nix, NixError};
@@ -27,6 +26,7 @@ use hostctl_schemas::retention::Retention;
 use crate::deploy::Deployer;
 use crate::events::AgentEvent;
 use crate::journal::Record;
+use crate::unix_now;
 pub use log::GcLog;
 use plan::{plan, Protected};
 
@@ -50,16 +50,13 @@ pub struct Collector {
     deployer: Arc<Deployer>,
     /// agent.yaml's `retention`.
     default_policy: Option<Retention>,
-    /// `/run/booted-system`.
-    booted_link: PathBuf,
     log: GcLog,
     one_at_a_time: tokio::sync::Mutex<()>,
 }
 
 impl Collector {
     pub fn new(nix: Arc<Nix>, deployer: Arc<Deployer>, default_policy: Option<Retention>, log: GcLog) -> Self {
-        let booted_link = PathBuf::from(crate::host::BOOTED_SYSTEM);
-        Self { nix, deployer, default_policy, booted_link, log, one_at_a_time: tokio::sync::Mutex::new(()) }
+        Self { nix, deployer, default_policy, log, one_at_a_time: tokio::sync::Mutex::new(()) }
     }
 
     pub fn log(&self) -> &GcLog {
@@ -122,7 +119,9 @@ impl Collector {
 
     fn protected(&self, records: &[Record]) -> Result<Protected, GcError> {
         let (running, _) = self.deployer.previous_systems().map_err(|e| GcError::Read(e.to_string()))?;
-        let booted = std::fs::read_link(&self.booted_link).ok().and_then(|t| t.to_str()?.parse().ok());
+        // The deployer's booted-system link (`/run/booted-system`), which `reboot.rs` reads too.
+        let booted_link = self.deployer.options.booted_system.as_deref();
+        let booted = booted_link.and_then(|l| std::fs::read_link(l).ok()?.to_str()?.parse().ok());
         let mut deployments = BTreeSet::new();
         for r in records.iter().filter(|r| r.is_open()) {
             deployments.insert(r.deployment.toplevel.clone());
@@ -170,10 +169,10 @@ impl Collector {
         let mut staying: Vec<StorePath> = staying.into_iter().collect();
         let invalid: BTreeSet<String> = self.nix.invalid_paths(&staying).await?.into_iter().collect();
         staying.retain(|p| !invalid.contains(p.as_str()));
-        let live = self.nix.closure(&staying).await?;
+        let live: BTreeSet<StorePath> = self.nix.requisites(&staying).await?.into_iter().collect();
         let mut doomed = self.nix.dead_paths().await?;
         let tops: Vec<StorePath> = deleted.iter().map(|g| g.toplevel.clone()).collect();
-        doomed.extend(self.nix.closure(&tops).await?);
+        doomed.extend(self.nix.requisites(&tops).await?);
         doomed.retain(|p| !live.contains(p));
         Ok(doomed)
     }
@@ -222,8 +221,4 @@ impl Collector {
 /// The newest confirmed deployment's record.
 fn newest_confirmed(records: &[Record]) -> Option<&Record> {
     records.iter().filter(|r| r.deployment.state == DeploymentState::Confirmed).max_by_key(|r| r.seq)
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
