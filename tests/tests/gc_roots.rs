@@ -165,14 +165,18 @@ fn diff_and_rollback_survive_a_local_nix_collect_garbage() {
     assert!(valid(&a) && valid(&b), "a local collection keeps the running and the previous system");
 
     // Rolled back to A: A is what web1 runs, B what it ran before; both stay.
-    let back = hostctl(&["--json", "rollback", "web1"]);
-    back.expect_code(0);
-    assert_eq!(
-        back.json()["hosts"]["web1"]["rolled_back_to"]["toplevel"].as_str(),
-        Some(a.as_str()),
-        "{}",
-        back.stdout
-    );
+    // `hostctl rollback web1` (to the previous lock) must land on `expected`.
+    let rollback_to = |expected: &str| {
+        let out = hostctl(&["--json", "rollback", "web1"]);
+        out.expect_code(0);
+        assert_eq!(
+            out.json()["hosts"]["web1"]["rolled_back_to"]["toplevel"].as_str(),
+            Some(expected),
+            "{}",
+            out.stdout
+        );
+    };
+    rollback_to(&a);
     assert_eq!(std::fs::read_link(&link).unwrap().to_string_lossy(), a);
     assert_eq!(std::fs::read_link(&previous).unwrap().to_string_lossy(), b);
     collect();
@@ -180,12 +184,5 @@ fn diff_and_rollback_survive_a_local_nix_collect_garbage() {
     // `diff` compares with what web1 runs (A), here after the collection.
     hostctl(&["--json", "diff", "--on", "web1"]).expect_code(0);
     // And forward again to B (the previous lock), from the host's own store.
-    let forward = hostctl(&["--json", "rollback", "web1"]);
-    forward.expect_code(0);
-    assert_eq!(
-        forward.json()["hosts"]["web1"]["rolled_back_to"]["toplevel"].as_str(),
-        Some(b.as_str()),
-        "{}",
-        forward.stdout
-    );
+    rollback_to(&b);
 }
