@@ -75,22 +75,9 @@ pub fn host_policy<'a>(
     name: &crate::ids::HostName,
     file: &Path,
 ) -> Result<Option<(&'a CommitPolicy, String)>, YamlError> {
-    let Some(host) = fleet.hosts.get(name) else { return Ok(None) };
-    if let Some(own) = &host.commits {
-        return Ok(Some((own, format!("hosts.{name}.commits"))));
-    }
-    let mut tagged = host.tags.iter().filter_map(|t| Some((t, fleet.tag_commits.get(t)?)));
-    if let Some((tag, policy)) = tagged.next() {
-        if let Some((other, _)) = tagged.find(|(_, p)| *p != policy) {
-            return Err(YamlError::invalid(
-                file,
-                format!("hosts.{name}"),
-                format!("its tags `{tag}` and `{other}` have different `tag_commits` policies: set the host's own `commits`"),
-            ));
-        }
-        return Ok(Some((policy, format!("tag_commits.{tag}"))));
-    }
-    Ok(fleet.commits.as_ref().map(|p| (p, "commits".to_owned())))
+    let own = fleet.hosts.get(name).and_then(|h| h.commits.as_ref());
+    let fallback = fleet.commits.as_ref().map(|p| (p, "commits"));
+    crate::inventory::host_setting(fleet, name, file, (own, "commits"), (&fleet.tag_commits, "tag_commits"), fallback)
 }
 
 /// A commit id as git prints it: 40 (SHA-1) or 64 (SHA-256) lowercase hex digits.

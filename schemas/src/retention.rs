@@ -98,20 +98,17 @@ pub fn host_retention(
     name: &crate::ids::HostName,
     file: &std::path::Path,
 ) -> Result<Option<(Retention, String)>, crate::yaml::YamlError> {
-    let Some(host) = fleet.hosts.get(name) else { return Ok(None) };
-    if let Some(own) = host.retention {
-        return Ok(Some((own, format!("hosts.{name}.retention"))));
-    }
-    let mut tagged = host.tags.iter().filter_map(|t| Some((t, *fleet.tag_retention.get(t)?)));
-    if let Some((tag, policy)) = tagged.next() {
-        if let Some((other, _)) = tagged.find(|(_, p)| *p != policy) {
-            let message =
-                format!("its tags `{tag}` and `{other}` have different `tag_retention` policies: set the host's own `retention`");
-            return Err(crate::yaml::YamlError::invalid(file, format!("hosts.{name}"), message));
-        }
-        return Ok(Some((policy, format!("tag_retention.{tag}"))));
-    }
-    Ok(fleet.defaults.retention.map(|p| (p, "defaults.retention".to_owned())))
+    let own = fleet.hosts.get(name).and_then(|h| h.retention.as_ref());
+    let fallback = fleet.defaults.retention.as_ref().map(|p| (p, "defaults.retention"));
+    let found = crate::inventory::host_setting(
+        fleet,
+        name,
+        file,
+        (own, "retention"),
+        (&fleet.tag_retention, "tag_retention"),
+        fallback,
+    )?;
+    Ok(found.map(|(policy, key)| (*policy, key)))
 }
 
 #[cfg(test)]

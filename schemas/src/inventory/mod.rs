@@ -219,6 +219,37 @@ fn deserialize_hosts<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<HostNam
     d.deserialize_map(HostsVisitor)
 }
 
+/// A per-host setting resolved the fleet's way, with the key it came from (for messages):
+/// the host's own (`hosts.<name>.<own>`), else the one its tags share in `<by_tag>`
+/// (two of its tags naming different values is an error at `hosts.<name>` in `file`),
+/// else the fleet's default (`fallback`, with its key). Used by `commits` and `retention`.
+pub fn host_setting<'a, T: PartialEq>(
+    fleet: &'a Fleet,
+    name: &HostName,
+    file: &Path,
+    own: (Option<&'a T>, &str),
+    by_tag: (&'a BTreeMap<Tag, T>, &str),
+    fallback: Option<(&'a T, &str)>,
+) -> Result<Option<(&'a T, String)>, YamlError> {
+    let Some(host) = fleet.hosts.get(name) else { return Ok(None) };
+    let ((own, own_key), (tagged_values, tag_key)) = (own, by_tag);
+    if let Some(own) = own {
+        return Ok(Some((own, format!("hosts.{name}.{own_key}"))));
+    }
+    let mut tagged = host.tags.iter().filter_map(|t| Some((t, tagged_values.get(t)?)));
+    if let Some((tag, value)) = tagged.next() {
+        if let Some((other, _)) = tagged.find(|(_, v)| *v != value) {
+            return Err(YamlError::invalid(
+                file,
+                format!("hosts.{name}"),
+                format!("its tags `{tag}` and `{other}` have different `{tag_key}` policies: set the host's own `{own_key}`"),
+            ));
+        }
+        return Ok(Some((value, format!("{tag_key}.{tag}"))));
+    }
+    Ok(fallback.map(|(value, key)| (value, key.to_owned())))
+}
+
 /// Reads and validates the inventory file at `path`.
 pub fn load_fleet(path: &Path) -> Result<Fleet, InventoryError> {
     load_yaml(path)
