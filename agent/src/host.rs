@@ -1,6 +1,7 @@
 //! What the host is and runs, read without spawning anything: its Nix system, the store
 //! as files (a `local?root=` store lives under its root), `/run/current-system` and
-//! `/run/booted-system`; and which store paths it has.
+//! `/run/booted-system`; and which store paths it has. Also where written files are
+//! synced to disk (`sync_file_system_of`).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -83,6 +84,13 @@ pub async fn invalid_paths(nix: &Nix, paths: &[StorePath]) -> Result<HashSet<Sto
         invalid.extend(chunk.iter().filter(|p| printed.iter().any(|i| i == p.as_str())).cloned());
     }
     Ok(invalid)
+}
+
+/// `syncfs(2)` on the file system holding `dir`: what an import or a pull fetch wrote
+/// reaches the disk before anything relies on it (a power cut loses unsynced files).
+pub(crate) fn sync_file_system_of(dir: &Path) -> Result<(), String> {
+    let dir = std::fs::File::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    nix::unistd::syncfs(&dir).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

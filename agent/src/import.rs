@@ -14,7 +14,7 @@
 //! client goes away (a killed `nix-store --import` would leave a partial closure).
 
 use std::io::{BufReader, BufWriter, Read, Seek as _, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use hostctl_nix::export_stream::{check_against_header, validate_export, ExportError};
@@ -170,7 +170,7 @@ impl Importer {
         // files are on disk; until then `REGISTERING` names them.
         // The store's file system only (syncfs), not every file system of the host.
         let store_dir = self.store_dir.clone();
-        tokio::task::spawn_blocking(move || sync_file_system_of(&store_dir))
+        tokio::task::spawn_blocking(move || crate::host::sync_file_system_of(&store_dir))
             .await
             .map_err(|e| e.to_string())
             .and_then(|synced| synced)
@@ -224,12 +224,6 @@ impl<R: Read, W: Write> Read for Tee<R, W> {
         }
         Ok(n)
     }
-}
-
-/// `syncfs(2)` on the file system holding `dir`.
-pub(crate) fn sync_file_system_of(dir: &Path) -> Result<(), String> {
-    let dir = std::fs::File::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    nix::unistd::syncfs(&dir).map_err(|e| e.to_string())
 }
 
 /// Decompresses `source` into `sink` while validating it; `sink` is synced at the end.

@@ -114,7 +114,7 @@ impl Mirror {
         // libgit2 writes objects and loose references without fsync: a power cut soon
         // after leaves them empty (found by the VM lane's power cuts), and what the
         // agent builds and journals next relies on them.
-        crate::import::sync_file_system_of(repo.path()).map_err(FetchError::Sync)?;
+        crate::host::sync_file_system_of(repo.path()).map_err(FetchError::Sync)?;
         Ok(fetched)
     }
 
