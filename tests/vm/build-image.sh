@@ -9,6 +9,9 @@
 # rebuild the image. Mounts are made inside a private mount namespace (unshare), so they
 # vanish with it, also when this script fails.
 set -euo pipefail
+# Only the image directory goes to stdout (the caller captures it); everything the build's
+# tools print (mke2fs says "Creating regular file ...") goes to stderr.
+exec 3>&1 1>&2
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${1:?usage: build-image.sh CACHE_DIR}
 
@@ -21,7 +24,7 @@ suite=bookworm
 key=$( { cat "$here/build-image.sh" "$here/packages.txt" "$here/guest-init.sh"; echo "$mirror $suite"; } | sha256sum | cut -c1-16)
 image="$cache/image-$key"
 if [ -s "$image/root.img" ]; then
-  echo "$image"
+  echo "$image" >&3
   exit 0
 fi
 mkdir -p "$cache"
@@ -137,4 +140,4 @@ mkfs.ext4 -q -F -L hostctl-vm -d "$root" "$work/out/root.img" "$((used + 3072))M
 rm -rf "$root"
 mv "$work/out" "$image"
 echo "guest image built in $((SECONDS - start)) s: $image" >&2
-echo "$image"
+echo "$image" >&3

@@ -8,6 +8,10 @@ bash tests/support/prereqs.sh --vm
 
 cache=${HOSTCTL_VM_CACHE:-/var/cache/hostctl-vm}
 image=$(bash tests/vm/build-image.sh "$cache")
+if [ ! -s "$image/root.img" ]; then
+  echo "vm lane: tests/vm/build-image.sh printed '$image', which is not an image directory (no root.img)" >&2
+  exit 1
+fi
 
 # KVM only if it really works here: /dev/kvm can exist while qemu aborts or hangs with it.
 # The probe boots the guest kernel with no root disk and panic=-1: it must reach its
