@@ -74,6 +74,13 @@ fn main() {
     println!("\nN = {n} agents. Per-host deploy time in the first apply: median {median:.2} s, max {max:.2} s.");
     println!("Agent RSS after start: {idle}; after the runs: {busy}.");
     println!("TCP connections the controller opened per host during the runs: {:.1}.", connections(n));
+    for (what, run) in
+        [("first apply", &first), ("no-op apply", &noop), ("uncached no-op apply", &noop_uncached), ("status", &status)]
+    {
+        for line in run.failures() {
+            println!("- {what}: {line}");
+        }
+    }
     drop(agents);
 }
 
@@ -182,6 +189,22 @@ impl Run {
             *counts.entry(result).or_default() += 1;
         }
         counts.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ")
+    }
+
+    /// Failed hosts grouped by step and error (digits folded to `#`, so host names, ports and
+    /// durations do not split a cause), most frequent first: `17 × connect: ... (e.g. s042)`.
+    fn failures(&self) -> Vec<String> {
+        let mut groups = std::collections::BTreeMap::<String, (usize, String)>::new();
+        for (host, report) in self.json["hosts"].as_object().into_iter().flatten() {
+            let Some(error) = report["error"].as_str() else { continue };
+            let step = report["step"].as_str().unwrap_or("?");
+            let folded: String = error.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).collect();
+            let entry = groups.entry(format!("{step}: {folded}")).or_insert((0, host.clone()));
+            entry.0 += 1;
+        }
+        let mut sorted: Vec<_> = groups.into_iter().collect();
+        sorted.sort_by(|a, b| b.1 .0.cmp(&a.1 .0));
+        sorted.into_iter().map(|(cause, (count, host))| format!("{count} × {cause} (e.g. {host})")).collect()
     }
 }
 
