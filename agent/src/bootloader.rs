@@ -92,34 +92,54 @@ impl SystemdBoot {
     }
 
     /// `bootctl set-default ENTRY`: what boots when nothing else is asked for.
-    pub async fn set_default(&self, entry: &str) -> Result<(), BootError> {
-        self.bootctl(&["set-default", entry]).await
+    pub fn set_default(&self, entry: &str) -> Result<(), BootError> {
+        self.bootctl(&["set-default", entry])
     }
 
-    /// `bootctl set-oneshot ENTRY`: what the next boot only runs.
-    pub async fn set_oneshot(&self, entry: &str) -> Result<(), BootError> {
-        self.bootctl(&["set-oneshot", entry]).await
+    /// `bootctl set-oneshot ENTRY`: what the next boot only runs (`""`: nothing).
+    pub fn set_oneshot(&self, entry: &str) -> Result<(), BootError> {
+        self.bootctl(&["set-oneshot", entry])
     }
 
-    async fn bootctl(&self, args: &[&str]) -> Result<(), BootError> {
+    /// Runs `bootctl` and waits: it only writes an EFI variable, so it is quick, and a
+    /// confirmation must know it worked before it answers.
+    fn bootctl(&self, args: &[&str]) -> Result<(), BootError> {
         let esp = format!("--esp-path={}", self.esp.display());
         let program = self.program.display().to_string();
         let argv: Vec<String> =
             [program.as_str(), esp.as_str()].into_iter().chain(args.iter().copied()).map(str::to_owned).collect();
-        let out = tokio::process::Command::new(&self.program)
-            .args(&argv[1..])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await
-            .map_err(|source| BootError::Spawn { argv: argv.clone(), source })?;
-        if out.status.success() {
-            return Ok(());
-        }
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let start = stderr.len().saturating_sub(STDERR_TAIL);
-        let tail = stderr.get(start..).unwrap_or(&stderr).trim().to_owned();
-        Err(BootError::Failed { argv, status: out.status, stderr: tail })
+        run(&argv)
     }
+}
+
+/// Runs `argv` (stdin closed) and waits; an error keeps argv, the status and the stderr tail.
+fn run(argv: &[String]) -> Result<(), BootError> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err(BootError::Spawn { argv: Vec::new(), source: std::io::Error::other("empty command") });
+    };
+    let out = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|source| BootError::Spawn { argv: argv.to_vec(), source })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let start = stderr.len().saturating_sub(STDERR_TAIL);
+    let tail = stderr.get(start..).unwrap_or(&stderr).trim().to_owned();
+    Err(BootError::Failed { argv: argv.to_vec(), status: out.status, stderr: tail })
+}
+
+/// Runs agent.yaml's `boot.reboot_command` (the fast test lane's simulated reboot): it
+/// only has to start the reboot; the agent is stopped by it like by a real one.
+pub fn run_reboot_command(argv: &[String]) -> Result<(), BootError> {
+    run(argv)
+}
+
+/// The host's boot id (trimmed), `None` if it cannot be read.
+pub fn read_boot_id(file: &Path) -> Option<String> {
+    std::fs::read_to_string(file).ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty())
 }
 
 /// N of `nixos-generation-N.conf` (also `nixos-generation-N-specialisation-x.conf`), 0
@@ -182,19 +202,19 @@ mod tests {
         assert!(e.starts_with("no supported boot loader: ") && e.contains("loader/loader.conf"), "{e}");
     }
 
-    #[tokio::test]
-    async fn bootctl_gets_the_esp_and_the_entry_and_its_failure_keeps_argv_and_stderr() {
+    #[test]
+    fn bootctl_gets_the_esp_and_the_entry_and_its_failure_keeps_argv_and_stderr() {
         let dir = tempfile::tempdir().unwrap();
         let loader = esp(dir.path());
-        loader.set_default("nixos-generation-1.conf").await.unwrap();
-        loader.set_oneshot("nixos-generation-10.conf").await.unwrap();
+        loader.set_default("nixos-generation-1.conf").unwrap();
+        loader.set_oneshot("nixos-generation-10.conf").unwrap();
         let calls = std::fs::read_to_string(dir.path().join("calls")).unwrap();
         let esp = format!("--esp-path={}", dir.path().display());
         assert_eq!(
             calls,
             format!("{esp} set-default nixos-generation-1.conf\n{esp} set-oneshot nixos-generation-10.conf\n")
         );
-        let e = loader.set_default("fail").await.unwrap_err().to_string();
+        let e = loader.set_default("fail").unwrap_err().to_string();
         assert!(e.contains("set-default fail` exited with exit status: 1: no EFI"), "{e}");
     }
 }

@@ -22,6 +22,7 @@
 pub mod activation;
 pub mod activator;
 pub mod binfmt;
+pub mod boot_once;
 pub mod bootloader;
 pub mod bundle;
 pub mod bundle_client;

@@ -205,6 +205,7 @@ pub async fn deploy_host<H: Host, S: crate::push::LocalStore>(
         cache: settings.cache.as_ref().map(|c| c.substituter.clone()),
         commit_signature: settings.commit_signatures.get(name).cloned(),
         retention: settings.retention.get(name).copied(),
+        reboot: false,
     };
     outcome.deployment = Some(request.id.clone());
     progress::step(name, format!("activating ({}, deployment {})", settings.mode, request.id));
