@@ -270,6 +270,22 @@ pub struct ApplyArgs {
     /// tree is dirty); each host's journal records the override and the key that asked.
     #[arg(long)]
     pub allow_unsigned: bool,
+    #[command(flatten)]
+    pub reboots: RebootArgs,
+}
+
+/// How `apply` reboots hosts (issue 16).
+#[derive(Debug, Args)]
+pub struct RebootArgs {
+    /// Reboot the hosts whose new system needs it (kernel, initrd, kernel modules or
+    /// parameters, systemd changed): activated with `boot`, booted once, health-checked,
+    /// confirmed. A host's `reboot` in fleet.yaml (`never`, `if-needed`, `always`) wins.
+    #[arg(long)]
+    pub reboot: bool,
+    /// How long a rebooting host has to come back (its agent answering on a new boot id)
+    /// before its step `reboot` fails.
+    #[arg(long, value_name = "D", default_value = "10m")]
+    pub reboot_timeout: hostctl_schemas::duration::Duration,
 }
 
 #[derive(Debug, Args)]

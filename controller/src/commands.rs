@@ -70,6 +70,8 @@ pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Box<dyn P
                 diff: args.diff,
                 yes: args.yes,
                 allow_unsigned: args.allow_unsigned,
+                reboot: args.reboots.reboot,
+                reboot_timeout: args.reboots.reboot_timeout,
             };
             Box::new(apply::apply(opts, ctx, nix, out).await?)
         }

@@ -38,6 +38,7 @@ mod pool;
 mod probe;
 mod progress;
 mod push;
+mod reboot;
 mod rebuild;
 mod report;
 mod rollback;
