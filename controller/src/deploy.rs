@@ -195,6 +195,8 @@ pub async fn deploy_host<H: Host, S: crate::push::LocalStore>(
         return outcome;
     }
     let pushed = match &settings.cache {
+        // `hostctl reboot`: the host has its system already.
+        _ if settings.reboot_all.is_some() => Ok(PushStats::default()),
         Some(cache) => match cache.ensure_pushed().await {
             Ok(()) => {
                 progress::step(name, format!("the agent fetches the closure from {}", cache.substituter));
@@ -214,11 +216,16 @@ pub async fn deploy_host<H: Host, S: crate::push::LocalStore>(
         return outcome;
     }
     let mode = if reboot.is_some() { Mode::Boot } else { settings.mode };
+    // `hostctl reboot` deploys what the host has: its record keeps that system's source.
+    let (rev, lock) = match settings.reboot_all {
+        Some(_) => (status.rev.clone(), status.lock.as_deref().and_then(|l| l.parse().ok())),
+        None => (settings.rev.clone(), settings.lock.clone()),
+    };
     let request = DeploymentRequest {
         id: deployment_id(name),
         toplevel: toplevel.clone(),
-        rev: settings.rev.clone(),
-        lock: settings.lock.clone(),
+        rev,
+        lock,
         mode,
         confirm_timeout: settings.confirm_timeout,
         health: health::command_checks(checks),

@@ -39,6 +39,7 @@ mod probe;
 mod progress;
 mod push;
 mod reboot;
+mod reboot_cmd;
 mod rebuild;
 mod report;
 mod rollback;

@@ -209,3 +209,23 @@ fn bad_reboot_settings_name_the_file_and_line() {
     run.expect_code(2);
     assert_eq!(live.host("web1").profile_generations().len(), 0, "nothing was deployed");
 }
+
+#[test]
+fn hostctl_reboot_reboots_a_host_into_what_it_has_and_confirms_it() {
+    let (mut live, old) = booted_fleet(&["web1"], "");
+    let before = status(&live, "web1");
+    let (run, boots) = live.hostctl_rebooting(&["--json", "reboot", "web1"], &[]);
+    run.expect_code(0);
+    let web1 = &run.json()["hosts"]["web1"];
+    assert_eq!((web1["result"].as_str(), web1["toplevel"].as_str()), (Some("activated"), Some(old[0].as_str())));
+    assert_eq!((web1["reboot"]["why"].as_str(), web1["reboot"]["booted_new"].as_bool()), (Some("hostctl reboot"), Some(true)));
+    let systems: Vec<&str> = boots.iter().map(|(_, b)| b.system.as_str()).collect();
+    assert_eq!(systems, [old[0].as_str()]);
+    let after = status(&live, "web1");
+    assert_ne!(after["boot_id"], before["boot_id"], "{after}");
+    assert_eq!((&after["toplevel"], &after["rev"], &after["lock"]), (&before["toplevel"], &before["rev"], &before["lock"]));
+    assert_eq!(default_system(&live, "web1"), old[0]);
+    let human = live.hostctl_rebooting(&["reboot", "web1"], &[]).0;
+    human.expect_code(0);
+    assert!(human.stdout.contains("rebooted (hostctl reboot; boot "), "{}", human.stdout);
+}
