@@ -46,7 +46,11 @@ impl Deployer {
     /// systemd-boot at `boot.esp`, or why a reboot cannot be rolled back.
     fn loader(&self) -> Result<SystemdBoot, String> {
         let boot = self.options.boot.as_ref().ok_or("this agent has no `boot` settings, so it cannot reboot")?;
-        SystemdBoot::detect(&boot.esp).map_err(|e| e.to_string())
+        let loader = SystemdBoot::detect(&boot.esp).map_err(|e| e.to_string())?;
+        Ok(match &self.options.bootctl {
+            Some(program) => loader.with_program(program.clone()),
+            None => loader,
+        })
     }
 
     /// 400 unless the request's `reboot` can be done: mode `boot` and a boot loader that

@@ -99,6 +99,8 @@ pub struct DeployerOptions {
     /// agent.yaml's `boot` (the boot loader, how to reboot, the boot id); `None`: a
     /// request asking for a reboot is refused (tests).
     pub boot: Option<hostctl_schemas::boot_config::BootConfig>,
+    /// The program in place of `bootctl` (tests); `None`: `bootctl` on PATH.
+    pub bootctl: Option<std::path::PathBuf>,
 }
 
 /// Owns the journal and its collaborators, and runs deployments.
@@ -590,3 +592,7 @@ pub(crate) mod tests;
 #[cfg(test)]
 #[path = "running_tests.rs"]
 mod running_tests;
+
+#[cfg(test)]
+#[path = "boot_once_tests.rs"]
+mod boot_once_tests;

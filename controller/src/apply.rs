@@ -57,7 +57,7 @@ pub struct ApplyOptions {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum ApplyFields {
-    Deployed(DeployedFields),
+    Deployed(Box<DeployedFields>),
     Planned(PlannedFields),
 }
 
@@ -273,7 +273,7 @@ pub fn outcome_entry(
     o: &Outcome,
 ) -> HostReport<ApplyFields> {
     let mut e = HostReport::base(ctx, o.result)
-        .with(ApplyFields::Deployed(DeployedFields { batch, outcome: OutcomeFields::new(o) }));
+        .with(ApplyFields::Deployed(Box::new(DeployedFields { batch, outcome: OutcomeFields::new(o) })));
     e.summary = Some(deploy_report::summary(o, toplevel.as_deref()));
     e.toplevel = toplevel;
     e.error = o.error.clone();

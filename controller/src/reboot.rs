@@ -51,7 +51,12 @@ impl RebootReport {
         let short = |id: &Option<String>| id.as_deref().map_or("?", |i| i.get(..8).unwrap_or(i)).to_owned();
         match (&self.boot_id_after, self.booted_new) {
             (Some(_), true) => {
-                format!("rebooted ({}; boot {} -> {})", self.why, short(&self.boot_id_before), short(&self.boot_id_after))
+                format!(
+                    "rebooted ({}; boot {} -> {})",
+                    self.why,
+                    short(&self.boot_id_before),
+                    short(&self.boot_id_after)
+                )
             }
             (Some(_), false) => format!(
                 "rebooted ({}) but came back on {}",

@@ -58,8 +58,11 @@ pub async fn reboot(opts: RebootOptions, ctx: &FleetContext, nix: Arc<Nix>) -> R
     }
     let toplevels: std::collections::BTreeMap<HostName, String> =
         targets.iter().map(|t| (t.host.name().clone(), t.toplevel.to_string())).collect();
-    let policy =
-        Policy { batch_size: opts.batch.size(opts.hosts.len()), max_failures: opts.max_failures, parallel: opts.parallel };
+    let policy = Policy {
+        batch_size: opts.batch.size(opts.hosts.len()),
+        max_failures: opts.max_failures,
+        parallel: opts.parallel,
+    };
     let store = Arc::new(NixStore::new(nix));
     for (name, (batch, outcome)) in roll_out(targets, store, Arc::new(settings), policy, failed).await {
         let toplevel = toplevels.get(&name).cloned();

@@ -486,7 +486,11 @@ impl LiveFleet {
     /// `hostctl --key <key> ARGS...` while acting as the hosts' firmware: each reboot an
     /// agent asks for is carried out ([`SimHost::firmware_boot`]), except for the hosts in
     /// `never_back`, which go down and stay down. Returns the run and the boots, in order.
-    pub fn hostctl_rebooting(&mut self, args: &[&str], never_back: &[&str]) -> (HostctlRun, Vec<(String, crate::simhost::Boot)>) {
+    pub fn hostctl_rebooting(
+        &mut self,
+        args: &[&str],
+        never_back: &[&str],
+    ) -> (HostctlRun, Vec<(String, crate::simhost::Boot)>) {
         let mut child = self.spawn_hostctl(args);
         let mut boots = Vec::new();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);

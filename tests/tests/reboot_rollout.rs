@@ -101,7 +101,10 @@ fn a_new_system_that_does_not_boot_is_rolled_back_on_the_previous_one() {
     let web1 = &run.json()["hosts"]["web1"];
     assert_eq!((web1["result"].as_str(), web1["step"].as_str()), (Some("rolled-back"), Some("reboot")), "{web1}");
     let error = web1["error"].as_str().unwrap();
-    assert!(error.contains(&format!("booted {} instead of {new}: the new generation did not come up", old[0])), "{error}");
+    assert!(
+        error.contains(&format!("booted {} instead of {new}: the new generation did not come up", old[0])),
+        "{error}"
+    );
     assert_eq!(web1["reboot"]["booted_new"], false, "{web1}");
     assert_eq!(boots.len(), 1);
     assert_eq!(boots[0].1.system, old[0], "the panic's power cycle booted the default: {boots:?}");
@@ -197,11 +200,7 @@ fn bad_reboot_settings_name_the_file_and_line() {
     run.expect_code(2);
     assert!(run.stderr.contains("fleet.yaml:") && run.stderr.contains("sometimes"), "{}", run.stderr);
     assert!(run.stderr.contains("never") && run.stderr.contains("if-needed"), "{}", run.stderr);
-    live.write_inventory_with(
-        "30s",
-        |_| "    tags: [a, b]\n".to_owned(),
-        "tag_reboot:\n  a: always\n  b: never\n",
-    );
+    live.write_inventory_with("30s", |_| "    tags: [a, b]\n".to_owned(), "tag_reboot:\n  a: always\n  b: never\n");
     let run = live.hostctl(&["apply"]);
     run.expect_code(2);
     assert!(run.stderr.contains("hosts.web1") && run.stderr.contains("tag_reboot"), "{}", run.stderr);
@@ -218,12 +217,18 @@ fn hostctl_reboot_reboots_a_host_into_what_it_has_and_confirms_it() {
     run.expect_code(0);
     let web1 = &run.json()["hosts"]["web1"];
     assert_eq!((web1["result"].as_str(), web1["toplevel"].as_str()), (Some("activated"), Some(old[0].as_str())));
-    assert_eq!((web1["reboot"]["why"].as_str(), web1["reboot"]["booted_new"].as_bool()), (Some("hostctl reboot"), Some(true)));
+    assert_eq!(
+        (web1["reboot"]["why"].as_str(), web1["reboot"]["booted_new"].as_bool()),
+        (Some("hostctl reboot"), Some(true))
+    );
     let systems: Vec<&str> = boots.iter().map(|(_, b)| b.system.as_str()).collect();
     assert_eq!(systems, [old[0].as_str()]);
     let after = status(&live, "web1");
     assert_ne!(after["boot_id"], before["boot_id"], "{after}");
-    assert_eq!((&after["toplevel"], &after["rev"], &after["lock"]), (&before["toplevel"], &before["rev"], &before["lock"]));
+    assert_eq!(
+        (&after["toplevel"], &after["rev"], &after["lock"]),
+        (&before["toplevel"], &before["rev"], &before["lock"])
+    );
     assert_eq!(default_system(&live, "web1"), old[0]);
     let human = live.hostctl_rebooting(&["reboot", "web1"], &[]).0;
     human.expect_code(0);

@@ -73,7 +73,11 @@ pub struct Fleet {
 
 /// Settings that apply to every host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, default, expecting = "a mapping of `port`, `mode`, `confirm_timeout`, `retention` and `reboot`")]
+#[serde(
+    deny_unknown_fields,
+    default,
+    expecting = "a mapping of `port`, `mode`, `confirm_timeout`, `retention` and `reboot`"
+)]
 pub struct Defaults {
     /// Port the agents listen on, 1 to 65535.
     #[serde(deserialize_with = "port::deserialize_port")]
