@@ -371,6 +371,7 @@ mod tests {
             "seconds",
             "reboot_required",
             "reboot_reasons",
+            "reboot",
         ];
         expected.sort_unstable();
         let mut keys = keys;
