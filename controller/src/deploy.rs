@@ -254,7 +254,7 @@ pub async fn follow<H: Host>(
     settings: &DeploySettings,
 ) -> (Outcome, Option<Deployment>) {
     outcome.deployment = Some(id.to_owned());
-    let (deployment, mut gate) = match wait(host, id, checks, settings).await {
+    let (deployment, mut gate) = match wait(host, id, checks, settings, outcome.reboot.is_some()).await {
         Ok(waited) => waited,
         Err((step, e)) => return (outcome.with_error(step, e).into_failed(), None),
     };
@@ -359,6 +359,7 @@ async fn wait<H: Host>(
     id: &str,
     checks: &[HealthCheck],
     settings: &DeploySettings,
+    expects_reboot: bool,
 ) -> Result<(Deployment, Gate), (Step, String)> {
     let deadline = Instant::now() + settings.wait_limit;
     let mut w = Waiting {
@@ -370,13 +371,14 @@ async fn wait<H: Host>(
         refused: false,
         last_error: None,
         rebooting_since: None,
+        reboot: if expects_reboot { RebootWait::Expected } else { RebootWait::None },
     };
     // Activations often finish within tens of milliseconds: poll soon, then back off to
     // `poll_interval` so a long activation costs few requests.
     let mut delay = FIRST_POLL.min(settings.poll_interval);
     loop {
         let answer = host.deployment(id).await;
-        w.note_reboot(answer.as_ref().ok());
+        w.note_reboot(answer.as_ref());
         match answer {
             Ok(d) if d.state.is_final() => return Ok(w.end(d)),
             Ok(d) if d.state == DeploymentState::AwaitingConfirmation && w.may_confirm() => {
@@ -414,22 +416,44 @@ struct Waiting<'a, H> {
     last_error: Option<HostError>,
     /// When the agent was first seen `rebooting`; `None` once it answered after the reboot.
     rebooting_since: Option<Instant>,
+    reboot: RebootWait,
+}
+
+/// Where a deployment that reboots the host is, as [`wait`] saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RebootWait {
+    /// No reboot was asked for.
+    None,
+    /// Asked for; the host has not gone yet (as far as the controller knows).
+    Expected,
+    /// `rebooting`, or the agent stopped answering: the reboot clock runs.
+    Away,
+    /// The agent answered after the reboot.
+    Back,
 }
 
 impl<H: Host> Waiting<'_, H> {
     /// Starts the reboot clock at the first `rebooting` answer, stops it once the host
     /// is back.
-    fn note_reboot(&mut self, d: Option<&Deployment>) {
-        match d {
-            Some(d) if d.state == DeploymentState::Rebooting && self.rebooting_since.is_none() => {
-                progress::step(self.host.name(), "rebooting");
-                self.rebooting_since = Some(Instant::now());
-            }
-            Some(d) if self.rebooting_since.is_some() && reboot::came_back(d) => {
-                progress::step(self.host.name(), "back from its reboot");
+    /// The agent may be gone before it was ever seen `rebooting` (the reboot is quick),
+    /// so not answering starts the clock too.
+    fn note_reboot(&mut self, answer: Result<&Deployment, &HostError>) {
+        let away = match answer {
+            Ok(d) if reboot::came_back(d) => {
+                if self.reboot == RebootWait::Away {
+                    progress::step(self.host.name(), "back from its reboot");
+                }
+                self.reboot = RebootWait::Back;
                 self.rebooting_since = None;
+                return;
             }
-            _ => {}
+            Ok(d) => d.state == DeploymentState::Rebooting,
+            Err(e) => e.is_transport() && self.reboot == RebootWait::Expected,
+        };
+        if away && matches!(self.reboot, RebootWait::Expected | RebootWait::None) {
+            progress::step(self.host.name(), "rebooting");
+            self.reboot = RebootWait::Away;
+            self.rebooting_since = Some(Instant::now());
         }
     }
 
