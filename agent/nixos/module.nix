@@ -60,6 +60,8 @@ let
         "IP:PORT of a plain-HTTP listener serving the forge webhook only, behind a TLS-terminating proxy (default: off).";
       retention = setting json
         "Which system generations to keep when collecting garbage after each confirmed deployment: `{ keep_last = 5; keep_younger_than = \"30d\"; }` (one or both; default: none, nothing deleted).";
+      boot = setting json
+        "Reboots: `{ esp = \"/boot\"; }` (the EFI system partition with systemd-boot's loader.conf), `reboot_command` (default: systemd's reboot.target over D-Bus), `boot_id_file`.";
     };
   };
 

@@ -131,6 +131,15 @@ pub trait ServiceManager: Send + Sync + std::fmt::Debug {
     /// Kills the activation with everything it started (a hung `switch-to-configuration`)
     /// and returns once it is gone; it then reports [`ActivationStatus::Vanished`].
     fn kill<'a>(&'a self, handle: &'a ActivationHandle) -> Answer<'a, ()>;
+    /// Reboots the host as `systemctl reboot` does (a `reboot` deployment); only systemd
+    /// can, the others refuse.
+    fn reboot(&self) -> Answer<'_, ()> {
+        Box::pin(std::future::ready(Err(ActivationError::Systemd {
+            unit: "reboot.target".into(),
+            problem: "the agent does not run under systemd, so it cannot reboot the host (set boot.reboot_command)"
+                .into(),
+        })))
+    }
 }
 
 /// An activation that exists (its handle can be journaled) but has not started.

@@ -68,6 +68,11 @@ impl Activator {
         &self.store_fs
     }
 
+    /// Reboots the host through the service manager (systemd's `reboot.target`).
+    pub async fn reboot(&self) -> Result<(), crate::activation::ActivationError> {
+        self.services.reboot().await
+    }
+
     pub fn switch_program(&self, toplevel: &StorePath) -> PathBuf {
         self.store_fs.real_path(toplevel).join("bin/switch-to-configuration")
     }

@@ -204,6 +204,7 @@ pub async fn deploy(
         cache: None,
         commit_signature: None,
         retention: None,
+        reboot: false,
     };
     let started = deployer.create_by(request, Some(by)).await?;
     Ok(wait_until_final(deployer, started).await)

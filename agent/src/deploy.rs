@@ -96,6 +96,11 @@ pub struct DeployerOptions {
     /// The link naming the booted system (`/run/booted-system`), which `reboot.rs`
     /// compares new systems with; `None`: not compared (tests).
     pub booted_system: Option<std::path::PathBuf>,
+    /// agent.yaml's `boot` (the boot loader, how to reboot, the boot id); `None`: a
+    /// request asking for a reboot is refused (tests).
+    pub boot: Option<hostctl_schemas::boot_config::BootConfig>,
+    /// The program in place of `bootctl` (tests); `None`: `bootctl` on PATH.
+    pub bootctl: Option<std::path::PathBuf>,
 }
 
 /// Owns the journal and its collaborators, and runs deployments.
@@ -232,6 +237,7 @@ impl Deployer {
                 DeployError::conflict(format!("deployment `{}` exists with other content", request.id))
             });
         }
+        self.check_reboot_request(&request)?;
         self.check_source(&request).await?;
         let (running, profile) = self.previous_systems()?;
         let mut deployment = Deployment::queued(&request, running, unix_now());
@@ -244,6 +250,7 @@ impl Deployer {
         record.health = request.health;
         record.cache = request.cache;
         record.retention = request.retention;
+        record.reboot = request.reboot;
         record.previous_profile = profile;
         self.accept(record)
     }
@@ -326,6 +333,11 @@ impl Deployer {
                     )));
                 }
                 crate::pause::point("confirm:received");
+                if let Some(progress) = &record.deployment.reboot {
+                    // Under the journal lock, so the timer cannot roll it back meanwhile;
+                    // if this fails, it stays unconfirmed (the window still rules).
+                    self.set_new_default(progress).map_err(DeployError::internal)?;
+                }
                 let record = journal.transition(id, Transition::Confirm)?;
                 tracing::info!(id, "deployment confirmed");
                 Ok(record.deployment)
@@ -381,7 +393,8 @@ impl Deployer {
             self.activator.prepare(&spec).map_err(|e| Failure::new(EndReason::ActivationNotStarted, e.to_string()))?;
         // Armed and journaled before the activation may run (dropping `prepared` on an
         // error here cancels it): see the module documentation.
-        let armed = awaits_confirmation(d.mode, record.confirm_timeout);
+        let armed = awaits_confirmation(d.mode, record.confirm_timeout)
+            || (record.reboot && record.confirm_timeout.as_millis() > 0);
         self.transition(id, Transition::Activate { handle: prepared.handle.clone(), armed })
             .map_err(Failure::journal)?;
         let handle = prepared.handle.clone();
@@ -437,7 +450,10 @@ impl Deployer {
     }
 
     /// After a successful activation: health checks, then the confirmation window.
-    async fn activated(self: &Arc<Self>, id: &str) {
+    pub(crate) async fn activated(self: &Arc<Self>, id: &str) {
+        if self.record(id).is_ok_and(|r| r.reboot && r.phase == crate::journal::Phase::Activating) {
+            return self.boot_once(id).await;
+        }
         let result = self.check_health(id).await;
         let next = result.and_then(|()| self.open_window(id).map_err(Failure::journal));
         match next {
@@ -450,7 +466,7 @@ impl Deployer {
     /// Runs the agent's and the request's health checks (switch/test only).
     async fn check_health(&self, id: &str) -> Result<(), Failure> {
         let record = self.record(id).map_err(Failure::journal)?;
-        if !changes_running_system(record.deployment.mode) {
+        if !changes_running_system(record.deployment.mode) && !crate::boot_once::runs_new(&record) {
             return Ok(());
         }
         let checks: Vec<HealthCheck> = self.options.health.iter().chain(&record.health).cloned().collect();
@@ -552,6 +568,7 @@ fn same_request(record: &Record, request: &DeploymentRequest) -> bool {
         && record.confirm_timeout == request.confirm_timeout
         && record.health == request.health
         && record.cache == request.cache
+        && record.reboot == request.reboot
         && record.rollback_target.is_none()
 }
 
@@ -564,6 +581,7 @@ pub fn state_name(state: DeploymentState) -> &'static str {
         DeploymentState::Confirmed => "confirmed",
         DeploymentState::Failed => "failed",
         DeploymentState::RolledBack => "rolled-back",
+        DeploymentState::Rebooting => "rebooting",
     }
 }
 
@@ -574,3 +592,7 @@ pub(crate) mod tests;
 #[cfg(test)]
 #[path = "running_tests.rs"]
 mod running_tests;
+
+#[cfg(test)]
+#[path = "boot_once_tests.rs"]
+mod boot_once_tests;

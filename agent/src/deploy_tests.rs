@@ -102,6 +102,7 @@ pub(crate) fn request(id: &str, toplevel: &StorePath, mode: Mode, confirm_secs: 
         cache: None,
         commit_signature: None,
         retention: None,
+        reboot: false,
     }
 }
 

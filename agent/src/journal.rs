@@ -92,6 +92,9 @@ pub struct Record {
     /// (`crate::gc`); `None`: the agent's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<hostctl_schemas::retention::Retention>,
+    /// The request asked to boot the new system once and reboot into it (`boot` only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reboot: bool,
 }
 
 impl Record {
@@ -111,6 +114,7 @@ impl Record {
             nix_child: None,
             cache: None,
             retention: None,
+            reboot: false,
         }
     }
 
@@ -149,6 +153,9 @@ pub enum Phase {
     AwaitingConfirmation,
     /// Re-activating `previous_toplevel` (details in [`Record::rollback`]).
     RollingBack,
+    /// A `reboot` deployment activated with `boot`: the loader boots the new system once
+    /// and the reboot was asked for (`deployment.reboot`; see `boot_once.rs`).
+    Rebooting,
     /// Final: nothing left to do.
     Done,
 }
@@ -544,6 +551,7 @@ pub(crate) mod tests {
             cache: None,
             commit_signature: None,
             retention: None,
+            reboot: false,
         };
         Deployment::queued(&request, None, 1_800_000_000)
     }

@@ -22,6 +22,8 @@
 pub mod activation;
 pub mod activator;
 pub mod binfmt;
+pub mod boot_once;
+pub mod bootloader;
 pub mod bundle;
 pub mod bundle_client;
 pub mod dbus;

@@ -3,21 +3,16 @@
 //! (`/run/booted-system`). Reads links and small files only; never
 //! spawns anything and never changes the host.
 //!
-//! A part is the same when both systems have the same thing there: a link with the same
-//! target (NixOS links `kernel`, `initrd`, `kernel-modules` and `systemd` into other store
-//! paths), a file with the same text (`kernel-params` is a file of the toplevel itself,
-//! so its path always differs), or nothing in both.
+//! What "the same part" means is `hostctl_nix::boot_parts`' (the controller compares
+//! with it too).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use hostctl_schemas::api::deployments::{RebootReason, REBOOT_PARTS};
+use hostctl_schemas::api::deployments::RebootReason;
 use hostctl_schemas::ids::StorePath;
 
 use crate::deploy::Deployer;
 use crate::host::StoreFs;
-
-/// The most of a file's text that is compared and shown (kernel parameters are a line).
-const TEXT_LIMIT: u64 = 4096;
 
 /// The reasons `new` needs a reboot (empty: it does not), `None` when there is no booted
 /// system to compare with. `booted_link` is `/run/booted-system`.
@@ -26,53 +21,7 @@ pub fn reasons(store: &StoreFs, booted_link: &Path, new: &StorePath) -> Option<V
     if booted == *new {
         return Some(Vec::new());
     }
-    let (booted, new) = (store.real_path(&booted), store.real_path(new));
-    Some(REBOOT_PARTS.iter().filter_map(|part| differs(part, &booted, &new)).collect())
-}
-
-/// The reason, if `part` differs between the two toplevel directories.
-fn differs(part: &str, booted: &Path, new: &Path) -> Option<RebootReason> {
-    let (was, now) = (Content::of(booted.join(part)), Content::of(new.join(part)));
-    (was != now).then(|| RebootReason { part: part.to_owned(), booted: was.shown(), new: now.shown() })
-}
-
-/// What a system has at one part's path.
-#[derive(Debug, PartialEq, Eq)]
-enum Content {
-    Nothing,
-    /// A symbolic link, by its target.
-    Link(PathBuf),
-    /// A regular file, by its (first [`TEXT_LIMIT`] bytes of) text.
-    Text(String),
-    /// Anything else (a directory, a file that cannot be read): by its own path, so it
-    /// differs between two toplevels.
-    Other(PathBuf),
-}
-
-impl Content {
-    fn of(path: PathBuf) -> Self {
-        let Ok(meta) = std::fs::symlink_metadata(&path) else { return Self::Nothing };
-        if meta.file_type().is_symlink() {
-            return std::fs::read_link(&path).map_or(Self::Other(path), Self::Link);
-        }
-        if meta.is_file() {
-            use std::io::Read as _;
-            let mut bytes = Vec::new();
-            let read = std::fs::File::open(&path).and_then(|f| f.take(TEXT_LIMIT).read_to_end(&mut bytes));
-            if read.is_ok() {
-                return Self::Text(String::from_utf8_lossy(&bytes).trim().to_owned());
-            }
-        }
-        Self::Other(path)
-    }
-
-    fn shown(&self) -> Option<String> {
-        match self {
-            Self::Nothing => None,
-            Self::Link(p) | Self::Other(p) => Some(p.display().to_string()),
-            Self::Text(t) => Some(t.clone()),
-        }
-    }
+    Some(hostctl_nix::boot_parts::compare(&store.real_path(&booted), &store.real_path(new)))
 }
 
 impl Deployer {

@@ -15,6 +15,7 @@
 //! | `checking` | new system active, checks cut short | roll back, `rolled-back` (`agent-restarted`) |
 //! | `awaiting-confirmation` | new system active | wait until the journaled `confirm_deadline`; passed → roll back at once (`not-confirmed`) |
 //! | `rolling-back` | part-way back | continue from the journaled rollback step |
+//! | `rebooting` | the new system set to boot once; maybe rebooted | see `boot_once.rs`: same boot → reboot again; booted the new system → health checks and window; anything else → roll back, `rolled-back` (`booted-previous`) |
 //!
 //! Leftover import streams in `state_dir/tmp` are removed by the importer at start; an
 //! import only registers paths after the whole stream was validated, so a killed import
@@ -78,6 +79,7 @@ impl Deployer {
                     tokio::spawn(async move { this.roll_back(&id, reason, DeploymentState::RolledBack).await });
                 }
                 Phase::AwaitingConfirmation => self.recover_window(&record),
+                Phase::Rebooting => self.recover_reboot(record).await,
                 Phase::RollingBack => {
                     let this = Arc::clone(self);
                     tokio::spawn(async move { this.run_rollback(&id).await });

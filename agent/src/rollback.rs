@@ -128,6 +128,7 @@ impl Deployer {
         // Rollbacks journaled by older agents do not say why (typed).
         let reason = reason.unwrap_or(EndReason::Other);
         self.finish(id, Ending { state, reason, error });
+        self.reboot_after_rollback(id).await;
     }
 
     /// `Ok` with the rollback and what it did, or `Err((reason, typed reason, problem))`.
@@ -343,6 +344,7 @@ impl Deployer {
             cache: None,
             commit_signature: None,
             retention: None,
+            reboot: false,
         };
         let (running, profile) = self.previous_systems()?;
         let mut deployment = Deployment::queued(&deployment_request, running, unix_now());

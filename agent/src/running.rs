@@ -25,7 +25,7 @@ use crate::journal::Record;
 /// is still changing it.
 pub fn left_running(record: &Record) -> Option<&StorePath> {
     let d = &record.deployment;
-    if matches!(d.mode, Mode::Boot | Mode::DryActivate) {
+    if matches!(d.mode, Mode::Boot | Mode::DryActivate) && !crate::boot_once::runs_new(record) {
         return None;
     }
     match d.state {
@@ -39,7 +39,7 @@ pub fn left_running(record: &Record) -> Option<&StorePath> {
             // activation ran and there was nothing to roll back to.
             None => d.exit_code.map(|_| &d.toplevel),
         },
-        DeploymentState::Queued | DeploymentState::Activating => None,
+        DeploymentState::Queued | DeploymentState::Activating | DeploymentState::Rebooting => None,
     }
 }
 

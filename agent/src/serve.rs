@@ -161,6 +161,8 @@ impl Agent {
             activation_timeout: Some(config.activation_timeout.into()),
             current_system: Some(crate::host::CURRENT_SYSTEM.into()),
             booted_system: Some(crate::host::BOOTED_SYSTEM.into()),
+            boot: Some(config.boot.clone()),
+            bootctl: None,
             caches: config.caches.clone(),
             cache_keys: config
                 .trusted_keys

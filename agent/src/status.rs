@@ -49,6 +49,7 @@ pub fn snapshot(app: &Handles) -> Result<StatusResponse, String> {
         store_free_bytes: store_fs.store_free_bytes(),
         reboot_required: reboot.as_ref().map(|reasons| !reasons.is_empty()),
         reboot_reasons: reboot.unwrap_or_default(),
+        boot_id: crate::bootloader::read_boot_id(&app.config.boot.boot_id_file),
     })
 }
 
@@ -76,7 +77,7 @@ fn binfmt_mount(app: &Handles) -> &std::path::Path {
 /// What the agent is doing, from the deployments not yet final.
 pub fn agent_state(records: &[Record]) -> AgentState {
     let states = || records.iter().map(|r| r.deployment.state);
-    if states().any(|s| matches!(s, DeploymentState::Queued | DeploymentState::Activating)) {
+    if states().any(|s| matches!(s, DeploymentState::Queued | DeploymentState::Activating | DeploymentState::Rebooting)) {
         AgentState::Activating
     } else if states().any(|s| s == DeploymentState::AwaitingConfirmation) {
         AgentState::AwaitingConfirmation

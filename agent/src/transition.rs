@@ -15,9 +15,10 @@
 //! | `ProfileSet` | accepted, substituting, setting-profile | profile-set |
 //! | `Activate` | profile-set | activating (`armed` set) |
 //! | `Check` | activating | checking |
-//! | `Activated` | activating, checking | awaiting-confirmation if armed, else done (`confirmed`) |
+//! | `Reboot` | activating | rebooting (a `reboot` deployment after its `boot` activation) |
+//! | `Activated` | activating, checking, rebooting | awaiting-confirmation if armed, else done (`confirmed`) |
 //! | `Confirm` | awaiting-confirmation | done (`confirmed`) |
-//! | `RollBack` | activating, checking, awaiting-confirmation | rolling-back |
+//! | `RollBack` | activating, checking, awaiting-confirmation, rebooting | rolling-back |
 //! | `RollbackStep`, `RollbackActivation`, `RollbackDone` | rolling-back | rolling-back |
 //! | `End` | any open record | done (`failed` / `rolled-back`) |
 
@@ -39,6 +40,8 @@ pub enum Transition {
     /// The activation exists (not yet launched): its handle, and whether it needs a
     /// confirmation (the dead man's switch), in one write.
     Activate { handle: ActivationHandle, armed: bool },
+    /// The loader boots the new system once and the reboot is asked for next.
+    Reboot(hostctl_schemas::api::deployments::RebootProgress),
     /// The health checks start.
     Check,
     /// The activation and the checks succeeded: the window opens until `deadline` (Unix
@@ -113,6 +116,7 @@ impl Transition {
             Self::SetProfile => "set-profile",
             Self::ProfileSet { .. } => "profile-set",
             Self::Activate { .. } => "activate",
+            Self::Reboot(_) => "reboot",
             Self::Check => "check",
             Self::Activated { .. } => "activated",
             Self::Confirm => "confirm",
@@ -135,10 +139,11 @@ impl Transition {
             Self::SetProfile => matches!(phase, Accepted | Substituting),
             Self::ProfileSet { .. } => matches!(phase, Accepted | Substituting | SettingProfile),
             Self::Activate { .. } => phase == ProfileSet,
-            Self::Check => phase == Activating,
-            Self::Activated { .. } => matches!(phase, Activating | Checking),
+            Self::Reboot(_) => phase == Activating,
+            Self::Check => matches!(phase, Activating | Rebooting),
+            Self::Activated { .. } => matches!(phase, Activating | Checking | Rebooting),
             Self::Confirm => phase == AwaitingConfirmation,
-            Self::RollBack(_) => matches!(phase, Activating | Checking | AwaitingConfirmation),
+            Self::RollBack(_) => matches!(phase, Activating | Checking | AwaitingConfirmation | Rebooting),
             Self::RollbackStep { .. } | Self::RollbackActivation { .. } | Self::RollbackDone => phase == RollingBack,
             Self::End(_) => true,
         }
@@ -155,6 +160,7 @@ impl Phase {
                 Some(DeploymentState::Activating)
             }
             Phase::AwaitingConfirmation => Some(DeploymentState::AwaitingConfirmation),
+            Phase::Rebooting => Some(DeploymentState::Rebooting),
             Phase::Done => None,
         }
     }
@@ -183,6 +189,10 @@ impl Record {
                 self.activation = Some(handle);
                 self.armed = armed;
                 self.enter(Phase::Activating)
+            }
+            Transition::Reboot(progress) => {
+                self.deployment.reboot = Some(progress);
+                self.enter(Phase::Rebooting)
             }
             Transition::Check => self.enter(Phase::Checking),
             Transition::Activated { deadline } if self.armed => {

@@ -60,11 +60,22 @@ fn path_to(phase: Phase) -> Vec<Transition> {
         Phase::Checking => [activating, vec![Check]].concat(),
         Phase::AwaitingConfirmation => [activating, vec![Activated { deadline: 99 }]].concat(),
         Phase::RollingBack => [activating, vec![RollBack(run())]].concat(),
+        Phase::Rebooting => [activating, vec![Reboot(progress())]].concat(),
         Phase::Done => [activating, vec![end(DeploymentState::Failed, EndReason::ActivationFailed)]].concat(),
     }
 }
 
-const OPEN: [Phase; 8] = [
+fn progress() -> hostctl_schemas::api::deployments::RebootProgress {
+    hostctl_schemas::api::deployments::RebootProgress {
+        boot_id_before: "b1".into(),
+        boot_id_after: None,
+        previous_entry: "nixos-generation-1.conf".into(),
+        new_entry: "nixos-generation-2.conf".into(),
+        booted: None,
+    }
+}
+
+const OPEN: [Phase; 9] = [
     Phase::Accepted,
     Phase::Substituting,
     Phase::SettingProfile,
@@ -73,7 +84,22 @@ const OPEN: [Phase; 8] = [
     Phase::Checking,
     Phase::AwaitingConfirmation,
     Phase::RollingBack,
+    Phase::Rebooting,
 ];
+
+#[test]
+fn a_reboot_deployment_is_rebooting_until_it_is_back_then_waits_or_rolls_back() {
+    let mut r = record_at(&path_to(Phase::Rebooting));
+    assert_eq!((r.phase, r.deployment.state), (Phase::Rebooting, DeploymentState::Rebooting));
+    assert_eq!(r.deployment.reboot.as_ref().map(|p| p.new_entry.as_str()), Some("nixos-generation-2.conf"));
+    assert!(r.clone().apply(Transition::Confirm).is_err(), "no confirmation before it is back");
+    assert!(r.clone().apply(Transition::RollBack(run())).is_ok());
+    r.apply(Transition::Check).unwrap();
+    r.apply(Transition::Activated { deadline: 9 }).unwrap();
+    assert_eq!((r.phase, r.deployment.state), (Phase::AwaitingConfirmation, DeploymentState::AwaitingConfirmation));
+    let mut checking = record_at(&path_to(Phase::Checking));
+    assert!(checking.apply(Transition::Reboot(progress())).is_err(), "only from activating");
+}
 
 #[test]
 fn the_happy_path_derives_each_state_from_its_phase() {

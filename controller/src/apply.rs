@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use hostctl_nix::Nix;
 use hostctl_schemas::ids::HostName;
-use hostctl_schemas::inventory::{Batch, Mode};
+use hostctl_schemas::inventory::{Batch, Mode, RebootPolicy};
 use hostctl_schemas::text::plural;
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -46,6 +46,10 @@ pub struct ApplyOptions {
     pub yes: bool,
     /// Deploy a commit the signature policy refuses (recorded on each host).
     pub allow_unsigned: bool,
+    /// `--reboot`: hosts without a `reboot` setting reboot if needed.
+    pub reboot: bool,
+    /// How long a rebooting host has to come back.
+    pub reboot_timeout: hostctl_schemas::duration::Duration,
 }
 
 /// An `apply` entry's own fields: how the deployment went, or with `--dry-run` what it
@@ -53,7 +57,7 @@ pub struct ApplyOptions {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum ApplyFields {
-    Deployed(DeployedFields),
+    Deployed(Box<DeployedFields>),
     Planned(PlannedFields),
 }
 
@@ -119,6 +123,10 @@ pub async fn apply(
     let hosts = opts.selection.hosts();
     settings.commit_signatures = commit_policy::check(ctx, hosts, Checked::Head, opts.allow_unsigned, &mut warn)?;
     settings.retention = hosts.iter().filter_map(|h| Some((h.clone(), ctx.retention(h)?))).collect();
+    let unset = if opts.reboot { RebootPolicy::IfNeeded } else { RebootPolicy::Never };
+    settings.reboot = hosts.iter().map(|h| (h.clone(), ctx.reboot_policy(h).unwrap_or(unset))).collect();
+    settings.reboot_timeout = opts.reboot_timeout.as_std();
+    settings.wait_limit += settings.reboot_timeout;
     let built = eval_and_build(&opts.eval, ctx, nix.clone(), &opts.selection).await?;
     // One local store for the diff and the push: each closure is queried once.
     let store = Arc::new(NixStore::new(nix.clone()));
@@ -265,7 +273,7 @@ pub fn outcome_entry(
     o: &Outcome,
 ) -> HostReport<ApplyFields> {
     let mut e = HostReport::base(ctx, o.result)
-        .with(ApplyFields::Deployed(DeployedFields { batch, outcome: OutcomeFields::new(o) }));
+        .with(ApplyFields::Deployed(Box::new(DeployedFields { batch, outcome: OutcomeFields::new(o) })));
     e.summary = Some(deploy_report::summary(o, toplevel.as_deref()));
     e.toplevel = toplevel;
     e.error = o.error.clone();
@@ -363,6 +371,7 @@ mod tests {
             "seconds",
             "reboot_required",
             "reboot_reasons",
+            "reboot",
         ];
         expected.sort_unstable();
         let mut keys = keys;

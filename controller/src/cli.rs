@@ -125,6 +125,28 @@ pub enum Command {
     /// them all into a directory.
     #[command(after_help = "Examples:\n  hostctl man apply | man -l -\n  hostctl man --dir /usr/local/share/man/man1")]
     Man(ManArgs),
+    /// Reboot hosts into the system they have (their profile's): booted once, health-checked
+    /// and confirmed as by `apply --reboot`; in batches, stopping past `max_failures`.
+    #[command(after_help = "Examples:\n  hostctl reboot web1\n  hostctl reboot @web --batch 1 --reboot-timeout 5m")]
+    Reboot(RebootCmdArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RebootCmdArgs {
+    /// The hosts to reboot: names, globs (`web*`), `@tag`s or tag globs (`@web-*`),
+    /// comma lists (`web1,web2`); each must match a host.
+    #[arg(required = true, value_name = "HOST", add = ArgValueCompleter::new(crate::complete::hosts))]
+    pub hosts: Vec<String>,
+    /// Hosts per batch: a count or a percentage (default: `rollout.batch`).
+    #[arg(long, value_name = "N|P%", allow_negative_numbers = true)]
+    pub batch: Option<Batch>,
+    /// Failed hosts tolerated before the later batches are skipped (default: `rollout.max_failures`).
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = whole_number::<u32>)]
+    pub max_failures: Option<u32>,
+    /// How long a host has to come back (its agent answering on a new boot id) before
+    /// its step `reboot` fails.
+    #[arg(long, value_name = "D", default_value = "10m")]
+    pub reboot_timeout: hostctl_schemas::duration::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -270,6 +292,22 @@ pub struct ApplyArgs {
     /// tree is dirty); each host's journal records the override and the key that asked.
     #[arg(long)]
     pub allow_unsigned: bool,
+    #[command(flatten)]
+    pub reboots: RebootArgs,
+}
+
+/// How `apply` reboots hosts (issue 16).
+#[derive(Debug, Args)]
+pub struct RebootArgs {
+    /// Reboot the hosts whose new system needs it (kernel, initrd, kernel modules or
+    /// parameters, systemd changed): activated with `boot`, booted once, health-checked,
+    /// confirmed. A host's `reboot` in fleet.yaml (`never`, `if-needed`, `always`) wins.
+    #[arg(long)]
+    pub reboot: bool,
+    /// How long a rebooting host has to come back (its agent answering on a new boot id)
+    /// before its step `reboot` fails.
+    #[arg(long, value_name = "D", default_value = "10m")]
+    pub reboot_timeout: hostctl_schemas::duration::Duration,
 }
 
 #[derive(Debug, Args)]

@@ -70,6 +70,8 @@ pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Box<dyn P
                 diff: args.diff,
                 yes: args.yes,
                 allow_unsigned: args.allow_unsigned,
+                reboot: args.reboots.reboot,
+                reboot_timeout: args.reboots.reboot_timeout,
             };
             Box::new(apply::apply(opts, ctx, nix, out).await?)
         }
@@ -137,6 +139,18 @@ pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Box<dyn P
             ctx.signing_key()?;
             let opts = crate::gc::GcOptions { hosts, dry_run: args.dry_run, retention };
             Box::new(crate::gc::gc(&opts, ctx).await?)
+        }
+        Command::Reboot(args) => {
+            let selection = host_args(ctx, &args.hosts)?;
+            ctx.signing_key()?;
+            let opts = crate::reboot_cmd::RebootOptions {
+                hosts: selection.hosts().to_vec(),
+                batch: args.batch.unwrap_or(ctx.fleet.rollout.batch),
+                max_failures: args.max_failures.unwrap_or(ctx.fleet.rollout.max_failures),
+                parallel: cli.parallel.map_or(DEFAULT_PARALLEL, NonZeroUsize::get),
+                reboot_timeout: args.reboot_timeout,
+            };
+            Box::new(crate::reboot_cmd::reboot(opts, ctx, nix).await?)
         }
         // Written by `main` before a fleet is loaded (`crate::docs`).
         Command::Completions(_) | Command::Man(_) => Box::new(Report::<NoFields>::default()),

@@ -46,6 +46,7 @@ impl FleetContext {
         for name in fleet.hosts.keys() {
             // Two tags naming different policies is bad input, found before anything runs.
             hostctl_schemas::retention::host_retention(&fleet, name, fleet_file)?;
+            hostctl_schemas::inventory::host_reboot(&fleet, name, fleet_file)?;
         }
         let base = fleet_file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let spec = fleet.flake.clone().unwrap_or_else(|| ".".to_owned());
@@ -145,6 +146,12 @@ impl FleetContext {
     /// The host's generation retention from the inventory (checked at load).
     pub fn retention(&self, name: &HostName) -> Option<hostctl_schemas::retention::Retention> {
         let found = hostctl_schemas::retention::host_retention(&self.fleet, name, &self.fleet_file);
+        found.ok().flatten().map(|(policy, _)| policy)
+    }
+
+    /// The host's reboot policy from the inventory (checked at load); `None`: unset.
+    pub fn reboot_policy(&self, name: &HostName) -> Option<hostctl_schemas::inventory::RebootPolicy> {
+        let found = hostctl_schemas::inventory::host_reboot(&self.fleet, name, &self.fleet_file);
         found.ok().flatten().map(|(policy, _)| policy)
     }
 

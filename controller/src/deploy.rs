@@ -11,7 +11,7 @@ use hostctl_schemas::api::deployments::{
     CommitSignature, Deployment, DeploymentRequest, DeploymentState, EndReason, RebootReason,
 };
 use hostctl_schemas::ids::{HostName, LockId, StorePath};
-use hostctl_schemas::inventory::{HealthCheck, Mode};
+use hostctl_schemas::inventory::{HealthCheck, Mode, RebootPolicy};
 
 use crate::cache::ViaCache;
 use crate::client::deployment_id;
@@ -19,6 +19,7 @@ use crate::health::{self, CheckReport, Gate};
 use crate::host::{Host, HostError};
 use crate::progress;
 use crate::push::{push_closure, PushError, PushStats};
+use crate::reboot::{self, RebootReport};
 use crate::report::HostResult;
 
 /// What every host of one `apply` shares.
@@ -39,6 +40,12 @@ pub struct DeploySettings {
     pub commit_signatures: std::collections::BTreeMap<hostctl_schemas::ids::HostName, CommitSignature>,
     /// Per host, fleet.yaml's generation retention (sent with the deployment).
     pub retention: std::collections::BTreeMap<hostctl_schemas::ids::HostName, hostctl_schemas::retention::Retention>,
+    /// Per host, whether it is rebooted into its new system (absent: `never`).
+    pub reboot: std::collections::BTreeMap<hostctl_schemas::ids::HostName, RebootPolicy>,
+    /// `hostctl reboot`: every host is rebooted into what it has, with this reason.
+    pub reboot_all: Option<String>,
+    /// How long a rebooting host has to come back.
+    pub reboot_timeout: Duration,
 }
 
 impl DeploySettings {
@@ -54,6 +61,9 @@ impl DeploySettings {
             cache: None,
             commit_signatures: std::collections::BTreeMap::new(),
             retention: std::collections::BTreeMap::new(),
+            reboot: std::collections::BTreeMap::new(),
+            reboot_all: None,
+            reboot_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -73,6 +83,8 @@ pub enum Step {
     Health,
     /// `POST /v1/rollback` (or reading the history it needs) failed.
     Rollback,
+    /// The host did not come back from its reboot in time, or came back on another system.
+    Reboot,
 }
 
 impl Step {
@@ -88,6 +100,7 @@ impl Step {
             Step::Wait => "wait",
             Step::Health => "health",
             Step::Rollback => "rollback",
+            Step::Reboot => "reboot",
         }
     }
 }
@@ -112,6 +125,8 @@ pub struct Outcome {
     /// `reboot_required` and `reboot_reasons`; for an unchanged host, its status').
     pub reboot_required: Option<bool>,
     pub reboot_reasons: Vec<RebootReason>,
+    /// The host's reboot, when it was rebooted (or asked to).
+    pub reboot: Option<RebootReport>,
 }
 
 impl Outcome {
@@ -133,6 +148,7 @@ impl Outcome {
             seconds: 0.0,
             reboot_required: None,
             reboot_reasons: Vec::new(),
+            reboot: None,
         }
     }
 
@@ -166,7 +182,10 @@ pub async fn deploy_host<H: Host, S: crate::push::LocalStore>(
         Err(e) => return Outcome::failed(Step::Connect, e.to_string()),
     };
     let previous = status.toplevel.clone();
-    if is_unchanged(settings.mode, previous.as_deref(), toplevel) {
+    let unchanged = is_unchanged(settings.mode, previous.as_deref(), toplevel);
+    let policy = settings.reboot.get(name).copied().unwrap_or(RebootPolicy::Never);
+    let reboot = settings.reboot_all.clone().or_else(|| reboot::wanted(policy, &status, toplevel, unchanged));
+    if unchanged && reboot.is_none() {
         let mut outcome = Outcome::new(HostResult::Unchanged);
         outcome.previous_toplevel = previous;
         outcome.generation = status.generation;
@@ -176,6 +195,8 @@ pub async fn deploy_host<H: Host, S: crate::push::LocalStore>(
         return outcome;
     }
     let pushed = match &settings.cache {
+        // `hostctl reboot`: the host has its system already.
+        _ if settings.reboot_all.is_some() => Ok(PushStats::default()),
         Some(cache) => match cache.ensure_pushed().await {
             Ok(()) => {
                 progress::step(name, format!("the agent fetches the closure from {}", cache.substituter));
@@ -194,20 +215,29 @@ pub async fn deploy_host<H: Host, S: crate::push::LocalStore>(
     if outcome.result == HostResult::Failed {
         return outcome;
     }
+    let mode = if reboot.is_some() { Mode::Boot } else { settings.mode };
+    // `hostctl reboot` deploys what the host has: its record keeps that system's source.
+    let (rev, lock) = match settings.reboot_all {
+        Some(_) => (status.rev.clone(), status.lock.as_deref().and_then(|l| l.parse().ok())),
+        None => (settings.rev.clone(), settings.lock.clone()),
+    };
     let request = DeploymentRequest {
         id: deployment_id(name),
         toplevel: toplevel.clone(),
-        rev: settings.rev.clone(),
-        lock: settings.lock.clone(),
-        mode: settings.mode,
+        rev,
+        lock,
+        mode,
         confirm_timeout: settings.confirm_timeout,
         health: health::command_checks(checks),
         cache: settings.cache.as_ref().map(|c| c.substituter.clone()),
         commit_signature: settings.commit_signatures.get(name).cloned(),
         retention: settings.retention.get(name).copied(),
+        reboot: reboot.is_some(),
     };
     outcome.deployment = Some(request.id.clone());
-    progress::step(name, format!("activating ({}, deployment {})", settings.mode, request.id));
+    let then = reboot.as_ref().map(|why| format!(", then reboot: {why}")).unwrap_or_default();
+    progress::step(name, format!("activating ({mode}{then}, deployment {})", request.id));
+    outcome.reboot = reboot.map(RebootReport::asked);
     if let Err(e) = host.deploy(&request).await {
         return outcome.with_error(Step::Deploy, e.to_string()).into_failed();
     }
@@ -224,7 +254,7 @@ pub async fn follow<H: Host>(
     settings: &DeploySettings,
 ) -> (Outcome, Option<Deployment>) {
     outcome.deployment = Some(id.to_owned());
-    let (deployment, mut gate) = match wait(host, id, checks, settings).await {
+    let (deployment, mut gate) = match wait(host, id, checks, settings, outcome.reboot.is_some()).await {
         Ok(waited) => waited,
         Err((step, e)) => return (outcome.with_error(step, e).into_failed(), None),
     };
@@ -249,6 +279,7 @@ fn finish(host: &HostName, mut outcome: Outcome, d: Deployment, gate: Gate) -> O
     outcome.generation = d.generation;
     outcome.reboot_required = d.reboot_required;
     outcome.reboot_reasons = d.reboot_reasons.clone();
+    outcome.reboot = outcome.reboot.take().map(|r| r.with_deployment(&d));
     outcome.health = gate.checks;
     let log_tail = (!d.log_tail.trim().is_empty()).then(|| d.log_tail.clone());
     if let Some(failure) = gate.failure {
@@ -293,7 +324,11 @@ fn finish(host: &HostName, mut outcome: Outcome, d: Deployment, gate: Gate) -> O
         DeploymentState::RolledBack => {
             let why = d.error.clone().unwrap_or_else(|| "the deployment was not confirmed in time".into());
             // The agent's own (`command`) checks failing: the step says so.
-            let step = if d.end_reason == Some(EndReason::HealthCheckFailed) { Step::Health } else { Step::Confirm };
+            let step = match d.end_reason {
+                Some(EndReason::HealthCheckFailed) => Step::Health,
+                Some(EndReason::BootedPrevious) => Step::Reboot,
+                _ => Step::Confirm,
+            };
             outcome = outcome.with_error(step, format!("{host}: rolled back: {why}"));
             outcome.result = HostResult::RolledBack;
         }
@@ -324,14 +359,27 @@ async fn wait<H: Host>(
     id: &str,
     checks: &[HealthCheck],
     settings: &DeploySettings,
+    expects_reboot: bool,
 ) -> Result<(Deployment, Gate), (Step, String)> {
     let deadline = Instant::now() + settings.wait_limit;
-    let mut w = Waiting { host, id, checks, gate: Gate::default(), confirmed: false, refused: false, last_error: None };
+    let mut w = Waiting {
+        host,
+        id,
+        checks,
+        gate: Gate::default(),
+        confirmed: false,
+        refused: false,
+        last_error: None,
+        rebooting_since: None,
+        reboot: if expects_reboot { RebootWait::Expected } else { RebootWait::None },
+    };
     // Activations often finish within tens of milliseconds: poll soon, then back off to
     // `poll_interval` so a long activation costs few requests.
     let mut delay = FIRST_POLL.min(settings.poll_interval);
     loop {
-        match host.deployment(id).await {
+        let answer = host.deployment(id).await;
+        w.note_reboot(answer.as_ref());
+        match answer {
             Ok(d) if d.state.is_final() => return Ok(w.end(d)),
             Ok(d) if d.state == DeploymentState::AwaitingConfirmation && w.may_confirm() => {
                 if let Some(d) = w.gate_and_confirm().await? {
@@ -341,6 +389,9 @@ async fn wait<H: Host>(
             Ok(_) => {}
             Err(e) if e.is_transport() => w.last_error = Some(e),
             Err(e) => return Err((Step::Wait, e.to_string())),
+        }
+        if let Some(e) = w.reboot_overdue(settings.reboot_timeout) {
+            return Err((Step::Reboot, e));
         }
         if Instant::now() >= deadline {
             let why = w.last_error.map(|e| format!("; last error: {e}")).unwrap_or_default();
@@ -363,9 +414,62 @@ struct Waiting<'a, H> {
     /// The agent refused it (409: the window is over); its final state tells the rest.
     refused: bool,
     last_error: Option<HostError>,
+    /// When the agent was first seen `rebooting`; `None` once it answered after the reboot.
+    rebooting_since: Option<Instant>,
+    reboot: RebootWait,
+}
+
+/// Where a deployment that reboots the host is, as [`wait`] saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RebootWait {
+    /// No reboot was asked for.
+    None,
+    /// Asked for; the host has not gone yet (as far as the controller knows).
+    Expected,
+    /// `rebooting`, or the agent stopped answering: the reboot clock runs.
+    Away,
+    /// The agent answered after the reboot.
+    Back,
 }
 
 impl<H: Host> Waiting<'_, H> {
+    /// Starts the reboot clock at the first `rebooting` answer, stops it once the host
+    /// is back.
+    /// The agent may be gone before it was ever seen `rebooting` (the reboot is quick),
+    /// so not answering starts the clock too.
+    fn note_reboot(&mut self, answer: Result<&Deployment, &HostError>) {
+        let away = match answer {
+            Ok(d) if reboot::came_back(d) => {
+                if self.reboot == RebootWait::Away {
+                    progress::step(self.host.name(), "back from its reboot");
+                }
+                self.reboot = RebootWait::Back;
+                self.rebooting_since = None;
+                return;
+            }
+            Ok(d) => d.state == DeploymentState::Rebooting,
+            Err(e) => e.is_transport() && self.reboot == RebootWait::Expected,
+        };
+        if away && matches!(self.reboot, RebootWait::Expected | RebootWait::None) {
+            progress::step(self.host.name(), "rebooting");
+            self.reboot = RebootWait::Away;
+            self.rebooting_since = Some(Instant::now());
+        }
+    }
+
+    /// The error once the host has been rebooting for longer than `limit`.
+    fn reboot_overdue(&self, limit: Duration) -> Option<String> {
+        let since = self.rebooting_since?;
+        (since.elapsed() >= limit).then(|| {
+            let why = self.last_error.as_ref().map(|e| format!("; last error: {e}")).unwrap_or_default();
+            format!(
+                "{}: did not come back within {}s of its reboot (--reboot-timeout){why}",
+                self.host.name(),
+                limit.as_secs()
+            )
+        })
+    }
+
     fn may_confirm(&self) -> bool {
         !self.confirmed && !self.refused && self.gate.failure.is_none()
     }

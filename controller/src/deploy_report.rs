@@ -39,6 +39,9 @@ pub struct OutcomeFields {
     pub reboot_required: Option<bool>,
     /// What differs: `{part, booted, new}` per part.
     pub reboot_reasons: Vec<hostctl_schemas::api::deployments::RebootReason>,
+    /// The host's reboot into its new system (`apply --reboot`, fleet.yaml `reboot`,
+    /// `hostctl reboot`); null when it was not rebooted.
+    pub reboot: Option<crate::reboot::RebootReport>,
 }
 
 impl OutcomeFields {
@@ -56,6 +59,7 @@ impl OutcomeFields {
             wire_bytes: o.pushed.wire_bytes,
             reboot_required: o.reboot_required,
             reboot_reasons: o.reboot_reasons.clone(),
+            reboot: o.reboot.clone(),
         }
     }
 }
@@ -63,9 +67,13 @@ impl OutcomeFields {
 /// The human line's text after the result: the generation and what was copied, the
 /// toplevel kept, or the failed step.
 pub fn summary(o: &Outcome, toplevel: Option<&str>) -> String {
-    let text = result_summary(o, toplevel);
+    let mut text = result_summary(o, toplevel);
+    if let Some(reboot) = &o.reboot {
+        text = format!("{text}; {}", reboot.note());
+    }
+    let rebooted = o.reboot.as_ref().is_some_and(|r| r.booted_new);
     match (o.result, o.reboot_required) {
-        (HostResult::Activated | HostResult::Unchanged, Some(true)) => {
+        (HostResult::Activated | HostResult::Unchanged, Some(true)) if !rebooted => {
             format!("{text}; {}", reboot_note(&o.reboot_reasons))
         }
         _ => text,

@@ -84,6 +84,7 @@ fn final_deployment(state: DeploymentState, outcome: Option<ActivationOutcome>) 
         cache: None,
         commit_signature: None,
         retention: None,
+        reboot: false,
     };
     Deployment {
         state,

@@ -170,6 +170,7 @@ mod tests {
             cache: None,
             commit_signature: None,
             retention: None,
+            reboot: false,
         };
         Deployment { state, generation: Some(2), ..Deployment::queued(&request, None, created) }
     }

@@ -310,6 +310,7 @@ pub mod fake {
                 cache: None,
                 commit_signature: None,
                 retention: None,
+                reboot: false,
             };
             let d = Deployment::queued(&start, self.script.current.clone(), 0);
             *guard = Some(d.clone());

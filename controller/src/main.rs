@@ -38,6 +38,8 @@ mod pool;
 mod probe;
 mod progress;
 mod push;
+mod reboot;
+mod reboot_cmd;
 mod rebuild;
 mod report;
 mod rollback;

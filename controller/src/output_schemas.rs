@@ -44,6 +44,7 @@ pub fn output_schemas() -> Vec<(&'static str, Value)> {
         ("error", schema::<crate::error::ErrorDocument>()),
         ("logs", schema::<Report<LogsFields>>()),
         ("gc", schema::<Report<crate::gc::GcFields>>()),
+        ("reboot", schema::<ApplyReport>()),
     ]
 }
 

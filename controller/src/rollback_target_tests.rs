@@ -28,6 +28,7 @@ fn deployment(id: &str, state: DeploymentState, lock: &LockId, rev: &str) -> Dep
         cache: None,
         commit_signature: None,
         retention: None,
+        reboot: false,
     };
     Deployment { state, ..Deployment::queued(&request, None, 0) }
 }

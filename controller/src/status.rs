@@ -98,6 +98,8 @@ pub struct ReachableFields {
     pub reboot_required: Option<bool>,
     /// What differs: `{part, booted, new}` per part.
     pub reboot_reasons: Vec<hostctl_schemas::api::deployments::RebootReason>,
+    /// The host's boot id (a new one after every boot); null from older agents.
+    pub boot_id: Option<String>,
     /// Always false: the agent answered.
     pub refused: bool,
     /// Who signed `rev` (when a signature policy checked it).
@@ -238,6 +240,7 @@ fn entry(
         reachable: true,
         reboot_required: s.reboot_required,
         reboot_reasons: s.reboot_reasons,
+        boot_id: s.boot_id,
         refused: false,
         signer: s.signer,
         state: s.state,

@@ -10,6 +10,7 @@
 //! - [`profile`]: profiles and their generations (`nix-env`);
 //! - [`flake`]: the flake's git state (what Nix will and won't see) and its `flake.lock`.
 
+pub mod boot_parts;
 pub mod command;
 pub mod export_stream;
 pub mod flake;

@@ -107,6 +107,9 @@ pub struct AgentConfig {
     /// policy (fleet.yaml `retention`). Unset, and none sent: nothing is deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<crate::retention::Retention>,
+    /// Reboots (issue 16): the boot loader and how the agent reboots the host.
+    #[serde(default, skip_serializing_if = "crate::boot_config::BootConfig::is_default")]
+    pub boot: crate::boot_config::BootConfig,
 }
 
 /// The identity key under `state_dir` when `identity_key_file` is unset, and the

@@ -8,6 +8,7 @@
 
 pub mod agent_config;
 pub mod api;
+pub mod boot_config;
 pub mod builders;
 pub mod commits;
 pub mod duration;

@@ -95,6 +95,20 @@ impl LiveFleet {
         self.fleet.commit(&format!("{name}: {motd}"));
     }
 
+    /// Sets host `name`'s kernel version and kernel parameters in `hosts/<name>.nix` and
+    /// commits.
+    pub fn set_kernel(&self, name: &str, version: &str, params: &str) {
+        let file = format!("hosts/{name}.nix");
+        let text = self.fleet.read(&file);
+        let kept: Vec<&str> = text.lines().filter(|l| !l.contains("kernel")).collect();
+        let body = kept.join("\n");
+        let end = body.rfind('}').unwrap_or_else(|| fail(&format!("{file}: no closing brace")));
+        let params: Vec<String> = params.split_whitespace().map(|p| format!("\"{p}\"")).collect();
+        let attrs = format!("  kernel = \"{version}\";\n  kernelParams = [ {} ];\n", params.join(" "));
+        self.fleet.write(&file, &format!("{}{attrs}{}\n", &body[..end], &body[end..]));
+        self.fleet.commit(&format!("{name}: kernel {version}"));
+    }
+
     /// Sets host `name`'s motd in `hosts/<name>.nix` without committing.
     pub fn set_motd(&self, name: &str, motd: &str) {
         let file = format!("hosts/{name}.nix");
@@ -454,5 +468,50 @@ impl LiveFleet {
     /// Waits until `pull.fetched_commit == commit`.
     pub fn wait_fetched_commit(&self, name: &str, commit: &str, timeout: std::time::Duration) -> Value {
         self.wait_pull(name, &format!("fetched_commit = {commit}"), timeout, |p| p["fetched_commit"] == commit)
+    }
+}
+
+impl LiveFleet {
+    /// Gives host `name` the fast lane's boot loader and reboot ([`SimHost::install_boot_loader`])
+    /// and restarts its agent with the `boot:` settings added.
+    pub fn enable_reboots(&mut self, name: &str) {
+        let host = self.host_mut(name);
+        let boot = host.install_boot_loader();
+        host.stop_agent();
+        let config = host.root.join("etc/agent.yaml");
+        let yaml = std::fs::read_to_string(&config).unwrap_or_else(|e| fail(&format!("{}: {e}", config.display())));
+        host.start_agent(&format!("{yaml}{boot}"));
+    }
+
+    /// `hostctl --key <key> ARGS...` while acting as the hosts' firmware: each reboot an
+    /// agent asks for is carried out ([`SimHost::firmware_boot`]), except for the hosts in
+    /// `never_back`, which go down and stay down. Returns the run and the boots, in order.
+    pub fn hostctl_rebooting(
+        &mut self,
+        args: &[&str],
+        never_back: &[&str],
+    ) -> (HostctlRun, Vec<(String, crate::simhost::Boot)>) {
+        let mut child = self.spawn_hostctl(args);
+        let mut boots = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+        loop {
+            for host in &mut self.hosts {
+                if !host.take_reboot_request() {
+                    continue;
+                }
+                if never_back.contains(&host.name.as_str()) {
+                    host.shut_down();
+                } else {
+                    let boot = host.firmware_boot();
+                    boots.push((host.name.clone(), boot));
+                }
+            }
+            if let Some(run) = child.wait_timeout(std::time::Duration::from_millis(100)) {
+                return (run, boots);
+            }
+            if std::time::Instant::now() > deadline {
+                fail(&format!("hostctl {args:?} still runs after 600 s:\n{}", child.kill().stderr));
+            }
+        }
     }
 }

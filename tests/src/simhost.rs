@@ -23,10 +23,12 @@ use std::time::{Duration, Instant};
 
 mod background;
 mod boot;
+mod firmware;
 
 pub use crate::agent_yaml::{agent_config, agent_config_trusting, agent_config_with, PullSettings};
 pub use crate::gates::{GcHold, SwitchGate};
 pub use background::Background;
+pub use firmware::Boot;
 
 use crate::slots::{claim_slot, netns_name, release_slot, subnet, FALLBACK_METRIC};
 use crate::{fail, make_dirs_writable, run, NIX_CONFIG};

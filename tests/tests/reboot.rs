@@ -17,19 +17,6 @@ use serde_json::Value;
 
 const HOST: &str = "web1";
 
-/// Sets web1's kernel version (and kernel parameters) in `hosts/web1.nix` and commits.
-fn set_kernel(live: &LiveFleet, version: &str, params: &str) {
-    let file = format!("hosts/{HOST}.nix");
-    let text = live.fleet.read(&file);
-    let kept: Vec<&str> = text.lines().filter(|l| !l.contains("kernel")).collect();
-    let body = kept.join("\n");
-    let end = body.rfind('}').unwrap();
-    let params: Vec<String> = params.split_whitespace().map(|p| format!("\"{p}\"")).collect();
-    let attrs = format!("  kernel = \"{version}\";\n  kernelParams = [ {} ];\n", params.join(" "));
-    live.fleet.write(&file, &format!("{}{attrs}{}\n", &body[..end], &body[end..]));
-    live.fleet.commit(&format!("{HOST}: kernel {version}"));
-}
-
 /// The parts a `reboot_reasons` array names, in order.
 fn parts(reasons: &Value) -> Vec<String> {
     reasons.as_array().unwrap().iter().map(|r| r["part"].as_str().unwrap().to_owned()).collect()
@@ -88,14 +75,14 @@ fn a_kernel_change_needs_a_reboot_everywhere_it_is_shown_until_the_host_boots_it
     assert_eq!(parts(&web1["reboot_reasons"]), Vec::<String>::new());
 
     // A new kernel: it, its modules and the initrd made for it differ (human output).
-    set_kernel(&live, "6.6.3", "console=ttyS0");
+    live.set_kernel(HOST, "6.6.3", "console=ttyS0");
     let human = live.hostctl(&["apply"]);
     human.expect_code(0);
     let said = format!("{}{}", human.stdout, human.stderr);
     assert!(said.contains("reboot required (kernel, initrd, kernel-modules changed)"), "{said}");
 
     // And new kernel parameters (`--json`), compared with the booted system still.
-    set_kernel(&live, "6.6.3", "console=ttyS0 quiet");
+    live.set_kernel(HOST, "6.6.3", "console=ttyS0 quiet");
     let apply = live.hostctl(&["--json", "apply"]);
     apply.expect_code(0);
     let web1 = &apply.json()["hosts"][HOST];

@@ -27,6 +27,10 @@ const SPAWNERS: &[(&str, &str)] = &[
     ("nix/src/runner.rs", "nix, nix-store, nix-env: the one place Nix runs"),
     ("agent/src/activation.rs", "the wrapper that runs switch-to-configuration"),
     ("agent/src/health.rs", "`command` health checks (an argv, no shell)"),
+    (
+        "agent/src/bootloader.rs",
+        "bootctl set-default / set-oneshot (systemd-boot's EFI variables), boot.reboot_command",
+    ),
     ("controller/src/evaltrace.rs", "strace, checked once by tracing `true`"),
 ];
 

@@ -155,6 +155,7 @@ mod tests {
             cache: None,
             commit_signature: None,
             retention: None,
+            reboot: false,
         };
         Deployment { state, ..Deployment::queued(&request, None, 0) }
     }

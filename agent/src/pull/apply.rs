@@ -201,5 +201,6 @@ pub fn request(commit: &str, lock: Option<LockId>, toplevel: StorePath, now: u64
         cache: None,
         commit_signature: None,
         retention: None,
+        reboot: false,
     }
 }

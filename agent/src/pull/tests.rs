@@ -208,6 +208,7 @@ fn confirmed(s: &Setup, id: &str, rev: &str, lock: &LockId) {
         cache: None,
         commit_signature: None,
         retention: None,
+        reboot: false,
     };
     let mut deployment = Deployment::queued(&request, None, 1);
     deployment.state = DeploymentState::Confirmed;

@@ -271,7 +271,24 @@ impl ServiceManager for SystemdUnits {
     fn kill<'a>(&'a self, handle: &'a ActivationHandle) -> Answer<'a, ()> {
         Box::pin(self.kill_unit(handle))
     }
+
+    fn reboot(&self) -> Answer<'_, ()> {
+        Box::pin(async move {
+            let started = self
+                .bus
+                .call(|conn| async move {
+                    ManagerProxy::new(&conn).await?.start_unit(REBOOT_TARGET, "replace-irreversibly").await
+                })
+                .await;
+            let job = started.map_err(|e| systemd_error(REBOOT_TARGET, &format!("StartUnit: {e}")))?;
+            tracing::warn!(job = %job.as_str(), "rebooting the host");
+            Ok(())
+        })
+    }
 }
+
+/// What `systemctl reboot` starts.
+const REBOOT_TARGET: &str = "reboot.target";
 
 #[cfg(test)]
 #[path = "tests.rs"]

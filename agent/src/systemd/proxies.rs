@@ -25,6 +25,10 @@ pub(crate) trait Manager {
         aux: &[(&str, &[(&str, Value<'_>)])],
     ) -> zbus::Result<OwnedObjectPath>;
 
+    /// Starts a unit (`mode`: `replace-irreversibly` for `reboot.target`, as
+    /// `systemctl reboot` does). Returns the start job.
+    fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+
     /// The object of a loaded unit; `org.freedesktop.systemd1.NoSuchUnit` otherwise.
     fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
 

@@ -82,6 +82,14 @@ impl ServiceManager for Managers {
             Err(e) => Box::pin(std::future::ready(Err(e))),
         }
     }
+
+    fn reboot(&self) -> Answer<'_, ()> {
+        if self.use_systemd {
+            self.systemd.reboot()
+        } else {
+            self.detached.reboot()
+        }
+    }
 }
 
 #[cfg(test)]

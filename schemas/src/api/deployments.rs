@@ -76,6 +76,14 @@ pub struct DeploymentRequest {
     /// out when unset, as `cache` is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<crate::retention::Retention>,
+    /// `boot` only: boot the new system once and reboot into it (issue 16). The agent
+    /// sets the boot loader's default to the running system's entry and its one-shot
+    /// entry to the new one, journals `rebooting` and reboots; once it is back on the new
+    /// system the deployment waits for confirmation (health checks, `confirm_timeout`
+    /// counted from then), and the confirmation makes the new entry the default. Booted
+    /// into anything else, or not confirmed in time: `rolled-back`. Left out when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reboot: bool,
 }
 
 /// The commit-signature part of a deployment request.
@@ -99,6 +107,9 @@ pub enum DeploymentState {
     Confirmed,
     Failed,
     RolledBack,
+    /// A `boot` deployment with `reboot`: the new system is the one-shot boot entry and
+    /// the host is rebooting (or about to); the agent continues after the boot.
+    Rebooting,
 }
 
 impl DeploymentState {
@@ -143,6 +154,11 @@ pub enum EndReason {
     /// Pull mode: the fetched commit failed the signature policy (`commit_refusal`);
     /// nothing was evaluated, built or activated.
     CommitRefused,
+    /// A `reboot` deployment: the host came back on another system than the new one
+    /// (the one-shot boot failed, a watchdog or power cycle booted the default).
+    BootedPrevious,
+    /// A `reboot` deployment: the reboot could not be prepared or asked for.
+    RebootFailed,
     /// Not known: a reason newer than this program, or a rollback an older agent began.
     #[serde(other)]
     Other,
@@ -249,6 +265,29 @@ pub struct Deployment {
     /// What differs, part by part, when `reboot_required` is true.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reboot_reasons: Vec<RebootReason>,
+    /// A `reboot` deployment: the boot id (`/proc/sys/kernel/random/boot_id`) before the
+    /// reboot and, once the host is back, after it, and the system it booted. Absent
+    /// otherwise and from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot: Option<RebootProgress>,
+}
+
+/// How a deployment's reboot went (see [`Deployment::reboot`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RebootProgress {
+    /// The boot id when the reboot was asked for.
+    pub boot_id_before: String,
+    /// The boot id the agent found after the reboot (`None` until then).
+    #[serde(default)]
+    pub boot_id_after: Option<String>,
+    /// The loader entry of the system running before (made the default before the
+    /// reboot).
+    pub previous_entry: String,
+    /// The loader entry of the new system (the one-shot entry).
+    pub new_entry: String,
+    /// What `/run/booted-system` named after the reboot.
+    #[serde(default)]
+    pub booted: Option<StorePath>,
 }
 
 /// The parts of a NixOS toplevel that only a reboot brings into effect, compared between
@@ -333,6 +372,7 @@ impl Deployment {
             requested_by: None,
             reboot_required: None,
             reboot_reasons: Vec::new(),
+            reboot: None,
         }
     }
 }

@@ -73,6 +73,10 @@ pub struct StatusResponse {
     /// What differs, when `reboot_required` is true.
     #[serde(default)]
     pub reboot_reasons: Vec<crate::api::deployments::RebootReason>,
+    /// The host's boot id (`/proc/sys/kernel/random/boot_id`, or the agent's
+    /// `boot.boot_id_file`): a new one proves the host rebooted. Absent from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
 }
 
 /// How the newest ended deployment went, and who asked for it.
@@ -140,6 +144,7 @@ impl StatusResponse {
             store_free_bytes: None,
             reboot_required: None,
             reboot_reasons: Vec::new(),
+            boot_id: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 mod cache;
 mod health;
 mod port;
+mod reboot;
 mod rollout;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ use crate::yaml::{load_yaml, parse_yaml, YamlError};
 
 pub use cache::{CacheUrl, CacheUrlError, FleetCache, CACHE_SCHEMES};
 pub use health::{HealthCheck, HealthKind};
+pub use reboot::RebootPolicy;
 pub use rollout::{Batch, BatchError, Rollout};
 
 /// Errors loading `fleet.yaml`; they read `file:line:column: key.path: message`.
@@ -63,11 +65,19 @@ pub struct Fleet {
     /// them; a host whose tags name two different policies must set its own `retention`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tag_retention: BTreeMap<Tag, crate::retention::Retention>,
+    /// Reboot policies for the hosts with a tag, replacing `defaults.reboot` for them; a
+    /// host whose tags name two different policies must set its own `reboot`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tag_reboot: BTreeMap<Tag, RebootPolicy>,
 }
 
 /// Settings that apply to every host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, default, expecting = "a mapping of `port`, `mode`, `confirm_timeout` and `retention`")]
+#[serde(
+    deny_unknown_fields,
+    default,
+    expecting = "a mapping of `port`, `mode`, `confirm_timeout`, `retention` and `reboot`"
+)]
 pub struct Defaults {
     /// Port the agents listen on, 1 to 65535.
     #[serde(deserialize_with = "port::deserialize_port")]
@@ -81,6 +91,10 @@ pub struct Defaults {
     /// confirmed deployment, and on `hostctl gc`); unset: each agent's own `retention`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<crate::retention::Retention>,
+    /// Whether `apply` reboots hosts into a new system (`never`, `if-needed`, `always`);
+    /// unset: `never`, or `if-needed` with `apply --reboot`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot: Option<RebootPolicy>,
 }
 
 /// The agent port unless configured otherwise.
@@ -88,7 +102,13 @@ pub const DEFAULT_PORT: u16 = 7420;
 
 impl Default for Defaults {
     fn default() -> Self {
-        Self { port: DEFAULT_PORT, mode: Mode::Switch, confirm_timeout: Duration::from_secs(30), retention: None }
+        Self {
+            port: DEFAULT_PORT,
+            mode: Mode::Switch,
+            confirm_timeout: Duration::from_secs(30),
+            retention: None,
+            reboot: None,
+        }
     }
 }
 
@@ -174,6 +194,9 @@ pub struct Host {
     /// This host's generation retention, replacing `tag_retention` and `defaults.retention`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<crate::retention::Retention>,
+    /// This host's reboot policy, replacing `tag_reboot` and `defaults.reboot`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot: Option<RebootPolicy>,
 }
 
 impl Host {
@@ -248,6 +271,15 @@ pub fn host_setting<'a, T: PartialEq>(
         return Ok(Some((value, format!("{tag_key}.{tag}"))));
     }
     Ok(fallback.map(|(value, key)| (value, key.to_owned())))
+}
+
+/// A host's reboot policy (its own, its tags', the fleet's default) and the key it came
+/// from; `None` when none is set.
+pub fn host_reboot(fleet: &Fleet, name: &HostName, file: &Path) -> Result<Option<(RebootPolicy, String)>, YamlError> {
+    let own = fleet.hosts.get(name).and_then(|h| h.reboot.as_ref());
+    let fallback = fleet.defaults.reboot.as_ref().map(|p| (p, "defaults.reboot"));
+    let found = host_setting(fleet, name, file, (own, "reboot"), (&fleet.tag_reboot, "tag_reboot"), fallback)?;
+    Ok(found.map(|(policy, key)| (*policy, key)))
 }
 
 /// Reads and validates the inventory file at `path`.

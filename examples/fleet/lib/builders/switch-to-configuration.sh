@@ -10,6 +10,11 @@
 #     the script then exits with the number written in that file (1-255;
 #     2, "activation failed", when the file is empty or holds no number) and
 #     leaves current-system and boot-system alone.
+#   - a simulated systemd-boot ESP, DIR/esp (when DIR/esp/loader/loader.conf exists):
+#     switch and boot write its entries as NixOS's installer does, one
+#     loader/entries/nixos-generation-<N>.conf per generation of the system profile
+#     (options init=<toplevel>/init and its kernel-params), remove those of
+#     generations gone, and make this system's generation loader.conf's default.
 set -u
 
 mode=${1-}
@@ -52,6 +57,28 @@ case $mode in
 esac
 case $mode in
   switch | boot) printf '%s\n' "$toplevel" > "$state/boot-system" || exit 1 ;;
+esac
+
+# loader_entries ESP: systemd-boot's entries in ESP (see the top of this file).
+loader_entries() {
+  profile=/nix/var/nix/profiles/system entries=$1/loader/entries default=0
+  /bin/mkdir -p "$entries" || return 1
+  for link in "$profile"-*-link; do
+    sys=$(/bin/readlink "$link") && [ -e "$sys/kernel-params" ] || continue
+    gen=${link#"$profile"-} gen=${gen%-link}
+    printf 'title NixOS (hostctl example)\nversion Generation %s\nlinux %s/kernel\ninitrd %s/initrd\noptions init=%s/init %s\n' \
+      "$gen" "$sys" "$sys" "$sys" "$(/bin/cat "$sys/kernel-params")" > "$entries/nixos-generation-$gen.conf" || return 1
+    [ "$sys" = "$toplevel" ] && [ "$gen" -gt "$default" ] && default=$gen
+  done
+  for entry in "$entries"/nixos-generation-*.conf; do
+    gen=${entry##*/nixos-generation-} gen=${gen%.conf}
+    [ -e "$profile-$gen-link" ] || /bin/rm -f "$entry"
+  done
+  [ "$default" != 0 ] || { echo "switch-to-configuration: $toplevel is no generation of $profile" >&2; return 1; }
+  printf 'timeout 0\ndefault nixos-generation-%s.conf\n' "$default" > "$1/loader/loader.conf"
+}
+case $mode in
+  switch | boot) [ ! -f "$state/esp/loader/loader.conf" ] || loader_entries "$state/esp" || exit 1 ;;
 esac
 echo "hostctl example: $mode $hostname to $toplevel (recorded in $state/switch.log)"
 exit 0
