@@ -11,7 +11,7 @@
 //! after it ([`Deployer::recover_reboot`]) compares the boot id and `/run/booted-system`:
 //! - same boot id: the host did not go down yet; the reboot is asked for again;
 //! - booted the new system: the usual health checks and confirmation window (counted
-//!   from now); the confirmation does `bootctl set-default <new entry>`;
+//!   from now); the confirmation makes it the default ([`SystemdBoot::make_default`]);
 //! - booted anything else: `rolled-back` (`booted-previous`), the profile pointed back
 //!   and `switch-to-configuration boot` of the previous system.
 //!
@@ -193,31 +193,41 @@ impl Deployer {
         self.activated(id).await;
     }
 
-    /// `bootctl set-default <new entry>` of a `reboot` deployment (`id`'s, if it is one).
+    /// The new system as the boot loader's default, for a `reboot` deployment (`id`'s, if
+    /// it is one).
     fn make_new_default(&self, id: &str) -> Result<(), String> {
-        match &self.record(id)?.deployment.reboot {
-            Some(progress) => self.set_new_default(progress),
+        let record = self.record(id)?;
+        match &record.deployment.reboot {
+            Some(_) => self.set_new_default(&record.deployment.toplevel),
             None => Ok(()),
         }
     }
 
-    /// `bootctl set-default <new entry>`: the confirmation of a `reboot` deployment.
-    pub(crate) fn set_new_default(&self, progress: &RebootProgress) -> Result<(), String> {
+    /// The confirmation of a `reboot` deployment: `toplevel` (its new system) becomes
+    /// what boots by default ([`SystemdBoot::make_default`]: loader.conf's own default
+    /// when that is it, so later deployments move it on as usual).
+    pub(crate) fn set_new_default(&self, toplevel: &StorePath) -> Result<(), String> {
         let loader = self.loader()?;
-        loader.set_default(&progress.new_entry).map_err(|e| format!("cannot make the new system the default: {e}"))?;
-        tracing::info!(entry = %progress.new_entry, "the new system is the boot loader's default");
+        let entry = loader.make_default(toplevel).map_err(|e| format!("cannot make the new system the default: {e}"))?;
+        tracing::info!(%entry, "the new system is the boot loader's default");
         Ok(())
     }
 
-    /// After the rollback of a deployment whose system the host rebooted into: the
-    /// previous entry is the default again (it was, unless someone changed it) and the
-    /// host reboots into it.
+    /// After the rollback of a `reboot` deployment: the previous system is the default
+    /// again, by loader.conf once the rollback's `switch-to-configuration` wrote it, so no
+    /// variable of the reboot outlives it; if the host had rebooted into the new system,
+    /// it reboots into the previous one.
     pub(crate) async fn reboot_after_rollback(&self, id: &str) {
         let Ok(record) = self.record(id) else { return };
-        let Some(progress) = record.deployment.reboot.as_ref().filter(|_| runs_new(&record)) else { return };
-        let set = self.loader().and_then(|l| l.set_default(&progress.previous_entry).map_err(|e| e.to_string()));
+        let (Some(progress), Some(previous)) = (&record.deployment.reboot, &record.deployment.previous_toplevel) else {
+            return;
+        };
+        let set = self.loader().and_then(|l| l.make_default(previous).map_err(|e| e.to_string()));
         if let Err(e) = set {
             return tracing::error!(id, error = %e, "cannot make the previous system the default again; not rebooting");
+        }
+        if !runs_new(&record) {
+            return;
         }
         tracing::warn!(id, entry = %progress.previous_entry, "rolled back: rebooting into the previous system");
         if let Err(e) = self.request_reboot().await {

@@ -76,12 +76,7 @@ impl SystemdBoot {
             if !name.ends_with(".conf") {
                 continue;
             }
-            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-            let boots = text
-                .lines()
-                .filter_map(|l| l.trim_start().strip_prefix("options"))
-                .any(|options| options.split_whitespace().any(|word| word == wanted));
-            if boots {
+            if entry_boots(&entry.path(), &wanted) {
                 found.push(name);
             }
         }
@@ -91,7 +86,35 @@ impl SystemdBoot {
         found.pop().ok_or_else(|| BootError::NoEntry { dir, toplevel: toplevel.clone() })
     }
 
-    /// `bootctl set-default ENTRY`: what boots when nothing else is asked for.
+    /// Makes `toplevel` what boots when nothing else is asked for, and says which entry
+    /// that is. When loader.conf's own `default` already boots it, the EFI variable is
+    /// removed rather than set: `LoaderEntryDefault` overrides loader.conf, so a variable
+    /// left behind would keep the host booting this entry after a later
+    /// `switch-to-configuration` moved loader.conf's default to a newer generation.
+    pub fn make_default(&self, toplevel: &StorePath) -> Result<String, BootError> {
+        let wanted = format!("init={toplevel}/init");
+        if let Some(entry) = self.configured_default() {
+            if entry_boots(&self.entries_dir().join(&entry), &wanted) {
+                self.set_default("")?;
+                return Ok(entry);
+            }
+        }
+        let entry = self.entry_of(toplevel)?;
+        self.set_default(&entry)?;
+        Ok(entry)
+    }
+
+    /// The entry loader.conf names as `default`, if it names one.
+    fn configured_default(&self) -> Option<String> {
+        let conf = std::fs::read_to_string(self.esp.join("loader/loader.conf")).ok()?;
+        conf.lines()
+            .find_map(|l| l.trim_start().strip_prefix("default"))
+            .map(|rest| rest.trim().to_owned())
+            .filter(|entry| !entry.is_empty())
+    }
+
+    /// `bootctl set-default ENTRY`: what boots when nothing else is asked for (`""`:
+    /// loader.conf's `default` again).
     pub fn set_default(&self, entry: &str) -> Result<(), BootError> {
         self.bootctl(&["set-default", entry])
     }
@@ -110,6 +133,15 @@ impl SystemdBoot {
             [program.as_str(), esp.as_str()].into_iter().chain(args.iter().copied()).map(str::to_owned).collect();
         run(&argv)
     }
+}
+
+/// Whether the loader entry file at `path` has an `options` line with `wanted`
+/// (`init=<toplevel>/init`) among its words.
+fn entry_boots(path: &Path, wanted: &str) -> bool {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.trim_start().strip_prefix("options"))
+        .any(|options| options.split_whitespace().any(|word| word == wanted))
 }
 
 /// Runs `argv` (stdin closed) and waits; an error keeps argv, the status and the stderr tail.
@@ -193,6 +225,19 @@ mod tests {
         let other: StorePath = "/nix/store/cccccccccccccccccccccccccccccccc-nixos-system-web1".parse().unwrap();
         let e = loader.entry_of(&other).unwrap_err().to_string();
         assert!(e.starts_with("no boot loader entry in ") && e.contains(&format!("init={other}/init")), "{e}");
+    }
+
+    #[test]
+    fn making_loader_confs_default_the_default_removes_the_variable_instead() {
+        let dir = tempfile::tempdir().unwrap();
+        let loader = esp(dir.path());
+        // loader.conf names generation 2, which boots NEW: the variable goes.
+        assert_eq!(loader.make_default(&NEW.parse().unwrap()).unwrap(), "nixos-generation-2.conf");
+        // OLD is not loader.conf's default: the variable names its entry.
+        assert_eq!(loader.make_default(&OLD.parse().unwrap()).unwrap(), "nixos-generation-1.conf");
+        let calls = std::fs::read_to_string(dir.path().join("calls")).unwrap();
+        let esp = format!("--esp-path={}", dir.path().display());
+        assert_eq!(calls, format!("{esp} set-default \n{esp} set-default nixos-generation-1.conf\n"));
     }
 
     #[test]

@@ -333,10 +333,10 @@ impl Deployer {
                     )));
                 }
                 crate::pause::point("confirm:received");
-                if let Some(progress) = &record.deployment.reboot {
+                if record.deployment.reboot.is_some() {
                     // Under the journal lock, so the timer cannot roll it back meanwhile;
                     // if this fails, it stays unconfirmed (the window still rules).
-                    self.set_new_default(progress).map_err(DeployError::internal)?;
+                    self.set_new_default(&record.deployment.toplevel).map_err(DeployError::internal)?;
                 }
                 let record = journal.transition(id, Transition::Confirm)?;
                 tracing::info!(id, "deployment confirmed");

@@ -87,6 +87,16 @@ fn a_kernel_change_is_booted_once_confirmed_and_made_the_default() {
 
     // Another power cycle boots it again: it is the default.
     assert_eq!(live.host_mut("web1").firmware_boot().system, new);
+
+    // The confirmation left no EFI variable behind that would outlive later deployments:
+    // after a plain switch to a newer system, the next power cycle boots that one.
+    assert_eq!(live.host("web1").efi_variable("LoaderEntryDefault"), None, "loader.conf's default rules");
+    live.change_host("web1", "after the reboot");
+    let switched = live.hostctl(&["--json", "apply"]);
+    switched.expect_code(0);
+    let newest = switched.json()["hosts"]["web1"]["toplevel"].as_str().unwrap().to_owned();
+    assert_ne!(newest, new);
+    assert_eq!(live.host_mut("web1").firmware_boot().system, newest);
 }
 
 #[test]
