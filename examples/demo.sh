@@ -129,8 +129,8 @@ step() { printf '\n=== %s\n' "$*" >&2; }
 step "prerequisites and build"
 bash tests/support/prereqs.sh
 cargo build -q -p hostctl -p hostctl-agent
-hostctl="$root/target/debug/hostctl"
-agent="$root/target/debug/hostctl-agent"
+hostctl="${CARGO_TARGET_DIR:-$root/target}/debug/hostctl"
+agent="${CARGO_TARGET_DIR:-$root/target}/debug/hostctl-agent"
 
 # The Nix settings of the controller and of the hosts (no substituters: all offline).
 export NIX_CONFIG="experimental-features = nix-command flakes

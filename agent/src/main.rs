@@ -173,6 +173,10 @@ const MAN_SECTIONS: &[hostctl_schemas::man::Section<'static>] = &[
         items: &[
             ("/etc/hostctl/agent.yaml", "The agent configuration (--config); `hostctl-agent check-config` validates it."),
             ("/var/lib/hostctl-agent", "The default `state_dir`: the deployment journal and records."),
+            (
+                "state_dir/identity.key, state_dir/identity.pub",
+                "The agent's identity key (0600, generated at first start unless `identity_key_file` names one) and its public half (`hostctl-agent identity`), which controllers pin in fleet.yaml or known_agents.",
+            ),
         ],
     },
 ];

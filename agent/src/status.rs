@@ -21,6 +21,7 @@ pub fn snapshot(app: &Handles) -> Result<StatusResponse, String> {
     };
     let records = app.deployer.records();
     let made_current = generation.zip(toplevel.as_ref()).and_then(|(n, t)| system_of_generation(&records, n, t));
+    let store_fs = crate::host::StoreFs::from_store_url(app.config.store.as_deref());
     Ok(StatusResponse {
         hostname: app.config.hostname.to_string(),
         system: nix_system(),
@@ -43,7 +44,8 @@ pub fn snapshot(app: &Handles) -> Result<StatusResponse, String> {
             .rev()
             .find(|r| !r.is_open())
             .map(|r| hostctl_schemas::api::status::LastDeployment::of(&r.deployment)),
-        store_free_bytes: crate::host::StoreFs::from_store_url(app.config.store.as_deref()).store_free_bytes(),
+        store_free_bytes: store_fs.store_free_bytes(),
+        boot_free_bytes: store_fs.boot_free_bytes(),
     })
 }
 

@@ -59,6 +59,13 @@ fn sections() -> [Section<'static>; 3] {
                     "flake.nix, flake.lock",
                     "The flake the fleet file's `flake` names; its lock is what deployments record.",
                 ),
+                (
+                    "known_agents",
+                    "Beside fleet.yaml: the pinned agent identities, one `HOST KEY` line each (KEY as \
+                     `hostctl-agent identity` prints it), written by `hostctl enroll` and by no other command. A \
+                     host's `agent_key` in fleet.yaml takes precedence. A host with no pin, or whose agent shows \
+                     another key, fails at step `connect`.",
+                ),
             ],
         },
     ]
@@ -129,6 +136,7 @@ mod tests {
                 ".SH \"EXIT STATUS\"",
                 ".SH \"ENVIRONMENT\"",
                 ".SH \"FILES\"",
+                "known_agents",
                 "HOSTCTL_KEY",
             ] {
                 assert!(page.contains(want), "{name} lacks {want}");

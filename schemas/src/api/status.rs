@@ -64,6 +64,12 @@ pub struct StatusResponse {
     /// size exceeds it. `null` when it cannot be read, and from older agents.
     #[serde(default)]
     pub store_free_bytes: Option<u64>,
+    /// Bytes free on the file system mounted at `/boot` (where boot loaders copy kernels
+    /// and initrds) when it is not the store's: `apply` refuses to push a system with a
+    /// new kernel and initrd larger than it. `null` when `/boot` is on the store's file
+    /// system or cannot be read, and from older agents.
+    #[serde(default)]
+    pub boot_free_bytes: Option<u64>,
 }
 
 /// How the newest ended deployment went, and who asked for it.
@@ -129,6 +135,7 @@ impl StatusResponse {
             signer: None,
             last_deployment: None,
             store_free_bytes: None,
+            boot_free_bytes: None,
         }
     }
 }
