@@ -49,6 +49,7 @@ pub fn snapshot(app: &Handles) -> Result<StatusResponse, String> {
         store_free_bytes: store_fs.store_free_bytes(),
         reboot_required: reboot.as_ref().map(|reasons| !reasons.is_empty()),
         reboot_reasons: reboot.unwrap_or_default(),
+        boot_free_bytes: store_fs.boot_free_bytes(),
     })
 }
 

@@ -150,6 +150,8 @@ pub mod fake {
         pub rollback_to: Option<StorePath>,
         /// What `status` reports as free on the store's file system.
         pub store_free: Option<u64>,
+        /// What `status` reports as free on the boot partition.
+        pub boot_free: Option<u64>,
     }
 
     /// A fake host; `calls` lists `"status"`, `"missing"`, `"import"`, `"deploy"`, ...
@@ -218,6 +220,7 @@ pub mod fake {
                 toplevel: self.script.current.as_ref().map(ToString::to_string),
                 version: "fake".into(),
                 store_free_bytes: self.script.store_free,
+                boot_free_bytes: self.script.boot_free,
                 ..StatusResponse::idle(self.name.as_str())
             })
         }

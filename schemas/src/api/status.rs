@@ -73,6 +73,12 @@ pub struct StatusResponse {
     /// What differs, when `reboot_required` is true.
     #[serde(default)]
     pub reboot_reasons: Vec<crate::api::deployments::RebootReason>,
+    /// Bytes free on the file system mounted at `/boot` (where boot loaders copy kernels
+    /// and initrds) when it is not the store's: `apply` refuses to push a system with a
+    /// new kernel and initrd larger than it. `null` when `/boot` is on the store's file
+    /// system or cannot be read, and from older agents.
+    #[serde(default)]
+    pub boot_free_bytes: Option<u64>,
 }
 
 /// How the newest ended deployment went, and who asked for it.
@@ -140,6 +146,7 @@ impl StatusResponse {
             store_free_bytes: None,
             reboot_required: None,
             reboot_reasons: Vec::new(),
+            boot_free_bytes: None,
         }
     }
 }
