@@ -86,12 +86,26 @@ async fn a_new_kernel_larger_than_the_free_boot_space_is_refused_at_push() {
     let (outcome, calls) = deploy_lacking(store.closure_paths(), Some(149)).await;
     assert_eq!((outcome.result, outcome.step), (HostResult::Failed, Some(Step::Push)), "{outcome:?}");
     let error = outcome.error.unwrap();
-    assert!(error.starts_with("web1: not enough space on the boot partition for the new kernel and initrd: "), "{error}");
-    assert!(error.contains("(150 bytes)") && error.contains("/boot has 149 B free (149 bytes)"), "both numbers: {error}");
+    assert!(
+        error.starts_with("web1: not enough space on the boot partition for the new kernel and initrd: "),
+        "{error}"
+    );
+    assert!(
+        error.contains("(150 bytes)") && error.contains("/boot has 149 B free (149 bytes)"),
+        "both numbers: {error}"
+    );
     assert_eq!(calls, ["status", "missing"], "nothing sent, nothing deployed");
 
-    assert_eq!(deploy_lacking(store.closure_paths(), Some(150)).await.0.result, HostResult::Activated, "exactly enough room");
-    assert_eq!(deploy_lacking(store.closure_paths(), None).await.0.result, HostResult::Activated, "/boot on the store's fs");
+    assert_eq!(
+        deploy_lacking(store.closure_paths(), Some(150)).await.0.result,
+        HostResult::Activated,
+        "exactly enough room"
+    );
+    assert_eq!(
+        deploy_lacking(store.closure_paths(), None).await.0.result,
+        HostResult::Activated,
+        "/boot on the store's fs"
+    );
     // The kernel is already on the host: nothing new goes to /boot.
     let lacks = vec![FakeStore::toplevel()];
     assert_eq!(deploy_lacking(lacks, Some(0)).await.0.result, HostResult::Activated, "the kernel did not change");

@@ -22,7 +22,11 @@ fn with_kernel_sizes(fleet: &TestFleet) {
         assert!(text.contains(old), "{file} lacks {old:?}");
         fleet.write(file, &text.replacen(old, new, 1));
     };
-    patch("lib/mksystem.nix", "kernelParams ? [ \"console=ttyS0\" ] }:", "kernelParams ? [ \"console=ttyS0\" ], kernelBytes ? 0 }:");
+    patch(
+        "lib/mksystem.nix",
+        "kernelParams ? [ \"console=ttyS0\" ] }:",
+        "kernelParams ? [ \"console=ttyS0\" ], kernelBytes ? 0 }:",
+    );
     patch(
         "lib/mksystem.nix",
         "linux = mkBootPart system \"linux\" \"kernel\" kernel { };",
