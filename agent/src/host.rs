@@ -49,8 +49,17 @@ impl StoreFs {
 
     /// Bytes an unprivileged writer may still use on the store's file system, if readable.
     pub fn store_free_bytes(&self) -> Option<u64> {
-        let fs = nix::sys::statvfs::statvfs(&self.store_dir()).ok()?;
-        Some(fs.blocks_available().saturating_mul(fs.fragment_size()))
+        free_bytes(&self.store_dir())
+    }
+
+    /// Bytes free on [`BOOT_DIR`]'s file system when it is another than the store's (a
+    /// boot partition, e.g. the EFI system partition); `None` when it is the same one
+    /// (the store's free space is what counts then) or cannot be read.
+    pub fn boot_free_bytes(&self) -> Option<u64> {
+        use std::os::unix::fs::MetadataExt as _;
+        let boot = std::fs::metadata(BOOT_DIR).ok()?;
+        let store = std::fs::metadata(self.store_dir()).ok()?;
+        (boot.dev() != store.dev()).then(|| free_bytes(Path::new(BOOT_DIR))).flatten()
     }
 
     /// The file system path of `path`.
@@ -60,6 +69,15 @@ impl StoreFs {
             None => path.as_path().to_path_buf(),
         }
     }
+}
+
+/// Where boot loaders install kernels and initrds (NixOS's default ESP mount point).
+pub const BOOT_DIR: &str = "/boot";
+
+/// Bytes an unprivileged writer may still use on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let fs = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some(fs.blocks_available().saturating_mul(fs.fragment_size()))
 }
 
 /// `/run/current-system`: the system running now.

@@ -50,6 +50,7 @@ pub fn snapshot(app: &Handles) -> Result<StatusResponse, String> {
         reboot_required: reboot.as_ref().map(|reasons| !reasons.is_empty()),
         reboot_reasons: reboot.unwrap_or_default(),
         boot_id: crate::bootloader::read_boot_id(&app.config.boot.boot_id_file),
+        boot_free_bytes: store_fs.boot_free_bytes(),
     })
 }
 

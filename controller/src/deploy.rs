@@ -18,8 +18,8 @@ use crate::client::deployment_id;
 use crate::health::{self, CheckReport, Gate};
 use crate::host::{Host, HostError};
 use crate::progress;
-use crate::push::{push_closure, PushError, PushStats};
 use crate::reboot::{self, RebootReport};
+use crate::push::{push_closure, FreeSpace, PushError, PushStats};
 use crate::report::HostResult;
 
 /// What every host of one `apply` shares.
@@ -204,7 +204,10 @@ pub async fn deploy_host<H: Host, S: crate::push::LocalStore>(
             }
             Err(e) => Err(PushError::Local(e)),
         },
-        None => push_closure(host, store, toplevel, status.store_free_bytes).await,
+        None => {
+            let free = FreeSpace { store: status.store_free_bytes, boot: status.boot_free_bytes };
+            push_closure(host, store, toplevel, free).await
+        }
     };
     let mut outcome = match pushed {
         Ok(pushed) => Outcome { pushed, ..Outcome::new(HostResult::Activated) },

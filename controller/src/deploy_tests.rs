@@ -72,6 +72,45 @@ async fn a_closure_larger_than_the_free_store_space_is_refused_at_push() {
     assert_eq!(outcome.result, HostResult::Activated, "exactly enough room: {outcome:?}");
 }
 
+/// Deploys to a host lacking `lacks`, with room in its store and `boot_free` on /boot.
+async fn deploy_lacking(lacks: Vec<StorePath>, boot_free: Option<u64>) -> (Outcome, Vec<String>) {
+    let host = FakeHost::new("web1", Script { lacks, store_free: Some(1000), boot_free, ..Script::default() });
+    let outcome = deploy_host(&host, &FakeStore, &FakeStore::toplevel(), &[], &settings()).await;
+    (outcome, host.calls())
+}
+
+#[tokio::test]
+async fn a_new_kernel_larger_than_the_free_boot_space_is_refused_at_push() {
+    let store = FakeStore;
+    // The host lacks the kernel and initrd (150 bytes) and has 149 free on /boot.
+    let (outcome, calls) = deploy_lacking(store.closure_paths(), Some(149)).await;
+    assert_eq!((outcome.result, outcome.step), (HostResult::Failed, Some(Step::Push)), "{outcome:?}");
+    let error = outcome.error.unwrap();
+    assert!(
+        error.starts_with("web1: not enough space on the boot partition for the new kernel and initrd: "),
+        "{error}"
+    );
+    assert!(
+        error.contains("(150 bytes)") && error.contains("/boot has 149 B free (149 bytes)"),
+        "both numbers: {error}"
+    );
+    assert_eq!(calls, ["status", "missing"], "nothing sent, nothing deployed");
+
+    assert_eq!(
+        deploy_lacking(store.closure_paths(), Some(150)).await.0.result,
+        HostResult::Activated,
+        "exactly enough room"
+    );
+    assert_eq!(
+        deploy_lacking(store.closure_paths(), None).await.0.result,
+        HostResult::Activated,
+        "/boot on the store's fs"
+    );
+    // The kernel is already on the host: nothing new goes to /boot.
+    let lacks = vec![FakeStore::toplevel()];
+    assert_eq!(deploy_lacking(lacks, Some(0)).await.0.result, HostResult::Activated, "the kernel did not change");
+}
+
 fn final_deployment(state: DeploymentState, outcome: Option<ActivationOutcome>) -> Deployment {
     let request = DeploymentRequest {
         id: "web1-1-00000000".into(),

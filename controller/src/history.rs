@@ -55,7 +55,7 @@ fn entry(answer: Result<GenerationsResponse, HostError>) -> HostReport<HistoryFi
             let mut entry = HostReport::new(HostResult::Failed, None, None)
                 .with(HistoryFields { deployments: None, generations: None });
             entry.error = Some(e.to_string());
-            entry.summary = Some("unreachable".into());
+            entry.summary = Some(e.what_happened());
             return entry;
         }
     };

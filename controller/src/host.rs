@@ -38,7 +38,7 @@ pub enum HostError {
     #[error("{host}: {endpoint}: HTTP {status}{}: {message}", code.map(|c| format!(" ({})", code_name(c))).unwrap_or_default())]
     Api { host: String, endpoint: String, status: u16, code: Option<ErrorCode>, message: String },
     /// The agent answered, but not with what API v1 promises.
-    #[error("{host}: {endpoint}: HTTP {status}: unexpected response: {problem}")]
+    #[error("{host}: {endpoint}: HTTP {status}: bad answer: {problem}")]
     Protocol { host: String, endpoint: String, status: u16, problem: String },
     /// The agent's TLS identity is not the one pinned for the host (or none is pinned):
     /// the connection was closed after the handshake, nothing was sent.
@@ -61,6 +61,26 @@ impl HostError {
         match self {
             HostError::Api { status, .. } => Some(*status),
             _ => None,
+        }
+    }
+
+    /// Whether an agent answered at all (an error status or an answer API v1 does not
+    /// allow): it is reachable, whatever went wrong.
+    pub fn answered(&self) -> bool {
+        matches!(self, HostError::Api { .. } | HostError::Protocol { .. })
+    }
+
+    /// What happened, in a word or two for a host's report line (the full text is the
+    /// error below it): `unreachable` only when nothing answered; `refused` (HTTP 401),
+    /// `HTTP 500` (or another status the agent answered), `bad answer` (not what API v1
+    /// promises), `wrong identity` (not the pinned agent).
+    pub fn what_happened(&self) -> String {
+        match self {
+            HostError::Transport { .. } => "unreachable".to_owned(),
+            HostError::Api { status: 401, .. } => "refused".to_owned(),
+            HostError::Api { status, .. } => format!("HTTP {status}"),
+            HostError::Protocol { .. } => "bad answer".to_owned(),
+            HostError::Identity { .. } => "wrong identity".to_owned(),
         }
     }
 }
@@ -150,6 +170,8 @@ pub mod fake {
         pub rollback_to: Option<StorePath>,
         /// What `status` reports as free on the store's file system.
         pub store_free: Option<u64>,
+        /// What `status` reports as free on the boot partition.
+        pub boot_free: Option<u64>,
     }
 
     /// A fake host; `calls` lists `"status"`, `"missing"`, `"import"`, `"deploy"`, ...
@@ -218,6 +240,7 @@ pub mod fake {
                 toplevel: self.script.current.as_ref().map(ToString::to_string),
                 version: "fake".into(),
                 store_free_bytes: self.script.store_free,
+                boot_free_bytes: self.script.boot_free,
                 ..StatusResponse::idle(self.name.as_str())
             })
         }
@@ -321,5 +344,53 @@ pub mod fake {
             self.record("probe");
             self.probes.lock().unwrap().pop_front().unwrap_or(Ok(200))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HostError;
+
+    /// Only a host whose agent said nothing is `unreachable`: an error status, a bad
+    /// answer and a wrong identity each say what happened.
+    #[test]
+    fn what_happened_tells_silence_from_an_answer() {
+        let (host, endpoint) = ("web1".to_owned(), "GET /v1/status".to_owned());
+        let api = |status| HostError::Api {
+            host: host.clone(),
+            endpoint: endpoint.clone(),
+            status,
+            code: None,
+            message: "cannot read the profile".into(),
+        };
+        let cases = [
+            (
+                HostError::Transport { host: host.clone(), endpoint: endpoint.clone(), message: "x".into() },
+                "unreachable",
+                false,
+            ),
+            (api(401), "refused", true),
+            (api(500), "HTTP 500", true),
+            (
+                HostError::Protocol {
+                    host: host.clone(),
+                    endpoint: endpoint.clone(),
+                    status: 200,
+                    problem: "x".into(),
+                },
+                "bad answer",
+                true,
+            ),
+            (
+                HostError::Identity { host: host.clone(), pinned: None, seen: "k".into(), fix: "f".into() },
+                "wrong identity",
+                false,
+            ),
+        ];
+        for (error, words, answered) in cases {
+            assert_eq!((error.what_happened().as_str(), error.answered()), (words, answered), "{error}");
+        }
+        let bad = HostError::Protocol { host, endpoint, status: 200, problem: "expected value at line 1".into() };
+        assert_eq!(bad.to_string(), "web1: GET /v1/status: HTTP 200: bad answer: expected value at line 1");
     }
 }

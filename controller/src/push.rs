@@ -41,6 +41,13 @@ pub trait LocalStore: Send + Sync {
     fn nar_sizes(&self, paths: &[StorePath]) -> impl Future<Output = Result<BTreeMap<String, u64>, String>> + Send;
     /// A compressed export of `paths`, ready to send.
     fn export(&self, paths: &[StorePath]) -> impl Future<Output = Result<ExportBody, String>> + Send;
+    /// The files `toplevel`'s `kernel` and `initrd` links name (what a boot loader copies
+    /// to `/boot`), each as the store path holding it and the file's size; none for a
+    /// system without them.
+    fn boot_files(&self, toplevel: &StorePath) -> impl Future<Output = Result<Vec<(StorePath, u64)>, String>> + Send {
+        let _ = toplevel;
+        async { Ok(Vec::new()) }
+    }
 }
 
 /// The local Nix store, through `hostctl-nix`. Clones share what was already asked: the
@@ -99,6 +106,23 @@ impl LocalStore for NixStore {
     async fn export(&self, paths: &[StorePath]) -> Result<ExportBody, String> {
         self.memo.pieces.body(&self.nix, paths).await
     }
+
+    async fn boot_files(&self, toplevel: &StorePath) -> Result<Vec<(StorePath, u64)>, String> {
+        let toplevel = toplevel.as_path();
+        let store_dir = toplevel.parent().unwrap_or(toplevel);
+        let mut files = Vec::new();
+        for link in ["kernel", "initrd"] {
+            // A system without one (a container, the example fleet) has nothing for /boot.
+            let Ok(file) = std::fs::canonicalize(toplevel.join(link)) else { continue };
+            let size = std::fs::metadata(&file).map_err(|e| format!("{}: {e}", file.display()))?.len();
+            let holder = file.strip_prefix(store_dir).ok().and_then(|rel| rel.components().next());
+            let Some(holder) = holder else { continue };
+            let path = store_dir.join(holder);
+            let path = path.to_str().and_then(|p| p.parse::<StorePath>().ok());
+            files.extend(path.map(|p| (p, size)));
+        }
+        Ok(files)
+    }
 }
 
 /// What one push moved.
@@ -140,14 +164,24 @@ pub async fn nar_total<S: LocalStore>(store: &S, paths: &[StorePath]) -> Result<
     Ok(paths.iter().filter_map(|p| sizes.get(p.as_str())).sum())
 }
 
+/// Free bytes on the host, as its agent reported them (`None`: not known, not checked).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FreeSpace {
+    /// On its Nix store's file system.
+    pub store: Option<u64>,
+    /// On its boot partition, when that is another file system.
+    pub boot: Option<u64>,
+}
+
 /// Copies what `host` lacks of `toplevel`'s closure to it; refuses, before sending
-/// anything, when the NAR size of what it lacks exceeds `store_free` (the free bytes of
-/// its store's file system, as its agent reported them; `None`: not known, not checked).
+/// anything, when the NAR size of what it lacks exceeds the free space of its store, or
+/// when the system brings a kernel and initrd the host lacks and they exceed the free
+/// space of its boot partition.
 pub async fn push_closure<H: Host, S: LocalStore>(
     host: &H,
     store: &S,
     toplevel: &StorePath,
-    store_free: Option<u64>,
+    free: FreeSpace,
 ) -> Result<PushStats, PushError> {
     let missing = missing_paths(host, store, toplevel).await?;
     if missing.is_empty() {
@@ -156,15 +190,7 @@ pub async fn push_closure<H: Host, S: LocalStore>(
     }
     let sizes = store.nar_sizes(&missing).await.map_err(PushError::Local)?;
     let nar_bytes: u64 = missing.iter().filter_map(|p| sizes.get(p.as_str())).sum();
-    if let Some(free) = store_free.filter(|free| nar_bytes > *free) {
-        return Err(PushError::Local(format!(
-            "not enough space for the closure: {} to copy ({nar_bytes} bytes of NAR in {}), but the file system \
-             of the host's Nix store has {} free ({free} bytes); nothing was sent",
-            progress::bytes(nar_bytes),
-            plural(missing.len(), "path", "paths"),
-            progress::bytes(free),
-        )));
-    }
+    check_space(store, toplevel, &missing, nar_bytes, free).await?;
     progress::step(
         host.name(),
         format!("pushing {} ({})", plural(missing.len(), "path", "paths"), progress::bytes(nar_bytes)),
@@ -184,6 +210,41 @@ pub async fn push_closure<H: Host, S: LocalStore>(
     tracing::info!(host = %host.name(), paths = stats.paths, nar = stats.nar_bytes, wire = stats.wire_bytes, "pushed");
     Ok(stats)
 }
+
+/// The free-space gate of [`push_closure`]: the store first, then the boot partition,
+/// which only a new kernel or initrd (one the host lacks) needs room on.
+async fn check_space<S: LocalStore>(
+    store: &S,
+    toplevel: &StorePath,
+    missing: &[StorePath],
+    nar_bytes: u64,
+    free: FreeSpace,
+) -> Result<(), PushError> {
+    if let Some(free) = free.store.filter(|free| nar_bytes > *free) {
+        return Err(PushError::Local(format!(
+            "not enough space for the closure: {} to copy ({nar_bytes} bytes of NAR in {}), but the file system \
+             of the host's Nix store has {} free ({free} bytes); nothing was sent",
+            progress::bytes(nar_bytes),
+            plural(missing.len(), "path", "paths"),
+            progress::bytes(free),
+        )));
+    }
+    let Some(boot_free) = free.boot else { return Ok(()) };
+    let boot_files = store.boot_files(toplevel).await.map_err(PushError::Local)?;
+    let boot_bytes: u64 = boot_files.iter().filter(|(path, _)| missing.contains(path)).map(|(_, size)| size).sum();
+    if boot_bytes > boot_free {
+        return Err(PushError::Local(format!(
+            "not enough space on the boot partition for the new kernel and initrd: {} to install ({boot_bytes} \
+             bytes), but the host's {BOOT_DIR} has {} free ({boot_free} bytes); nothing was sent",
+            progress::bytes(boot_bytes),
+            progress::bytes(boot_free),
+        )));
+    }
+    Ok(())
+}
+
+/// Where the host's boot loader installs kernels and initrds, as its agent checks it.
+const BOOT_DIR: &str = "/boot";
 
 /// Splits `paths` (in order) into imports within [`HEADER_BUDGET`] and [`NAR_BUDGET`];
 /// every chunk has at least one path.
@@ -268,6 +329,11 @@ pub mod tests_support {
         async fn export(&self, _paths: &[StorePath]) -> Result<ExportBody, String> {
             let file = tokio::fs::File::from_std(tempfile::tempfile().map_err(|e| e.to_string())?);
             Ok(ExportBody { file, sha256: hostctl_schemas::signing::body_sha256(b""), len: 0 })
+        }
+
+        /// The dependency holds the system's kernel and initrd: 150 bytes together.
+        async fn boot_files(&self, _toplevel: &StorePath) -> Result<Vec<(StorePath, u64)>, String> {
+            Ok(vec![(Self::dependency(), 100), (Self::dependency(), 50)])
         }
     }
 }

@@ -4,8 +4,9 @@
 //! older lock it is not, until the next `apply`). Pull-mode agents add their GitOps state
 //! (`mode`, `pull`: tracked branch, fetched and applied commits, pending lock change).
 //! Read-only: evaluation only (none with `--no-drift`), no build, nothing sent that
-//! changes a host. An agent that answers HTTP 401 is `refused`, one that does not answer
-//! `unreachable`.
+//! changes a host. An agent that answers HTTP 401 is `refused`, another error status
+//! `HTTP 500` (...), an answer API v1 does not allow `bad answer`; only one that does not
+//! answer is `unreachable`.
 
 use std::sync::Arc;
 
@@ -108,8 +109,9 @@ pub struct ReachableFields {
     pub system: String,
 }
 
-/// A host whose agent could not be asked (`reachable: false`), or refused to answer
-/// (`refused: true`); null `mode`, `pull` and `lock_drift`.
+/// A host whose agent could not be asked (`reachable: false`), or answered with an error
+/// or a bad answer (`reachable: true`; `refused: true` for HTTP 401); null `mode`, `pull`
+/// and `lock_drift`.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct UnreachableFields {
     pub drift: Drift,
@@ -118,7 +120,8 @@ pub struct UnreachableFields {
     pub lock_drift: Option<bool>,
     pub mode: Option<&'static str>,
     pub pull: Option<Box<PullStatus>>,
-    /// False when the agent could not be asked; true when it refused (`refused`).
+    /// False when nothing answered (or not the pinned agent); true when the agent
+    /// answered an error status or an answer API v1 does not allow (`error` says which).
     pub reachable: bool,
     /// The agent answered HTTP 401: it does not accept this controller's key (or the
     /// request's signature); `error` has its reason.
@@ -253,9 +256,10 @@ fn entry(
     entry
 }
 
-/// A host whose agent did not answer (`unreachable`), or answered HTTP 401 (`refused`:
-/// it is reachable but does not accept this controller's key or request; the agent's
-/// reason is in `error`). Both are `failed`.
+/// A host whose agent did not answer (`unreachable`), answered HTTP 401 (`refused`: it
+/// is reachable but does not accept this controller's key or request), answered another
+/// error status (`HTTP 500`) or something API v1 does not allow (`bad answer`), or is not
+/// the pinned agent (`wrong identity`); the agent's own text is in `error`. All `failed`.
 fn not_answered(e: &HostError, expected_lock: Option<String>, expected: Option<String>) -> HostReport<StatusFields> {
     let refused = e.status() == Some(401);
     let fields = UnreachableFields {
@@ -265,12 +269,12 @@ fn not_answered(e: &HostError, expected_lock: Option<String>, expected: Option<S
         lock_drift: None,
         mode: None,
         pull: None,
-        reachable: refused,
+        reachable: e.answered(),
         refused,
     };
     let mut entry = HostReport::new(HostResult::Failed, None, None).with(StatusFields::Unreachable(fields));
     entry.error = Some(e.to_string());
-    entry.summary = Some(if refused { "refused" } else { "unreachable" }.into());
+    entry.summary = Some(e.what_happened());
     entry
 }
 

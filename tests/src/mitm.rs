@@ -2,7 +2,8 @@
 //! its own identity key (a self-signed certificate like the agent's, from `hostctl-wire`)
 //! and re-originates each request to the real agent over TLS pinned to the agent's
 //! identity, relaying the answer. What it saw is counted, so a test can show that a
-//! controller refused it before sending anything.
+//! controller refused it before sending anything. [`Mitm::answering`] relays nothing: it
+//! gives every request the same canned answer (a broken or impostor agent).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -38,6 +39,16 @@ impl Mitm {
     /// Listens on `listen`, pretending to be host `host`'s agent (real one at `agent`,
     /// identity `agent_key`).
     pub fn start(listen: SocketAddr, host: &str, agent: SocketAddr, agent_key: [u8; 32]) -> Mitm {
+        Self::serve(listen, host, Upstream::Agent(agent, agent_key))
+    }
+
+    /// Listens on `listen` as host `host`'s agent and answers every request with `answer`
+    /// (a whole HTTP response), asking no agent.
+    pub fn answering(listen: SocketAddr, host: &str, answer: &str) -> Mitm {
+        Self::serve(listen, host, Upstream::Canned(Arc::from(answer.as_bytes())))
+    }
+
+    fn serve(listen: SocketAddr, host: &str, upstream: Upstream) -> Mitm {
         let key = SecretKey::from_seed(host, [0x6d; 32]);
         let identity = PublicKey { name: host.to_owned(), key: key.public().key };
         let server = hostctl_wire::server_config(&key).unwrap_or_else(|e| crate::fail(&format!("mitm: {e}")));
@@ -51,9 +62,9 @@ impl Mitm {
                 match listener.accept() {
                     Ok((client, _)) => {
                         seen2.connections.fetch_add(1, Ordering::Relaxed);
-                        let (server, seen) = (Arc::clone(&server), Arc::clone(&seen2));
+                        let (server, seen, upstream) = (Arc::clone(&server), Arc::clone(&seen2), upstream.clone());
                         std::thread::spawn(move || {
-                            let _ = relay(client, server, &seen, agent, agent_key);
+                            let _ = relay(client, server, &seen, &upstream);
                         });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(20)),
@@ -78,13 +89,21 @@ impl Drop for Mitm {
     }
 }
 
+/// Where the answers come from.
+#[derive(Clone)]
+enum Upstream {
+    /// The real agent at this address, with this identity.
+    Agent(SocketAddr, [u8; 32]),
+    /// This response, whatever the request.
+    Canned(Arc<[u8]>),
+}
+
 /// One client connection: the handshake with the proxy's key, then one request relayed.
 fn relay(
     client: TcpStream,
     server: Arc<hostctl_wire::ServerConfig>,
     seen: &Seen,
-    agent: SocketAddr,
-    agent_key: [u8; 32],
+    upstream: &Upstream,
 ) -> std::io::Result<()> {
     client.set_nonblocking(false)?;
     client.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -96,9 +115,14 @@ fn relay(
     seen.handshakes.fetch_add(1, Ordering::Relaxed);
     let request = read_request(&mut tls)?;
     seen.requests.fetch_add(1, Ordering::Relaxed);
-    let mut upstream = crate::http::tls_over(TcpStream::connect(agent)?, Some(agent_key))?;
-    upstream.write_all(&request)?;
-    let answer = crate::http::read_to_close(&mut upstream)?;
+    let answer = match upstream {
+        Upstream::Agent(agent, agent_key) => {
+            let mut upstream = crate::http::tls_over(TcpStream::connect(agent)?, Some(*agent_key))?;
+            upstream.write_all(&request)?;
+            crate::http::read_to_close(&mut upstream)?
+        }
+        Upstream::Canned(answer) => answer.to_vec(),
+    };
     tls.write_all(&answer)?;
     tls.conn.send_close_notify();
     tls.flush()

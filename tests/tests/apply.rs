@@ -196,7 +196,8 @@ fn apply_warns_about_a_dirty_tree_before_evaluating() {
 }
 
 /// `status --no-drift` only asks the agents: no `nix eval` runs, and the flake's side
-/// (drift, lock drift, what it evaluates to) is unknown.
+/// (drift, lock drift, what it evaluates to) is unknown. A missing key stops `status`
+/// before it evaluates anything.
 #[test]
 fn status_no_drift_asks_the_agents_without_evaluating() {
     let live = LiveFleet::start(&["web1"]);
@@ -217,6 +218,14 @@ fn status_no_drift_asks_the_agents_without_evaluating() {
         assert!(web1[field].is_null(), "{field}: {web1}");
     }
     assert_eq!(evaluated(), "", "nothing evaluated");
+
+    // A key that is not there is named before the fleet is evaluated (issue 17).
+    let missing = live.fleet.tmp.path().join("no-such.sec").display().to_string();
+    let mut keyless = live.fleet.hostctl_command(&["--key", &missing, "status"], &[]);
+    let keyless = HostctlRun::from(run(keyless.env("PATH", &path)));
+    keyless.expect_code(2);
+    assert!(keyless.stderr.contains(&missing), "{}", keyless.stderr);
+    assert_eq!(evaluated(), "", "the key is checked before evaluating");
 
     let full = status(&["--json", "status"]);
     full.expect_code(0);

@@ -1,7 +1,8 @@
 //! docs/TUTORIAL.md, run as far as this machine allows: step 1's shell block verbatim in
 //! a fresh `$HOME` (real `nix key`, no `nix.conf` enabling `nix-command`), step 2's flake
 //! parses, step 3's inventory loads, and the text keeps what a newcomer needs (the
-//! `follows` line in effect, what `--to-lock REV` means). Hosts, flake inputs and the
+//! `follows` line in effect, what `--to-lock REV` means, an install line naming a package
+//! the flake builds, where the webhook secret comes from). Hosts, flake inputs and the
 //! network it needs are not here.
 
 #![expect(clippy::unwrap_used, clippy::panic, reason = "test code throughout: a failed step must fail the test")]
@@ -79,4 +80,30 @@ fn step_3_inventory_loads() {
 fn to_lock_is_explained_as_a_revisions_lock() {
     let text = tutorial();
     assert!(text.contains("A revision stands for\n*its `flake.lock`*, not for its whole system"), "{text}");
+}
+
+/// Step 0's install line names a package this repository's flake builds (`packagesFor` in
+/// flake.nix, evaluated for real by nixos_module.rs when NIXPKGS is set), with the flag a
+/// fresh Nix needs for `nix profile`; the checkout alternative names the controller crate.
+#[test]
+fn step_0_installs_a_package_the_flake_builds() {
+    let text = tutorial();
+    let block = blocks(&text, "0.", "sh").concat();
+    let line = block.lines().find(|l| l.contains(" profile install ")).unwrap_or_else(|| panic!("{block}"));
+    assert!(line.starts_with("nix --extra-experimental-features 'nix-command flakes' profile install "), "{line}");
+    let attr = line.rsplit('#').next().unwrap();
+    let flake = std::fs::read_to_string(workspace_root().join("flake.nix")).unwrap();
+    assert!(flake.contains(&format!("{attr} = crate pkgs \"{attr}\"")), "flake.nix builds no package `{attr}`");
+    let controller = std::fs::read_to_string(workspace_root().join("controller/Cargo.toml")).unwrap();
+    assert!(text.contains("`cargo install --path controller`") && controller.contains("name = \"hostctl\""));
+}
+
+/// The webhook secret: what makes one, and that it reaches the host outside the store.
+#[test]
+fn the_webhook_secret_comes_from_outside_the_store() {
+    let text = tutorial();
+    assert!(text.contains("webhook_secret_file = \"/run/keys/"), "a path outside the store");
+    for words in ["`openssl rand -hex 32`", "out of the Nix store", "agenix or sops-nix"] {
+        assert!(text.contains(words), "TUTORIAL.md lacks {words:?}");
+    }
 }

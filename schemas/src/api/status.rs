@@ -77,6 +77,12 @@ pub struct StatusResponse {
     /// `boot.boot_id_file`): a new one proves the host rebooted. Absent from older agents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_id: Option<String>,
+    /// Bytes free on the file system mounted at `/boot` (where boot loaders copy kernels
+    /// and initrds) when it is not the store's: `apply` refuses to push a system with a
+    /// new kernel and initrd larger than it. `null` when `/boot` is on the store's file
+    /// system or cannot be read, and from older agents.
+    #[serde(default)]
+    pub boot_free_bytes: Option<u64>,
 }
 
 /// How the newest ended deployment went, and who asked for it.
@@ -145,6 +151,7 @@ impl StatusResponse {
             reboot_required: None,
             reboot_reasons: Vec::new(),
             boot_id: None,
+            boot_free_bytes: None,
         }
     }
 }
