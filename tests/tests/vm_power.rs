@@ -369,13 +369,8 @@ fn power_cuts_during_pull_mode_fetch_and_build_leave_the_guest_consistent() {
         "pull:\n  url: {}\n  branch: main\n  interval: 3600s\n  lock: follow\n  webhook_secret_file: /opt/hostctl/webhook-secret\n",
         serde_json::to_string(&gitd.guest_url("fleet.git")).unwrap()
     );
-    let mut vm = VmFleet::start_resumed(
-        &lane,
-        &["web1"],
-        &services(Change::Switch, 0),
-        &pull,
-        &[("webhook-secret", SECRET)],
-    );
+    let mut vm =
+        VmFleet::start_resumed(&lane, &["web1"], &services(Change::Switch, 0), &pull, &[("webhook-secret", SECRET)]);
     gitd.add_remote(&vm.fleet.dir, "fleet.git");
     hostctl_tests::git(&vm.fleet.dir, &["push", "-q", "origin", "main"]);
     webhook(&vm, &vm.fleet.head());

@@ -30,7 +30,11 @@ fn main() {
     };
     let lane = Lane::from_env().expect("HOSTCTL_VM_IMAGE is not set: run bench/vm-boot.sh");
     let yaml = agent_yaml("bench1", "bench:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "");
-    let first = if mode == "resume" { "resumed: qemu started → agent answering (s)" } else { "cold boot: power-on → agent answering (s)" };
+    let first = if mode == "resume" {
+        "resumed: qemu started → agent answering (s)"
+    } else {
+        "cold boot: power-on → agent answering (s)"
+    };
     println!("| run | accelerator | {first} | reboot → agent answering (s) | load average (1 min) |");
     println!("|---|---|---|---|---|");
     for run in 1..=n {
