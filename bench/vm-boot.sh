@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# bench/vm-boot.sh [N [uefi]]: N times (default 3), a fresh VM lane guest (with `uefi`, the
-# UEFI variant: OVMF and systemd-boot) from power-on to its
+# bench/vm-boot.sh [N [uefi|resume]]: N times (default 3), a fresh VM lane guest (with `uefi`, the
+# UEFI variant: OVMF and systemd-boot; with `resume`, resumed from the lane's saved template
+# guest, tests/src/vm/resume.rs) from power-on to its
 # agent answering, then a reboot of it to its agent answering again. Same image and
 # accelerator choice as tests/vm/run.sh. Prints a Markdown table (docs/VM-LANE.md has
 # the figures); asserts nothing.

@@ -24,7 +24,7 @@ const SLOW: &str = r#"{
 #[test]
 fn restarting_the_agent_during_an_activation_leaves_the_transient_unit_running_and_the_deployment_finishes() {
     let Some(lane) = Lane::from_env() else { return };
-    let vm = VmFleet::start(&lane, &["web1"], FIRST, "");
+    let vm = VmFleet::start_resumed(&lane, &["web1"], FIRST, "", &[]);
     vm.hostctl(&["--json", "apply"]).expect_code(0);
     vm.set_host("web1", SLOW);
     let new = vm.toplevel("web1");

@@ -1,5 +1,6 @@
-//! VM lane (tests/vm/run.sh), scenarios 6 and 7 on one guest: binfmt registered by the
-//! agent in the guest's own kernel at boot (a static aarch64 program runs), then
+//! VM lane (tests/vm/run.sh), scenarios 6 and 7 on one guest (resumed from the lane's
+//! template, so its first boot is the reboot below): binfmt registered by the agent in the
+//! guest's own kernel when it starts (a static aarch64 program runs), then
 //! `hostctl apply --mode boot` and a real reboot: the guest runs the new system, the
 //! agent reports it, and aarch64 is registered again. Skips unless run by
 //! tests/vm/run.sh.
@@ -27,11 +28,11 @@ fn assert_aarch64_runs(guest: &Guest, when: &str) {
 #[test]
 fn binfmt_at_boot_then_mode_boot_and_a_reboot_run_the_new_system() {
     let Some(lane) = Lane::from_env() else { return };
-    let mut vm = VmFleet::start(&lane, &["web1"], FIRST, "");
+    let mut vm = VmFleet::start_resumed(&lane, &["web1"], FIRST, "", &[]);
     let dir = tempfile::tempdir().unwrap();
     let program = hostctl_tests::cross::aarch64_program(dir.path());
     vm.guest("web1").put(&program, "/root/machine-aarch64");
-    assert_aarch64_runs(vm.guest("web1"), "first boot");
+    assert_aarch64_runs(vm.guest("web1"), "resumed, the agent started");
     let status = vm.status("web1");
     assert_eq!(status["emulated_systems"], serde_json::json!(["aarch64-linux"]), "{status}");
 

@@ -22,7 +22,7 @@ const OBJECT: &str = "org.hostctl.Agent1 /org/hostctl/Agent1 org.hostctl.Agent1"
 #[test]
 fn the_agent_is_on_the_real_system_bus_under_the_shipped_policy() {
     let Some(lane) = Lane::from_env() else { return };
-    let vm = VmFleet::start(&lane, &["web1"], SERVICES, "");
+    let vm = VmFleet::start_resumed(&lane, &["web1"], SERVICES, "", &[]);
     let guest = vm.guest("web1");
 
     // Root watches the agent's signals while hostctl deploys.

@@ -308,7 +308,7 @@ fn full() -> bool {
 #[test]
 fn power_cuts_during_controller_deployments_leave_the_guest_consistent_and_recovered() {
     let Some(lane) = Lane::from_env() else { return };
-    let mut vm = VmFleet::start(&lane, &["web1"], &services(Change::Switch, 0), "");
+    let mut vm = VmFleet::start_resumed(&lane, &["web1"], &services(Change::Switch, 0), "", &[]);
     let first = vm.hostctl(&["--json", "apply"]);
     first.expect_code(0);
     let mut acknowledged = vec![first.json()["hosts"]["web1"]["deployment"].as_str().unwrap().to_owned()];
@@ -369,13 +369,8 @@ fn power_cuts_during_pull_mode_fetch_and_build_leave_the_guest_consistent() {
         "pull:\n  url: {}\n  branch: main\n  interval: 3600s\n  lock: follow\n  webhook_secret_file: /opt/hostctl/webhook-secret\n",
         serde_json::to_string(&gitd.guest_url("fleet.git")).unwrap()
     );
-    let mut vm = VmFleet::start_with_secrets(
-        &lane,
-        &["web1"],
-        &services(Change::Switch, 0),
-        &pull,
-        &[("webhook-secret", SECRET)],
-    );
+    let mut vm =
+        VmFleet::start_resumed(&lane, &["web1"], &services(Change::Switch, 0), &pull, &[("webhook-secret", SECRET)]);
     gitd.add_remote(&vm.fleet.dir, "fleet.git");
     hostctl_tests::git(&vm.fleet.dir, &["push", "-q", "origin", "main"]);
     webhook(&vm, &vm.fleet.head());

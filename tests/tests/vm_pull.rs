@@ -47,7 +47,7 @@ fn a_guest_in_pull_mode_deploys_a_pushed_commit_after_a_webhook() {
         "pull:\n  url: {}\n  branch: main\n  interval: 3600s\n  lock: follow\n  webhook_secret_file: /opt/hostctl/webhook-secret\n",
         serde_json::to_string(&gitd.guest_url("fleet.git")).unwrap()
     );
-    let vm = VmFleet::start_with_secrets(&lane, &["web1"], FIRST, &pull, &[("webhook-secret", SECRET)]);
+    let vm = VmFleet::start_resumed(&lane, &["web1"], FIRST, &pull, &[("webhook-secret", SECRET)]);
     gitd.add_remote(&vm.fleet.dir, "fleet.git");
     hostctl_tests::git(&vm.fleet.dir, &["push", "-q", "origin", "main"]);
 

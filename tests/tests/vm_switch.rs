@@ -50,7 +50,7 @@ fn main_pid(guest: &Guest, unit: &str) -> String {
 fn switch_starts_new_units_restarts_changed_ones_stops_removed_ones_and_leaves_the_agent_running() {
     let Some(lane) = Lane::from_env() else { return };
     let names = ["web1", "web2"];
-    let vm = VmFleet::start(&lane, &names, FIRST, "");
+    let vm = VmFleet::start_resumed(&lane, &names, FIRST, "", &[]);
 
     let first = vm.hostctl(&["--json", "apply"]);
     first.expect_code(0);
@@ -112,7 +112,7 @@ const BROKEN: &str = r#"{
 #[test]
 fn a_unit_that_fails_to_start_exits_4_and_the_previous_system_and_its_units_come_back() {
     let Some(lane) = Lane::from_env() else { return };
-    let vm = VmFleet::start(&lane, &["web1"], FIRST, "");
+    let vm = VmFleet::start_resumed(&lane, &["web1"], FIRST, "", &[]);
     vm.hostctl(&["--json", "apply"]).expect_code(0);
     let good = vm.toplevel("web1");
     let guest = vm.guest("web1");

@@ -34,7 +34,7 @@ fn version(vm: &VmFleet, name: &str) -> Option<String> {
 #[test]
 fn a_system_shipping_a_new_agent_keeps_the_old_one_through_the_switch_and_restarts_into_the_new_one_when_idle() {
     let Some(lane) = Lane::from_env() else { return };
-    let vm = VmFleet::start(&lane, &["up1"], FIRST, "");
+    let vm = VmFleet::start_resumed(&lane, &["up1"], FIRST, "", &[]);
     vm.hostctl(&["--json", "apply"]).expect_code(0);
     let guest = vm.guest("up1");
     let old_pid = guest.unit_property("hostctl-agent", "MainPID");

@@ -3,6 +3,10 @@
 //! same guest). Needs the lane's environment: run it through `bench/vm-boot.sh [N]`,
 //! which builds or reuses the image and picks the accelerator. Prints a Markdown table.
 //! `bench/vm-boot.sh N uefi`: the same for the UEFI variant (OVMF, systemd-boot).
+//! `bench/vm-boot.sh N resume`: guests resumed from the lane's template
+//! (tests/src/vm/resume.rs) instead of booted: "power-on" is qemu started with the saved
+//! state, "agent answering" comes after its own files went in over ssh and the agent
+//! started (the template's own boot and save, once, is printed on stderr).
 
 #![expect(clippy::expect_used, reason = "a benchmark binary: a failed step must stop it with its message")]
 
@@ -18,12 +22,21 @@ fn seconds(d: &Duration) -> String {
 
 fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(3);
-    let uefi = std::env::args().nth(2).is_some_and(|a| a == "uefi");
-    let create = if uefi { Guest::create_uefi } else { Guest::create };
+    let mode = std::env::args().nth(2).unwrap_or_default();
+    let create = match mode.as_str() {
+        "uefi" => Guest::create_uefi,
+        "resume" => hostctl_tests::vm::resume::create_resumed,
+        _ => Guest::create,
+    };
     let lane = Lane::from_env().expect("HOSTCTL_VM_IMAGE is not set: run bench/vm-boot.sh");
     let yaml = agent_yaml("bench1", "bench:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "");
-    println!("| run | accelerator | cold boot: power-on → agent answering (s) | reboot → agent answering (s) |");
-    println!("|---|---|---|---|");
+    let first = if mode == "resume" {
+        "resumed: qemu started → agent answering (s)"
+    } else {
+        "cold boot: power-on → agent answering (s)"
+    };
+    println!("| run | accelerator | {first} | reboot → agent answering (s) | load average (1 min) |");
+    println!("|---|---|---|---|---|");
     for run in 1..=n {
         let mut guest = create(&lane, "bench1", &yaml, &[]);
         let cold = guest.boot();
@@ -38,7 +51,13 @@ fn main() {
             let shutdown = guest.ssh("journalctl -b -1 -o short-monotonic --no-pager | tail -n 30");
             eprintln!("{}", String::from_utf8_lossy(&shutdown.stdout));
         }
-        let firmware = if uefi { "UEFI" } else { "direct kernel" };
-        println!("| {run} | {} {firmware} | {} | {} |", lane.accel, seconds(&cold), seconds(&warm));
+        let firmware = match mode.as_str() {
+            "uefi" => "UEFI",
+            "resume" => "resumed",
+            _ => "direct kernel",
+        };
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let load = load.split_whitespace().next().unwrap_or("?");
+        println!("| {run} | {} {firmware} | {} | {} | {load} |", lane.accel, seconds(&cold), seconds(&warm));
     }
 }

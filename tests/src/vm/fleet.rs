@@ -61,6 +61,18 @@ impl VmFleet {
         Self::start_guests(lane, names, services, agent_extra, secrets, Guest::create)
     }
 
+    /// [`VmFleet::start_with_secrets`] with guests resumed from the lane's template instead
+    /// of booted ([`super::resume`]): for tests that need running hosts, not their boot.
+    pub fn start_resumed(
+        lane: &Lane,
+        names: &[&str],
+        services: &str,
+        agent_extra: &str,
+        secrets: &[(&str, &str)],
+    ) -> VmFleet {
+        Self::start_guests(lane, names, services, agent_extra, secrets, super::resume::create_resumed)
+    }
+
     /// [`VmFleet::start`] with UEFI guests (OVMF, systemd-boot; [`Guest::create_uefi`]).
     pub fn start_uefi(lane: &Lane, names: &[&str], services: &str, agent_extra: &str) -> VmFleet {
         Self::start_guests(lane, names, services, agent_extra, &[], Guest::create_uefi)

@@ -30,6 +30,14 @@ pub struct Guest {
     uefi: bool,
     /// How long a boot may take (power-on or reboot to the agent answering).
     boot_timeout: Duration,
+    /// A saved guest ([`super::resume`]) the next power-on resumes (`-incoming`) instead of
+    /// booting; taken by that power-on, so a power cycle after it boots from the disk.
+    pub(super) incoming: Option<PathBuf>,
+    /// What makes a resumed guest this host (its files, sent over ssh by
+    /// [`super::resume::become_host`] once it runs); taken by the next [`Guest::wait_agent`].
+    pub(super) pending_identity: Option<Vec<(String, String)>>,
+    /// A QMP socket (`qmp.sock` in the guest's dir), for saving the template.
+    pub(super) qmp: bool,
 }
 
 impl Guest {
@@ -37,6 +45,17 @@ impl Guest {
     /// a fresh overlay of the lane's image and a seed disk, which also carries
     /// `secrets` (`(name, text)`, mode 0600; /opt/hostctl/<name> in the guest).
     pub fn create(lane: &Lane, name: &str, agent_yaml: &str, secrets: &[(&str, &str)]) -> Guest {
+        let guest = Guest::blank(lane, name, &lane.image.join("root.img"), "raw");
+        checked(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(guest.path("ssh_key")));
+        guest.write_seed(agent_yaml, secrets);
+        // Raw requests of the tests pin the agent at this address, as hostctl does.
+        crate::identity::register(&guest.agent_addr(), crate::identity::test_identity_public(name).key);
+        guest
+    }
+
+    /// A powered-off guest with an address, a temp dir and a root overlay over `backing`
+    /// (of format `backing_format`): no seed disk, no ssh key yet.
+    pub(super) fn blank(lane: &Lane, name: &str, backing: &Path, backing_format: &str) -> Guest {
         let addr = free_address();
         let dir = tempfile::Builder::new()
             .prefix(&format!("hostctl-vm-{name}-"))
@@ -51,17 +70,16 @@ impl Guest {
             console: PathBuf::new(),
             uefi: false,
             boot_timeout: BOOT_TIMEOUT,
+            incoming: None,
+            pending_identity: None,
+            qmp: false,
         };
         checked(
             Command::new("qemu-img")
-                .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-                .arg(lane.image.join("root.img"))
+                .args(["create", "-q", "-f", "qcow2", "-F", backing_format, "-b"])
+                .arg(backing)
                 .arg(guest.path("root.qcow2")),
         );
-        checked(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(guest.path("ssh_key")));
-        guest.write_seed(agent_yaml, secrets);
-        // Raw requests of the tests pin the agent at this address, as hostctl does.
-        crate::identity::register(&guest.agent_addr(), crate::identity::test_identity_public(name).key);
         guest
     }
 
@@ -80,7 +98,7 @@ impl Guest {
     }
 
     /// The seed disk (/dev/vdb): what /sbin/hostctl-vm-init installs at every boot.
-    fn write_seed(&self, agent_yaml: &str, secrets: &[(&str, &str)]) {
+    pub(super) fn write_seed(&self, agent_yaml: &str, secrets: &[(&str, &str)]) {
         let seed = self.path("seed");
         let write = |rel: &str, text: &str| {
             let file = seed.join(rel);
@@ -159,6 +177,12 @@ impl Guest {
         if self.uefi {
             super::uefi::qemu_args(&mut cmd, self.dir.path());
         }
+        if self.qmp {
+            cmd.arg("-qmp").arg(format!("unix:{},server=on,wait=off", self.path("qmp.sock").display()));
+        }
+        if let Some(state) = self.incoming.take() {
+            cmd.arg("-incoming").arg(format!("exec:cat {}", shell_quote(&state.display().to_string())));
+        }
         cmd.args(["-netdev", &format!("user,id=net0,{},{}", fwd(AGENT_PORT), fwd(22))]);
         cmd.args(["-device", "virtio-net-pci,netdev=net0", "-device", "virtio-rng-pci"]);
         // tests/vm/run.sh kills what is left in its run directory when it ends (a test
@@ -189,6 +213,9 @@ impl Guest {
 
     /// Waits (from `start`) until the agent answers HTTP and sshd lets us in.
     pub fn wait_agent(&mut self, start: Instant) -> Duration {
+        if let Some(files) = self.pending_identity.take() {
+            super::resume::become_host(self, &files, start);
+        }
         let probe = crate::http::Request::new("GET", "/v1/status", b"");
         loop {
             if let Some(qemu) = self.qemu.as_mut() {

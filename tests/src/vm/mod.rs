@@ -16,6 +16,7 @@ pub mod cuts;
 pub mod fleet;
 pub mod gitd;
 pub mod guest;
+pub mod resume;
 pub mod uefi;
 pub mod upgrade;
 
