@@ -162,10 +162,14 @@ pub async fn apply(
         if let Err(e) = crate::deployed_roots::keep_inputs(&nix, &ctx.fleet_file, &ctx.flake).await {
             out.warn(&e);
         }
+        let landed = results
+            .iter()
+            .filter(|(_, (_, outcome))| matches!(outcome.result, HostResult::Activated | HostResult::Unchanged))
+            .filter_map(|(name, _)| Some((name.clone(), built.get(name)?.as_ref().ok()?.out_path.clone())));
+        for warning in crate::deployed_roots::keep_all(nix.clone(), &ctx.fleet_file, landed.collect()).await {
+            out.warn(&warning);
+        }
         for (name, (batch, outcome)) in results {
-            if matches!(outcome.result, HostResult::Activated | HostResult::Unchanged) {
-                keep_deployed(ctx, &nix, &built, &name, out).await;
-            }
             let entry = outcome_entry(ctx, toplevel_of(&built, &name), Some(batch), &outcome);
             report.hosts.insert(name.to_string(), entry);
         }
@@ -179,14 +183,6 @@ pub async fn apply(
         }
     }
     Ok(report)
-}
-
-/// Keeps what `name` now runs in this machine's store (`deployed_roots.rs`).
-async fn keep_deployed(ctx: &FleetContext, nix: &Nix, built: &Built, name: &HostName, out: &mut Output) {
-    let Some(toplevel) = built.get(name).and_then(|b| b.as_ref().ok()).map(|t| &t.out_path) else { return };
-    if let Err(e) = crate::deployed_roots::keep(nix, &ctx.fleet_file, name, toplevel).await {
-        out.warn(&format!("{name}: {e}"));
-    }
 }
 
 /// `apply --diff`: every built host's diff on stderr, then, unless `yes`, a question on
