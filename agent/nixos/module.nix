@@ -24,7 +24,8 @@ let
   binfmtConf = "/etc/nix/hostctl-binfmt.conf";
 
   # Any JSON value, for the keys whose inside the agent checks (pull, binfmt, health).
-  json = (pkgs.formats.json { }).type;
+  # nixpkgs 20.09 has no pkgs.formats: there a value is taken as given.
+  json = if pkgs ? formats then (pkgs.formats.json { }).type else types.unspecified;
 
   # An agent.yaml key; null (the default) leaves it out, so the agent's default applies.
   setting = type: description: mkOption { type = types.nullOr type; default = null; inherit description; };

@@ -171,7 +171,7 @@ fn bad_trusted_keys() {
 fn unknown_keys() {
     fails_with(
         &format!("{MINIMAL}listen_on: 1\n"),
-        "/etc/hostctl/agent.yaml:3:1: listen_on: unknown field `listen_on`, expected one of `hostname`, `listen`, `max_connections`, `max_connections_per_peer`, `trusted_keys`, `state_dir`, `profile`, `store`, `confirm_timeout`, `activation_timeout`, `bus`, `service_manager`, `health`, `pull`, `binfmt`, `caches`, `identity_key_file`, `metrics_listen`, `webhook_listen`, `retention`",
+        "/etc/hostctl/agent.yaml:3:1: listen_on: unknown field `listen_on`, expected one of `hostname`, `listen`, `max_connections`, `max_connections_per_peer`, `trusted_keys`, `state_dir`, `profile`, `store`, `confirm_timeout`, `activation_timeout`, `bus`, `service_manager`, `health`, `pull`, `binfmt`, `caches`, `identity_key_file`, `metrics_listen`, `webhook_listen`, `retention`, `boot`",
     );
     fails_with(
         &format!("{MINIMAL}pull:\n  url: x\n  brnach: main\n"),

@@ -127,7 +127,7 @@ fn yaml_syntax_error() {
 fn unknown_top_level_key() {
     let err = fails_with(
         "flake: .\nfleet: x\nhosts:\n  web1:\n    address: a\n",
-        "examples/fleet/fleet.yaml:2:1: fleet: unknown field `fleet`, expected one of `flake`, `signing_key`, `defaults`, `hosts`, `rollout`, `cache`, `commits`, `tag_commits`, `tag_retention`",
+        "examples/fleet/fleet.yaml:2:1: fleet: unknown field `fleet`, expected one of `flake`, `signing_key`, `defaults`, `hosts`, `rollout`, `cache`, `commits`, `tag_commits`, `tag_retention`, `tag_reboot`",
     );
     assert_eq!(err.location(), Some((2, 1)));
     assert_eq!(err.key_path(), Some("fleet"));
@@ -137,7 +137,7 @@ fn unknown_top_level_key() {
 fn unknown_key_in_host() {
     let err = fails_with(
         "flake: .\n\n\ndefaults: {}\nhosts:\n  web1:\n    adress: 192.0.2.10\n",
-        "examples/fleet/fleet.yaml:7:5: hosts.web1.adress: unknown field `adress`, expected one of `address`, `tags`, `configuration`, `system`, `health`, `port`, `commits`, `agent_key`, `retention`",
+        "examples/fleet/fleet.yaml:7:5: hosts.web1.adress: unknown field `adress`, expected one of `address`, `tags`, `configuration`, `system`, `health`, `port`, `commits`, `agent_key`, `retention`, `reboot`",
     );
     assert_eq!(err.location(), Some((7, 5)));
 }
@@ -146,7 +146,7 @@ fn unknown_key_in_host() {
 fn unknown_key_in_defaults_rollout_and_health() {
     fails_with(
         "defaults:\n  prot: 1\nhosts:\n  a:\n    address: a\n",
-        "examples/fleet/fleet.yaml:2:3: defaults.prot: unknown field `prot`, expected one of `port`, `mode`, `confirm_timeout`, `retention`",
+        "examples/fleet/fleet.yaml:2:3: defaults.prot: unknown field `prot`, expected one of `port`, `mode`, `confirm_timeout`, `retention`, `reboot`",
     );
     fails_with(
         "rollout:\n  max_failure: 1\nhosts:\n  a:\n    address: a\n",

@@ -12,11 +12,13 @@ use hostctl_tests::vm::fleet::VmFleet;
 use hostctl_tests::vm::Lane;
 
 const FIRST: &str = "{ services = { vm-web = { exec = \"/bin/sleep infinity\"; }; }; }\n";
-/// A new unit whose start takes 40 s: switch-to-configuration waits for it.
+/// A new unit whose start takes 90 s: switch-to-configuration waits for it. 40 s was not
+/// enough on a loaded machine: the agent's restart and the `systemctl` calls around it, each
+/// an ssh round trip into a TCG guest, outlasted it once (the unit was `inactive` when checked).
 const SLOW: &str = r#"{
   services = {
     vm-web = { exec = "/bin/sleep infinity"; };
-    vm-slow = { exec = "/bin/sleep 40"; type = "oneshot"; };
+    vm-slow = { exec = "/bin/sleep 90"; type = "oneshot"; };
   };
 }
 "#;

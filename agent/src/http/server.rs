@@ -82,6 +82,12 @@ pub async fn serve(
             }
         };
         notice_dead_peers(&stream);
+        // An answer leaves as several TLS records; under Nagle's algorithm one written
+        // while another is unacknowledged waits for the client's delayed ACK (up to 40 ms
+        // on Linux). The controller's sockets already have TCP_NODELAY (reqwest's default).
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+        }
         let first_headers_by = tokio::time::Instant::now() + HEADER_TIMEOUT;
         let connection = Connection {
             http: http.clone(),
