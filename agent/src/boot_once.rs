@@ -208,7 +208,8 @@ impl Deployer {
     /// when that is it, so later deployments move it on as usual).
     pub(crate) fn set_new_default(&self, toplevel: &StorePath) -> Result<(), String> {
         let loader = self.loader()?;
-        let entry = loader.make_default(toplevel).map_err(|e| format!("cannot make the new system the default: {e}"))?;
+        let entry =
+            loader.make_default(toplevel).map_err(|e| format!("cannot make the new system the default: {e}"))?;
         tracing::info!(%entry, "the new system is the boot loader's default");
         Ok(())
     }

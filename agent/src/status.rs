@@ -78,7 +78,8 @@ fn binfmt_mount(app: &Handles) -> &std::path::Path {
 /// What the agent is doing, from the deployments not yet final.
 pub fn agent_state(records: &[Record]) -> AgentState {
     let states = || records.iter().map(|r| r.deployment.state);
-    if states().any(|s| matches!(s, DeploymentState::Queued | DeploymentState::Activating | DeploymentState::Rebooting)) {
+    if states().any(|s| matches!(s, DeploymentState::Queued | DeploymentState::Activating | DeploymentState::Rebooting))
+    {
         AgentState::Activating
     } else if states().any(|s| s == DeploymentState::AwaitingConfirmation) {
         AgentState::AwaitingConfirmation

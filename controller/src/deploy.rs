@@ -18,8 +18,8 @@ use crate::client::deployment_id;
 use crate::health::{self, CheckReport, Gate};
 use crate::host::{Host, HostError};
 use crate::progress;
-use crate::reboot::{self, RebootReport};
 use crate::push::{push_closure, FreeSpace, PushError, PushStats};
+use crate::reboot::{self, RebootReport};
 use crate::report::HostResult;
 
 /// What every host of one `apply` shares.
