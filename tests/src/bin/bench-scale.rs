@@ -203,7 +203,7 @@ impl Run {
             entry.0 += 1;
         }
         let mut sorted: Vec<_> = groups.into_iter().collect();
-        sorted.sort_by(|a, b| b.1 .0.cmp(&a.1 .0));
+        sorted.sort_by_key(|(_, (count, _))| std::cmp::Reverse(*count));
         sorted.into_iter().map(|(cause, (count, host))| format!("{count} × {cause} (e.g. {host})")).collect()
     }
 }
