@@ -56,9 +56,19 @@ pub fn check(vm: &VmFleet, name: &str, acknowledged: &[&str]) -> String {
             fail(&format!("{name}: acknowledged deployment {id} is not final in the journal: {record}"));
         }
     }
-    let running = guest.resolve("/run/current-system");
-    let profile = guest.resolve("/nix/var/nix/profiles/system");
     let reported = status["toplevel"].as_str().unwrap_or("");
+    let (mut running, mut profile) = (String::new(), String::new());
+    // An empty reading (seen once at load > 20 right after a boot, while the agent reported
+    // the same system; most likely the ssh round trip failing) is read again; a link that
+    // is really missing stays empty and still fails below.
+    for _ in 0..3 {
+        running = guest.resolve("/run/current-system");
+        profile = guest.resolve("/nix/var/nix/profiles/system");
+        if !running.is_empty() && !profile.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
     if running != profile || running != reported {
         fail(&format!("{name}: running {running}, profile {profile}, agent {reported} differ: {status}"));
     }
