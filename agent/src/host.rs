@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use hostctl_nix::{Nix, NixError};
+use hostctl_schemas::boot_config::DEFAULT_ESP;
 use hostctl_schemas::ids::StorePath;
 
 /// The Nix system this agent was built for, e.g. `x86_64-linux` (the agent runs natively,
@@ -52,14 +53,15 @@ impl StoreFs {
         free_bytes(&self.store_dir())
     }
 
-    /// Bytes free on [`BOOT_DIR`]'s file system when it is another than the store's (a
-    /// boot partition, e.g. the EFI system partition); `None` when it is the same one
-    /// (the store's free space is what counts then) or cannot be read.
+    /// Bytes free on [`DEFAULT_ESP`]'s file system (where boot loaders install kernels and
+    /// initrds, the path the controller's boot-space message names) when it is another
+    /// than the store's (a boot partition, e.g. the EFI system partition); `None` when it
+    /// is the same one (the store's free space counts then) or cannot be read.
     pub fn boot_free_bytes(&self) -> Option<u64> {
         use std::os::unix::fs::MetadataExt as _;
-        let boot = std::fs::metadata(BOOT_DIR).ok()?;
+        let boot = std::fs::metadata(DEFAULT_ESP).ok()?;
         let store = std::fs::metadata(self.store_dir()).ok()?;
-        (boot.dev() != store.dev()).then(|| free_bytes(Path::new(BOOT_DIR))).flatten()
+        (boot.dev() != store.dev()).then(|| free_bytes(Path::new(DEFAULT_ESP))).flatten()
     }
 
     /// The file system path of `path`.
@@ -70,9 +72,6 @@ impl StoreFs {
         }
     }
 }
-
-/// Where boot loaders install kernels and initrds (NixOS's default ESP mount point).
-pub const BOOT_DIR: &str = "/boot";
 
 /// Bytes an unprivileged writer may still use on the file system holding `dir`.
 fn free_bytes(dir: &Path) -> Option<u64> {

@@ -143,8 +143,15 @@ pub struct RebootCmdArgs {
     /// Failed hosts tolerated before the later batches are skipped (default: `rollout.max_failures`).
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = whole_number::<u32>)]
     pub max_failures: Option<u32>,
-    /// How long a host has to come back (its agent answering on a new boot id) before
-    /// its step `reboot` fails.
+    #[command(flatten)]
+    pub timeout: RebootTimeoutArg,
+}
+
+/// `--reboot-timeout`, shared by `apply` and `reboot`.
+#[derive(Debug, Args)]
+pub struct RebootTimeoutArg {
+    /// How long a rebooting host has to come back (its agent answering on a new boot id)
+    /// before its step `reboot` fails.
     #[arg(long, value_name = "D", default_value = "10m")]
     pub reboot_timeout: hostctl_schemas::duration::Duration,
 }
@@ -304,10 +311,8 @@ pub struct RebootArgs {
     /// confirmed. A host's `reboot` in fleet.yaml (`never`, `if-needed`, `always`) wins.
     #[arg(long)]
     pub reboot: bool,
-    /// How long a rebooting host has to come back (its agent answering on a new boot id)
-    /// before its step `reboot` fails.
-    #[arg(long, value_name = "D", default_value = "10m")]
-    pub reboot_timeout: hostctl_schemas::duration::Duration,
+    #[command(flatten)]
+    pub timeout: RebootTimeoutArg,
 }
 
 #[derive(Debug, Args)]

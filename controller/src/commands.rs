@@ -71,7 +71,7 @@ pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Box<dyn P
                 yes: args.yes,
                 allow_unsigned: args.allow_unsigned,
                 reboot: args.reboots.reboot,
-                reboot_timeout: args.reboots.reboot_timeout,
+                reboot_timeout: args.reboots.timeout.reboot_timeout,
             };
             Box::new(apply::apply(opts, ctx, nix, out).await?)
         }
@@ -148,7 +148,7 @@ pub async fn run(cli: &Cli, nix: Arc<Nix>, out: &mut Output) -> Result<Box<dyn P
                 batch: args.batch.unwrap_or(ctx.fleet.rollout.batch),
                 max_failures: args.max_failures.unwrap_or(ctx.fleet.rollout.max_failures),
                 parallel: cli.parallel.map_or(DEFAULT_PARALLEL, NonZeroUsize::get),
-                reboot_timeout: args.reboot_timeout,
+                reboot_timeout: args.timeout.reboot_timeout,
             };
             Box::new(crate::reboot_cmd::reboot(opts, ctx, nix).await?)
         }

@@ -373,7 +373,6 @@ async fn wait<H: Host>(
         confirmed: false,
         refused: false,
         last_error: None,
-        rebooting_since: None,
         reboot: if expects_reboot { RebootWait::Expected } else { RebootWait::None },
     };
     // Activations often finish within tens of milliseconds: poll soon, then back off to
@@ -417,8 +416,6 @@ struct Waiting<'a, H> {
     /// The agent refused it (409: the window is over); its final state tells the rest.
     refused: bool,
     last_error: Option<HostError>,
-    /// When the agent was first seen `rebooting`; `None` once it answered after the reboot.
-    rebooting_since: Option<Instant>,
     reboot: RebootWait,
 }
 
@@ -429,8 +426,8 @@ enum RebootWait {
     None,
     /// Asked for; the host has not gone yet (as far as the controller knows).
     Expected,
-    /// `rebooting`, or the agent stopped answering: the reboot clock runs.
-    Away,
+    /// `rebooting`, or the agent stopped answering, since then: the reboot clock runs.
+    Away(Instant),
     /// The agent answered after the reboot.
     Back,
 }
@@ -443,11 +440,10 @@ impl<H: Host> Waiting<'_, H> {
     fn note_reboot(&mut self, answer: Result<&Deployment, &HostError>) {
         let away = match answer {
             Ok(d) if reboot::came_back(d) => {
-                if self.reboot == RebootWait::Away {
+                if matches!(self.reboot, RebootWait::Away(_)) {
                     progress::step(self.host.name(), "back from its reboot");
                 }
                 self.reboot = RebootWait::Back;
-                self.rebooting_since = None;
                 return;
             }
             Ok(d) => d.state == DeploymentState::Rebooting,
@@ -455,14 +451,13 @@ impl<H: Host> Waiting<'_, H> {
         };
         if away && matches!(self.reboot, RebootWait::Expected | RebootWait::None) {
             progress::step(self.host.name(), "rebooting");
-            self.reboot = RebootWait::Away;
-            self.rebooting_since = Some(Instant::now());
+            self.reboot = RebootWait::Away(Instant::now());
         }
     }
 
     /// The error once the host has been rebooting for longer than `limit`.
     fn reboot_overdue(&self, limit: Duration) -> Option<String> {
-        let since = self.rebooting_since?;
+        let RebootWait::Away(since) = self.reboot else { return None };
         (since.elapsed() >= limit).then(|| {
             let why = self.last_error.as_ref().map(|e| format!("; last error: {e}")).unwrap_or_default();
             format!(

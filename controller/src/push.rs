@@ -13,6 +13,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use hostctl_nix::Nix;
+use hostctl_schemas::boot_config::DEFAULT_ESP;
 use hostctl_schemas::ids::StorePath;
 use hostctl_schemas::text::plural;
 use tokio::sync::OnceCell;
@@ -235,16 +236,13 @@ async fn check_space<S: LocalStore>(
     if boot_bytes > boot_free {
         return Err(PushError::Local(format!(
             "not enough space on the boot partition for the new kernel and initrd: {} to install ({boot_bytes} \
-             bytes), but the host's {BOOT_DIR} has {} free ({boot_free} bytes); nothing was sent",
+             bytes), but the host's {DEFAULT_ESP} has {} free ({boot_free} bytes); nothing was sent",
             progress::bytes(boot_bytes),
             progress::bytes(boot_free),
         )));
     }
     Ok(())
 }
-
-/// Where the host's boot loader installs kernels and initrds, as its agent checks it.
-const BOOT_DIR: &str = "/boot";
 
 /// Splits `paths` (in order) into imports within [`HEADER_BUDGET`] and [`NAR_BUDGET`];
 /// every chunk has at least one path.

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use hostctl_schemas::api::deployments::{Deployment, DeploymentState};
+use hostctl_schemas::api::deployments::{Deployment, DeploymentState, RebootReason};
 use hostctl_schemas::api::status::StatusResponse;
 use hostctl_schemas::ids::StorePath;
 use hostctl_schemas::inventory::RebootPolicy;
@@ -78,16 +78,20 @@ pub fn wanted(policy: RebootPolicy, status: &StatusResponse, toplevel: &StorePat
         return None;
     }
     if unchanged {
-        let parts: Vec<&str> = status.reboot_reasons.iter().map(|r| r.part.as_str()).collect();
-        return (status.reboot_required == Some(true)).then(|| format!("{} changed", parts.join(", ")));
+        return (status.reboot_required == Some(true)).then(|| changed(&status.reboot_reasons));
     }
     if policy == RebootPolicy::Always {
         return Some("reboot: always".to_owned());
     }
     let booted = status.booted_system.as_deref().map(Path::new).filter(|p| p.is_dir())?;
     let reasons = hostctl_nix::boot_parts::compare(booted, Path::new(toplevel.as_str()));
+    (!reasons.is_empty()).then(|| changed(&reasons))
+}
+
+/// `kernel, initrd changed`.
+fn changed(reasons: &[RebootReason]) -> String {
     let parts: Vec<&str> = reasons.iter().map(|r| r.part.as_str()).collect();
-    (!parts.is_empty()).then(|| format!("{} changed", parts.join(", ")))
+    format!("{} changed", parts.join(", "))
 }
 
 /// Whether `d` says the host came back from its reboot (an agent answering after it).

@@ -38,16 +38,20 @@ pub async fn reboot(opts: RebootOptions, ctx: &FleetContext, nix: Arc<Nix>) -> R
     settings.wait_limit += settings.reboot_timeout;
     let mut report = ApplyReport { tally: true, ..ApplyReport::default() };
     report.extra.mode = Mode::Boot.as_str();
+    // Each host's system, asked of all agents at once.
+    let answers = crate::tasks::ask_each_agent(ctx, &opts.hosts, "GET /v1/status", |_, client| async move {
+        let status = client.status().await?;
+        Ok((client, status.toplevel))
+    })
+    .await?;
     let mut targets = Vec::new();
     let mut failed = 0;
-    for name in &opts.hosts {
-        let found = match ctx.agent(name)? {
-            Ok(host) => system_of(&host).await.map(|toplevel| (host, toplevel)),
-            Err(e) => Err(e.to_string()),
-        };
+    for (name, answer) in answers {
+        let found =
+            answer.map_err(|e| e.to_string()).and_then(|(host, toplevel)| Ok((system_of(&name, toplevel)?, host)));
         match found {
-            Ok((host, toplevel)) => {
-                targets.push(Target { host: Arc::new(host), toplevel, checks: ctx.health_checks(name) })
+            Ok((toplevel, host)) => {
+                targets.push(Target { host: Arc::new(host), toplevel, checks: ctx.health_checks(&name) })
             }
             Err(e) => {
                 failed += 1;
@@ -71,9 +75,8 @@ pub async fn reboot(opts: RebootOptions, ctx: &FleetContext, nix: Arc<Nix>) -> R
     Ok(report)
 }
 
-/// The system `host`'s profile names (what a reboot boots).
-async fn system_of(host: &crate::client::HttpHost) -> Result<StorePath, String> {
-    let status = host.status().await.map_err(|e| e.to_string())?;
-    let toplevel = status.toplevel.ok_or_else(|| format!("{}: has no system to reboot into", host.name()))?;
-    toplevel.parse().map_err(|e| format!("{}: its agent names the system `{toplevel}`: {e}", host.name()))
+/// The system `host`'s agent says its profile names (what a reboot boots).
+fn system_of(host: &HostName, toplevel: Option<String>) -> Result<StorePath, String> {
+    let toplevel = toplevel.ok_or_else(|| format!("{host}: has no system to reboot into"))?;
+    toplevel.parse().map_err(|e| format!("{host}: its agent names the system `{toplevel}`: {e}"))
 }

@@ -43,26 +43,11 @@ pub fn agent_yaml(name: &str, public_key: &str, extra: &str) -> String {
 }
 
 impl VmFleet {
-    /// Boots a guest for each of `names` (in parallel) with hosts/<name>.nix = `services`
-    /// (a Nix attrset body, see tests/vm/fleet/system.nix) committed, and `agent_extra`
-    /// appended to every agent.yaml.
-    pub fn start(lane: &Lane, names: &[&str], services: &str, agent_extra: &str) -> VmFleet {
-        Self::start_with_secrets(lane, names, services, agent_extra, &[])
-    }
-
-    /// [`VmFleet::start`] with `secrets` on every guest's seed disk (see [`Guest::create`]).
-    pub fn start_with_secrets(
-        lane: &Lane,
-        names: &[&str],
-        services: &str,
-        agent_extra: &str,
-        secrets: &[(&str, &str)],
-    ) -> VmFleet {
-        Self::start_guests(lane, names, services, agent_extra, secrets, Guest::create)
-    }
-
-    /// [`VmFleet::start_with_secrets`] with guests resumed from the lane's template instead
-    /// of booted ([`super::resume`]): for tests that need running hosts, not their boot.
+    /// A guest for each of `names` (started in parallel), resumed from the lane's template
+    /// ([`super::resume`]: for tests that need running hosts, not their boot), with
+    /// hosts/<name>.nix = `services` (a Nix attrset body, see tests/vm/fleet/system.nix)
+    /// committed, `agent_extra` appended to every agent.yaml and `secrets` on every guest's
+    /// seed disk (see [`Guest::create`]).
     pub fn start_resumed(
         lane: &Lane,
         names: &[&str],
@@ -73,7 +58,8 @@ impl VmFleet {
         Self::start_guests(lane, names, services, agent_extra, secrets, super::resume::create_resumed)
     }
 
-    /// [`VmFleet::start`] with UEFI guests (OVMF, systemd-boot; [`Guest::create_uefi`]).
+    /// Booted UEFI guests (OVMF, systemd-boot; [`Guest::create_uefi`]), otherwise as
+    /// [`VmFleet::start_resumed`] without secrets.
     pub fn start_uefi(lane: &Lane, names: &[&str], services: &str, agent_extra: &str) -> VmFleet {
         Self::start_guests(lane, names, services, agent_extra, &[], Guest::create_uefi)
     }
